@@ -1,0 +1,240 @@
+//! The ambos certificate authority: the PKI core and the store joined by the
+//! issuance policy (what gets stored, in which transaction, in which order).
+//! The CLI, the CA server and the benchmarks all go through here.
+#![forbid(unsafe_code)]
+
+use ambos_pki::{
+    build_crl, Authority, IssuedCert, KeyType, LeafRequest, NewCa, PkiError, PrivateKey, Profile, RevocationReason,
+    RevokedEntry, Serial,
+};
+use ambos_store::{
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Revocation, SqliteStore, StoreError,
+};
+use std::path::Path;
+use std::time::Duration;
+use thiserror::Error;
+
+pub use ambos_pki::OffsetDateTime;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CaError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("'{name}' names {} valid certificates ({}); revoke one by serial", serials.len(), serials.join(", "))]
+    AmbiguousName { name: String, serials: Vec<String> },
+    #[error("the stored {0} CA certificate does not parse: {1}")]
+    StoredCertificate(AuthorityRole, String),
+}
+
+pub type Result<T> = std::result::Result<T, CaError>;
+
+/// Settings for `ambos init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub name: String,
+    pub key_type: KeyType,
+    pub root_ttl: Duration,
+    pub intermediate_ttl: Duration,
+    /// `None` stores the CA keys unencrypted (`--no-passphrase`).
+    pub passphrase: Option<Vec<u8>>,
+}
+
+/// Serial or name → the certificate to act on.
+#[derive(Clone, Debug)]
+pub enum CertSelector {
+    Serial(Serial),
+    Name(String),
+}
+
+/// A CA on disk: its two certificates and the store. Keys stay encrypted
+/// until [`CertificateAuthority::issuing_authority`] unlocks one.
+pub struct CertificateAuthority<S: CertStore = SqliteStore> {
+    store: S,
+    authorities: Authorities,
+}
+
+/// Whole seconds: X.509 times have no fractions, and records should match the certificate.
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
+    CertRecord {
+        serial: issued.serial.to_hex(),
+        name: issued.name.clone(),
+        profile: issued.profile.as_str().to_string(),
+        issuer,
+        subject: issued.subject.clone(),
+        sans: issued.sans.iter().map(ToString::to_string).collect(),
+        not_before: issued.not_before.unix_timestamp(),
+        not_after: issued.not_after.unix_timestamp(),
+        sha256: issued.sha256.clone(),
+        cert_der: issued.cert_der.clone(),
+        issued_at: at.unix_timestamp(),
+        revocation: None,
+    }
+}
+
+impl CertificateAuthority<SqliteStore> {
+    /// Creates a CA in `dir`; refuses if one is already there.
+    pub fn init(dir: &Path, opts: &InitOptions) -> Result<Self> {
+        // Check before the (slow, for RSA) key generation.
+        let mut store = SqliteStore::open(dir, true)?;
+        if store.authorities().is_ok() {
+            return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
+        }
+        let at = now();
+        let ca = NewCa::create(&opts.name, opts.key_type, opts.root_ttl, opts.intermediate_ttl, at)?;
+        let record = |role, cert_der: &[u8], key: &PrivateKey| -> Result<AuthorityRecord> {
+            let (key_pem, key_encrypted) = match &opts.passphrase {
+                Some(p) => (ambos_pki::encrypt_private_key(key.pkcs8_der(), p)?, true),
+                None => (key.pkcs8_pem().to_string(), false),
+            };
+            Ok(AuthorityRecord {
+                role,
+                name: opts.name.clone(),
+                key_type: opts.key_type.to_string(),
+                cert_der: cert_der.to_vec(),
+                key_pem,
+                key_encrypted,
+                created_at: at.unix_timestamp(),
+            })
+        };
+        let root = record(AuthorityRole::Root, &ca.root_cert_der, &ca.root_key)?;
+        let intermediate = record(AuthorityRole::Intermediate, &ca.intermediate_cert_der, &ca.intermediate_key)?;
+        store.init_authorities(&root, &intermediate)?;
+        // The intermediate is a certificate the root issued: list and revoke it like any other.
+        store.insert_certs(&[record_of(&ca.intermediate, AuthorityRole::Root, at)])?;
+        let authorities = store.authorities()?;
+        Ok(CertificateAuthority { store, authorities })
+    }
+
+    /// Opens the CA in `dir`; `NotInitialised` if there is none.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let store = SqliteStore::open(dir, false)?;
+        Self::with_store(store)
+    }
+}
+
+impl<S: CertStore> CertificateAuthority<S> {
+    pub fn with_store(store: S) -> Result<Self> {
+        let authorities = store.authorities()?;
+        Ok(CertificateAuthority { store, authorities })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.authorities.root.name
+    }
+
+    pub fn root_der(&self) -> &[u8] {
+        &self.authorities.root.cert_der
+    }
+
+    pub fn intermediate_der(&self) -> &[u8] {
+        &self.authorities.intermediate.cert_der
+    }
+
+    pub fn key_type(&self) -> &str {
+        &self.authorities.intermediate.key_type
+    }
+
+    /// Whether unlocking a CA key needs a passphrase.
+    pub fn keys_encrypted(&self) -> bool {
+        self.authorities.intermediate.key_encrypted || self.authorities.root.key_encrypted
+    }
+
+    /// Unlocks the CA key of `role` and returns a signer for it.
+    pub fn authority(&self, role: AuthorityRole, passphrase: Option<&[u8]>) -> Result<Authority> {
+        let rec = match role {
+            AuthorityRole::Root => &self.authorities.root,
+            AuthorityRole::Intermediate => &self.authorities.intermediate,
+        };
+        let key = PrivateKey::from_pem(&rec.key_pem, passphrase)?;
+        Ok(Authority::new(&rec.cert_der, key, &self.authorities.root.cert_der)?)
+    }
+
+    /// Issues one certificate per request and stores them all in one
+    /// transaction before returning: nothing is handed out unrecorded.
+    pub fn issue(&mut self, issuer: &Authority, requests: &[LeafRequest]) -> Result<Vec<IssuedCert>> {
+        let at = now();
+        let issued = requests.iter().map(|r| issuer.issue(r, at)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let records: Vec<CertRecord> = issued.iter().map(|c| record_of(c, AuthorityRole::Intermediate, at)).collect();
+        self.store.insert_certs(&records)?;
+        Ok(issued)
+    }
+
+    /// Signs an external CSR (signature checked, names limited by `profile`) and stores it.
+    pub fn sign_csr(
+        &mut self,
+        issuer: &Authority,
+        csr_der: &[u8],
+        profile: Profile,
+        ttl: Duration,
+    ) -> Result<IssuedCert> {
+        let at = now();
+        let issued = issuer.sign_csr(csr_der, profile, ttl, at)?;
+        self.store.insert_certs(&[record_of(&issued, AuthorityRole::Intermediate, at)])?;
+        Ok(issued)
+    }
+
+    /// Finds the one certificate a serial or name refers to. A name must
+    /// match exactly one unrevoked certificate.
+    pub fn resolve(&self, selector: &CertSelector) -> Result<CertRecord> {
+        match selector {
+            CertSelector::Serial(s) => {
+                self.store.cert_by_serial(&s.to_hex())?.ok_or_else(|| StoreError::UnknownCertificate(s.to_hex()).into())
+            }
+            CertSelector::Name(name) => {
+                let mut live: Vec<CertRecord> =
+                    self.store.certs_by_name(name)?.into_iter().filter(|c| c.revocation.is_none()).collect();
+                match live.len() {
+                    0 => Err(StoreError::UnknownCertificate(name.clone()).into()),
+                    1 => Ok(live.remove(0)),
+                    _ => Err(CaError::AmbiguousName {
+                        name: name.clone(),
+                        serials: live.into_iter().map(|c| c.serial).collect(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Revokes a certificate (one transaction); it shows up in the next CRL.
+    pub fn revoke(&mut self, selector: &CertSelector, reason: RevocationReason) -> Result<CertRecord> {
+        let target = self.resolve(selector)?;
+        let revocation = Revocation { revoked_at: now().unix_timestamp(), reason: reason.code() };
+        Ok(self.store.revoke(&target.serial, revocation)?)
+    }
+
+    /// Builds the next CRL of `role`'s CA, signed by `signer`, valid for `validity`.
+    pub fn crl(&mut self, role: AuthorityRole, signer: &Authority, validity: Duration) -> Result<Vec<u8>> {
+        let revoked = self
+            .store
+            .revoked_by(role)?
+            .into_iter()
+            .map(|(serial, r)| {
+                Ok(RevokedEntry {
+                    serial: serial.parse()?,
+                    revoked_at: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    reason: RevocationReason::from_code(r.reason).unwrap_or(RevocationReason::Unspecified),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let number = self.store.next_crl_number(role)?;
+        let at = now();
+        Ok(build_crl(signer, number, &revoked, at, at + validity)?)
+    }
+
+    pub fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
+        Ok(self.store.list(filter)?)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}

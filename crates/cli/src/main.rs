@@ -1,0 +1,147 @@
+//! `ambos`: mTLS for real services — an internal CA (and, in later
+//! releases, an mTLS proxy) in one binary. This crate only parses flags,
+//! reads and writes files and prints; the logic lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod ca_cmds;
+mod files;
+mod inspect_cmd;
+mod secrets;
+
+use ambos_ca::CaError;
+use ambos_pki::PkiError;
+use ambos_store::StoreError;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXAMPLES: &str = "\
+Examples:
+  ambos init --name acme --no-passphrase
+  ambos issue server api --san dns:api.acme.test --san ip:127.0.0.1 --out certs
+  ambos issue client checkout --spiffe spiffe://acme.test/checkout --ou payments --out certs
+  ambos revoke checkout --reason key-compromise && ambos crl --out crl.pem
+  ambos inspect certs/api.crt";
+
+#[derive(Parser)]
+#[command(name = "ambos", version, about = "mTLS for real services: an internal CA for servers and clients", after_help = EXAMPLES)]
+struct Cli {
+    /// The CA's home directory (database with certificates and encrypted CA keys).
+    #[arg(long, global = true, env = "AMBOS_DIR", default_value = "ambos-data")]
+    dir: PathBuf,
+    /// File whose first line is the CA key passphrase (else $AMBOS_PASSPHRASE, else a prompt).
+    #[arg(long, global = true, env = "AMBOS_PASSPHRASE_FILE")]
+    passphrase_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a root CA and an issuing intermediate CA.
+    #[command(after_help = "Example:\n  ambos init --name acme --key-type ec-p256 --passphrase-file pass.txt")]
+    Init(ca_cmds::InitArgs),
+    /// Issue a server or client certificate with a locally generated key.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet"
+    )]
+    Issue(ca_cmds::IssueKind),
+    /// Sign an external certificate signing request (CSR).
+    #[command(after_help = "Example:\n  ambos sign app.csr --profile server --ttl 30d --out app.crt")]
+    Sign(ca_cmds::SignArgs),
+    /// List issued certificates.
+    #[command(after_help = "Examples:\n  ambos list\n  ambos list --expiring 7d --json\n  ambos list --revoked")]
+    List(ca_cmds::ListArgs),
+    /// Revoke a certificate by serial (hex, colons allowed) or by name.
+    #[command(after_help = "Example:\n  ambos revoke 4A:1F:...:09 --reason key-compromise\n  ambos revoke checkout")]
+    Revoke(ca_cmds::RevokeArgs),
+    /// Publish the CRL of the issuing CA (and with --all the root's).
+    #[command(
+        after_help = "Examples:\n  ambos crl --out crl.pem\n  ambos crl --all --out crls.pem   # for nginx ssl_crl / openssl -crl_check_all"
+    )]
+    Crl(ca_cmds::CrlArgs),
+    /// Export the CA's trust anchors for clients and servers.
+    #[command(subcommand)]
+    Export(ca_cmds::ExportKind),
+    /// Bundle a certificate chain and key into a PKCS#12 keystore.
+    #[command(after_help = "Example:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt")]
+    P12(ca_cmds::P12Args),
+    /// Show what a certificate, chain, CSR, CRL, key or PKCS#12 file holds.
+    #[command(
+        after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
+    )]
+    Inspect(inspect_cmd::InspectArgs),
+}
+
+/// Settings every CA command shares.
+pub struct Global {
+    pub dir: PathBuf,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file };
+    let result = match cli.command {
+        Command::Init(a) => ca_cmds::init(&global, a),
+        Command::Issue(k) => ca_cmds::issue(&global, k),
+        Command::Sign(a) => ca_cmds::sign(&global, a),
+        Command::List(a) => ca_cmds::list(&global, a),
+        Command::Revoke(a) => ca_cmds::revoke(&global, a),
+        Command::Crl(a) => ca_cmds::crl(&global, a),
+        Command::Export(k) => ca_cmds::export(&global, k),
+        Command::P12(a) => ca_cmds::p12(a),
+        Command::Inspect(a) => inspect_cmd::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the context chain joined by ": ".
+            let line = format!("{err:#}").replace('\n', " ");
+            eprintln!("error: {line}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed operation.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<files::InputError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<PkiError>() {
+            return pki_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return store_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<CaError>() {
+            return match e {
+                CaError::Pki(p) => pki_code(p),
+                CaError::Store(s) => store_code(s),
+                CaError::AmbiguousName { .. } => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+fn pki_code(e: &PkiError) -> u8 {
+    match e {
+        PkiError::Generation(_) | PkiError::Encryption(_) | PkiError::IssuerExpired(_) => 1,
+        _ => 2,
+    }
+}
+
+fn store_code(e: &StoreError) -> u8 {
+    match e {
+        StoreError::NotInitialised(_)
+        | StoreError::AlreadyInitialised(_)
+        | StoreError::UnknownCertificate(_)
+        | StoreError::AlreadyRevoked(_) => 2,
+        _ => 1,
+    }
+}

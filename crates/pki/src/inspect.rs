@@ -1,0 +1,343 @@
+use crate::pem::blocks;
+use crate::{sha256_hex, PkiError, RevocationReason, Serial};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+/// What a file holds, decoded for people (`Display`-free; the CLI renders it) and scripts (JSON).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inspection {
+    Certificates { certificates: Vec<InspectedCert> },
+    Csr(InspectedCsr),
+    Crls { crls: Vec<InspectedCrl> },
+    PrivateKey { key_type: Option<String>, encrypted: bool },
+    Pkcs12 { certificates: Vec<InspectedCert>, private_keys: usize },
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectedCert {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// `valid`, `expired` or `not yet valid` at inspection time.
+    pub status: &'static str,
+    pub sans: Vec<SanEntry>,
+    pub extended_key_usage: Vec<String>,
+    pub key_usage: Vec<String>,
+    pub is_ca: bool,
+    pub path_len: Option<u32>,
+    pub public_key: String,
+    pub signature_algorithm: String,
+    pub subject_key_id: Option<String>,
+    pub authority_key_id: Option<String>,
+    pub sha256: String,
+}
+
+/// A SAN as `kind:value`, the syntax of `--san` and of allow lists.
+pub type SanEntry = String;
+
+#[derive(Debug, Serialize)]
+pub struct InspectedCsr {
+    pub subject: String,
+    pub sans: Vec<SanEntry>,
+    pub public_key: String,
+    pub signature_valid: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectedCrl {
+    pub issuer: String,
+    pub this_update: String,
+    pub next_update: Option<String>,
+    pub crl_number: Option<String>,
+    pub authority_key_id: Option<String>,
+    pub revoked: Vec<InspectedRevocation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectedRevocation {
+    pub serial: String,
+    pub revoked_at: String,
+    pub reason: String,
+}
+
+fn rfc3339(ts: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| ts.to_string())
+}
+
+/// Decodes PEM or DER: certificates, a CSR, CRLs, a private key or PKCS#12
+/// (opened with `p12_password`, or the empty password).
+pub fn inspect(bytes: &[u8], p12_password: Option<&str>, now: OffsetDateTime) -> Result<Inspection, PkiError> {
+    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        let blocks = blocks(bytes)?;
+        let first = blocks.first().ok_or(PkiError::UnrecognisedInput)?;
+        return match first.tag() {
+            "CERTIFICATE" | "TRUSTED CERTIFICATE" => {
+                let certificates = blocks
+                    .iter()
+                    .filter(|b| b.tag() == "CERTIFICATE")
+                    .map(|b| cert_from_der(b.contents(), now))
+                    .collect::<Result<_, _>>()?;
+                Ok(Inspection::Certificates { certificates })
+            }
+            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Ok(Inspection::Csr(csr_from_der(first.contents())?)),
+            "X509 CRL" => {
+                let crls = blocks
+                    .iter()
+                    .filter(|b| b.tag() == "X509 CRL")
+                    .map(|b| crl_from_der(b.contents()))
+                    .collect::<Result<_, _>>()?;
+                Ok(Inspection::Crls { crls })
+            }
+            "ENCRYPTED PRIVATE KEY" => Ok(Inspection::PrivateKey { key_type: None, encrypted: true }),
+            "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
+                let key = crate::PrivateKey::from_der(first.contents())?;
+                Ok(Inspection::PrivateKey { key_type: Some(key.key_type().to_string()), encrypted: false })
+            }
+            other => Err(PkiError::MalformedPem(format!("unsupported PEM block '{other}'"))),
+        };
+    }
+    if let Ok(cert) = cert_from_der(bytes, now) {
+        return Ok(Inspection::Certificates { certificates: vec![cert] });
+    }
+    if let Ok(crl) = crl_from_der(bytes) {
+        return Ok(Inspection::Crls { crls: vec![crl] });
+    }
+    if let Ok(csr) = csr_from_der(bytes) {
+        return Ok(Inspection::Csr(csr));
+    }
+    if bytes.first() == Some(&0x30) && looks_like_pkcs12(bytes) {
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            bytes,
+            p12_password.unwrap_or(""),
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .map_err(|e| PkiError::Pkcs12(format!("cannot open ({e}); wrong password?")))?;
+        let mut certificates = Vec::new();
+        let mut private_keys = 0;
+        for (_, entry) in store.entries() {
+            match entry {
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                    private_keys += 1;
+                    for c in chain.certs() {
+                        certificates.push(cert_from_der(c.as_der(), now)?);
+                    }
+                }
+                p12_keystore::KeyStoreEntry::Certificate(c) => certificates.push(cert_from_der(c.as_der(), now)?),
+                _ => {}
+            }
+        }
+        return Ok(Inspection::Pkcs12 { certificates, private_keys });
+    }
+    Err(PkiError::UnrecognisedInput)
+}
+
+/// PFX is SEQUENCE { INTEGER 3, ContentInfo, ... }.
+fn looks_like_pkcs12(bytes: &[u8]) -> bool {
+    bytes.windows(3).take(8).any(|w| w == [0x02, 0x01, 0x03])
+}
+
+fn public_key_name(spki: &SubjectPublicKeyInfo) -> String {
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("rsa-{}", rsa.key_size()),
+        Ok(PublicKey::EC(_)) => {
+            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).map(|o| o.to_id_string());
+            match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "ec-p256".into(),
+                Some("1.3.132.0.34") => "ec-p384".into(),
+                Some("1.3.132.0.35") => "ec-p521".into(),
+                other => format!("ec ({})", other.unwrap_or("unknown curve")),
+            }
+        }
+        _ => match spki.algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "ed25519".into(),
+            "1.3.101.113" => "ed448".into(),
+            oid => format!("unknown ({oid})"),
+        },
+    }
+}
+
+fn signature_name(oid: &str) -> String {
+    match oid {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256".into(),
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384".into(),
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512".into(),
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption".into(),
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption".into(),
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption".into(),
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption".into(),
+        "1.3.101.112" => "ED25519".into(),
+        other => other.to_string(),
+    }
+}
+
+fn san_entries<'a>(names: impl Iterator<Item = &'a GeneralName<'a>>) -> Vec<SanEntry> {
+    names
+        .map(|n| match n {
+            GeneralName::DNSName(h) => format!("dns:{h}"),
+            GeneralName::URI(u) => format!("uri:{u}"),
+            GeneralName::RFC822Name(e) => format!("email:{e}"),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => format!("ip:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                16 => format!("ip:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                _ => "ip:invalid".into(),
+            },
+            other => format!("other:{other}"),
+        })
+        .collect()
+}
+
+fn cert_from_der(der: &[u8], now: OffsetDateTime) -> Result<InspectedCert, PkiError> {
+    let (rest, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(PkiError::MalformedCertificate("trailing data after the certificate".into()));
+    }
+    Ok(describe_cert(&cert, der, now))
+}
+
+fn describe_cert(cert: &X509Certificate<'_>, der: &[u8], now: OffsetDateTime) -> InspectedCert {
+    let validity = cert.validity();
+    let (nb, na) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    let t = now.unix_timestamp();
+    let status = if t < nb {
+        "not yet valid"
+    } else if t > na {
+        "expired"
+    } else {
+        "valid"
+    };
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => san_entries(ext.value.general_names.iter()),
+        _ => Vec::new(),
+    };
+    let mut eku = Vec::new();
+    if let Ok(Some(ext)) = cert.extended_key_usage() {
+        let e = ext.value;
+        for (set, name) in [
+            (e.server_auth, "serverAuth"),
+            (e.client_auth, "clientAuth"),
+            (e.code_signing, "codeSigning"),
+            (e.email_protection, "emailProtection"),
+            (e.time_stamping, "timeStamping"),
+            (e.ocsp_signing, "OCSPSigning"),
+            (e.any, "anyExtendedKeyUsage"),
+        ] {
+            if set {
+                eku.push(name.to_string());
+            }
+        }
+        eku.extend(e.other.iter().map(|o| o.to_id_string()));
+    }
+    let mut key_usage = Vec::new();
+    if let Ok(Some(ext)) = cert.key_usage() {
+        let k = ext.value;
+        for (set, name) in [
+            (k.digital_signature(), "digitalSignature"),
+            (k.non_repudiation(), "nonRepudiation"),
+            (k.key_encipherment(), "keyEncipherment"),
+            (k.data_encipherment(), "dataEncipherment"),
+            (k.key_agreement(), "keyAgreement"),
+            (k.key_cert_sign(), "keyCertSign"),
+            (k.crl_sign(), "cRLSign"),
+        ] {
+            if set {
+                key_usage.push(name.to_string());
+            }
+        }
+    }
+    let (is_ca, path_len) = match cert.basic_constraints() {
+        Ok(Some(bc)) => (bc.value.ca, bc.value.path_len_constraint),
+        _ => (false, None),
+    };
+    let mut ski = None;
+    let mut aki = None;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(hex::encode(k.0)),
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = a.key_identifier.as_ref().map(|k| hex::encode(k.0))
+            }
+            _ => {}
+        }
+    }
+    InspectedCert {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        serial: Serial::from_bytes(cert.raw_serial()).to_hex(),
+        not_before: rfc3339(nb),
+        not_after: rfc3339(na),
+        status,
+        sans,
+        extended_key_usage: eku,
+        key_usage,
+        is_ca,
+        path_len,
+        public_key: public_key_name(cert.public_key()),
+        signature_algorithm: signature_name(&cert.signature_algorithm.algorithm.to_id_string()),
+        subject_key_id: ski,
+        authority_key_id: aki,
+        sha256: sha256_hex(der),
+    }
+}
+
+fn csr_from_der(der: &[u8]) -> Result<InspectedCsr, PkiError> {
+    use x509_parser::extensions::ParsedExtension;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|e| PkiError::MalformedCsr(e.to_string()))?;
+    let info = &csr.certification_request_info;
+    let mut sans = Vec::new();
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext {
+            sans.extend(san_entries(san.general_names.iter()));
+        }
+    }
+    Ok(InspectedCsr {
+        subject: info.subject.to_string(),
+        sans,
+        public_key: public_key_name(&info.subject_pki),
+        signature_valid: csr.verify_signature().is_ok(),
+    })
+}
+
+fn crl_from_der(der: &[u8]) -> Result<InspectedCrl, PkiError> {
+    let (rest, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+        .map_err(|e| PkiError::MalformedPem(format!("malformed CRL: {e}")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::MalformedPem("trailing data after the CRL".into()));
+    }
+    let mut aki = None;
+    for ext in crl.extensions() {
+        if let x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) = ext.parsed_extension() {
+            aki = a.key_identifier.as_ref().map(|k| hex::encode(k.0));
+        }
+    }
+    let revoked = crl
+        .iter_revoked_certificates()
+        .map(|r| {
+            let code = r.reason_code().map(|(_, c)| c.0).unwrap_or(0);
+            InspectedRevocation {
+                serial: Serial::from_bytes(r.raw_serial()).to_hex(),
+                revoked_at: rfc3339(r.revocation_date.timestamp()),
+                reason: RevocationReason::from_code(code)
+                    .map(|r| r.as_str().to_string())
+                    .unwrap_or_else(|| format!("code {code}")),
+            }
+        })
+        .collect();
+    Ok(InspectedCrl {
+        issuer: crl.issuer().to_string(),
+        this_update: rfc3339(crl.last_update().timestamp()),
+        next_update: crl.next_update().map(|t| rfc3339(t.timestamp())),
+        crl_number: crl.crl_number().map(|n| n.to_string()),
+        authority_key_id: aki,
+        revoked,
+    })
+}

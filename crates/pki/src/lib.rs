@@ -1,0 +1,28 @@
+//! PKI core of ambos: keys, certificate profiles, issuance, CSR signing, CRLs,
+//! PKCS#12 and inspection. Pure functions over bytes: no file or network I/O,
+//! so the CLI, the CA server and benchmarks share one implementation.
+#![forbid(unsafe_code)]
+
+mod authority;
+mod crl;
+mod duration;
+mod error;
+mod inspect;
+mod key;
+mod p12;
+mod pem;
+mod profile;
+mod serial;
+
+pub use authority::{Authority, IssuedCert, NewCa};
+pub use crl::{build_crl, RevocationReason, RevokedEntry};
+pub use duration::{format_duration, parse_duration};
+pub use error::PkiError;
+pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedRevocation, Inspection, SanEntry};
+pub use key::{decrypt_private_key, encrypt_private_key, KeyType, PrivateKey};
+pub use p12::{keystore, truststore};
+pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
+pub use profile::{validate_name, LeafRequest, Profile, San};
+pub use serial::Serial;
+
+pub use time::OffsetDateTime;

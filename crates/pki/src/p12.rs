@@ -1,0 +1,50 @@
+use crate::{PkiError, PrivateKey};
+use p12_keystore::{Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKeyChain};
+
+/// PBKDF2 iterations for PKCS#12 encryption and MAC (OpenSSL 3 uses 2048).
+const P12_ITERATIONS: u32 = 100_000;
+
+fn p12_err(e: impl std::fmt::Display) -> PkiError {
+    PkiError::Pkcs12(e.to_string())
+}
+
+fn write(store: &KeyStore, password: &str) -> Result<Vec<u8>, PkiError> {
+    // PBES2 AES-256-CBC + HMAC-SHA256: read by OpenSSL 3 without -legacy and by Java 17.
+    store
+        .writer(password)
+        .encryption_algorithm(EncryptionAlgorithm::PbeWithHmacSha256AndAes256)
+        .encryption_iterations(P12_ITERATIONS)
+        .mac_algorithm(MacAlgorithm::HmacSha256)
+        .mac_iterations(P12_ITERATIONS)
+        .write()
+        .map_err(p12_err)
+}
+
+/// A keystore with one private key entry: the key and its chain (leaf first).
+pub fn keystore(alias: &str, key: &PrivateKey, chain_der: &[Vec<u8>], password: &str) -> Result<Vec<u8>, PkiError> {
+    let leaf = chain_der.first().ok_or(PkiError::MissingPemItem("certificate"))?;
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+    if parsed.public_key().raw != key.public_key_der().as_slice() {
+        return Err(PkiError::KeyMismatch);
+    }
+    let certs = chain_der.iter().map(|d| Certificate::from_der(d).map_err(p12_err)).collect::<Result<Vec<_>, _>>()?;
+    let local_key_id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf);
+    let pk = p12_keystore::PrivateKey::from_der(key.pkcs8_der()).map_err(p12_err)?;
+    let mut store = KeyStore::new();
+    store.add_entry(
+        alias,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(local_key_id.as_ref().to_vec(), pk, certs)),
+    );
+    write(&store, password)
+}
+
+/// A truststore of trusted certificate entries (Java lists them as
+/// trustedCertEntry thanks to the Oracle trusted-key-usage attribute).
+pub fn truststore(entries: &[(String, Vec<u8>)], password: &str) -> Result<Vec<u8>, PkiError> {
+    let mut store = KeyStore::new();
+    for (alias, der) in entries {
+        store.add_entry(alias, KeyStoreEntry::Certificate(Certificate::from_der(der).map_err(p12_err)?));
+    }
+    write(&store, password)
+}

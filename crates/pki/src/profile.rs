@@ -1,0 +1,246 @@
+use crate::PkiError;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What a leaf certificate is for; decides EKU, key usage and default SANs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Server,
+    Client,
+    /// An intermediate CA certificate (only `ambos init` makes these).
+    Ca,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Server => "server",
+            Profile::Client => "client",
+            Profile::Ca => "ca",
+        }
+    }
+
+    /// Default lifetime: servers rotate monthly, clients daily (as step-ca).
+    pub fn default_ttl(self) -> Duration {
+        match self {
+            Profile::Server => Duration::from_secs(30 * 86_400),
+            Profile::Client => Duration::from_secs(86_400),
+            Profile::Ca => Duration::from_secs(5 * 365 * 86_400),
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Profile {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "server" => Ok(Profile::Server),
+            "client" => Ok(Profile::Client),
+            _ => Err(PkiError::UnknownProfile(s.to_string())),
+        }
+    }
+}
+
+/// A subject alternative name as written on the command line: `dns:H`,
+/// `ip:A`, `uri:U`, `email:E` (a bare `spiffe://` URI is accepted too).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum San {
+    Dns(String),
+    Ip(IpAddr),
+    Uri(String),
+    Email(String),
+}
+
+impl San {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            San::Dns(_) => "dns",
+            San::Ip(_) => "ip",
+            San::Uri(_) => "uri",
+            San::Email(_) => "email",
+        }
+    }
+
+    pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, PkiError> {
+        let bad = |why| PkiError::InvalidSan { value: self.to_string(), why };
+        Ok(match self {
+            San::Dns(h) => rcgen::SanType::DnsName(h.clone().try_into().map_err(|_| bad("not IA5"))?),
+            San::Ip(a) => rcgen::SanType::IpAddress(*a),
+            San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().map_err(|_| bad("not IA5"))?),
+            San::Email(e) => rcgen::SanType::Rfc822Name(e.clone().try_into().map_err(|_| bad("not IA5"))?),
+        })
+    }
+
+    /// A DNS name or IP for a bare NAME, used as the server default SAN.
+    pub fn from_host(name: &str) -> Option<San> {
+        if let Ok(ip) = name.parse::<IpAddr>() {
+            return Some(San::Ip(ip));
+        }
+        valid_dns(name).then(|| San::Dns(name.to_ascii_lowercase()))
+    }
+}
+
+fn valid_dns(h: &str) -> bool {
+    let h = h.strip_prefix("*.").unwrap_or(h);
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(v) => write!(f, "dns:{v}"),
+            San::Ip(v) => write!(f, "ip:{v}"),
+            San::Uri(v) => write!(f, "uri:{v}"),
+            San::Email(v) => write!(f, "email:{v}"),
+        }
+    }
+}
+
+impl FromStr for San {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why| PkiError::InvalidSan { value: s.to_string(), why };
+        let s = s.trim();
+        if s.starts_with("spiffe://") {
+            return parse_uri(s).map(San::Uri).map_err(bad);
+        }
+        let (kind, value) = s.split_once(':').ok_or_else(|| bad("expected dns:, ip:, uri: or email: prefix"))?;
+        match kind.to_ascii_lowercase().as_str() {
+            "dns" => {
+                if valid_dns(value) {
+                    Ok(San::Dns(value.to_ascii_lowercase()))
+                } else {
+                    Err(bad("not a valid DNS name"))
+                }
+            }
+            "ip" => value.parse().map(San::Ip).map_err(|_| bad("not an IP address")),
+            "uri" => parse_uri(value).map(San::Uri).map_err(bad),
+            "email" => {
+                let ok = value.split_once('@').is_some_and(|(l, d)| !l.is_empty() && valid_dns(d))
+                    && value.is_ascii()
+                    && !value.contains(char::is_whitespace);
+                if ok {
+                    Ok(San::Email(value.to_string()))
+                } else {
+                    Err(bad("not an email address"))
+                }
+            }
+            _ => Err(bad("expected dns:, ip:, uri: or email: prefix")),
+        }
+    }
+}
+
+fn parse_uri(u: &str) -> Result<String, &'static str> {
+    let (scheme, rest) = u.split_once("://").ok_or("not an absolute URI (scheme://...)")?;
+    if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+        return Err("bad URI scheme");
+    }
+    if !u.is_ascii() || u.contains(char::is_whitespace) {
+        return Err("URI must be ASCII without spaces");
+    }
+    if scheme.eq_ignore_ascii_case("spiffe") {
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() || !valid_dns(host) {
+            return Err("SPIFFE ID needs a trust domain: spiffe://domain/path");
+        }
+        if u.contains('?') || u.contains('#') {
+            return Err("SPIFFE ID cannot have a query or fragment");
+        }
+    }
+    Ok(u.to_string())
+}
+
+/// Checks NAME: it becomes the CN and the file names NAME.crt / NAME.key.
+pub fn validate_name(name: &str) -> Result<(), PkiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::InvalidName(name.to_string()))
+    }
+}
+
+/// Everything needed to issue one leaf certificate.
+#[derive(Clone, Debug)]
+pub struct LeafRequest {
+    pub name: String,
+    pub profile: Profile,
+    pub sans: Vec<San>,
+    pub organizational_units: Vec<String>,
+    pub organization: Option<String>,
+    pub ttl: Duration,
+    pub key_type: crate::KeyType,
+}
+
+impl LeafRequest {
+    pub fn new(name: &str, profile: Profile) -> Self {
+        LeafRequest {
+            name: name.to_string(),
+            profile,
+            sans: Vec::new(),
+            organizational_units: Vec::new(),
+            organization: None,
+            ttl: profile.default_ttl(),
+            key_type: crate::KeyType::EcP256,
+        }
+    }
+
+    /// SANs as they will appear: a server with none gets its NAME as DNS/IP SAN.
+    pub(crate) fn effective_sans(&self) -> Vec<San> {
+        let mut sans = self.sans.clone();
+        if sans.is_empty() && self.profile == Profile::Server {
+            if let Some(s) = San::from_host(&self.name) {
+                sans.push(s);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        sans.retain(|s| seen.insert(s.clone()));
+        sans
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn san_syntax() {
+        assert_eq!("dns:api.example.com".parse::<San>().unwrap(), San::Dns("api.example.com".into()));
+        assert_eq!("ip:127.0.0.1".parse::<San>().unwrap(), San::Ip("127.0.0.1".parse().unwrap()));
+        assert!(matches!("spiffe://acme.test/web".parse::<San>().unwrap(), San::Uri(_)));
+        assert!(matches!("uri:spiffe://acme.test/a/b".parse::<San>().unwrap(), San::Uri(_)));
+        assert!("email:ops@acme.test".parse::<San>().is_ok());
+        for bad in ["api", "dns:bad_host!", "ip:300.1.1.1", "uri:nope", "uri:spiffe:///x", "x:y"] {
+            assert!(bad.parse::<San>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_that_would_escape_the_output_directory_are_refused() {
+        assert!(validate_name("web-1.acme").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "-flag", "a b"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Durable state of the ambos CA behind the [`CertStore`] trait: the CA's
+//! own certificates and (encrypted) keys, every issued certificate,
+//! revocations and CRL numbers. SQLite is the embedded default.
+#![forbid(unsafe_code)]
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use std::fmt;
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no CA found in {0}: run `ambos init` first (or pass --dir)")]
+    NotInitialised(PathBuf),
+    #[error("a CA already exists in {0}; refusing to overwrite it")]
+    AlreadyInitialised(PathBuf),
+    #[error("no certificate with serial or name '{0}'")]
+    UnknownCertificate(String),
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(String),
+    #[error("serial {0} is already in the store")]
+    DuplicateSerial(String),
+    #[error(
+        "the store at {path} has schema version {found}, newer than this ambos supports ({supported}); upgrade ambos"
+    )]
+    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Which of the CA's two certificates a record belongs to or was signed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorityRole {
+    Root,
+    Intermediate,
+}
+
+impl AuthorityRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityRole::Root => "root",
+            AuthorityRole::Intermediate => "intermediate",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "root" => Ok(AuthorityRole::Root),
+            "intermediate" => Ok(AuthorityRole::Intermediate),
+            other => Err(StoreError::Corrupt(format!("unknown authority role '{other}'"))),
+        }
+    }
+}
+
+impl fmt::Display for AuthorityRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A CA certificate with its private key as PEM (encrypted unless the
+/// operator chose `--no-passphrase`).
+#[derive(Clone, Debug)]
+pub struct AuthorityRecord {
+    pub role: AuthorityRole,
+    pub name: String,
+    pub key_type: String,
+    pub cert_der: Vec<u8>,
+    pub key_pem: String,
+    pub key_encrypted: bool,
+    pub created_at: i64,
+}
+
+/// Both CA certificates, as loaded at start of every CA command.
+#[derive(Clone, Debug)]
+pub struct Authorities {
+    pub root: AuthorityRecord,
+    pub intermediate: AuthorityRecord,
+}
+
+/// Why and when a certificate was revoked; `reason` is the RFC 5280 code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Revocation {
+    pub revoked_at: i64,
+    pub reason: u8,
+}
+
+/// One issued certificate. `serial` is canonical lowercase hex.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CertRecord {
+    pub serial: String,
+    pub name: String,
+    pub profile: String,
+    pub issuer: AuthorityRole,
+    pub subject: String,
+    pub sans: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub sha256: String,
+    #[serde(skip)]
+    pub cert_der: Vec<u8>,
+    pub issued_at: i64,
+    pub revocation: Option<Revocation>,
+}
+
+/// Selects certificates for `ambos list`.
+#[derive(Clone, Debug, Default)]
+pub struct CertFilter {
+    /// Only unrevoked certificates that are valid at `now` and expire before this.
+    pub expiring_before: Option<(i64, i64)>,
+    pub revoked_only: bool,
+    pub name: Option<String>,
+}
+
+/// The CA's storage. Every method that changes state is one transaction:
+/// after a crash, a change is either all there or not at all.
+pub trait CertStore {
+    /// The CA's certificates and keys; `NotInitialised` before `ambos init`.
+    fn authorities(&self) -> Result<Authorities>;
+    /// Stores a new CA; refuses if one exists.
+    fn init_authorities(&mut self, root: &AuthorityRecord, intermediate: &AuthorityRecord) -> Result<()>;
+    /// Stores issued certificates in one transaction; a duplicate serial aborts it.
+    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()>;
+    fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>>;
+    fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>>;
+    fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>>;
+    /// Marks a certificate revoked; unknown or already revoked serials are errors.
+    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord>;
+    /// Serials revoked that were signed by `issuer`, for its CRL.
+    fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>>;
+    /// Allocates the next CRL number for `issuer` (monotonic, never reused).
+    fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64>;
+    /// Number of stored certificates (leaves and the intermediate).
+    fn count(&self) -> Result<u64>;
+}

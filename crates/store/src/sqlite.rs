@@ -1,0 +1,415 @@
+use crate::{
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Result, Revocation, StoreError,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::path::{Path, PathBuf};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE authority (
+    role          TEXT PRIMARY KEY CHECK (role IN ('root', 'intermediate')),
+    name          TEXT NOT NULL,
+    key_type      TEXT NOT NULL,
+    cert_der      BLOB NOT NULL,
+    key_pem       TEXT NOT NULL,
+    key_encrypted INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE certificate (
+    serial        TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    profile       TEXT NOT NULL,
+    issuer        TEXT NOT NULL REFERENCES authority(role),
+    subject       TEXT NOT NULL,
+    sans          TEXT NOT NULL,
+    not_before    INTEGER NOT NULL,
+    not_after     INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    cert_der      BLOB NOT NULL,
+    issued_at     INTEGER NOT NULL,
+    revoked_at    INTEGER,
+    revocation_reason INTEGER
+) WITHOUT ROWID;
+CREATE INDEX certificate_name ON certificate(name);
+CREATE INDEX certificate_not_after ON certificate(not_after);
+CREATE INDEX certificate_revoked ON certificate(issuer, revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE crl_number (
+    issuer TEXT PRIMARY KEY REFERENCES authority(role),
+    last   INTEGER NOT NULL
+);
+"#];
+
+/// SQLite in WAL mode with `synchronous = FULL`: a committed issuance
+/// survives kill -9 and power loss.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub const FILE_NAME: &'static str = "ambos.db";
+
+    /// Opens the store in `dir`. With `create`, makes the directory (0700)
+    /// and database (0600); without, a missing database is `NotInitialised`.
+    pub fn open(dir: &Path, create: bool) -> Result<SqliteStore> {
+        let path = dir.join(Self::FILE_NAME);
+        if !path.exists() {
+            if !create {
+                return Err(StoreError::NotInitialised(dir.to_path_buf()));
+            }
+            create_private(dir, &path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        }
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = SqliteStore { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let supported = MIGRATIONS.len() as i64;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > supported {
+            return Err(StoreError::SchemaTooNew { path: self.path.clone(), found: version, supported });
+        }
+        for sql in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", supported)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+#[cfg(unix)]
+fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file)?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::OpenOptions::new().write(true).create_new(true).open(file)?;
+    Ok(())
+}
+
+const CERT_COLUMNS: &str = "serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, cert_der, \
+                            issued_at, revoked_at, revocation_reason";
+
+fn cert_from_row(row: &Row<'_>) -> rusqlite::Result<(CertRecord, String)> {
+    let sans: String = row.get(5)?;
+    let revoked_at: Option<i64> = row.get(11)?;
+    let reason: Option<u8> = row.get(12)?;
+    let issuer: String = row.get(3)?;
+    Ok((
+        CertRecord {
+            serial: row.get(0)?,
+            name: row.get(1)?,
+            profile: row.get(2)?,
+            issuer: AuthorityRole::Intermediate,
+            subject: row.get(4)?,
+            sans: sans.split('\n').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            not_before: row.get(6)?,
+            not_after: row.get(7)?,
+            sha256: row.get(8)?,
+            cert_der: row.get(9)?,
+            issued_at: row.get(10)?,
+            revocation: revoked_at.map(|at| Revocation { revoked_at: at, reason: reason.unwrap_or(0) }),
+        },
+        issuer,
+    ))
+}
+
+fn finish(pair: (CertRecord, String)) -> Result<CertRecord> {
+    let (mut rec, issuer) = pair;
+    rec.issuer = AuthorityRole::parse(&issuer)?;
+    Ok(rec)
+}
+
+fn authority_from_row(row: &Row<'_>) -> rusqlite::Result<(AuthorityRecord, String)> {
+    let role: String = row.get(0)?;
+    Ok((
+        AuthorityRecord {
+            role: AuthorityRole::Root,
+            name: row.get(1)?,
+            key_type: row.get(2)?,
+            cert_der: row.get(3)?,
+            key_pem: row.get(4)?,
+            key_encrypted: row.get(5)?,
+            created_at: row.get(6)?,
+        },
+        role,
+    ))
+}
+
+impl CertStore for SqliteStore {
+    fn authorities(&self) -> Result<Authorities> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority")?;
+        let mut root = None;
+        let mut intermediate = None;
+        for row in stmt.query_map([], authority_from_row)? {
+            let (mut rec, role) = row?;
+            rec.role = AuthorityRole::parse(&role)?;
+            match rec.role {
+                AuthorityRole::Root => root = Some(rec),
+                AuthorityRole::Intermediate => intermediate = Some(rec),
+            }
+        }
+        match (root, intermediate) {
+            (Some(root), Some(intermediate)) => Ok(Authorities { root, intermediate }),
+            (None, None) => Err(StoreError::NotInitialised(self.dir())),
+            _ => Err(StoreError::Corrupt("only one of root and intermediate CA is stored".into())),
+        }
+    }
+
+    fn init_authorities(&mut self, root: &AuthorityRecord, intermediate: &AuthorityRecord) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: i64 = tx.query_row("SELECT COUNT(*) FROM authority", [], |r| r.get(0))?;
+        if existing > 0 {
+            return Err(StoreError::AlreadyInitialised(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
+        }
+        for (role, rec) in [(AuthorityRole::Root, root), (AuthorityRole::Intermediate, intermediate)] {
+            tx.execute(
+                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    role.as_str(),
+                    rec.name,
+                    rec.key_type,
+                    rec.cert_der,
+                    rec.key_pem,
+                    rec.key_encrypted,
+                    rec.created_at
+                ],
+            )?;
+            tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![role.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
+                 cert_der, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for c in certs {
+                let res = stmt.execute(params![
+                    c.serial,
+                    c.name,
+                    c.profile,
+                    c.issuer.as_str(),
+                    c.subject,
+                    c.sans.join("\n"),
+                    c.not_before,
+                    c.not_after,
+                    c.sha256,
+                    c.cert_der,
+                    c.issued_at
+                ]);
+                match res {
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                        return Err(StoreError::DuplicateSerial(c.serial.clone()))
+                    }
+                    other => other?,
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = ?1");
+        self.conn.query_row(&sql, [serial], cert_from_row).optional()?.map(finish).transpose()
+    }
+
+    fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>> {
+        self.list(&CertFilter { name: Some(name.to_string()), ..CertFilter::default() })
+    }
+
+    fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
+        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(name) = &filter.name {
+            args.push(name.clone().into());
+            sql.push_str(&format!(" AND name = ?{}", args.len()));
+        }
+        if filter.revoked_only {
+            sql.push_str(" AND revoked_at IS NOT NULL");
+        }
+        if let Some((now, before)) = filter.expiring_before {
+            args.push(now.into());
+            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ?{}", args.len()));
+            args.push(before.into());
+            sql.push_str(&format!(" AND not_after <= ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY issued_at, serial");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), cert_from_row)?;
+        rows.map(|r| finish(r?)).collect()
+    }
+
+    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = ?1");
+        let mut rec = match tx.query_row(&sql, [serial], cert_from_row).optional()? {
+            Some(pair) => finish(pair)?,
+            None => return Err(StoreError::UnknownCertificate(serial.to_string())),
+        };
+        if rec.revocation.is_some() {
+            return Err(StoreError::AlreadyRevoked(serial.to_string()));
+        }
+        tx.execute(
+            "UPDATE certificate SET revoked_at = ?1, revocation_reason = ?2 WHERE serial = ?3",
+            params![revocation.revoked_at, revocation.reason, serial],
+        )?;
+        tx.commit()?;
+        rec.revocation = Some(revocation);
+        Ok(rec)
+    }
+
+    fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT serial, revoked_at, revocation_reason FROM certificate \
+             WHERE issuer = ?1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+        )?;
+        let rows = stmt.query_map([issuer.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Revocation { revoked_at: r.get(1)?, reason: r.get::<_, Option<u8>>(2)?.unwrap_or(0) },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64> {
+        let dir = self.dir();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n: i64 = tx
+            .query_row(
+                "UPDATE crl_number SET last = last + 1 WHERE issuer = ?1 RETURNING last",
+                [issuer.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotInitialised(dir))?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    fn count(&self) -> Result<u64> {
+        let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority(role: AuthorityRole) -> AuthorityRecord {
+        AuthorityRecord {
+            role,
+            name: "test".into(),
+            key_type: "ec-p256".into(),
+            cert_der: vec![1, 2, 3],
+            key_pem: "KEY".into(),
+            key_encrypted: false,
+            created_at: 1,
+        }
+    }
+
+    fn cert(serial: &str, name: &str, not_after: i64) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            name: name.into(),
+            profile: "client".into(),
+            issuer: AuthorityRole::Intermediate,
+            subject: format!("CN={name}"),
+            sans: vec!["dns:a".into(), "uri:spiffe://x/y".into()],
+            not_before: 0,
+            not_after,
+            sha256: "00".into(),
+            cert_der: vec![9],
+            issued_at: 5,
+            revocation: None,
+        }
+    }
+
+    fn initialised(dir: &Path) -> SqliteStore {
+        let mut s = SqliteStore::open(dir, true).unwrap();
+        s.init_authorities(&authority(AuthorityRole::Root), &authority(AuthorityRole::Intermediate)).unwrap();
+        s
+    }
+
+    #[test]
+    fn missing_store_is_not_initialised_and_init_refuses_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(SqliteStore::open(dir.path(), false), Err(StoreError::NotInitialised(_))));
+        let mut s = initialised(dir.path());
+        let err = s.init_authorities(&authority(AuthorityRole::Root), &authority(AuthorityRole::Intermediate));
+        assert!(matches!(err, Err(StoreError::AlreadyInitialised(_))));
+        assert_eq!(s.authorities().unwrap().intermediate.role, AuthorityRole::Intermediate);
+    }
+
+    #[test]
+    fn duplicate_serial_aborts_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = initialised(dir.path());
+        s.insert_certs(&[cert("aa", "one", 100)]).unwrap();
+        let err = s.insert_certs(&[cert("bb", "two", 100), cert("aa", "dup", 100)]);
+        assert!(matches!(err, Err(StoreError::DuplicateSerial(ref x)) if x == "aa"));
+        assert_eq!(s.count().unwrap(), 1);
+        assert!(s.cert_by_serial("bb").unwrap().is_none());
+    }
+
+    #[test]
+    fn revoke_once_then_listed_and_numbered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = initialised(dir.path());
+        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
+        let r = Revocation { revoked_at: 50, reason: 1 };
+        assert_eq!(s.revoke("aa", r).unwrap().sans.len(), 2);
+        assert!(matches!(s.revoke("aa", r), Err(StoreError::AlreadyRevoked(_))));
+        assert!(matches!(s.revoke("cc", r), Err(StoreError::UnknownCertificate(_))));
+        assert_eq!(s.revoked_by(AuthorityRole::Intermediate).unwrap(), vec![("aa".to_string(), r)]);
+        let revoked = s.list(&CertFilter { revoked_only: true, ..Default::default() }).unwrap();
+        assert_eq!(revoked.len(), 1);
+        let expiring = s.list(&CertFilter { expiring_before: Some((10, 2000)), ..Default::default() }).unwrap();
+        assert_eq!(expiring.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(), ["bb"]);
+        assert_eq!(s.next_crl_number(AuthorityRole::Intermediate).unwrap(), 1);
+        assert_eq!(s.next_crl_number(AuthorityRole::Intermediate).unwrap(), 2);
+        assert_eq!(s.next_crl_number(AuthorityRole::Root).unwrap(), 1);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = initialised(dir.path());
+            s.insert_certs(&[cert("aa", "one", 100)]).unwrap();
+        }
+        let s = SqliteStore::open(dir.path(), false).unwrap();
+        assert_eq!(s.certs_by_name("one").unwrap().len(), 1);
+    }
+}
