@@ -1,1 +1,163 @@
+//! Helpers for end-to-end tests: run the real `ambos` binary and real
+//! outside programs (openssl, curl, keytool, java, nginx) on 127.0.0.1.
+//! A missing program fails the test: nothing here skips.
+#![forbid(unsafe_code)]
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `ambos` binary: `$AMBOS_BIN`, else next to the test executable's deps dir.
+pub fn ambos_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("AMBOS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("ambos");
+    assert!(bin.exists(), "{} not found: run `cargo build -p ambos` first (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// Panics with a clear message if `program` is not on PATH.
+pub fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(found, "required program '{program}' is not installed (scripts/test.sh installs it)");
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Output of a finished command, with helpers for assertions.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts exit `code` and a single-line error on stderr without a panic.
+    #[track_caller]
+    pub fn fails_with(self, code: i32, needle: &str) -> Run {
+        assert_eq!(self.code, code, "unexpected exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "error should be one line, got: {}", self.stderr);
+        assert!(
+            self.stderr.to_lowercase().contains(&needle.to_lowercase()),
+            "stderr should mention '{needle}': {}",
+            self.stderr
+        );
+        self
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    Run::from(out)
+}
+
+/// A temporary CA directory driven through the `ambos` CLI.
+pub struct TestCa {
+    pub tmp: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// `ambos init` with unencrypted keys and the given extra flags.
+    pub fn new(extra: &[&str]) -> TestCa {
+        let ca = TestCa::empty();
+        let mut args = vec!["init", "--name", "Interop", "--no-passphrase"];
+        args.extend_from_slice(extra);
+        ca.ambos(&args).ok();
+        ca
+    }
+
+    /// A temp dir with no CA yet.
+    pub fn empty() -> TestCa {
+        TestCa { tmp: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.tmp.path().join("ca")
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.tmp.path().join("certs")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.certs().join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(ambos_bin());
+        c.current_dir(self.tmp.path()).env("AMBOS_DIR", self.data()).env_remove("AMBOS_PASSPHRASE");
+        c
+    }
+
+    pub fn ambos(&self, args: &[&str]) -> Run {
+        run(self.cmd().args(args))
+    }
+
+    /// `ambos issue PROFILE NAME --out certs ARGS...`
+    pub fn issue(&self, profile: &str, name: &str, args: &[&str]) -> Run {
+        let out = self.certs();
+        let mut all = vec!["issue", profile, name, "--out", out.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.ambos(&all).ok()
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so no test leaves one behind.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited ({status}) before listening: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening on 127.0.0.1:{port} after 15s");
+}

@@ -1,0 +1,211 @@
+//! The CA commands as a user meets them: outputs, listings, batch issuance,
+//! and every kind of bad input (one-line error, exit code, store unchanged).
+use ambos_interop_tests::{run, TestCa};
+use std::process::Command;
+
+fn count(ca: &TestCa) -> usize {
+    let out = ca.ambos(&["list", "--json"]).ok();
+    serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len()
+}
+
+#[test]
+fn issue_writes_chain_key_and_root_with_private_key_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = TestCa::new(&[]);
+    let out = ca.issue("server", "api.acme.test", &["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["sans"], serde_json::json!(["dns:api.acme.test"]), "server NAME is its default SAN");
+    let chain = std::fs::read_to_string(ca.path("api.acme.test.crt")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf + intermediate");
+    let mode = std::fs::metadata(ca.path("api.acme.test.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let root = std::fs::read_to_string(ca.path("ca.crt")).unwrap();
+    assert_eq!(root, std::fs::read_to_string(ca.data().join("root.crt")).unwrap());
+    // Issuing the same name again would overwrite files: refused without --force.
+    let again = ca.ambos(&["issue", "server", "api.acme.test", "--out", ca.certs().to_str().unwrap()]);
+    again.fails_with(2, "--force");
+    ca.issue("server", "api.acme.test", &["--force"]);
+    assert_eq!(count(&ca), 3, "intermediate + two leaves");
+}
+
+#[test]
+fn inspect_reports_names_usage_and_fingerprint() {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web", "--ou", "payments", "--san", "email:web@acme.test"]);
+    let out = ca.ambos(&["inspect", ca.path("web.crt").to_str().unwrap(), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let leaf = &v["certificates"][0];
+    assert_eq!(v["kind"], "certificates");
+    assert_eq!(v["certificates"].as_array().unwrap().len(), 2);
+    assert_eq!(leaf["extended_key_usage"], serde_json::json!(["clientAuth"]));
+    assert!(leaf["subject"].as_str().unwrap().contains("OU=payments"), "{leaf}");
+    let sans = leaf["sans"].as_array().unwrap();
+    assert!(sans.contains(&"uri:spiffe://acme.test/web".into()) && sans.contains(&"email:web@acme.test".into()));
+    // The fingerprint agrees with OpenSSL's.
+    let fp = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(ca.path("web.crt")))
+        .ok()
+        .stdout;
+    let fp = fp.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase();
+    assert_eq!(leaf["sha256"], fp.as_str());
+    // And the serial agrees with `openssl x509 -serial`.
+    let serial = run(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(ca.path("web.crt"))).ok().stdout;
+    assert_eq!(leaf["serial"], serial.trim().trim_start_matches("serial=").to_lowercase().as_str());
+    let human = ca.ambos(&["inspect", ca.path("web.crt").to_str().unwrap()]).ok().stdout;
+    assert!(human.contains("clientAuth") && human.contains("spiffe://acme.test/web"), "{human}");
+}
+
+#[test]
+fn list_filters_revoked_and_expiring_certificates() {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "short", &["--ttl", "2d"]);
+    ca.issue("client", "long", &["--ttl", "60d"]);
+    ca.issue("client", "gone", &[]);
+    let serial = serde_json::from_str::<serde_json::Value>(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gone")
+        .unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    // Revoke by serial in OpenSSL's colon form.
+    let colon: Vec<String> = serial.as_bytes().chunks(2).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
+    ca.ambos(&["revoke", &colon.join(":"), "--reason", "superseded"]).ok();
+    ca.ambos(&["revoke", &serial]).fails_with(2, "already revoked");
+    let revoked = ca.ambos(&["list", "--revoked", "--json"]).ok().stdout;
+    let revoked: serde_json::Value = serde_json::from_str(&revoked).unwrap();
+    assert_eq!(revoked.as_array().unwrap().len(), 1);
+    assert_eq!(revoked[0]["revocation_reason"], "superseded");
+    let expiring: serde_json::Value =
+        serde_json::from_str(&ca.ambos(&["list", "--expiring", "7d", "--json"]).ok().stdout).unwrap();
+    let names: Vec<&str> = expiring.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["short"]);
+    let table = ca.ambos(&["list"]).ok().stdout;
+    assert!(table.contains("SERIAL") && table.contains("revoked") && table.contains("long"), "{table}");
+}
+
+#[test]
+fn batch_issues_a_fleet_from_csv_and_json_lines() {
+    let ca = TestCa::new(&[]);
+    let mut csv = String::from("name,profile,sans\n");
+    for i in 0..40 {
+        csv.push_str(&format!("device-{i},client,uri:spiffe://acme.test/device/{i} dns:device-{i}.acme.test\n"));
+    }
+    csv.push_str("gateway,server,dns:gw.acme.test ip:10.0.0.1\n");
+    let file = ca.write("fleet.csv", csv);
+    ca.ambos(&["issue", "client", "--batch", file.to_str().unwrap(), "--out", ca.certs().to_str().unwrap()]).ok();
+    assert_eq!(count(&ca), 42);
+    for name in ["device-0", "device-39", "gateway"] {
+        assert!(ca.path(&format!("{name}.crt")).exists() && ca.path(&format!("{name}.key")).exists());
+    }
+    let gw = ca.ambos(&["inspect", ca.path("gateway.crt").to_str().unwrap(), "--json"]).ok().stdout;
+    assert!(gw.contains("serverAuth") && gw.contains("ip:10.0.0.1"), "{gw}");
+
+    let jsonl = ca.write(
+        "more.jsonl",
+        "{\"name\":\"sensor-a\",\"spiffe\":\"spiffe://acme.test/sensor/a\",\"ou\":[\"iot\"]}\n{\"name\":\"sensor-b\",\"ttl\":\"1h\"}\n",
+    );
+    let out = ca.ambos(&["issue", "client", "--batch", jsonl.to_str().unwrap(), "--out", ca.certs().to_str().unwrap(), "--json"]).ok();
+    assert_eq!(out.stdout.lines().count(), 2, "one JSON line per certificate: {}", out.stdout);
+    assert_eq!(count(&ca), 44);
+}
+
+#[test]
+fn a_bad_batch_line_is_named_and_nothing_is_issued() {
+    let ca = TestCa::new(&[]);
+    let file = ca.write("fleet.csv", "ok-1,client,\nok-2,client,dns:bad_host!\nok-3,client,\n");
+    ca.ambos(&["issue", "client", "--batch", file.to_str().unwrap(), "--out", ca.certs().to_str().unwrap()])
+        .fails_with(2, "fleet.csv:2");
+    assert_eq!(count(&ca), 1, "only the intermediate");
+    assert!(!ca.path("ok-1.crt").exists());
+}
+
+#[test]
+fn malformed_or_truncated_pem_is_refused_naming_the_file() {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "web", &[]);
+    let good = std::fs::read_to_string(ca.path("web.crt")).unwrap();
+    let cut = ca.write("cut.pem", &good[..good.len() / 3]);
+    ca.ambos(&["inspect", cut.to_str().unwrap()]).fails_with(2, "cut.pem");
+    let garbage = ca.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!!\n-----END CERTIFICATE-----\n");
+    ca.ambos(&["inspect", garbage.to_str().unwrap()]).fails_with(2, "garbage.pem");
+    let junk = ca.write("junk.bin", [0u8, 1, 2, 3, 255, 254]);
+    ca.ambos(&["inspect", junk.to_str().unwrap()]).fails_with(2, "junk.bin");
+    let key = ca.path("web.key");
+    ca.ambos(&["p12", "--cert", cut.to_str().unwrap(), "--key", key.to_str().unwrap(), "--out", "x.p12"])
+        .fails_with(2, "cut.pem");
+    ca.ambos(&["inspect", "does-not-exist.pem"]).fails_with(2, "does-not-exist.pem");
+}
+
+#[test]
+fn a_csr_with_a_bad_signature_is_refused() {
+    let ca = TestCa::new(&[]);
+    let key = ca.dir().join("x.key");
+    let csr = ca.dir().join("x.csr");
+    run(Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=x.test", "-outform", "DER", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr))
+    .ok();
+    let mut der = std::fs::read(&csr).unwrap();
+    let n = der.len();
+    der[n - 5] ^= 0x55; // inside the signature value
+    let bad = ca.write("bad.csr", der);
+    ca.ambos(&["sign", bad.to_str().unwrap(), "--profile", "server"]).fails_with(2, "signature");
+    ca.ambos(&["sign", csr.to_str().unwrap(), "--profile", "server"]).ok();
+    assert_eq!(count(&ca), 2);
+}
+
+#[test]
+fn unknown_key_type_and_bad_values_are_usage_errors() {
+    let ca = TestCa::empty();
+    ca.ambos(&["init", "--no-passphrase", "--key-type", "dsa-1024"]).fails_with(2, "dsa-1024");
+    assert!(!ca.data().join("ambos.db").exists(), "nothing created");
+    let ca = TestCa::new(&[]);
+    ca.ambos(&["issue", "client", "web", "--key-type", "rsa-512"]).fails_with(2, "rsa-512");
+    ca.ambos(&["issue", "client", "web", "--ttl", "ten days"]).fails_with(2, "ten days");
+    ca.ambos(&["issue", "client", "web", "--san", "dns:not a host"]).fails_with(2, "dns:not a host");
+    ca.ambos(&["issue", "client", "../escape"]).fails_with(2, "../escape");
+    ca.ambos(&["revoke", "web", "--reason", "because"]).fails_with(2, "because");
+    // Unknown flags are refused by the parser with exit code 2.
+    let out = ca.ambos(&["issue", "client", "web", "--frobnicate"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(count(&ca), 1);
+}
+
+#[test]
+fn issue_before_init_and_unknown_serial_are_refused() {
+    let ca = TestCa::empty();
+    ca.ambos(&["issue", "client", "web"]).fails_with(2, "ambos init");
+    ca.ambos(&["list"]).fails_with(2, "ambos init");
+    let ca = TestCa::new(&[]);
+    ca.ambos(&["revoke", "DEADBEEF00"]).fails_with(2, "DEADBEEF00");
+    ca.ambos(&["revoke", "no-such-name"]).fails_with(2, "no-such-name");
+}
+
+#[test]
+fn init_refuses_to_overwrite_an_existing_ca() {
+    let ca = TestCa::new(&[]);
+    let root = std::fs::read(ca.data().join("root.crt")).unwrap();
+    ca.ambos(&["init", "--no-passphrase"]).fails_with(2, "already exists");
+    assert_eq!(std::fs::read(ca.data().join("root.crt")).unwrap(), root);
+}
+
+#[test]
+fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
+    let ca = TestCa::empty();
+    let pass = ca.write("pass.txt", "right horse battery\n");
+    let wrong = ca.write("wrong.txt", "wrong horse battery\n");
+    ca.ambos(&["init", "--passphrase-file", pass.to_str().unwrap()]).ok();
+    ca.ambos(&["--passphrase-file", wrong.to_str().unwrap(), "issue", "client", "web", "--out", "certs"])
+        .fails_with(2, "wrong passphrase");
+    assert!(!ca.path("web.crt").exists());
+    // No terminal and no passphrase source: a clear error, not a hang.
+    ca.ambos(&["issue", "client", "web", "--out", "certs"]).fails_with(2, "AMBOS_PASSPHRASE");
+    let out = run(ca.cmd().env("AMBOS_PASSPHRASE", "right horse battery").args(["issue", "client", "web", "--out", "certs"]));
+    out.ok();
+    assert_eq!(count(&ca), 2);
+    ca.ambos(&["--passphrase-file", pass.to_str().unwrap(), "crl", "--out", "crl.pem"]).ok();
+}

@@ -1,0 +1,6 @@
+//! One test binary (one link step) with a module per outside program.
+mod ca_cli;
+mod crash;
+mod nginx;
+mod openssl;
+mod pkcs12;

@@ -1,0 +1,98 @@
+//! PKCS#12 keystores and truststores from ambos, opened by OpenSSL 3 and Java keytool.
+use ambos_interop_tests::{require, run, TestCa};
+use std::process::Command;
+
+#[test]
+fn pkcs12_keystore_opens_in_openssl_without_legacy_and_in_keytool() {
+    require("openssl");
+    require("keytool");
+    let ca = TestCa::new(&[]);
+    let pw = ca.write("pw.txt", "changeit-not\n");
+    let pw_s = pw.to_str().unwrap();
+    ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web", "--p12", "--p12-password-file", pw_s]);
+    let p12 = ca.path("web.p12");
+
+    let info = run(Command::new("openssl")
+        .args(["pkcs12", "-info", "-noout", "-in"])
+        .arg(&p12)
+        .args(["-passin", &format!("file:{pw_s}")]));
+    let info = info.ok();
+    let all = format!("{}{}", info.stdout, info.stderr);
+    assert!(all.contains("PBES2") && all.contains("AES-256-CBC"), "{all}");
+    assert!(all.contains("sha256"), "MAC should be HMAC-SHA256: {all}");
+    assert!(!all.contains("RC2") && !all.contains("3DES"), "{all}");
+    // The key and both certificates come out again.
+    let dump = run(Command::new("openssl")
+        .args(["pkcs12", "-nodes", "-in"])
+        .arg(&p12)
+        .args(["-passin", &format!("file:{pw_s}")]))
+    .ok()
+    .stdout;
+    assert_eq!(dump.matches("BEGIN CERTIFICATE").count(), 2, "{dump}");
+    assert!(dump.contains("BEGIN PRIVATE KEY"), "{dump}");
+
+    let list = run(Command::new("keytool")
+        .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
+        .arg(&p12)
+        .args(["-storepass", "changeit-not"]))
+    .ok()
+    .stdout;
+    assert!(list.contains("PrivateKeyEntry"), "{list}");
+    assert!(list.contains("Certificate chain length: 2"), "{list}");
+
+    // A wrong password is refused by keytool, not silently accepted.
+    let bad = run(Command::new("keytool")
+        .args(["-list", "-storetype", "PKCS12", "-keystore"])
+        .arg(&p12)
+        .args(["-storepass", "wrong-password"]));
+    assert_ne!(bad.code, 0);
+
+    // `ambos p12` builds the same from PEM files.
+    let out = ca.path("again.p12");
+    ca.ambos(&[
+        "p12",
+        "--cert",
+        ca.path("web.crt").to_str().unwrap(),
+        "--key",
+        ca.path("web.key").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--password-file",
+        pw_s,
+    ])
+    .ok();
+    run(Command::new("keytool")
+        .args(["-list", "-storetype", "PKCS12", "-keystore"])
+        .arg(&out)
+        .args(["-storepass", "changeit-not"]))
+    .ok();
+}
+
+#[test]
+fn pkcs12_truststore_lists_the_root_as_trusted_cert_entry() {
+    require("openssl");
+    require("keytool");
+    let ca = TestCa::new(&[]);
+    let pw = ca.write("pw.txt", "truststore-pw\n");
+    let ts = ca.dir().join("truststore.p12");
+    ca.ambos(&["export", "truststore", "--format", "p12", "--out", ts.to_str().unwrap(), "--password-file", pw.to_str().unwrap()])
+        .ok();
+    let list = run(Command::new("keytool")
+        .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
+        .arg(&ts)
+        .args(["-storepass", "truststore-pw"]))
+    .ok()
+    .stdout;
+    assert!(list.contains("trustedCertEntry"), "{list}");
+    assert!(list.contains("Interop Root CA"), "{list}");
+    run(Command::new("openssl")
+        .args(["pkcs12", "-info", "-noout", "-in"])
+        .arg(&ts)
+        .args(["-passin", "pass:truststore-pw"]))
+    .ok();
+
+    let pem = ca.dir().join("truststore.pem");
+    ca.ambos(&["export", "truststore", "--out", pem.to_str().unwrap()]).ok();
+    let subject = run(Command::new("openssl").args(["x509", "-noout", "-subject", "-in"]).arg(&pem)).ok().stdout;
+    assert!(subject.contains("Interop Root CA"), "{subject}");
+}

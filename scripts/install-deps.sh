@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the outside programs the interop tests talk to, on Debian 12.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v keytool >/dev/null || need+=(openjdk-17-jre-headless)
+# `java Client.java` (single-file source launch) needs the compiler module.
+command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+command -v python3 >/dev/null || need+=(python3)
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts nginx on install; the tests run their own instances.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+    systemctl stop nginx || true
+fi
+echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | head -1)"
