@@ -17,4 +17,4 @@ echo "== tests (unit, then end-to-end against openssl, curl, keytool, java, ngin
 cargo test --workspace --locked --no-fail-fast
 
 echo "== benchmark smoke run (each benchmark once, so they cannot rot)"
-cargo bench --workspace --locked -- --test
+cargo bench -p ambos-ca --bench issuance --locked -- --test

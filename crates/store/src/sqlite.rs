@@ -16,7 +16,8 @@ CREATE TABLE authority (
     created_at    INTEGER NOT NULL
 );
 CREATE TABLE certificate (
-    serial        TEXT PRIMARY KEY,
+    id            INTEGER PRIMARY KEY,
+    serial        TEXT NOT NULL UNIQUE,
     name          TEXT NOT NULL,
     profile       TEXT NOT NULL,
     issuer        TEXT NOT NULL REFERENCES authority(role),
@@ -29,7 +30,7 @@ CREATE TABLE certificate (
     issued_at     INTEGER NOT NULL,
     revoked_at    INTEGER,
     revocation_reason INTEGER
-) WITHOUT ROWID;
+);
 CREATE INDEX certificate_name ON certificate(name);
 CREATE INDEX certificate_not_after ON certificate(not_after);
 CREATE INDEX certificate_revoked ON certificate(issuer, revoked_at) WHERE revoked_at IS NOT NULL;
@@ -263,7 +264,7 @@ impl CertStore for SqliteStore {
             args.push(before.into());
             sql.push_str(&format!(" AND not_after <= ?{}", args.len()));
         }
-        sql.push_str(" ORDER BY issued_at, serial");
+        sql.push_str(" ORDER BY id");
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), cert_from_row)?;
         rows.map(|r| finish(r?)).collect()
