@@ -52,7 +52,7 @@ fn issuance(c: &mut Criterion) {
     group.bench_function("ec_p256_keygen_sign_no_store_batch500", |b| {
         b.iter_batched(
             || requests(0),
-            |reqs| reqs.iter().map(|r| signer.issue(r, now).unwrap()).count(),
+            |reqs| reqs.iter().map(|r| signer.issue(r, now).unwrap()).collect::<Vec<_>>(),
             BatchSize::PerIteration,
         )
     });

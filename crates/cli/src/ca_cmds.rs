@@ -36,7 +36,7 @@ pub struct InitArgs {
 
 #[derive(Subcommand)]
 pub enum IssueKind {
-    /// A TLS server certificate (EKU serverAuth); NAME is also its DNS/IP SAN unless --san is given.
+    /// A TLS server certificate (EKU serverAuth); NAME, if a host name or IP, is its first SAN.
     Server(LeafArgs),
     /// A TLS client certificate (EKU clientAuth).
     Client(LeafArgs),

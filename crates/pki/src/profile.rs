@@ -206,14 +206,14 @@ impl LeafRequest {
         }
     }
 
-    /// SANs as they will appear: a server with none gets its NAME as DNS/IP SAN.
+    /// SANs as they will appear: a server's NAME, when it is a host name or
+    /// IP, comes first (clients match SANs, never the CN), then the --san values.
     pub(crate) fn effective_sans(&self) -> Vec<San> {
-        let mut sans = self.sans.clone();
-        if sans.is_empty() && self.profile == Profile::Server {
-            if let Some(s) = San::from_host(&self.name) {
-                sans.push(s);
-            }
+        let mut sans = Vec::with_capacity(self.sans.len() + 1);
+        if self.profile == Profile::Server {
+            sans.extend(San::from_host(&self.name));
         }
+        sans.extend(self.sans.iter().cloned());
         let mut seen = std::collections::HashSet::new();
         sans.retain(|s| seen.insert(s.clone()));
         sans

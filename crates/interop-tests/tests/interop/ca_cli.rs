@@ -31,7 +31,11 @@ fn issue_writes_chain_key_and_root_with_private_key_mode_0600() {
 #[test]
 fn inspect_reports_names_usage_and_fingerprint() {
     let ca = TestCa::new(&[]);
-    ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web", "--ou", "payments", "--san", "email:web@acme.test"]);
+    ca.issue(
+        "client",
+        "web",
+        &["--spiffe", "spiffe://acme.test/web", "--ou", "payments", "--san", "email:web@acme.test"],
+    );
     let out = ca.ambos(&["inspect", ca.path("web.crt").to_str().unwrap(), "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let leaf = &v["certificates"][0];
@@ -42,13 +46,15 @@ fn inspect_reports_names_usage_and_fingerprint() {
     let sans = leaf["sans"].as_array().unwrap();
     assert!(sans.contains(&"uri:spiffe://acme.test/web".into()) && sans.contains(&"email:web@acme.test".into()));
     // The fingerprint agrees with OpenSSL's.
-    let fp = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(ca.path("web.crt")))
-        .ok()
-        .stdout;
+    let fp =
+        run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(ca.path("web.crt")))
+            .ok()
+            .stdout;
     let fp = fp.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase();
     assert_eq!(leaf["sha256"], fp.as_str());
     // And the serial agrees with `openssl x509 -serial`.
-    let serial = run(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(ca.path("web.crt"))).ok().stdout;
+    let serial =
+        run(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(ca.path("web.crt"))).ok().stdout;
     assert_eq!(leaf["serial"], serial.trim().trim_start_matches("serial=").to_lowercase().as_str());
     let human = ca.ambos(&["inspect", ca.path("web.crt").to_str().unwrap()]).ok().stdout;
     assert!(human.contains("clientAuth") && human.contains("spiffe://acme.test/web"), "{human}");
@@ -60,7 +66,8 @@ fn list_filters_revoked_and_expiring_certificates() {
     ca.issue("client", "short", &["--ttl", "2d"]);
     ca.issue("client", "long", &["--ttl", "60d"]);
     ca.issue("client", "gone", &[]);
-    let serial = serde_json::from_str::<serde_json::Value>(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap()
+    let serial = serde_json::from_str::<serde_json::Value>(&ca.ambos(&["list", "--json"]).ok().stdout)
+        .unwrap()
         .as_array()
         .unwrap()
         .iter()
@@ -106,7 +113,17 @@ fn batch_issues_a_fleet_from_csv_and_json_lines() {
         "more.jsonl",
         "{\"name\":\"sensor-a\",\"spiffe\":\"spiffe://acme.test/sensor/a\",\"ou\":[\"iot\"]}\n{\"name\":\"sensor-b\",\"ttl\":\"1h\"}\n",
     );
-    let out = ca.ambos(&["issue", "client", "--batch", jsonl.to_str().unwrap(), "--out", ca.certs().to_str().unwrap(), "--json"]).ok();
+    let out = ca
+        .ambos(&[
+            "issue",
+            "client",
+            "--batch",
+            jsonl.to_str().unwrap(),
+            "--out",
+            ca.certs().to_str().unwrap(),
+            "--json",
+        ])
+        .ok();
     assert_eq!(out.stdout.lines().count(), 2, "one JSON line per certificate: {}", out.stdout);
     assert_eq!(count(&ca), 44);
 }
@@ -128,7 +145,8 @@ fn malformed_or_truncated_pem_is_refused_naming_the_file() {
     let good = std::fs::read_to_string(ca.path("web.crt")).unwrap();
     let cut = ca.write("cut.pem", &good[..good.len() / 3]);
     ca.ambos(&["inspect", cut.to_str().unwrap()]).fails_with(2, "cut.pem");
-    let garbage = ca.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!!\n-----END CERTIFICATE-----\n");
+    let garbage =
+        ca.write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64 at all!!\n-----END CERTIFICATE-----\n");
     ca.ambos(&["inspect", garbage.to_str().unwrap()]).fails_with(2, "garbage.pem");
     let junk = ca.write("junk.bin", [0u8, 1, 2, 3, 255, 254]);
     ca.ambos(&["inspect", junk.to_str().unwrap()]).fails_with(2, "junk.bin");
@@ -144,7 +162,20 @@ fn a_csr_with_a_bad_signature_is_refused() {
     let key = ca.dir().join("x.key");
     let csr = ca.dir().join("x.csr");
     run(Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=x.test", "-outform", "DER", "-keyout"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=x.test",
+            "-outform",
+            "DER",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&csr))
@@ -204,7 +235,8 @@ fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
     assert!(!ca.path("web.crt").exists());
     // No terminal and no passphrase source: a clear error, not a hang.
     ca.ambos(&["issue", "client", "web", "--out", "certs"]).fails_with(2, "AMBOS_PASSPHRASE");
-    let out = run(ca.cmd().env("AMBOS_PASSPHRASE", "right horse battery").args(["issue", "client", "web", "--out", "certs"]));
+    let out =
+        run(ca.cmd().env("AMBOS_PASSPHRASE", "right horse battery").args(["issue", "client", "web", "--out", "certs"]));
     out.ok();
     assert_eq!(count(&ca), 2);
     ca.ambos(&["--passphrase-file", pass.to_str().unwrap(), "crl", "--out", "crl.pem"]).ok();

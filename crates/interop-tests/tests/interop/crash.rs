@@ -48,7 +48,11 @@ fn kill_9_during_batch_issuance_loses_and_duplicates_nothing() {
                 let out = ca.ambos(&["inspect", p.to_str().unwrap(), "--json"]).ok();
                 let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
                 let serial = v["certificates"][0]["serial"].as_str().unwrap().to_string();
-                assert!(serials.binary_search(&serial.as_str()).is_ok(), "{} on disk but not in the store", p.display());
+                assert!(
+                    serials.binary_search(&serial.as_str()).is_ok(),
+                    "{} on disk but not in the store",
+                    p.display()
+                );
             }
         }
     }

@@ -57,7 +57,8 @@ fn openssl_crl_check_rejects_a_revoked_certificate() {
 
     // CRL v2 fields as OpenSSL reads them.
     let text = run(Command::new("openssl").args(["crl", "-noout", "-text", "-in", crl_s])).ok().stdout;
-    for needle in ["Version 2", "X509v3 CRL Number", "X509v3 Authority Key Identifier", "Key Compromise", "Next Update"] {
+    for needle in ["Version 2", "X509v3 CRL Number", "X509v3 Authority Key Identifier", "Key Compromise", "Next Update"]
+    {
         assert!(text.contains(needle), "CRL lacks {needle}:\n{text}");
     }
     // The CRL number grows with every publication.
@@ -78,7 +79,17 @@ fn openssl_accepts_a_certificate_signed_from_its_own_csr() {
     let key = ca.dir().join("app.key");
     let csr = ca.dir().join("app.csr");
     run(Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=app.test/OU=ops"])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=app.test/OU=ops",
+        ])
         .args(["-addext", "subjectAltName=DNS:app.test,IP:127.0.0.1", "-keyout"])
         .arg(&key)
         .arg("-out")
