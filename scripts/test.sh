@@ -14,7 +14,20 @@ echo "== build"
 cargo build --workspace --bins --locked
 
 echo "== tests (unit, then end-to-end against openssl, curl, keytool, java, nginx)"
-cargo test --workspace --locked --no-fail-fast
+log="$(mktemp)"
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+if [ "$status" -ne 0 ] || [ "$passed" -eq 0 ]; then
+    echo "tests: $passed passed, $failed failed"
+    exit 1
+fi
 
 echo "== benchmark smoke run (each benchmark once, so they cannot rot)"
 cargo bench -p ambos-ca --bench issuance --locked -- --test
+
+echo "tests: $passed passed, $failed failed"

@@ -1,0 +1,103 @@
+use crate::{load_certs, load_crls, load_key, provider, TlsError};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::CertificateRevocationListDer;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Whether a client certificate is needed to finish the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate, no connection (rejected in the handshake).
+    Required,
+    /// Anonymous clients finish the handshake; routes decide (`anonymous`).
+    Optional,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Validated server TLS settings: paths, not yet loaded. Loading them again
+/// is how a reload picks up changed files.
+#[derive(Clone, Debug)]
+pub struct ServerTlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Vec<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub client_auth: ClientAuth,
+    pub min_version: TlsVersion,
+    /// ALPN protocols in preference order (`h2`, `http/1.1`; none for TCP).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+/// A ready rustls config and the facts about it that metrics report.
+pub struct LoadedServerTls {
+    pub config: Arc<ServerConfig>,
+    /// notAfter of the server certificate (Unix seconds).
+    pub cert_not_after: i64,
+    pub crl_count: usize,
+}
+
+impl ServerTlsConfig {
+    /// Every file the config is built from, to watch for changes.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone()];
+        v.extend(self.client_ca.iter().cloned());
+        v.extend(self.crl.iter().cloned());
+        v
+    }
+
+    /// Reads every file and builds a rustls `ServerConfig`: client chains are
+    /// verified to `client_ca` by webpki, with EKU clientAuth, validity and
+    /// the CRLs (from files plus `extra_crls`, e.g. pulled by URL).
+    pub fn load(&self, extra_crls: &[CertificateRevocationListDer<'static>]) -> Result<LoadedServerTls, TlsError> {
+        let chain = load_certs(&self.cert)?;
+        let key = load_key(&self.key)?;
+        let mut roots = RootCertStore::empty();
+        for path in &self.client_ca {
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(TlsError::ClientCa("no client CA certificates configured".into()));
+        }
+        let mut crls = extra_crls.to_vec();
+        for path in &self.crl {
+            crls.extend(load_crls(path)?);
+        }
+        let crl_count = crls.len();
+        let provider = provider();
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if !crls.is_empty() {
+            // Each certificate whose issuer published a CRL is checked against it;
+            // an issuer without a configured CRL is not an error (as openssl -crl_check).
+            builder = builder.with_crls(crls).allow_unknown_revocation_status();
+        }
+        if self.client_auth == ClientAuth::Optional {
+            builder = builder.allow_unauthenticated();
+        }
+        let verifier = builder.build().map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let cert_not_after = x509_parser::parse_x509_certificate(&chain[0])
+            .map(|(_, c)| c.validity().not_after.timestamp())
+            .unwrap_or(0);
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch(self.key.clone()),
+                other => TlsError::BadFile { path: self.key.clone(), why: other.to_string() },
+            })?;
+        config.alpn_protocols = self.alpn.clone();
+        Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count })
+    }
+}
