@@ -73,9 +73,9 @@ impl HandshakeFailure {
                 other => HandshakeFailure::Other(format!("{other:?}")),
             },
             Error::AlertReceived(alert) => HandshakeFailure::PeerRejectedUs(format!("{alert:?}")),
-            Error::InvalidMessage(_) | Error::InappropriateHandshakeMessage { .. } | Error::InappropriateMessage { .. } => {
-                HandshakeFailure::NotTls
-            }
+            Error::InvalidMessage(_)
+            | Error::InappropriateHandshakeMessage { .. }
+            | Error::InappropriateMessage { .. } => HandshakeFailure::NotTls,
             other => HandshakeFailure::Other(other.to_string()),
         }
     }

@@ -50,7 +50,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         "PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs8(block.into_contents().into())),
         "EC PRIVATE KEY" => Ok(PrivateKeyDer::Sec1(block.into_contents().into())),
         "RSA PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs1(block.into_contents().into())),
-        "ENCRYPTED PRIVATE KEY" => Err(bad(path, "the key is encrypted; give the proxy an unencrypted key (mode 0600)")),
+        "ENCRYPTED PRIVATE KEY" => {
+            Err(bad(path, "the key is encrypted; give the proxy an unencrypted key (mode 0600)"))
+        }
         other => Err(bad(path, format!("unsupported key block '{other}'"))),
     }
 }

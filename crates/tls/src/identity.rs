@@ -88,7 +88,8 @@ fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
                 "0.9.2342.19200300.100.1.1" => "UID".to_string(),
                 oid => oid.to_string(),
             };
-            let value = atv.as_str().map(escape).unwrap_or_else(|_| "#".to_string() + &hex::encode(atv.attr_value().data));
+            let value =
+                atv.as_str().map(escape).unwrap_or_else(|_| "#".to_string() + &hex::encode(atv.attr_value().data));
             parts.push(format!("{key}={value}"));
         }
     }
