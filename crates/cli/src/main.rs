@@ -6,6 +6,7 @@
 mod ca_cmds;
 mod files;
 mod inspect_cmd;
+mod proxy_cmd;
 mod secrets;
 
 use ambos_ca::CaError;
@@ -24,7 +25,7 @@ Examples:
   ambos inspect certs/api.crt";
 
 #[derive(Parser)]
-#[command(name = "ambos", version, about = "mTLS for real services: an internal CA for servers and clients", after_help = EXAMPLES)]
+#[command(name = "ambos", version, about = "mTLS for real services: an internal CA and an mTLS proxy", after_help = EXAMPLES)]
 struct Cli {
     /// The CA's home directory (database with certificates and encrypted CA keys).
     #[arg(long, global = true, env = "AMBOS_DIR", default_value = "ambos-data")]
@@ -72,6 +73,11 @@ enum Command {
         after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
     )]
     Inspect(inspect_cmd::InspectArgs),
+    /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
+    #[command(
+        after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
+    )]
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 /// Settings every CA command shares.
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
         Command::Export(k) => ca_cmds::export(&global, k),
         Command::P12(a) => ca_cmds::p12(a),
         Command::Inspect(a) => inspect_cmd::run(a),
+        Command::Proxy(a) => proxy_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +123,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<StoreError>() {
             return store_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ambos_proxy::ProxyError>() {
+            return match e {
+                ambos_proxy::ProxyError::Bind { .. } | ambos_proxy::ProxyError::Watch { .. } => 1,
+                _ => 2,
+            };
+        }
+        if cause.downcast_ref::<ambos_tls::TlsError>().is_some() {
+            return 2;
         }
         if let Some(e) = cause.downcast_ref::<CaError>() {
             return match e {

@@ -1,0 +1,98 @@
+//! `ambos proxy`: the mTLS proxy, from proxy.toml or from flags.
+use ambos_proxy::{ProxyConfig, ProxyFlags};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp"])]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8443.
+    #[arg(long, required_unless_present = "config")]
+    listen: Option<String>,
+    /// http://host:port (HTTP mode) or host:port (with --tcp).
+    #[arg(long, required_unless_present = "config")]
+    upstream: Option<String>,
+    /// Server certificate chain (PEM, leaf first).
+    #[arg(long, required_unless_present = "config")]
+    cert: Option<PathBuf>,
+    /// Server private key (PEM, unencrypted).
+    #[arg(long, required_unless_present = "config")]
+    key: Option<PathBuf>,
+    /// CA certificate(s) client certificates must chain to (repeatable).
+    #[arg(long = "client-ca", required_unless_present = "config")]
+    client_ca: Vec<PathBuf>,
+    /// CRL file(s), reloaded when they change (repeatable).
+    #[arg(long)]
+    crl: Vec<PathBuf>,
+    /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
+    #[arg(long)]
+    allow: Vec<String>,
+    /// Raw TCP instead of HTTP: pipe bytes after the handshake and the allow check.
+    #[arg(long)]
+    tcp: bool,
+    /// Audit log (JSON lines) path.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Metrics listener address for /metrics and /healthz.
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Validate the configuration and its files, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
+    let config = match &a.config {
+        Some(path) => ProxyConfig::from_file(path)?,
+        None => ProxyConfig::from_flags(&ProxyFlags {
+            listen: a.listen.clone().unwrap_or_default(),
+            upstream: a.upstream.clone().unwrap_or_default(),
+            cert: a.cert.clone().unwrap_or_default(),
+            key: a.key.clone().unwrap_or_default(),
+            client_ca: a.client_ca.clone(),
+            crl: a.crl.clone(),
+            allow: a.allow.clone(),
+            tcp: a.tcp,
+            optional_client_auth: false,
+            audit: a.audit.clone(),
+            metrics: a.metrics.clone(),
+        })?,
+    };
+    ambos_tls::install_default_provider();
+    // Load every file now so a bad one is reported before we listen.
+    config.tls.load(&[])?;
+    if a.check {
+        println!("configuration OK: {} route(s), listening on {}", config.routes.len(), config.listen);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ambos_proxy::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,460 @@
+//! proxy.toml: raw serde structs (unknown keys refused) → validated
+//! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
+use crate::policy::{parse_allow, Route, RouteTable};
+use crate::ProxyError;
+use ambos_tls::{ClientAuth, ServerTlsConfig, TlsVersion};
+use http::Method;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: RawListen,
+    tls: RawTls,
+    upstream: RawUpstream,
+    #[serde(default)]
+    headers: RawHeaders,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRoute>,
+    audit: Option<RawAudit>,
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: String,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    client_ca: OneOrMany,
+    crl: Option<OneOrMany>,
+    client_auth: Option<String>,
+    min_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    client_cert: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: Option<String>,
+    methods: Option<Vec<String>>,
+    allow: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    address: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+/// Where traffic goes after authorization.
+#[derive(Clone, Debug)]
+pub enum Upstream {
+    /// `http://host:port` (HTTP mode): its authority.
+    Http { authority: http::uri::Authority },
+    /// `host:port` (TCP mode).
+    Tcp { address: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A validated proxy configuration: nothing in it can be invalid.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    pub tls: ServerTlsConfig,
+    pub upstream: Upstream,
+    pub xfcc: bool,
+    pub routes: RouteTable,
+    pub audit: Option<PathBuf>,
+    pub metrics: Option<SocketAddr>,
+    pub limits: Limits,
+    /// The file it came from; reloads read it again.
+    pub source: Option<PathBuf>,
+}
+
+/// The flags-only form: `ambos proxy --listen A --upstream U --cert C ...`.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyFlags {
+    pub listen: String,
+    pub upstream: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Vec<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub allow: Vec<String>,
+    pub tcp: bool,
+    pub optional_client_auth: bool,
+    pub audit: Option<PathBuf>,
+    pub metrics: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> ProxyError {
+    ProxyError::Invalid(msg.into())
+}
+
+fn duration(text: &str, field: &str) -> Result<Duration, ProxyError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| invalid(format!("{field}: '{text}' is not a duration like 10s, 5m, 1h")))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(invalid(format!("{field}: '{text}' is not a duration like 10s, 5m, 1h"))),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn socket_addr(text: &str, field: &str) -> Result<SocketAddr, ProxyError> {
+    text.parse().map_err(|_| invalid(format!("{field}: '{text}' is not an address like 127.0.0.1:8443")))
+}
+
+fn http_upstream(url: &str) -> Result<Upstream, ProxyError> {
+    let uri: http::Uri = url.parse().map_err(|_| invalid(format!("upstream.url: '{url}' is not a URL")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid(format!(
+            "upstream.url: '{url}' must be http://host:port (TLS to the upstream is not supported)"
+        )));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(invalid(format!("upstream.url: '{url}' must not have a path")));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| invalid(format!("upstream.url: '{url}' has no host")))?;
+    Ok(Upstream::Http { authority })
+}
+
+fn methods(list: Option<Vec<String>>, at: &str) -> Result<Option<Vec<Method>>, ProxyError> {
+    list.map(|l| {
+        l.iter()
+            .map(|m| {
+                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| invalid(format!("{at}.methods: '{m}' is not an HTTP method")))
+            })
+            .collect()
+    })
+    .transpose()
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl ProxyConfig {
+    /// Reads and validates a proxy.toml; paths are relative to its directory.
+    pub fn from_file(path: &Path) -> Result<ProxyConfig, ProxyError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ProxyError::Read { path: path.to_path_buf(), source: e })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut cfg = Self::from_toml(&text, &base).map_err(|e| match e {
+            ProxyError::Toml { line, message, .. } => ProxyError::Toml { path: path.to_path_buf(), line, message },
+            ProxyError::Invalid(m) => ProxyError::Invalid(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    pub fn from_toml(text: &str, base: &Path) -> Result<ProxyConfig, ProxyError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0);
+            ProxyError::Toml { path: PathBuf::new(), line, message: e.message().trim().replace('\n', " ") }
+        })?;
+        let mode = match raw.listen.mode.as_deref().unwrap_or("http") {
+            "http" => Mode::Http,
+            "tcp" => Mode::Tcp,
+            other => return Err(invalid(format!("listen.mode: '{other}' (expected \"http\" or \"tcp\")"))),
+        };
+        let client_auth = match raw.tls.client_auth.as_deref().unwrap_or("required") {
+            "required" => ClientAuth::Required,
+            "optional" => ClientAuth::Optional,
+            other => {
+                return Err(invalid(format!("tls.client_auth: '{other}' (expected \"required\" or \"optional\")")))
+            }
+        };
+        let min_version = match raw.tls.min_version.as_deref().unwrap_or("1.2") {
+            "1.2" => TlsVersion::Tls12,
+            "1.3" => TlsVersion::Tls13,
+            other => return Err(invalid(format!("tls.min_version: '{other}' (expected \"1.2\" or \"1.3\")"))),
+        };
+        let upstream = match (mode, raw.upstream.url, raw.upstream.address) {
+            (Mode::Http, Some(url), None) => http_upstream(&url)?,
+            (Mode::Tcp, None, Some(address)) => Upstream::Tcp { address },
+            (Mode::Http, _, _) => {
+                return Err(invalid("upstream: http mode needs url = \"http://host:port\" (and no address)"))
+            }
+            (Mode::Tcp, _, _) => return Err(invalid("upstream: tcp mode needs address = \"host:port\" (and no url)")),
+        };
+        let xfcc = match raw.headers.client_cert.as_deref().unwrap_or("xfcc") {
+            "xfcc" => true,
+            "none" => false,
+            other => return Err(invalid(format!("headers.client_cert: '{other}' (expected \"xfcc\" or \"none\")"))),
+        };
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let at = format!("route[{i}]");
+            let path = match (mode, r.path) {
+                (Mode::Http, Some(p)) if p.starts_with('/') => p,
+                (Mode::Http, Some(p)) => return Err(invalid(format!("{at}.path: '{p}' must start with /"))),
+                (Mode::Http, None) => return Err(invalid(format!("{at}.path is required in http mode"))),
+                (Mode::Tcp, _) => "/**".to_string(),
+            };
+            let allow = parse_allow(&r.allow, &format!("{at}.allow"))?;
+            if allow.is_empty() {
+                return Err(invalid(format!("{at}.allow is empty: nobody could use this route")));
+            }
+            if client_auth == ClientAuth::Required
+                && allow.iter().all(|a| matches!(a, crate::policy::AllowRule::Anonymous))
+            {
+                return Err(invalid(format!("{at}.allow: 'anonymous' needs tls.client_auth = \"optional\"")));
+            }
+            routes.push(Route::new(&path, methods(r.methods, &at)?, allow));
+        }
+        if routes.is_empty() {
+            return Err(invalid(
+                "no [[route]]: every request would be denied; add one (e.g. path = \"/**\", allow = [\"any\"])",
+            ));
+        }
+        let mut limits = Limits::default();
+        if let Some(t) = raw.limits.handshake_timeout {
+            limits.handshake_timeout = duration(&t, "limits.handshake_timeout")?;
+        }
+        if let Some(t) = raw.limits.idle_timeout {
+            limits.idle_timeout = duration(&t, "limits.idle_timeout")?;
+        }
+        if let Some(t) = raw.limits.shutdown_grace {
+            limits.shutdown_grace = duration(&t, "limits.shutdown_grace")?;
+        }
+        if let Some(n) = raw.limits.max_connections {
+            if n == 0 {
+                return Err(invalid("limits.max_connections must be at least 1"));
+            }
+            limits.max_connections = n;
+        }
+        Ok(ProxyConfig {
+            listen: socket_addr(&raw.listen.address, "listen.address")?,
+            mode,
+            tls: ServerTlsConfig {
+                cert: resolve(base, &raw.tls.cert),
+                key: resolve(base, &raw.tls.key),
+                client_ca: raw.tls.client_ca.into_vec().iter().map(|p| resolve(base, p)).collect(),
+                crl: raw
+                    .tls
+                    .crl
+                    .map(OneOrMany::into_vec)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| resolve(base, p))
+                    .collect(),
+                client_auth,
+                min_version,
+                alpn: alpn(mode),
+            },
+            upstream,
+            xfcc,
+            routes: RouteTable::new(routes),
+            audit: raw.audit.map(|a| resolve(base, &a.path)),
+            metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
+            limits,
+            source: None,
+        })
+    }
+
+    /// The flags-only form: one route `/**` with `--allow` entries (default `any`).
+    pub fn from_flags(f: &ProxyFlags) -> Result<ProxyConfig, ProxyError> {
+        let mode = if f.tcp { Mode::Tcp } else { Mode::Http };
+        let upstream = match mode {
+            Mode::Http => http_upstream(&f.upstream)?,
+            Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
+        };
+        let allow_entries = if f.allow.is_empty() { vec!["any".to_string()] } else { f.allow.clone() };
+        let allow = parse_allow(&allow_entries, "--allow")?;
+        if f.client_ca.is_empty() {
+            return Err(invalid("--client-ca is required"));
+        }
+        Ok(ProxyConfig {
+            listen: socket_addr(&f.listen, "--listen")?,
+            mode,
+            tls: ServerTlsConfig {
+                cert: f.cert.clone(),
+                key: f.key.clone(),
+                client_ca: f.client_ca.clone(),
+                crl: f.crl.clone(),
+                client_auth: if f.optional_client_auth { ClientAuth::Optional } else { ClientAuth::Required },
+                min_version: TlsVersion::Tls12,
+                alpn: alpn(mode),
+            },
+            upstream,
+            xfcc: true,
+            routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
+            audit: f.audit.clone(),
+            metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
+            limits: Limits::default(),
+            source: None,
+        })
+    }
+
+    /// Files whose change triggers a reload.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut v = self.tls.files();
+        v.extend(self.source.iter().cloned());
+        v
+    }
+}
+
+fn alpn(mode: Mode) -> Vec<Vec<u8>> {
+    match mode {
+        Mode::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Mode::Tcp => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[listen]
+address = "127.0.0.1:8443"
+
+[tls]
+cert = "api.crt"
+key = "api.key"
+client_ca = "ca.crt"
+crl = ["crl.pem"]
+
+[upstream]
+url = "http://127.0.0.1:8080"
+
+[[route]]
+path = "/payments/**"
+methods = ["GET", "post"]
+allow = ["spiffe://acme.test/checkout", "ou:payments"]
+"#;
+
+    #[test]
+    fn a_good_config_validates_with_paths_relative_to_its_file() {
+        let c = ProxyConfig::from_toml(GOOD, Path::new("/etc/ambos")).unwrap();
+        assert_eq!(c.tls.cert, PathBuf::from("/etc/ambos/api.crt"));
+        assert_eq!(c.routes.len(), 1);
+        assert!(c.xfcc);
+        assert_eq!(c.mode, Mode::Http);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_field() {
+        let text = GOOD.replace("key = \"api.key\"", "key = \"api.key\"\nclient_certs = \"x\"");
+        let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err();
+        match err {
+            ProxyError::Toml { line, message, .. } => {
+                assert_eq!(line, 8, "{message}");
+                assert!(message.contains("client_certs"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let err = ProxyConfig::from_toml("[listen]\naddress = \n", Path::new(".")).unwrap_err();
+        assert!(matches!(err, ProxyError::Toml { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        for (from, to, field) in [
+            ("url = \"http://127.0.0.1:8080\"", "url = \"https://x\"", "upstream.url"),
+            ("ou:payments", "team:payments", "route[0].allow"),
+            ("\"GET\", \"post\"", "\"GET\", \"no such\"", "route[0].methods"),
+            ("address = \"127.0.0.1:8443\"", "address = \"nowhere\"", "listen.address"),
+        ] {
+            let err = ProxyConfig::from_toml(&GOOD.replace(from, to), Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}

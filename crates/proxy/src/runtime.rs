@@ -1,0 +1,165 @@
+//! The state a connection needs, built from a validated config and swapped
+//! whole on reload: a new TLS config (and so a fresh session cache) and new
+//! routes for new connections; connections in flight keep theirs.
+use crate::config::ProxyConfig;
+use crate::ProxyError;
+use arc_swap::ArcSwap;
+use notify::Watcher;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+pub struct Runtime {
+    pub config: ProxyConfig,
+    pub acceptor: TlsAcceptor,
+}
+
+impl Runtime {
+    /// Loads every TLS file; fails without side effects if any is bad.
+    pub fn build(config: ProxyConfig) -> Result<Runtime, ProxyError> {
+        let loaded = config.tls.load(&[])?;
+        metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
+        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), config })
+    }
+}
+
+/// Where a reload gets its config: the file again, or the flags given at start.
+pub enum ConfigSource {
+    File(PathBuf),
+    Flags(Box<ProxyConfig>),
+}
+
+/// Rebuilds the runtime when files change or on SIGHUP.
+pub struct Reloader {
+    pub current: Arc<ArcSwap<Runtime>>,
+    source: ConfigSource,
+    /// Content fingerprint of the watched files at the last successful load.
+    fingerprint: Mutex<u64>,
+    watched_dirs: Mutex<HashSet<PathBuf>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Reloader {
+    pub fn new(runtime: Runtime, source: ConfigSource) -> Arc<Reloader> {
+        let fp = fingerprint(&runtime.config.watched_files());
+        Arc::new(Reloader {
+            current: Arc::new(ArcSwap::from_pointee(runtime)),
+            source,
+            fingerprint: Mutex::new(fp),
+            watched_dirs: Mutex::new(HashSet::new()),
+            watcher: Mutex::new(None),
+        })
+    }
+
+    /// Builds a new runtime and swaps it in; on any error the old one stays.
+    pub fn reload(&self, why: &str) -> Result<(), ProxyError> {
+        let result = (|| {
+            let config = match &self.source {
+                ConfigSource::File(p) => ProxyConfig::from_file(p)?,
+                ConfigSource::Flags(c) => (**c).clone(),
+            };
+            let old = self.current.load();
+            if config.listen != old.config.listen
+                || config.mode != old.config.mode
+                || config.metrics != old.config.metrics
+                || config.audit != old.config.audit
+            {
+                tracing::warn!(
+                    "listen address, mode, metrics or audit path changed: these take effect after a restart"
+                );
+            }
+            let files = config.watched_files();
+            let rt = Runtime::build(config)?;
+            self.current.store(Arc::new(rt));
+            *self.fingerprint.lock().expect("fingerprint lock") = fingerprint(&files);
+            self.watch(&files);
+            Ok(())
+        })();
+        match &result {
+            Ok(()) => {
+                metrics::counter!("ambos_proxy_config_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(trigger = why, "configuration reloaded");
+            }
+            Err(e) => {
+                metrics::counter!("ambos_proxy_config_reloads_total", "result" => "failed").increment(1);
+                tracing::error!(trigger = why, "reload failed, still serving the previous configuration: {e}");
+            }
+        }
+        result
+    }
+
+    /// Reloads only if a watched file's content changed since the last load.
+    fn reload_if_changed(&self) {
+        let files = self.current.load().config.watched_files();
+        if fingerprint(&files) != *self.fingerprint.lock().expect("fingerprint lock") {
+            let _ = self.reload("file change");
+        }
+    }
+
+    /// Watches the parent directory of each file: editors and Kubernetes
+    /// replace files by rename or symlink swap, which a watch on the file misses.
+    fn watch(&self, files: &[PathBuf]) {
+        let mut guard = self.watcher.lock().expect("watcher lock");
+        let Some(w) = guard.as_mut() else { return };
+        let mut dirs = self.watched_dirs.lock().expect("dirs lock");
+        for f in files {
+            let dir = f.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+            if dirs.insert(dir.clone()) {
+                if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
+                }
+            }
+        }
+    }
+
+    /// Starts the file watcher and the SIGHUP listener.
+    pub fn start(self: &Arc<Self>) -> Result<(), ProxyError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| ProxyError::Watch { path: PathBuf::from("."), why: e.to_string() })?;
+        *self.watcher.lock().expect("watcher lock") = Some(watcher);
+        self.watch(&self.current.load().config.watched_files());
+
+        let me = self.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Let a burst of events (write, rename, chmod) settle first.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+                let me = me.clone();
+                let _ = tokio::task::spawn_blocking(move || me.reload_if_changed()).await;
+            }
+        });
+
+        #[cfg(unix)]
+        {
+            let me = self.clone();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| ProxyError::Watch { path: PathBuf::from("SIGHUP"), why: e.to_string() })?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let me = me.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.reload("SIGHUP")).await;
+                }
+            });
+        }
+        Ok(())
+    }
+}

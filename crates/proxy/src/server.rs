@@ -1,0 +1,168 @@
+//! Accept, handshake and hand the connection to HTTP or TCP forwarding.
+use crate::audit::{self, AuditEvent, AuditIdentity, AuditLog};
+use crate::config::{Mode, ProxyConfig};
+use crate::runtime::{ConfigSource, Reloader, Runtime};
+use crate::{headers, http, tcp, telemetry, ProxyError};
+use ambos_tls::{HandshakeFailure, Identity};
+use hyper::header::HeaderValue;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Process-wide state shared by every connection.
+pub struct Shared {
+    pub reloader: Arc<Reloader>,
+    pub audit: AuditLog,
+    pub upstream: http::UpstreamClient,
+    handshakes_ok: metrics::Counter,
+    active: metrics::Gauge,
+}
+
+/// What one connection knows after its handshake: computed once, shared by
+/// every request on it.
+pub struct ConnCtx {
+    pub peer: SocketAddr,
+    pub identity: Option<Identity>,
+    pub xfcc: Option<HeaderValue>,
+    pub runtime: Arc<Runtime>,
+}
+
+impl ConnCtx {
+    pub fn audit_identity(&self) -> Option<AuditIdentity<'_>> {
+        self.identity.as_ref().map(AuditIdentity::from)
+    }
+}
+
+/// Keeps the active-connections gauge right however the task ends.
+struct ActiveGuard(metrics::Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Runs the proxy until `shutdown` resolves, then lets in-flight HTTP
+/// requests finish (up to `limits.shutdown_grace`).
+pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+    ambos_tls::install_default_provider();
+    let prometheus = telemetry::install();
+    let audit = match &config.audit {
+        Some(p) => AuditLog::open(p)?,
+        None => AuditLog::disabled(),
+    };
+    let source = match &config.source {
+        Some(p) => ConfigSource::File(p.clone()),
+        None => ConfigSource::Flags(Box::new(config.clone())),
+    };
+    let (listen, mode, limits, metrics_addr) = (config.listen, config.mode, config.limits.clone(), config.metrics);
+    let reloader = Reloader::new(Runtime::build(config)?, source);
+    reloader.start()?;
+    let listener = TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    if let Some(addr) = metrics_addr {
+        telemetry::serve(addr, prometheus).await.map_err(|source| ProxyError::Bind { addr, source })?;
+    }
+    tracing::info!(
+        "listening on {} ({}), metrics on {}",
+        listener.local_addr().unwrap_or(listen),
+        if mode == Mode::Http { "http" } else { "tcp" },
+        metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "(off)".into())
+    );
+    let shared = Arc::new(Shared {
+        reloader,
+        audit,
+        upstream: http::UpstreamClient::new(),
+        handshakes_ok: metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "ok", "reason" => "none"),
+        active: metrics::gauge!("ambos_proxy_active_connections"),
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let rejected = metrics::counter!("ambos_proxy_connections_rejected_total");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            rejected.increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move { connection(stream, peer, shared, permit, watcher).await });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting up to {:?} for in-flight requests", limits.shutdown_grace);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    Ok(())
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    shared.active.increment(1.0);
+    let _active = ActiveGuard(shared.active.clone());
+    let runtime = shared.reloader.current.load_full();
+    let started = Instant::now();
+    let accepted = tokio::time::timeout(runtime.config.limits.handshake_timeout, runtime.acceptor.accept(stream)).await;
+    let tls = match accepted {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return handshake_failed(&shared, peer, HandshakeFailure::from_io(&e), started),
+        Err(_) => return handshake_failed(&shared, peer, HandshakeFailure::Timeout, started),
+    };
+    shared.handshakes_ok.increment(1);
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(der) => match Identity::from_der(der) {
+            Ok(id) => Some(id),
+            Err(e) => return handshake_failed(&shared, peer, HandshakeFailure::BadCertificate(e.to_string()), started),
+        },
+        None => None,
+    };
+    let xfcc = if runtime.config.xfcc { identity.as_ref().and_then(headers::xfcc_value) } else { None };
+    let mode = runtime.config.mode;
+    let ctx = Arc::new(ConnCtx { peer, identity, xfcc, runtime });
+    match mode {
+        Mode::Http => http::serve(tls, ctx, shared, watcher).await,
+        Mode::Tcp => tcp::serve(tls, ctx, shared, started).await,
+    }
+}
+
+fn handshake_failed(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) {
+    metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "failed", "reason" => failure.label()).increment(1);
+    let reason = failure.to_string();
+    tracing::warn!(%peer, reason = failure.label(), "TLS handshake failed: {reason}");
+    shared.audit.record(&AuditEvent {
+        time: audit::now(),
+        event: "handshake",
+        peer,
+        identity: None,
+        route: None,
+        method: None,
+        path: None,
+        decision: "deny",
+        reason: &reason,
+        status: None,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
+}
