@@ -85,7 +85,10 @@ impl TestCa {
     /// `ambos init` with unencrypted keys and the given extra flags.
     pub fn new(extra: &[&str]) -> TestCa {
         let ca = TestCa::empty();
-        let mut args = vec!["init", "--name", "Interop", "--no-passphrase"];
+        let mut args = vec!["init", "--no-passphrase"];
+        if !extra.contains(&"--name") {
+            args.extend_from_slice(&["--name", "Interop"]);
+        }
         args.extend_from_slice(extra);
         ca.ambos(&args).ok();
         ca
@@ -160,4 +163,112 @@ pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("nothing listening on 127.0.0.1:{port} after 15s");
+}
+
+/// A small real HTTP/1.1 upstream (keep-alive) on 127.0.0.1. Every response
+/// is JSON describing the request it got: `{"path", "host", "xfcc": [...]}`.
+/// `/slow` answers after 1.5 s (for graceful-shutdown tests).
+pub fn start_http_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_upstream_conn(stream));
+        }
+    });
+    port
+}
+
+fn serve_upstream_conn(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut xfcc = Vec::new();
+        let mut host = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                match k.as_str() {
+                    "x-forwarded-client-cert" => xfcc.push(v),
+                    "host" => host = v,
+                    "content-length" => length = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if path == "/slow" {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let json = format!(
+            "{{\"path\":{},\"host\":{},\"xfcc\":[{}]}}",
+            json_str(&path),
+            json_str(&host),
+            xfcc.iter().map(|v| json_str(v)).collect::<Vec<_>>().join(",")
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        );
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A line echo server: reads one line, writes it back, closes.
+pub fn start_echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_ok() {
+                    let mut w = stream;
+                    let _ = w.write_all(format!("echo: {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Sends SIGTERM (graceful shutdown) to a child.
+pub fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }

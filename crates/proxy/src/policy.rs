@@ -124,6 +124,9 @@ pub struct Route {
     /// None: every method.
     methods: Option<Vec<Method>>,
     allow: Vec<AllowRule>,
+    /// Handles resolved once, so the request path does no metric lookup.
+    /// They bind to the recorder installed when the route is built:
+    /// call `telemetry::install()` before parsing a config.
     pub allowed: metrics::Counter,
     pub denied: metrics::Counter,
 }

@@ -107,7 +107,9 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::WrongExtendedKeyUsage => {
                 f.write_str("the certificate is not for this purpose (wrong extended key usage, e.g. a server certificate used as a client one)")
             }
-            HandshakeFailure::BadSignature => f.write_str("a signature in the certificate chain does not verify"),
+            HandshakeFailure::BadSignature => f.write_str(
+                "a signature in the certificate chain does not verify (a CA with the same name but another key, or a tampered certificate)",
+            ),
             HandshakeFailure::BadCertificate(d) => write!(f, "the certificate is invalid ({d})"),
             HandshakeFailure::ProtocolVersion => f.write_str("no TLS version in common (TLS 1.2 or 1.3 required)"),
             HandshakeFailure::NoSharedCipher => f.write_str("no cipher suite or key exchange in common"),

@@ -4,3 +4,4 @@ mod crash;
 mod nginx;
 mod openssl;
 mod pkcs12;
+mod proxy;

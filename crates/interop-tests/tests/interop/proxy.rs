@@ -1,0 +1,588 @@
+//! `ambos proxy` against real clients (curl HTTP/1.1 and HTTP/2, openssl
+//! s_client, Python ssl, a Java 17 JSSE client) with ambos certificates.
+use ambos_interop_tests::{
+    ambos_bin, free_port, require, run, start_echo_server, start_http_upstream, terminate, wait_for_port, ChildGuard,
+    Run, TestCa,
+};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const P12_PASSWORD: &str = "interop-pw";
+
+/// A CA with a server and a cast of clients, and a running proxy.
+struct Fixture {
+    ca: TestCa,
+    port: u16,
+    metrics: u16,
+    proxy: Option<ChildGuard>,
+    log: PathBuf,
+    audit: PathBuf,
+}
+
+impl Fixture {
+    fn config(&self, port: u16, upstream: &str, extra_routes: &str) -> String {
+        format!(
+            r#"
+[listen]
+address = "127.0.0.1:{port}"
+
+[tls]
+cert = "certs/localhost.crt"
+key = "certs/localhost.key"
+client_ca = "certs/ca.crt"
+crl = ["certs/crls.pem"]
+
+[upstream]
+{upstream}
+
+{extra_routes}
+
+[audit]
+path = "audit.jsonl"
+
+[metrics]
+address = "127.0.0.1:{}"
+
+[limits]
+handshake_timeout = "5s"
+shutdown_grace = "10s"
+"#,
+            self.metrics
+        )
+    }
+
+    const HTTP_ROUTES: &'static str = r#"
+[[route]]
+path = "/payments/**"
+methods = ["GET", "POST"]
+allow = ["ou:payments"]
+
+[[route]]
+path = "/**"
+allow = ["spiffe://acme.test/alice", "cn:dave"]
+"#;
+
+    fn new() -> Fixture {
+        let ca = TestCa::new(&[]);
+        ca.issue("client", "expired", &["--ttl", "1s"]);
+        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        let pw = ca.write("p12-password.txt", P12_PASSWORD);
+        ca.issue(
+            "client",
+            "alice",
+            &[
+                "--spiffe",
+                "spiffe://acme.test/alice",
+                "--ou",
+                "payments",
+                "--p12",
+                "--p12-password-file",
+                pw.to_str().unwrap(),
+            ],
+        );
+        ca.issue("client", "bob", &["--p12", "--p12-password-file", pw.to_str().unwrap()]);
+        ca.issue("client", "carol", &[]);
+        ca.issue("client", "dave", &[]);
+        ca.issue("server", "server-only", &["--san", "dns:server-only.test"]);
+        ca.ambos(&["revoke", "carol", "--reason", "key-compromise"]).ok();
+        ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
+        let ts = ca.path("truststore.p12");
+        ca.ambos(&[
+            "export",
+            "truststore",
+            "--format",
+            "p12",
+            "--out",
+            ts.to_str().unwrap(),
+            "--password-file",
+            pw.to_str().unwrap(),
+        ])
+        .ok();
+        let log = ca.dir().join("proxy.log");
+        let audit = ca.dir().join("audit.jsonl");
+        Fixture { ca, port: free_port(), metrics: free_port(), proxy: None, log, audit }
+    }
+
+    fn start(&mut self, config: &str) {
+        let path = self.ca.write("proxy.toml", config);
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut child = Command::new(ambos_bin())
+            .args(["proxy", "--config", path.to_str().unwrap()])
+            .current_dir(self.ca.dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &mut child, &self.log);
+        self.proxy = Some(ChildGuard(child));
+    }
+
+    fn http(upstream_port: u16) -> Fixture {
+        let mut f = Fixture::new();
+        let cfg = f.config(f.port, &format!("url = \"http://127.0.0.1:{upstream_port}\""), Self::HTTP_ROUTES);
+        f.start(&cfg);
+        f
+    }
+
+    /// curl as `client` (None: no certificate); returns (exit code, HTTP status, body).
+    fn curl(&self, client: Option<&str>, path: &str, extra: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.ca.path("ca.crt"));
+        if let Some(c) = client {
+            cmd.arg("--cert")
+                .arg(self.ca.path(&format!("{c}.crt")))
+                .arg("--key")
+                .arg(self.ca.path(&format!("{c}.key")));
+        }
+        cmd.args(extra).arg(format!("https://localhost:{}{path}", self.port));
+        let out = run(&mut cmd);
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
+        (out.code, code.to_string(), body.to_string())
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l}: {e}")))
+            .collect()
+    }
+
+    /// Waits (up to 5 s) for an audit line satisfying `pred`.
+    fn wait_audit(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self.audit_lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit line for {what}:\n{}",
+                std::fs::read_to_string(&self.audit).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn sha256(&self, name: &str) -> String {
+        let out = self.ca.ambos(&["inspect", self.ca.path(&format!("{name}.crt")).to_str().unwrap(), "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["certificates"][0]["sha256"].as_str().unwrap().to_string()
+    }
+}
+
+fn upstream_view(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("upstream body {body}: {e}"))
+}
+
+#[test]
+fn curl_over_http1_and_http2_gets_through_and_upstream_sees_only_our_xfcc() {
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    let alice = f.sha256("alice");
+    for version in ["--http1.1", "--http2"] {
+        let (code, status, body) = f.curl(
+            Some("alice"),
+            "/hello",
+            &[version, "-H", "X-Forwarded-Client-Cert: Hash=forged;URI=spiffe://acme.test/admin"],
+        );
+        assert_eq!((code, status.as_str()), (0, "200"), "{version}: {body}");
+        let v = upstream_view(&body);
+        let xfcc = v["xfcc"].as_array().unwrap();
+        assert_eq!(xfcc.len(), 1, "{version}: upstream must see exactly one XFCC: {v}");
+        let ours = xfcc[0].as_str().unwrap();
+        assert!(ours.starts_with(&format!("Hash={alice};")), "{ours}");
+        assert!(
+            ours.contains("URI=spiffe://acme.test/alice")
+                && ours.contains("Subject=\"CN=alice,OU=payments,O=Interop\""),
+            "{ours}"
+        );
+        assert!(!ours.contains("forged"));
+        assert_eq!(v["path"], "/hello");
+    }
+    // HTTP/2 was really negotiated.
+    let (_, _, _) = f.curl(Some("alice"), "/", &["--http2"]);
+    let out = run(Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert"])
+        .arg(f.ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(f.ca.path("alice.crt"))
+        .arg("--key")
+        .arg(f.ca.path("alice.key"))
+        .arg(format!("https://localhost:{}/", f.port)));
+    assert_eq!(out.stdout.trim(), "2");
+    let line = f.wait_audit("alice's request", |l| l["path"] == "/hello" && l["decision"] == "allow");
+    assert_eq!(line["identity"]["spiffe"], "spiffe://acme.test/alice");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "/**");
+}
+
+#[test]
+fn openssl_python_and_java_clients_get_through() {
+    require("openssl");
+    require("python3");
+    require("java");
+    let f = Fixture::http(start_http_upstream());
+
+    // openssl s_client sends the chain (leaf + intermediate) and an HTTP request.
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", f.port), "-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(f.ca.path("ca.crt"))
+        .arg("-cert")
+        .arg(f.ca.path("alice.crt"))
+        .arg("-cert_chain")
+        .arg(f.ca.path("alice.crt"))
+        .arg("-key")
+        .arg(f.ca.path("alice.key"))
+        .args(["-verify_return_error"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"GET /from-openssl HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 200"), "openssl s_client: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+
+    // Python's ssl module.
+    let script = f.ca.write(
+        "client.py",
+        r#"
+import http.client, ssl, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+conn.request("GET", "/from-python")
+r = conn.getresponse()
+print(r.status, conn.sock.version())
+"#,
+    );
+    let py = run(Command::new("python3")
+        .arg(&script)
+        .arg(f.port.to_string())
+        .arg(f.ca.path("ca.crt"))
+        .arg(f.ca.path("alice.crt"))
+        .arg(f.ca.path("alice.key")))
+    .ok();
+    assert_eq!(py.stdout.trim(), "200 TLSv1.3", "{}", py.stderr);
+
+    // Java 17 JSSE with the PKCS#12 keystore and truststore exported by ambos.
+    let java = f.ca.write(
+        "Client.java",
+        r#"
+import java.io.FileInputStream;
+import java.net.URL;
+import java.security.KeyStore;
+import javax.net.ssl.*;
+
+public class Client {
+    public static void main(String[] args) throws Exception {
+        char[] pw = args[3].toCharArray();
+        KeyStore ks = KeyStore.getInstance("PKCS12");
+        ks.load(new FileInputStream(args[1]), pw);
+        KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+        kmf.init(ks, pw);
+        KeyStore ts = KeyStore.getInstance("PKCS12");
+        ts.load(new FileInputStream(args[2]), pw);
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        tmf.init(ts);
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(kmf.getKeyManagers(), tmf.getTrustManagers(), null);
+        HttpsURLConnection c = (HttpsURLConnection) new URL(args[0]).openConnection();
+        c.setSSLSocketFactory(ctx.getSocketFactory());
+        System.out.println("status " + c.getResponseCode());
+    }
+}
+"#,
+    );
+    let java_run = |who: &str| {
+        run(Command::new("java")
+            .arg(&java)
+            .arg(format!("https://localhost:{}/from-java", f.port))
+            .arg(f.ca.path(&format!("{who}.p12")))
+            .arg(f.ca.path("truststore.p12"))
+            .arg(P12_PASSWORD))
+    };
+    let alice = java_run("alice").ok();
+    assert_eq!(alice.stdout.trim(), "status 200", "{}", alice.stderr);
+    let bob = java_run("bob").ok();
+    assert_eq!(bob.stdout.trim(), "status 403", "bob is not on the allow list: {}", bob.stderr);
+    f.wait_audit("java request", |l| l["path"] == "/from-java" && l["identity"]["cn"] == "alice");
+}
+
+#[test]
+fn clients_that_must_not_pass_are_refused_with_the_reason_logged() {
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    let other = TestCa::new(&["--name", "Elsewhere"]);
+    other.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
+
+    // Identity not on the allow list: the handshake succeeds, the route says 403.
+    let (code, status, _) = f.curl(Some("bob"), "/", &[]);
+    assert_eq!((code, status.as_str()), (0, "403"));
+    let (_, status, _) = f.curl(Some("dave"), "/payments/charge", &[]);
+    assert_eq!(status, "403", "dave is not in OU payments");
+    let (_, status, _) = f.curl(Some("alice"), "/payments/charge", &["-X", "POST"]);
+    assert_eq!(status, "200");
+    // DELETE is not a method of the payments route, so the catch-all route decides.
+    let (_, status, _) = f.curl(Some("alice"), "/payments/charge", &["-X", "DELETE"]);
+    assert_eq!(status, "200");
+    let (_, status, _) = f.curl(Some("dave"), "/payments/charge", &["-X", "DELETE"]);
+    assert_eq!(status, "200");
+    let (_, status, _) = f.curl(Some("alice"), "/a/../payments/x", &["--path-as-is"]);
+    assert_eq!(status, "400", "dot segments are refused");
+
+    // Refused in the handshake.
+    let (code, _, _) = f.curl(None, "/", &[]);
+    assert_ne!(code, 0, "no certificate");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(f.ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(other.path("alice.crt"))
+        .arg("--key")
+        .arg(other.path("alice.key"))
+        .arg(format!("https://localhost:{}/", f.port));
+    assert_ne!(run(&mut cmd).code, 0, "certificate from another CA");
+    // `expired` was issued with a 1 s lifetime when the fixture started.
+    std::thread::sleep(Duration::from_millis(1200));
+    for who in ["expired", "carol", "server-only"] {
+        let (code, status, _) = f.curl(Some(who), "/", &[]);
+        assert_ne!(code, 0, "{who} got through with status {status}");
+    }
+    for (reason, what) in [
+        ("the client sent no certificate", "no certificate"),
+        ("issued by a CA this side does not trust", "other CA"),
+        ("has expired", "expired"),
+        ("revoked", "revoked"),
+        ("wrong extended key usage", "server-only certificate"),
+    ] {
+        f.wait_audit(what, |l| l["event"] == "handshake" && l["reason"].as_str().unwrap_or("").contains(reason));
+    }
+    let denied = f.wait_audit("bob's 403", |l| l["identity"]["cn"] == "bob");
+    assert_eq!((denied["decision"].as_str(), denied["status"].as_u64()), (Some("deny"), Some(403)));
+    assert_eq!(denied["reason"], "identity not on the route's allow list");
+
+    // Metrics tell the same story.
+    let metrics =
+        run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/metrics", f.metrics))).ok().stdout;
+    for needle in [
+        "ambos_proxy_handshakes_total{outcome=\"failed\",reason=\"revoked\"}",
+        "ambos_proxy_handshakes_total{outcome=\"failed\",reason=\"unknown_ca\"}",
+        "ambos_proxy_handshakes_total{outcome=\"failed\",reason=\"wrong_eku\"}",
+        "ambos_proxy_handshakes_total{outcome=\"failed\",reason=\"expired\"}",
+        "ambos_proxy_handshakes_total{outcome=\"failed\",reason=\"no_client_certificate\"}",
+        "ambos_proxy_requests_total{route=\"/**\",decision=\"deny\"}",
+        "ambos_proxy_requests_total{route=\"/payments/**\",decision=\"allow\"}",
+        "ambos_proxy_certificate_expiry_timestamp_seconds",
+        "ambos_proxy_active_connections",
+    ] {
+        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+    }
+    let health = run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/healthz", f.metrics))).ok();
+    assert_eq!(health.stdout.trim(), "ok");
+}
+
+#[test]
+fn a_newly_revoked_client_is_refused_after_crl_reload_and_a_broken_cert_keeps_the_old_config() {
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    assert_eq!(f.curl(Some("dave"), "/", &[]).1, "200");
+    f.ca.ambos(&["revoke", "dave"]).ok();
+    f.ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, status, _) = f.curl(Some("dave"), "/", &[]);
+        if code != 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dave still gets {status} 5 s after the CRL changed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200", "others unaffected");
+
+    // A broken certificate file: logged, and the old config keeps serving.
+    let cert = f.ca.path("localhost.crt");
+    let good = std::fs::read(&cert).unwrap();
+    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&f.log).unwrap().contains("reload failed") {
+        assert!(Instant::now() < deadline, "no reload failure logged: {}", std::fs::read_to_string(&f.log).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&f.log).unwrap();
+    assert!(log.contains("localhost.crt"), "the log names the bad file: {log}");
+    assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200", "still serving with the previous certificate");
+    std::fs::write(&cert, good).unwrap();
+
+    // SIGHUP reloads too.
+    let proxy = f.proxy.as_ref().unwrap();
+    run(Command::new("kill").args(["-HUP", &proxy.0.id().to_string()])).ok();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&f.log).unwrap().contains("trigger=\"SIGHUP\"") {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload: {}", std::fs::read_to_string(&f.log).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200");
+}
+
+fn s_client(f: &Fixture, who: &str, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", f.port), "-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(f.ca.path("ca.crt"))
+        .arg("-cert")
+        .arg(f.ca.path(&format!("{who}.crt")))
+        .arg("-cert_chain")
+        .arg(f.ca.path(&format!("{who}.crt")))
+        .arg("-key")
+        .arg(f.ca.path(&format!("{who}.key")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_others() {
+    require("openssl");
+    let echo = start_echo_server();
+    let mut f = Fixture::new();
+    let routes = "[[route]]\nallow = [\"spiffe://acme.test/alice\"]\n";
+    let cfg = fix_tcp_config(&f.config(f.port, &format!("address = \"127.0.0.1:{echo}\""), routes));
+    f.start(&cfg);
+    let alice = s_client(&f, "alice", b"hello over mtls\n");
+    assert!(alice.stdout.contains("echo: hello over mtls"), "{} {}", alice.stdout, alice.stderr);
+    let bob = s_client(&f, "bob", b"let me in\n");
+    assert!(!bob.stdout.contains("echo:"), "bob must not reach the upstream: {}", bob.stdout);
+    let line = f.wait_audit("bob's TCP denial", |l| l["event"] == "connection" && l["identity"]["cn"] == "bob");
+    assert_eq!(line["decision"], "deny");
+    f.wait_audit("alice's TCP connection", |l| l["event"] == "connection" && l["decision"] == "allow");
+}
+
+/// Puts `mode = "tcp"` in [listen] only.
+fn fix_tcp_config(cfg: &str) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for line in cfg.lines() {
+        if line.starts_with('[') {
+            section = if line == "[listen]" { "listen" } else { "other" };
+        }
+        if line.starts_with("mode = ") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if section == "listen" && line.starts_with("address") {
+            out.push_str("mode = \"tcp\"\n");
+        }
+    }
+    out
+}
+
+#[test]
+fn bad_config_is_refused_naming_the_line_and_field() {
+    let f = Fixture::new();
+    let good = f.config(f.port, "url = \"http://127.0.0.1:9\"", Fixture::HTTP_ROUTES);
+    let bad = f.ca.write("bad.toml", good.replace("[tls]\n", "[tls]\nclient_certificate = \"x\"\n"));
+    let line = good.lines().position(|l| l == "[tls]").unwrap() + 2;
+    f.ca.ambos(&["proxy", "--config", bad.to_str().unwrap()])
+        .fails_with(2, &format!("bad.toml:{line}: unknown field `client_certificate`"));
+    let broken = f.ca.write("broken.toml", "[listen]\naddress = \"127.0.0.1:1\"\n[tls\ncert = 1\n");
+    f.ca.ambos(&["proxy", "--config", broken.to_str().unwrap()]).fails_with(2, "broken.toml:3");
+    let missing = f.ca.write("missing.toml", good.replace("certs/localhost.key", "certs/nope.key"));
+    f.ca.ambos(&["proxy", "--config", missing.to_str().unwrap()]).fails_with(2, "nope.key");
+    f.ca.ambos(&["proxy", "--config", "does-not-exist.toml"]).fails_with(2, "does-not-exist.toml");
+    f.ca.ambos(&["proxy", "--listen", "127.0.0.1:1"]).code.eq(&2).then_some(()).expect("missing flags exit 2");
+    let ok = f.ca.write("ok.toml", good);
+    f.ca.ambos(&["proxy", "--config", ok.to_str().unwrap(), "--check"]).ok();
+}
+
+#[test]
+fn garbage_and_aborted_handshakes_do_not_disturb_other_clients() {
+    use std::io::Write;
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", f.port)).unwrap();
+        match i % 3 {
+            0 => s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap(),
+            1 => s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]).unwrap(), // truncated ClientHello
+            _ => s.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(64)).unwrap(),
+        }
+        if i % 2 == 0 {
+            drop(s);
+        } else {
+            held.push(s); // left hanging mid-handshake
+        }
+    }
+    for _ in 0..5 {
+        assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200");
+    }
+    f.wait_audit("a client that did not speak TLS", |l| {
+        l["event"] == "handshake" && l["reason"].as_str().unwrap_or("").contains("did not speak TLS")
+    });
+    drop(held);
+}
+
+#[test]
+fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
+    require("curl");
+    let mut f = Fixture::new();
+    let cfg = f.config(f.port, &format!("url = \"http://127.0.0.1:{}\"", free_port()), Fixture::HTTP_ROUTES);
+    f.start(&cfg);
+    let (_, status, body) = f.curl(Some("alice"), "/", &[]);
+    assert_eq!(status, "502", "{body}");
+    let line = f.wait_audit("502", |l| l["status"] == 502);
+    assert!(line["reason"].as_str().unwrap().contains("upstream"), "{line}");
+    drop(f.proxy.take());
+
+    let mut f = Fixture::http(start_http_upstream());
+    let port = f.port;
+    let ca_dir = f.ca.dir().to_path_buf();
+    let slow = std::thread::spawn(move || {
+        let certs = ca_dir.join("certs");
+        run(Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(certs.join("ca.crt"))
+            .arg("--cert")
+            .arg(certs.join("alice.crt"))
+            .arg("--key")
+            .arg(certs.join("alice.key"))
+            .arg(format!("https://localhost:{port}/slow")))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut guard = f.proxy.take().unwrap();
+    terminate(&guard.0);
+    let done = slow.join().unwrap();
+    assert_eq!(done.stdout.trim(), "200", "in-flight request cut off: {}", done.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "proxy did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after shutdown");
+}
