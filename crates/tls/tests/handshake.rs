@@ -1,0 +1,171 @@
+//! A real handshake over 127.0.0.1 between a rustls client and a server
+//! config built by `ServerTlsConfig::load`, with certificates from ambos-pki.
+use ambos_pki::{LeafRequest, NewCa, Profile};
+use ambos_tls::{ClientAuth, HandshakeFailure, Identity, ServerTlsConfig, TlsVersion};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Pki {
+    dir: tempfile::TempDir,
+    root: Vec<u8>,
+    authority: ambos_pki::Authority,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let now = ambos_pki::OffsetDateTime::now_utc();
+        let ca = NewCa::create(
+            "Hs",
+            ambos_pki::KeyType::EcP256,
+            Duration::from_secs(86_400 * 30),
+            Duration::from_secs(86_400 * 30),
+            now,
+        )
+        .unwrap();
+        let authority =
+            ambos_pki::Authority::new(&ca.intermediate_cert_der, ca.intermediate_key, &ca.root_cert_der).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ambos_pki::pem_encode("CERTIFICATE", &ca.root_cert_der)).unwrap();
+        Pki { dir, root: ca.root_cert_der, authority }
+    }
+
+    /// Issues and writes NAME.crt / NAME.key; returns chain and key for a client.
+    fn issue(
+        &self,
+        name: &str,
+        profile: Profile,
+        sans: &[&str],
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let mut req = LeafRequest::new(name, profile);
+        req.sans = sans.iter().map(|s| s.parse().unwrap()).collect();
+        let issued = self.authority.issue(&req, ambos_pki::OffsetDateTime::now_utc()).unwrap();
+        let key = issued.key.unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), self.authority.chain_pem(&issued.cert_der)).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.pkcs8_pem().as_bytes()).unwrap();
+        let chain = vec![
+            CertificateDer::from(issued.cert_der.clone()),
+            CertificateDer::from(self.authority.cert_der().to_vec()),
+        ];
+        (chain, PrivateKeyDer::Pkcs8(key.pkcs8_der().to_vec().into()))
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn server(&self, client_auth: ClientAuth) -> ServerTlsConfig {
+        self.issue("localhost", Profile::Server, &[]);
+        ServerTlsConfig {
+            cert: self.path("localhost.crt"),
+            key: self.path("localhost.key"),
+            client_ca: vec![self.path("ca.crt")],
+            crl: Vec::new(),
+            client_auth,
+            min_version: TlsVersion::Tls12,
+            alpn: vec![b"http/1.1".to_vec()],
+        }
+    }
+}
+
+/// Runs one handshake; returns the client's negotiated group and the server's result.
+fn handshake(
+    server: Arc<rustls::ServerConfig>,
+    root: &[u8],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> (Option<String>, Result<Option<Identity>, HandshakeFailure>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_thread = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(server).unwrap();
+        let res = loop {
+            if !conn.is_handshaking() {
+                break Ok(());
+            }
+            if let Err(e) = conn.complete_io(&mut sock) {
+                break Err(HandshakeFailure::from_io(&e));
+            }
+        };
+        let res =
+            res.map(|()| conn.peer_certificates().and_then(|c| c.first()).map(|c| Identity::from_der(c).unwrap()));
+        let _ = conn.complete_io(&mut sock);
+        res
+    });
+    ambos_tls::install_default_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(root.to_vec())).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    let mut group = None;
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut sock).is_err() {
+            break;
+        }
+    }
+    if !conn.is_handshaking() {
+        group = conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+        // TLS 1.3: the server judges our certificate after our Finished; read its verdict.
+        let _ = conn.writer().write_all(b"x");
+        let _ = conn.complete_io(&mut sock);
+        let mut buf = [0u8; 1];
+        let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
+        let _ = conn.complete_io(&mut sock);
+        let _ = conn.reader().read(&mut buf);
+    }
+    (group, server_thread.join().unwrap())
+}
+
+#[test]
+fn post_quantum_hybrid_is_negotiated_and_identity_is_extracted() {
+    let pki = Pki::new();
+    let loaded = pki.server(ClientAuth::Required).load(&[]).unwrap();
+    let client =
+        pki.issue("web", Profile::Client, &["spiffe://acme.test/web", "dns:web.acme.test", "email:w@acme.test"]);
+    let (group, result) = handshake(loaded.config, &pki.root, Some(client));
+    assert_eq!(group.as_deref(), Some("X25519MLKEM768"));
+    let id = result.unwrap().expect("client identity");
+    assert_eq!(id.spiffe.as_deref(), Some("spiffe://acme.test/web"));
+    assert_eq!(id.dns, vec!["web.acme.test".to_string()]);
+    assert_eq!(id.emails, vec!["w@acme.test".to_string()]);
+    assert_eq!(id.cn.as_deref(), Some("web"));
+    assert_eq!(id.subject, "CN=web,O=Hs");
+    assert_eq!(id.sha256.len(), 64);
+}
+
+#[test]
+fn missing_or_wrong_purpose_client_certificates_are_named() {
+    let pki = Pki::new();
+    let loaded = pki.server(ClientAuth::Required).load(&[]).unwrap();
+    let (_, result) = handshake(loaded.config.clone(), &pki.root, None);
+    assert_eq!(result.unwrap_err(), HandshakeFailure::NoClientCertificate);
+    let server_cert = pki.issue("not-a-client", Profile::Server, &[]);
+    let (_, result) = handshake(loaded.config, &pki.root, Some(server_cert));
+    assert_eq!(result.unwrap_err(), HandshakeFailure::WrongExtendedKeyUsage);
+    // Optional client auth lets anonymous clients finish the handshake.
+    let optional = pki.server(ClientAuth::Optional).load(&[]).unwrap();
+    let (_, result) = handshake(optional.config, &pki.root, None);
+    assert_eq!(result.unwrap(), None);
+}
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_is_refused_naming_the_file() {
+    let pki = Pki::new();
+    let mut cfg = pki.server(ClientAuth::Required);
+    pki.issue("other", Profile::Server, &[]);
+    cfg.key = pki.path("other.key");
+    let err = cfg.load(&[]).err().expect("mismatch").to_string();
+    assert!(err.contains("other.key") && err.contains("does not match"), "{err}");
+    assert!(Path::new(&cfg.cert).exists());
+}
