@@ -3,6 +3,7 @@
 //! reads and writes files and prints; the logic lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod bench_cmd;
 mod ca_cmds;
 mod files;
 mod inspect_cmd;
@@ -78,6 +79,11 @@ enum Command {
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
     Proxy(proxy_cmd::ProxyArgs),
+    /// Load generator: mTLS handshakes or keep-alive requests per second against a TLS endpoint.
+    #[command(
+        after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json"
+    )]
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// Settings every CA command shares.
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
         Command::P12(a) => ca_cmds::p12(a),
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Proxy(a) => proxy_cmd::run(a),
+        Command::Bench(a) => bench_cmd::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Proxy CPU benchmark: what the ambos mTLS proxy costs in CPU time per full
+# mTLS handshake and per keep-alive HTTP/1.1 request.
+#
+#   bench/proxy.sh                      # release build, 20,000 handshakes, 200,000 requests
+#   SMOKE=1 bench/proxy.sh              # debug build, 200 / 2,000: proves the setup works
+#   HANDSHAKES=5000 REQUESTS=50000 CONCURRENCY=16 bench/proxy.sh
+#
+# Layout on the 2-core machine: the proxy alone on core 0 (taskset -c 0),
+# the load generator (`ambos bench`) and the upstream (nginx answering
+# `200 ok` with keep-alive) on core 1. The proxy's CPU time (utime + stime
+# from /proc/PID/stat) is read before and after a fixed number of
+# operations, so the figures do not depend on how fast the load generator is.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SMOKE="${SMOKE:-0}"
+if [[ "$SMOKE" == 1 ]]; then
+    HANDSHAKES="${HANDSHAKES:-200}"
+    REQUESTS="${REQUESTS:-2000}"
+    PROFILE=debug
+else
+    HANDSHAKES="${HANDSHAKES:-20000}"
+    REQUESTS="${REQUESTS:-200000}"
+    PROFILE=release
+fi
+CONCURRENCY="${CONCURRENCY:-8}"
+PROXY_CORE="${PROXY_CORE:-0}"
+LOAD_CORE="${LOAD_CORE:-1}"
+
+for tool in taskset python3 nginx getconf; do
+    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is required" >&2; exit 2; }
+done
+
+echo "== building ($PROFILE)" >&2
+if [[ "$PROFILE" == release ]]; then
+    (cd "$ROOT" && cargo build --release -p ambos) >&2
+else
+    (cd "$ROOT" && cargo build -p ambos) >&2
+fi
+AMBOS="$ROOT/target/$PROFILE/ambos"
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-bench.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+    local port="$1" what="$2" pid="$3" i
+    for ((i = 0; i < 300; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "bench/proxy.sh: $what exited; its log:" >&2
+            cat "$TMP/$what.log" >&2 || true
+            exit 1
+        fi
+        if python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench/proxy.sh: $what is not listening on port $port after 30 s" >&2
+    exit 1
+}
+
+# CPU time (user + system, all threads) of a process, in clock ticks.
+cpu_ticks() {
+    # Fields 14 and 15 of /proc/PID/stat; cut after the ")" that ends the
+    # command name, after which they are fields 12 and 13.
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+CLK_TCK="$(getconf CLK_TCK)"
+
+echo "== CA and certificates in $TMP" >&2
+"$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null
+"$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
+"$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
+CERTS="$TMP/certs"
+
+echo "== upstream: nginx" >&2
+UPORT="$(free_port)"
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UPORT;
+        location / { default_type text/plain; return 200 "ok"; }
+    }
+}
+EOF
+taskset -c "$LOAD_CORE" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
+    >"$TMP/nginx.log" 2>&1 &
+PIDS+=($!)
+wait_port "$UPORT" nginx "$!"
+
+echo "== proxy on core $PROXY_CORE" >&2
+PPORT="$(free_port)"
+taskset -c "$PROXY_CORE" "$AMBOS" proxy --listen "127.0.0.1:$PPORT" --upstream "http://127.0.0.1:$UPORT" \
+    --cert "$CERTS/localhost.crt" --key "$CERTS/localhost.key" --client-ca "$CERTS/ca.crt" \
+    >"$TMP/proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+wait_port "$PPORT" proxy "$PROXY_PID"
+
+# Runs `ambos bench MODE --count N` on the load core; prints its JSON line.
+bench() {
+    local mode="$1" count="$2"
+    taskset -c "$LOAD_CORE" "$AMBOS" bench "$mode" --target "127.0.0.1:$PPORT" --server-name localhost \
+        --cert "$CERTS/bench-client.crt" --key "$CERTS/bench-client.key" --ca "$CERTS/ca.crt" \
+        --concurrency "$CONCURRENCY" --count "$count" --json
+}
+
+json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# Measures proxy CPU over one run; sets RESULT (bench JSON) and CPU_US (proxy µs per op).
+measure() {
+    local mode="$1" count="$2" before after errors
+    before="$(cpu_ticks "$PROXY_PID")"
+    RESULT="$(bench "$mode" "$count")"
+    after="$(cpu_ticks "$PROXY_PID")"
+    errors="$(json "$RESULT" errors)"
+    if [[ "$errors" != 0 ]]; then
+        echo "bench/proxy.sh: $errors $mode operations failed" >&2
+        exit 1
+    fi
+    CPU_US="$(python3 -c 'import sys; t, hz, n = map(float, sys.argv[1:]); print(f"{t * 1e6 / hz / n:.1f}")' \
+        "$((after - before))" "$CLK_TCK" "$(json "$RESULT" ops)")"
+}
+
+echo "== warm-up" >&2
+bench handshake 100 >/dev/null
+bench http 1000 >/dev/null
+
+echo "== $HANDSHAKES handshakes, concurrency $CONCURRENCY" >&2
+measure handshake "$HANDSHAKES"
+HS_JSON="$RESULT" HS_CPU="$CPU_US"
+echo "== $REQUESTS keep-alive requests, concurrency $CONCURRENCY" >&2
+measure http "$REQUESTS"
+RQ_JSON="$RESULT" RQ_CPU="$CPU_US"
+
+HS_OPS="$(json "$HS_JSON" ops)" HS_RATE="$(json "$HS_JSON" ops_per_sec)" HS_P99="$(json "$HS_JSON" p99_us)"
+RQ_OPS="$(json "$RQ_JSON" ops)" RQ_RATE="$(json "$RQ_JSON" ops_per_sec)" RQ_P99="$(json "$RQ_JSON" p99_us)"
+printf -v HS_RATE '%.0f' "$HS_RATE"
+printf -v RQ_RATE '%.0f' "$RQ_RATE"
+
+cat <<EOF
+
+handshakes: $HS_OPS, proxy CPU $HS_CPU µs per handshake ($HS_RATE handshakes/s, p99 $HS_P99 µs at the client)
+requests:   $RQ_OPS, proxy CPU $RQ_CPU µs per request ($RQ_RATE requests/s, p99 $RQ_P99 µs at the client)
+
+| date | build | concurrency | proxy CPU per full mTLS handshake | handshakes/s (p99) | proxy CPU per keep-alive request | requests/s (p99) |
+|---|---|---|---|---|---|---|
+| $(date +%Y-%m-%d) | $PROFILE | $CONCURRENCY | $HS_CPU µs ($HS_OPS handshakes) | $HS_RATE ($HS_P99 µs) | $RQ_CPU µs ($RQ_OPS requests) | $RQ_RATE ($RQ_P99 µs) |
+EOF
