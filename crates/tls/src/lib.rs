@@ -7,11 +7,13 @@ mod failure;
 mod files;
 mod identity;
 mod server;
+mod verifier;
 
 pub use failure::HandshakeFailure;
 pub use files::{load_certs, load_crls, load_key};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};
+pub use verifier::{CachingClientVerifier, RevokedSet};
 
 use std::path::PathBuf;
 use thiserror::Error;
@@ -35,8 +37,20 @@ pub enum TlsError {
 
 /// The crypto provider every ambos TLS endpoint uses: aws-lc-rs, whose
 /// defaults offer X25519MLKEM768 first and only AEAD suites with ECDHE.
+/// AES-128-GCM suites come first (servers use this order): as strong for
+/// TLS, and their SHA-256 key schedule is cheaper than AES-256's SHA-384.
 pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    let first = |s: &rustls::SupportedCipherSuite| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    };
+    p.cipher_suites.sort_by_key(|s| (s.version() != &rustls::version::TLS13, first(s)));
+    std::sync::Arc::new(p)
 }
 
 /// Installs [`provider`] as the process default (idempotent).

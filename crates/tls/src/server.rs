@@ -71,6 +71,7 @@ impl ServerTlsConfig {
             crls.extend(load_crls(path)?);
         }
         let crl_count = crls.len();
+        let revoked = crate::verifier::RevokedSet::from_crls(&crls);
         let provider = provider();
         let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
         if !crls.is_empty() {
@@ -81,7 +82,8 @@ impl ServerTlsConfig {
         if self.client_auth == ClientAuth::Optional {
             builder = builder.allow_unauthenticated();
         }
-        let verifier = builder.build().map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        let webpki = builder.build().map_err(|e| TlsError::ClientCa(e.to_string()))?;
+        let verifier = Arc::new(crate::verifier::CachingClientVerifier::new(webpki, revoked));
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -98,6 +100,10 @@ impl ServerTlsConfig {
                 other => TlsError::BadFile { path: self.key.clone(), why: other.to_string() },
             })?;
         config.alpn_protocols = self.alpn.clone();
+        // Our suite order (see `provider`) wins over the client's.
+        config.ignore_client_order = true;
+        // One resumption ticket per handshake is enough for a client to resume.
+        config.send_tls13_tickets = 1;
         Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count })
     }
 }

@@ -169,3 +169,72 @@ fn a_key_that_does_not_match_the_certificate_is_refused_naming_the_file() {
     assert!(err.contains("other.key") && err.contains("does not match"), "{err}");
     assert!(Path::new(&cfg.cert).exists());
 }
+
+mod cache {
+    use super::*;
+    use ambos_tls::{CachingClientVerifier, RevokedSet};
+    use rustls::server::danger::ClientCertVerifier;
+    use rustls::server::WebPkiClientVerifier;
+    use rustls_pki_types::{CertificateRevocationListDer, UnixTime};
+
+    fn webpki(root: &[u8]) -> Arc<dyn ClientCertVerifier> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(root.to_vec())).unwrap();
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ambos_tls::provider()).build().unwrap()
+    }
+
+    fn at(offset_secs: i64) -> UnixTime {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        UnixTime::since_unix_epoch(Duration::from_secs((now + offset_secs) as u64))
+    }
+
+    #[test]
+    fn a_cached_chain_is_still_checked_for_expiry_and_revocation() {
+        let pki = Pki::new();
+        let (chain, _) = pki.issue("web", Profile::Client, &[]);
+        let (ee, rest) = chain.split_first().unwrap();
+
+        // Expiry: verified now (a miss), refused as expired on the hit two days later.
+        let v = CachingClientVerifier::new(webpki(&pki.root), RevokedSet::default());
+        v.verify_client_cert(ee, rest, at(0)).unwrap();
+        v.verify_client_cert(ee, rest, at(0)).unwrap();
+        let err = v.verify_client_cert(ee, rest, at(2 * 86_400)).unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)), "{err:?}");
+
+        // Revocation: the inner verifier has no CRL, so only the hit-path check can refuse.
+        let serial: ambos_pki::Serial = Identity::from_der(ee).unwrap().serial.parse().unwrap();
+        let crl = ambos_pki::build_crl(
+            &pki.authority,
+            1,
+            &[ambos_pki::RevokedEntry {
+                serial,
+                revoked_at: ambos_pki::OffsetDateTime::now_utc(),
+                reason: ambos_pki::RevocationReason::KeyCompromise,
+            }],
+            ambos_pki::OffsetDateTime::now_utc(),
+            ambos_pki::OffsetDateTime::now_utc() + Duration::from_secs(3600),
+        )
+        .unwrap();
+        let revoked = RevokedSet::from_crls(&[CertificateRevocationListDer::from(crl)]);
+        assert_eq!(revoked.len(), 1);
+        let v = CachingClientVerifier::new(webpki(&pki.root), revoked);
+        v.verify_client_cert(ee, rest, at(0)).unwrap();
+        let err = v.verify_client_cert(ee, rest, at(0)).unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)), "{err:?}");
+    }
+
+    #[test]
+    fn different_bytes_never_hit_the_cache() {
+        let pki = Pki::new();
+        let (chain, _) = pki.issue("web", Profile::Client, &[]);
+        let v = CachingClientVerifier::new(webpki(&pki.root), RevokedSet::default());
+        v.verify_client_cert(&chain[0], &chain[1..], at(0)).unwrap();
+        let mut forged = chain[0].to_vec();
+        let n = forged.len();
+        forged[n - 3] ^= 0x01; // inside the signature
+        let err = v.verify_client_cert(&CertificateDer::from(forged), &chain[1..], at(0)).unwrap_err();
+        assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err:?}");
+        // Same leaf without its intermediate is a different chain: verified afresh, and fails.
+        assert!(v.verify_client_cert(&chain[0], &[], at(0)).is_err());
+    }
+}
