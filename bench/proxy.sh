@@ -38,7 +38,7 @@ if [[ "$PROFILE" == release ]]; then
 else
     (cd "$ROOT" && cargo build -p ambos) >&2
 fi
-AMBOS="$ROOT/target/$PROFILE/ambos"
+AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-bench.XXXXXX")"
 PIDS=()

@@ -27,7 +27,8 @@ if [ "$status" -ne 0 ] || [ "$passed" -eq 0 ]; then
     exit 1
 fi
 
-echo "== benchmark smoke run (each benchmark once, so they cannot rot)"
+echo "== benchmark smoke runs (tiny counts, so they cannot rot)"
 cargo bench -p ambos-ca --bench issuance --locked -- --test
+SMOKE=1 ./bench/proxy.sh
 
 echo "tests: $passed passed, $failed failed"
