@@ -27,9 +27,55 @@ pub enum CaError {
     AmbiguousName { name: String, serials: Vec<String> },
     #[error("the stored {0} CA certificate does not parse: {1}")]
     StoredCertificate(AuthorityRole, String),
+    #[error("the stored token names profile '{0}', which this ambos does not know")]
+    TokenProfile(String),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("cannot reach the CA at {url}: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("the CA refused: {error}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    Refused { status: u16, error: String, detail: String },
+    #[error("unexpected answer from the CA: {0}")]
+    BadResponse(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {why}")]
+    Bind { addr: std::net::SocketAddr, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, CaError>;
+
+pub mod client;
+pub mod server;
+mod verifier;
+
+/// What an enrollment token buys: one certificate with exactly these names.
+#[derive(Clone, Debug)]
+pub struct TokenOptions {
+    pub name: String,
+    pub profile: Profile,
+    pub sans: Vec<ambos_pki::San>,
+    pub ous: Vec<String>,
+    /// Lifetime of the certificate (default: the profile's).
+    pub cert_ttl: Duration,
+    /// How long the token can be spent (default 10 minutes).
+    pub ttl: Duration,
+}
+
+/// SHA-256 hex of a token secret: what the store keeps.
+pub fn token_hash(secret: &str) -> String {
+    ambos_pki::sha256_hex(secret.trim().as_bytes())
+}
+
+/// The certificate request a stored token stands for.
+pub fn token_request(t: &ambos_store::TokenRecord) -> Result<LeafRequest> {
+    let profile: Profile = t.profile.parse().map_err(|_| CaError::TokenProfile(t.profile.clone()))?;
+    let mut req = LeafRequest::new(&t.name, profile);
+    req.sans = t.sans.iter().map(|s| s.parse()).collect::<std::result::Result<_, _>>()?;
+    req.organizational_units = t.ous.clone();
+    req.ttl = Duration::from_secs(t.cert_ttl.max(1) as u64);
+    Ok(req)
+}
 
 /// Settings for `ambos init`.
 #[derive(Clone, Debug)]
@@ -62,7 +108,8 @@ fn now() -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
-fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
+/// The store record of an issued certificate.
+pub fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
     CertRecord {
         serial: issued.serial.to_hex(),
         name: issued.name.clone(),
@@ -76,6 +123,7 @@ fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> 
         cert_der: issued.cert_der.clone(),
         issued_at: at.unix_timestamp(),
         revocation: None,
+        admin: false,
     }
 }
 
@@ -228,6 +276,37 @@ impl<S: CertStore> CertificateAuthority<S> {
         let number = self.store.next_crl_number(role)?;
         let at = now();
         Ok(build_crl(signer, number, &revoked, at, at + validity)?)
+    }
+
+    /// Creates a one-time token and returns its secret (shown once, stored hashed).
+    pub fn create_token(&mut self, opts: &TokenOptions) -> Result<String> {
+        ambos_pki::validate_name(&opts.name)?;
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Random)?;
+        let secret = format!("ambos_{}", hex::encode(bytes));
+        let at = now();
+        self.store.insert_token(&ambos_store::TokenRecord {
+            hash: token_hash(&secret),
+            name: opts.name.clone(),
+            profile: opts.profile.as_str().to_string(),
+            sans: opts.sans.iter().map(ToString::to_string).collect(),
+            ous: opts.ous.clone(),
+            cert_ttl: opts.cert_ttl.as_secs() as i64,
+            expires_at: (at + opts.ttl).unix_timestamp(),
+            created_at: at.unix_timestamp(),
+            spent_at: None,
+            spent_serial: None,
+        })?;
+        Ok(secret)
+    }
+
+    /// Marks an issued certificate as a CA API administrator.
+    pub fn set_admin(&mut self, serial: &Serial) -> Result<()> {
+        Ok(self.store.set_admin(&serial.to_hex())?)
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
     }
 
     pub fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {

@@ -80,6 +80,9 @@ pub struct LeafArgs {
     /// Replace existing NAME.crt / NAME.key files.
     #[arg(long)]
     force: bool,
+    /// Client certificate that may use the CA API's admin endpoints (revoke, list).
+    #[arg(long, conflicts_with = "batch")]
+    admin: bool,
     #[arg(long)]
     json: bool,
 }
@@ -130,6 +133,18 @@ pub struct ListArgs {
 pub struct RevokeArgs {
     /// Serial (hex, any case, colons allowed) or certificate name.
     target: String,
+    /// Revoke through a remote `ambos serve` (needs an admin certificate) instead of the local store.
+    #[arg(long, requires_all = ["root", "cert", "key"])]
+    ca_url: Option<String>,
+    /// CA root (PEM) for --ca-url.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Admin client certificate for --ca-url.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// unspecified | key-compromise | affiliation-changed | superseded | cessation-of-operation
     #[arg(long, default_value = "unspecified")]
     reason: String,
@@ -209,7 +224,7 @@ fn rfc3339(ts: i64) -> String {
     OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
-fn ca_passphrase(g: &Global, confirm: bool) -> anyhow::Result<Secret> {
+pub(crate) fn ca_passphrase(g: &Global, confirm: bool) -> anyhow::Result<Secret> {
     secrets::resolve(
         g.passphrase_file.as_deref(),
         "AMBOS_PASSPHRASE",
@@ -426,9 +441,15 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     ensure_dir(&a.out)?;
     write_atomic(&a.out.join("ca.crt"), pem_encode("CERTIFICATE", ca.root_der()).as_bytes(), PUBLIC, outputs.durable)?;
 
+    if a.admin && profile != Profile::Client {
+        return Err(input_error("--admin is for client certificates"));
+    }
     if a.batch.is_none() {
         let issued = ca.issue(&signer, &requests)?;
         let c = &issued[0];
+        if a.admin {
+            ca.set_admin(&c.serial)?;
+        }
         let out = outputs.write(&signer, c)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -638,6 +659,21 @@ pub fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
 
 pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
     let reason: RevocationReason = a.reason.parse().map_err(|e: String| input_error(format!("--reason: {e}")))?;
+    if let (Some(url), Some(root), Some(cert), Some(key)) = (&a.ca_url, &a.root, &a.cert, &a.key) {
+        let serial: Serial = a.target.parse().context("with --ca-url, give a serial")?;
+        let root = ambos_pki::certs_from_pem(&read_input(root)?).with_context(|| root.display().to_string())?;
+        let chain = ambos_tls_load(cert, key)?;
+        let client =
+            ambos_ca::client::CaClient::new(url, root.last().map(Vec::as_slice).unwrap_or_default(), Some(chain))?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let v = rt.block_on(client.revoke(&serial.to_hex(), reason.as_str()))?;
+        if a.json {
+            println!("{v}");
+        } else {
+            println!("revoked {} '{}' ({}) at {url}", serial, v["name"].as_str().unwrap_or(""), reason);
+        }
+        return Ok(());
+    }
     let mut ca = CertificateAuthority::open(&g.dir)?;
     let selector = match a.target.parse::<Serial>() {
         Ok(s) if ca.resolve(&CertSelector::Serial(s.clone())).is_ok() => CertSelector::Serial(s),
@@ -655,6 +691,12 @@ pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
         println!("revoked {} '{}' ({}); publish it with: ambos crl --out crl.pem", rec.serial, rec.name, reason);
     }
     Ok(())
+}
+
+type Identity = (Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>);
+
+fn ambos_tls_load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+    Ok((ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?))
 }
 
 pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ mod bench_cmd;
 mod ca_cmds;
 mod files;
 mod inspect_cmd;
+mod lifecycle_cmd;
 mod proxy_cmd;
 mod secrets;
 
@@ -80,6 +81,27 @@ enum Command {
         after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
     )]
     Inspect(inspect_cmd::InspectArgs),
+    /// Run the CA's HTTPS API: enrollment with tokens, renewal over mTLS, revocation, CRL.
+    #[command(after_help = "Example:\n  ambos serve --listen 0.0.0.0:9443 --san dns:ca.acme.test")]
+    Serve(lifecycle_cmd::ServeArgs),
+    /// Enrollment tokens.
+    #[command(subcommand)]
+    Token(lifecycle_cmd::TokenKind),
+    /// Get a first certificate from `ambos serve` with a one-time token (key made locally).
+    #[command(
+        after_help = "Example:\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --token $TOKEN --out /etc/ambos web"
+    )]
+    Enroll(lifecycle_cmd::EnrollArgs),
+    /// Renew a certificate over mTLS with the current one (new key by default).
+    #[command(
+        after_help = "Example:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key"
+    )]
+    Renew(lifecycle_cmd::RenewArgs),
+    /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.
+    #[command(
+        after_help = "Example:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'"
+    )]
+    Agent(lifecycle_cmd::AgentArgs),
     /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
     #[command(
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
@@ -112,6 +134,11 @@ fn main() -> ExitCode {
         Command::P12(a) => ca_cmds::p12(a),
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Proxy(a) => proxy_cmd::run(a),
+        Command::Serve(a) => lifecycle_cmd::serve(&global, a),
+        Command::Token(k) => lifecycle_cmd::token(&global, k),
+        Command::Enroll(a) => lifecycle_cmd::enroll(a),
+        Command::Renew(a) => lifecycle_cmd::renew(a),
+        Command::Agent(a) => lifecycle_cmd::agent(a),
         Command::Bench(a) => bench_cmd::run(a),
     };
     match result {
@@ -151,6 +178,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 CaError::Pki(p) => pki_code(p),
                 CaError::Store(s) => store_code(s),
                 CaError::AmbiguousName { .. } => 2,
+                CaError::Refused { .. } | CaError::Unreachable { .. } | CaError::BadResponse(_) => 1,
                 _ => 1,
             };
         }

@@ -234,7 +234,7 @@ impl Authority {
                 Profile::Client | Profile::Ca => true,
             };
             if !allowed {
-                return Err(PkiError::CsrNotAllowed(san.to_string(), "server"));
+                return Err(PkiError::CsrNotAllowed(san.to_string(), "server profile"));
             }
         }
         let name = match (&request.common_name, request.sans.first()) {
@@ -254,6 +254,43 @@ impl Authority {
             key_type: KeyType::EcP256,
         };
         self.issue_for_key(&req, &request.public_key, now)
+    }
+}
+
+impl Authority {
+    /// Issues `req` — names decided by the caller, e.g. an enrollment token —
+    /// for the key in a CSR. The CSR's signature must verify, and every name
+    /// it asks for must be among `req`'s: a CSR asking for more is refused.
+    pub fn issue_for_csr(
+        &self,
+        req: &LeafRequest,
+        csr_der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let csr = CsrContents::parse(csr_der)?;
+        let allowed = req.effective_sans();
+        if let Some(san) = csr.sans.iter().find(|s| !allowed.contains(s)) {
+            return Err(PkiError::CsrNotAllowed(san.to_string(), "token"));
+        }
+        if let Some(cn) = csr.common_name.as_deref().filter(|cn| *cn != req.name) {
+            return Err(PkiError::CsrNotAllowed(format!("CN={cn}"), "token"));
+        }
+        if let Some(ou) = csr.organizational_units.iter().find(|o| !req.organizational_units.contains(o)) {
+            return Err(PkiError::CsrNotAllowed(format!("OU={ou}"), "token"));
+        }
+        self.issue_for_key(req, &csr.public_key, now)
+    }
+
+    /// Issues `req` for an existing public key (DER SubjectPublicKeyInfo):
+    /// renewal that keeps the key.
+    pub fn issue_for_spki(
+        &self,
+        req: &LeafRequest,
+        spki_der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<IssuedCert, PkiError> {
+        let key = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| PkiError::MalformedKey(e.to_string()))?;
+        self.issue_for_key(req, &key, now)
     }
 }
 

@@ -27,7 +27,7 @@ pub enum PkiError {
     MalformedCsr(String),
     #[error("the certificate signing request's signature does not verify")]
     BadCsrSignature,
-    #[error("the certificate signing request asks for '{0}', which the {1} profile does not allow")]
+    #[error("the certificate signing request asks for '{0}', which the {1} does not allow")]
     CsrNotAllowed(String, &'static str),
     #[error("malformed private key: {0}")]
     MalformedKey(String),

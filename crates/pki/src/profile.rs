@@ -220,6 +220,18 @@ impl LeafRequest {
     }
 }
 
+/// A CSR for `key` naming `name` (CN) and `sans`, as `enroll` and `renew` send it.
+pub fn create_csr(key: &crate::PrivateKey, name: Option<&str>, sans: &[San]) -> Result<Vec<u8>, PkiError> {
+    let mut p = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    if let Some(n) = name {
+        dn.push(rcgen::DnType::CommonName, n);
+    }
+    p.distinguished_name = dn;
+    p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
+    Ok(p.serialize_request(key.key_pair())?.der().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,12 @@ pub enum StoreError {
     Open { path: PathBuf, source: std::io::Error },
     #[error("store corrupt: {0}")]
     Corrupt(String),
+    #[error("unknown enrollment token")]
+    UnknownToken,
+    #[error("the enrollment token was already used")]
+    TokenSpent,
+    #[error("the enrollment token has expired")]
+    TokenExpired,
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
 }
@@ -112,6 +118,24 @@ pub struct CertRecord {
     pub cert_der: Vec<u8>,
     pub issued_at: i64,
     pub revocation: Option<Revocation>,
+    /// May use the CA API's admin endpoints (revoke, list).
+    pub admin: bool,
+}
+
+/// A one-time enrollment token. Only the SHA-256 of the secret is stored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TokenRecord {
+    pub hash: String,
+    pub name: String,
+    pub profile: String,
+    pub sans: Vec<String>,
+    pub ous: Vec<String>,
+    /// Lifetime of the certificate it buys, in seconds.
+    pub cert_ttl: i64,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub spent_at: Option<i64>,
+    pub spent_serial: Option<String>,
 }
 
 /// Selects certificates for `ambos list`.
@@ -143,4 +167,11 @@ pub trait CertStore {
     fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64>;
     /// Number of stored certificates (leaves and the intermediate).
     fn count(&self) -> Result<u64>;
+    fn insert_token(&mut self, token: &TokenRecord) -> Result<()>;
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Spends tokens and stores the certificates they bought: one transaction
+    /// for the group, each spend all-or-nothing (a token works exactly once).
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>>;
+    /// Marks a certificate as an administrator of the CA API.
+    fn set_admin(&mut self, serial: &str) -> Result<()>;
 }

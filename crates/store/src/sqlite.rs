@@ -1,11 +1,13 @@
 use crate::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Result, Revocation, StoreError,
+    TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE authority (
     role          TEXT PRIMARY KEY CHECK (role IN ('root', 'intermediate')),
     name          TEXT NOT NULL,
@@ -38,7 +40,23 @@ CREATE TABLE crl_number (
     issuer TEXT PRIMARY KEY REFERENCES authority(role),
     last   INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE token (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    profile     TEXT NOT NULL,
+    sans        TEXT NOT NULL,
+    ous         TEXT NOT NULL,
+    cert_ttl    INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    spent_at    INTEGER,
+    spent_serial TEXT
+) WITHOUT ROWID;
+ALTER TABLE certificate ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// SQLite in WAL mode with `synchronous = FULL`: a committed issuance
 /// survives kill -9 and power loss.
@@ -110,7 +128,55 @@ fn create_private(dir: &Path, file: &Path) -> std::io::Result<()> {
 }
 
 const CERT_COLUMNS: &str = "serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, cert_der, \
-                            issued_at, revoked_at, revocation_reason";
+                            issued_at, revoked_at, revocation_reason, admin";
+
+const TOKEN_COLUMNS: &str = "hash, name, profile, sans, ous, cert_ttl, expires_at, created_at, spent_at, spent_serial";
+
+fn split_lines(s: String) -> Vec<String> {
+    s.split('\n').filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        hash: row.get(0)?,
+        name: row.get(1)?,
+        profile: row.get(2)?,
+        sans: split_lines(row.get(3)?),
+        ous: split_lines(row.get(4)?),
+        cert_ttl: row.get(5)?,
+        expires_at: row.get(6)?,
+        created_at: row.get(7)?,
+        spent_at: row.get(8)?,
+        spent_serial: row.get(9)?,
+    })
+}
+
+fn insert_cert(conn: &rusqlite::Connection, c: &CertRecord) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
+         cert_der, issued_at, admin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let res = stmt.execute(params![
+        c.serial,
+        c.name,
+        c.profile,
+        c.issuer.as_str(),
+        c.subject,
+        c.sans.join("\n"),
+        c.not_before,
+        c.not_after,
+        c.sha256,
+        c.cert_der,
+        c.issued_at,
+        c.admin
+    ]);
+    match res {
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(StoreError::DuplicateSerial(c.serial.clone()))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
 
 fn cert_from_row(row: &Row<'_>) -> rusqlite::Result<(CertRecord, String)> {
     let sans: String = row.get(5)?;
@@ -131,6 +197,7 @@ fn cert_from_row(row: &Row<'_>) -> rusqlite::Result<(CertRecord, String)> {
             cert_der: row.get(9)?,
             issued_at: row.get(10)?,
             revocation: revoked_at.map(|at| Revocation { revoked_at: at, reason: reason.unwrap_or(0) }),
+            admin: row.get(13)?,
         },
         issuer,
     ))
@@ -208,34 +275,80 @@ impl CertStore for SqliteStore {
 
     fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
-                 cert_der, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for c in certs {
-                let res = stmt.execute(params![
-                    c.serial,
-                    c.name,
-                    c.profile,
-                    c.issuer.as_str(),
-                    c.subject,
-                    c.sans.join("\n"),
-                    c.not_before,
-                    c.not_after,
-                    c.sha256,
-                    c.cert_der,
-                    c.issued_at
-                ]);
-                match res {
-                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-                        return Err(StoreError::DuplicateSerial(c.serial.clone()))
-                    }
-                    other => other?,
-                };
-            }
+        for c in certs {
+            insert_cert(&tx, c)?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                t.hash,
+                t.name,
+                t.profile,
+                t.sans.join("\n"),
+                t.ous.join("\n"),
+                t.cert_ttl,
+                t.expires_at,
+                t.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = ?1"), [hash], token_from_row)
+            .optional()?)
+    }
+
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+        // One transaction for the whole group (one fsync), a savepoint per spend:
+        // a refused spend leaves no trace and does not disturb the others.
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(spends.len());
+        for (hash, cert) in spends {
+            let sp = tx.savepoint()?;
+            let outcome = (|| -> Result<()> {
+                let t = sp
+                    .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = ?1"), [hash], token_from_row)
+                    .optional()?
+                    .ok_or(StoreError::UnknownToken)?;
+                if t.spent_at.is_some() {
+                    return Err(StoreError::TokenSpent);
+                }
+                if t.expires_at <= now {
+                    return Err(StoreError::TokenExpired);
+                }
+                let n = sp.execute(
+                    "UPDATE token SET spent_at = ?1, spent_serial = ?2 WHERE hash = ?3 AND spent_at IS NULL",
+                    params![now, cert.serial, hash],
+                )?;
+                if n != 1 {
+                    return Err(StoreError::TokenSpent);
+                }
+                insert_cert(&sp, cert)
+            })();
+            match outcome {
+                Ok(()) => sp.commit()?,
+                Err(_) => drop(sp), // rolls the savepoint back
+            }
+            results.push(outcome);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn set_admin(&mut self, serial: &str) -> Result<()> {
+        let n = self.conn.execute("UPDATE certificate SET admin = 1 WHERE serial = ?1", [serial])?;
+        if n != 1 {
+            return Err(StoreError::UnknownCertificate(serial.to_string()));
+        }
         Ok(())
     }
 
@@ -354,6 +467,7 @@ mod tests {
             cert_der: vec![9],
             issued_at: 5,
             revocation: None,
+            admin: false,
         }
     }
 
@@ -412,5 +526,80 @@ mod tests {
         }
         let s = SqliteStore::open(dir.path(), false).unwrap();
         assert_eq!(s.certs_by_name("one").unwrap().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn token(hash: &str, expires_at: i64) -> TokenRecord {
+        TokenRecord {
+            hash: hash.into(),
+            name: "dev".into(),
+            profile: "client".into(),
+            sans: vec!["uri:spiffe://acme.test/dev".into()],
+            ous: vec![],
+            cert_ttl: 3600,
+            expires_at,
+            created_at: 0,
+            spent_at: None,
+            spent_serial: None,
+        }
+    }
+
+    fn cert(serial: &str) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            name: "dev".into(),
+            profile: "client".into(),
+            issuer: AuthorityRole::Intermediate,
+            subject: "CN=dev".into(),
+            sans: vec![],
+            not_before: 0,
+            not_after: 10,
+            sha256: "00".into(),
+            cert_der: vec![1],
+            issued_at: 0,
+            revocation: None,
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn a_token_buys_exactly_one_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path(), true).unwrap();
+        let a = |r: AuthorityRole| AuthorityRecord {
+            role: r,
+            name: "t".into(),
+            key_type: "ec-p256".into(),
+            cert_der: vec![1],
+            key_pem: "k".into(),
+            key_encrypted: false,
+            created_at: 0,
+        };
+        s.init_authorities(&a(AuthorityRole::Root), &a(AuthorityRole::Intermediate)).unwrap();
+        s.insert_token(&token("h1", 100)).unwrap();
+        s.insert_token(&token("h2", 5)).unwrap();
+        let results = s
+            .spend_tokens(
+                &[
+                    ("h1".into(), cert("s1")),
+                    ("h1".into(), cert("s2")),
+                    ("h2".into(), cert("s3")),
+                    ("nope".into(), cert("s4")),
+                ],
+                10,
+            )
+            .unwrap();
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(StoreError::TokenSpent)));
+        assert!(matches!(results[2], Err(StoreError::TokenExpired)));
+        assert!(matches!(results[3], Err(StoreError::UnknownToken)));
+        assert_eq!(s.count().unwrap(), 1, "only the winning spend stored a certificate");
+        assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"));
+        s.set_admin("s1").unwrap();
+        assert!(s.cert_by_serial("s1").unwrap().unwrap().admin);
     }
 }

@@ -1,0 +1,137 @@
+//! Client of the CA API: what `enroll`, `renew`, `agent` and `revoke --ca-url` use.
+use crate::CaError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A certificate as the CA returns it.
+#[derive(Debug, Deserialize)]
+pub struct Issued {
+    pub name: String,
+    pub serial: String,
+    pub not_after: String,
+    /// Leaf + intermediate, PEM.
+    pub certificate: String,
+    /// The root, PEM.
+    pub ca: String,
+}
+
+pub struct CaClient {
+    base: String,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl CaClient {
+    /// `root_der`: the CA root the API's certificate must chain to;
+    /// `identity`: our certificate chain and key for mTLS (renew, admin calls).
+    pub fn new(
+        base_url: &str,
+        root_der: &[u8],
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<CaClient, CaError> {
+        ambos_tls::install_default_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(root_der.to_vec())).map_err(|e| CaError::Tls(e.to_string()))?;
+        let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CaError::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| CaError::Tls(e.to_string()))?,
+            None => builder.with_no_client_auth(),
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Ok(CaClient { base: base_url.trim_end_matches('/').to_string(), client })
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Bytes), CaError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = http::Request::builder().method(method).uri(&url);
+        let body = match body {
+            Some(v) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(body).map_err(|e| CaError::BadResponse(format!("bad URL {url}: {e}")))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .map_err(|_| CaError::Unreachable { url: url.clone(), why: "timed out".into() })?
+            .map_err(|e| CaError::Unreachable { url: url.clone(), why: chain(&e) })?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CaError::Unreachable { url: url.clone(), why: e.to_string() })?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, CaError> {
+        let (status, bytes) = self.send(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(CaError::Refused {
+                status,
+                error: v["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}")),
+                detail: v["detail"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CaError::BadResponse(e.to_string()))
+    }
+
+    pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, CaError> {
+        self.json(http::Method::POST, "/v1/enroll", Some(serde_json::json!({"token": token.trim(), "csr": csr_pem})))
+            .await
+    }
+
+    /// Renews the certificate we connect with; `csr_pem` carries a new key.
+    pub async fn renew(&self, csr_pem: Option<&str>) -> Result<Issued, CaError> {
+        let body = csr_pem.map(|c| serde_json::json!({"csr": c})).unwrap_or_else(|| serde_json::json!({}));
+        self.json(http::Method::POST, "/v1/renew", Some(body)).await
+    }
+
+    pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, CaError> {
+        self.json(http::Method::POST, "/v1/revoke", Some(serde_json::json!({"serial": serial, "reason": reason}))).await
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Shared handle type for callers that keep a client around.
+pub type SharedClient = Arc<CaClient>;

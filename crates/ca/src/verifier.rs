@@ -1,0 +1,93 @@
+//! The CA API's client verifier: a certificate chaining to our root, for
+//! client *or* server authentication — servers renew over mTLS with their
+//! serverAuth certificate. Whether that certificate may do what it asks
+//! (not revoked, admin) is decided by the handler against the store.
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+
+#[derive(Debug)]
+pub struct AnyPurposeVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    hints: Vec<DistinguishedName>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl AnyPurposeVerifier {
+    pub fn new(root: &[u8]) -> Result<AnyPurposeVerifier, Error> {
+        let der = CertificateDer::from(root.to_vec());
+        let anchor = webpki::anchor_from_trusted_cert(&der)
+            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?
+            .to_owned();
+        let hints = vec![DistinguishedName::in_sequence(&anchor.subject)];
+        let algs = ambos_tls::provider().signature_verification_algorithms;
+        Ok(AnyPurposeVerifier { anchors: vec![anchor], hints, algs })
+    }
+}
+
+fn map(e: webpki::Error) -> Error {
+    Error::InvalidCertificate(match e {
+        webpki::Error::CertExpired { .. } => CertificateError::Expired,
+        webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
+        webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        webpki::Error::CertRevoked => CertificateError::Revoked,
+        _ => CertificateError::BadEncoding,
+    })
+}
+
+impl ClientCertVerifier for AnyPurposeVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false // enrollment, roots and CRL need no certificate
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(map)?;
+        let mut last = Error::InvalidCertificate(CertificateError::InvalidPurpose);
+        for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
+            match cert.verify_for_usage(self.algs.all, &self.anchors, intermediates, now, usage, None, None) {
+                Ok(_) => return Ok(ClientCertVerified::assertion()),
+                Err(webpki::Error::RequiredEkuNotFoundContext(_)) => continue,
+                Err(e) => last = map(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
