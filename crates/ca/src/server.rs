@@ -489,7 +489,7 @@ async fn renew(
         req.organizational_units = id.ou.clone();
         req.organization = id.o.first().cloned();
         // Same lifetime as the certificate being renewed.
-        req.ttl = Duration::from_secs((rec.not_after - rec.not_before - 60).max(60) as u64);
+        req.ttl = ambos_pki::issued_ttl(rec.not_before, rec.not_after);
         let at = now();
         let issued = match &csr {
             Some(der) => st2.signer.issue_for_csr(&req, der, at),

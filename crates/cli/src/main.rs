@@ -107,6 +107,11 @@ enum Command {
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
     Proxy(proxy_cmd::ProxyArgs),
+    /// Local plaintext listener that connects out with mTLS, for clients without certificates.
+    #[command(
+        after_help = "Example:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/"
+    )]
+    Tunnel(proxy_cmd::TunnelArgs),
     /// Load generator: mTLS handshakes or keep-alive requests per second against a TLS endpoint.
     #[command(
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json"
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
         Command::P12(a) => ca_cmds::p12(a),
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Proxy(a) => proxy_cmd::run(a),
+        Command::Tunnel(a) => proxy_cmd::tunnel(a),
         Command::Serve(a) => lifecycle_cmd::serve(&global, a),
         Command::Token(k) => lifecycle_cmd::token(&global, k),
         Command::Enroll(a) => lifecycle_cmd::enroll(a),

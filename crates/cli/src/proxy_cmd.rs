@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
@@ -26,6 +26,12 @@ pub struct ProxyArgs {
     /// CRL file(s), reloaded when they change (repeatable).
     #[arg(long)]
     crl: Vec<PathBuf>,
+    /// Pull the CRL from `ambos serve` (https://ca:9443/v1/crl) and refresh it.
+    #[arg(long)]
+    crl_url: Option<String>,
+    /// How often to refresh --crl-url (default 60s).
+    #[arg(long)]
+    crl_refresh: Option<String>,
     /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
     #[arg(long)]
     allow: Vec<String>,
@@ -60,6 +66,8 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             optional_client_auth: false,
             audit: a.audit.clone(),
             metrics: a.metrics.clone(),
+            crl_url: a.crl_url.clone(),
+            crl_refresh: a.crl_refresh.clone(),
         })?,
     };
     ambos_tls::install_default_provider();
@@ -97,4 +105,58 @@ pub(crate) async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+#[derive(Args)]
+pub struct TunnelArgs {
+    /// Local plaintext address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: String,
+    /// The mTLS server, HOST:PORT.
+    #[arg(long)]
+    connect: String,
+    /// Our client certificate chain (re-read when it changes).
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    /// CA the server's certificate must chain to.
+    #[arg(long)]
+    ca: PathBuf,
+    /// Name to verify the server's certificate against (default: HOST of --connect).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Required server identity, e.g. spiffe://acme.test/api or dns:api.acme.test.
+    #[arg(long)]
+    expect: Option<String>,
+}
+
+pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
+    use crate::files::input_error;
+    let listen = a.listen.parse().map_err(|_| input_error(format!("--listen '{}' is not an address", a.listen)))?;
+    let host = a
+        .server_name
+        .clone()
+        .unwrap_or_else(|| a.connect.rsplit_once(':').map(|(h, _)| h).unwrap_or(&a.connect).to_string());
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| input_error(format!("--server-name '{host}' is not a DNS name or IP")))?;
+    let cfg = ambos_proxy::tunnel::TunnelConfig {
+        listen,
+        connect: a.connect.clone(),
+        cert: a.cert.clone(),
+        key: a.key.clone(),
+        ca: a.ca.clone(),
+        server_name,
+        expect: a.expect.clone(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(ambos_proxy::tunnel::run(cfg, shutdown_signal()))?;
+    Ok(())
 }

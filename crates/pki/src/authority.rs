@@ -12,6 +12,23 @@ use time::OffsetDateTime;
 /// Certificates are back-dated this much to tolerate clock skew between hosts.
 const BACKDATE: Duration = Duration::from_secs(60);
 
+/// Back-dating for a leaf of lifetime `ttl`: a minute, but never more than a
+/// tenth of the lifetime, so short-lived certificates renew on schedule.
+pub fn backdate(ttl: Duration) -> Duration {
+    BACKDATE.min(ttl / 10)
+}
+
+/// The lifetime a leaf was issued with, from its validity window (the
+/// inverse of adding [`backdate`]): what a renewal asks for again.
+pub fn issued_ttl(not_before: i64, not_after: i64) -> Duration {
+    let total = (not_after - not_before).max(1) as u64;
+    if total >= 660 {
+        Duration::from_secs(total - 60)
+    } else {
+        Duration::from_secs((total * 10).div_ceil(11))
+    }
+}
+
 /// A freshly created two-level CA, before it is stored.
 pub struct NewCa {
     pub root_cert_der: Vec<u8>,
@@ -191,7 +208,7 @@ impl Authority {
         p.distinguished_name = dn;
         p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
         p.serial_number = Some(serial.as_bytes().to_vec().into());
-        p.not_before = now - BACKDATE;
+        p.not_before = now - backdate(req.ttl);
         p.not_after = (now + req.ttl).min(self.not_after);
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -354,5 +371,19 @@ impl CsrContents {
         }
         let public_key = SubjectPublicKeyInfo::from_der(spki.raw).map_err(|e| PkiError::MalformedCsr(e.to_string()))?;
         Ok(CsrContents { common_name, organization, organizational_units, sans, public_key })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_ttl_inverts_backdating() {
+        for secs in [30u64, 120, 600, 3600, 86_400, 30 * 86_400] {
+            let ttl = Duration::from_secs(secs);
+            let total = (ttl + backdate(ttl)).as_secs() as i64;
+            assert_eq!(issued_ttl(0, total), ttl, "{secs}");
+        }
     }
 }

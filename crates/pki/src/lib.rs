@@ -14,7 +14,7 @@ mod pem;
 mod profile;
 mod serial;
 
-pub use authority::{Authority, IssuedCert, NewCa};
+pub use authority::{backdate, issued_ttl, Authority, IssuedCert, NewCa};
 pub use crl::{build_crl, RevocationReason, RevokedEntry};
 pub use duration::{format_duration, parse_duration};
 pub use error::PkiError;

@@ -55,6 +55,8 @@ struct RawTls {
     key: String,
     client_ca: OneOrMany,
     crl: Option<OneOrMany>,
+    crl_url: Option<String>,
+    crl_refresh: Option<String>,
     client_auth: Option<String>,
     min_version: Option<String>,
 }
@@ -135,12 +137,20 @@ impl Default for Limits {
     }
 }
 
+/// A CRL pulled over HTTPS (`ambos serve`'s `/v1/crl`), refreshed with conditional GETs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlSource {
+    pub url: http::Uri,
+    pub refresh: Duration,
+}
+
 /// A validated proxy configuration: nothing in it can be invalid.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     pub listen: SocketAddr,
     pub mode: Mode,
     pub tls: ServerTlsConfig,
+    pub crl_url: Option<CrlSource>,
     pub upstream: Upstream,
     pub xfcc: bool,
     pub routes: RouteTable,
@@ -165,6 +175,8 @@ pub struct ProxyFlags {
     pub optional_client_auth: bool,
     pub audit: Option<PathBuf>,
     pub metrics: Option<String>,
+    pub crl_url: Option<String>,
+    pub crl_refresh: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ProxyError {
@@ -188,6 +200,27 @@ fn duration(text: &str, field: &str) -> Result<Duration, ProxyError> {
 
 fn socket_addr(text: &str, field: &str) -> Result<SocketAddr, ProxyError> {
     text.parse().map_err(|_| invalid(format!("{field}: '{text}' is not an address like 127.0.0.1:8443")))
+}
+
+fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<Option<CrlSource>, ProxyError> {
+    let Some(url) = url else {
+        return match refresh {
+            Some(_) => Err(invalid(format!("{field}_refresh needs {field}_url"))),
+            None => Ok(None),
+        };
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{field}_url: '{url}' is not a URL")))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(invalid(format!("{field}_url: '{url}' must be an https:// URL")));
+    }
+    let refresh = match refresh {
+        Some(r) => duration(r, &format!("{field}_refresh"))?,
+        None => Duration::from_secs(60),
+    };
+    if refresh.is_zero() {
+        return Err(invalid(format!("{field}_refresh must be more than 0")));
+    }
+    Ok(Some(CrlSource { url: uri, refresh }))
 }
 
 fn http_upstream(url: &str) -> Result<Upstream, ProxyError> {
@@ -335,6 +368,7 @@ impl ProxyConfig {
                 min_version,
                 alpn: alpn(mode),
             },
+            crl_url: crl_source(raw.tls.crl_url.as_deref(), raw.tls.crl_refresh.as_deref(), "tls.crl")?,
             upstream,
             xfcc,
             routes: RouteTable::new(routes),
@@ -369,6 +403,7 @@ impl ProxyConfig {
                 min_version: TlsVersion::Tls12,
                 alpn: alpn(mode),
             },
+            crl_url: crl_source(f.crl_url.as_deref(), f.crl_refresh.as_deref(), "--crl")?,
             upstream,
             xfcc: true,
             routes: RouteTable::new(vec![Route::new("/**", None, allow)]),

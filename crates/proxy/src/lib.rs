@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod config;
+mod crl_pull;
 mod headers;
 mod http;
 pub mod policy;
@@ -14,6 +15,7 @@ pub mod runtime;
 pub mod server;
 mod tcp;
 pub mod telemetry;
+pub mod tunnel;
 
 pub use config::{Mode, ProxyConfig, ProxyFlags};
 pub use server::run;

@@ -5,6 +5,7 @@ use crate::config::ProxyConfig;
 use crate::ProxyError;
 use arc_swap::ArcSwap;
 use notify::Watcher;
+use rustls_pki_types::CertificateRevocationListDer;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,9 +19,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Loads every TLS file; fails without side effects if any is bad.
-    pub fn build(config: ProxyConfig) -> Result<Runtime, ProxyError> {
-        let loaded = config.tls.load(&[])?;
+    /// Loads every TLS file (plus CRLs pulled from `crl_url`); fails
+    /// without side effects if any is bad.
+    pub fn build(
+        config: ProxyConfig,
+        pulled_crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Runtime, ProxyError> {
+        let loaded = config.tls.load(pulled_crls)?;
         metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
         Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), config })
     }
@@ -40,6 +45,8 @@ pub struct Reloader {
     fingerprint: Mutex<u64>,
     watched_dirs: Mutex<HashSet<PathBuf>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// The last CRLs pulled from `crl_url`.
+    pulled_crls: Mutex<Vec<CertificateRevocationListDer<'static>>>,
 }
 
 fn fingerprint(files: &[PathBuf]) -> u64 {
@@ -53,7 +60,11 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
 }
 
 impl Reloader {
-    pub fn new(runtime: Runtime, source: ConfigSource) -> Arc<Reloader> {
+    pub fn new(
+        runtime: Runtime,
+        source: ConfigSource,
+        pulled: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Arc<Reloader> {
         let fp = fingerprint(&runtime.config.watched_files());
         Arc::new(Reloader {
             current: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -61,6 +72,7 @@ impl Reloader {
             fingerprint: Mutex::new(fp),
             watched_dirs: Mutex::new(HashSet::new()),
             watcher: Mutex::new(None),
+            pulled_crls: Mutex::new(pulled),
         })
     }
 
@@ -82,7 +94,8 @@ impl Reloader {
                 );
             }
             let files = config.watched_files();
-            let rt = Runtime::build(config)?;
+            let pulled = self.pulled_crls.lock().expect("crl lock").clone();
+            let rt = Runtime::build(config, &pulled)?;
             self.current.store(Arc::new(rt));
             *self.fingerprint.lock().expect("fingerprint lock") = fingerprint(&files);
             self.watch(&files);
@@ -97,6 +110,16 @@ impl Reloader {
                 metrics::counter!("ambos_proxy_config_reloads_total", "result" => "failed").increment(1);
                 tracing::error!(trigger = why, "reload failed, still serving the previous configuration: {e}");
             }
+        }
+        result
+    }
+
+    /// Replaces the pulled CRLs and rebuilds; on failure the old CRLs stay.
+    pub fn set_pulled_crls(&self, crls: Vec<CertificateRevocationListDer<'static>>) -> Result<(), ProxyError> {
+        let old = std::mem::replace(&mut *self.pulled_crls.lock().expect("crl lock"), crls);
+        let result = self.reload("crl_url");
+        if result.is_err() {
+            *self.pulled_crls.lock().expect("crl lock") = old;
         }
         result
     }

@@ -59,8 +59,28 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         None => ConfigSource::Flags(Box::new(config.clone())),
     };
     let (listen, mode, limits, metrics_addr) = (config.listen, config.mode, config.limits.clone(), config.metrics);
-    let reloader = Reloader::new(Runtime::build(config)?, source);
+    let crl_source = config.crl_url.clone();
+    let client_ca = config.tls.client_ca.clone();
+    // Pull the CRL once before serving; if the CA is away, start and keep trying.
+    let mut etag = None;
+    let mut pulled = Vec::new();
+    if let Some(src) = &crl_source {
+        match crate::crl_pull::fetch(src, &client_ca, None).await {
+            Ok(Some((crls, tag))) => {
+                pulled = crls;
+                etag = Some(tag);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("cannot pull the CRL from {}: {e}; serving without it until the next refresh", src.url)
+            }
+        }
+    }
+    let reloader = Reloader::new(Runtime::build(config, &pulled)?, source, pulled);
     reloader.start()?;
+    if crl_source.is_some() {
+        crate::crl_pull::spawn(reloader.clone(), etag);
+    }
     let listener = TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
     if let Some(addr) = metrics_addr {
         telemetry::serve(addr, prometheus).await.map_err(|source| ProxyError::Bind { addr, source })?;

@@ -59,7 +59,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// CRLs from PEM files (several per file allowed) or DER, each checked to parse.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read(path)?;
+    parse_crls(&read(path)?, path)
+}
+
+/// CRLs from bytes (PEM or DER); `source` names them in errors (a path or URL).
+pub fn parse_crls(bytes: &[u8], source: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let path = source;
+    let bytes = bytes.to_vec();
     let ders: Vec<Vec<u8>> = if bytes.first() == Some(&0x30) {
         vec![bytes]
     } else {

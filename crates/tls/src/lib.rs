@@ -10,7 +10,7 @@ mod server;
 mod verifier;
 
 pub use failure::HandshakeFailure;
-pub use files::{load_certs, load_crls, load_key};
+pub use files::{load_certs, load_crls, load_key, parse_crls};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};
 pub use verifier::{CachingClientVerifier, RevokedSet};

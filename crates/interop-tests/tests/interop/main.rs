@@ -1,6 +1,7 @@
 //! One test binary (one link step) with a module per outside program.
 mod ca_cli;
 mod crash;
+mod lifecycle;
 mod nginx;
 mod openssl;
 mod pkcs12;

@@ -1,0 +1,516 @@
+//! Certificate lifecycle with no human in the loop: `ambos serve`, tokens,
+//! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
+//! `crl_url`, and `ambos tunnel`.
+use ambos_interop_tests::{
+    ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, Run, TestCa,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Ca {
+    ca: TestCa,
+    port: u16,
+    serve: Option<ChildGuard>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let ca = TestCa::new(&[]);
+        std::fs::create_dir_all(ca.certs()).unwrap();
+        std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+        let mut c = Ca { ca, port: free_port(), serve: None };
+        c.start();
+        c
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = self.ca.dir().join(format!("serve-{}.log", self.port));
+        let mut child = self
+            .ca
+            .cmd()
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--crl-validity", "1h"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &mut child, &log);
+        self.serve = Some(ChildGuard(child));
+    }
+
+    fn token(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        self.ca.ambos(&all).ok().stdout.trim().to_string()
+    }
+
+    fn enroll(&self, token: &str, out: &Path, name: Option<&str>) -> Run {
+        let mut cmd = self.ca.cmd();
+        cmd.args(["enroll", "--ca-url", &self.url(), "--root"])
+            .arg(self.ca.path("ca.crt"))
+            .args(["--token", token, "--out"])
+            .arg(out);
+        if let Some(n) = name {
+            cmd.arg(n);
+        }
+        run(&mut cmd)
+    }
+
+    fn curl_api(&self, client: Option<&str>, method: &str, path: &str, body: Option<&str>) -> (String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(self.ca.path("ca.crt"));
+        if let Some(c) = client {
+            cmd.arg("--cert")
+                .arg(self.ca.path(&format!("{c}.crt")))
+                .arg("--key")
+                .arg(self.ca.path(&format!("{c}.key")));
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        cmd.arg(format!("https://localhost:{}{path}", self.port));
+        let out = run(&mut cmd);
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    }
+}
+
+fn serial_of(ca: &TestCa, cert: &Path) -> String {
+    let out = ca.ambos(&["inspect", cert.to_str().unwrap(), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["certificates"][0]["serial"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_token_buys_one_certificate_even_under_20_concurrent_spends() {
+    let c = Ca::new();
+    let out = c.ca.dir().join("out");
+    let t = c.token(&["web", "--spiffe", "spiffe://acme.test/web"]);
+    assert!(t.starts_with("ambos_") && t.len() > 40, "{t}");
+    c.enroll(&t, &out, None).ok();
+    assert!(out.join("web.crt").exists() && out.join("web.key").exists() && out.join("ca.crt").exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out.join("web.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    // The token is stored hashed only.
+    let db = std::fs::read(c.ca.data().join("ambos.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(&t), "token secret stored in clear");
+    // Reuse.
+    c.enroll(&t, &c.ca.dir().join("again"), None).fails_with(1, "token already used");
+    // Expiry.
+    let short = c.token(&["late", "--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.enroll(&short, &out, None).fails_with(1, "token expired");
+    // Wrong names: a CN other than the token's, or a SAN it does not list.
+    let named = c.token(&["api", "--profile", "server"]);
+    c.enroll(&named, &out, Some("other")).fails_with(1, "names not allowed");
+    let key = c.ca.dir().join("x.key");
+    let csr = c.ca.dir().join("x.csr");
+    run(Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=api"])
+        .args(["-addext", "subjectAltName=DNS:api,DNS:evil.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr))
+    .ok();
+    let body = serde_json::json!({"token": named, "csr": std::fs::read_to_string(&csr).unwrap()}).to_string();
+    let (code, resp) = c.curl_api(None, "POST", "/v1/enroll", Some(&body));
+    assert_eq!(code, "403", "{resp}");
+    assert!(resp.contains("evil.test"), "{resp}");
+    // A refused CSR does not spend the token.
+    c.enroll(&named, &out, None).ok();
+    // Unknown token.
+    c.enroll("ambos_0000", &out, None).fails_with(1, "invalid token");
+
+    // 20 concurrent spends of one token: exactly one wins.
+    let race = c.token(&["racer"]);
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let mut cmd = c.ca.cmd();
+            cmd.args(["enroll", "--ca-url", &c.url(), "--root"])
+                .arg(c.ca.path("ca.crt"))
+                .args(["--token", &race, "--out"])
+                .arg(c.ca.dir().join(format!("race-{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let wins = handles.into_iter().map(|mut h| h.wait().unwrap()).filter(|s| s.success()).count();
+    assert_eq!(wins, 1, "exactly one of 20 concurrent enrollments may spend the token");
+    let list = c.ca.ambos(&["list", "--json"]).ok().stdout;
+    assert_eq!(list.matches("\"name\": \"racer\"").count(), 1, "{list}");
+}
+
+#[test]
+fn the_api_answers_curl_and_openssl_with_credentials_and_refuses_without() {
+    require("curl");
+    require("openssl");
+    let c = Ca::new();
+    c.ca.issue("client", "admin", &["--admin"]);
+    c.ca.issue("client", "plain", &[]);
+    let (code, roots) = c.curl_api(None, "GET", "/v1/roots", None);
+    assert_eq!(code, "200");
+    assert_eq!(roots, std::fs::read_to_string(c.ca.path("ca.crt")).unwrap());
+    // The CRL in DER, read by openssl.
+    let crl = c.ca.dir().join("crl.der");
+    run(Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(c.ca.path("ca.crt"))
+        .arg("-o")
+        .arg(&crl)
+        .arg(format!("https://localhost:{}/v1/crl", c.port)))
+    .ok();
+    run(Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-in"]).arg(&crl)).ok();
+
+    let plain = serial_of(&c.ca, &c.ca.path("plain.crt"));
+    let body = format!("{{\"serial\":\"{plain}\",\"reason\":\"key-compromise\"}}");
+    let (code, resp) = c.curl_api(None, "POST", "/v1/revoke", Some(&body));
+    assert_eq!(code, "401", "{resp}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&resp).unwrap()["error"], "client certificate required");
+    let (code, resp) = c.curl_api(Some("plain"), "POST", "/v1/revoke", Some(&body));
+    assert_eq!(code, "403", "{resp}");
+    let (code, _) = c.curl_api(Some("plain"), "GET", "/v1/certs", None);
+    assert_eq!(code, "403");
+    let (code, resp) = c.curl_api(Some("admin"), "GET", "/v1/certs", None);
+    assert_eq!(code, "200", "{resp}");
+    assert!(resp.contains("\"name\":\"plain\""), "{resp}");
+    let (code, resp) = c.curl_api(Some("admin"), "POST", "/v1/revoke", Some(&body));
+    assert_eq!(code, "200", "{resp}");
+    let (code, _) = c.curl_api(Some("admin"), "POST", "/v1/revoke", Some(&body));
+    assert_eq!(code, "409", "already revoked");
+    // The new CRL lists it at once.
+    let (_, _) = c.curl_api(None, "GET", "/v1/crl", None);
+    run(Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(c.ca.path("ca.crt"))
+        .arg("-o")
+        .arg(&crl)
+        .arg(format!("https://localhost:{}/v1/crl", c.port)))
+    .ok();
+    let text =
+        run(Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-text", "-in"]).arg(&crl)).ok().stdout;
+    assert!(text.to_lowercase().contains(&plain[..8]), "{text}");
+    // A revoked certificate cannot use the API any more, not even to renew.
+    let (code, _) = c.curl_api(Some("plain"), "POST", "/v1/renew", Some("{}"));
+    assert_eq!(code, "403");
+
+    // openssl s_client with the admin certificate.
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", c.port), "-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(c.ca.path("ca.crt"))
+        .arg("-cert")
+        .arg(c.ca.path("admin.crt"))
+        .arg("-cert_chain")
+        .arg(c.ca.path("admin.crt"))
+        .arg("-key")
+        .arg(c.ca.path("admin.key"))
+        .arg("-verify_return_error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /v1/certs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without trusting our root, the API's certificate is refused.
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("https://localhost:{}/v1/roots", c.port)));
+    assert_ne!(out.code, 0);
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> ChildGuard {
+    ChildGuard(cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().unwrap())
+}
+
+#[test]
+fn full_loop_enroll_proxy_renew_and_revoke_through_the_api() {
+    require("curl");
+    let c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let server_token = c.token(&["localhost", "--profile", "server", "--san", "ip:127.0.0.1", "--cert-ttl", "30s"]);
+    let client_token = c.token(&["web", "--spiffe", "spiffe://acme.test/web", "--cert-ttl", "30s"]);
+    c.enroll(&server_token, &d, None).ok();
+    c.enroll(&client_token, &d, None).ok();
+    c.ca.issue("client", "admin", &["--admin"]);
+
+    let upstream = start_http_upstream();
+    let port = free_port();
+    let config = c.ca.write(
+        "proxy.toml",
+        format!(
+            r#"
+[listen]
+address = "127.0.0.1:{port}"
+[tls]
+cert = "d/localhost.crt"
+key = "d/localhost.key"
+client_ca = "d/ca.crt"
+crl_url = "{url}/v1/crl"
+crl_refresh = "1s"
+[upstream]
+url = "http://127.0.0.1:{upstream}"
+[[route]]
+path = "/**"
+allow = ["spiffe://acme.test/web"]
+"#,
+            url = c.url()
+        ),
+    );
+    let proxy_log = c.ca.dir().join("proxy.log");
+    let mut proxy = spawn_logged(
+        Command::new(ambos_bin()).args(["proxy", "--config"]).arg(&config).current_dir(c.ca.dir()),
+        &proxy_log,
+    );
+    wait_for_port(port, &mut proxy.0, &proxy_log);
+    let agent = |cert: &str, key: &str, log: &str| {
+        spawn_logged(
+            Command::new(ambos_bin())
+                .args(["agent", "--ca-url", &c.url(), "--root"])
+                .arg(d.join("ca.crt"))
+                .arg("--cert")
+                .arg(d.join(cert))
+                .arg("--key")
+                .arg(d.join(key))
+                .args(["--exec", &format!("touch {}", c.ca.dir().join(format!("{log}.renewed")).display())]),
+            &c.ca.dir().join(log),
+        )
+    };
+    let _server_agent = agent("localhost.crt", "localhost.key", "agent-server.log");
+    let _client_agent = agent("web.crt", "web.key", "agent-web.log");
+
+    let curl = || {
+        run(Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(d.join("ca.crt"))
+            .arg("--cert")
+            .arg(d.join("web.crt"))
+            .arg("--key")
+            .arg(d.join("web.key"))
+            .arg(format!("https://localhost:{port}/")))
+    };
+    let first = (serial_of(&c.ca, &d.join("web.crt")), serial_of(&c.ca, &d.join("localhost.crt")));
+    let mut web_serials = std::collections::HashSet::new();
+    let mut server_serials = std::collections::HashSet::new();
+    // 30 s certificates renew about every 20 s: 50 s covers two renewals of each,
+    // and the original certificates expire on the way.
+    let deadline = Instant::now() + Duration::from_secs(50);
+    while Instant::now() < deadline {
+        let mut ok = curl().stdout == "200";
+        if !ok {
+            // The agent writes key then certificate; a read between the two can mismatch.
+            std::thread::sleep(Duration::from_millis(300));
+            ok = curl().stdout == "200";
+        }
+        assert!(
+            ok,
+            "call failed across renewals: {}\nproxy: {}",
+            curl().stderr,
+            std::fs::read_to_string(&proxy_log).unwrap()
+        );
+        web_serials.insert(serial_of(&c.ca, &d.join("web.crt")));
+        server_serials.insert(serial_of(&c.ca, &d.join("localhost.crt")));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        web_serials.len() >= 3 && server_serials.len() >= 3,
+        "renewals: client {web_serials:?} server {server_serials:?}"
+    );
+    assert!(!web_serials.is_empty() && web_serials.contains(&first.0));
+    assert!(c.ca.dir().join("agent-web.log.renewed").exists(), "--exec ran");
+
+    // Revoke the client through the API; the proxy learns it from crl_url.
+    let current = serial_of(&c.ca, &d.join("web.crt"));
+    let mut cmd = c.ca.cmd();
+    cmd.args(["revoke", &current, "--reason", "key-compromise", "--ca-url", &c.url(), "--root"])
+        .arg(c.ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(c.ca.path("admin.crt"))
+        .arg("--key")
+        .arg(c.ca.path("admin.key"));
+    run(&mut cmd).ok();
+    let revoked_at = Instant::now();
+    loop {
+        let r = curl();
+        if r.stdout != "200" && serial_of(&c.ca, &d.join("web.crt")) == current {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(4),
+            "revoked client still accepted 4 s after revocation (refresh 1 s)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_agent_keeps_its_files_while_the_ca_is_away_and_renews_when_it_returns() {
+    let mut c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let t = c.token(&["device", "--cert-ttl", "8s"]);
+    c.enroll(&t, &d, None).ok();
+    drop(c.serve.take()); // the CA goes away
+    let before = (std::fs::read(d.join("device.crt")).unwrap(), std::fs::read(d.join("device.key")).unwrap());
+    let log = c.ca.dir().join("agent.log");
+    let _agent = spawn_logged(
+        Command::new(ambos_bin())
+            .args(["agent", "--ca-url", &c.url(), "--root"])
+            .arg(d.join("ca.crt"))
+            .arg("--cert")
+            .arg(d.join("device.crt"))
+            .arg("--key")
+            .arg(d.join("device.key")),
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&log).unwrap().contains("renewal failed") {
+        assert!(Instant::now() < deadline, "agent did not try: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(std::fs::read_to_string(&log).unwrap().matches("renewal failed").count() >= 2, "retries");
+    assert_eq!((std::fs::read(d.join("device.crt")).unwrap(), std::fs::read(d.join("device.key")).unwrap()), before);
+    c.start(); // back on the same port
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read(d.join("device.crt")).unwrap() == before.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no renewal after the CA came back: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::fs::read_to_string(&log).unwrap().contains("renewed"));
+}
+
+#[test]
+fn kill_9_of_serve_during_an_enrollment_burst_keeps_every_serial_exactly_once() {
+    let mut c = Ca::new();
+    let tokens: Vec<String> = (0..40).map(|i| c.token(&[&format!("dev-{i}")])).collect();
+    let out = c.ca.dir().join("fleet");
+    let spawn = |c: &Ca, t: &str| {
+        let mut cmd = c.ca.cmd();
+        cmd.args(["enroll", "--ca-url", &c.url(), "--root"])
+            .arg(c.ca.path("ca.crt"))
+            .args(["--token", t, "--out"])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let first: Vec<_> = tokens.iter().map(|t| spawn(&c, t)).collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let mut serve = c.serve.take().unwrap();
+    serve.0.kill().unwrap(); // SIGKILL mid-burst
+    let _ = serve.0.wait();
+    for mut h in first {
+        let _ = h.wait();
+    }
+    c.start();
+    // Every token not spent before the crash works now; spent ones are refused.
+    for t in &tokens {
+        let _ = spawn(&c, t).wait();
+    }
+    let list: serde_json::Value = serde_json::from_str(&c.ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
+    let mut serials: Vec<String> =
+        list.as_array().unwrap().iter().map(|r| r["serial"].as_str().unwrap().to_string()).collect();
+    let n = serials.len();
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), n, "a serial is stored twice");
+    for i in 0..40 {
+        let cert = out.join(format!("dev-{i}.crt"));
+        assert!(cert.exists(), "dev-{i} never got its certificate");
+        let s = serial_of(&c.ca, &cert);
+        assert!(serials.binary_search(&s).is_ok(), "dev-{i}'s certificate {s} is not in the store");
+    }
+    let devs = list.as_array().unwrap().iter().filter(|r| r["name"].as_str().unwrap().starts_with("dev-")).count();
+    assert_eq!(devs, 40, "one stored certificate per token");
+}
+
+#[test]
+fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
+    require("curl");
+    let ca = TestCa::new(&[]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web"]);
+    ca.issue("client", "gone", &[]);
+    ca.ambos(&["revoke", "gone"]).ok();
+    ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
+    let other = TestCa::new(&["--name", "Elsewhere"]);
+    other.issue("client", "web", &[]);
+    let upstream = start_http_upstream();
+    let port = free_port();
+    let log = ca.dir().join("proxy.log");
+    let certs = ca.certs();
+    let mut proxy = spawn_logged(
+        Command::new(ambos_bin())
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://127.0.0.1:{upstream}"),
+            ])
+            .arg("--cert")
+            .arg(certs.join("localhost.crt"))
+            .arg("--key")
+            .arg(certs.join("localhost.key"))
+            .arg("--client-ca")
+            .arg(certs.join("ca.crt"))
+            .arg("--crl")
+            .arg(certs.join("crls.pem")),
+        &log,
+    );
+    wait_for_port(port, &mut proxy.0, &log);
+    let tunnel = |dir: &PathBuf, who: &str, expect: Option<&str>| {
+        let tport = free_port();
+        let tlog = ca.dir().join(format!("tunnel-{tport}.log"));
+        let mut cmd = Command::new(ambos_bin());
+        cmd.args(["tunnel", "--listen", &format!("127.0.0.1:{tport}"), "--connect", &format!("localhost:{port}")])
+            .arg("--cert")
+            .arg(dir.join(format!("{who}.crt")))
+            .arg("--key")
+            .arg(dir.join(format!("{who}.key")))
+            .arg("--ca")
+            .arg(certs.join("ca.crt"));
+        if let Some(e) = expect {
+            cmd.args(["--expect", e]);
+        }
+        let mut child = spawn_logged(&mut cmd, &tlog);
+        wait_for_port(tport, &mut child.0, &tlog);
+        (child, tport)
+    };
+    let get = |tport: u16| {
+        run(Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-o", "-", "-w", "\n%{http_code}"])
+            .arg(format!("http://127.0.0.1:{tport}/via-tunnel")))
+    };
+    let (_t1, p1) = tunnel(&certs, "web", Some("dns:localhost"));
+    let r = get(p1);
+    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("URI=spiffe://acme.test/web"), "upstream sees the tunnel's identity: {}", r.stdout);
+    let (_t2, p2) = tunnel(&certs, "gone", None);
+    assert_ne!(get(p2).code, 0, "revoked certificate through the tunnel");
+    let (_t3, p3) = tunnel(&other.certs(), "web", None);
+    assert_ne!(get(p3).code, 0, "certificate from another CA through the tunnel");
+    let (_t4, p4) = tunnel(&certs, "web", Some("spiffe://acme.test/someone-else"));
+    assert_ne!(get(p4).code, 0, "server identity does not match --expect");
+}
