@@ -280,24 +280,35 @@ impl<S: CertStore> CertificateAuthority<S> {
 
     /// Creates a one-time token and returns its secret (shown once, stored hashed).
     pub fn create_token(&mut self, opts: &TokenOptions) -> Result<String> {
+        Ok(self.create_tokens(opts, 1)?.remove(0))
+    }
+
+    /// Creates `count` tokens with the same terms in one transaction.
+    pub fn create_tokens(&mut self, opts: &TokenOptions, count: usize) -> Result<Vec<String>> {
         ambos_pki::validate_name(&opts.name)?;
-        let mut bytes = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Random)?;
-        let secret = format!("ambos_{}", hex::encode(bytes));
         let at = now();
-        self.store.insert_token(&ambos_store::TokenRecord {
-            hash: token_hash(&secret),
-            name: opts.name.clone(),
-            profile: opts.profile.as_str().to_string(),
-            sans: opts.sans.iter().map(ToString::to_string).collect(),
-            ous: opts.ous.clone(),
-            cert_ttl: opts.cert_ttl.as_secs() as i64,
-            expires_at: (at + opts.ttl).unix_timestamp(),
-            created_at: at.unix_timestamp(),
-            spent_at: None,
-            spent_serial: None,
-        })?;
-        Ok(secret)
+        let mut secrets = Vec::with_capacity(count);
+        let mut records = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut bytes = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Random)?;
+            let secret = format!("ambos_{}", hex::encode(bytes));
+            records.push(ambos_store::TokenRecord {
+                hash: token_hash(&secret),
+                name: opts.name.clone(),
+                profile: opts.profile.as_str().to_string(),
+                sans: opts.sans.iter().map(ToString::to_string).collect(),
+                ous: opts.ous.clone(),
+                cert_ttl: opts.cert_ttl.as_secs() as i64,
+                expires_at: (at + opts.ttl).unix_timestamp(),
+                created_at: at.unix_timestamp(),
+                spent_at: None,
+                spent_serial: None,
+            });
+            secrets.push(secret);
+        }
+        self.store.insert_tokens(&records)?;
+        Ok(secrets)
     }
 
     /// Marks an issued certificate as a CA API administrator.

@@ -6,6 +6,8 @@
 //! `GET PATH` with `Connection: close`, and the response read to EOF.
 //! `http`: every worker keeps one TLS connection and sends keep-alive
 //! HTTP/1.1 requests over it; every operation is one request and response.
+//! `enroll`: against `ambos serve`, every operation generates a P-256 key and
+//! a CSR and spends one token from `--tokens` (keep-alive, no client certificate).
 use crate::files::input_error;
 use anyhow::Context;
 use bytes::Bytes;
@@ -31,6 +33,8 @@ pub enum Mode {
     Handshake,
     /// Keep-alive HTTP/1.1 requests over one connection per worker.
     Http,
+    /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
+    Enroll,
 }
 
 impl Mode {
@@ -38,6 +42,7 @@ impl Mode {
         match self {
             Mode::Handshake => "handshake",
             Mode::Http => "http",
+            Mode::Enroll => "enroll",
         }
     }
 }
@@ -50,12 +55,15 @@ pub struct BenchArgs {
     /// HOST:PORT of the TLS endpoint.
     #[arg(long)]
     target: String,
-    /// Client certificate chain (PEM, leaf first).
+    /// Client certificate chain (PEM, leaf first); not for enroll.
+    #[arg(long, required_unless_present = "tokens")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM, unencrypted); not for enroll.
+    #[arg(long, required_unless_present = "tokens")]
+    key: Option<PathBuf>,
+    /// enroll: file of tokens, one per line (`ambos token create NAME --count N`).
     #[arg(long)]
-    cert: PathBuf,
-    /// Client private key (PEM, unencrypted).
-    #[arg(long)]
-    key: PathBuf,
+    tokens: Option<PathBuf>,
     /// CA certificate(s) the server certificate must chain to.
     #[arg(long)]
     ca: PathBuf,
@@ -97,6 +105,7 @@ struct Plan {
     limit: Limit,
     started: AtomicU64,
     first_error: Mutex<Option<String>>,
+    tokens: Vec<String>,
 }
 
 impl Plan {
@@ -170,6 +179,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                     match plan.mode {
                         Mode::Handshake => handshake_worker(&plan).await,
                         Mode::Http => http_worker(&plan).await,
+                        Mode::Enroll => enroll_worker(&plan).await,
                     }
                 })
             })
@@ -241,18 +251,33 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     let server_name = ServerName::try_from(a.server_name.clone())
         .map_err(|e| input_error(format!("--server-name {:?}: {e}", a.server_name)))?;
 
-    let chain = ambos_tls::load_certs(&a.cert).map_err(|e| flag_error("--cert", e))?;
-    let key = ambos_tls::load_key(&a.key).map_err(|e| flag_error("--key", e))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in ambos_tls::load_certs(&a.ca).map_err(|e| flag_error("--ca", e))? {
         roots.add(ca).map_err(|e| input_error(format!("--ca {}: {e}", a.ca.display())))?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
         .with_safe_default_protocol_versions()
         .context("TLS client configuration")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| key_error(&a.cert, &a.key, e))?;
+        .with_root_certificates(roots);
+    let mut tokens = Vec::new();
+    let mut config = match (a.mode, &a.cert, &a.key, &a.tokens) {
+        (Mode::Enroll, _, _, Some(file)) => {
+            let text =
+                std::fs::read_to_string(file).map_err(|e| input_error(format!("--tokens {}: {e}", file.display())))?;
+            tokens = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+            if tokens.is_empty() {
+                return Err(input_error(format!("--tokens {}: no tokens", file.display())));
+            }
+            builder.with_no_client_auth()
+        }
+        (Mode::Enroll, _, _, None) => return Err(input_error("enroll needs --tokens FILE")),
+        (_, Some(cert), Some(key), _) => {
+            let chain = ambos_tls::load_certs(cert).map_err(|e| flag_error("--cert", e))?;
+            let k = ambos_tls::load_key(key).map_err(|e| flag_error("--key", e))?;
+            builder.with_client_auth_cert(chain, k).map_err(|e| key_error(cert, key, e))?
+        }
+        _ => return Err(input_error("--cert and --key are required for handshake and http")),
+    };
     // Every handshake full: a benchmark of resumed handshakes would measure something else.
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -267,6 +292,7 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
         limit,
         started: AtomicU64::new(0),
         first_error: Mutex::new(None),
+        tokens,
     })
 }
 
@@ -378,6 +404,64 @@ async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> anyhow::Result
     response.into_body().collect().await.context("read response body")?;
     if status != http::StatusCode::OK {
         anyhow::bail!("unexpected status {status}");
+    }
+    Ok(())
+}
+
+type EnrollSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
+
+async fn enroll_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally { errors: 0, latencies_us: Vec::with_capacity(plan.tokens.len()) };
+    let mut sender: Option<EnrollSender> = None;
+    loop {
+        let i = plan.started.fetch_add(1, Ordering::Relaxed) as usize;
+        let Some(token) = plan.tokens.get(i) else { break };
+        if let Limit::Until(deadline) = plan.limit {
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_enrollment(plan, &mut sender, token)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
+        };
+        if outcome.is_err() {
+            sender = None;
+        }
+        tally.record(plan, started, outcome);
+    }
+    tally
+}
+
+async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> anyhow::Result<()> {
+    let s = match sender {
+        Some(s) => s,
+        None => {
+            let tls = plan.connect().await?;
+            let (s, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.context("HTTP/1.1 handshake")?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            sender.insert(s)
+        }
+    };
+    let key = ambos_pki::KeyType::EcP256.generate()?;
+    let csr = ambos_pki::create_csr(&key, None, &[])?;
+    let body =
+        serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
+    s.ready().await.context("connection closed")?;
+    let request = http::Request::post("/v1/enroll")
+        .header(http::header::HOST, plan.host.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .context("build request")?;
+    let response = s.send_request(request).await.context("send request")?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("read response body")?.to_bytes();
+    if status != http::StatusCode::CREATED {
+        anyhow::bail!("unexpected status {status}: {}", String::from_utf8_lossy(&body));
     }
     Ok(())
 }

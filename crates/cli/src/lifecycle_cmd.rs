@@ -54,6 +54,9 @@ pub struct TokenCreateArgs {
     /// Lifetime of the certificate it buys (default 30d servers, 24h clients).
     #[arg(long)]
     cert_ttl: Option<String>,
+    /// Create this many tokens with the same terms (one per line), e.g. for a fleet.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
 }
 
 #[derive(Args)]
@@ -169,9 +172,17 @@ pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
         },
         ttl: duration(&a.ttl, "ttl")?,
     };
+    if a.count == 0 || a.count > 1_000_000 {
+        return Err(input_error("--count must be between 1 and 1000000"));
+    }
     let mut ca = CertificateAuthority::open(&g.dir)?;
-    let secret = ca.create_token(&opts)?;
-    println!("{secret}");
+    let secrets = ca.create_tokens(&opts, a.count)?;
+    let mut out = String::with_capacity(secrets.len() * 72);
+    for s in secrets {
+        out.push_str(&s);
+        out.push('\n');
+    }
+    print!("{out}");
     Ok(())
 }
 

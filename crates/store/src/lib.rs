@@ -167,7 +167,8 @@ pub trait CertStore {
     fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64>;
     /// Number of stored certificates (leaves and the intermediate).
     fn count(&self) -> Result<u64>;
-    fn insert_token(&mut self, token: &TokenRecord) -> Result<()>;
+    /// Stores new tokens in one transaction.
+    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()>;
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Spends tokens and stores the certificates they bought: one transaction
     /// for the group, each spend all-or-nothing (a token works exactly once).

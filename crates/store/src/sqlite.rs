@@ -282,21 +282,27 @@ impl CertStore for SqliteStore {
         Ok(())
     }
 
-    fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                t.hash,
-                t.name,
-                t.profile,
-                t.sans.join("\n"),
-                t.ous.join("\n"),
-                t.cert_ttl,
-                t.expires_at,
-                t.created_at
-            ],
-        )?;
+    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for t in tokens {
+                stmt.execute(params![
+                    t.hash,
+                    t.name,
+                    t.profile,
+                    t.sans.join("\n"),
+                    t.ous.join("\n"),
+                    t.cert_ttl,
+                    t.expires_at,
+                    t.created_at
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -580,8 +586,7 @@ mod token_tests {
             created_at: 0,
         };
         s.init_authorities(&a(AuthorityRole::Root), &a(AuthorityRole::Intermediate)).unwrap();
-        s.insert_token(&token("h1", 100)).unwrap();
-        s.insert_token(&token("h2", 5)).unwrap();
+        s.insert_tokens(&[token("h1", 100), token("h2", 5)]).unwrap();
         let results = s
             .spend_tokens(
                 &[
