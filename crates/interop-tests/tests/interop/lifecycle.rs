@@ -12,14 +12,20 @@ struct Ca {
     ca: TestCa,
     port: u16,
     serve: Option<ChildGuard>,
+    serve_args: Vec<String>,
 }
 
 impl Ca {
     fn new() -> Ca {
+        Ca::with_serve_args(&[])
+    }
+
+    fn with_serve_args(args: &[&str]) -> Ca {
         let ca = TestCa::new(&[]);
         std::fs::create_dir_all(ca.certs()).unwrap();
         std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
-        let mut c = Ca { ca, port: free_port(), serve: None };
+        let serve_args = args.iter().map(|s| s.to_string()).collect();
+        let mut c = Ca { ca, port: free_port(), serve: None, serve_args };
         c.start();
         c
     }
@@ -34,6 +40,7 @@ impl Ca {
             .ca
             .cmd()
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--crl-validity", "1h"])
+            .args(&self.serve_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -513,4 +520,22 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
     assert_ne!(get(p3).code, 0, "certificate from another CA through the tunnel");
     let (_t4, p4) = tunnel(&certs, "web", Some("spiffe://acme.test/someone-else"));
     assert_ne!(get(p4).code, 0, "server identity does not match --expect");
+}
+
+#[test]
+fn serve_renews_its_own_certificate_and_reports_metrics() {
+    require("curl");
+    let c = Ca::with_serve_args(&["--server-cert-ttl", "5s"]);
+    let t = c.token(&["m"]);
+    c.enroll(&t, &c.ca.dir().join("m"), None).ok();
+    // The first certificate (5 s + 0.5 s back-dating) has expired by now: only a
+    // renewed one lets curl in.
+    std::thread::sleep(Duration::from_secs(7));
+    let (code, body) = c.curl_api(None, "GET", "/healthz", None);
+    assert_eq!(code, "200", "{body}");
+    let (code, metrics) = c.curl_api(None, "GET", "/metrics", None);
+    assert_eq!(code, "200");
+    assert!(metrics.contains("ambos_ca_enrollments_total{result=\"ok\"} 1"), "{metrics}");
+    let list = c.ca.ambos(&["list", "--json"]).ok().stdout;
+    assert!(list.matches("\"name\": \"ambos-serve\"").count() >= 2, "renewals are recorded: {list}");
 }
