@@ -120,7 +120,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn init_logging() {
+/// Logs to stderr (`AMBOS_LOG=debug` for more), coloured only on a terminal.
+pub(crate) fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

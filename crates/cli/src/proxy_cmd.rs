@@ -77,12 +77,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         println!("configuration OK: {} route(s), listening on {}", config.routes.len(), config.listen);
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    crate::lifecycle_cmd::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ambos_proxy::run(config, shutdown_signal()))?;
     Ok(())
@@ -150,12 +145,7 @@ pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         server_name,
         expect: a.expect.clone(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    crate::lifecycle_cmd::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(ambos_proxy::tunnel::run(cfg, shutdown_signal()))?;
     Ok(())
