@@ -8,6 +8,7 @@ mod ca_cmds;
 mod files;
 mod inspect_cmd;
 mod lifecycle_cmd;
+mod probe_cmd;
 mod proxy_cmd;
 mod secrets;
 
@@ -107,6 +108,11 @@ enum Command {
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
     Proxy(proxy_cmd::ProxyArgs),
+    /// Walk a real mTLS handshake step by step and say why it fails.
+    #[command(
+        after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json"
+    )]
+    Probe(probe_cmd::ProbeArgs),
     /// Local plaintext listener that connects out with mTLS, for clients without certificates.
     #[command(
         after_help = "Example:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/"
@@ -118,6 +124,18 @@ enum Command {
     )]
     Bench(bench_cmd::BenchArgs),
 }
+
+/// `probe` found a failure: the report is printed already; exit 1 quietly.
+#[derive(Debug)]
+pub struct ProbeFailed(pub String);
+
+impl std::fmt::Display for ProbeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProbeFailed {}
 
 /// Settings every CA command shares.
 pub struct Global {
@@ -140,6 +158,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect_cmd::run(a),
         Command::Proxy(a) => proxy_cmd::run(a),
         Command::Tunnel(a) => proxy_cmd::tunnel(a),
+        Command::Probe(a) => probe_cmd::run(a),
         Command::Serve(a) => lifecycle_cmd::serve(&global, a),
         Command::Token(k) => lifecycle_cmd::token(&global, k),
         Command::Enroll(a) => lifecycle_cmd::enroll(a),
@@ -149,6 +168,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<ProbeFailed>().is_some() => ExitCode::from(1),
         Err(err) => {
             // One line: the context chain joined by ": ".
             let line = format!("{err:#}").replace('\n', " ");
