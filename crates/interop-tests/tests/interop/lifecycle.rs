@@ -404,7 +404,12 @@ fn the_agent_keeps_its_files_while_the_ca_is_away_and_renews_when_it_returns() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(std::fs::read_to_string(&log).unwrap().contains("renewed"));
+    // The log line follows the file writes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log).unwrap().contains("renewed;") {
+        assert!(Instant::now() < deadline, "no 'renewed' log line: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
