@@ -10,6 +10,7 @@ mod inspect_cmd;
 mod lifecycle_cmd;
 mod probe_cmd;
 mod proxy_cmd;
+mod quickstart_cmd;
 mod secrets;
 
 use ambos_ca::CaError;
@@ -108,6 +109,9 @@ enum Command {
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
     Proxy(proxy_cmd::ProxyArgs),
+    /// See the whole system work on this machine: CA, certificates, proxy, and four calls.
+    #[command(after_help = "Examples:\n  ambos quickstart\n  ambos quickstart --dir /tmp/demo --exit")]
+    Quickstart(quickstart_cmd::QuickstartArgs),
     /// Walk a real mTLS handshake step by step and say why it fails.
     #[command(
         after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json"
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
         Command::Proxy(a) => proxy_cmd::run(a),
         Command::Tunnel(a) => proxy_cmd::tunnel(a),
         Command::Probe(a) => probe_cmd::run(a),
+        Command::Quickstart(a) => quickstart_cmd::run(a),
         Command::Serve(a) => lifecycle_cmd::serve(&global, a),
         Command::Token(k) => lifecycle_cmd::token(&global, k),
         Command::Enroll(a) => lifecycle_cmd::enroll(a),
