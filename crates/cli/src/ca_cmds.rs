@@ -80,6 +80,9 @@ pub struct LeafArgs {
     /// Replace existing NAME.crt / NAME.key files.
     #[arg(long)]
     force: bool,
+    /// Start of validity instead of now: +DURATION from now (e.g. +1h) or RFC 3339.
+    #[arg(long, value_name = "WHEN")]
+    not_before: Option<String>,
     /// Client certificate that may use the CA API's admin endpoints (revoke, list).
     #[arg(long, conflicts_with = "batch")]
     admin: bool,
@@ -408,7 +411,15 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         IssueKind::Client(a) => (Profile::Client, a),
     };
     let key_type = key_type(&a.key_type)?;
-    let requests = match &a.batch {
+    let not_before = match &a.not_before {
+        None => None,
+        Some(w) => Some(match w.strip_prefix('+') {
+            Some(d) => OffsetDateTime::now_utc() + duration(d, "not-before")?,
+            None => OffsetDateTime::parse(w, &Rfc3339)
+                .map_err(|_| input_error(format!("--not-before '{w}': expected +DURATION or an RFC 3339 time")))?,
+        }),
+    };
+    let mut requests = match &a.batch {
         Some(file) => batch_requests(file, profile, &a, key_type)?,
         None => vec![leaf_request(
             a.name.as_deref().unwrap_or_default(),
@@ -421,6 +432,9 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
             key_type,
         )?],
     };
+    for r in &mut requests {
+        r.not_before = not_before;
+    }
     let outputs = Outputs {
         dir: a.out.clone(),
         p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },

@@ -33,6 +33,9 @@ pub struct ProbeArgs {
     /// Name to check the server's certificate against (default: HOST).
     #[arg(long)]
     pub server_name: Option<String>,
+    /// Offer only this TLS version (1.2 or 1.3), to test a server's versions.
+    #[arg(long)]
+    pub tls_version: Option<String>,
     /// Stop after the handshake instead of sending `GET /`.
     #[arg(long)]
     pub no_http: bool,
@@ -367,8 +370,14 @@ pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
     let verifier =
         Arc::new(RecordingVerifier { inner, rec: rec.clone(), algs: provider.signature_verification_algorithms });
     let resolver = Arc::new(RecordingResolver { key: local.as_ref().map(|l| l.key.clone()), rec: rec.clone() });
+    let versions: &[&rustls::SupportedProtocolVersion] = match a.tls_version.as_deref() {
+        None => rustls::DEFAULT_VERSIONS,
+        Some("1.2") => &[&rustls::version::TLS12],
+        Some("1.3") => &[&rustls::version::TLS13],
+        Some(v) => return Err(input_error(format!("--tls-version '{v}': expected 1.2 or 1.3"))),
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(resolver);

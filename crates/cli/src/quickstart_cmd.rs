@@ -178,6 +178,7 @@ path = "audit.jsonl"
         key: who.map(|w| certs.join(format!("{w}.key"))),
         ca: Some(certs.join("ca.crt")),
         server_name: None,
+        tls_version: None,
         no_http: false,
         path: "/".into(),
         json: false,

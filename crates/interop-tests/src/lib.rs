@@ -272,3 +272,31 @@ pub fn start_echo_server() -> u16 {
 pub fn terminate(child: &Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }
+
+/// Starts nginx (single process, foreground) with `server_block` inside
+/// `http {}`; paths in the block may use `{dir}`. Returns the guard.
+pub fn start_nginx(dir: &Path, server_block: &str, port: u16) -> ChildGuard {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx-{port}.pid;\nerror_log {d}/nginx-{port}-error.log info;\n\
+         events {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}\n}}\n",
+        server_block.replace("{dir}", &d.to_string())
+    );
+    let path = dir.join(format!("nginx-{port}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let log = dir.join(format!("nginx-{port}-error.log"));
+    let mut child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg(dir.join(format!("nginx-{port}-startup.log")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    wait_for_port(port, &mut child, &log);
+    ChildGuard(child)
+}

@@ -208,8 +208,8 @@ impl Authority {
         p.distinguished_name = dn;
         p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
         p.serial_number = Some(serial.as_bytes().to_vec().into());
-        p.not_before = now - backdate(req.ttl);
-        p.not_after = (now + req.ttl).min(self.not_after);
+        p.not_before = req.not_before.unwrap_or(now - backdate(req.ttl));
+        p.not_after = (req.not_before.unwrap_or(now) + req.ttl).min(self.not_after);
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if req.profile == Profile::Server && public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
@@ -269,6 +269,7 @@ impl Authority {
             organization: request.organization,
             ttl,
             key_type: KeyType::EcP256,
+            not_before: None,
         };
         self.issue_for_key(&req, &request.public_key, now)
     }

@@ -191,6 +191,9 @@ pub struct LeafRequest {
     pub organization: Option<String>,
     pub ttl: Duration,
     pub key_type: crate::KeyType,
+    /// Start of validity when not "now minus the back-dating" (e.g. a
+    /// certificate that becomes valid at a planned cut-over).
+    pub not_before: Option<time::OffsetDateTime>,
 }
 
 impl LeafRequest {
@@ -203,6 +206,7 @@ impl LeafRequest {
             organization: None,
             ttl: profile.default_ttl(),
             key_type: crate::KeyType::EcP256,
+            not_before: None,
         }
     }
 

@@ -5,4 +5,5 @@ mod lifecycle;
 mod nginx;
 mod openssl;
 mod pkcs12;
+mod probe;
 mod proxy;

@@ -1,0 +1,168 @@
+//! The failure catalog: every entry diagnosed by `ambos probe`, against the
+//! ambos proxy and against nginx with `ssl_verify_client on` (including
+//! nginx's 400 after a TLS 1.3 handshake). Plus `ambos quickstart --exit`.
+use ambos_interop_tests::{
+    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_for_port, ChildGuard, TestCa,
+};
+use std::process::{Command, Stdio};
+
+fn probe(ca: &TestCa, port: u16, who: Option<(&TestCa, &str)>, extra: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(ambos_bin());
+    cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"]).arg(ca.path("ca.crt"));
+    if let Some((owner, name)) = who {
+        cmd.arg("--cert").arg(owner.path(&format!("{name}.crt"))).arg("--key").arg(owner.path(&format!("{name}.key")));
+    }
+    cmd.args(extra);
+    let out = run(&mut cmd);
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    assert_eq!(out.code, if v["ok"] == true { 0 } else { 1 }, "exit code follows the verdict");
+    v
+}
+
+#[track_caller]
+fn expect(v: &serde_json::Value, needle: &str, case: &str) {
+    let cause = v["cause"].as_str().unwrap_or("");
+    assert!(v["ok"] == false, "{case}: probe said OK: {v}");
+    assert!(cause.contains(needle), "{case}: verdict should name '{needle}', got '{cause}'");
+    assert!(v["verdict"].as_str().unwrap().starts_with("FAIL: "), "{case}");
+    assert!(v["fix"].as_str().is_some_and(|f| !f.is_empty()), "{case}: no fix given");
+}
+
+struct Cast {
+    ca: TestCa,
+    other: TestCa,
+}
+
+fn cast() -> Cast {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "expired", &["--ttl", "1s"]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
+    ca.issue("client", "bob", &[]);
+    ca.issue("client", "carol", &[]);
+    ca.issue("client", "future", &["--not-before", "+1h"]);
+    ca.issue("server", "server-only", &["--san", "dns:server-only.test"]);
+    ca.ambos(&["revoke", "carol"]).ok();
+    ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
+    let other = TestCa::new(&["--name", "Elsewhere"]);
+    other.issue("client", "alice", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1200)); // `expired` expires
+    Cast { ca, other }
+}
+
+/// Every catalog entry against a server on `port`; `tls_mismatch_port` is a
+/// server that shares no TLS version or cipher with us (or with `--tls-version 1.2`).
+fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
+    let ca = &c.ca;
+    let ok = probe(ca, port, Some((ca, "alice")), &[]);
+    assert_eq!(ok["ok"], true, "{server}: alice should pass: {ok}");
+    assert_eq!(ok["client_cert_requested"], true);
+    assert!(
+        ok["acceptable_cas"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("Interop Root CA")),
+        "{ok}"
+    );
+    expect(&probe(ca, port, None, &[]), "no client certificate sent", &format!("{server}: no certificate"));
+    let v = probe(ca, port, Some((&c.other, "alice")), &[]);
+    let cause = v["cause"].as_str().unwrap_or("");
+    assert!(cause.contains("CA") && cause.contains("trust"), "{server}: other CA: {cause}");
+    expect(&probe(ca, port, Some((ca, "expired")), &[]), "has expired", &format!("{server}: expired"));
+    expect(&probe(ca, port, Some((ca, "future")), &[]), "not valid yet", &format!("{server}: not yet valid"));
+    expect(&probe(ca, port, Some((ca, "server-only")), &[]), "clientAuth", &format!("{server}: wrong EKU"));
+    expect(&probe(ca, port, Some((ca, "carol")), &[]), "revoked", &format!("{server}: revoked"));
+    expect(
+        &probe(&c.other, port, Some((ca, "alice")), &[]),
+        "not trusted by --ca",
+        &format!("{server}: server untrusted"),
+    );
+    expect(
+        &probe(ca, port, Some((ca, "alice")), &["--server-name", "wrong.test"]),
+        "server name mismatch",
+        &format!("{server}: name"),
+    );
+    expect(&probe(ca, port, Some((ca, "bob")), &[]), "denied by route policy", &format!("{server}: 403"));
+    expect(
+        &probe(ca, mismatch.0, Some((ca, "alice")), mismatch.1),
+        "TLS version or cipher mismatch",
+        &format!("{server}: versions"),
+    );
+}
+
+#[test]
+fn probe_names_every_catalog_entry_against_the_ambos_proxy() {
+    let c = cast();
+    let upstream = start_http_upstream();
+    let port = free_port();
+    let config = c.ca.write(
+        "proxy.toml",
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{port}\"\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
+             client_ca = \"certs/ca.crt\"\ncrl = \"certs/crls.pem\"\nmin_version = \"1.3\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n\
+             [[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n[audit]\npath = \"audit.jsonl\"\n"
+        ),
+    );
+    let log = c.ca.dir().join("proxy.log");
+    let mut child = Command::new(ambos_bin())
+        .args(["proxy", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, &log);
+    let _g = ChildGuard(child);
+    catalog(&c, port, (port, &["--tls-version", "1.2"]), "ambos proxy");
+    // The server side names the same causes in its audit log.
+    let audit = std::fs::read_to_string(c.ca.dir().join("audit.jsonl")).unwrap();
+    for reason in ["sent no certificate", "revoked", "does not trust", "allow list", "no TLS version"] {
+        assert!(audit.contains(reason), "audit lacks '{reason}':\n{audit}");
+    }
+}
+
+#[test]
+fn probe_names_every_catalog_entry_against_nginx() {
+    require("nginx");
+    let c = cast();
+    let port = free_port();
+    let block = format!(
+        "server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {{dir}}/certs/localhost.crt;\n ssl_certificate_key {{dir}}/certs/localhost.key;\n\
+         ssl_client_certificate {{dir}}/certs/ca.crt;\n ssl_verify_client on;\n ssl_verify_depth 2;\n ssl_crl {{dir}}/certs/crls.pem;\n\
+         ssl_protocols TLSv1.2 TLSv1.3;\n location / {{\n  if ($ssl_client_s_dn !~ \"CN=alice\") {{ return 403; }}\n  return 200 \"hello\\n\";\n }}\n}}"
+    );
+    let _nginx = start_nginx(c.ca.dir(), &block, port);
+    // A second nginx that offers only a cipher rustls refuses (RSA key exchange, CBC).
+    let weak = free_port();
+    let weak_block = format!(
+        "server {{\n listen 127.0.0.1:{weak} ssl;\n ssl_certificate {{dir}}/certs/localhost.crt;\n ssl_certificate_key {{dir}}/certs/localhost.key;\n\
+         ssl_protocols TLSv1.2;\n ssl_ciphers AES128-SHA;\n location / {{ return 200; }}\n}}"
+    );
+    let _weak = start_nginx(c.ca.dir(), &weak_block, weak);
+    catalog(&c, port, (weak, &[]), "nginx");
+}
+
+#[test]
+fn quickstart_exit_runs_the_demo_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let qs = dir.path().join("qs");
+    let out = run(Command::new(ambos_bin()).args(["quickstart", "--exit", "--dir"]).arg(&qs)).ok();
+    for needle in [
+        "OK: mTLS works",
+        "FAIL: no client certificate sent",
+        "FAIL: authorized by TLS but denied by route policy",
+        "FAIL: our client certificate is revoked",
+        "curl --cacert",
+        "quickstart: all four calls behaved as expected",
+    ] {
+        assert!(out.stdout.contains(needle), "quickstart output lacks '{needle}':\n{}", out.stdout);
+    }
+    assert!(qs.join("proxy.toml").exists() && qs.join("certs/alice.crt").exists());
+    // Its proxy port is closed again: nothing left running.
+    let port: u16 = out.stdout.split("https://localhost:").nth(1).unwrap()[..5]
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "proxy still listening after --exit");
+    // A second run refuses to overwrite the first.
+    run(Command::new(ambos_bin()).args(["quickstart", "--exit", "--dir"]).arg(&qs))
+        .fails_with(2, "already holds a quickstart");
+}
