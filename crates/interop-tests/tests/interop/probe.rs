@@ -81,6 +81,17 @@ fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
         &format!("{server}: name"),
     );
     expect(&probe(ca, port, Some((ca, "bob")), &[]), "denied by route policy", &format!("{server}: 403"));
+    // A key that is not the certificate's is found before connecting.
+    let mut cmd = Command::new(ambos_bin());
+    cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"])
+        .arg(ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(ca.path("alice.crt"))
+        .arg("--key")
+        .arg(ca.path("bob.key"));
+    let v: serde_json::Value = serde_json::from_str(&run(&mut cmd).stdout).unwrap();
+    expect(&v, "private key does not match", &format!("{server}: key mismatch"));
+    assert!(!v["steps"].as_array().unwrap().iter().any(|s| s["step"] == "TCP connect"), "{server}: connected anyway");
     expect(
         &probe(ca, mismatch.0, Some((ca, "alice")), mismatch.1),
         "TLS version or cipher mismatch",
