@@ -251,7 +251,9 @@ fn load_local(cert: &std::path::Path, key: &std::path::Path, r: &mut Report) -> 
         return Ok(None);
     }
     let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| input_error(format!("--cert: {e}")))?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    // Sub-second precision: X.509 times are whole seconds, and a certificate
+    // is valid up to and including its notAfter second.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
     let v = leaf.validity();
     let client_auth_eku = match leaf.extended_key_usage() {
         Ok(Some(e)) => e.value.client_auth || e.value.any,
@@ -266,8 +268,8 @@ fn load_local(cert: &std::path::Path, key: &std::path::Path, r: &mut Report) -> 
     }
     let local = Local {
         key: Arc::new(ck),
-        leaf_expired: now > v.not_after.timestamp(),
-        not_yet_valid: now < v.not_before.timestamp(),
+        leaf_expired: now > v.not_after.timestamp() as f64,
+        not_yet_valid: now < v.not_before.timestamp() as f64,
         client_auth_eku,
         issuers,
         subject: leaf.subject().to_string(),

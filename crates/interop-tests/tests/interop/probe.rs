@@ -47,7 +47,7 @@ fn cast() -> Cast {
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
     let other = TestCa::new(&["--name", "Elsewhere"]);
     other.issue("client", "alice", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(1200)); // `expired` expires
+    std::thread::sleep(std::time::Duration::from_millis(2100)); // `expired` expires
     Cast { ca, other }
 }
 
@@ -123,10 +123,18 @@ fn probe_names_every_catalog_entry_against_the_ambos_proxy() {
     wait_for_port(port, &mut child, &log);
     let _g = ChildGuard(child);
     catalog(&c, port, (port, &["--tls-version", "1.2"]), "ambos proxy");
-    // The server side names the same causes in its audit log.
-    let audit = std::fs::read_to_string(c.ca.dir().join("audit.jsonl")).unwrap();
+    // The server side names the same causes in its audit log (written by a
+    // background thread: wait for it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for reason in ["sent no certificate", "revoked", "does not trust", "allow list", "no TLS version"] {
-        assert!(audit.contains(reason), "audit lacks '{reason}':\n{audit}");
+        loop {
+            let audit = std::fs::read_to_string(c.ca.dir().join("audit.jsonl")).unwrap_or_default();
+            if audit.contains(reason) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "audit lacks '{reason}':\n{audit}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }
 
