@@ -7,6 +7,8 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v nginx >/dev/null || need+=(nginx-light)
+# HAProxy: the third proxy in bench/compare.sh.
+command -v haproxy >/dev/null || need+=(haproxy)
 command -v keytool >/dev/null || need+=(openjdk-17-jre-headless)
 # `java Client.java` (single-file source launch) needs the compiler module.
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
@@ -20,7 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts nginx on install; the tests run their own instances.
-if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
-    systemctl stop nginx || true
-fi
+for svc in nginx haproxy; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" || true
+    fi
+done
 echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | head -1)"

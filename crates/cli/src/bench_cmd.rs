@@ -35,6 +35,9 @@ pub enum Mode {
     Http,
     /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
     Enroll,
+    /// Open --count mTLS connections (each with one keep-alive request),
+    /// hold them idle for --duration, then close: the server's memory per connection.
+    Hold,
 }
 
 impl Mode {
@@ -43,6 +46,7 @@ impl Mode {
             Mode::Handshake => "handshake",
             Mode::Http => "http",
             Mode::Enroll => "enroll",
+            Mode::Hold => "hold",
         }
     }
 }
@@ -106,6 +110,10 @@ struct Plan {
     started: AtomicU64,
     first_error: Mutex<Option<String>>,
     tokens: Vec<String>,
+    /// hold: how long to keep the connections open once all are.
+    hold_for: Duration,
+    /// hold: connection attempts finished so far (all workers).
+    opened: AtomicU64,
 }
 
 impl Plan {
@@ -180,6 +188,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                         Mode::Handshake => handshake_worker(&plan).await,
                         Mode::Http => http_worker(&plan).await,
                         Mode::Enroll => enroll_worker(&plan).await,
+                        Mode::Hold => hold_worker(&plan).await,
                     }
                 })
             })
@@ -236,6 +245,14 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     if a.concurrency == 0 {
         return Err(input_error("--concurrency must be at least 1"));
     }
+    if a.mode == Mode::Hold && a.count.is_none() {
+        return Err(input_error("hold needs --count (connections to open)"));
+    }
+    let hold_for = if a.mode == Mode::Hold {
+        ambos_pki::parse_duration(&a.duration).context("--duration")?
+    } else {
+        Duration::ZERO
+    };
     let limit = match a.count {
         Some(0) => return Err(input_error("--count must be at least 1")),
         Some(n) => Limit::Count(n),
@@ -293,6 +310,8 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
         started: AtomicU64::new(0),
         first_error: Mutex::new(None),
         tokens,
+        hold_for,
+        opened: AtomicU64::new(0),
     })
 }
 
@@ -464,4 +483,35 @@ async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &
         anyhow::bail!("unexpected status {status}: {}", String::from_utf8_lossy(&body));
     }
     Ok(())
+}
+
+/// Opens connections (each completes one keep-alive request, so the server
+/// has fully set it up), then, once every worker is done opening, keeps them
+/// all idle for `hold_for`.
+async fn hold_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::default();
+    let mut held = Vec::new();
+    while plan.next() {
+        let started = Instant::now();
+        let mut sender: Option<Sender> = None;
+        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_request(plan, &mut sender)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
+        };
+        if outcome.is_ok() {
+            held.extend(sender);
+        }
+        plan.opened.fetch_add(1, Ordering::Relaxed); // attempts, failed ones too
+        tally.record(plan, started, outcome);
+    }
+    let total = match plan.limit {
+        Limit::Count(n) => n,
+        Limit::Until(_) => 0,
+    };
+    while plan.opened.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(plan.hold_for).await;
+    drop(held);
+    tally
 }

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of mTLS-terminating proxies with one set of
+# ambos-issued P-256 certificates (client chain: leaf + intermediate):
+# nginx (ssl_verify_client on), HAProxy (verify required) and ambos proxy.
+# Each proxy runs alone on CPU 0 with one worker; the load generator
+# (`ambos bench`) and the upstream (a separate nginx answering 200) run on
+# CPU 1. Measured per proxy: full handshakes/s and proxy CPU per handshake
+# (no resumption: session cache and tickets off), keep-alive requests/s and
+# proxy CPU per request, client p99, and resident memory per idle mTLS
+# connection with HOLD connections open.
+#   bench/compare.sh                 # release; writes the table into docs/benchmarks.md
+#   SMOKE=1 bench/compare.sh         # debug build, tiny counts, docs untouched
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SMOKE="${SMOKE:-0}"
+if [[ "$SMOKE" == 1 ]]; then
+    HANDSHAKES="${HANDSHAKES:-100}"; REQUESTS="${REQUESTS:-1000}"; HOLD="${HOLD:-200}"; PROFILE=debug
+else
+    HANDSHAKES="${HANDSHAKES:-10000}"; REQUESTS="${REQUESTS:-200000}"; HOLD="${HOLD:-10000}"; PROFILE=release
+fi
+CONCURRENCY="${CONCURRENCY:-8}"
+PROXIES="${PROXIES:-nginx haproxy ambos}"
+for tool in taskset python3 nginx haproxy getconf; do
+    command -v "$tool" >/dev/null || { echo "bench/compare.sh: $tool is required (scripts/install-deps.sh)" >&2; exit 2; }
+done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build -p ambos) >&2; fi
+AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-compare.XXXXXX")"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local port="$1" what="$2" pid="$3" i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || { echo "bench/compare.sh: $what exited:" >&2; cat "$TMP/$what.log" >&2 || true; exit 1; }
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench/compare.sh: $what not listening on $port" >&2; exit 1
+}
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+"$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1
+"$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
+"$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
+C="$TMP/certs"
+cat "$C/localhost.crt" "$C/localhost.key" >"$C/haproxy.pem"
+
+NOFILE_NGX="$NOFILE"
+ngx_common() {
+    cat <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile $NOFILE_NGX;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 30000; }
+EOF
+}
+ngx_temp() { echo "client_body_temp_path $1/body; proxy_temp_path $1/proxy; fastcgi_temp_path $1/fcgi; uwsgi_temp_path $1/uwsgi; scgi_temp_path $1/scgi;"; }
+
+# The upstream: nginx answering 200, on the load core.
+UPORT="$(free_port)"; mkdir -p "$TMP/up"
+{ ngx_common "$TMP/up"; echo "http { access_log off; $(ngx_temp "$TMP/up") keepalive_requests 100000000; keepalive_timeout 300s;
+  server { listen 127.0.0.1:$UPORT; location / { default_type text/plain; return 200 \"ok\"; } } }"; } >"$TMP/up/nginx.conf"
+taskset -c 1 nginx -p "$TMP/up" -e "$TMP/up/startup.log" -c "$TMP/up/nginx.conf" >"$TMP/upstream.log" 2>&1 &
+PIDS+=($!); wait_port "$UPORT" upstream "$!"
+
+start_proxy() {
+    local kind="$1" port="$2" d="$TMP/$1"
+    mkdir -p "$d"
+    case "$kind" in
+    nginx)
+        { ngx_common "$d"; echo "http { access_log off; $(ngx_temp "$d")
+  upstream up { server 127.0.0.1:$UPORT; keepalive 64; }
+  server { listen 127.0.0.1:$port ssl; ssl_certificate $C/localhost.crt; ssl_certificate_key $C/localhost.key;
+    ssl_client_certificate $C/ca.crt; ssl_verify_client on; ssl_verify_depth 2;
+    ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
+    keepalive_requests 100000000; keepalive_timeout 300s;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; } } }"; } >"$d/nginx.conf"
+        taskset -c 0 nginx -p "$d" -e "$d/startup.log" -c "$d/nginx.conf" >"$TMP/$kind.log" 2>&1 & ;;
+    haproxy)
+        cat >"$d/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    ulimit-n $NOFILE
+    maxconn $((HOLD + 200))
+    tune.ssl.cachesize 0
+    ssl-default-bind-options no-tls-tickets
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+frontend fe
+    bind 127.0.0.1:$port ssl crt $C/haproxy.pem ca-file $C/ca.crt verify required alpn http/1.1
+    default_backend be
+backend be
+    http-reuse always
+    server up 127.0.0.1:$UPORT
+EOF
+        taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$TMP/$kind.log" 2>&1 & ;;
+    ambos)
+        cat >"$d/proxy.toml" <<EOF
+[listen]
+address = "127.0.0.1:$port"
+[tls]
+cert = "$C/localhost.crt"
+key = "$C/localhost.key"
+client_ca = "$C/ca.crt"
+[upstream]
+url = "http://127.0.0.1:$UPORT"
+[[route]]
+path = "/**"
+allow = ["any"]
+[limits]
+max_connections = 30000
+idle_timeout = "300s"
+EOF
+        taskset -c 0 "$AMBOS" proxy --config "$d/proxy.toml" >"$TMP/$kind.log" 2>&1 & ;;
+    esac
+    PROXY_PID=$!
+    PIDS+=("$PROXY_PID")
+    wait_port "$port" "$kind" "$PROXY_PID"
+}
+
+bench() {
+    local port="$1" mode="$2" count="$3"; shift 3
+    taskset -c 1 "$AMBOS" bench "$mode" --target "127.0.0.1:$port" --server-name localhost \
+        --cert "$C/bench-client.crt" --key "$C/bench-client.key" --ca "$C/ca.crt" --count "$count" --json "$@"
+}
+
+measure() {
+    local port="$1" mode="$2" count="$3" before after
+    before="$(cpu_ticks "$PROXY_PID")"
+    RESULT="$(bench "$port" "$mode" "$count" --concurrency "$CONCURRENCY")"
+    after="$(cpu_ticks "$PROXY_PID")"
+    [[ "$(json "$RESULT" errors)" == 0 ]] || { echo "bench/compare.sh: $mode errors: $RESULT" >&2; exit 1; }
+    CPU_US="$(python3 -c 'import sys; t, hz, n = map(float, sys.argv[1:]); print(f"{t * 1e6 / hz / n:.1f}")' "$((after - before))" "$CLK_TCK" "$(json "$RESULT" ops)")"
+}
+
+declare -A HS_CPU HS_RATE HS_P99 RQ_CPU RQ_RATE RQ_P99 MEM
+for kind in $PROXIES; do
+    port="$(free_port)"
+    echo "== $kind on CPU 0" >&2
+    start_proxy "$kind" "$port"
+    bench "$port" handshake 50 --concurrency 4 >/dev/null
+    bench "$port" http 500 --concurrency 4 >/dev/null
+    measure "$port" handshake "$HANDSHAKES"
+    HS_CPU[$kind]="$CPU_US"; HS_RATE[$kind]="$(json "$RESULT" ops_per_sec)"; HS_P99[$kind]="$(json "$RESULT" p99_us)"
+    measure "$port" http "$REQUESTS"
+    RQ_CPU[$kind]="$CPU_US"; RQ_RATE[$kind]="$(json "$RESULT" ops_per_sec)"; RQ_P99[$kind]="$(json "$RESULT" p99_us)"
+    # Idle connections: RSS before, and while HOLD connections are open.
+    rss0="$(rss_kib "$PROXY_PID")"
+    bench "$port" hold "$HOLD" --concurrency 64 --duration 6s >"$TMP/hold.json" &
+    holder=$!
+    sleep 1
+    peak="$rss0"
+    while kill -0 "$holder" 2>/dev/null; do
+        r="$(rss_kib "$PROXY_PID")"; (( r > peak )) && peak="$r"
+        sleep 0.5
+    done
+    wait "$holder" || { echo "bench/compare.sh: hold failed: $(cat "$TMP/hold.json")" >&2; exit 1; }
+    [[ "$(json "$(cat "$TMP/hold.json")" errors)" == 0 ]] || { echo "bench/compare.sh: hold errors: $(cat "$TMP/hold.json")" >&2; exit 1; }
+    MEM[$kind]="$(python3 -c 'import sys; a, b, n = map(float, sys.argv[1:]); print(f"{(b - a) / n:.1f}")' "$rss0" "$peak" "$HOLD")"
+    kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true
+done
+
+ratio() { python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{a / b:.2f}x" if b else "-")' "$1" "$2"; }
+NGINX_V="$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+HAPROXY_V="$(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
+OPENSSL_V="$(openssl version | awk '{print $2}')"
+AMBOS_V="$("$AMBOS" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+TABLE="$(
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $PROFILE build; nginx $NGINX_V, HAProxy $HAPROXY_V (OpenSSL $OPENSSL_V), ambos $AMBOS_V. $HANDSHAKES handshakes, $REQUESTS requests, concurrency $CONCURRENCY; $HOLD idle connections."
+    echo
+    echo "| proxy | CPU/handshake | handshakes/s | p99 (handshake) | CPU/request | requests/s | p99 (request) | KiB per idle connection |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for kind in $PROXIES; do
+        printf '| %s | %s µs | %.0f | %s µs | %s µs | %.0f | %s µs | %s |\n' "$kind" "${HS_CPU[$kind]}" "${HS_RATE[$kind]}" "${HS_P99[$kind]}" \
+            "${RQ_CPU[$kind]}" "${RQ_RATE[$kind]}" "${RQ_P99[$kind]}" "${MEM[$kind]}"
+    done
+    if [[ " $PROXIES " == *" nginx "* ]]; then
+        echo
+        echo "| proxy | CPU/handshake vs nginx | CPU/request vs nginx | memory/connection vs nginx |"
+        echo "|---|---|---|---|"
+        for kind in $PROXIES; do
+            echo "| $kind | $(ratio "${HS_CPU[$kind]}" "${HS_CPU[nginx]}") | $(ratio "${RQ_CPU[$kind]}" "${RQ_CPU[nginx]}") | $(ratio "${MEM[$kind]}" "${MEM[nginx]}") |"
+        done
+    fi
+)"
+echo "$TABLE"
+if [[ "$SMOKE" != 1 ]]; then
+    python3 - "$ROOT/docs/benchmarks.md" "$TABLE" <<'EOF'
+import sys
+path, table = sys.argv[1], sys.argv[2]
+text = open(path).read()
+begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+block = f"{begin}\n{table}\n{end}"
+if begin in text:
+    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+else:
+    text += f"\n## Side by side: nginx, HAProxy, ambos (bench/compare.sh)\n\n{block}\n"
+open(path, "w").write(text)
+EOF
+    echo "(written to docs/benchmarks.md)"
+fi
