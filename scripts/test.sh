@@ -31,5 +31,6 @@ echo "== benchmark smoke runs (tiny counts, so they cannot rot)"
 cargo bench -p ambos-ca --bench issuance --locked -- --test
 SMOKE=1 ./bench/proxy.sh
 SMOKE=1 ./bench/enroll.sh
+SMOKE=1 ./bench/compare.sh
 
 echo "tests: $passed passed, $failed failed"
