@@ -300,3 +300,27 @@ pub fn start_nginx(dir: &Path, server_block: &str, port: u16) -> ChildGuard {
     wait_for_port(port, &mut child, &log);
     ChildGuard(child)
 }
+
+/// `openssl s_client -quiet` to 127.0.0.1:`port` as `who` (a TestCa and a
+/// certificate name, sending leaf + intermediate), with `input` on stdin.
+pub fn s_client(ca: &TestCa, who: &str, port: u16, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .arg("-CAfile")
+        .arg(ca.path("ca.crt"))
+        .arg("-cert")
+        .arg(ca.path(&format!("{who}.crt")))
+        .arg("-cert_chain")
+        .arg(ca.path(&format!("{who}.crt")))
+        .arg("-key")
+        .arg(ca.path(&format!("{who}.key")))
+        .arg("-verify_return_error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start openssl s_client");
+    child.stdin.take().expect("stdin").write_all(input).expect("write to s_client");
+    Run::from(child.wait_with_output().expect("openssl s_client"))
+}

@@ -2,7 +2,7 @@
 //! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
 //! `crl_url`, and `ambos tunnel`.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, Run, TestCa,
+    ambos_bin, free_port, require, run, s_client, start_http_upstream, wait_for_port, ChildGuard, Run, TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -207,35 +207,9 @@ fn the_api_answers_curl_and_openssl_with_credentials_and_refuses_without() {
     assert_eq!(code, "403");
 
     // openssl s_client with the admin certificate.
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", c.port), "-servername", "localhost"])
-        .arg("-CAfile")
-        .arg(c.ca.path("ca.crt"))
-        .arg("-cert")
-        .arg(c.ca.path("admin.crt"))
-        .arg("-cert_chain")
-        .arg(c.ca.path("admin.crt"))
-        .arg("-key")
-        .arg(c.ca.path("admin.key"))
-        .arg("-verify_return_error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET /v1/certs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        s_client(&c.ca, "admin", c.port, b"GET /v1/certs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(out.stdout.starts_with("HTTP/1.1 200"), "{}", out.stderr);
     // Without trusting our root, the API's certificate is refused.
     let out = run(Command::new("curl")
         .args(["-sS", "--max-time", "5"])

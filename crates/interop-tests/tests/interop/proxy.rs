@@ -1,8 +1,8 @@
 //! `ambos proxy` against real clients (curl HTTP/1.1 and HTTP/2, openssl
 //! s_client, Python ssl, a Java 17 JSSE client) with ambos certificates.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_echo_server, start_http_upstream, terminate, wait_for_port, ChildGuard,
-    Run, TestCa,
+    ambos_bin, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, wait_for_port,
+    ChildGuard, TestCa,
 };
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -227,30 +227,9 @@ fn openssl_python_and_java_clients_get_through() {
     let f = Fixture::http(start_http_upstream());
 
     // openssl s_client sends the chain (leaf + intermediate) and an HTTP request.
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", f.port), "-servername", "localhost"])
-        .arg("-CAfile")
-        .arg(f.ca.path("ca.crt"))
-        .arg("-cert")
-        .arg(f.ca.path("alice.crt"))
-        .arg("-cert_chain")
-        .arg(f.ca.path("alice.crt"))
-        .arg("-key")
-        .arg(f.ca.path("alice.key"))
-        .args(["-verify_return_error"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"GET /from-openssl HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("HTTP/1.1 200"), "openssl s_client: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        s_client(&f.ca, "alice", f.port, b"GET /from-openssl HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert!(out.stdout.starts_with("HTTP/1.1 200"), "openssl s_client: {} {}", out.stdout, out.stderr);
 
     // Python's ssl module.
     let script = f.ca.write(
@@ -435,32 +414,6 @@ fn a_newly_revoked_client_is_refused_after_crl_reload_and_a_broken_cert_keeps_th
     assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200");
 }
 
-fn s_client(f: &Fixture, who: &str, input: &[u8]) -> Run {
-    use std::io::Write;
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-quiet", "-connect", &format!("127.0.0.1:{}", f.port), "-servername", "localhost"])
-        .arg("-CAfile")
-        .arg(f.ca.path("ca.crt"))
-        .arg("-cert")
-        .arg(f.ca.path(&format!("{who}.crt")))
-        .arg("-cert_chain")
-        .arg(f.ca.path(&format!("{who}.crt")))
-        .arg("-key")
-        .arg(f.ca.path(&format!("{who}.key")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_others() {
     require("openssl");
@@ -469,9 +422,9 @@ fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_other
     let routes = "[[route]]\nallow = [\"spiffe://acme.test/alice\"]\n";
     let cfg = fix_tcp_config(&f.config(f.port, &format!("address = \"127.0.0.1:{echo}\""), routes));
     f.start(&cfg);
-    let alice = s_client(&f, "alice", b"hello over mtls\n");
+    let alice = s_client(&f.ca, "alice", f.port, b"hello over mtls\n");
     assert!(alice.stdout.contains("echo: hello over mtls"), "{} {}", alice.stdout, alice.stderr);
-    let bob = s_client(&f, "bob", b"let me in\n");
+    let bob = s_client(&f.ca, "bob", f.port, b"let me in\n");
     assert!(!bob.stdout.contains("echo:"), "bob must not reach the upstream: {}", bob.stdout);
     let line = f.wait_audit("bob's TCP denial", |l| l["event"] == "connection" && l["identity"]["cn"] == "bob");
     assert_eq!(line["decision"], "deny");
