@@ -149,10 +149,21 @@ impl Route {
     }
 }
 
-/// Routes in config order.
+/// Routes in config order, indexed by the literal first path segment of
+/// their pattern, so a lookup checks only the routes that can match: those
+/// in the request's segment bucket and those whose first segment is a
+/// wildcard, merged in config order (the first match still wins).
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    by_first_segment: std::collections::HashMap<Box<str>, Vec<usize>>,
+    wildcard_first: Vec<usize>,
+}
+
+/// `/payments/x` → `payments`; `/` → ``.
+fn first_segment(path: &str) -> &str {
+    let p = path.strip_prefix('/').unwrap_or(path);
+    p.split('/').next().unwrap_or("")
 }
 
 /// The outcome of authorization for one request or TCP connection.
@@ -165,7 +176,17 @@ pub enum Decision<'a> {
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> RouteTable {
-        RouteTable { routes }
+        let mut by_first_segment: std::collections::HashMap<Box<str>, Vec<usize>> = Default::default();
+        let mut wildcard_first = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let seg = first_segment(&r.name);
+            if seg.contains('*') {
+                wildcard_first.push(i);
+            } else {
+                by_first_segment.entry(seg.into()).or_default().push(i);
+            }
+        }
+        RouteTable { routes, by_first_segment, wildcard_first }
     }
 
     pub fn len(&self) -> usize {
@@ -176,9 +197,32 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// First route whose path glob and methods cover the request.
+    /// First route (in config order) whose path glob and methods cover the request.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.matches(path))
+        let bucket: &[usize] = self.by_first_segment.get(first_segment(path)).map(Vec::as_slice).unwrap_or(&[]);
+        let wild = self.wildcard_first.as_slice();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let next = match (bucket.get(i), wild.get(j)) {
+                (Some(&a), Some(&b)) if a < b => {
+                    i += 1;
+                    a
+                }
+                (_, Some(&b)) => {
+                    j += 1;
+                    b
+                }
+                (Some(&a), None) => {
+                    i += 1;
+                    a
+                }
+                (None, None) => return None,
+            };
+            let r = &self.routes[next];
+            if r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.matches(path) {
+                return Some(r);
+            }
+        }
     }
 
     pub fn decide(&self, method: &Method, path: &str, id: Option<&Identity>) -> Decision<'_> {
@@ -255,6 +299,23 @@ mod tests {
         for bad in ["web", "foo:bar", "sha256:12", "cn:"] {
             assert!(AllowRule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn config_order_wins_across_index_buckets() {
+        let any = || vec![AllowRule::Any];
+        let routes = RouteTable::new(vec![
+            Route::new("/**", Some(vec![Method::GET]), any()),
+            Route::new("/a/**", None, any()),
+            Route::new("/*/b", None, any()),
+            Route::new("/a/b", None, any()),
+        ]);
+        assert_eq!(&*routes.find(&Method::GET, "/a/x").unwrap().name, "/**");
+        assert_eq!(&*routes.find(&Method::POST, "/a/x").unwrap().name, "/a/**");
+        assert_eq!(&*routes.find(&Method::POST, "/c/b").unwrap().name, "/*/b");
+        assert_eq!(&*routes.find(&Method::POST, "/a/b").unwrap().name, "/a/**");
+        assert!(routes.find(&Method::POST, "/c/d").is_none());
+        assert_eq!(&*routes.find(&Method::POST, "/a").unwrap().name, "/a/**");
     }
 
     #[test]
