@@ -58,8 +58,10 @@ impl ServerTlsConfig {
         let chain = load_certs(&self.cert)?;
         let key = load_key(&self.key)?;
         let mut roots = RootCertStore::empty();
+        let mut anchors = Vec::new();
         for path in &self.client_ca {
             for cert in load_certs(path)? {
+                anchors.push(cert.clone());
                 roots.add(cert).map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
             }
         }
@@ -71,14 +73,13 @@ impl ServerTlsConfig {
             crls.extend(load_crls(path)?);
         }
         let crl_count = crls.len();
-        let revoked = crate::verifier::RevokedSet::from_crls(&crls);
+        let revoked = crate::verifier::RevokedSet::from_crls(&crls, &anchors);
         let provider = provider();
+        // CRLs go to our verifier, not webpki's (which would re-verify a CRL's
+        // signature on every chain). A certificate whose issuer published a CRL
+        // is checked against it; an issuer without one is not an error
+        // (as openssl -crl_check).
         let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if !crls.is_empty() {
-            // Each certificate whose issuer published a CRL is checked against it;
-            // an issuer without a configured CRL is not an error (as openssl -crl_check).
-            builder = builder.with_crls(crls).allow_unknown_revocation_status();
-        }
         if self.client_auth == ClientAuth::Optional {
             builder = builder.allow_unauthenticated();
         }

@@ -8,7 +8,10 @@
 //! name constraints and EKU depend only on those bytes and anchors, so they
 //! hold again. What depends on the moment is re-checked on every hit: the
 //! validity window of every certificate in the chain against the current
-//! time, and each certificate's (issuer, serial) against the current CRLs.
+//! time, and each certificate's serial against the CRLs of its issuer.
+//! Revocation is checked here for misses too (webpki gets no CRLs): each
+//! CRL's signature is verified once per issuer key, with the issuer taken
+//! from the verified chain or the trust anchors.
 //! Proof of possession — the CertificateVerify signature over this
 //! handshake's transcript — is never cached: it goes to webpki every time.
 use rustls::client::danger::HandshakeSignatureValid;
@@ -21,39 +24,140 @@ use std::sync::{Arc, Mutex};
 /// Most chains kept; past this the cache starts over (cheap, and bounded).
 const CAPACITY: usize = 16_384;
 
-/// Revoked certificates from every configured CRL: serial → issuer DNs (DER)
-/// that revoked it. Lookups borrow the serial: O(1), no allocation.
-#[derive(Debug, Default)]
-pub struct RevokedSet(HashMap<Box<[u8]>, Vec<Box<[u8]>>>);
+/// One loaded CRL: its revoked serials (a hash set: O(1) lookups), and what
+/// is needed to check its signature once per issuer key, lazily — webpki
+/// would re-hash the whole CRL on every chain it verifies (37 ms for a
+/// 1,000,000-entry CRL).
+struct LoadedCrl {
+    issuer: Box<[u8]>,
+    serials: std::collections::HashSet<Box<[u8]>>,
+    der: Arc<[u8]>,
+    tbs: std::ops::Range<usize>,
+    algorithm: std::ops::Range<usize>,
+    signature: Box<[u8]>,
+    /// SHA-256 of issuer keys this CRL's signature was checked against, and the outcome.
+    checked: Mutex<HashMap<[u8; 32], bool>>,
+}
 
-impl RevokedSet {
-    pub fn from_crls(crls: &[CertificateRevocationListDer<'_>]) -> RevokedSet {
+impl std::fmt::Debug for LoadedCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedCrl").field("entries", &self.serials.len()).finish()
+    }
+}
+
+fn range_of(outer: &[u8], inner: &[u8]) -> std::ops::Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
+}
+
+impl LoadedCrl {
+    fn parse(der: &[u8]) -> Option<LoadedCrl> {
         use x509_parser::prelude::FromDer;
-        let mut set: HashMap<Box<[u8]>, Vec<Box<[u8]>>> = HashMap::new();
-        for der in crls {
-            if let Ok((_, crl)) = x509_parser::revocation_list::CertificateRevocationList::from_der(der) {
-                let issuer: Box<[u8]> = crl.issuer().as_raw().into();
-                for r in crl.iter_revoked_certificates() {
-                    let issuers = set.entry(r.raw_serial().into()).or_default();
-                    if !issuers.contains(&issuer) {
-                        issuers.push(issuer.clone());
-                    }
-                }
-            }
-        }
-        RevokedSet(set)
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+        let serials = crl.iter_revoked_certificates().map(|r| r.raw_serial().into()).collect();
+        let der_arc: Arc<[u8]> = der.into();
+        let tbs = range_of(der, crl.tbs_cert_list.as_ref());
+        // signatureAlgorithm follows tbsCertList in the CertificateList SEQUENCE.
+        let (rest, _) = x509_parser::x509::AlgorithmIdentifier::from_der(&der[tbs.end..]).ok()?;
+        let algorithm = tbs.end..der.len() - rest.len();
+        Some(LoadedCrl {
+            issuer: crl.issuer().as_raw().into(),
+            serials,
+            tbs,
+            algorithm,
+            signature: crl.signature_value.data.as_ref().into(),
+            der: der_arc,
+            checked: Mutex::new(HashMap::new()),
+        })
     }
 
+    /// Whether this CRL is signed by the key in `issuer_cert` (checked once per key).
+    fn signed_by(&self, issuer_cert: &[u8]) -> bool {
+        use x509_parser::prelude::FromDer;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(issuer_cert) else { return false };
+        let key = {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+            let mut k = [0u8; 32];
+            k.copy_from_slice(d.as_ref());
+            k
+        };
+        if let Some(ok) = self.checked.lock().ok().and_then(|c| c.get(&key).copied()) {
+            return ok;
+        }
+        let ok = x509_parser::x509::AlgorithmIdentifier::from_der(&self.der[self.algorithm.clone()]).ok().is_some_and(
+            |(_, alg)| {
+                let sig = x509_parser::der_parser::asn1_rs::BitString::new(0, &self.signature);
+                x509_parser::verify::verify_signature(cert.public_key(), &alg, &sig, &self.der[self.tbs.clone()])
+                    .is_ok()
+            },
+        );
+        if let Ok(mut c) = self.checked.lock() {
+            c.insert(key, ok);
+        }
+        ok
+    }
+}
+
+/// Every configured CRL and the trust anchors that may have signed them.
+#[derive(Debug, Default)]
+pub struct RevokedSet {
+    crls: Vec<LoadedCrl>,
+    /// DER of the trust anchors, for CRLs they issue (e.g. the root's CRL covering intermediates).
+    anchors: Vec<Vec<u8>>,
+}
+
+impl RevokedSet {
+    /// Parses each CRL once; `anchors` are the trust anchors' certificates.
+    pub fn from_crls(crls: &[CertificateRevocationListDer<'_>], anchors: &[CertificateDer<'_>]) -> RevokedSet {
+        RevokedSet {
+            crls: crls.iter().filter_map(|c| LoadedCrl::parse(c)).collect(),
+            anchors: anchors.iter().map(|a| a.to_vec()).collect(),
+        }
+    }
+
+    /// Revoked entries over all CRLs.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.crls.iter().map(|c| c.serials.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
-    fn contains(&self, issuer: &[u8], serial: &[u8]) -> bool {
-        self.0.get(serial).is_some_and(|issuers| issuers.iter().any(|i| **i == *issuer))
+    /// For a verified chain (leaf first), the (CRL, serial) pairs that apply:
+    /// CRLs naming a certificate's issuer whose signature verifies with that
+    /// issuer's key (the next certificate, or a trust anchor).
+    fn applicable(&self, chain: &[&[u8]]) -> Vec<(usize, Box<[u8]>)> {
+        let mut checks = Vec::new();
+        if self.crls.is_empty() {
+            return checks;
+        }
+        for (i, der) in chain.iter().enumerate() {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { continue };
+            let issuer = cert.issuer().as_raw();
+            let issuer_cert: Option<&[u8]> = chain
+                .get(i + 1)
+                .copied()
+                .filter(|next| {
+                    x509_parser::parse_x509_certificate(next).is_ok_and(|(_, n)| n.subject().as_raw() == issuer)
+                })
+                .or_else(|| {
+                    self.anchors.iter().map(Vec::as_slice).find(|a| {
+                        x509_parser::parse_x509_certificate(a).is_ok_and(|(_, n)| n.subject().as_raw() == issuer)
+                    })
+                });
+            let Some(issuer_cert) = issuer_cert else { continue };
+            for (idx, crl) in self.crls.iter().enumerate() {
+                if *crl.issuer == *issuer && crl.signed_by(issuer_cert) {
+                    checks.push((idx, cert.raw_serial().into()));
+                }
+            }
+        }
+        checks
+    }
+
+    fn revoked(&self, checks: &[(usize, Box<[u8]>)]) -> bool {
+        checks.iter().any(|(idx, serial)| self.crls.get(*idx).is_some_and(|c| c.serials.contains(serial)))
     }
 }
 
@@ -62,8 +166,8 @@ struct VerifiedChain {
     /// Latest notBefore and earliest notAfter over the chain (Unix seconds).
     not_before: u64,
     not_after: u64,
-    /// (issuer DN DER, serial) of every certificate the client sent.
-    ids: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (CRL index, serial) pairs to look up on every hit.
+    checks: Vec<(usize, Box<[u8]>)>,
 }
 
 #[derive(Debug)]
@@ -89,15 +193,16 @@ impl CachingClientVerifier {
         key
     }
 
-    fn describe(end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Option<VerifiedChain> {
-        let mut chain = VerifiedChain { not_before: 0, not_after: u64::MAX, ids: Vec::new() };
-        for der in std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())) {
+    fn describe(&self, end_entity: &[u8], intermediates: &[CertificateDer<'_>]) -> Option<VerifiedChain> {
+        let mut chain = VerifiedChain { not_before: 0, not_after: u64::MAX, checks: Vec::new() };
+        let ders: Vec<&[u8]> = std::iter::once(end_entity).chain(intermediates.iter().map(|c| c.as_ref())).collect();
+        for der in &ders {
             let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
             let v = cert.validity();
             chain.not_before = chain.not_before.max(u64::try_from(v.not_before.timestamp()).unwrap_or(0));
             chain.not_after = chain.not_after.min(u64::try_from(v.not_after.timestamp()).unwrap_or(0));
-            chain.ids.push((cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec()));
         }
+        chain.checks = self.revoked.applicable(&ders);
         Some(chain)
     }
 }
@@ -131,13 +236,18 @@ impl ClientCertVerifier for CachingClientVerifier {
             if t > chain.not_after {
                 return Err(Error::InvalidCertificate(rustls::CertificateError::Expired));
             }
-            if chain.ids.iter().any(|(issuer, serial)| self.revoked.contains(issuer, serial)) {
+            if self.revoked.revoked(&chain.checks) {
                 return Err(Error::InvalidCertificate(rustls::CertificateError::Revoked));
             }
             return Ok(ClientCertVerified::assertion());
         }
         let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        if let Some(chain) = Self::describe(end_entity, intermediates) {
+        if let Some(chain) = self.describe(end_entity, intermediates) {
+            // Revocation is ours, not webpki's: each CRL's signature is checked
+            // once per issuer key, then lookups are O(1).
+            if self.revoked.revoked(&chain.checks) {
+                return Err(Error::InvalidCertificate(rustls::CertificateError::Revoked));
+            }
             if let Ok(mut c) = self.chains.lock() {
                 if c.len() >= CAPACITY {
                     c.clear();

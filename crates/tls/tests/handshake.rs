@@ -201,26 +201,38 @@ mod cache {
         let err = v.verify_client_cert(ee, rest, at(2 * 86_400)).unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)), "{err:?}");
 
-        // Revocation: the inner verifier has no CRL, so only the hit-path check can refuse.
+        // Revocation is checked by our verifier (webpki gets no CRLs), on the first
+        // (missed) verification already, and only with CRLs the issuer really signed.
         let serial: ambos_pki::Serial = Identity::from_der(ee).unwrap().serial.parse().unwrap();
-        let crl = ambos_pki::build_crl(
-            &pki.authority,
-            1,
-            &[ambos_pki::RevokedEntry {
-                serial,
-                revoked_at: ambos_pki::OffsetDateTime::now_utc(),
-                reason: ambos_pki::RevocationReason::KeyCompromise,
-            }],
-            ambos_pki::OffsetDateTime::now_utc(),
-            ambos_pki::OffsetDateTime::now_utc() + Duration::from_secs(3600),
-        )
-        .unwrap();
-        let revoked = RevokedSet::from_crls(&[CertificateRevocationListDer::from(crl)]);
+        let revoke = |authority: &ambos_pki::Authority| {
+            let crl = ambos_pki::build_crl(
+                authority,
+                1,
+                &[ambos_pki::RevokedEntry {
+                    serial: serial.clone(),
+                    revoked_at: ambos_pki::OffsetDateTime::now_utc(),
+                    reason: ambos_pki::RevocationReason::KeyCompromise,
+                }],
+                ambos_pki::OffsetDateTime::now_utc(),
+                ambos_pki::OffsetDateTime::now_utc() + Duration::from_secs(3600),
+            )
+            .unwrap();
+            CertificateRevocationListDer::from(crl)
+        };
+        let anchors = [CertificateDer::from(pki.root.clone())];
+        let revoked = RevokedSet::from_crls(&[revoke(&pki.authority)], &anchors);
         assert_eq!(revoked.len(), 1);
         let v = CachingClientVerifier::new(webpki(&pki.root), revoked);
+        for _ in 0..2 {
+            let err = v.verify_client_cert(ee, rest, at(0)).unwrap_err();
+            assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)), "{err:?}");
+        }
+        // A CRL with the same issuer name but signed by another key is ignored.
+        let impostor = Pki::new();
+        let forged = RevokedSet::from_crls(&[revoke(&impostor.authority)], &anchors);
+        let v = CachingClientVerifier::new(webpki(&pki.root), forged);
         v.verify_client_cert(ee, rest, at(0)).unwrap();
-        let err = v.verify_client_cert(ee, rest, at(0)).unwrap_err();
-        assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)), "{err:?}");
+        v.verify_client_cert(ee, rest, at(0)).unwrap();
     }
 
     #[test]
