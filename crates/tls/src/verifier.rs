@@ -24,13 +24,30 @@ use std::sync::{Arc, Mutex};
 /// Most chains kept; past this the cache starts over (cheap, and bounded).
 const CAPACITY: usize = 16_384;
 
+/// A serial number as a fixed-size key (RFC 5280: at most 20 octets, plus
+/// the sign byte DER may add): no allocation per CRL entry, which is what
+/// loading a 1,000,000-entry CRL spends its time on otherwise.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SerialKey {
+    len: u8,
+    bytes: [u8; 21],
+}
+
+impl SerialKey {
+    fn new(raw: &[u8]) -> Option<SerialKey> {
+        let mut bytes = [0u8; 21];
+        bytes.get_mut(..raw.len())?.copy_from_slice(raw);
+        Some(SerialKey { len: raw.len() as u8, bytes })
+    }
+}
+
 /// One loaded CRL: its revoked serials (a hash set: O(1) lookups), and what
 /// is needed to check its signature once per issuer key, lazily — webpki
 /// would re-hash the whole CRL on every chain it verifies (37 ms for a
 /// 1,000,000-entry CRL).
 struct LoadedCrl {
     issuer: Box<[u8]>,
-    serials: std::collections::HashSet<Box<[u8]>>,
+    serials: std::collections::HashSet<SerialKey>,
     der: Arc<[u8]>,
     tbs: std::ops::Range<usize>,
     algorithm: std::ops::Range<usize>,
@@ -50,23 +67,62 @@ fn range_of(outer: &[u8], inner: &[u8]) -> std::ops::Range<usize> {
     start..start + inner.len()
 }
 
+/// One DER element: (tag, the whole element, its contents, what follows).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |l, b| l << 8 | *b as usize), &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some((tag, &input[..header + len], &rest[..len], &rest[len..]))
+}
+
 impl LoadedCrl {
+    /// Walks the CRL's DER directly (RFC 5280 5.1): x509-parser would build
+    /// a structure per entry, most of the load time of a 1M-entry CRL. The
+    /// signature is checked before any of it is used (`signed_by`).
     fn parse(der: &[u8]) -> Option<LoadedCrl> {
-        use x509_parser::prelude::FromDer;
-        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
-        let serials = crl.iter_revoked_certificates().map(|r| r.raw_serial().into()).collect();
-        let der_arc: Arc<[u8]> = der.into();
-        let tbs = range_of(der, crl.tbs_cert_list.as_ref());
-        // signatureAlgorithm follows tbsCertList in the CertificateList SEQUENCE.
-        let (rest, _) = x509_parser::x509::AlgorithmIdentifier::from_der(&der[tbs.end..]).ok()?;
-        let algorithm = tbs.end..der.len() - rest.len();
+        let (0x30, _, list, _) = tlv(der)? else { return None };
+        let (0x30, tbs_all, tbs, after_tbs) = tlv(list)? else { return None };
+        let (0x30, alg_all, _, after_alg) = tlv(after_tbs)? else { return None };
+        let (0x03, _, sig, _) = tlv(after_alg)? else { return None };
+        let mut t = tbs;
+        if t.first() == Some(&0x02) {
+            t = tlv(t)?.3; // version
+        }
+        t = tlv(t)?.3; // signature algorithm
+        let (0x30, issuer, _, rest) = tlv(t)? else { return None };
+        t = tlv(rest)?.3; // thisUpdate
+        if matches!(t.first(), Some(0x17) | Some(0x18)) {
+            t = tlv(t)?.3; // nextUpdate
+        }
+        let mut serials = std::collections::HashSet::new();
+        if t.first() == Some(&0x30) {
+            let (_, _, mut entries, _) = tlv(t)?;
+            while !entries.is_empty() {
+                let (0x30, _, entry, rest) = tlv(entries)? else { return None };
+                let (0x02, _, serial, _) = tlv(entry)? else { return None };
+                serials.extend(SerialKey::new(serial));
+                entries = rest;
+            }
+        }
         Some(LoadedCrl {
-            issuer: crl.issuer().as_raw().into(),
+            issuer: issuer.into(),
             serials,
-            tbs,
-            algorithm,
-            signature: crl.signature_value.data.as_ref().into(),
-            der: der_arc,
+            tbs: range_of(der, tbs_all),
+            algorithm: range_of(der, alg_all),
+            signature: sig.get(1..)?.into(), // after the unused-bits octet
+            der: der.into(),
             checked: Mutex::new(HashMap::new()),
         })
     }
@@ -157,7 +213,9 @@ impl RevokedSet {
     }
 
     fn revoked(&self, checks: &[(usize, Box<[u8]>)]) -> bool {
-        checks.iter().any(|(idx, serial)| self.crls.get(*idx).is_some_and(|c| c.serials.contains(serial)))
+        checks.iter().any(|(idx, serial)| {
+            SerialKey::new(serial).is_some_and(|key| self.crls.get(*idx).is_some_and(|c| c.serials.contains(&key)))
+        })
     }
 }
 
