@@ -68,7 +68,9 @@ fn range_of(outer: &[u8], inner: &[u8]) -> std::ops::Range<usize> {
 }
 
 /// One DER element: (tag, the whole element, its contents, what follows).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+type Tlv<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
