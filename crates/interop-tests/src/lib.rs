@@ -324,3 +324,19 @@ pub fn s_client(ca: &TestCa, who: &str, port: u16, input: &[u8]) -> Run {
     child.stdin.take().expect("stdin").write_all(input).expect("write to s_client");
     Run::from(child.wait_with_output().expect("openssl s_client"))
 }
+
+/// `openssl req`: a fresh P-256 key `DIR/STEM.key` and a CSR `DIR/STEM.csr`
+/// for `subject`, with `extra` arguments (`-addext ...`, `-outform DER`).
+pub fn openssl_csr(dir: &Path, stem: &str, subject: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{stem}.key"));
+    let csr = dir.join(format!("{stem}.csr"));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", subject])
+        .args(extra)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr))
+    .ok();
+    (key, csr)
+}

@@ -1,6 +1,6 @@
 //! The CA commands as a user meets them: outputs, listings, batch issuance,
 //! and every kind of bad input (one-line error, exit code, store unchanged).
-use ambos_interop_tests::{run, TestCa};
+use ambos_interop_tests::{openssl_csr, run, TestCa};
 use std::process::Command;
 
 fn count(ca: &TestCa) -> usize {
@@ -159,27 +159,7 @@ fn malformed_or_truncated_pem_is_refused_naming_the_file() {
 #[test]
 fn a_csr_with_a_bad_signature_is_refused() {
     let ca = TestCa::new(&[]);
-    let key = ca.dir().join("x.key");
-    let csr = ca.dir().join("x.csr");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=x.test",
-            "-outform",
-            "DER",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr))
-    .ok();
+    let (_, csr) = openssl_csr(ca.dir(), "x", "/CN=x.test", &["-outform", "DER"]);
     let mut der = std::fs::read(&csr).unwrap();
     let n = der.len();
     der[n - 5] ^= 0x55; // inside the signature value

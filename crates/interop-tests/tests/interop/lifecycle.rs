@@ -2,7 +2,8 @@
 //! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
 //! `crl_url`, and `ambos tunnel`.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, s_client, start_http_upstream, wait_for_port, ChildGuard, Run, TestCa,
+    ambos_bin, free_port, openssl_csr, require, run, s_client, start_http_upstream, wait_for_port, ChildGuard, Run,
+    TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -115,15 +116,7 @@ fn a_token_buys_one_certificate_even_under_20_concurrent_spends() {
     // Wrong names: a CN other than the token's, or a SAN it does not list.
     let named = c.token(&["api", "--profile", "server"]);
     c.enroll(&named, &out, Some("other")).fails_with(1, "names not allowed");
-    let key = c.ca.dir().join("x.key");
-    let csr = c.ca.dir().join("x.csr");
-    run(Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=api"])
-        .args(["-addext", "subjectAltName=DNS:api,DNS:evil.test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr))
-    .ok();
+    let (_, csr) = openssl_csr(c.ca.dir(), "x", "/CN=api", &["-addext", "subjectAltName=DNS:api,DNS:evil.test"]);
     let body = serde_json::json!({"token": named, "csr": std::fs::read_to_string(&csr).unwrap()}).to_string();
     let (code, resp) = c.curl_api(None, "POST", "/v1/enroll", Some(&body));
     assert_eq!(code, "403", "{resp}");

@@ -1,5 +1,5 @@
 //! Certificates and CRLs from ambos, judged by OpenSSL.
-use ambos_interop_tests::{require, run, TestCa};
+use ambos_interop_tests::{openssl_csr, require, run, TestCa};
 use std::process::Command;
 
 fn verify(ca: &TestCa, purpose: &str, chain: &str, extra: &[&str]) -> ambos_interop_tests::Run {
@@ -76,25 +76,8 @@ fn openssl_crl_check_rejects_a_revoked_certificate() {
 fn openssl_accepts_a_certificate_signed_from_its_own_csr() {
     require("openssl");
     let ca = TestCa::new(&[]);
-    let key = ca.dir().join("app.key");
-    let csr = ca.dir().join("app.csr");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=app.test/OU=ops",
-        ])
-        .args(["-addext", "subjectAltName=DNS:app.test,IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr))
-    .ok();
+    let (key, csr) =
+        openssl_csr(ca.dir(), "app", "/CN=app.test/OU=ops", &["-addext", "subjectAltName=DNS:app.test,IP:127.0.0.1"]);
     std::fs::create_dir_all(ca.certs()).unwrap();
     let out = ca.path("app.crt");
     ca.ambos(&["sign", csr.to_str().unwrap(), "--profile", "server", "--out", out.to_str().unwrap()]).ok();
@@ -109,13 +92,7 @@ fn openssl_accepts_a_certificate_signed_from_its_own_csr() {
     assert_eq!(from_cert, from_key);
 
     // A server profile refuses names it does not allow.
-    run(Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=x"])
-        .args(["-addext", "subjectAltName=URI:spiffe://acme.test/x", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&csr))
-    .ok();
+    let (_, csr) = openssl_csr(ca.dir(), "x", "/CN=x", &["-addext", "subjectAltName=URI:spiffe://acme.test/x"]);
     ca.ambos(&["sign", csr.to_str().unwrap(), "--profile", "server"]).fails_with(2, "spiffe://acme.test/x");
 }
 
