@@ -23,6 +23,7 @@ use std::process::ExitCode;
 /// mimalloc: the proxy allocates per handshake and per request (rustls,
 /// hyper); it costs measurably less CPU than glibc malloc on both paths
 /// (docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -219,9 +219,10 @@ fn serve_upstream_conn(stream: std::net::TcpStream) {
             std::thread::sleep(Duration::from_millis(1500));
         }
         let json = format!(
-            "{{\"path\":{},\"host\":{},\"xfcc\":[{}]}}",
+            "{{\"path\":{},\"host\":{},\"body_len\":{},\"xfcc\":[{}]}}",
             json_str(&path),
             json_str(&host),
+            body.len(),
             xfcc.iter().map(|v| json_str(v)).collect::<Vec<_>>().join(",")
         );
         let resp = format!(

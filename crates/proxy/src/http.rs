@@ -4,20 +4,33 @@
 use crate::audit::{self, AuditEvent};
 use crate::config::Upstream;
 use crate::headers::rewrite_request_headers;
+use crate::idle::{Activity, InFlight, ParkableIo};
 use crate::policy::Decision;
-use crate::server::{ConnCtx, Shared};
+use crate::server::{ConnCtx, GaugeGuard, Shared};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// A client connection after its handshake. Passed boxed: the rustls state
+/// is over 1 KiB and would otherwise be copied into every future that
+/// holds the connection, each of which lives as long as the connection.
+pub type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// Pooled keep-alive HTTP/1.1 client to the upstream.
 pub struct UpstreamClient {
@@ -44,28 +57,194 @@ impl Default for UpstreamClient {
     }
 }
 
-pub async fn serve(
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+/// How often a connection checks whether it has gone quiet; an HTTP/1
+/// connection with no request or byte for a whole period is parked (see
+/// `idle`), so it parks 1-2 periods after its last response.
+const PARK_CHECK: Duration = Duration::from_millis(500);
+
+/// A response body that counts as in flight until it is dropped.
+pub struct TrackedBody {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
+
+fn service(
     ctx: Arc<ConnCtx>,
     shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let idle = ctx.runtime.config.limits.idle_timeout;
-    let service = hyper::service::service_fn(move |req| {
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody>,
+    Error = Infallible,
+    Future = ServiceFuture,
+> + Clone {
+    hyper::service::service_fn(move |req| -> ServiceFuture {
+        let in_flight = activity.request_started();
         let ctx = ctx.clone();
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, &ctx, &shared).await) }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // Between keep-alive requests the next header must arrive within the idle timeout.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(idle / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    let _ = watcher.watch(conn.into_owned()).await;
+        Box::pin(async move {
+            let response = handle(req, &ctx, &shared).await;
+            Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight }))
+        })
+    })
+}
+
+/// Serves one client connection: HTTP/2 when ALPN chose it, else HTTP/1.1.
+/// `shutdown` turns true when the proxy stops: requests in progress finish,
+/// then the connection closes.
+pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(tls, ctx, shared, shutdown).await
+    } else {
+        serve_h1(tls, ctx, shared, shutdown).await
+    }
+}
+
+async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let idle = ctx.runtime.config.limits.idle_timeout;
+    let svc = service(ctx, shared, Arc::new(Activity::default()));
+    let mut conn = Box::pin(
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(idle / 2))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .serve_connection(TokioIo::new(tls), svc),
+    );
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.as_mut() => return,
+            changed = shutdown.changed(), if !draining => {
+                draining = true;
+                if changed.is_ok() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 with parking: the hyper connection (and its buffers) exists
+/// only while the client is active; see `idle`.
+async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let idle = ctx.runtime.config.limits.idle_timeout;
+    let activity = Arc::new(Activity::default());
+    let parked = shared.parked.clone();
+    let svc = service(ctx, shared, activity.clone());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The next request's header must arrive within the idle timeout.
+    builder.timer(TokioTimer::new()).header_read_timeout(idle);
+    let mut io = ParkableIo::new(tls, activity.clone());
+    let mut draining = *shutdown.borrow();
+    loop {
+        // Boxed so that a parked connection holds none of hyper's state.
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(io), svc.clone()));
+        if draining {
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let mut quiet_check = tokio::time::interval_at(tokio::time::Instant::now() + PARK_CHECK, PARK_CHECK);
+        let finished = loop {
+            tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                _ = quiet_check.tick() => {
+                    if activity.quiet() {
+                        activity.request_park();
+                    }
+                }
+                changed = shutdown.changed(), if !draining => {
+                    draining = true;
+                    if changed.is_ok() {
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if let Err(e) = finished {
+            tracing::debug!("HTTP/1 connection ended: {e}");
+            return;
+        }
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        if !io.parked() || draining {
+            // The client closed, asked to close, or we are stopping.
+            close(io.get_mut()).await;
+            return;
+        }
+        if !parts.read_buf.is_empty() {
+            io.unread(parts.read_buf);
+            continue;
+        }
+        debug_assert!(!io.has_unread());
+        // Parked: wait for the client's next bytes without any buffer.
+        let _parked = GaugeGuard::new(&parked);
+        loop {
+            let woke = tokio::select! {
+                biased;
+                r = tokio::time::timeout(idle, io.get_ref().get_ref().0.readable()) => matches!(r, Ok(Ok(()))),
+                _ = shutdown.changed(), if !draining => false,
+            };
+            if !woke {
+                close(io.get_mut()).await;
+                return;
+            }
+            match read_now(io.get_mut()) {
+                // A request (or part of one): serve it with a new hyper connection.
+                Some(Ok(bytes)) if !bytes.is_empty() => {
+                    io.unread(bytes);
+                    break;
+                }
+                // The client closed: no need to build hyper just to see that.
+                Some(Ok(_)) | Some(Err(_)) => {
+                    close(io.get_mut()).await;
+                    return;
+                }
+                // Half a TLS record, or a spurious wake-up: keep waiting.
+                None => continue,
+            }
+        }
+    }
+}
+
+/// Reads what the client sent without waiting: `None` when nothing is
+/// there yet. The buffer is on the stack, not in the connection's task.
+fn read_now(tls: &mut Tls) -> Option<std::io::Result<Bytes>> {
+    let mut buf = [0u8; 2048];
+    let mut read_buf = tokio::io::ReadBuf::new(&mut buf);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(tls).poll_read(&mut cx, &mut read_buf) {
+        Poll::Ready(Ok(())) => Some(Ok(Bytes::copy_from_slice(read_buf.filled()))),
+        Poll::Ready(Err(e)) => Some(Err(e)),
+        Poll::Pending => None,
+    }
+}
+
+/// Ends a connection the way hyper would: TLS close_notify, then FIN.
+async fn close(tls: &mut Tls) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(tls)).await;
 }
 
 /// A path that upstreams might read differently from our glob (dot

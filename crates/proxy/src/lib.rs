@@ -10,6 +10,7 @@ pub mod config;
 mod crl_pull;
 mod headers;
 mod http;
+mod idle;
 pub mod policy;
 pub mod runtime;
 pub mod server;

@@ -17,8 +17,13 @@ pub struct Shared {
     pub reloader: Arc<Reloader>,
     pub audit: AuditLog,
     pub upstream: http::UpstreamClient,
+    /// Turns true when the proxy stops; HTTP connections hold a receiver,
+    /// so `closed()` tells when the last one is gone.
+    shutdown: tokio::sync::watch::Sender<bool>,
     handshakes_ok: metrics::Counter,
     active: metrics::Gauge,
+    /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
+    pub parked: metrics::Gauge,
 }
 
 /// What one connection knows after its handshake: computed once, shared by
@@ -36,10 +41,18 @@ impl ConnCtx {
     }
 }
 
-/// Keeps the active-connections gauge right however the task ends.
-struct ActiveGuard(metrics::Gauge);
+/// Counts something in a gauge for as long as it lives, however the task
+/// ends.
+pub(crate) struct GaugeGuard(metrics::Gauge);
 
-impl Drop for ActiveGuard {
+impl GaugeGuard {
+    pub(crate) fn new(gauge: &metrics::Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
@@ -95,10 +108,11 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         reloader,
         audit,
         upstream: http::UpstreamClient::new(),
+        shutdown: tokio::sync::watch::Sender::new(false),
         handshakes_ok: metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "ok", "reason" => "none"),
         active: metrics::gauge!("ambos_proxy_active_connections"),
+        parked: metrics::gauge!("ambos_proxy_parked_connections"),
     });
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let rejected = metrics::counter!("ambos_proxy_connections_rejected_total");
     tokio::pin!(shutdown);
@@ -122,32 +136,28 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move { connection(stream, peer, shared, permit, watcher).await });
+        tokio::spawn(async move { connection(stream, peer, shared, permit).await });
     }
     drop(listener);
     tracing::info!("shutting down: waiting up to {:?} for in-flight requests", limits.shutdown_grace);
+    shared.shutdown.send_replace(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = shared.shutdown.closed() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    shared.active.increment(1.0);
-    let _active = ActiveGuard(shared.active.clone());
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+    let _active = GaugeGuard::new(&shared.active);
     let runtime = shared.reloader.current.load_full();
     let started = Instant::now();
-    let accepted = tokio::time::timeout(runtime.config.limits.handshake_timeout, runtime.acceptor.accept(stream)).await;
+    // Boxed: the handshake state is large and must not stay in the task's
+    // memory for the connection's whole life.
+    let handshake = Box::pin(runtime.acceptor.accept(stream));
+    let accepted = tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await;
     let tls = match accepted {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => return handshake_failed(&shared, peer, HandshakeFailure::from_io(&e), started),
         Err(_) => return handshake_failed(&shared, peer, HandshakeFailure::Timeout, started),
     };
@@ -163,7 +173,10 @@ async fn connection(
     let mode = runtime.config.mode;
     let ctx = Arc::new(ConnCtx { peer, identity, xfcc, runtime });
     match mode {
-        Mode::Http => http::serve(tls, ctx, shared, watcher).await,
+        Mode::Http => {
+            let shutdown = shared.shutdown.subscribe();
+            http::serve(tls, ctx, shared, shutdown).await
+        }
         Mode::Tcp => tcp::serve(tls, ctx, shared, started).await,
     }
 }

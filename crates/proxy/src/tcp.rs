@@ -9,12 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-pub async fn serve(
-    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
-    ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
-    started: Instant,
-) {
+pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, started: Instant) {
     let config = &ctx.runtime.config;
     let (route, allowed, reason) = match config.routes.decide(&Method::GET, "/", ctx.identity.as_ref()) {
         Decision::Allow(r) => {

@@ -23,6 +23,10 @@ pub fn install() -> PrometheusHandle {
             );
             metrics::describe_counter!("ambos_proxy_upstream_errors_total", "Failures reaching the upstream");
             metrics::describe_gauge!("ambos_proxy_active_connections", "Open client connections");
+            metrics::describe_gauge!(
+                "ambos_proxy_parked_connections",
+                "Idle HTTP/1.1 keep-alive connections holding no HTTP buffers"
+            );
             metrics::describe_counter!("ambos_proxy_config_reloads_total", "Configuration reloads by result");
             metrics::describe_gauge!(
                 "ambos_proxy_certificate_expiry_timestamp_seconds",

@@ -497,6 +497,107 @@ fn garbage_and_aborted_handshakes_do_not_disturb_other_clients() {
     drop(held);
 }
 
+/// An idle keep-alive connection is parked (its HTTP state freed) and
+/// served again on the same TLS session when the client comes back;
+/// parked connections close at once on SIGTERM.
+#[test]
+fn idle_keep_alive_connections_park_and_come_back() {
+    require("python3");
+    let mut f = Fixture::http(start_http_upstream());
+    let script = f.ca.write(
+        "park.py",
+        r#"
+import http.client, json, ssl, sys, time, urllib.request
+port, metrics, ca, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+
+def parked():
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith("ambos_proxy_parked_connections"):
+            return float(line.split()[-1])
+    return 0.0
+
+def wait_parked(n):
+    deadline = time.time() + 10
+    while parked() != n:
+        if time.time() > deadline:
+            sys.exit(f"parked connections stayed at {parked()}, expected {n}")
+        time.sleep(0.1)
+
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+conn.request("GET", "/first")
+r = conn.getresponse()
+print("first", r.status, json.loads(r.read())["path"])
+sock = conn.sock
+wait_parked(1)
+body = b"x" * 100000
+conn.request("POST", "/payments/after-park", body=body, headers={"Content-Type": "application/octet-stream"})
+r = conn.getresponse()
+view = json.loads(r.read())
+print("second", r.status, view["path"], view["body_len"], "same-connection" if conn.sock is sock else "new-connection")
+wait_parked(1)
+print("parked again")
+sys.stdout.flush()
+if sys.argv[6] == "close":
+    conn.close()
+    wait_parked(0)
+    print("closed")
+else:
+    sys.stdin.read(1)
+    # The proxy closed the parked connection when it stopped.
+    print("eof" if conn.sock.recv(1) == b"" else "data")
+"#,
+    );
+    let python = |mode: &str| {
+        Command::new("python3")
+            .arg(&script)
+            .arg(f.port.to_string())
+            .arg(f.metrics.to_string())
+            .arg(f.ca.path("ca.crt"))
+            .arg(f.ca.path("alice.crt"))
+            .arg(f.ca.path("alice.key"))
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = python("close").wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["first 200 /first", "second 200 /payments/after-park 100000 same-connection", "parked again", "closed"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGTERM with a parked connection: it is closed and the proxy exits well
+    // within the grace period.
+    let mut child = python("stay");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("parked again") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "python client ended early");
+    }
+    let guard = f.proxy.take().unwrap();
+    let stopping = Instant::now();
+    terminate(&guard.0);
+    let mut guard = guard;
+    while guard.0.try_wait().unwrap().is_none() {
+        assert!(stopping.elapsed() < Duration::from_secs(5), "proxy waited for a parked connection");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest.trim(), "eof");
+    child.wait().unwrap();
+}
+
 #[test]
 fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     require("curl");
