@@ -232,6 +232,10 @@ fn serve_upstream_conn(stream: std::net::TcpStream) {
         if writer.write_all(resp.as_bytes()).is_err() {
             return;
         }
+        if path == "/close-after" {
+            // Like an upstream whose keep-alive timeout just ran out.
+            return;
+        }
     }
 }
 

@@ -58,16 +58,31 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+    for n in &named {
         h.remove(n);
     }
-    for n in OWNED {
-        h.remove(n);
-    }
+    strip(h, |n| HOP_BY_HOP.contains(n) || OWNED.contains(&n));
     if let Some(v) = xfcc {
         h.insert(XFCC.clone(), v.clone());
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+}
+
+/// Hop-by-hop headers an upstream response must not pass on.
+pub fn strip_response_headers(h: &mut HeaderMap) {
+    strip(h, |n| {
+        n == http::header::CONNECTION || n == http::header::UPGRADE || n == http::header::TRAILER || n == "keep-alive"
+    });
+}
+
+/// Removes every header whose name matches. One pass over the few names a
+/// request has, instead of a hash lookup per name that might be there:
+/// most requests carry none of them.
+fn strip(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let found: Vec<HeaderName> = h.keys().filter(|n| doomed(n)).cloned().collect();
+    for n in &found {
+        h.remove(n);
+    }
 }
 
 #[cfg(test)]

@@ -3,18 +3,18 @@
 //! HTTP/1.1 connections to the upstream.
 use crate::audit::{self, AuditEvent};
 use crate::config::Upstream;
-use crate::headers::rewrite_request_headers;
+use crate::headers::{rewrite_request_headers, strip_response_headers};
 use crate::idle::{Activity, InFlight, ParkableIo};
 use crate::policy::Decision;
 use crate::server::{ConnCtx, GaugeGuard, Shared};
+use crate::upstream::UpstreamBody;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,37 +25,12 @@ use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// A client connection after its handshake. Passed boxed: the rustls state
 /// is over 1 KiB and would otherwise be copied into every future that
 /// holds the connection, each of which lives as long as the connection.
 pub type Tls = tokio_rustls::server::TlsStream<TcpStream>;
-
-/// Pooled keep-alive HTTP/1.1 client to the upstream.
-pub struct UpstreamClient {
-    client: Client<HttpConnector, Incoming>,
-}
-
-impl UpstreamClient {
-    pub fn new() -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .timer(TokioTimer::new())
-            .build(connector);
-        UpstreamClient { client }
-    }
-}
-
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// How often a connection checks whether it has gone quiet; an HTTP/1
 /// connection with no request or byte for a whole period is parked (see
@@ -165,21 +140,37 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
         if draining {
             Pin::new(&mut *conn).graceful_shutdown();
         }
-        let mut quiet_check = tokio::time::interval_at(tokio::time::Instant::now() + PARK_CHECK, PARK_CHECK);
+        // The quiet check and the shutdown flag are looked at every PARK_CHECK,
+        // not on each wake-up of the connection: polling a timer and a
+        // channel on every request costs more than the request's routing.
+        let mut check = std::pin::pin!(tokio::time::sleep(PARK_CHECK));
+        let mut check_armed = false;
         let finished = loop {
-            tokio::select! {
-                biased;
-                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-                _ = quiet_check.tick() => {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if !check_armed || check.is_elapsed() {
+                    check_armed = true;
+                    if check.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Some(r) => break r,
+                None => {
                     if activity.quiet() {
                         activity.request_park();
                     }
-                }
-                changed = shutdown.changed(), if !draining => {
-                    draining = true;
-                    if changed.is_ok() {
+                    if !draining && shutdown.has_changed().unwrap_or(true) {
+                        draining = true;
                         Pin::new(&mut *conn).graceful_shutdown();
                     }
+                    check.as_mut().reset(tokio::time::Instant::now() + PARK_CHECK);
+                    check_armed = false;
                 }
             }
         };
@@ -267,14 +258,14 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 }
 
 async fn handle(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Response<ProxyBody> {
-    let started = Instant::now();
+    // What the audit line needs is kept only when there is an audit log.
+    let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let (decision, route) = if ambiguous(&path) {
+    let path = req.uri().path();
+    let (decision, route) = if ambiguous(path) {
         (Err("ambiguous path (dot segments or encoded separators)"), None)
     } else {
-        match config.routes.decide(&method, &path, ctx.identity.as_ref()) {
+        match config.routes.decide(req.method(), path, ctx.identity.as_ref()) {
             Decision::Allow(r) => {
                 r.allowed.increment(1);
                 (Ok(()), Some(r))
@@ -293,35 +284,36 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Respo
             Decision::NoRoute => (Err("no route matches"), None),
         }
     };
-    let route_name = route.map(|r| r.name.clone());
-    let (response, reason) = match decision {
+    let (response, reason): (_, Cow<'static, str>) = match decision {
         Err(why) => {
             let status = if why.starts_with("ambiguous") { StatusCode::BAD_REQUEST } else { StatusCode::FORBIDDEN };
             let body = if status == StatusCode::BAD_REQUEST { "bad request: ambiguous path\n" } else { "forbidden\n" };
-            (plain(status, body), why.to_string())
+            (plain(status, body), why.into())
         }
         Ok(()) => match forward(req, ctx, shared).await {
-            Ok(resp) => (resp, "allowed".to_string()),
+            Ok(resp) => (resp, "allowed".into()),
             Err(why) => {
                 metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
                 tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
-                (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why)
+                (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
             }
         },
     };
-    shared.audit.record(&AuditEvent {
-        time: audit::now(),
-        event: "request",
-        peer: ctx.peer,
-        identity: ctx.audit_identity(),
-        route: route_name.as_deref(),
-        method: Some(method.as_str()),
-        path: Some(&path),
-        decision: if reason == "allowed" { "allow" } else { "deny" },
-        reason: &reason,
-        status: Some(response.status().as_u16()),
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
+    if let Some((started, method, path)) = audit {
+        shared.audit.record(&AuditEvent {
+            time: audit::now(),
+            event: "request",
+            peer: ctx.peer,
+            identity: ctx.audit_identity(),
+            route: route.map(|r| &*r.name),
+            method: Some(method.as_str()),
+            path: Some(&path),
+            decision: if reason == "allowed" { "allow" } else { "deny" },
+            reason: &reason,
+            status: Some(response.status().as_u16()),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
     response
 }
 
@@ -332,45 +324,23 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Resu
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
+        let host = parts.uri.authority().unwrap_or(authority);
+        if let Ok(v) = HeaderValue::from_str(host.as_str()) {
+            parts.headers.insert(header::HOST, v);
         }
     }
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| format!("bad request URI: {e}"))?;
+    // Origin form (`/path?query`), as an origin server expects it.
+    parts.uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => parts.uri,
+        Some(pq) => Uri::try_from(pq.as_str()).map_err(|e| format!("bad request URI: {e}"))?,
+        None => Uri::from_static("/"),
+    };
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
-    let resp = shared
-        .upstream
-        .client
-        .request(Request::from_parts(parts, body))
-        .await
-        .map_err(|e| format!("upstream {authority}: {}", error_chain(&e)))?;
+    let resp = shared.upstream.send(authority, Request::from_parts(parts, body)).await?;
     let (mut parts, body) = resp.into_parts();
-    for h in [header::CONNECTION, HeaderName::from_static("keep-alive"), header::UPGRADE, header::TRAILER] {
-        parts.headers.remove(h);
-    }
+    strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
-}
-
-use http::HeaderName;
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod server;
 mod tcp;
 pub mod telemetry;
 pub mod tunnel;
+mod upstream;
 
 pub use config::{Mode, ProxyConfig, ProxyFlags};
 pub use server::run;

@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Shared {
     pub reloader: Arc<Reloader>,
     pub audit: AuditLog,
-    pub upstream: http::UpstreamClient,
+    pub upstream: Arc<crate::upstream::UpstreamPool>,
     /// Turns true when the proxy stops; HTTP connections hold a receiver,
     /// so `closed()` tells when the last one is gone.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -107,7 +107,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     let shared = Arc::new(Shared {
         reloader,
         audit,
-        upstream: http::UpstreamClient::new(),
+        upstream: Arc::default(),
         shutdown: tokio::sync::watch::Sender::new(false),
         handshakes_ok: metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "ok", "reason" => "none"),
         active: metrics::gauge!("ambos_proxy_active_connections"),

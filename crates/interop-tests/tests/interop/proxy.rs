@@ -598,6 +598,22 @@ else:
     child.wait().unwrap();
 }
 
+/// The proxy keeps upstream connections alive between requests; one the
+/// upstream has closed meanwhile is replaced, not answered with 502.
+#[test]
+fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    for i in 0..3 {
+        let (_, status, body) = f.curl(Some("alice"), "/close-after", &[]);
+        assert_eq!(status, "200", "round {i}: {body}");
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, status, body) = f.curl(Some("alice"), "/next", &[]);
+        assert_eq!(status, "200", "round {i}, after the upstream closed: {body}");
+        assert_eq!(upstream_view(&body)["path"], "/next");
+    }
+}
+
 #[test]
 fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     require("curl");
