@@ -88,7 +88,8 @@ fn service(
 /// then the connection closes.
 pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(tls, ctx, shared, shutdown).await
+        // Boxed so that HTTP/1.1 connections' tasks are not sized for it.
+        Box::pin(serve_h2(tls, ctx, shared, shutdown)).await
     } else {
         serve_h1(tls, ctx, shared, shutdown).await
     }

@@ -150,38 +150,51 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
     let _active = GaugeGuard::new(&shared.active);
-    let runtime = shared.reloader.current.load_full();
     let started = Instant::now();
-    // Boxed: the handshake state is large and must not stay in the task's
-    // memory for the connection's whole life.
+    let Some((tls, ctx)) = handshake(stream, peer, &shared, started).await else { return };
+    match ctx.runtime.config.mode {
+        Mode::Http => {
+            let shutdown = shared.shutdown.subscribe();
+            http::serve(tls, ctx, shared, shutdown).await
+        }
+        // Boxed: TCP mode's state (connect, copy buffers) would otherwise
+        // size every HTTP connection's task too.
+        Mode::Tcp => Box::pin(tcp::serve(tls, ctx, shared, started)).await,
+    }
+}
+
+/// The handshake and what the connection learns from it. A function of
+/// its own because an async function keeps every local that is alive
+/// across an await for as long as it runs, moved-from or not: inline, the
+/// handshake's result (the unboxed TLS stream, over 1 KiB) would stay in
+/// every connection's task for its whole life.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    started: Instant,
+) -> Option<(Box<http::Tls>, Arc<ConnCtx>)> {
+    let runtime = shared.reloader.current.load_full();
+    // Boxed: the handshake state is large and short-lived.
     let handshake = Box::pin(runtime.acceptor.accept(stream));
-    let accepted = tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await;
-    let tls = match accepted {
+    let tls = match tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => Box::new(tls),
-        Ok(Err(e)) => return handshake_failed(&shared, peer, HandshakeFailure::from_io(&e), started),
-        Err(_) => return handshake_failed(&shared, peer, HandshakeFailure::Timeout, started),
+        Ok(Err(e)) => return handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started),
+        Err(_) => return handshake_failed(shared, peer, HandshakeFailure::Timeout, started),
     };
     shared.handshakes_ok.increment(1);
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         Some(der) => match Identity::from_der(der) {
             Ok(id) => Some(id),
-            Err(e) => return handshake_failed(&shared, peer, HandshakeFailure::BadCertificate(e.to_string()), started),
+            Err(e) => return handshake_failed(shared, peer, HandshakeFailure::BadCertificate(e.to_string()), started),
         },
         None => None,
     };
     let xfcc = if runtime.config.xfcc { identity.as_ref().and_then(headers::xfcc_value) } else { None };
-    let mode = runtime.config.mode;
-    let ctx = Arc::new(ConnCtx { peer, identity, xfcc, runtime });
-    match mode {
-        Mode::Http => {
-            let shutdown = shared.shutdown.subscribe();
-            http::serve(tls, ctx, shared, shutdown).await
-        }
-        Mode::Tcp => tcp::serve(tls, ctx, shared, started).await,
-    }
+    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime })))
 }
 
-fn handshake_failed(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) {
+fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {
     metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "failed", "reason" => failure.label()).increment(1);
     let reason = failure.to_string();
     tracing::warn!(%peer, reason = failure.label(), "TLS handshake failed: {reason}");
@@ -198,4 +211,5 @@ fn handshake_failed(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure
         status: None,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
+    None
 }

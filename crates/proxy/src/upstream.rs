@@ -43,13 +43,12 @@ impl UpstreamConn {
     /// Waits until the connection takes a request; false if it has closed.
     async fn ready(&mut self) -> bool {
         poll_fn(|cx| {
-            if let Poll::Ready(r) = self.sender.poll_ready(cx) {
-                return Poll::Ready(r.is_ok());
-            }
+            // The connection first: nobody polled it while it sat in the
+            // pool, so this is where it reads the upstream's FIN, if any.
             if self.poll_ended(cx) {
                 return Poll::Ready(false);
             }
-            Poll::Pending
+            self.sender.poll_ready(cx).map(|r| r.is_ok())
         })
         .await
     }
