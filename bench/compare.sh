@@ -15,12 +15,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SMOKE="${SMOKE:-0}"
 if [[ "$SMOKE" == 1 ]]; then
-    HANDSHAKES="${HANDSHAKES:-100}"; REQUESTS="${REQUESTS:-1000}"; HOLD="${HOLD:-200}"; ROUNDS="${ROUNDS:-1}"; PROFILE=debug
+    HANDSHAKES="${HANDSHAKES:-100}"; REQUESTS="${REQUESTS:-1000}"; HOLD="${HOLD:-200}"; ROUNDS="${ROUNDS:-1}"; CRL_ENTRIES="${CRL_ENTRIES:-1000}"; PROFILE=debug
 else
-    HANDSHAKES="${HANDSHAKES:-4000}"; REQUESTS="${REQUESTS:-100000}"; HOLD="${HOLD:-10000}"; ROUNDS="${ROUNDS:-3}"; PROFILE=release
+    HANDSHAKES="${HANDSHAKES:-4000}"; REQUESTS="${REQUESTS:-100000}"; HOLD="${HOLD:-10000}"; ROUNDS="${ROUNDS:-3}"; CRL_ENTRIES="${CRL_ENTRIES:-1000000}"; PROFILE=release
 fi
 CONCURRENCY="${CONCURRENCY:-8}"
-PROXIES="${PROXIES:-nginx haproxy ambos}"
+PROXIES="${PROXIES:-nginx haproxy ambos ambos-crl}"
+# ambos-crl: ambos proxy with a CRL of CRL_ENTRIES revoked serials loaded.
 for tool in taskset python3 nginx haproxy getconf; do
     command -v "$tool" >/dev/null || { echo "bench/compare.sh: $tool is required (scripts/install-deps.sh)" >&2; exit 2; }
 done
@@ -58,6 +59,9 @@ CLK_TCK="$(getconf CLK_TCK)"
 "$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
 "$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
 C="$TMP/certs"
+if [[ " $PROXIES " == *" ambos-crl "* ]]; then
+    "$AMBOS" --dir "$TMP/ca" crl --synthetic-entries "$CRL_ENTRIES" --out "$C/big-crl.pem" 2>/dev/null
+fi
 cat "$C/localhost.crt" "$C/localhost.key" >"$C/haproxy.pem"
 
 NOFILE_NGX="$NOFILE"
@@ -120,7 +124,7 @@ backend be
     server up 127.0.0.1:$UPORT
 EOF
         taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$TMP/$kind.log" 2>&1 & ;;
-    ambos)
+    ambos | ambos-crl)
         cat >"$d/proxy.toml" <<EOF
 [listen]
 address = "127.0.0.1:$port"
@@ -128,6 +132,7 @@ address = "127.0.0.1:$port"
 cert = "$C/localhost.crt"
 key = "$C/localhost.key"
 client_ca = "$C/ca.crt"
+$([[ "$kind" == ambos-crl ]] && echo "crl = [\"$C/big-crl.pem\"]")
 [upstream]
 url = "http://127.0.0.1:$UPORT"
 [[route]]
@@ -213,7 +218,7 @@ HAPROXY_V="$(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
 OPENSSL_V="$(openssl version | awk '{print $2}')"
 AMBOS_V="$("$AMBOS" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
 TABLE="$(
-    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $PROFILE build; nginx $NGINX_V, HAProxy $HAPROXY_V (OpenSSL $OPENSSL_V), ambos $AMBOS_V. best of $ROUNDS alternating rounds of $HANDSHAKES handshakes and $REQUESTS requests, concurrency $CONCURRENCY; $HOLD idle connections (peak RSS while opening and holding them)."
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $PROFILE build; nginx $NGINX_V, HAProxy $HAPROXY_V (OpenSSL $OPENSSL_V), ambos $AMBOS_V. ambos-crl: ambos with a $CRL_ENTRIES-entry CRL loaded. Best of $ROUNDS alternating rounds of $HANDSHAKES handshakes and $REQUESTS requests, concurrency $CONCURRENCY; $HOLD idle connections (peak RSS while opening and holding them)."
     echo
     echo "| proxy | CPU/handshake | handshakes/s | p99 (handshake) | CPU/request | requests/s | p99 (request) | KiB per idle connection (connections held) |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -228,6 +233,10 @@ TABLE="$(
         for kind in $PROXIES; do
             echo "| $kind | $(ratio "${HS_CPU[$kind]}" "${HS_CPU[nginx]}") | $(ratio "${RQ_CPU[$kind]}" "${RQ_CPU[nginx]}") | $(ratio "${MEM[$kind]}" "${MEM[nginx]}") |"
         done
+    fi
+    if [[ " $PROXIES " == *" ambos "* && " $PROXIES " == *" ambos-crl "* ]]; then
+        echo
+        echo "A $CRL_ENTRIES-entry CRL changes ambos's CPU per handshake by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${HS_CPU[ambos]}" "${HS_CPU[ambos-crl]}") (${HS_CPU[ambos]} -> ${HS_CPU[ambos-crl]} µs) and per request by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${RQ_CPU[ambos]}" "${RQ_CPU[ambos-crl]}")."
     fi
 )"
 echo "$TABLE"

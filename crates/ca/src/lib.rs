@@ -260,7 +260,20 @@ impl<S: CertStore> CertificateAuthority<S> {
 
     /// Builds the next CRL of `role`'s CA, signed by `signer`, valid for `validity`.
     pub fn crl(&mut self, role: AuthorityRole, signer: &Authority, validity: Duration) -> Result<Vec<u8>> {
-        let revoked = self
+        self.crl_with_synthetic(role, signer, validity, 0)
+    }
+
+    /// A CRL with `synthetic` random serials (of no certificate) after the
+    /// real revocations: a large CRL for load tests (`ambos crl
+    /// --synthetic-entries`, bench/compare.sh).
+    pub fn crl_with_synthetic(
+        &mut self,
+        role: AuthorityRole,
+        signer: &Authority,
+        validity: Duration,
+        synthetic: usize,
+    ) -> Result<Vec<u8>> {
+        let mut revoked = self
             .store
             .revoked_by(role)?
             .into_iter()
@@ -273,8 +286,13 @@ impl<S: CertStore> CertificateAuthority<S> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let number = self.store.next_crl_number(role)?;
         let at = now();
+        revoked.extend((0..synthetic).map(|_| RevokedEntry {
+            serial: Serial::random(),
+            revoked_at: at,
+            reason: RevocationReason::Unspecified,
+        }));
+        let number = self.store.next_crl_number(role)?;
         Ok(build_crl(signer, number, &revoked, at, at + validity)?)
     }
 

@@ -169,6 +169,9 @@ pub struct CrlArgs {
     /// Time until nextUpdate.
     #[arg(long, default_value = "7d")]
     validity: String,
+    /// Load tests only: add N random serials that belong to no certificate.
+    #[arg(long, hide = true, default_value_t = 0)]
+    synthetic_entries: usize,
 }
 
 #[derive(Subcommand)]
@@ -716,7 +719,7 @@ fn ambos_tls_load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
 pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {
     let validity = duration(&a.validity, "validity")?;
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
-    let der = ca.crl(AuthorityRole::Intermediate, &signer, validity)?;
+    let der = ca.crl_with_synthetic(AuthorityRole::Intermediate, &signer, validity, a.synthetic_entries)?;
     let bytes = if a.der {
         der
     } else {
