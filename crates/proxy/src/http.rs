@@ -242,13 +242,30 @@ async fn close(tls: &mut Tls) {
 /// A path that upstreams might read differently from our glob (dot
 /// segments, encoded separators, empty segments) is refused outright.
 fn ambiguous(path: &str) -> bool {
-    let lower = path.as_bytes();
-    path.contains("//")
-        || path.contains('\\')
-        || path.split('/').any(|s| s == "." || s == "..")
-        || lower.windows(3).any(|w| {
-            w[0] == b'%' && matches!((w[1], w[2].to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'2', b'e'))
-        })
+    // One pass over the bytes: this runs on every request.
+    let b = path.as_bytes();
+    let dot_segment = |s: &[u8]| s == b"." || s == b"..";
+    let mut segment_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' => return true,
+            b'/' => {
+                if (i > 0 && b[i - 1] == b'/') || dot_segment(&b[segment_start..i]) {
+                    return true;
+                }
+                segment_start = i + 1;
+            }
+            b'%' => {
+                if let [_, hi, lo, ..] = b[i..] {
+                    if matches!((hi, lo.to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'2', b'e')) {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    dot_segment(&b[segment_start..])
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
@@ -353,7 +370,10 @@ mod tests {
         for p in ["/a/../admin", "/./admin", "//admin", "/a%2fb", "/a%2Fb", "/%2e%2e/x", "/a\\b"] {
             assert!(ambiguous(p), "{p}");
         }
-        for p in ["/", "/payments/charge", "/a.b/c..d", "/search%20x"] {
+        for p in ["/a/..", "/a/.", "..", "/x/%2E%2E", "/%5C"] {
+            assert!(ambiguous(p), "{p}");
+        }
+        for p in ["/", "/payments/charge", "/a.b/c..d", "/search%20x", "/a/...", "/.well-known/x", "/%2", "/a%"] {
             assert!(!ambiguous(p), "{p}");
         }
     }

@@ -67,7 +67,8 @@ impl UpstreamPool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             // After a reload the upstream may have changed.
-            if c.authority == *authority && c.idle_since.elapsed() < IDLE_TIMEOUT {
+            // Byte comparison: `Authority`'s `==` ignores ASCII case, slowly.
+            if c.authority.as_str() == authority.as_str() && c.idle_since.elapsed() < IDLE_TIMEOUT {
                 return Some(c);
             }
         }
@@ -116,18 +117,15 @@ impl UpstreamPool {
             }
             let mut sent = std::pin::pin!(up.sender.try_send_request(req));
             let mut ended = false;
-            let result = poll_fn(|cx| loop {
-                if let Poll::Ready(r) = sent.as_mut().poll(cx) {
-                    return Poll::Ready(r);
+            // The connection first, then the response it may just have
+            // read: both in the same poll, instead of a second poll of the
+            // whole client connection after the response's wake-up. Once
+            // the connection has ended, the request side resolves at once.
+            let result = poll_fn(|cx| {
+                if !ended && up.poll_ended(cx) {
+                    ended = true;
                 }
-                if ended {
-                    return Poll::Pending;
-                }
-                if !up.poll_ended(cx) {
-                    return Poll::Pending;
-                }
-                // The connection ended: the request side resolves now.
-                ended = true;
+                sent.as_mut().poll(cx)
             })
             .await;
             match result {
