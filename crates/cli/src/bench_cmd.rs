@@ -5,16 +5,28 @@
 //! with the client certificate (no session resumption), one
 //! `GET PATH` with `Connection: close`, and the response read to EOF.
 //! `http`: every worker keeps one TLS connection and sends keep-alive
-//! HTTP/1.1 requests over it; every operation is one request and response.
+//! HTTP/1.1 (or, with `--http2`, HTTP/2) requests over it, one at a time;
+//! every operation is one request and response.
 //! `enroll`: against `ambos serve`, every operation generates a P-256 key and
 //! a CSR and spends one token from `--tokens` (keep-alive, no client certificate).
+//!
+//! Latencies go into an HDR histogram (3 significant digits), so a run of
+//! millions of operations costs the generator kilobytes, not a sample each.
+//! Failures are counted by kind (connect, tls, protocol, send, read, timeout,
+//! `status NNN`), so a run that half-fails says how.
 use crate::files::input_error;
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +38,14 @@ use tokio_rustls::TlsConnector;
 
 /// One operation that takes longer than this counts as an error.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The histogram's range in µs: longer operations are recorded as this.
+const MAX_LATENCY_US: u64 = 60_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// New connection + full handshake + one request per operation.
     Handshake,
-    /// Keep-alive HTTP/1.1 requests over one connection per worker.
+    /// Keep-alive requests (HTTP/1.1, or HTTP/2 with --http2) over one connection per worker.
     Http,
     /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
     Enroll,
@@ -69,8 +83,8 @@ pub struct BenchArgs {
     #[arg(long)]
     tokens: Option<PathBuf>,
     /// CA certificate(s) the server certificate must chain to.
-    #[arg(long)]
-    ca: PathBuf,
+    #[arg(long, required_unless_present = "cheap_client")]
+    ca: Option<PathBuf>,
     /// Name to verify the server certificate against (SNI and Host header).
     #[arg(long, default_value = "localhost")]
     server_name: String,
@@ -86,6 +100,14 @@ pub struct BenchArgs {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
+    /// http, hold: speak HTTP/2 (ALPN h2) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Do not verify the server's certificate chain (the handshake signature
+    /// still is): the client then costs less than the server, so the server
+    /// is the bottleneck. Never for anything but benchmarks.
+    #[arg(long)]
+    cheap_client: bool,
     /// One JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -106,6 +128,10 @@ struct Plan {
     server_name: ServerName<'static>,
     host: String,
     path: String,
+    /// http, hold: HTTP/2 instead of HTTP/1.1.
+    http2: bool,
+    /// The request target as HTTP/2 sends it (`https://host/path`).
+    h2_uri: http::Uri,
     limit: Limit,
     started: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -132,46 +158,114 @@ impl Plan {
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connect {}", self.addr))?;
-        tcp.set_nodelay(true)?;
-        let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
-        Ok(tls)
+    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        let tcp =
+            TcpStream::connect(self.addr).await.with_context(|| format!("connect {}", self.addr)).kind("connect")?;
+        tcp.set_nodelay(true).context("TCP_NODELAY").kind("connect")?;
+        self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake").kind("tls")
     }
 }
 
+/// Why one operation failed: the kind is counted, the detail of the first shown.
+struct Failure {
+    kind: Cow<'static, str>,
+    detail: anyhow::Error,
+}
+
+impl Failure {
+    fn new(kind: impl Into<Cow<'static, str>>, detail: anyhow::Error) -> Failure {
+        Failure { kind: kind.into(), detail }
+    }
+}
+
+/// `.kind("tls")`: files an error under a kind.
+trait Kind<T> {
+    fn kind(self, kind: &'static str) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> Kind<T> for Result<T, E> {
+    fn kind(self, kind: &'static str) -> Result<T, Failure> {
+        self.map_err(|e| {
+            let e = e.into();
+            // In TLS 1.3 the server refuses a client certificate after the
+            // client thinks the handshake is done: that alert is still a TLS failure.
+            let kind = if is_tls_error(&e) { "tls" } else { kind };
+            Failure::new(kind, e)
+        })
+    }
+}
+
+/// Whether a TLS error (an alert, a bad record) is somewhere in the chain.
+/// tokio-rustls reports every rustls error as `InvalidData`, and h2 keeps
+/// only that kind and the message, so the kind is what is checked.
+fn is_tls_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<rustls::Error>()
+            || cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+    })
+}
+
 /// What one worker measured.
-#[derive(Default)]
 struct Tally {
-    errors: u64,
-    latencies_us: Vec<u32>,
+    latency_us: Histogram<u64>,
+    errors: BTreeMap<Cow<'static, str>, u64>,
 }
 
 impl Tally {
-    fn record(&mut self, plan: &Plan, started: Instant, outcome: anyhow::Result<()>) {
+    fn new() -> Tally {
+        Tally {
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, plan: &Plan, started: Instant, outcome: Result<(), Failure>) {
         match outcome {
             Ok(()) => {
-                let us = started.elapsed().as_micros();
-                self.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.latency_us.saturating_record(us.min(MAX_LATENCY_US));
             }
-            Err(e) => {
-                self.errors += 1;
-                plan.error(format!("{e:#}"));
+            Err(f) => {
+                plan.error(format!("{}: {:#}", f.kind, f.detail));
+                *self.errors.entry(f.kind).or_default() += 1;
             }
         }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+    }
+}
+
+/// `timeout(OP_TIMEOUT, op)` with the timeout filed as a kind of failure.
+async fn timed(op: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::new("timeout", anyhow::anyhow!("no response within {OP_TIMEOUT:?}"))),
     }
 }
 
 /// The `--json` output, fields in this order.
 #[derive(serde::Serialize)]
-struct Report {
+struct Report<'a> {
     mode: &'static str,
+    /// http/1.1 or h2 (handshake and enroll: http/1.1).
+    protocol: &'static str,
+    /// false with --cheap-client: the server's chain was not checked.
+    server_verified: bool,
     ops: u64,
     errors: u64,
+    errors_by_kind: &'a BTreeMap<Cow<'static, str>, u64>,
     seconds: f64,
     ops_per_sec: f64,
-    p50_us: u32,
-    p99_us: u32,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    max_us: u64,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -179,7 +273,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let plan = Arc::new(plan(&a)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let began = Instant::now();
-    let tallies = runtime.block_on(async {
+    let total = runtime.block_on(async {
         let workers: Vec<_> = (0..a.concurrency)
             .map(|_| {
                 let plan = plan.clone();
@@ -193,41 +287,38 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let mut tallies = Vec::with_capacity(workers.len());
+        let mut total = Tally::new();
         for w in workers {
-            tallies.push(w.await.context("benchmark worker panicked")?);
+            total.merge(w.await.context("benchmark worker panicked")?);
         }
-        anyhow::Ok(tallies)
+        anyhow::Ok(total)
     })?;
     let seconds = began.elapsed().as_secs_f64();
     drop(runtime);
 
-    let errors: u64 = tallies.iter().map(|t| t.errors).sum();
-    let mut latencies: Vec<u32> = tallies.into_iter().flat_map(|t| t.latencies_us).collect();
-    latencies.sort_unstable();
-    let ops = latencies.len() as u64;
+    let errors: u64 = total.errors.values().sum();
+    let h = &total.latency_us;
+    let ops = h.len();
     let ops_per_sec = if seconds > 0.0 { ops as f64 / seconds } else { 0.0 };
-    let (p50, p99) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99));
+    let at = |q: f64| if ops == 0 { 0 } else { h.value_at_quantile(q) };
+    let report = Report {
+        mode: a.mode.name(),
+        protocol: if plan.http2 { "h2" } else { "http/1.1" },
+        server_verified: !a.cheap_client,
+        ops,
+        errors,
+        errors_by_kind: &total.errors,
+        seconds: (seconds * 1000.0).round() / 1000.0,
+        ops_per_sec: ops_per_sec.round(),
+        p50_us: at(0.50),
+        p90_us: at(0.90),
+        p99_us: at(0.99),
+        max_us: if ops == 0 { 0 } else { h.max() },
+    };
     if a.json {
-        let report = Report {
-            mode: a.mode.name(),
-            ops,
-            errors,
-            seconds: (seconds * 1000.0).round() / 1000.0,
-            ops_per_sec: ops_per_sec.round(),
-            p50_us: p50,
-            p99_us: p99,
-        };
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{} against {}: {} workers, {:.2} s\n  ops {ops}, errors {errors}\n  {:.0} ops/s, p50 {p50} µs, p99 {p99} µs",
-            a.mode.name(),
-            plan.addr,
-            a.concurrency,
-            seconds,
-            ops_per_sec
-        );
+        print_summary(&report, plan.addr, a.concurrency);
     }
     let first_error = plan.first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
     if errors > 0 {
@@ -240,10 +331,28 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_summary(r: &Report, addr: SocketAddr, workers: usize) {
+    println!("{} ({}) against {addr}: {workers} workers, {:.2} s", r.mode, r.protocol, r.seconds);
+    println!("  ops {}, {:.0} ops/s", r.ops, r.ops_per_sec);
+    println!("  latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", r.p50_us, r.p90_us, r.p99_us, r.max_us);
+    if r.errors == 0 {
+        println!("  errors 0");
+    } else {
+        let kinds: Vec<String> = r.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!("  errors {} ({})", r.errors, kinds.join(", "));
+    }
+    if !r.server_verified {
+        println!("  note: --cheap-client: the server's certificate chain was NOT verified");
+    }
+}
+
 /// Checks every flag and file, and builds the TLS client configuration.
 fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     if a.concurrency == 0 {
         return Err(input_error("--concurrency must be at least 1"));
+    }
+    if a.http2 && !matches!(a.mode, Mode::Http | Mode::Hold) {
+        return Err(input_error(format!("--http2 is for http and hold, not {}", a.mode.name())));
     }
     if a.mode == Mode::Hold && a.count.is_none() {
         return Err(input_error("hold needs --count (connections to open)"));
@@ -268,14 +377,24 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     let server_name = ServerName::try_from(a.server_name.clone())
         .map_err(|e| input_error(format!("--server-name {:?}: {e}", a.server_name)))?;
 
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in ambos_tls::load_certs(&a.ca).map_err(|e| flag_error("--ca", e))? {
-        roots.add(ca).map_err(|e| input_error(format!("--ca {}: {e}", a.ca.display())))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
+    let h2_uri = http::Uri::try_from(format!("https://{}{}", a.server_name, a.path))
+        .map_err(|e| input_error(format!("--server-name {:?} with --path {:?}: {e}", a.server_name, a.path)))?;
+
+    let provider = ambos_tls::provider();
+    let versions = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS client configuration")?
-        .with_root_certificates(roots);
+        .context("TLS client configuration")?;
+    let builder = match (&a.ca, a.cheap_client) {
+        (_, true) => versions.dangerous().with_custom_certificate_verifier(Arc::new(UnverifiedChain(provider))),
+        (Some(ca_file), false) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in ambos_tls::load_certs(ca_file).map_err(|e| flag_error("--ca", e))? {
+                roots.add(ca).map_err(|e| input_error(format!("--ca {}: {e}", ca_file.display())))?;
+            }
+            versions.with_root_certificates(roots)
+        }
+        (None, false) => return Err(input_error("--ca is required (or --cheap-client)")),
+    };
     let mut tokens = Vec::new();
     let mut config = match (a.mode, &a.cert, &a.key, &a.tokens) {
         (Mode::Enroll, _, _, Some(file)) => {
@@ -297,7 +416,7 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     };
     // Every handshake full: a benchmark of resumed handshakes would measure something else.
     config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![if a.http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
 
     Ok(Plan {
         mode: a.mode,
@@ -306,6 +425,8 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
         server_name,
         host: a.server_name.clone(),
         path: a.path.clone(),
+        http2: a.http2,
+        h2_uri,
         limit,
         started: AtomicU64::new(0),
         first_error: Mutex::new(None),
@@ -331,74 +452,122 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     addrs.next().ok_or_else(|| input_error(format!("--target {target:?}: no address")))
 }
 
-/// The value below which a fraction `p` of the sorted samples lie (nearest rank).
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (sorted.len() as f64 * p).ceil() as usize;
-    sorted[rank.saturating_sub(1).min(sorted.len() - 1)]
-}
+/// A server certificate verifier for `--cheap-client`: any chain passes,
+/// but the server must still prove it holds the key of the certificate it
+/// sent, so the handshake does the same key-exchange and signature work.
+#[derive(Debug)]
+struct UnverifiedChain(Arc<CryptoProvider>);
 
-fn capacity(plan: &Plan) -> usize {
-    match plan.limit {
-        Limit::Count(n) => usize::try_from(n.min(1 << 20)).unwrap_or(1 << 20),
-        Limit::Until(_) => 1 << 16,
+impl ServerCertVerifier for UnverifiedChain {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
 async fn handshake_worker(plan: &Plan) -> Tally {
-    let mut tally = Tally { errors: 0, latencies_us: Vec::with_capacity(capacity(plan)) };
+    let mut tally = Tally::new();
     let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", plan.path, plan.host);
     while plan.next() {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_handshake(plan, request.as_bytes())).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
-        };
+        let outcome = timed(one_handshake(plan, request.as_bytes())).await;
         tally.record(plan, started, outcome);
     }
     tally
 }
 
-async fn one_handshake(plan: &Plan, request: &[u8]) -> anyhow::Result<()> {
+async fn one_handshake(plan: &Plan, request: &[u8]) -> Result<(), Failure> {
     let mut tls = plan.connect().await?;
-    tls.write_all(request).await.context("send request")?;
+    tls.write_all(request).await.context("send request").kind("send")?;
     let mut response = Vec::with_capacity(512);
     match tls.read_to_end(&mut response).await {
         Ok(_) => {}
         // A server that closes without close_notify after a complete response is fine here.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(anyhow::Error::new(e).context("read response")),
+        Err(e) => return Err(e).context("read response").kind("read"),
     }
-    if !response.starts_with(b"HTTP/1.1 200") {
-        let line = response.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
-        anyhow::bail!("unexpected response: {:?}", String::from_utf8_lossy(line));
+    let line = response.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    match line.split(|&b| b == b' ').nth(1) {
+        Some(b"200") if line.starts_with(b"HTTP/1.1 ") => Ok(()),
+        Some(code) if line.starts_with(b"HTTP/1.") && code.len() == 3 && code.iter().all(u8::is_ascii_digit) => {
+            Err(Failure::new(
+                format!("status {}", String::from_utf8_lossy(code)),
+                anyhow::anyhow!("unexpected response: {:?}", String::from_utf8_lossy(line)),
+            ))
+        }
+        _ => Err(Failure::new(
+            "protocol",
+            anyhow::anyhow!("not an HTTP/1.1 response: {:?}", String::from_utf8_lossy(line)),
+        )),
     }
-    Ok(())
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+/// One keep-alive connection's request sender.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
 
-async fn http_connect(plan: &Plan) -> anyhow::Result<Sender> {
+async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
     let tls = plan.connect().await?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.context("HTTP/1.1 handshake")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    if plan.http2 {
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(Failure::new("protocol", anyhow::anyhow!("the server did not agree to HTTP/2 (ALPN h2)")));
+        }
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .context("HTTP/2 handshake")
+            .kind("protocol")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP/1.1 handshake")
+            .kind("protocol")?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::Http1(sender))
+    }
 }
 
 async fn http_worker(plan: &Plan) -> Tally {
-    let mut tally = Tally { errors: 0, latencies_us: Vec::with_capacity(capacity(plan)) };
+    let mut tally = Tally::new();
     let mut sender: Option<Sender> = None;
     while plan.next() {
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_request(plan, &mut sender)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
-        };
+        let outcome = timed(one_request(plan, &mut sender)).await;
         if outcome.is_err() {
             // Start over on a fresh connection.
             sender = None;
@@ -408,21 +577,35 @@ async fn http_worker(plan: &Plan) -> Tally {
     tally
 }
 
-async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> anyhow::Result<()> {
+async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> Result<(), Failure> {
     let s = match sender {
         Some(s) => s,
         None => sender.insert(http_connect(plan).await?),
     };
-    s.ready().await.context("connection closed")?;
-    let request = http::Request::get(plan.path.as_str())
-        .header(http::header::HOST, plan.host.as_str())
-        .body(Empty::<Bytes>::new())
-        .context("build request")?;
-    let response = s.send_request(request).await.context("send request")?;
+    let response = match s {
+        Sender::Http1(s) => {
+            s.ready().await.context("connection closed").kind("send")?;
+            let request = http::Request::get(plan.path.as_str())
+                .header(http::header::HOST, plan.host.as_str())
+                .body(Empty::<Bytes>::new())
+                .context("build request")
+                .kind("protocol")?;
+            s.send_request(request).await.context("send request").kind("send")?
+        }
+        Sender::Http2(s) => {
+            s.ready().await.context("connection closed").kind("send")?;
+            let request = http::Request::get(plan.h2_uri.clone())
+                .version(http::Version::HTTP_2)
+                .body(Empty::<Bytes>::new())
+                .context("build request")
+                .kind("protocol")?;
+            s.send_request(request).await.context("send request").kind("send")?
+        }
+    };
     let status = response.status();
-    response.into_body().collect().await.context("read response body")?;
+    response.into_body().collect().await.context("read response body").kind("read")?;
     if status != http::StatusCode::OK {
-        anyhow::bail!("unexpected status {status}");
+        return Err(Failure::new(format!("status {}", status.as_u16()), anyhow::anyhow!("unexpected status {status}")));
     }
     Ok(())
 }
@@ -430,7 +613,7 @@ async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> anyhow::Result
 type EnrollSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
 
 async fn enroll_worker(plan: &Plan) -> Tally {
-    let mut tally = Tally { errors: 0, latencies_us: Vec::with_capacity(plan.tokens.len()) };
+    let mut tally = Tally::new();
     let mut sender: Option<EnrollSender> = None;
     loop {
         let i = plan.started.fetch_add(1, Ordering::Relaxed) as usize;
@@ -441,10 +624,7 @@ async fn enroll_worker(plan: &Plan) -> Tally {
             }
         }
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_enrollment(plan, &mut sender, token)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
-        };
+        let outcome = timed(one_enrollment(plan, &mut sender, token)).await;
         if outcome.is_err() {
             sender = None;
         }
@@ -453,34 +633,40 @@ async fn enroll_worker(plan: &Plan) -> Tally {
     tally
 }
 
-async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> anyhow::Result<()> {
+async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> Result<(), Failure> {
     let s = match sender {
         Some(s) => s,
         None => {
             let tls = plan.connect().await?;
-            let (s, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.context("HTTP/1.1 handshake")?;
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .context("HTTP/1.1 handshake")
+                .kind("protocol")?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
             sender.insert(s)
         }
     };
-    let key = ambos_pki::KeyType::EcP256.generate()?;
-    let csr = ambos_pki::create_csr(&key, None, &[])?;
+    let key = ambos_pki::KeyType::EcP256.generate().kind("client")?;
+    let csr = ambos_pki::create_csr(&key, None, &[]).kind("client")?;
     let body =
         serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
-    s.ready().await.context("connection closed")?;
+    s.ready().await.context("connection closed").kind("send")?;
     let request = http::Request::post("/v1/enroll")
         .header(http::header::HOST, plan.host.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(http_body_util::Full::new(Bytes::from(body)))
-        .context("build request")?;
-    let response = s.send_request(request).await.context("send request")?;
+        .context("build request")
+        .kind("protocol")?;
+    let response = s.send_request(request).await.context("send request").kind("send")?;
     let status = response.status();
-    let body = response.into_body().collect().await.context("read response body")?.to_bytes();
+    let body = response.into_body().collect().await.context("read response body").kind("read")?.to_bytes();
     if status != http::StatusCode::CREATED {
-        anyhow::bail!("unexpected status {status}: {}", String::from_utf8_lossy(&body));
+        return Err(Failure::new(
+            format!("status {}", status.as_u16()),
+            anyhow::anyhow!("unexpected status {status}: {}", String::from_utf8_lossy(&body)),
+        ));
     }
     Ok(())
 }
@@ -489,15 +675,12 @@ async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &
 /// has fully set it up), then, once every worker is done opening, keeps them
 /// all idle for `hold_for`.
 async fn hold_worker(plan: &Plan) -> Tally {
-    let mut tally = Tally::default();
+    let mut tally = Tally::new();
     let mut held = Vec::new();
     while plan.next() {
         let started = Instant::now();
         let mut sender: Option<Sender> = None;
-        let outcome = match tokio::time::timeout(OP_TIMEOUT, one_request(plan, &mut sender)).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no response within {OP_TIMEOUT:?}")),
-        };
+        let outcome = timed(one_request(plan, &mut sender)).await;
         if outcome.is_ok() {
             held.extend(sender);
         }

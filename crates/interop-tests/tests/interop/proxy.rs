@@ -614,6 +614,67 @@ fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
     }
 }
 
+impl Fixture {
+    /// `ambos bench MODE` against the proxy as `client`; returns (exit code, the JSON report).
+    fn bench(&self, mode: &str, client: &str, target_port: u16, extra: &[&str]) -> (i32, serde_json::Value) {
+        let out = run(Command::new(ambos_bin())
+            .arg("bench")
+            .arg(mode)
+            .arg("--target")
+            .arg(format!("127.0.0.1:{target_port}"))
+            .arg("--cert")
+            .arg(self.ca.path(&format!("{client}.crt")))
+            .arg("--key")
+            .arg(self.ca.path(&format!("{client}.key")))
+            .arg("--ca")
+            .arg(self.ca.path("ca.crt"))
+            .args(["--concurrency", "2", "--json"])
+            .args(extra));
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        let report = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("bench {mode} {extra:?}: {e}\nstdout: {}\nstderr: {}", out.stdout, out.stderr));
+        (out.code, report)
+    }
+}
+
+/// The load generator of bench/compare.sh speaks HTTP/1.1 and HTTP/2 to a
+/// real proxy, reports percentiles, and files failures by kind.
+#[test]
+fn bench_measures_http1_http2_and_handshakes_and_counts_failures_by_kind() {
+    let f = Fixture::http(start_http_upstream());
+    for (mode, extra) in [
+        ("http", &["--count", "300"][..]),
+        ("http", &["--count", "300", "--http2"][..]),
+        ("handshake", &["--count", "20"][..]),
+        ("handshake", &["--count", "20", "--cheap-client"][..]),
+    ] {
+        let (code, r) = f.bench(mode, "alice", f.port, extra);
+        assert_eq!(code, 0, "{mode} {extra:?}: {r}");
+        let want_ops: u64 = extra[1].parse().unwrap();
+        assert_eq!((r["ops"].as_u64(), r["errors"].as_u64()), (Some(want_ops), Some(0)), "{mode} {extra:?}: {r}");
+        let protocol = if extra.contains(&"--http2") { "h2" } else { "http/1.1" };
+        assert_eq!(r["protocol"], protocol);
+        assert_eq!(r["server_verified"], !extra.contains(&"--cheap-client"));
+        let p: Vec<u64> = ["p50_us", "p90_us", "p99_us", "max_us"].iter().map(|k| r[k].as_u64().unwrap()).collect();
+        assert!(p[0] > 0 && p.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {r}");
+    }
+
+    // bob passes the handshake and gets 403 from the route; server-only is
+    // refused in the handshake; nothing listens on a fresh port.
+    for (mode, client, port, extra, kind) in [
+        ("http", "bob", f.port, &["--count", "6"][..], "status 403"),
+        ("http", "bob", f.port, &["--count", "6", "--http2"][..], "status 403"),
+        ("handshake", "bob", f.port, &["--count", "6"][..], "status 403"),
+        ("handshake", "server-only", f.port, &["--count", "6"][..], "tls"),
+        ("http", "alice", free_port(), &["--count", "6"][..], "connect"),
+    ] {
+        let (code, r) = f.bench(mode, client, port, extra);
+        assert_eq!(code, 1, "all failed, so the exit code says so: {r}");
+        assert_eq!((r["ops"].as_u64(), r["errors"].as_u64()), (Some(0), Some(6)), "{mode} {client} {extra:?}: {r}");
+        assert_eq!(r["errors_by_kind"][kind], 6, "{mode} {client} {extra:?}: {r}");
+    }
+}
+
 #[test]
 fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     require("curl");
