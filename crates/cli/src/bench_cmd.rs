@@ -108,9 +108,34 @@ pub struct BenchArgs {
     /// is the bottleneck. Never for anything but benchmarks.
     #[arg(long)]
     cheap_client: bool,
+    /// Key exchange groups to offer, in preference order (repeat the flag);
+    /// default: ambos's own list, X25519MLKEM768 first. `--kx-group x25519`
+    /// is what an OpenSSL 3.0 client such as Debian 12's curl offers.
+    #[arg(long, value_enum)]
+    kx_group: Vec<KxGroup>,
     /// One JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KxGroup {
+    X25519,
+    X25519mlkem768,
+    P256,
+    P384,
+}
+
+impl KxGroup {
+    fn group(self) -> &'static dyn rustls::crypto::SupportedKxGroup {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        match self {
+            KxGroup::X25519 => kx_group::X25519,
+            KxGroup::X25519mlkem768 => kx_group::X25519MLKEM768,
+            KxGroup::P256 => kx_group::SECP256R1,
+            KxGroup::P384 => kx_group::SECP384R1,
+        }
+    }
 }
 
 /// When the workers stop.
@@ -380,7 +405,10 @@ fn plan(a: &BenchArgs) -> anyhow::Result<Plan> {
     let h2_uri = http::Uri::try_from(format!("https://{}{}", a.server_name, a.path))
         .map_err(|e| input_error(format!("--server-name {:?} with --path {:?}: {e}", a.server_name, a.path)))?;
 
-    let provider = ambos_tls::provider();
+    let mut provider = ambos_tls::provider();
+    if !a.kx_group.is_empty() {
+        Arc::make_mut(&mut provider).kx_groups = a.kx_group.iter().map(|g| g.group()).collect();
+    }
     let versions = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("TLS client configuration")?;

@@ -59,6 +59,7 @@ struct RawTls {
     crl_refresh: Option<String>,
     client_auth: Option<String>,
     min_version: Option<String>,
+    session_resumption: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +368,7 @@ impl ProxyConfig {
                 client_auth,
                 min_version,
                 alpn: alpn(mode),
+                session_resumption: raw.tls.session_resumption.unwrap_or(true),
             },
             crl_url: crl_source(raw.tls.crl_url.as_deref(), raw.tls.crl_refresh.as_deref(), "tls.crl")?,
             upstream,
@@ -402,6 +404,7 @@ impl ProxyConfig {
                 client_auth: if f.optional_client_auth { ClientAuth::Optional } else { ClientAuth::Required },
                 min_version: TlsVersion::Tls12,
                 alpn: alpn(mode),
+                session_resumption: true,
             },
             crl_url: crl_source(f.crl_url.as_deref(), f.crl_refresh.as_deref(), "--crl")?,
             upstream,

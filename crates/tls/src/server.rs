@@ -32,6 +32,9 @@ pub struct ServerTlsConfig {
     pub min_version: TlsVersion,
     /// ALPN protocols in preference order (`h2`, `http/1.1`; none for TCP).
     pub alpn: Vec<Vec<u8>>,
+    /// Whether clients may resume sessions (one TLS 1.3 ticket per
+    /// handshake, a TLS 1.2 session cache). Off: every handshake is full.
+    pub session_resumption: bool,
 }
 
 /// A ready rustls config and the facts about it that metrics report.
@@ -103,8 +106,15 @@ impl ServerTlsConfig {
         config.alpn_protocols = self.alpn.clone();
         // Our suite order (see `provider`) wins over the client's.
         config.ignore_client_order = true;
-        // One resumption ticket per handshake is enough for a client to resume.
-        config.send_tls13_tickets = 1;
+        if self.session_resumption {
+            // One resumption ticket per handshake is enough for a client to resume.
+            config.send_tls13_tickets = 1;
+        } else {
+            // No ticket to derive, store and send: as nginx with
+            // ssl_session_tickets off and ssl_session_cache off.
+            config.send_tls13_tickets = 0;
+            config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
         Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count })
     }
 }

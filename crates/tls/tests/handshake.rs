@@ -67,6 +67,7 @@ impl Pki {
             client_auth,
             min_version: TlsVersion::Tls12,
             alpn: vec![b"http/1.1".to_vec()],
+            session_resumption: true,
         }
     }
 }
