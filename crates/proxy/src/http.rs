@@ -4,7 +4,7 @@
 use crate::audit::{self, AuditEvent};
 use crate::config::Upstream;
 use crate::headers::{rewrite_request_headers, strip_response_headers};
-use crate::idle::{Activity, InFlight, ParkableIo};
+use crate::idle::{Activity, InFlight, ParkableIo, Since};
 use crate::policy::Decision;
 use crate::server::{ConnCtx, GaugeGuard, Shared};
 use crate::upstream::UpstreamBody;
@@ -131,8 +131,8 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
     let parked = shared.parked.clone();
     let svc = service(ctx, shared, activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
-    // The next request's header must arrive within the idle timeout.
-    builder.timer(TokioTimer::new()).header_read_timeout(idle);
+    // The idle timeout is ours (see `idle`), checked every PARK_CHECK.
+    builder.timer(TokioTimer::new()).header_read_timeout(None);
     let mut io = ParkableIo::new(tls, activity.clone());
     let mut draining = *shutdown.borrow();
     loop {
@@ -146,6 +146,8 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
         // channel on every request costs more than the request's routing.
         let mut check = std::pin::pin!(tokio::time::sleep(PARK_CHECK));
         let mut check_armed = false;
+        // Since when an incomplete request head has been waiting.
+        let mut head_since: Option<Instant> = None;
         let finished = loop {
             let event = std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = conn.poll_without_shutdown(cx) {
@@ -163,8 +165,19 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
             match event {
                 Some(r) => break r,
                 None => {
-                    if activity.quiet() {
-                        activity.request_park();
+                    match activity.check() {
+                        Since::Quiet => {
+                            head_since = None;
+                            activity.request_park();
+                        }
+                        Since::Busy => head_since = None,
+                        Since::HeadPending => {
+                            if head_since.get_or_insert_with(Instant::now).elapsed() >= idle {
+                                // Dropping hyper's connection and the TLS stream closes it.
+                                tracing::debug!("no complete request head within {idle:?}: closing");
+                                return;
+                            }
+                        }
                     }
                     if !draining && shutdown.has_changed().unwrap_or(true) {
                         draining = true;

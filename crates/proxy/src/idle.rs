@@ -13,6 +13,13 @@
 //! read that would block with end-of-file. hyper treats end-of-file between
 //! requests as a clean close, and [`ParkableIo::parked`] tells the caller it
 //! was ours, not the client's.
+//!
+//! The same periodic look at [`Activity`] enforces the idle timeout on a
+//! request head that is incomplete (slowloris): bytes arrived while no
+//! request was in flight, and no request has started since. Such a
+//! connection is never parked (hyper holds the partial head). This costs
+//! nothing per request, where hyper's own header-read timeout arms a timer
+//! for every request (3% of a request's instructions, docs/benchmarks.md).
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
@@ -28,8 +35,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Activity {
     /// Responses handed to hyper whose bodies are not finished yet.
     in_flight: AtomicU32,
-    /// Something arrived or started since the last quiet check.
+    /// Something arrived or started since the last check.
     busy: AtomicBool,
+    /// A request started since the last check.
+    started: AtomicBool,
+    /// Bytes arrived while no request was in flight, and no request has
+    /// started since: the start of a request head.
+    head_pending: AtomicBool,
     /// The serving loop wants the connection parked at the next blocked read.
     park: AtomicBool,
     /// A read was answered with our end-of-file.
@@ -40,20 +52,51 @@ impl Activity {
     /// A request reached the service; the guard lives in the response body.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.busy.store(true, Relaxed);
+        self.started.store(true, Relaxed);
+        self.head_pending.store(false, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
         InFlight(self.clone())
     }
 
-    /// True when nothing was read or started since the previous call and no
-    /// response is still being sent: the connection is idle between requests.
-    pub fn quiet(&self) -> bool {
-        !self.busy.swap(false, Relaxed) && self.in_flight.load(Relaxed) == 0
+    /// What the connection did since the previous call.
+    pub fn check(&self) -> Since {
+        let busy = self.busy.swap(false, Relaxed);
+        let started = self.started.swap(false, Relaxed);
+        if started || busy || self.in_flight.load(Relaxed) > 0 {
+            if !started && self.head_pending.load(Relaxed) {
+                return Since::HeadPending;
+            }
+            Since::Busy
+        } else if self.head_pending.load(Relaxed) {
+            Since::HeadPending
+        } else {
+            Since::Quiet
+        }
+    }
+
+    /// Bytes arrived from the client.
+    fn read_some(&self) {
+        self.busy.store(true, Relaxed);
+        if self.in_flight.load(Relaxed) == 0 {
+            self.head_pending.store(true, Relaxed);
+        }
     }
 
     /// Park at the next read that would block.
     pub fn request_park(&self) {
         self.park.store(true, Relaxed);
     }
+}
+
+/// The outcome of [`Activity::check`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Nothing read, nothing started, no response being sent: idle between requests.
+    Quiet,
+    /// A request started, bytes arrived, or a response is still being sent.
+    Busy,
+    /// Part of a request head arrived and no request has started since.
+    HeadPending,
 }
 
 /// Counts one response as in flight until its body is dropped (sent in
@@ -111,14 +154,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for ParkableIo<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
-            this.activity.busy.store(true, Relaxed);
+            this.activity.read_some();
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.activity.busy.store(true, Relaxed);
+                    this.activity.read_some();
                     this.activity.park.store(false, Relaxed);
                 }
                 Poll::Ready(Ok(()))
@@ -175,8 +218,10 @@ mod tests {
         assert_eq!(io.read(&mut buf).await.unwrap(), 3);
         assert!(!io.parked());
         // Nothing waiting, quiet since the read: end-of-file, marked as ours.
-        assert!(!activity.quiet(), "the read made it busy");
-        assert!(activity.quiet());
+        assert_eq!(activity.check(), Since::HeadPending, "a head began");
+        let _ = activity.request_started();
+        assert_eq!(activity.check(), Since::Busy);
+        assert_eq!(activity.check(), Since::Quiet);
         activity.request_park();
         assert_eq!(io.read(&mut buf).await.unwrap(), 0);
         assert!(io.parked());
@@ -197,12 +242,16 @@ mod tests {
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(got, b"GET /");
-        let _ = activity.quiet();
+        assert_eq!(activity.check(), Since::HeadPending);
+        assert_eq!(activity.check(), Since::HeadPending, "still no request: the head is incomplete");
         let guard = activity.request_started();
-        let _ = activity.quiet();
-        assert!(!activity.quiet(), "a response is still in flight");
+        assert_eq!(activity.check(), Since::Busy);
+        // Body bytes while the response is in flight do not start a head.
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"body").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 4);
+        assert_eq!(activity.check(), Since::Busy, "a response is still in flight");
         drop(guard);
-        assert!(activity.quiet());
+        assert_eq!(activity.check(), Since::Quiet);
         // A real end-of-file is not a park.
         drop(client);
         assert_eq!(io.read(&mut buf).await.unwrap(), 0);

@@ -500,6 +500,100 @@ fn garbage_and_aborted_handshakes_do_not_disturb_other_clients() {
 /// An idle keep-alive connection is parked (its HTTP state freed) and
 /// served again on the same TLS session when the client comes back;
 /// parked connections close at once on SIGTERM.
+/// `[limits] idle_timeout` closes a connection whose request head does not
+/// complete in time (trickled or stalled) and an idle keep-alive
+/// connection, but not one that sends a request now and then.
+#[test]
+fn idle_timeout_closes_stalled_heads_and_idle_connections_but_not_slow_clients() {
+    require("python3");
+    let upstream = start_http_upstream();
+    let mut f = Fixture::new();
+    let cfg = f
+        .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
+        .replace("[limits]\n", "[limits]\nidle_timeout = \"2s\"\n");
+    f.start(&cfg);
+    let script = f.ca.write(
+        "timeouts.py",
+        r#"
+import socket, ssl, sys, time
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+
+def connect():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+
+def closed(s, wait):
+    # True once the proxy has closed the connection (EOF or reset).
+    s.settimeout(wait)
+    try:
+        return s.recv(65536) == b""
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError):
+        return True
+    finally:
+        s.settimeout(None)
+
+def request(s, path):
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+    return head.split(b"\r\n")[0].decode()
+
+def until_closed(s, feed=None, limit=10.0):
+    start = time.time()
+    while time.time() - start < limit:
+        if feed:
+            try:
+                feed(s)
+            except (ConnectionError, ssl.SSLError):
+                return time.time() - start
+        if closed(s, 0.3):
+            return time.time() - start
+    return None
+
+# A head trickled in one header line at a time.
+s = connect()
+s.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n")
+print("trickle", until_closed(s, feed=lambda s: s.sendall(b"X-Slow: 1\r\n")))
+# Half a head, then nothing.
+s = connect()
+s.sendall(b"GET /stalled HTTP/1.1\r\nHost: local")
+print("stalled", until_closed(s))
+# One request, then idle.
+s = connect()
+print("status", request(s, "/once"))
+print("idle", until_closed(s))
+# A request every second for five seconds: longer than the idle timeout in all.
+s = connect()
+print("slow-client", [request(s, f"/tick/{i}") for i in range(5) if time.sleep(1) is None])
+"#,
+    );
+    let out = run(Command::new("python3")
+        .arg(&script)
+        .arg(f.port.to_string())
+        .arg(f.ca.path("ca.crt"))
+        .arg(f.ca.path("alice.crt"))
+        .arg(f.ca.path("alice.key")))
+    .ok();
+    let lines: std::collections::HashMap<&str, &str> = out.stdout.lines().filter_map(|l| l.split_once(' ')).collect();
+    for what in ["trickle", "stalled", "idle"] {
+        let secs: f64 = lines[what].parse().unwrap_or_else(|_| panic!("{what} was never closed: {}", out.stdout));
+        assert!((1.9..5.0).contains(&secs), "{what}: closed after {secs:.1} s with idle_timeout 2s");
+    }
+    assert_eq!(lines["status"], "HTTP/1.1 200 OK");
+    assert_eq!(
+        lines["slow-client"],
+        "['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']"
+    );
+}
+
 #[test]
 fn idle_keep_alive_connections_park_and_come_back() {
     require("python3");
@@ -612,6 +706,79 @@ fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
         assert_eq!(status, "200", "round {i}, after the upstream closed: {body}");
         assert_eq!(upstream_view(&body)["path"], "/next");
     }
+}
+
+/// Two connections from Python's ssl (OpenSSL), the second offering the
+/// first one's session; returns (status line, resumed, upstream view) of each.
+fn python_twice(f: &Fixture) -> Vec<(String, bool, serde_json::Value)> {
+    let script = f.ca.write(
+        "resume.py",
+        r#"
+import json, socket, ssl, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+def get(session):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost", session=session)
+    s.sendall(b"GET /resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    out = {"status": head.split(b"\r\n")[0].decode(), "reused": s.session_reused, "body": body.decode()}
+    session = s.session
+    s.close()
+    return out, session
+first, session = get(None)
+second, _ = get(session)
+print(json.dumps([first, second]))
+"#,
+    );
+    let out = run(Command::new("python3")
+        .arg(&script)
+        .arg(f.port.to_string())
+        .arg(f.ca.path("ca.crt"))
+        .arg(f.ca.path("alice.crt"))
+        .arg(f.ca.path("alice.key")))
+    .ok();
+    let v: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).unwrap();
+    v.iter()
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap().to_string(),
+                c["reused"].as_bool().unwrap(),
+                upstream_view(c["body"].as_str().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Resumption is on by default (and a resumed client keeps its identity);
+/// `session_resumption = false` makes every handshake a full one, as
+/// nginx with tickets and session cache off.
+#[test]
+fn session_resumption_keeps_the_identity_and_can_be_turned_off() {
+    require("python3");
+    let upstream = start_http_upstream();
+    let f = Fixture::http(upstream);
+    let alice = f.sha256("alice");
+    let conns = python_twice(&f);
+    assert_eq!((conns[0].1, conns[1].1), (false, true), "the second connection resumes: {conns:?}");
+    for (status, _, view) in &conns {
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let xfcc = view["xfcc"][0].as_str().unwrap();
+        assert!(xfcc.starts_with(&format!("Hash={alice};")), "{xfcc}");
+    }
+    drop(f);
+
+    let mut f = Fixture::new();
+    let cfg = f
+        .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
+        .replace("crl = [\"certs/crls.pem\"]", "crl = [\"certs/crls.pem\"]\nsession_resumption = false");
+    f.start(&cfg);
+    let conns = python_twice(&f);
+    assert_eq!((conns[0].1, conns[1].1), (false, false), "no resumption: {conns:?}");
+    assert_eq!(conns[1].0, "HTTP/1.1 200 OK");
 }
 
 impl Fixture {
