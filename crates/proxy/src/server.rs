@@ -182,7 +182,6 @@ async fn handshake(
         Ok(Err(e)) => return handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started),
         Err(_) => return handshake_failed(shared, peer, HandshakeFailure::Timeout, started),
     };
-    shared.handshakes_ok.increment(1);
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
         Some(der) => match Identity::from_der(der) {
             Ok(id) => Some(id),
@@ -190,8 +189,26 @@ async fn handshake(
         },
         None => None,
     };
+    // A resumed session skips certificate verification: the chain was
+    // checked in the full handshake, and a reload (new CA or CRL) starts a
+    // new session cache. A certificate can still expire while its session
+    // is cached (24 h at most), so expiry is checked here.
+    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        if let Some(id) = &identity {
+            if id.not_after < unix_now() {
+                return handshake_failed(shared, peer, HandshakeFailure::Expired, started);
+            }
+        }
+    }
+    shared.handshakes_ok.increment(1);
     let xfcc = if runtime.config.xfcc { identity.as_ref().and_then(headers::xfcc_value) } else { None };
     Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime })))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {

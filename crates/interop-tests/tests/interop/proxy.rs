@@ -708,28 +708,35 @@ fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
     }
 }
 
-/// Two connections from Python's ssl (OpenSSL), the second offering the
-/// first one's session; returns (status line, resumed, upstream view) of each.
-fn python_twice(f: &Fixture) -> Vec<(String, bool, serde_json::Value)> {
+/// Two connections from Python's ssl (OpenSSL) as `who`, the second
+/// `pause` seconds later offering the first one's session; returns (status
+/// line, resumed, upstream view) of each. A connection the proxy closes
+/// without a response has status "closed".
+fn python_twice(f: &Fixture, who: &str, pause: f64) -> Vec<(String, bool, serde_json::Value)> {
     let script = f.ca.write(
         "resume.py",
         r#"
-import json, socket, ssl, sys
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+import json, socket, ssl, sys, time
+port, ca, cert, key, pause = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 ctx = ssl.create_default_context(cafile=ca)
 ctx.load_cert_chain(cert, key)
 def get(session):
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost", session=session)
-    s.sendall(b"GET /resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     data = b""
-    while chunk := s.recv(65536):
-        data += chunk
+    try:
+        s.sendall(b"GET /resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        while chunk := s.recv(65536):
+            data += chunk
+    except (ConnectionError, ssl.SSLError):
+        pass
     head, _, body = data.partition(b"\r\n\r\n")
-    out = {"status": head.split(b"\r\n")[0].decode(), "reused": s.session_reused, "body": body.decode()}
+    status = head.split(b"\r\n")[0].decode() or "closed"
+    out = {"status": status, "reused": s.session_reused, "body": body.decode() or "null"}
     session = s.session
     s.close()
     return out, session
 first, session = get(None)
+time.sleep(pause)
 second, _ = get(session)
 print(json.dumps([first, second]))
 "#,
@@ -738,8 +745,9 @@ print(json.dumps([first, second]))
         .arg(&script)
         .arg(f.port.to_string())
         .arg(f.ca.path("ca.crt"))
-        .arg(f.ca.path("alice.crt"))
-        .arg(f.ca.path("alice.key")))
+        .arg(f.ca.path(&format!("{who}.crt")))
+        .arg(f.ca.path(&format!("{who}.key")))
+        .arg(pause.to_string()))
     .ok();
     let v: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).unwrap();
     v.iter()
@@ -757,18 +765,32 @@ print(json.dumps([first, second]))
 /// `session_resumption = false` makes every handshake a full one, as
 /// nginx with tickets and session cache off.
 #[test]
-fn session_resumption_keeps_the_identity_and_can_be_turned_off() {
+fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_off() {
     require("python3");
     let upstream = start_http_upstream();
     let f = Fixture::http(upstream);
     let alice = f.sha256("alice");
-    let conns = python_twice(&f);
+    let conns = python_twice(&f, "alice", 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, true), "the second connection resumes: {conns:?}");
     for (status, _, view) in &conns {
         assert_eq!(status, "HTTP/1.1 200 OK");
         let xfcc = view["xfcc"][0].as_str().unwrap();
         assert!(xfcc.starts_with(&format!("Hash={alice};")), "{xfcc}");
     }
+
+    // A session outlives a short certificate; resuming it after the
+    // certificate expired is refused.
+    f.ca.issue("client", "brief", &["--ttl", "3s", "--spiffe", "spiffe://acme.test/alice"]);
+    let conns = python_twice(&f, "brief", 4.0);
+    assert_eq!(conns[0].0, "HTTP/1.1 200 OK", "{conns:?}");
+    assert_eq!(
+        (conns[1].0.as_str(), conns[1].1),
+        ("closed", true),
+        "the session resumed, and the expired certificate's connection was closed: {conns:?}"
+    );
+    f.wait_audit("expired session", |l| {
+        l["event"] == "handshake" && l["reason"].as_str().unwrap_or("").contains("has expired")
+    });
     drop(f);
 
     let mut f = Fixture::new();
@@ -776,7 +798,7 @@ fn session_resumption_keeps_the_identity_and_can_be_turned_off() {
         .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
         .replace("crl = [\"certs/crls.pem\"]", "crl = [\"certs/crls.pem\"]\nsession_resumption = false");
     f.start(&cfg);
-    let conns = python_twice(&f);
+    let conns = python_twice(&f, "alice", 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, false), "no resumption: {conns:?}");
     assert_eq!(conns[1].0, "HTTP/1.1 200 OK");
 }
