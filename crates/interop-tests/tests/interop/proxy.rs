@@ -4,7 +4,7 @@ use ambos_interop_tests::{
     ambos_bin, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, wait_for_port,
     ChildGuard, TestCa,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -708,11 +708,12 @@ fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
     }
 }
 
-/// Two connections from Python's ssl (OpenSSL) as `who`, the second
+/// Two connections from Python's ssl (OpenSSL) with `who` (certificate and
+/// key files), the second
 /// `pause` seconds later offering the first one's session; returns (status
 /// line, resumed, upstream view) of each. A connection the proxy closes
 /// without a response has status "closed".
-fn python_twice(f: &Fixture, who: &str, pause: f64) -> Vec<(String, bool, serde_json::Value)> {
+fn python_twice(f: &Fixture, who: (&Path, &Path), pause: f64) -> Vec<(String, bool, serde_json::Value)> {
     let script = f.ca.write(
         "resume.py",
         r#"
@@ -745,8 +746,8 @@ print(json.dumps([first, second]))
         .arg(&script)
         .arg(f.port.to_string())
         .arg(f.ca.path("ca.crt"))
-        .arg(f.ca.path(&format!("{who}.crt")))
-        .arg(f.ca.path(&format!("{who}.key")))
+        .arg(who.0)
+        .arg(who.1)
         .arg(pause.to_string()))
     .ok();
     let v: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).unwrap();
@@ -770,7 +771,7 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
     let upstream = start_http_upstream();
     let f = Fixture::http(upstream);
     let alice = f.sha256("alice");
-    let conns = python_twice(&f, "alice", 0.0);
+    let conns = python_twice(&f, (&f.ca.path("alice.crt"), &f.ca.path("alice.key")), 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, true), "the second connection resumes: {conns:?}");
     for (status, _, view) in &conns {
         assert_eq!(status, "HTTP/1.1 200 OK");
@@ -780,8 +781,22 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
 
     // A session outlives a short certificate; resuming it after the
     // certificate expired is refused.
-    f.ca.issue("client", "brief", &["--ttl", "3s", "--spiffe", "spiffe://acme.test/alice"]);
-    let conns = python_twice(&f, "brief", 4.0);
+    // Issued elsewhere: `issue --out certs` rewrites certs/ca.crt, which
+    // the proxy watches, and a reload would start a new session cache.
+    let short = f.ca.dir().join("short");
+    f.ca.ambos(&[
+        "issue",
+        "client",
+        "brief",
+        "--out",
+        short.to_str().unwrap(),
+        "--ttl",
+        "3s",
+        "--spiffe",
+        "spiffe://acme.test/alice",
+    ])
+    .ok();
+    let conns = python_twice(&f, (&short.join("brief.crt"), &short.join("brief.key")), 4.0);
     assert_eq!(conns[0].0, "HTTP/1.1 200 OK", "{conns:?}");
     assert_eq!(
         (conns[1].0.as_str(), conns[1].1),
@@ -798,7 +813,7 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
         .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
         .replace("crl = [\"certs/crls.pem\"]", "crl = [\"certs/crls.pem\"]\nsession_resumption = false");
     f.start(&cfg);
-    let conns = python_twice(&f, "alice", 0.0);
+    let conns = python_twice(&f, (&f.ca.path("alice.crt"), &f.ca.path("alice.key")), 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, false), "no resumption: {conns:?}");
     assert_eq!(conns[1].0, "HTTP/1.1 200 OK");
 }
