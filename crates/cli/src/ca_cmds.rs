@@ -1,5 +1,5 @@
 //! The CA commands: init, issue, sign, list, revoke, crl, export, p12.
-use crate::files::{ensure_dir, input_error, read_input, write_atomic, PRIVATE, PUBLIC};
+use crate::files::{ensure_dir, input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
 use crate::secrets::{self, Secret};
 use crate::Global;
 use ambos_ca::{CertSelector, CertificateAuthority, InitOptions, OffsetDateTime};
@@ -456,7 +456,12 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     // Unlock (and fail on a wrong passphrase) before anything is issued.
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
     ensure_dir(&a.out)?;
-    write_atomic(&a.out.join("ca.crt"), pem_encode("CERTIFICATE", ca.root_der()).as_bytes(), PUBLIC, outputs.durable)?;
+    write_atomic_if_changed(
+        &a.out.join("ca.crt"),
+        pem_encode("CERTIFICATE", ca.root_der()).as_bytes(),
+        PUBLIC,
+        outputs.durable,
+    )?;
 
     if a.admin && profile != Profile::Client {
         return Err(input_error("--admin is for client certificates"));

@@ -33,6 +33,16 @@ pub const PUBLIC: u32 = 0o644;
 
 /// Writes `bytes` to `path` atomically with permissions `mode`.
 /// `durable` adds fsyncs of the file and its directory.
+/// `write_atomic`, except that a file already holding exactly `bytes` is
+/// left alone: rewriting the CA certificate on every `issue` would replace
+/// its inode and make a proxy that watches it reload for nothing.
+pub fn write_atomic_if_changed(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> anyhow::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, bytes, mode, durable)
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -1,6 +1,6 @@
 //! Certificate lifecycle without a human: `serve`, `token create`,
 //! `enroll`, `renew` and `agent`.
-use crate::files::{input_error, read_input, write_atomic, PRIVATE, PUBLIC};
+use crate::files::{input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
 use crate::Global;
 use ambos_ca::client::CaClient;
 use ambos_ca::server::ServeOptions;
@@ -215,7 +215,7 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     crate::files::ensure_dir(&a.out)?;
     let cert_path = a.out.join(format!("{name}.crt"));
     write_identity(&a.out.join(format!("{name}.key")), &key, &cert_path, &issued.certificate)?;
-    write_atomic(&a.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
+    write_atomic_if_changed(&a.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
     println!(
         "enrolled '{}' serial {} valid until {} -> {}",
         issued.name,

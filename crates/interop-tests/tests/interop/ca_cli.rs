@@ -24,8 +24,12 @@ fn issue_writes_chain_key_and_root_with_private_key_mode_0600() {
     // Issuing the same name again would overwrite files: refused without --force.
     let again = ca.ambos(&["issue", "server", "api.acme.test", "--out", ca.certs().to_str().unwrap()]);
     again.fails_with(2, "--force");
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(ca.path("ca.crt")).unwrap());
+    let before = inode();
     ca.issue("server", "api.acme.test", &["--force"]);
     assert_eq!(count(&ca), 3, "intermediate + two leaves");
+    // An unchanged ca.crt is not rewritten, so a proxy watching it does not reload.
+    assert_eq!(inode(), before);
 }
 
 #[test]
