@@ -204,12 +204,15 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
             continue;
         }
         debug_assert!(!io.has_unread());
-        // Parked: wait for the client's next bytes without any buffer.
+        // Parked: wait for the client's next bytes without any buffer. The
+        // last byte came at least one PARK_CHECK ago, so the idle timeout
+        // runs out that much sooner (and spurious wake-ups do not reset it).
         let _parked = GaugeGuard::new(&parked);
+        let deadline = tokio::time::Instant::now() + idle.saturating_sub(PARK_CHECK);
         loop {
             let woke = tokio::select! {
                 biased;
-                r = tokio::time::timeout(idle, io.get_ref().get_ref().0.readable()) => matches!(r, Ok(Ok(()))),
+                r = tokio::time::timeout_at(deadline, io.get_ref().get_ref().0.readable()) => matches!(r, Ok(Ok(()))),
                 _ = shutdown.changed(), if !draining => false,
             };
             if !woke {
