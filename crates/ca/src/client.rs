@@ -77,7 +77,7 @@ impl CaClient {
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .map_err(|_| CaError::Unreachable { url: url.clone(), why: "timed out".into() })?
-            .map_err(|e| CaError::Unreachable { url: url.clone(), why: chain(&e) })?;
+            .map_err(|e| CaError::Unreachable { url: url.clone(), why: ambos_tls::error_chain(&e) })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
@@ -120,17 +120,6 @@ impl CaClient {
     pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, CaError> {
         self.json(http::Method::POST, "/v1/revoke", Some(serde_json::json!({"serial": serial, "reason": reason}))).await
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Shared handle type for callers that keep a client around.

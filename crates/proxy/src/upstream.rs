@@ -7,6 +7,7 @@
 //! the pool. Compared with hyper-util's pooled client this saves a hand-off
 //! to a second task and back for every request, and the pool is a plain
 //! stack: every connection in it goes to the same upstream.
+use ambos_tls::error_chain;
 use bytes::Bytes;
 use http::uri::Authority;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -196,15 +197,4 @@ impl Drop for UpstreamBody {
             }
         }
     }
-}
-
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

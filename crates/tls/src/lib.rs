@@ -57,3 +57,16 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
 pub fn install_default_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// An error and its sources on one line (`a: b: c`): hyper and rustls keep
+/// the useful part of a connection failure in the sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
