@@ -6,9 +6,10 @@
 # (`ambos bench`) and the upstream (a separate nginx answering 200) run on
 # CPU 1. Measured per proxy: full handshakes/s and proxy CPU per handshake
 # (no resumption: session cache and tickets off), keep-alive requests/s and
-# proxy CPU per request, client p99, and resident memory per idle mTLS
-# connection with HOLD connections open. CPU figures: best of ROUNDS rounds
-# that alternate between the proxies (this VM's speed drifts).
+# proxy CPU per request over HTTP/1.1 and over HTTP/2, client p99, and
+# resident memory per idle mTLS connection with HOLD connections open. CPU
+# figures: best of ROUNDS rounds that alternate between the proxies (this
+# VM's speed drifts).
 #   bench/compare.sh                 # release; writes the table into docs/benchmarks.md
 #   SMOKE=1 bench/compare.sh         # debug build, tiny counts, docs untouched
 set -euo pipefail
@@ -105,7 +106,7 @@ start_proxy() {
     nginx)
         { ngx_common "$d"; echo "http { access_log off; $(ngx_temp "$d")
   upstream up { server 127.0.0.1:$UPORT; keepalive 64; }
-  server { listen 127.0.0.1:$port ssl; ssl_certificate $C/localhost.crt; ssl_certificate_key $C/localhost.key;
+  server { listen 127.0.0.1:$port ssl http2; ssl_certificate $C/localhost.crt; ssl_certificate_key $C/localhost.key;
     ssl_client_certificate $C/ca.crt; ssl_verify_client on; ssl_verify_depth 2;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache off; ssl_session_tickets off;
     keepalive_requests 100000000; keepalive_timeout 300s;
@@ -126,7 +127,7 @@ defaults
     timeout server 300s
     timeout http-keep-alive 300s
 frontend fe
-    bind 127.0.0.1:$port ssl crt $C/haproxy.pem ca-file $C/ca.crt verify required alpn http/1.1
+    bind 127.0.0.1:$port ssl crt $C/haproxy.pem ca-file $C/ca.crt verify required alpn h2,http/1.1
     default_backend be
 backend be
     http-reuse always
@@ -167,14 +168,15 @@ bench() {
 
 measure() {
     local port="$1" mode="$2" count="$3" before after
+    shift 3
     before="$(cpu_ticks "$PROXY_PID")"
-    RESULT="$(bench "$port" "$mode" "$count" --concurrency "$CONCURRENCY" "${CLIENT_FLAGS[@]}")"
+    RESULT="$(bench "$port" "$mode" "$count" --concurrency "$CONCURRENCY" "${CLIENT_FLAGS[@]}" "$@")"
     after="$(cpu_ticks "$PROXY_PID")"
     [[ "$(json "$RESULT" errors)" == 0 ]] || { echo "bench/compare.sh: $mode errors: $RESULT" >&2; exit 1; }
     CPU_US="$(python3 -c 'import sys; t, hz, n = map(float, sys.argv[1:]); print(f"{t * 1e6 / hz / n:.1f}")' "$((after - before))" "$CLK_TCK" "$(json "$RESULT" ops)")"
 }
 
-declare -A HS_CPU HS_RATE HS_P99 RQ_CPU RQ_RATE RQ_P99 MEM HELD PORT PID_OF
+declare -A HS_CPU HS_RATE HS_P99 RQ_CPU RQ_RATE RQ_P99 H2_CPU H2_RATE H2_P99 MEM HELD PORT PID_OF
 # This VM's speed drifts by up to 30% within minutes, so the CPU figures are
 # taken in ROUNDS rounds that alternate between the proxies, and each
 # proxy's best round counts: drift then hits all of them alike.
@@ -186,6 +188,7 @@ for kind in $PROXIES; do
     PID_OF[$kind]="$PROXY_PID"
     bench "${PORT[$kind]}" handshake 50 --concurrency 4 >/dev/null
     bench "${PORT[$kind]}" http 500 --concurrency 4 >/dev/null
+    bench "${PORT[$kind]}" http 500 --concurrency 4 --http2 >/dev/null
 done
 better() { python3 -c 'import sys; print(1 if sys.argv[2] == "" or float(sys.argv[1]) < float(sys.argv[2]) else 0)' "$1" "$2"; }
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -199,6 +202,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
         measure "${PORT[$kind]}" http "$REQUESTS"
         if [[ "$(better "$CPU_US" "${RQ_CPU[$kind]:-}")" == 1 ]]; then
             RQ_CPU[$kind]="$CPU_US"; RQ_RATE[$kind]="$(json "$RESULT" ops_per_sec)"; RQ_P99[$kind]="$(json "$RESULT" p99_us)"
+        fi
+        measure "${PORT[$kind]}" http "$REQUESTS" --http2
+        if [[ "$(better "$CPU_US" "${H2_CPU[$kind]:-}")" == 1 ]]; then
+            H2_CPU[$kind]="$CPU_US"; H2_RATE[$kind]="$(json "$RESULT" ops_per_sec)"; H2_P99[$kind]="$(json "$RESULT" p99_us)"
         fi
     done
 done
@@ -229,7 +236,7 @@ HAPROXY_V="$(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
 OPENSSL_V="$(openssl version | awk '{print $2}')"
 AMBOS_V="$("$AMBOS" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
 TABLE="$(
-    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $PROFILE build; nginx $NGINX_V, HAProxy $HAPROXY_V (OpenSSL $OPENSSL_V), ambos $AMBOS_V. Clients offer X25519 only, except for ambos-pq (X25519MLKEM768 first, ambos's default); ambos-crl: ambos with a $CRL_ENTRIES-entry CRL loaded; no session resumption anywhere. Best of $ROUNDS alternating rounds of $HANDSHAKES handshakes and $REQUESTS requests, concurrency $CONCURRENCY$([[ "$CHEAP_CLIENT" == 1 ]] && echo ", load generator with --cheap-client (it does not verify the proxy's chain)"); $HOLD idle connections (peak RSS while opening and holding them)."
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $PROFILE build; nginx $NGINX_V, HAProxy $HAPROXY_V (OpenSSL $OPENSSL_V), ambos $AMBOS_V. Clients offer X25519 only, except for ambos-pq (X25519MLKEM768 first, ambos's default); ambos-crl: ambos with a $CRL_ENTRIES-entry CRL loaded; no session resumption anywhere. Best of $ROUNDS alternating rounds of $HANDSHAKES handshakes and $REQUESTS requests each over HTTP/1.1 and HTTP/2, concurrency $CONCURRENCY$([[ "$CHEAP_CLIENT" == 1 ]] && echo ", load generator with --cheap-client (it does not verify the proxy's chain)"); $HOLD idle connections (peak RSS while opening and holding them)."
     echo
     echo "| proxy | CPU/handshake | handshakes/s | p99 (handshake) | CPU/request | requests/s | p99 (request) | KiB per idle connection (connections held) |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -237,12 +244,20 @@ TABLE="$(
         printf '| %s | %s µs | %.0f | %s µs | %s µs | %.0f | %s µs | %s (%s) |\n' "$kind" "${HS_CPU[$kind]}" "${HS_RATE[$kind]}" "${HS_P99[$kind]}" \
             "${RQ_CPU[$kind]}" "${RQ_RATE[$kind]}" "${RQ_P99[$kind]}" "${MEM[$kind]}" "${HELD[$kind]}"
     done
+    echo
+    echo "HTTP/2 (ALPN h2; one connection per worker, one request at a time on it):"
+    echo
+    echo "| proxy | CPU/request | requests/s | p99 (request) |"
+    echo "|---|---|---|---|"
+    for kind in $PROXIES; do
+        printf '| %s | %s µs | %.0f | %s µs |\n' "$kind" "${H2_CPU[$kind]}" "${H2_RATE[$kind]}" "${H2_P99[$kind]}"
+    done
     if [[ " $PROXIES " == *" nginx "* ]]; then
         echo
-        echo "| proxy | CPU/handshake vs nginx | CPU/request vs nginx | memory/connection vs nginx |"
-        echo "|---|---|---|---|"
+        echo "| proxy | CPU/handshake vs nginx | CPU/request vs nginx | CPU/HTTP/2 request vs nginx | memory/connection vs nginx |"
+        echo "|---|---|---|---|---|"
         for kind in $PROXIES; do
-            echo "| $kind | $(ratio "${HS_CPU[$kind]}" "${HS_CPU[nginx]}") | $(ratio "${RQ_CPU[$kind]}" "${RQ_CPU[nginx]}") | $(ratio "${MEM[$kind]}" "${MEM[nginx]}") |"
+            echo "| $kind | $(ratio "${HS_CPU[$kind]}" "${HS_CPU[nginx]}") | $(ratio "${RQ_CPU[$kind]}" "${RQ_CPU[nginx]}") | $(ratio "${H2_CPU[$kind]}" "${H2_CPU[nginx]}") | $(ratio "${MEM[$kind]}" "${MEM[nginx]}") |"
         done
     fi
     if [[ " $PROXIES " == *" ambos "* && " $PROXIES " == *" ambos-crl "* ]]; then
