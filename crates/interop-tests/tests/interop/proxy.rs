@@ -173,6 +173,21 @@ allow = ["spiffe://acme.test/alice", "cn:dave"]
     }
 }
 
+impl Fixture {
+    /// `python3 SCRIPT PORT CA CERT KEY EXTRA...`: what every Python client
+    /// script here takes, connecting as `who` (certificate and key files).
+    fn python(&self, script: &Path, who: (&Path, &Path), extra: &[&str]) -> Command {
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(self.port.to_string()).arg(self.ca.path("ca.crt")).arg(who.0).arg(who.1).args(extra);
+        cmd
+    }
+
+    /// alice's certificate and key.
+    fn alice(&self) -> (PathBuf, PathBuf) {
+        (self.ca.path("alice.crt"), self.ca.path("alice.key"))
+    }
+}
+
 fn upstream_view(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("upstream body {body}: {e}"))
 }
@@ -245,13 +260,8 @@ r = conn.getresponse()
 print(r.status, conn.sock.version())
 "#,
     );
-    let py = run(Command::new("python3")
-        .arg(&script)
-        .arg(f.port.to_string())
-        .arg(f.ca.path("ca.crt"))
-        .arg(f.ca.path("alice.crt"))
-        .arg(f.ca.path("alice.key")))
-    .ok();
+    let (cert, key) = f.alice();
+    let py = run(&mut f.python(&script, (&cert, &key), &[])).ok();
     assert_eq!(py.stdout.trim(), "200 TLSv1.3", "{}", py.stderr);
 
     // Java 17 JSSE with the PKCS#12 keystore and truststore exported by ambos.
@@ -575,13 +585,8 @@ s = connect()
 print("slow-client", [request(s, f"/tick/{i}") for i in range(5) if time.sleep(1) is None])
 "#,
     );
-    let out = run(Command::new("python3")
-        .arg(&script)
-        .arg(f.port.to_string())
-        .arg(f.ca.path("ca.crt"))
-        .arg(f.ca.path("alice.crt"))
-        .arg(f.ca.path("alice.key")))
-    .ok();
+    let (cert, key) = f.alice();
+    let out = run(&mut f.python(&script, (&cert, &key), &[])).ok();
     let lines: std::collections::HashMap<&str, &str> = out.stdout.lines().filter_map(|l| l.split_once(' ')).collect();
     for what in ["trickle", "stalled", "idle"] {
         let secs: f64 = lines[what].parse().unwrap_or_else(|_| panic!("{what} was never closed: {}", out.stdout));
@@ -602,7 +607,7 @@ fn idle_keep_alive_connections_park_and_come_back() {
         "park.py",
         r#"
 import http.client, json, ssl, sys, time, urllib.request
-port, metrics, ca, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+port, ca, cert, key, metrics = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 
 def parked():
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics").read().decode()
@@ -644,15 +649,10 @@ else:
     print("eof" if conn.sock.recv(1) == b"" else "data")
 "#,
     );
+    let (cert, key) = f.alice();
+    let metrics = f.metrics.to_string();
     let python = |mode: &str| {
-        Command::new("python3")
-            .arg(&script)
-            .arg(f.port.to_string())
-            .arg(f.metrics.to_string())
-            .arg(f.ca.path("ca.crt"))
-            .arg(f.ca.path("alice.crt"))
-            .arg(f.ca.path("alice.key"))
-            .arg(mode)
+        f.python(&script, (&cert, &key), &[&metrics, mode])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -742,14 +742,7 @@ second, _ = get(session)
 print(json.dumps([first, second]))
 "#,
     );
-    let out = run(Command::new("python3")
-        .arg(&script)
-        .arg(f.port.to_string())
-        .arg(f.ca.path("ca.crt"))
-        .arg(who.0)
-        .arg(who.1)
-        .arg(pause.to_string()))
-    .ok();
+    let out = run(&mut f.python(&script, who, &[&pause.to_string()])).ok();
     let v: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).unwrap();
     v.iter()
         .map(|c| {
@@ -771,7 +764,8 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
     let upstream = start_http_upstream();
     let f = Fixture::http(upstream);
     let alice = f.sha256("alice");
-    let conns = python_twice(&f, (&f.ca.path("alice.crt"), &f.ca.path("alice.key")), 0.0);
+    let (cert, key) = f.alice();
+    let conns = python_twice(&f, (&cert, &key), 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, true), "the second connection resumes: {conns:?}");
     for (status, _, view) in &conns {
         assert_eq!(status, "HTTP/1.1 200 OK");
@@ -813,7 +807,8 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
         .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
         .replace("crl = [\"certs/crls.pem\"]", "crl = [\"certs/crls.pem\"]\nsession_resumption = false");
     f.start(&cfg);
-    let conns = python_twice(&f, (&f.ca.path("alice.crt"), &f.ca.path("alice.key")), 0.0);
+    let (cert, key) = f.alice();
+    let conns = python_twice(&f, (&cert, &key), 0.0);
     assert_eq!((conns[0].1, conns[1].1), (false, false), "no resumption: {conns:?}");
     assert_eq!(conns[1].0, "HTTP/1.1 200 OK");
 }
