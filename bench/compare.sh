@@ -232,7 +232,7 @@ done
 
 ratio() { python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{a / b:.2f}x" if b else "-")' "$1" "$2"; }
 NGINX_V="$(nginx -v 2>&1 | sed 's/.*nginx\///')"
-HAPROXY_V="$(haproxy -v 2>/dev/null | head -1 | awk '{print $3}')"
+HAPROXY_V="$(haproxy -v 2>/dev/null | awk 'NR == 1 {print $3}')"  # awk reads to the end: no SIGPIPE under pipefail
 OPENSSL_V="$(openssl version | awk '{print $2}')"
 AMBOS_V="$("$AMBOS" --version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
 TABLE="$(

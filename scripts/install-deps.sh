@@ -27,4 +27,4 @@ for svc in nginx haproxy; do
         systemctl stop "$svc" || true
     fi
 done
-echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | head -1)"
+echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | awk 'NR == 1')"
