@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "crl_leaf_only", "crl_allow_unknown", "crl_grace"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
@@ -32,6 +32,18 @@ pub struct ProxyArgs {
     /// How often to refresh --crl-url (default 60s).
     #[arg(long)]
     crl_refresh: Option<String>,
+    /// Check only the client's own certificate against the CRLs, not its CAs
+    /// (default: every certificate below the root needs its issuer's CRL).
+    #[arg(long)]
+    crl_leaf_only: bool,
+    /// Let clients in when their revocation status is unknown (no usable or
+    /// fresh CRL for a CA of their chain); default: refuse them.
+    #[arg(long)]
+    crl_allow_unknown: bool,
+    /// How long past its nextUpdate a CRL is still enforced before the status
+    /// becomes unknown (default 1d).
+    #[arg(long)]
+    crl_grace: Option<String>,
     /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
     #[arg(long)]
     allow: Vec<String>,
@@ -68,13 +80,46 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             metrics: a.metrics.clone(),
             crl_url: a.crl_url.clone(),
             crl_refresh: a.crl_refresh.clone(),
+            crl_leaf_only: a.crl_leaf_only,
+            crl_allow_unknown: a.crl_allow_unknown,
+            crl_grace: a.crl_grace.clone(),
         })?,
     };
     ambos_tls::install_default_provider();
     // Load every file now so a bad one is reported before we listen.
-    config.tls.load(&[])?;
+    let loaded = config.tls.load(&[])?;
     if a.check {
         println!("configuration OK: {} route(s), listening on {}", config.routes.len(), config.listen);
+        let trust = loaded.verifier.trust();
+        println!(
+            "client CAs: {} trust anchor(s), {} known intermediate(s)",
+            trust.anchor_count(),
+            trust.intermediate_count()
+        );
+        match trust.revocation() {
+            None => println!("revocation: not checked (no crl or crl_url)"),
+            Some(p) => {
+                println!(
+                    "revocation: CRLs checked for {}, unknown status {}, grace {} s past nextUpdate",
+                    if p.scope == ambos_tls::CrlScope::Chain { "every CA level" } else { "the leaf only" },
+                    if p.unknown == ambos_tls::UnknownStatus::Deny { "refused" } else { "allowed" },
+                    p.grace.as_secs()
+                );
+                if p.scope == ambos_tls::CrlScope::Leaf {
+                    println!("warning: crl_check = \"leaf\": a revoked intermediate CA is not detected");
+                }
+                if p.unknown == ambos_tls::UnknownStatus::Allow {
+                    println!("warning: crl_unknown_status = \"allow\": clients whose CRL is missing, unusable or stale get in");
+                }
+                for crl in trust.crls().summaries() {
+                    let state = match &crl.problem {
+                        Some(p) => format!("UNUSABLE: {p}"),
+                        None => "ok".to_string(),
+                    };
+                    println!("  CRL {} of '{}': {} entries, {state}", crl.source, crl.issuer, crl.entries);
+                }
+            }
+        }
         return Ok(());
     }
     crate::lifecycle_cmd::init_logging();

@@ -2,7 +2,7 @@
 //! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
 use crate::policy::{parse_allow, Route, RouteTable};
 use crate::ProxyError;
-use ambos_tls::{ClientAuth, ServerTlsConfig, TlsVersion};
+use ambos_tls::{ClientAuth, CrlScope, RevocationPolicy, ServerTlsConfig, TlsVersion, UnknownStatus};
 use http::Method;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -57,6 +57,9 @@ struct RawTls {
     crl: Option<OneOrMany>,
     crl_url: Option<String>,
     crl_refresh: Option<String>,
+    crl_check: Option<String>,
+    crl_unknown_status: Option<String>,
+    crl_grace: Option<String>,
     client_auth: Option<String>,
     min_version: Option<String>,
     session_resumption: Option<bool>,
@@ -178,6 +181,9 @@ pub struct ProxyFlags {
     pub metrics: Option<String>,
     pub crl_url: Option<String>,
     pub crl_refresh: Option<String>,
+    pub crl_leaf_only: bool,
+    pub crl_allow_unknown: bool,
+    pub crl_grace: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ProxyError {
@@ -194,9 +200,39 @@ fn duration(text: &str, field: &str) -> Result<Duration, ProxyError> {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
+        "d" => n * 86_400,
         _ => return Err(invalid(format!("{field}: '{text}' is not a duration like 10s, 5m, 1h"))),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// The revocation policy, when any CRL source is configured.
+fn revocation(
+    configured: bool,
+    check: Option<&str>,
+    unknown: Option<&str>,
+    grace: Option<&str>,
+    at: &str,
+) -> Result<Option<RevocationPolicy>, ProxyError> {
+    let mut p = RevocationPolicy::default();
+    p.scope = match check.unwrap_or("chain") {
+        "chain" => CrlScope::Chain,
+        "leaf" => CrlScope::Leaf,
+        other => return Err(invalid(format!("{at}crl_check: '{other}' (expected \"chain\" or \"leaf\")"))),
+    };
+    p.unknown = match unknown.unwrap_or("deny") {
+        "deny" => UnknownStatus::Deny,
+        "allow" => UnknownStatus::Allow,
+        other => return Err(invalid(format!("{at}crl_unknown_status: '{other}' (expected \"deny\" or \"allow\")"))),
+    };
+    if let Some(g) = grace {
+        p.grace = duration(g, &format!("{at}crl_grace"))?;
+    }
+    let tuned = check.is_some() || unknown.is_some() || grace.is_some();
+    if tuned && !configured {
+        return Err(invalid(format!("{at}crl_check, crl_unknown_status and crl_grace need crl or crl_url")));
+    }
+    Ok(configured.then_some(p))
 }
 
 fn socket_addr(text: &str, field: &str) -> Result<SocketAddr, ProxyError> {
@@ -350,6 +386,14 @@ impl ProxyConfig {
             }
             limits.max_connections = n;
         }
+        let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some();
+        let revocation = revocation(
+            crl_configured,
+            raw.tls.crl_check.as_deref(),
+            raw.tls.crl_unknown_status.as_deref(),
+            raw.tls.crl_grace.as_deref(),
+            "tls.",
+        )?;
         Ok(ProxyConfig {
             listen: socket_addr(&raw.listen.address, "listen.address")?,
             mode,
@@ -365,6 +409,7 @@ impl ProxyConfig {
                     .iter()
                     .map(|p| resolve(base, p))
                     .collect(),
+                revocation,
                 client_auth,
                 min_version,
                 alpn: alpn(mode),
@@ -393,6 +438,13 @@ impl ProxyConfig {
         if f.client_ca.is_empty() {
             return Err(invalid("--client-ca is required"));
         }
+        let revocation = revocation(
+            !f.crl.is_empty() || f.crl_url.is_some(),
+            f.crl_leaf_only.then_some("leaf"),
+            f.crl_allow_unknown.then_some("allow"),
+            f.crl_grace.as_deref(),
+            "--",
+        )?;
         Ok(ProxyConfig {
             listen: socket_addr(&f.listen, "--listen")?,
             mode,
@@ -401,6 +453,7 @@ impl ProxyConfig {
                 key: f.key.clone(),
                 client_ca: f.client_ca.clone(),
                 crl: f.crl.clone(),
+                revocation,
                 client_auth: if f.optional_client_auth { ClientAuth::Optional } else { ClientAuth::Required },
                 min_version: TlsVersion::Tls12,
                 alpn: alpn(mode),

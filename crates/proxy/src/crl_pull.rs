@@ -6,12 +6,11 @@ use crate::runtime::Reloader;
 use crate::ProxyError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use rustls_pki_types::CertificateRevocationListDer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-type Crls = Vec<CertificateRevocationListDer<'static>>;
+type Crls = crate::runtime::PulledCrls;
 
 /// One GET; `Ok(None)` when unchanged (304). The CA's certificate must chain
 /// to one of the proxy's client CAs (the same internal root).
@@ -51,7 +50,8 @@ pub async fn fetch(
     }
     let tag = resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let body = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?.to_bytes();
-    let crls = ambos_tls::parse_crls(&body, Path::new(&src.url.to_string()))?;
+    let url = src.url.to_string();
+    let crls = ambos_tls::parse_crls(&body, Path::new(&url))?.into_iter().map(|c| (url.clone(), c)).collect();
     Ok(Some((crls, tag)))
 }
 

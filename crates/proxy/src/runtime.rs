@@ -16,6 +16,62 @@ use tokio_rustls::TlsAcceptor;
 pub struct Runtime {
     pub config: ProxyConfig,
     pub acceptor: TlsAcceptor,
+    /// The client verifier inside `acceptor`, for post-handshake checks.
+    pub verifier: Arc<ambos_tls::ClientVerifier>,
+}
+
+/// CRLs pulled from URLs, each with the URL it came from.
+pub type PulledCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
+
+/// Open connections with a verified client certificate: when new CRLs
+/// load, each is judged again and a revoked one is told to close.
+#[derive(Default)]
+pub struct Connections {
+    next: std::sync::atomic::AtomicU64,
+    open: Mutex<std::collections::HashMap<u64, (Arc<ambos_tls::VerifiedChain>, Arc<tokio::sync::Notify>)>>,
+}
+
+/// Removes its connection from the registry when the connection ends.
+pub struct Registered<'a> {
+    conns: &'a Connections,
+    id: u64,
+    pub revoked: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.conns.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+impl Connections {
+    pub fn register(&self, chain: Arc<ambos_tls::VerifiedChain>) -> Registered<'_> {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let revoked = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, (chain, revoked.clone()));
+        }
+        Registered { conns: self, id, revoked }
+    }
+
+    /// Tells every open connection whose path `trust`'s CRLs revoke to close; returns how many.
+    fn sweep(&self, trust: &ambos_tls::Trust) -> usize {
+        if trust.revocation().is_none() {
+            return 0;
+        }
+        let now = crate::server::unix_now();
+        let Ok(open) = self.open.lock() else { return 0 };
+        let mut closed = 0;
+        for (chain, notify) in open.values() {
+            if trust.recheck(chain, now).is_err() {
+                notify.notify_one();
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 impl Runtime {
@@ -23,11 +79,41 @@ impl Runtime {
     /// without side effects if any is bad.
     pub fn build(
         config: ProxyConfig,
-        pulled_crls: &[CertificateRevocationListDer<'static>],
+        pulled_crls: &[(String, CertificateRevocationListDer<'static>)],
     ) -> Result<Runtime, ProxyError> {
         let loaded = config.tls.load(pulled_crls)?;
         metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
-        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), config })
+        for crl in loaded.verifier.trust().crls().summaries() {
+            if let Some(problem) = &crl.problem {
+                tracing::warn!(source = %crl.source, issuer = %crl.issuer, "CRL cannot be used: {problem}");
+            }
+        }
+        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, config })
+    }
+}
+
+/// CRL freshness as metrics and log lines: called after each load and every
+/// 30 s, so an alert can fire before a CRL's nextUpdate passes, and the log
+/// says when one has (it is still enforced until `crl_grace` runs out).
+pub fn report_crls(rt: &Runtime) {
+    let Some(policy) = rt.verifier.trust().revocation() else { return };
+    let now = crate::server::unix_now();
+    for crl in rt.verifier.trust().crls().summaries() {
+        let labels = [("issuer", crl.issuer.clone())];
+        let next = crl.next_update.unwrap_or(0);
+        metrics::gauge!("ambos_proxy_crl_next_update_timestamp_seconds", &labels).set(next as f64);
+        metrics::gauge!("ambos_proxy_crl_this_update_timestamp_seconds", &labels).set(crl.this_update as f64);
+        metrics::gauge!("ambos_proxy_crl_seconds_until_next_update", &labels).set((next - now) as f64);
+        metrics::gauge!("ambos_proxy_crl_usable", &labels).set(if crl.problem.is_none() { 1.0 } else { 0.0 });
+        if crl.problem.is_none() && now > next {
+            let late = now - next;
+            let grace = policy.grace.as_secs() as i64;
+            if late > grace {
+                tracing::error!(issuer = %crl.issuer, source = %crl.source, "CRL is {late} s past its nextUpdate, beyond crl_grace ({grace} s): revocation status unknown for this CA");
+            } else {
+                tracing::warn!(issuer = %crl.issuer, source = %crl.source, "CRL is {late} s past its nextUpdate; still enforced, status unknown in {} s (crl_grace)", grace - late);
+            }
+        }
     }
 }
 
@@ -46,7 +132,9 @@ pub struct Reloader {
     watched_dirs: Mutex<HashSet<PathBuf>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// The last CRLs pulled from `crl_url`.
-    pulled_crls: Mutex<Vec<CertificateRevocationListDer<'static>>>,
+    pulled_crls: Mutex<PulledCrls>,
+    /// Open connections with a client certificate.
+    pub connections: Connections,
 }
 
 /// What identifies a version of the watched files: for each, its inode,
@@ -76,11 +164,7 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
 }
 
 impl Reloader {
-    pub fn new(
-        runtime: Runtime,
-        source: ConfigSource,
-        pulled: Vec<CertificateRevocationListDer<'static>>,
-    ) -> Arc<Reloader> {
+    pub fn new(runtime: Runtime, source: ConfigSource, pulled: PulledCrls) -> Arc<Reloader> {
         let fp = fingerprint(&runtime.config.watched_files());
         Arc::new(Reloader {
             current: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -89,6 +173,7 @@ impl Reloader {
             watched_dirs: Mutex::new(HashSet::new()),
             watcher: Mutex::new(None),
             pulled_crls: Mutex::new(pulled),
+            connections: Connections::default(),
         })
     }
 
@@ -111,8 +196,13 @@ impl Reloader {
             }
             let files = config.watched_files();
             let pulled = self.pulled_crls.lock().expect("crl lock").clone();
-            let rt = Runtime::build(config, &pulled)?;
-            self.current.store(Arc::new(rt));
+            let rt = Arc::new(Runtime::build(config, &pulled)?);
+            report_crls(&rt);
+            self.current.store(rt.clone());
+            let closed = self.connections.sweep(rt.verifier.trust());
+            if closed > 0 {
+                tracing::warn!("closing {closed} open connection(s) whose client certificate the new CRLs revoke");
+            }
             *self.fingerprint.lock().expect("fingerprint lock") = fingerprint(&files);
             self.watch(&files);
             Ok(())
@@ -131,7 +221,7 @@ impl Reloader {
     }
 
     /// Replaces the pulled CRLs and rebuilds; on failure the old CRLs stay.
-    pub fn set_pulled_crls(&self, crls: Vec<CertificateRevocationListDer<'static>>) -> Result<(), ProxyError> {
+    pub fn set_pulled_crls(&self, crls: PulledCrls) -> Result<(), ProxyError> {
         let old = std::mem::replace(&mut *self.pulled_crls.lock().expect("crl lock"), crls);
         let result = self.reload("crl_url");
         if result.is_err() {
@@ -175,6 +265,15 @@ impl Reloader {
         .map_err(|e| ProxyError::Watch { path: PathBuf::from("."), why: e.to_string() })?;
         *self.watcher.lock().expect("watcher lock") = Some(watcher);
         self.watch(&self.current.load().config.watched_files());
+
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                every.tick().await;
+                report_crls(&me.current.load());
+            }
+        });
 
         let me = self.clone();
         tokio::spawn(async move {

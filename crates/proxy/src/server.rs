@@ -77,6 +77,8 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     // Pull the CRL once before serving; if the CA is away, start and keep trying.
     let mut etag = None;
     let mut pulled = Vec::new();
+    // With crl_url and no CRL yet, revocation status is unknown: clients
+    // are refused (unless crl_unknown_status = "allow") until a pull works.
     if let Some(src) = &crl_source {
         match crate::crl_pull::fetch(src, &client_ca, None).await {
             Ok(Some((crls, tag))) => {
@@ -85,7 +87,10 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::error!("cannot pull the CRL from {}: {e}; serving without it until the next refresh", src.url)
+                tracing::error!(
+                    "cannot pull the CRL from {}: {e}; revocation status is unknown until the next refresh",
+                    src.url
+                )
             }
         }
     }
@@ -151,16 +156,52 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
     let _active = GaugeGuard::new(&shared.active);
     let started = Instant::now();
-    let Some((tls, ctx)) = handshake(stream, peer, &shared, started).await else { return };
-    match ctx.runtime.config.mode {
-        Mode::Http => {
-            let shutdown = shared.shutdown.subscribe();
-            http::serve(tls, ctx, shared, shutdown).await
+    let Some((tls, ctx, chain)) = handshake(stream, peer, &shared, started).await else { return };
+    // A verified client is registered so that a CRL revoking it later
+    // closes this connection, whatever it speaks.
+    let registered = chain.map(|c| shared.reloader.connections.register(c));
+    let watch = registered.as_ref().map(|r| (r.revoked.clone(), ctx.clone()));
+    let serve = async {
+        match ctx.runtime.config.mode {
+            Mode::Http => {
+                let shutdown = shared.shutdown.subscribe();
+                http::serve(tls, ctx, shared.clone(), shutdown).await
+            }
+            // Boxed: TCP mode's state (connect, copy buffers) would otherwise
+            // size every HTTP connection's task too.
+            Mode::Tcp => Box::pin(tcp::serve(tls, ctx, shared.clone(), started)).await,
         }
-        // Boxed: TCP mode's state (connect, copy buffers) would otherwise
-        // size every HTTP connection's task too.
-        Mode::Tcp => Box::pin(tcp::serve(tls, ctx, shared, started)).await,
+    };
+    match watch {
+        None => serve.await,
+        Some((revoked, ctx)) => {
+            tokio::select! {
+                _ = serve => {}
+                _ = revoked.notified() => closed_revoked(&shared, &ctx, started),
+            }
+        }
     }
+    drop(registered);
+}
+
+/// Audits a connection closed because a newly loaded CRL revokes its client.
+fn closed_revoked(shared: &Shared, ctx: &ConnCtx, started: Instant) {
+    metrics::counter!("ambos_proxy_connections_closed_total", "reason" => "revoked").increment(1);
+    let reason = HandshakeFailure::Revoked.to_string();
+    tracing::warn!(peer = %ctx.peer, "closed: {reason}");
+    shared.audit.record(&AuditEvent {
+        time: audit::now(),
+        event: "revoked",
+        peer: ctx.peer,
+        identity: ctx.audit_identity(),
+        route: None,
+        method: None,
+        path: None,
+        decision: "close",
+        reason: &reason,
+        status: None,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
 }
 
 /// The handshake and what the connection learns from it. A function of
@@ -173,7 +214,7 @@ async fn handshake(
     peer: SocketAddr,
     shared: &Shared,
     started: Instant,
-) -> Option<(Box<http::Tls>, Arc<ConnCtx>)> {
+) -> Option<(Box<http::Tls>, Arc<ConnCtx>, Option<Arc<ambos_tls::VerifiedChain>>)> {
     let runtime = shared.reloader.current.load_full();
     // Boxed: the handshake state is large and short-lived.
     let handshake = Box::pin(runtime.acceptor.accept(stream));
@@ -189,23 +230,22 @@ async fn handshake(
         },
         None => None,
     };
-    // A resumed session skips certificate verification: the chain was
-    // checked in the full handshake, and a reload (new CA or CRL) starts a
-    // new session cache. A certificate can still expire while its session
-    // is cached (24 h at most), so expiry is checked here.
-    if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-        if let Some(id) = &identity {
-            if id.not_after < unix_now() {
-                return handshake_failed(shared, peer, HandshakeFailure::Expired, started);
-            }
-        }
-    }
+    // The verified path, for revocation while the connection lives: a hit in
+    // the verifier's cache after a full handshake. A resumed session skipped
+    // verification, so here it is verified again (expiry, CRLs loaded since).
+    let chain = match tls.get_ref().1.peer_certificates() {
+        Some([ee, rest @ ..]) => match runtime.verifier.verified(ee, rest, rustls::pki_types::UnixTime::now()) {
+            Ok(c) => Some(c),
+            Err(f) => return handshake_failed(shared, peer, f, started),
+        },
+        _ => None,
+    };
     shared.handshakes_ok.increment(1);
     let xfcc = if runtime.config.xfcc { identity.as_ref().and_then(headers::xfcc_value) } else { None };
-    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime })))
+    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime }), chain))
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

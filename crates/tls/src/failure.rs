@@ -12,7 +12,21 @@ pub enum HandshakeFailure {
     NotYetValid,
     Revoked,
     WrongExtendedKeyUsage,
-    BadSignature,
+    /// The peer's CertificateVerify does not verify with its certificate's key.
+    ProofOfPossession,
+    /// A certificate in the path does not verify with the key of a CA of the
+    /// right name (a decoy, or a CA re-keyed under the same name); the name.
+    ChainSignature(String),
+    /// The leaf's issuer (named) was neither sent nor configured.
+    IncompleteChain(String),
+    /// With CRLs configured, no CRL of this CA (named) was loaded.
+    CrlMissing(String),
+    /// A CRL for a CA of the path exists but must not be used (why).
+    CrlUnusable(String),
+    /// The newest CRL of a CA of the path is past nextUpdate + grace (details).
+    CrlStale(String),
+    /// The server's certificate is not for the name asked for.
+    WrongName,
     BadCertificate(String),
     ProtocolVersion,
     NoSharedCipher,
@@ -33,7 +47,13 @@ impl HandshakeFailure {
             HandshakeFailure::NotYetValid => "not_yet_valid",
             HandshakeFailure::Revoked => "revoked",
             HandshakeFailure::WrongExtendedKeyUsage => "wrong_eku",
-            HandshakeFailure::BadSignature => "bad_signature",
+            HandshakeFailure::ProofOfPossession => "proof_of_possession",
+            HandshakeFailure::ChainSignature(_) => "bad_chain_signature",
+            HandshakeFailure::IncompleteChain(_) => "incomplete_chain",
+            HandshakeFailure::CrlMissing(_) => "crl_missing",
+            HandshakeFailure::CrlUnusable(_) => "crl_unusable",
+            HandshakeFailure::CrlStale(_) => "crl_stale",
+            HandshakeFailure::WrongName => "wrong_name",
             HandshakeFailure::BadCertificate(_) => "bad_certificate",
             HandshakeFailure::ProtocolVersion => "protocol_version",
             HandshakeFailure::NoSharedCipher => "no_shared_cipher",
@@ -59,7 +79,16 @@ impl HandshakeFailure {
                 CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
                     HandshakeFailure::WrongExtendedKeyUsage
                 }
-                CertificateError::BadSignature => HandshakeFailure::BadSignature,
+                // Chain signatures come as `ChainSignature` from our verifiers;
+                // a bare BadSignature is the CertificateVerify check.
+                CertificateError::BadSignature => HandshakeFailure::ProofOfPossession,
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    HandshakeFailure::WrongName
+                }
+                CertificateError::Other(o) => match o.0.downcast_ref::<HandshakeFailure>() {
+                    Some(f) => f.clone(),
+                    None => HandshakeFailure::BadCertificate(o.to_string()),
+                },
                 other => HandshakeFailure::BadCertificate(format!("{other:?}")),
             },
             Error::PeerIncompatible(p) => match p {
@@ -96,6 +125,8 @@ impl HandshakeFailure {
     }
 }
 
+impl std::error::Error for HandshakeFailure {}
+
 impl fmt::Display for HandshakeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -107,9 +138,24 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::WrongExtendedKeyUsage => {
                 f.write_str("the certificate is not for this purpose (wrong extended key usage, e.g. a server certificate used as a client one)")
             }
-            HandshakeFailure::BadSignature => f.write_str(
-                "a signature in the certificate chain does not verify (a CA with the same name but another key, or a tampered certificate)",
+            HandshakeFailure::ProofOfPossession => f.write_str(
+                "the peer's handshake signature does not verify with its certificate's key (failed proof of possession: the private key does not match the certificate)",
             ),
+            HandshakeFailure::ChainSignature(ca) => write!(
+                f,
+                "a certificate in the chain does not verify with the key of the CA named '{ca}' (a decoy CA with the same name but another key, or a tampered certificate)"
+            ),
+            HandshakeFailure::IncompleteChain(ca) => write!(
+                f,
+                "the chain is incomplete: the certificate's issuer '{ca}' is neither a trusted CA nor an intermediate sent by the peer or configured (the peer must send its intermediate CA, or add it to the trusted CA file)"
+            ),
+            HandshakeFailure::CrlMissing(ca) => write!(
+                f,
+                "revocation status unknown: no CRL of CA '{ca}' is loaded (add it, e.g. `ambos crl --all`, or allow unknown status / check only the leaf)"
+            ),
+            HandshakeFailure::CrlUnusable(why) => write!(f, "revocation status unknown: {why}"),
+            HandshakeFailure::CrlStale(why) => write!(f, "revocation status unknown: {why}; publish a new CRL"),
+            HandshakeFailure::WrongName => f.write_str("the certificate is not valid for the name asked for"),
             HandshakeFailure::BadCertificate(d) => write!(f, "the certificate is invalid ({d})"),
             HandshakeFailure::ProtocolVersion => f.write_str("no TLS version in common (TLS 1.2 or 1.3 required)"),
             HandshakeFailure::NoSharedCipher => f.write_str("no cipher suite or key exchange in common"),

@@ -110,3 +110,23 @@ fn escape(v: &str) -> String {
     }
     out
 }
+
+/// A Name given as its contents (no SEQUENCE header, as webpki and CRLs
+/// give issuers), in the same form as `Identity::subject`.
+pub(crate) fn name_text(contents: &[u8]) -> String {
+    use x509_parser::prelude::FromDer;
+    let mut der = vec![0x30];
+    let len = contents.len();
+    if len < 0x80 {
+        der.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
+        der.push(0x80 | bytes.len() as u8);
+        der.extend(bytes);
+    }
+    der.extend_from_slice(contents);
+    match x509_parser::x509::X509Name::from_der(&der) {
+        Ok((_, name)) => rfc4514(&name),
+        Err(_) => format!("(unparsable name {})", hex::encode(contents)),
+    }
+}

@@ -3,17 +3,23 @@
 //! names for handshake failures. No routes, no CA storage.
 #![forbid(unsafe_code)]
 
+mod crl;
 mod failure;
 mod files;
 mod identity;
 mod server;
+mod strict;
 mod verifier;
 
+pub use crl::{CrlSet, CrlSummary};
 pub use failure::HandshakeFailure;
 pub use files::{load_certs, load_crls, load_key, parse_crls};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};
-pub use verifier::{CachingClientVerifier, RevokedSet};
+pub use verifier::{
+    ClientVerifier, CrlScope, Peer, RevocationPolicy, RevocationSubject, ServerVerifier, Trust, TrustOptions,
+    UnknownStatus, VerifiedChain,
+};
 
 use std::path::PathBuf;
 use thiserror::Error;

@@ -1,6 +1,6 @@
+use crate::verifier::{ClientVerifier, RevocationPolicy, Trust, TrustOptions};
 use crate::{load_certs, load_crls, load_key, provider, TlsError};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 use rustls_pki_types::CertificateRevocationListDer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +28,9 @@ pub struct ServerTlsConfig {
     pub key: PathBuf,
     pub client_ca: Vec<PathBuf>,
     pub crl: Vec<PathBuf>,
+    /// Some when CRLs are configured (files or pulled): every client's
+    /// revocation status must then be known (see `RevocationPolicy`).
+    pub revocation: Option<RevocationPolicy>,
     pub client_auth: ClientAuth,
     pub min_version: TlsVersion,
     /// ALPN protocols in preference order (`h2`, `http/1.1`; none for TCP).
@@ -43,6 +46,9 @@ pub struct LoadedServerTls {
     /// notAfter of the server certificate (Unix seconds).
     pub cert_not_after: i64,
     pub crl_count: usize,
+    /// The client verifier inside `config`: open connections are re-judged
+    /// against a new one's CRLs.
+    pub verifier: Arc<ClientVerifier>,
 }
 
 impl ServerTlsConfig {
@@ -57,37 +63,27 @@ impl ServerTlsConfig {
     /// Reads every file and builds a rustls `ServerConfig`: client chains are
     /// verified to `client_ca` by webpki, with EKU clientAuth, validity and
     /// the CRLs (from files plus `extra_crls`, e.g. pulled by URL).
-    pub fn load(&self, extra_crls: &[CertificateRevocationListDer<'static>]) -> Result<LoadedServerTls, TlsError> {
+    pub fn load(
+        &self,
+        extra_crls: &[(String, CertificateRevocationListDer<'static>)],
+    ) -> Result<LoadedServerTls, TlsError> {
         let chain = load_certs(&self.cert)?;
         let key = load_key(&self.key)?;
-        let mut roots = RootCertStore::empty();
-        let mut anchors = Vec::new();
+        let mut ca_certs = Vec::new();
         for path in &self.client_ca {
-            for cert in load_certs(path)? {
-                anchors.push(cert.clone());
-                roots.add(cert).map_err(|e| TlsError::ClientCa(format!("{}: {e}", path.display())))?;
-            }
+            ca_certs.extend(load_certs(path)?);
         }
-        if roots.is_empty() {
+        if ca_certs.is_empty() {
             return Err(TlsError::ClientCa("no client CA certificates configured".into()));
         }
         let mut crls = extra_crls.to_vec();
         for path in &self.crl {
-            crls.extend(load_crls(path)?);
+            crls.extend(load_crls(path)?.into_iter().map(|c| (path.display().to_string(), c)));
         }
         let crl_count = crls.len();
-        let revoked = crate::verifier::RevokedSet::from_crls(&crls, &anchors);
+        let trust = Trust::new(TrustOptions { ca_certs, crls, revocation: self.revocation, eku_if_present: false })?;
         let provider = provider();
-        // CRLs go to our verifier, not webpki's (which would re-verify a CRL's
-        // signature on every chain). A certificate whose issuer published a CRL
-        // is checked against it; an issuer without one is not an error
-        // (as openssl -crl_check).
-        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if self.client_auth == ClientAuth::Optional {
-            builder = builder.allow_unauthenticated();
-        }
-        let webpki = builder.build().map_err(|e| TlsError::ClientCa(e.to_string()))?;
-        let verifier = Arc::new(crate::verifier::CachingClientVerifier::new(webpki, revoked));
+        let verifier = Arc::new(ClientVerifier::new(Arc::new(trust), self.client_auth == ClientAuth::Required));
         let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
             TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -97,7 +93,7 @@ impl ServerTlsConfig {
             .unwrap_or(0);
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(verifier.clone())
             .with_single_cert(chain, key)
             .map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch(self.key.clone()),
@@ -115,6 +111,6 @@ impl ServerTlsConfig {
             config.send_tls13_tickets = 0;
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         }
-        Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count })
+        Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count, verifier })
     }
 }

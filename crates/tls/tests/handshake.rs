@@ -64,6 +64,7 @@ impl Pki {
             key: self.path("localhost.key"),
             client_ca: vec![self.path("ca.crt")],
             crl: Vec::new(),
+            revocation: None,
             client_auth,
             min_version: TlsVersion::Tls12,
             alpn: vec![b"http/1.1".to_vec()],
@@ -173,15 +174,21 @@ fn a_key_that_does_not_match_the_certificate_is_refused_naming_the_file() {
 
 mod cache {
     use super::*;
-    use ambos_tls::{CachingClientVerifier, RevokedSet};
+    use ambos_tls::{ClientVerifier, RevocationPolicy, Trust, TrustOptions};
     use rustls::server::danger::ClientCertVerifier;
-    use rustls::server::WebPkiClientVerifier;
     use rustls_pki_types::{CertificateRevocationListDer, UnixTime};
 
-    fn webpki(root: &[u8]) -> Arc<dyn ClientCertVerifier> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(root.to_vec())).unwrap();
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), ambos_tls::provider()).build().unwrap()
+    fn verifier(root: &[u8], crls: Vec<CertificateRevocationListDer<'static>>) -> ClientVerifier {
+        let revocation =
+            (!crls.is_empty()).then(|| RevocationPolicy { scope: ambos_tls::CrlScope::Leaf, ..Default::default() });
+        let trust = Trust::new(TrustOptions {
+            ca_certs: vec![CertificateDer::from(root.to_vec())],
+            crls: crls.into_iter().map(|c| ("test".to_string(), c)).collect(),
+            revocation,
+            eku_if_present: false,
+        })
+        .unwrap();
+        ClientVerifier::new(Arc::new(trust), true)
     }
 
     fn at(offset_secs: i64) -> UnixTime {
@@ -195,15 +202,13 @@ mod cache {
         let (chain, _) = pki.issue("web", Profile::Client, &[]);
         let (ee, rest) = chain.split_first().unwrap();
 
-        // Expiry: verified now (a miss), refused as expired on the hit two days later.
-        let v = CachingClientVerifier::new(webpki(&pki.root), RevokedSet::default());
+        // Expiry: verified now (a miss), refused as expired two days later.
+        let v = verifier(&pki.root, Vec::new());
         v.verify_client_cert(ee, rest, at(0)).unwrap();
         v.verify_client_cert(ee, rest, at(0)).unwrap();
         let err = v.verify_client_cert(ee, rest, at(2 * 86_400)).unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)), "{err:?}");
 
-        // Revocation is checked by our verifier (webpki gets no CRLs), on the first
-        // (missed) verification already, and only with CRLs the issuer really signed.
         let serial: ambos_pki::Serial = Identity::from_der(ee).unwrap().serial.parse().unwrap();
         let revoke = |authority: &ambos_pki::Authority| {
             let crl = ambos_pki::build_crl(
@@ -220,27 +225,26 @@ mod cache {
             .unwrap();
             CertificateRevocationListDer::from(crl)
         };
-        let anchors = [CertificateDer::from(pki.root.clone())];
-        let revoked = RevokedSet::from_crls(&[revoke(&pki.authority)], &anchors);
-        assert_eq!(revoked.len(), 1);
-        let v = CachingClientVerifier::new(webpki(&pki.root), revoked);
+        let v = verifier(&pki.root, vec![revoke(&pki.authority)]);
         for _ in 0..2 {
             let err = v.verify_client_cert(ee, rest, at(0)).unwrap_err();
             assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)), "{err:?}");
         }
-        // A CRL with the same issuer name but signed by another key is ignored.
+        // A CRL with the same issuer name but signed by another key is not used:
+        // the status is unknown, and that refuses.
         let impostor = Pki::new();
-        let forged = RevokedSet::from_crls(&[revoke(&impostor.authority)], &anchors);
-        let v = CachingClientVerifier::new(webpki(&pki.root), forged);
-        v.verify_client_cert(ee, rest, at(0)).unwrap();
-        v.verify_client_cert(ee, rest, at(0)).unwrap();
+        let v = verifier(&pki.root, vec![revoke(&impostor.authority)]);
+        for _ in 0..2 {
+            let err = HandshakeFailure::from_rustls(&v.verify_client_cert(ee, rest, at(0)).unwrap_err());
+            assert_eq!(err.label(), "crl_unusable", "{err}");
+        }
     }
 
     #[test]
     fn different_bytes_never_hit_the_cache() {
         let pki = Pki::new();
         let (chain, _) = pki.issue("web", Profile::Client, &[]);
-        let v = CachingClientVerifier::new(webpki(&pki.root), RevokedSet::default());
+        let v = verifier(&pki.root, Vec::new());
         v.verify_client_cert(&chain[0], &chain[1..], at(0)).unwrap();
         let mut forged = chain[0].to_vec();
         let n = forged.len();
@@ -248,6 +252,7 @@ mod cache {
         let err = v.verify_client_cert(&CertificateDer::from(forged), &chain[1..], at(0)).unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidCertificate(_)), "{err:?}");
         // Same leaf without its intermediate is a different chain: verified afresh, and fails.
-        assert!(v.verify_client_cert(&chain[0], &[], at(0)).is_err());
+        let err = HandshakeFailure::from_rustls(&v.verify_client_cert(&chain[0], &[], at(0)).unwrap_err());
+        assert_eq!(err.label(), "incomplete_chain", "{err}");
     }
 }
