@@ -295,15 +295,36 @@ impl Trust {
             W::UnknownIssuer => {
                 // Does the chain stop at the leaf, for want of its issuer?
                 let Some(issuer) = issuer_of(end_entity) else { return HandshakeFailure::UnknownCa };
-                let issuer_known = self.anchors.iter().any(|a| *a.subject == *issuer)
-                    || pool.iter().any(|c| subject_of(c).is_some_and(|s| s == issuer));
-                if issuer_known || subject_of(end_entity).is_some_and(|s| s == issuer) {
+                let named: Vec<&CertificateDer<'_>> =
+                    pool.iter().filter(|c| subject_of(c).is_some_and(|s| s == issuer)).collect();
+                let anchored = self.anchors.iter().any(|a| *a.subject == *issuer);
+                if !named.is_empty() && !anchored && !named.iter().any(|c| self.signs(c, end_entity)) {
+                    // Certificates with the issuer's name, none with its key: a decoy.
+                    return HandshakeFailure::ChainSignature(crate::identity::name_text(&issuer));
+                }
+                if anchored || !named.is_empty() || subject_of(end_entity).is_some_and(|s| s == issuer) {
                     HandshakeFailure::UnknownCa
                 } else {
                     HandshakeFailure::IncompleteChain(crate::identity::name_text(&issuer))
                 }
             }
             other => HandshakeFailure::BadCertificate(format!("{other:?}")),
+        }
+    }
+
+    /// Whether `issuer`'s key verifies `subject`'s signature (for naming failures only).
+    fn signs(&self, issuer: &[u8], subject: &[u8]) -> bool {
+        use crate::crl::tlv;
+        let spki = x509_parser::parse_x509_certificate(issuer).map(|(_, c)| c.public_key().raw.to_vec());
+        let parts = tlv(subject).and_then(|(_, _, body, _)| {
+            let (_, tbs, _, rest) = tlv(body)?;
+            let (_, _, alg, rest) = tlv(rest)?;
+            let (_, _, sig, _) = tlv(rest)?;
+            Some((tbs, alg, sig.get(1..)?))
+        });
+        match (spki, parts) {
+            (Ok(spki), Some((tbs, alg, sig))) => crate::crl::verify_signature(&spki, alg, tbs, sig, &self.algs),
+            _ => false,
         }
     }
 

@@ -7,3 +7,4 @@ mod openssl;
 mod pkcs12;
 mod probe;
 mod proxy;
+mod revocation;
