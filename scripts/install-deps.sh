@@ -21,6 +21,12 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# pyca/cryptography: the interop tests' second, independent PKI (CRLs that
+# RFC 5280 forbids, decoy CAs) and its Python clients.
+if ! python3 -c "import cryptography" 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check cryptography 2>/dev/null \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages cryptography
+fi
 # Debian starts nginx on install; the tests run their own instances.
 for svc in nginx haproxy; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
