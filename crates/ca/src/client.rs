@@ -30,18 +30,34 @@ pub struct CaClient {
 impl CaClient {
     /// `root_der`: the CA root the API's certificate must chain to;
     /// `identity`: our certificate chain and key for mTLS (renew, admin calls).
+    /// The server is verified by [`ambos_tls::ServerVerifier`], without CRLs.
     pub fn new(
         base_url: &str,
         root_der: &[u8],
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<CaClient, CaError> {
+        let trust = ambos_tls::Trust::new(ambos_tls::TrustOptions {
+            ca_certs: vec![CertificateDer::from(root_der.to_vec())],
+            ..Default::default()
+        })
+        .map_err(|e| CaError::Tls(e.to_string()))?;
+        CaClient::with_trust(base_url, Arc::new(trust), identity)
+    }
+
+    /// As [`CaClient::new`], with the trusted CAs (and CRLs, if any) in `trust`:
+    /// the API's certificate is verified by [`ambos_tls::ServerVerifier`], the
+    /// same path verifier the proxy uses (name, path, RFC 5280 rules, CRLs).
+    pub fn with_trust(
+        base_url: &str,
+        trust: Arc<ambos_tls::Trust>,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<CaClient, CaError> {
         ambos_tls::install_default_provider();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(root_der.to_vec())).map_err(|e| CaError::Tls(e.to_string()))?;
         let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| CaError::Tls(e.to_string()))?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ambos_tls::ServerVerifier::new(trust)));
         let config = match identity {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| CaError::Tls(e.to_string()))?,
             None => builder.with_no_client_auth(),
@@ -77,7 +93,7 @@ impl CaClient {
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .map_err(|_| CaError::Unreachable { url: url.clone(), why: "timed out".into() })?
-            .map_err(|e| CaError::Unreachable { url: url.clone(), why: ambos_tls::error_chain(&e) })?;
+            .map_err(|e| CaError::Unreachable { url: url.clone(), why: connect_error(&e) })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
@@ -120,6 +136,28 @@ impl CaClient {
     pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, CaError> {
         self.json(http::Method::POST, "/v1/revoke", Some(serde_json::json!({"serial": serial, "reason": reason}))).await
     }
+}
+
+/// Why a request failed; a server certificate we refused is named in words
+/// (`ambos_tls::HandshakeFailure`), the rest is the error chain.
+fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        // rustls' error travels inside io::Errors (nested), whose source() skips it.
+        let mut inner: &(dyn std::error::Error + 'static) = c;
+        loop {
+            if let Some(err @ rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
+                let f = ambos_tls::HandshakeFailure::from_rustls(err);
+                return format!("the CA server's certificate was refused ({}): {f}", f.label());
+            }
+            match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+                Some(i) => inner = i,
+                None => break,
+            }
+        }
+        cur = c.source();
+    }
+    ambos_tls::error_chain(e)
 }
 
 /// Shared handle type for callers that keep a client around.

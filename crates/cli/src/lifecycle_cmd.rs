@@ -67,6 +67,26 @@ pub struct CaConnection {
     /// The CA root certificate (PEM) the API's certificate must chain to.
     #[arg(long)]
     root: PathBuf,
+    #[command(flatten)]
+    revocation: crate::probe_cmd::CrlArgs,
+}
+
+impl CaConnection {
+    /// The CRLs of --crl / --crl-url (the URL's server verified against --root).
+    async fn crls(&self) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
+        self.revocation.load(std::slice::from_ref(&self.root)).await
+    }
+
+    /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
+    /// against --root and, when given, the CRLs (fail closed).
+    fn client(
+        &self,
+        crls: ambos_proxy::tunnel::SourcedCrls,
+        identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
+    ) -> anyhow::Result<CaClient> {
+        let trust = crate::probe_cmd::server_trust(std::slice::from_ref(&self.root), "--root", crls, &self.revocation)?;
+        Ok(CaClient::with_trust(&self.ca_url, trust, identity)?)
+    }
 }
 
 #[derive(Args)]
@@ -187,11 +207,6 @@ pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn root_der(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let certs = ambos_pki::certs_from_pem(&read_input(path)?).with_context(|| path.display().to_string())?;
-    Ok(certs.into_iter().last().unwrap_or_default())
-}
-
 /// Writes key then chain (then the root), each atomically: a reader that
 /// sees the new certificate always finds its key.
 fn write_identity(key_path: &Path, key: &PrivateKey, cert_path: &Path, chain_pem: &str) -> anyhow::Result<()> {
@@ -205,11 +220,12 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     if let Some(n) = &a.name {
         ambos_pki::validate_name(n)?;
     }
-    let root = root_der(&a.ca.root)?;
+    let rt = runtime()?;
+    let crls = rt.block_on(a.ca.crls())?;
+    let client = a.ca.client(crls, None)?;
     let key = key_type.generate()?;
     let csr = ambos_pki::create_csr(&key, a.name.as_deref(), &[])?;
-    let client = CaClient::new(&a.ca.ca_url, &root, None)?;
-    let issued = runtime()?.block_on(client.enroll(&a.token, &ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)))?;
+    let issued = rt.block_on(client.enroll(&a.token, &ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)))?;
     let name = a.name.clone().unwrap_or_else(|| issued.name.clone());
     ambos_pki::validate_name(&name)?;
     crate::files::ensure_dir(&a.out)?;
@@ -226,16 +242,18 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One renewal over mTLS with the current files; files change only on success.
-async fn renew_once(a: &RenewArgs) -> anyhow::Result<ambos_ca::client::Issued> {
-    let root = root_der(&a.ca.root)?;
+/// One renewal over mTLS with the current files and `crls`; files change only on success.
+async fn renew_once(
+    a: &RenewArgs,
+    crls: &ambos_proxy::tunnel::SourcedCrls,
+) -> anyhow::Result<ambos_ca::client::Issued> {
     let chain = ambos_tls::load_certs(&a.cert)?;
     let current_key = ambos_tls::load_key(&a.key)?;
     let key_text =
         String::from_utf8(read_input(&a.key)?).map_err(|_| input_error(format!("{} is not PEM", a.key.display())))?;
     let old = PrivateKey::from_pem(&key_text, None).with_context(|| a.key.display().to_string())?;
     let id = ambos_tls::Identity::from_der(&chain[0])?;
-    let client = CaClient::new(&a.ca.ca_url, &root, Some((chain, current_key)))?;
+    let client = a.ca.client(crls.clone(), Some((chain, current_key)))?;
     let (key, csr) = if a.keep_key {
         (old, None)
     } else {
@@ -249,7 +267,10 @@ async fn renew_once(a: &RenewArgs) -> anyhow::Result<ambos_ca::client::Issued> {
 }
 
 pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
-    let issued = runtime()?.block_on(renew_once(&a))?;
+    let issued = runtime()?.block_on(async {
+        let crls = a.ca.crls().await?;
+        renew_once(&a, &crls).await
+    })?;
     println!("renewed '{}' serial {} valid until {}", issued.name, issued.serial, issued.not_after);
     Ok(())
 }
@@ -279,6 +300,9 @@ pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
     init_logging();
     let rt = runtime()?;
     rt.block_on(async move {
+        // Bad CRL files or URL: an error now. Later they are read again
+        // before each renewal (a failure then keeps the previous ones).
+        let mut crls = a.renew.ca.crls().await?;
         loop {
             let (nb, na) = validity(&a.renew.cert)?;
             let lifetime = (na - nb).max(1) as f64;
@@ -292,7 +316,13 @@ pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
             let max_backoff = Duration::from_secs_f64((lifetime / 10.0).clamp(1.0, 60.0));
             let mut backoff = Duration::from_secs(1).min(max_backoff);
             loop {
-                match renew_once(&a.renew).await {
+                if a.renew.ca.revocation.enabled() {
+                    match a.renew.ca.crls().await {
+                        Ok(c) => crls = c,
+                        Err(e) => tracing::warn!("cannot read the CRLs again, using the previous ones: {e:#}"),
+                    }
+                }
+                match renew_once(&a.renew, &crls).await {
                     Ok(issued) => {
                         tracing::info!(serial = %issued.serial, "renewed; new certificate valid until {}", issued.not_after);
                         if let Some(cmd) = &a.exec {

@@ -92,17 +92,17 @@ enum Command {
     Token(lifecycle_cmd::TokenKind),
     /// Get a first certificate from `ambos serve` with a one-time token (key made locally).
     #[command(
-        after_help = "Example:\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --token $TOKEN --out /etc/ambos web"
+        after_help = "Examples:\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --token $TOKEN --out /etc/ambos web\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --token $TOKEN web   # refuse a revoked CA server"
     )]
     Enroll(lifecycle_cmd::EnrollArgs),
     /// Renew a certificate over mTLS with the current one (new key by default).
     #[command(
-        after_help = "Example:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key"
+        after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
     )]
     Renew(lifecycle_cmd::RenewArgs),
     /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.
     #[command(
-        after_help = "Example:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'"
+        after_help = "Examples:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'\n  ambos agent --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --cert web.crt --key web.key"
     )]
     Agent(lifecycle_cmd::AgentArgs),
     /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
@@ -115,12 +115,12 @@ enum Command {
     Quickstart(quickstart_cmd::QuickstartArgs),
     /// Walk a real mTLS handshake step by step and say why it fails.
     #[command(
-        after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json"
+        after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt --crl crls.pem   # is the server revoked? (crls.pem: ambos crl --all)"
     )]
-    Probe(probe_cmd::ProbeArgs),
+    Probe(probe_cmd::ProbeCmd),
     /// Local plaintext listener that connects out with mTLS, for clients without certificates.
     #[command(
-        after_help = "Example:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/"
+        after_help = "Examples:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 --cert web.crt --key web.key \\\n      --ca ca.crt --crl crls.pem   # refuse a revoked server; crls.pem (ambos crl --all) re-read when it changes\n  ambos tunnel ... --crl-url https://ca:9443/v1/crl   # pulled every 60 s"
     )]
     Tunnel(proxy_cmd::TunnelArgs),
     /// Load generator: mTLS handshakes or keep-alive requests per second against a TLS endpoint.

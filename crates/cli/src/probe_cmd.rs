@@ -3,14 +3,16 @@
 //! (our certificate's dates, key, EKU, issuer against the CAs the server
 //! names), then connects with rustls, records what each side sent, sends one
 //! HTTP request (so a rejection after a TLS 1.3 handshake is seen), and ends
-//! with one verdict line.
+//! with one verdict line. The server is verified by `ambos_tls::ServerVerifier`
+//! (the proxy's path verifier), against `--crl`/`--crl-url` when given.
 use crate::files::input_error;
+use ambos_tls::HandshakeFailure;
 use anyhow::Context;
 use clap::Args;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+use rustls::{AlertDescription, DigitallySignedStruct, Error, SignatureScheme};
 use serde::Serialize;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -46,6 +48,70 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
+/// `ambos probe`'s flags: [`ProbeArgs`] and the CRLs to check the server against.
+#[derive(Args, Clone)]
+pub struct ProbeCmd {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub revocation: CrlArgs,
+}
+
+/// `--crl` / `--crl-url`: check the server's chain against CRLs (tunnel,
+/// probe, enroll, renew, agent). With either, revocation fails closed: every
+/// CA level below the root needs a usable CRL from its issuer.
+#[derive(Args, Clone, Default)]
+pub struct CrlArgs {
+    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
+    /// (repeatable). Every CA level needs its CRL: use `ambos crl --all`.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
+    /// (that server is verified against the same CA file).
+    #[arg(long, value_name = "URL")]
+    pub crl_url: Option<String>,
+}
+
+impl CrlArgs {
+    /// Whether the server's chain is checked against CRLs.
+    pub fn enabled(&self) -> bool {
+        !self.crl.is_empty() || self.crl_url.is_some()
+    }
+
+    /// Reads the files and pulls the URL (its server verified against `ca`)
+    /// once; an unreadable CRL is an input error naming the file or URL.
+    pub async fn load(&self, ca: &[PathBuf]) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
+        let mut crls =
+            ambos_proxy::tunnel::load_crl_files(&self.crl).map_err(|e| input_error(format!("--crl: {e}")))?;
+        if let Some(url) = &self.crl_url {
+            // The message names the URL (`--crl-url URL: why`).
+            let pulled =
+                ambos_proxy::tunnel::fetch_crl_url(url, ca, None).await.map_err(|e| input_error(e.to_string()))?;
+            crls.extend(pulled.map(|(c, _)| c).unwrap_or_default());
+        }
+        Ok(crls)
+    }
+
+    /// [`CrlArgs::load`] outside an async runtime.
+    pub fn load_blocking(&self, ca: &[PathBuf]) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
+        if self.crl_url.is_none() {
+            return ambos_proxy::tunnel::load_crl_files(&self.crl).map_err(|e| input_error(format!("--crl: {e}")));
+        }
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(self.load(ca))
+    }
+}
+
+/// The trust a client verifies servers with: the CA file(s) `ca` (named by
+/// `flag` in errors) and, when given, the CRLs (fail closed).
+pub fn server_trust(
+    ca: &[PathBuf],
+    flag: &str,
+    crls: ambos_proxy::tunnel::SourcedCrls,
+    revocation: &CrlArgs,
+) -> anyhow::Result<Arc<ambos_tls::Trust>> {
+    ambos_proxy::tunnel::server_trust(ca, crls, revocation.enabled()).map_err(|e| input_error(format!("{flag}: {e}")))
+}
+
 /// One line of the walk-through.
 #[derive(Serialize, Clone)]
 pub struct Step {
@@ -79,6 +145,9 @@ pub struct Report {
     pub http_status: Option<u16>,
     pub ok: bool,
     pub verdict: String,
+    /// Stable label of a certificate failure on our side (`revoked`,
+    /// `crl_missing`, `incomplete_chain`, ...: `HandshakeFailure::label`).
+    pub reason: Option<String>,
     pub cause: Option<String>,
     pub fix: Option<String>,
 }
@@ -118,10 +187,10 @@ struct SeenCell {
     sent: bool,
 }
 
-/// Records the server's chain, then verifies it with webpki if we have a CA.
+/// Records the server's chain, then verifies it with `ambos_tls::ServerVerifier` if we have a CA.
 #[derive(Debug)]
 struct RecordingVerifier {
-    inner: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    inner: Option<Arc<ambos_tls::ServerVerifier>>,
     rec: Arc<Recorder>,
     algs: rustls::crypto::WebPkiSupportedAlgorithms,
 }
@@ -290,6 +359,11 @@ fn load_local(cert: &std::path::Path, key: &std::path::Path, r: &mut Report) -> 
 
 /// Runs the probe; the report says what happened (never an Err for a failed handshake).
 pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
+    probe_with(a, &CrlArgs::default())
+}
+
+/// [`probe`], checking the server's chain against the CRLs of `revocation`.
+pub fn probe_with(a: &ProbeArgs, revocation: &CrlArgs) -> anyhow::Result<Report> {
     ambos_tls::install_default_provider();
     let mut r = Report { target: a.target.clone(), ..Report::default() };
     let host = a
@@ -300,7 +374,41 @@ pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
     let server_name =
         ServerName::try_from(host.clone()).map_err(|_| input_error(format!("server name '{host}' is not valid")))?;
 
-    // 1. Local checks.
+    // 1. Local checks: the trusted CAs and CRLs (bad input is an error), our certificate.
+    let trust = match &a.ca {
+        Some(ca) => {
+            let cas = std::slice::from_ref(ca);
+            let crls = revocation.load_blocking(cas)?;
+            let trust = server_trust(cas, "--ca", crls, revocation)?;
+            if revocation.enabled() {
+                let summaries = trust.crls().summaries();
+                let usable = summaries.iter().all(|c| c.problem.is_none());
+                let list: Vec<String> = summaries
+                    .iter()
+                    .map(|c| match &c.problem {
+                        None => format!("'{}' ({} entries, from {})", c.issuer, c.entries, c.source),
+                        Some(p) => format!("'{}' from {} UNUSABLE: {p}", c.issuer, c.source),
+                    })
+                    .collect();
+                r.step(
+                    "local: CRLs",
+                    usable,
+                    format!(
+                        "{} CRL(s): {}; every CA level of the server's chain needs one",
+                        list.len(),
+                        list.join(", ")
+                    ),
+                );
+            }
+            Some(trust)
+        }
+        None if revocation.enabled() => {
+            return Err(input_error(
+                "--crl and --crl-url need --ca (the CA the server's chain and the CRLs are checked against)",
+            ))
+        }
+        None => None,
+    };
     let local = match (&a.cert, &a.key) {
         (Some(c), Some(k)) => match load_local(c, k, &mut r)? {
             Some(l) => Some(l),
@@ -355,20 +463,7 @@ pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
     // 3. TLS handshake.
     let rec = Arc::new(Recorder { seen: Mutex::new(SeenCell::default()) });
     let provider = ambos_tls::provider();
-    let inner = match &a.ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in ambos_tls::load_certs(ca).map_err(|e| input_error(format!("--ca: {e}")))? {
-                roots.add(c).map_err(|e| input_error(format!("--ca {}: {e}", ca.display())))?;
-            }
-            Some(
-                rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .context("--ca")?,
-            )
-        }
-        None => None,
-    };
+    let inner = trust.map(|t| Arc::new(ambos_tls::ServerVerifier::new(t)));
     let verifier =
         Arc::new(RecordingVerifier { inner, rec: rec.clone(), algs: provider.signature_verification_algorithms });
     let resolver = Arc::new(RecordingResolver { key: local.as_ref().map(|l| l.key.clone()), rec: rec.clone() });
@@ -441,7 +536,7 @@ pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
     }
 
     if let Some(e) = handshake_error {
-        r.step("TLS handshake", false, e.to_string());
+        r.step("TLS handshake", false, handshake_detail(&e));
         return Ok(diagnose_io(r, &e, local.as_ref(), &seen));
     }
     let tls_line = format!(
@@ -452,8 +547,18 @@ pub fn probe(a: &ProbeArgs) -> anyhow::Result<Report> {
         if r.post_quantum { " (post-quantum hybrid)" } else { "" }
     );
     r.step("TLS handshake", true, tls_line);
-    if a.ca.is_none() {
-        r.step("server verified", false, "not checked: pass --ca to verify the server");
+    match (&a.ca, revocation.enabled()) {
+        (None, _) => r.step("server verified", false, "not checked: pass --ca to verify the server"),
+        (Some(_), true) => r.step(
+            "server verified",
+            true,
+            "chain to --ca, name, and revocation of every certificate of the path: not revoked in the CRLs",
+        ),
+        (Some(_), false) => r.step(
+            "server verified",
+            true,
+            "chain to --ca and name; revocation not checked (pass --crl or --crl-url to check it)",
+        ),
     }
     // Our certificate is not from a CA the server names: say so even if the server lets it pass.
     if let Some(l) = &local {
@@ -542,23 +647,7 @@ fn not_listed(local: Option<&Local>, r: &Report) -> bool {
 fn diagnose_tls(r: Report, err: &Error, local: Option<&Local>, seen: &Seen) -> Report {
     use AlertDescription as A;
     match err {
-        Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => r.fail(
-                "the server's certificate is not trusted by --ca (issued by another CA)",
-                "pass the CA that issued the server's certificate with --ca (ambos export truststore)",
-            ),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => r.fail(
-                "server name mismatch: the server's certificate does not name the host we asked for",
-                "connect with a name from its SANs (--server-name), or reissue it with --san for this name",
-            ),
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                r.fail("the server's certificate has expired", "renew the server's certificate")
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                r.fail("the server's certificate is not valid yet", "check the clocks of both machines")
-            }
-            other => r.fail(&format!("the server's certificate is invalid: {other:?}"), "reissue the server's certificate"),
-        },
+        Error::InvalidCertificate(_) => diagnose_server_cert(r, err),
         Error::AlertReceived(alert) => match alert {
             A::CertificateRequired => r.fail(
                 "no client certificate sent: the server requires one",
@@ -602,6 +691,78 @@ fn diagnose_tls(r: Report, err: &Error, local: Option<&Local>, seen: &Seen) -> R
             r.fail("the server did not answer in TLS", "check the port: is this the TLS port (not plain HTTP)?")
         }
         other => r.fail(&format!("TLS failed: {other}"), "look at the server's log for the reason"),
+    }
+}
+
+/// Our verifier refused the server's certificate: say why, in its words.
+fn diagnose_server_cert(r: Report, err: &Error) -> Report {
+    let f = HandshakeFailure::from_rustls(err);
+    let label = f.label().to_string();
+    let mut r = match &f {
+        HandshakeFailure::UnknownCa => r.fail(
+            "the server's certificate is not trusted by --ca (issued by another CA)",
+            "pass the CA that issued the server's certificate with --ca (ambos export truststore)",
+        ),
+        HandshakeFailure::WrongName => r.fail(
+            "server name mismatch: the server's certificate does not name the host we asked for",
+            "connect with a name from its SANs (--server-name), or reissue it with --san for this name",
+        ),
+        HandshakeFailure::Expired => r.fail("the server's certificate has expired", "renew the server's certificate"),
+        HandshakeFailure::NotYetValid => {
+            r.fail("the server's certificate is not valid yet", "check the clocks of both machines")
+        }
+        HandshakeFailure::Revoked => r.fail(
+            "the server's certificate is revoked (listed in the CRL given with --crl/--crl-url), or one of its CAs is",
+            "the server needs a new certificate (ambos issue server NAME --force, or ambos enroll)",
+        ),
+        HandshakeFailure::CrlMissing(ca) => r.fail(
+            &format!(
+                "revocation of the server's chain cannot be checked: no CRL of CA '{ca}' among --crl/--crl-url (the missing CRL: every CA level needs its issuer's CRL)"
+            ),
+            "give the CRLs of every CA level: ambos crl --all --out crls.pem, or --crl-url https://CA:9443/v1/crl",
+        ),
+        HandshakeFailure::CrlUnusable(why) => r.fail(
+            &format!("revocation of the server's chain cannot be checked: {why}"),
+            "give a CRL signed by the CA in the server's chain (ambos crl --all from the same CA)",
+        ),
+        HandshakeFailure::CrlStale(why) => r.fail(
+            &format!("revocation of the server's chain cannot be checked (stale CRL): {why}"),
+            "publish a new CRL (ambos crl --all) and pass it, or use --crl-url",
+        ),
+        HandshakeFailure::IncompleteChain(ca) => r.fail(
+            &format!(
+                "the server's chain is incomplete: it did not send its issuer '{ca}', which --ca does not hold either"
+            ),
+            "configure the server with its full chain (NAME.crt holds leaf + intermediate), or add the intermediate to the --ca file",
+        ),
+        HandshakeFailure::ChainSignature(ca) => r.fail(
+            &format!(
+                "a certificate in the server's chain does not verify with the key of the CA named '{ca}' (a decoy CA with the same name, or a CA re-keyed under the same name)"
+            ),
+            "check that --ca is the CA that issued the server's certificate (same name is not enough)",
+        ),
+        HandshakeFailure::ProofOfPossession => r.fail(
+            "the server's handshake signature does not verify with its certificate's key (failed proof of possession: the server's key does not match its certificate)",
+            "configure the server with the key of its certificate",
+        ),
+        HandshakeFailure::WrongExtendedKeyUsage => r.fail(
+            "the server's certificate is not a server certificate (no serverAuth extended key usage)",
+            "issue a server certificate: ambos issue server NAME",
+        ),
+        other => r.fail(&format!("the server's certificate is invalid: {other}"), "reissue the server's certificate"),
+    };
+    r.reason = Some(label);
+    r
+}
+
+/// A handshake error in words: ours for a refused certificate.
+fn handshake_detail(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|x| x.downcast_ref::<Error>()) {
+        Some(err @ Error::InvalidCertificate(_)) => {
+            let f = HandshakeFailure::from_rustls(err);
+            format!("we refused the server's certificate ({}): {f}", f.label())
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -689,8 +850,9 @@ pub fn print(r: &Report) {
     }
 }
 
-pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
-    let report = probe(&a)?;
+pub fn run(cmd: ProbeCmd) -> anyhow::Result<()> {
+    let a = cmd.probe;
+    let report = probe_with(&a, &cmd.revocation)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

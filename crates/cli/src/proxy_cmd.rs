@@ -169,6 +169,9 @@ pub struct TunnelArgs {
     /// Required server identity, e.g. spiffe://acme.test/api or dns:api.acme.test.
     #[arg(long)]
     expect: Option<String>,
+    // --crl files are re-read when they change; --crl-url is pulled every 60 s.
+    #[command(flatten)]
+    revocation: crate::probe_cmd::CrlArgs,
 }
 
 pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
@@ -189,6 +192,8 @@ pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         ca: a.ca.clone(),
         server_name,
         expect: a.expect.clone(),
+        crl: a.revocation.crl.clone(),
+        crl_url: a.revocation.crl_url.clone(),
     };
     crate::lifecycle_cmd::init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -1,15 +1,25 @@
 //! `ambos tunnel`: a local plaintext listener whose connections leave as
 //! mTLS, for clients that cannot present a certificate themselves. The
-//! certificate files are re-read when they change (the agent renews them).
+//! server is verified by `ambos_tls::ServerVerifier` (the proxy's path
+//! verifier: name, path, RFC 5280 rules, and the CRLs when given). The
+//! certificate and CRL files are re-read when they change (the agent renews
+//! them); a `--crl-url` is pulled again every 60 s.
+use crate::config::CrlSource;
 use crate::policy::AllowRule;
 use crate::ProxyError;
 use ambos_tls::{HandshakeFailure, Identity};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
+
+/// How often the tunnel pulls `--crl-url` again.
+pub const CRL_URL_REFRESH: Duration = Duration::from_secs(60);
+
+/// CRLs with where each came from (a file or a URL).
+pub type SourcedCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
 
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
@@ -23,30 +33,136 @@ pub struct TunnelConfig {
     pub server_name: ServerName<'static>,
     /// The server's identity must match this (e.g. a SPIFFE ID), beyond the CA check.
     pub expect: Option<String>,
+    /// CRL files (PEM or DER), re-read when they change.
+    pub crl: Vec<PathBuf>,
+    /// An https:// URL serving CRLs (`ambos serve`'s /v1/crl), pulled every 60 s.
+    pub crl_url: Option<String>,
 }
 
+impl TunnelConfig {
+    /// Whether the server's chain is checked against CRLs (fail closed).
+    pub fn checks_revocation(&self) -> bool {
+        !self.crl.is_empty() || self.crl_url.is_some()
+    }
+}
+
+/// What the files looked like when last read: (modified, length) of each.
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
 struct Loaded {
-    stamp: (Option<SystemTime>, Option<SystemTime>),
+    stamp: Stamp,
+    /// Generation of the pulled CRLs this config was built with.
+    pulled: u64,
     config: Arc<rustls::ClientConfig>,
 }
 
-fn stamp(cfg: &TunnelConfig) -> (Option<SystemTime>, Option<SystemTime>) {
-    let m = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    (m(&cfg.cert), m(&cfg.key))
+/// The CRLs last pulled from `--crl-url` and a generation counter.
+#[derive(Default)]
+struct Pulled {
+    crls: SourcedCrls,
+    generation: u64,
 }
 
-fn client_config(cfg: &TunnelConfig) -> Result<Arc<rustls::ClientConfig>, ProxyError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ambos_tls::load_certs(&cfg.ca)? {
-        roots.add(c).map_err(|e| ProxyError::Invalid(format!("{}: {e}", cfg.ca.display())))?;
+fn stamp(cfg: &TunnelConfig) -> Stamp {
+    let m = |p: &PathBuf| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    [&cfg.cert, &cfg.key, &cfg.ca].into_iter().chain(cfg.crl.iter()).map(m).collect()
+}
+
+/// The CRLs of the files, each named by its path.
+pub fn load_crl_files(files: &[PathBuf]) -> Result<SourcedCrls, ProxyError> {
+    let mut out = Vec::new();
+    for f in files {
+        let source = f.display().to_string();
+        out.extend(ambos_tls::load_crls(f)?.into_iter().map(|c| (source.clone(), c)));
     }
+    Ok(out)
+}
+
+/// Checks that `url` is an https:// URL.
+pub fn crl_source(url: &str) -> Result<CrlSource, ProxyError> {
+    let uri: http::Uri = url.parse().map_err(|_| ProxyError::Invalid(format!("--crl-url '{url}' is not a URL")))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none() {
+        return Err(ProxyError::Invalid(format!("--crl-url '{url}' must be an https:// URL")));
+    }
+    Ok(CrlSource { url: uri, refresh: CRL_URL_REFRESH })
+}
+
+/// One pull of `url` over HTTPS, its server verified against the CA file(s)
+/// `ca` with a plain verifier (no CRL is needed to fetch the CRL).
+/// `Ok(None)`: unchanged since `etag`. Errors name the URL.
+pub async fn fetch_crl_url(
+    url: &str,
+    ca: &[PathBuf],
+    etag: Option<&str>,
+) -> Result<Option<(SourcedCrls, String)>, ProxyError> {
+    // The proxy's messages say `crl_url URL: ...`; name the flag instead.
+    crate::crl_pull::fetch(&crl_source(url)?, ca, etag).await.map_err(|e| match e {
+        ProxyError::Invalid(m) => ProxyError::Invalid(m.replacen("crl_url ", "--crl-url ", 1)),
+        e => e,
+    })
+}
+
+/// The trust (CAs, CRLs, revocation policy) a client verifies servers with:
+/// fail closed when CRLs are configured (every CA level needs its CRL).
+pub fn server_trust(
+    ca: &[PathBuf],
+    crls: SourcedCrls,
+    check_revocation: bool,
+) -> Result<Arc<ambos_tls::Trust>, ProxyError> {
+    let mut ca_certs = Vec::new();
+    for p in ca {
+        ca_certs.extend(ambos_tls::load_certs(p)?);
+    }
+    let trust = ambos_tls::Trust::new(ambos_tls::TrustOptions {
+        ca_certs,
+        crls,
+        revocation: check_revocation.then(ambos_tls::RevocationPolicy::default),
+        eku_if_present: false,
+    })
+    .map_err(|e| match e {
+        ambos_tls::TlsError::ClientCa(why) => ProxyError::Invalid(format!("{}: {why}", join(ca))),
+        e => ProxyError::Tls(e),
+    })?;
+    Ok(Arc::new(trust))
+}
+
+fn join(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn client_config(cfg: &TunnelConfig, pulled: &SourcedCrls) -> Result<Arc<rustls::ClientConfig>, ProxyError> {
+    let mut crls = load_crl_files(&cfg.crl)?;
+    crls.extend(pulled.iter().cloned());
+    let trust = server_trust(std::slice::from_ref(&cfg.ca), crls, cfg.checks_revocation())?;
     let config = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ProxyError::Invalid(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ambos_tls::ServerVerifier::new(trust)))
         .with_client_auth_cert(ambos_tls::load_certs(&cfg.cert)?, ambos_tls::load_key(&cfg.key)?)
         .map_err(|e| ProxyError::Invalid(format!("{} / {}: {e}", cfg.cert.display(), cfg.key.display())))?;
     Ok(Arc::new(config))
+}
+
+/// Pulls `--crl-url` every [`CRL_URL_REFRESH`]; a failed pull keeps the previous CRLs.
+fn spawn_crl_pull(cfg: Arc<TunnelConfig>, url: String, pulled: Arc<Mutex<Pulled>>, mut etag: Option<String>) {
+    tokio::spawn(async move {
+        let ca = [cfg.ca.clone()];
+        loop {
+            tokio::time::sleep(CRL_URL_REFRESH).await;
+            match fetch_crl_url(&url, &ca, etag.as_deref()).await {
+                Ok(Some((crls, tag))) => {
+                    let mut p = pulled.lock().expect("tunnel CRL lock");
+                    p.crls = crls;
+                    p.generation += 1;
+                    etag = Some(tag);
+                    tracing::info!("pulled new CRLs from {url}");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{e}; keeping the previous CRLs"),
+            }
+        }
+    });
 }
 
 /// Runs until `shutdown` resolves.
@@ -58,11 +174,29 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
         .map(AllowRule::parse)
         .transpose()
         .map_err(|e| ProxyError::Invalid(format!("--expect: {e}")))?;
-    let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), config: client_config(&cfg)? }));
+    let pulled = Arc::new(Mutex::new(Pulled::default()));
+    let mut etag = None;
+    if let Some(url) = &cfg.crl_url {
+        // The first pull must work: without it every server would be refused.
+        if let Some((crls, tag)) = fetch_crl_url(url, std::slice::from_ref(&cfg.ca), None).await? {
+            pulled.lock().expect("tunnel CRL lock").crls = crls;
+            etag = Some(tag);
+        }
+    }
+    let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
+    let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
-    tracing::info!("tunnel listening on {} -> mTLS {}", listener.local_addr().unwrap_or(cfg.listen), cfg.connect);
+    tracing::info!(
+        "tunnel listening on {} -> mTLS {}{}",
+        listener.local_addr().unwrap_or(cfg.listen),
+        cfg.connect,
+        if cfg.checks_revocation() { " (server checked against CRLs)" } else { "" }
+    );
     let cfg = Arc::new(cfg);
+    if let Some(url) = &cfg.crl_url {
+        spawn_crl_pull(cfg.clone(), url.clone(), pulled.clone(), etag);
+    }
     let expect = Arc::new(expect);
     tokio::pin!(shutdown);
     loop {
@@ -77,19 +211,24 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
             },
             _ = &mut shutdown => return Ok(()),
         };
-        // Pick up renewed certificate files for this and later connections.
+        // Pick up renewed certificate files and new CRLs for this and later connections.
         let config = {
             let mut l = loaded.lock().expect("tunnel lock");
             let now = stamp(&cfg);
-            if now != l.stamp {
-                match client_config(&cfg) {
+            let generation = pulled.lock().expect("tunnel CRL lock").generation;
+            if now != l.stamp || generation != l.pulled {
+                let crls = pulled.lock().expect("tunnel CRL lock").crls.clone();
+                match client_config(&cfg, &crls) {
                     Ok(c) => {
                         l.config = c;
-                        tracing::info!("reloaded {} and {}", cfg.cert.display(), cfg.key.display());
+                        tracing::info!("reloaded the client certificate, CA and CRLs");
                     }
-                    Err(e) => tracing::error!("cannot reload the client certificate, using the previous one: {e}"),
+                    Err(e) => tracing::error!(
+                        "cannot reload the client certificate, CA or CRLs, using the previous ones: {e}"
+                    ),
                 }
                 l.stamp = now;
+                l.pulled = generation;
             }
             l.config.clone()
         };
@@ -119,7 +258,10 @@ async fn forward(
     let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(cfg.server_name.clone(), tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| HandshakeFailure::from_io(&e).to_string())?;
+        .map_err(|e| {
+            let f = HandshakeFailure::from_io(&e);
+            format!("TLS handshake failed ({}): {f}", f.label())
+        })?;
     if let Some(rule) = expect {
         let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("server sent no certificate")?;
         let id = Identity::from_der(der).map_err(|e| e.to_string())?;
