@@ -277,7 +277,7 @@ fn a_leaf_only_tunnel_client_is_completed_by_the_intermediate_in_the_client_ca_f
 }
 
 #[test]
-fn enroll_and_renew_check_the_ca_server_against_crls() {
+fn enroll_renew_and_tunnel_check_servers_against_crls_pulled_from_the_ca() {
     let ca = cast();
     std::fs::copy(ca.data().join("root.crt"), ca.path("root.crt")).unwrap();
     let port = free_port();
@@ -323,6 +323,17 @@ fn enroll_and_renew_check_the_ca_server_against_crls() {
     assert_eq!(r.code, 1, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("no CRL of CA"), "{}", r.stderr);
     renew(&["--crl-url", &format!("https://127.0.0.1:{}/v1/crl", free_port())]).fails_with(2, "--crl-url");
+    // The tunnel pulls them from the CA too: the revoked server is refused, the good one reached.
+    require("curl");
+    let (_bad, bad) = proxy(&ca, "revoked", &ca.path("ca.crt"));
+    let (_t, tport, log) = tunnel(&ca, bad, &ca.path("alice.crt"), &["--crl-url", &crl_url]);
+    assert_ne!(get(tport).code, 0, "a revoked server answered through the tunnel");
+    wait_log(&log, "failed: TLS handshake failed (revoked)");
+    let (_good, good) = proxy(&ca, "good", &ca.path("ca.crt"));
+    let (_t2, tport2, _) = tunnel(&ca, good, &ca.path("alice.crt"), &["--crl-url", &crl_url]);
+    let r = get(tport2);
+    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+
     // The agent reads them before anything else: a bad one stops it at once.
     let mut cmd = ca.cmd();
     cmd.args(["agent", "--ca-url", &url, "--root"])
