@@ -27,6 +27,9 @@ if [ "$status" -ne 0 ] || [ "$passed" -eq 0 ]; then
     exit 1
 fi
 
+echo "== x509-limbo"
+./scripts/limbo.sh
+
 echo "== benchmark smoke runs (tiny counts, so they cannot rot)"
 cargo bench -p ambos-ca --bench issuance --locked -- --test
 SMOKE=1 ./bench/proxy.sh
