@@ -214,7 +214,11 @@ fn revocation(
     grace: Option<&str>,
     at: &str,
 ) -> Result<Option<RevocationPolicy>, ProxyError> {
-    let mut p = RevocationPolicy::default();
+    let mut p = RevocationPolicy {
+        scope: CrlScope::Chain,
+        unknown: UnknownStatus::Deny,
+        grace: RevocationPolicy::default().grace,
+    };
     p.scope = match check.unwrap_or("chain") {
         "chain" => CrlScope::Chain,
         "leaf" => CrlScope::Leaf,

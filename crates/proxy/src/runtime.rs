@@ -28,8 +28,11 @@ pub type PulledCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
 #[derive(Default)]
 pub struct Connections {
     next: std::sync::atomic::AtomicU64,
-    open: Mutex<std::collections::HashMap<u64, (Arc<ambos_tls::VerifiedChain>, Arc<tokio::sync::Notify>)>>,
+    open: Mutex<std::collections::HashMap<u64, OpenConnection>>,
 }
+
+/// An open connection's verified chain, and how to tell it to close.
+type OpenConnection = (Arc<ambos_tls::VerifiedChain>, Arc<tokio::sync::Notify>);
 
 /// Removes its connection from the registry when the connection ends.
 pub struct Registered<'a> {

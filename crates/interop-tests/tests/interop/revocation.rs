@@ -96,8 +96,10 @@ fn python(script: &str, args: &[&Path]) {
     assert_eq!(out.code, 0, "python failed: {}{}", out.stdout, out.stderr);
 }
 
-/// A decoy (self-signed, same subject as `inter`, another key) and an
-/// unrelated certificate that expired yesterday.
+/// A decoy (self-signed, same subject as `inter`, another key), an
+/// unrelated certificate that expired yesterday, and junk: `inter` with its
+/// notBefore overwritten by letters (OpenSSL loads and sends it; it does
+/// not parse as a certificate).
 const DECOYS: &str = r#"
 import datetime as dt, sys
 from cryptography import x509
@@ -117,6 +119,11 @@ old = selfsigned(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "un
                  now - dt.timedelta(days=30), now - dt.timedelta(days=1))
 open(sys.argv[2], "wb").write(decoy.public_bytes(serialization.Encoding.PEM))
 open(sys.argv[3], "wb").write(old.public_bytes(serialization.Encoding.PEM))
+der = inter.public_bytes(serialization.Encoding.DER)
+i = der.index(b"\x17\x0d")
+junk = der[: i + 2] + b"XXXXXXXXXXXXZ" + der[i + 15 :]
+import base64
+open(sys.argv[4], "w").write("-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(junk).decode() + "-----END CERTIFICATE-----\n")
 "#;
 
 #[test]
@@ -130,13 +137,14 @@ fn decoys_and_extra_certificates_do_not_hide_a_revoked_client() {
     ca.ambos(&["revoke", "alice", "--reason", "key-compromise"]).ok();
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
     let inter = ca.write("inter.pem", &blocks(&ca.path("alice.crt"))[1]);
-    let (decoy, expired) = (ca.dir().join("decoy.pem"), ca.dir().join("expired.pem"));
-    python(DECOYS, &[&inter, &decoy, &expired]);
+    let (decoy, expired, junk) = (ca.dir().join("decoy.pem"), ca.dir().join("expired.pem"), ca.dir().join("junk.pem"));
+    python(DECOYS, &[&inter, &decoy, &expired, &junk]);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap();
     let chains = [
         ("decoy before the intermediate", read(&decoy) + &read(&inter)),
         ("decoy after the intermediate", read(&inter) + &read(&decoy)),
         ("an unrelated expired certificate added", read(&inter) + &read(&expired)),
+        ("junk after the chain", read(&inter) + &read(&junk)),
         ("the decoy alone", read(&decoy)),
     ];
     let proxy = Proxy::start(
@@ -150,13 +158,13 @@ fn decoys_and_extra_certificates_do_not_hide_a_revoked_client() {
         let leaf = ca.write("alice-leaf.pem", &blocks(&ca.path("alice.crt"))[0]);
         let out = s_client(proxy.port, &ca.path("ca.crt"), &leaf, &ca.path("alice.key"), Some(&file));
         assert!(!out.contains("200 OK"), "{what}: {out}");
-        if i < 3 {
+        if i < 4 {
             assert!(out.contains("certificate revoked"), "{what}: revoked alice must see the alert:\n{out}");
         }
         // The same bytes around a good certificate do not make a valid path fail.
         let bob_leaf = ca.write("bob-leaf.pem", &blocks(&ca.path("bob.crt"))[0]);
         let out = s_client(proxy.port, &ca.path("ca.crt"), &bob_leaf, &ca.path("bob.key"), Some(&file));
-        if i < 3 {
+        if i < 4 {
             assert!(out.contains("HTTP/1.1 200 OK"), "{what}: bob must get through:\n{out}");
         } else {
             assert!(!out.contains("200 OK"), "{what}: without the real intermediate bob has no path:\n{out}");
