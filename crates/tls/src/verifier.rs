@@ -99,7 +99,8 @@ pub struct TrustOptions {
     /// Some: CRLs are configured and revocation is checked; None: not checked.
     pub revocation: Option<RevocationPolicy>,
     /// Accept an end-entity without EKU (or with anyExtendedKeyUsage only)
-    /// as webpki does; off by default: the EKU must name the purpose.
+    /// as webpki does; off by default: the EKU must name the purpose
+    /// (clientAuth for clients, serverAuth for servers).
     pub eku_if_present: bool,
 }
 
@@ -345,6 +346,7 @@ impl Trust {
         ders.push(self.anchor_ders[anchor_idx].clone());
         let require_eku = match peer {
             Peer::Client if !self.eku_if_present => Some(EKU_CLIENT_AUTH),
+            Peer::Server(_) if !self.eku_if_present => Some(EKU_SERVER_AUTH),
             _ => None,
         };
         let facts = crate::strict::check(&ders, now.as_secs() as i64, require_eku)?;
