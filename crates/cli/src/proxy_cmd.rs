@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "crl_leaf_only", "crl_allow_unknown", "crl_grace"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
@@ -32,16 +32,16 @@ pub struct ProxyArgs {
     /// How often to refresh --crl-url (default 60s).
     #[arg(long)]
     crl_refresh: Option<String>,
-    /// Check only the client's own certificate against the CRLs, not its CAs
-    /// (default: every certificate below the root needs its issuer's CRL).
-    #[arg(long)]
-    crl_leaf_only: bool,
-    /// Let clients in when their revocation status is unknown (no usable or
-    /// fresh CRL for a CA of their chain); default: refuse them.
-    #[arg(long)]
-    crl_allow_unknown: bool,
+    /// Which certificates need a CRL: `chain` (default: every certificate
+    /// below the root, as nginx's ssl_crl) or `leaf` (the client's own only).
+    #[arg(long, value_name = "chain|leaf")]
+    revocation: Option<String>,
+    /// Clients whose revocation status is unknown (no usable or fresh CRL for
+    /// a CA of their chain): `deny` (default) or `allow`.
+    #[arg(long, value_name = "deny|allow")]
+    unknown_revocation: Option<String>,
     /// How long past its nextUpdate a CRL is still enforced before the status
-    /// becomes unknown (default 1d).
+    /// becomes unknown (default 1h).
     #[arg(long)]
     crl_grace: Option<String>,
     /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
@@ -80,8 +80,8 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             metrics: a.metrics.clone(),
             crl_url: a.crl_url.clone(),
             crl_refresh: a.crl_refresh.clone(),
-            crl_leaf_only: a.crl_leaf_only,
-            crl_allow_unknown: a.crl_allow_unknown,
+            revocation: a.revocation.clone(),
+            unknown_revocation: a.unknown_revocation.clone(),
             crl_grace: a.crl_grace.clone(),
         })?,
     };
@@ -106,10 +106,10 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
                     p.grace.as_secs()
                 );
                 if p.scope == ambos_tls::CrlScope::Leaf {
-                    println!("warning: crl_check = \"leaf\": a revoked intermediate CA is not detected");
+                    println!("warning: revocation = \"leaf\": a revoked intermediate CA is not detected");
                 }
                 if p.unknown == ambos_tls::UnknownStatus::Allow {
-                    println!("warning: crl_unknown_status = \"allow\": clients whose CRL is missing, unusable or stale get in");
+                    println!("warning: unknown_revocation = \"allow\": clients whose CRL is missing, unusable or stale get in");
                 }
                 for crl in trust.crls().summaries() {
                     let state = match &crl.problem {

@@ -127,7 +127,7 @@ cases = {
     "unknown-critical": crl(inter.subject, inter_key, extra=x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")),
     "impostor": crl(inter.subject, impostor_key),
     "stale": crl(inter.subject, inter_key, this=now - 10 * day, nxt=now - 2 * day),
-    "late": crl(inter.subject, inter_key, this=now - 10 * day, nxt=now - dt.timedelta(hours=1)),
+    "late": crl(inter.subject, inter_key, this=now - 10 * day, nxt=now - dt.timedelta(minutes=20)),
 }
 for case, body in cases.items():
     (out / f"crl-{case}.pem").write_bytes(root_crl + body)

@@ -57,8 +57,8 @@ struct RawTls {
     crl: Option<OneOrMany>,
     crl_url: Option<String>,
     crl_refresh: Option<String>,
-    crl_check: Option<String>,
-    crl_unknown_status: Option<String>,
+    revocation: Option<String>,
+    unknown_revocation: Option<String>,
     crl_grace: Option<String>,
     client_auth: Option<String>,
     min_version: Option<String>,
@@ -181,8 +181,10 @@ pub struct ProxyFlags {
     pub metrics: Option<String>,
     pub crl_url: Option<String>,
     pub crl_refresh: Option<String>,
-    pub crl_leaf_only: bool,
-    pub crl_allow_unknown: bool,
+    /// `--revocation chain|leaf`.
+    pub revocation: Option<String>,
+    /// `--unknown-revocation deny|allow`.
+    pub unknown_revocation: Option<String>,
     pub crl_grace: Option<String>,
 }
 
@@ -222,19 +224,21 @@ fn revocation(
     p.scope = match check.unwrap_or("chain") {
         "chain" => CrlScope::Chain,
         "leaf" => CrlScope::Leaf,
-        other => return Err(invalid(format!("{at}crl_check: '{other}' (expected \"chain\" or \"leaf\")"))),
+        other => return Err(invalid(format!("{at}revocation: '{other}' (expected \"chain\" or \"leaf\")"))),
     };
     p.unknown = match unknown.unwrap_or("deny") {
         "deny" => UnknownStatus::Deny,
         "allow" => UnknownStatus::Allow,
-        other => return Err(invalid(format!("{at}crl_unknown_status: '{other}' (expected \"deny\" or \"allow\")"))),
+        other => return Err(invalid(format!("{at}unknown_revocation: '{other}' (expected \"deny\" or \"allow\")"))),
     };
     if let Some(g) = grace {
         p.grace = duration(g, &format!("{at}crl_grace"))?;
     }
     let tuned = check.is_some() || unknown.is_some() || grace.is_some();
     if tuned && !configured {
-        return Err(invalid(format!("{at}crl_check, crl_unknown_status and crl_grace need crl or crl_url")));
+        return Err(invalid(format!(
+            "{at}revocation, {at}unknown_revocation and {at}crl_grace need a CRL (crl or crl_url)"
+        )));
     }
     Ok(configured.then_some(p))
 }
@@ -393,8 +397,8 @@ impl ProxyConfig {
         let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some();
         let revocation = revocation(
             crl_configured,
-            raw.tls.crl_check.as_deref(),
-            raw.tls.crl_unknown_status.as_deref(),
+            raw.tls.revocation.as_deref(),
+            raw.tls.unknown_revocation.as_deref(),
             raw.tls.crl_grace.as_deref(),
             "tls.",
         )?;
@@ -444,11 +448,18 @@ impl ProxyConfig {
         }
         let revocation = revocation(
             !f.crl.is_empty() || f.crl_url.is_some(),
-            f.crl_leaf_only.then_some("leaf"),
-            f.crl_allow_unknown.then_some("allow"),
+            f.revocation.as_deref(),
+            f.unknown_revocation.as_deref(),
             f.crl_grace.as_deref(),
             "--",
-        )?;
+        )
+        .map_err(|e| {
+            invalid(
+                e.to_string()
+                    .replace("--crl_grace", "--crl-grace")
+                    .replace("--unknown_revocation", "--unknown-revocation"),
+            )
+        })?;
         Ok(ProxyConfig {
             listen: socket_addr(&f.listen, "--listen")?,
             mode,

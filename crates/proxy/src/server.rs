@@ -78,7 +78,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     let mut etag = None;
     let mut pulled = Vec::new();
     // With crl_url and no CRL yet, revocation status is unknown: clients
-    // are refused (unless crl_unknown_status = "allow") until a pull works.
+    // are refused (unless unknown_revocation = "allow") until a pull works.
     if let Some(src) = &crl_source {
         match crate::crl_pull::fetch(src, &client_ca, None).await {
             Ok(Some((crls, tag))) => {

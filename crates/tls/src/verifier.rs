@@ -75,7 +75,7 @@ pub struct RevocationPolicy {
 
 impl Default for RevocationPolicy {
     fn default() -> Self {
-        RevocationPolicy { scope: CrlScope::Chain, unknown: UnknownStatus::Deny, grace: Duration::from_secs(86_400) }
+        RevocationPolicy { scope: CrlScope::Chain, unknown: UnknownStatus::Deny, grace: Duration::from_secs(3_600) }
     }
 }
 

@@ -351,11 +351,11 @@ fn crls_that_must_not_be_used_make_the_status_unknown_and_refuse() {
         ("no-crlsign", "", "client2", "does not allow cRLSign"),
         ("stale", "", "client", "beyond the grace"),
         ("late", "", "client", "200"),
-        ("late", "crl_grace = \"30m\"", "client", "beyond the grace"),
+        ("late", "crl_grace = \"10m\"", "client", "beyond the grace"),
         ("missing", "", "client", "no CRL of CA 'CN=pyca Intermediate,O=pyca' is loaded"),
-        ("missing", "crl_unknown_status = \"allow\"", "client", "200"),
+        ("missing", "unknown_revocation = \"allow\"", "client", "200"),
         ("leaf-only", "", "client", "no CRL of CA 'CN=pyca Root,O=pyca' is loaded"),
-        ("leaf-only", "crl_check = \"leaf\"", "client", "200"),
+        ("leaf-only", "revocation = \"leaf\"", "client", "200"),
     ];
     for (crl, extra, who, expect) in cases {
         let tls = format!(
