@@ -30,6 +30,7 @@ fn issuance(c: &mut Criterion) {
         root_ttl: Duration::from_secs(10 * 365 * 86_400),
         intermediate_ttl: Duration::from_secs(5 * 365 * 86_400),
         passphrase: None,
+        crl_url: None,
     };
     let mut ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
     let signer = ca.authority(AuthorityRole::Intermediate, None).unwrap();

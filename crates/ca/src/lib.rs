@@ -86,7 +86,20 @@ pub struct InitOptions {
     pub intermediate_ttl: Duration,
     /// `None` stores the CA keys unencrypted (`--no-passphrase`).
     pub passphrase: Option<Vec<u8>>,
+    /// Where the intermediate's CRL is published (`ambos serve`'s
+    /// `/v1/crl`): named as CRL distribution point in every certificate it
+    /// issues; the intermediate itself names [`root_crl_url`] of it.
+    pub crl_url: Option<String>,
 }
+
+/// Where the root's CRL is published, given the intermediate's CRL URL:
+/// `URL/root` (`ambos serve` answers `/v1/crl/root`).
+pub fn root_crl_url(crl_url: &str) -> String {
+    format!("{}/root", crl_url.trim_end_matches('/'))
+}
+
+/// The store setting that holds the CRL URL.
+const CRL_URL: &str = "crl_url";
 
 /// Serial or name → the certificate to act on.
 #[derive(Clone, Debug)]
@@ -136,7 +149,15 @@ impl CertificateAuthority<SqliteStore> {
             return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
         }
         let at = now();
-        let ca = NewCa::create(&opts.name, opts.key_type, opts.root_ttl, opts.intermediate_ttl, at)?;
+        let root_crl = opts.crl_url.as_deref().map(root_crl_url);
+        let ca = NewCa::create_with_crl_url(
+            &opts.name,
+            opts.key_type,
+            opts.root_ttl,
+            opts.intermediate_ttl,
+            at,
+            root_crl.as_deref(),
+        )?;
         let record = |role, cert_der: &[u8], key: &PrivateKey| -> Result<AuthorityRecord> {
             let (key_pem, key_encrypted) = match &opts.passphrase {
                 Some(p) => (ambos_pki::encrypt_private_key(key.pkcs8_der(), p)?, true),
@@ -157,6 +178,9 @@ impl CertificateAuthority<SqliteStore> {
         store.init_authorities(&root, &intermediate)?;
         // The intermediate is a certificate the root issued: list and revoke it like any other.
         store.insert_certs(&[record_of(&ca.intermediate, AuthorityRole::Root, at)])?;
+        if let Some(url) = &opts.crl_url {
+            store.set_setting(CRL_URL, Some(url))?;
+        }
         let authorities = store.authorities()?;
         Ok(CertificateAuthority { store, authorities })
     }
@@ -202,7 +226,22 @@ impl<S: CertStore> CertificateAuthority<S> {
             AuthorityRole::Intermediate => &self.authorities.intermediate,
         };
         let key = PrivateKey::from_pem(&rec.key_pem, passphrase)?;
-        Ok(Authority::new(&rec.cert_der, key, &self.authorities.root.cert_der)?)
+        let authority = Authority::new(&rec.cert_der, key, &self.authorities.root.cert_der)?;
+        Ok(match role {
+            AuthorityRole::Intermediate => authority.with_crl_url(self.crl_url()?),
+            AuthorityRole::Root => authority,
+        })
+    }
+
+    /// The CRL distribution point put in issued certificates, if any.
+    pub fn crl_url(&self) -> Result<Option<String>> {
+        Ok(self.store.setting(CRL_URL)?)
+    }
+
+    /// Sets (or removes) the CRL distribution point of certificates issued
+    /// from now on; certificates already issued keep theirs.
+    pub fn set_crl_url(&mut self, url: Option<&str>) -> Result<()> {
+        Ok(self.store.set_setting(CRL_URL, url)?)
     }
 
     /// Issues one certificate per request and stores them all in one

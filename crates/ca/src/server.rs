@@ -50,6 +50,9 @@ pub struct PeerCert {
 struct CrlDoc {
     der: Bytes,
     pem: Bytes,
+    /// The root's CRL (covering the intermediate), DER and PEM.
+    root_der: Bytes,
+    root_pem: Bytes,
     etag: String,
 }
 
@@ -133,7 +136,8 @@ fn time_format() -> time::format_description::well_known::Rfc3339 {
     time::format_description::well_known::Rfc3339
 }
 
-/// Builds the CRL document: DER of the intermediate's CRL; PEM of both.
+/// Builds the CRL document: DER of the intermediate's CRL, PEM of both;
+/// the root's alone for `/v1/crl/root` (the intermediate's distribution point).
 fn build_crl(
     st_ca: &mut CertificateAuthority,
     signer: &Authority,
@@ -143,9 +147,16 @@ fn build_crl(
     let der = st_ca.crl(AuthorityRole::Intermediate, signer, validity)?;
     let root_der = st_ca.crl(AuthorityRole::Root, root, validity)?;
     let mut pem = pem_encode("X509 CRL", &der);
-    pem.push_str(&pem_encode("X509 CRL", &root_der));
+    let root_pem = pem_encode("X509 CRL", &root_der);
+    pem.push_str(&root_pem);
     let etag = format!("\"{}\"", &ambos_pki::sha256_hex(pem.as_bytes())[..32]);
-    Ok(CrlDoc { der: der.into(), pem: pem.into_bytes().into(), etag })
+    Ok(CrlDoc {
+        der: der.into(),
+        pem: pem.into_bytes().into(),
+        root_der: root_der.into(),
+        root_pem: root_pem.into_bytes().into(),
+        etag,
+    })
 }
 
 impl CaState {
@@ -312,6 +323,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/v1/roots", get(roots))
         .route("/v1/crl", get(crl_handler))
+        .route("/v1/crl/root", get(root_crl_handler))
         .route("/v1/enroll", post(enroll))
         .route("/v1/renew", post(renew))
         .route("/v1/revoke", post(revoke))
@@ -367,13 +379,27 @@ async fn roots(State(st): State<Arc<CaState>>) -> impl IntoResponse {
 }
 
 async fn crl_handler(State(st): State<Arc<CaState>>, headers: HeaderMap) -> Response {
+    crl_response(&st, &headers, false)
+}
+
+async fn root_crl_handler(State(st): State<Arc<CaState>>, headers: HeaderMap) -> Response {
+    crl_response(&st, &headers, true)
+}
+
+/// The intermediate's CRL (PEM: with the root's), or the root's alone; ETag
+/// for conditional GETs (the same for both: they are published together).
+fn crl_response(st: &CaState, headers: &HeaderMap, root: bool) -> Response {
     let doc = st.crl.load_full();
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(doc.etag.as_str()) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, doc.etag.clone())]).into_response();
     }
     let pem = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("pem"));
-    let (ctype, body) =
-        if pem { ("application/x-pem-file", doc.pem.clone()) } else { ("application/pkix-crl", doc.der.clone()) };
+    let (ctype, body) = match (pem, root) {
+        (true, false) => ("application/x-pem-file", doc.pem.clone()),
+        (false, false) => ("application/pkix-crl", doc.der.clone()),
+        (true, true) => ("application/x-pem-file", doc.root_pem.clone()),
+        (false, true) => ("application/pkix-crl", doc.root_der.clone()),
+    };
     ([(header::CONTENT_TYPE, ctype.to_string()), (header::ETAG, doc.etag.clone())], body).into_response()
 }
 

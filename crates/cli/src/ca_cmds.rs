@@ -30,6 +30,11 @@ pub struct InitArgs {
     /// Store the CA keys unencrypted (for tests and throwaway CAs only).
     #[arg(long)]
     no_passphrase: bool,
+    /// Where `ambos serve` publishes the CRL (https://HOST:PORT/v1/crl): every
+    /// certificate issued names it as CRL distribution point, and the
+    /// intermediate names URL/root, where the root's CRL is published.
+    #[arg(long, value_name = "URL")]
+    crl_url: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -172,6 +177,21 @@ pub struct CrlArgs {
     /// Load tests only: add N random serials that belong to no certificate.
     #[arg(long, hide = true, default_value_t = 0)]
     synthetic_entries: usize,
+    /// Instead of publishing a CRL: set the CRL distribution point named in
+    /// certificates issued from now on (`none` removes it).
+    #[arg(long, value_name = "URL|none", conflicts_with_all = ["out", "der", "all"])]
+    set_url: Option<String>,
+}
+
+/// A CRL URL for a distribution point: http:// or https:// with a host.
+fn crl_url_arg(url: &str, flag: &str) -> anyhow::Result<String> {
+    let ok = url
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
+    if !ok || url.contains(char::is_whitespace) {
+        return Err(input_error(format!("{flag} '{url}' is not an http:// or https:// URL")));
+    }
+    Ok(url.to_string())
 }
 
 #[derive(Subcommand)]
@@ -279,7 +299,8 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     } else {
         Some(ca_passphrase(g, true)?.as_bytes().to_vec())
     };
-    let opts = InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase };
+    let crl_url = a.crl_url.as_deref().map(|u| crl_url_arg(u, "--crl-url")).transpose()?;
+    let opts = InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase, crl_url };
     let ca = CertificateAuthority::init(&g.dir, &opts)?;
     let root_path = g.dir.join("root.crt");
     let inter_path = g.dir.join("intermediate.crt");
@@ -722,6 +743,16 @@ fn ambos_tls_load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
 }
 
 pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {
+    if let Some(url) = &a.set_url {
+        let url = if url == "none" { None } else { Some(crl_url_arg(url, "--set-url")?) };
+        let mut ca = CertificateAuthority::open(&g.dir)?;
+        ca.set_crl_url(url.as_deref())?;
+        match url {
+            Some(u) => eprintln!("certificates issued from now on name {u} as CRL distribution point"),
+            None => eprintln!("certificates issued from now on name no CRL distribution point"),
+        }
+        return Ok(());
+    }
     let validity = duration(&a.validity, "validity")?;
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
     let der = ca.crl_with_synthetic(AuthorityRole::Intermediate, &signer, validity, a.synthetic_entries)?;

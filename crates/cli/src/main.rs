@@ -51,7 +51,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a root CA and an issuing intermediate CA.
-    #[command(after_help = "Example:\n  ambos init --name acme --key-type ec-p256 --passphrase-file pass.txt")]
+    #[command(
+        after_help = "Examples:\n  ambos init --name acme --key-type ec-p256 --passphrase-file pass.txt\n  ambos init --name acme --crl-url https://ca.acme.test:9443/v1/crl   # CRL distribution point in issued certificates"
+    )]
     Init(ca_cmds::InitArgs),
     /// Issue a server or client certificate with a locally generated key.
     #[command(
@@ -70,7 +72,7 @@ enum Command {
     Revoke(ca_cmds::RevokeArgs),
     /// Publish the CRL of the issuing CA (and with --all the root's).
     #[command(
-        after_help = "Examples:\n  ambos crl --out crl.pem\n  ambos crl --all --out crls.pem   # for nginx ssl_crl / openssl -crl_check_all"
+        after_help = "Examples:\n  ambos crl --out crl.pem\n  ambos crl --all --out crls.pem   # for nginx ssl_crl / openssl -crl_check_all\n  ambos crl --set-url https://ca.acme.test:9443/v1/crl   # distribution point for certificates issued from now on\n  ambos crl --set-url none"
     )]
     Crl(ca_cmds::CrlArgs),
     /// Export the CA's trust anchors for clients and servers.

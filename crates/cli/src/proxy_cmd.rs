@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace", "crl_from_distribution_points"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
@@ -29,7 +29,11 @@ pub struct ProxyArgs {
     /// Pull the CRL from `ambos serve` (https://ca:9443/v1/crl) and refresh it.
     #[arg(long)]
     crl_url: Option<String>,
-    /// How often to refresh --crl-url (default 60s).
+    /// Fetch CRLs from the distribution points that verified client chains
+    /// (and the --client-ca certificates) name, and refresh them.
+    #[arg(long)]
+    crl_from_distribution_points: bool,
+    /// How often to refresh --crl-url and distribution points (default 60s).
     #[arg(long)]
     crl_refresh: Option<String>,
     /// Which certificates need a CRL: `chain` (default: every certificate
@@ -80,6 +84,7 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             metrics: a.metrics.clone(),
             crl_url: a.crl_url.clone(),
             crl_refresh: a.crl_refresh.clone(),
+            crl_from_distribution_points: a.crl_from_distribution_points,
             revocation: a.revocation.clone(),
             unknown_revocation: a.unknown_revocation.clone(),
             crl_grace: a.crl_grace.clone(),

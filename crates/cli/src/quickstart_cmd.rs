@@ -108,6 +108,7 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<()> {
         root_ttl: Duration::from_secs(10 * 365 * 86_400),
         intermediate_ttl: Duration::from_secs(5 * 365 * 86_400),
         passphrase: None, // a throwaway demo CA: keys unencrypted, mode 0600
+        crl_url: None,
     };
     let mut ca = CertificateAuthority::init(&dir.join("ca"), &opts)?;
     let signer = ca.authority(AuthorityRole::Intermediate, None)?;

@@ -49,6 +49,19 @@ impl NewCa {
         intermediate_ttl: Duration,
         now: OffsetDateTime,
     ) -> Result<NewCa, PkiError> {
+        Self::create_with_crl_url(name, key_type, root_ttl, intermediate_ttl, now, None)
+    }
+
+    /// As `create`; with `root_crl_url`, the intermediate names where the
+    /// root's CRL (which covers it) is published (CRL distribution point).
+    pub fn create_with_crl_url(
+        name: &str,
+        key_type: KeyType,
+        root_ttl: Duration,
+        intermediate_ttl: Duration,
+        now: OffsetDateTime,
+        root_crl_url: Option<&str>,
+    ) -> Result<NewCa, PkiError> {
         let root_key = key_type.generate()?;
         let mut root = ca_params(&format!("{name} Root CA"), name, 1);
         root.not_before = now - BACKDATE;
@@ -62,6 +75,7 @@ impl NewCa {
         inter.not_before = now - BACKDATE;
         inter.not_after = (now + intermediate_ttl).min(root_not_after);
         inter.use_authority_key_identifier_extension = true;
+        inter.crl_distribution_points = distribution_points(root_crl_url);
         let inter_cert = inter.signed_by(&intermediate_key.pair, &root_issuer)?;
         let intermediate = IssuedCert {
             serial: Serial::from_bytes(inter.serial_number.as_ref().map(|s| s.as_ref()).unwrap_or_default()),
@@ -85,6 +99,11 @@ impl NewCa {
     }
 }
 
+/// A CRL distribution point extension naming `url`, if any.
+fn distribution_points(url: Option<&str>) -> Vec<rcgen::CrlDistributionPoint> {
+    url.map(|u| vec![rcgen::CrlDistributionPoint { uris: vec![u.to_string()] }]).unwrap_or_default()
+}
+
 fn ca_params(common_name: &str, organization: &str, path_len: u8) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -105,6 +124,8 @@ pub struct Authority {
     root_der: Vec<u8>,
     not_after: OffsetDateTime,
     organization: Option<String>,
+    /// Where this CA publishes its CRL: named in every certificate it issues.
+    crl_url: Option<String>,
 }
 
 /// One issued certificate, ready to be stored and written out.
@@ -136,7 +157,20 @@ impl Authority {
         let organization =
             parsed.subject().iter_organization().next().and_then(|o| o.as_str().ok()).map(str::to_string);
         let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der), key.pair)?;
-        Ok(Authority { issuer, cert_der: cert_der.to_vec(), root_der: root_der.to_vec(), not_after, organization })
+        Ok(Authority {
+            issuer,
+            cert_der: cert_der.to_vec(),
+            root_der: root_der.to_vec(),
+            not_after,
+            organization,
+            crl_url: None,
+        })
+    }
+
+    /// Names `url` as the CRL distribution point of every certificate issued from now on.
+    pub fn with_crl_url(mut self, url: Option<String>) -> Authority {
+        self.crl_url = url;
+        self
     }
 
     pub fn cert_der(&self) -> &[u8] {
@@ -218,6 +252,7 @@ impl Authority {
         }
         p.extended_key_usages = vec![eku];
         p.use_authority_key_identifier_extension = true;
+        p.crl_distribution_points = distribution_points(self.crl_url.as_deref());
         let cert = p.signed_by(public_key, &self.issuer)?;
         let cert_der = cert.der().to_vec();
         Ok(IssuedCert {

@@ -57,6 +57,7 @@ struct RawTls {
     crl: Option<OneOrMany>,
     crl_url: Option<String>,
     crl_refresh: Option<String>,
+    crl_from_distribution_points: Option<bool>,
     revocation: Option<String>,
     unknown_revocation: Option<String>,
     crl_grace: Option<String>,
@@ -155,6 +156,11 @@ pub struct ProxyConfig {
     pub mode: Mode,
     pub tls: ServerTlsConfig,
     pub crl_url: Option<CrlSource>,
+    /// Fetch the CRLs named by the CRL distribution points of verified
+    /// paths (and of the configured CAs), refreshed every `crl_refresh`.
+    pub crl_from_distribution_points: bool,
+    /// How often pulled CRLs (URL or distribution points) are refreshed.
+    pub crl_refresh: Duration,
     pub upstream: Upstream,
     pub xfcc: bool,
     pub routes: RouteTable,
@@ -181,6 +187,7 @@ pub struct ProxyFlags {
     pub metrics: Option<String>,
     pub crl_url: Option<String>,
     pub crl_refresh: Option<String>,
+    pub crl_from_distribution_points: bool,
     /// `--revocation chain|leaf`.
     pub revocation: Option<String>,
     /// `--unknown-revocation deny|allow`.
@@ -247,12 +254,24 @@ fn socket_addr(text: &str, field: &str) -> Result<SocketAddr, ProxyError> {
     text.parse().map_err(|_| invalid(format!("{field}: '{text}' is not an address like 127.0.0.1:8443")))
 }
 
+/// How often pulled CRLs are refreshed; only with a URL or distribution points.
+fn crl_refresh(refresh: Option<&str>, pulled: bool, field: &str) -> Result<Duration, ProxyError> {
+    let every = match refresh {
+        Some(_) if !pulled => {
+            return Err(invalid(format!("{field}_refresh needs {field}_url or crl_from_distribution_points")))
+        }
+        Some(r) => duration(r, &format!("{field}_refresh"))?,
+        None => Duration::from_secs(60),
+    };
+    if every.is_zero() {
+        return Err(invalid(format!("{field}_refresh must be more than 0")));
+    }
+    Ok(every)
+}
+
 fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<Option<CrlSource>, ProxyError> {
     let Some(url) = url else {
-        return match refresh {
-            Some(_) => Err(invalid(format!("{field}_refresh needs {field}_url"))),
-            None => Ok(None),
-        };
+        return Ok(None);
     };
     let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{field}_url: '{url}' is not a URL")))?;
     if uri.scheme_str() != Some("https") || uri.host().is_none() {
@@ -394,7 +413,9 @@ impl ProxyConfig {
             }
             limits.max_connections = n;
         }
-        let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some();
+        let from_dps = raw.tls.crl_from_distribution_points.unwrap_or(false);
+        let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some() || from_dps;
+        let refresh = crl_refresh(raw.tls.crl_refresh.as_deref(), raw.tls.crl_url.is_some() || from_dps, "tls.crl")?;
         let revocation = revocation(
             crl_configured,
             raw.tls.revocation.as_deref(),
@@ -424,6 +445,8 @@ impl ProxyConfig {
                 session_resumption: raw.tls.session_resumption.unwrap_or(true),
             },
             crl_url: crl_source(raw.tls.crl_url.as_deref(), raw.tls.crl_refresh.as_deref(), "tls.crl")?,
+            crl_from_distribution_points: from_dps,
+            crl_refresh: refresh,
             upstream,
             xfcc,
             routes: RouteTable::new(routes),
@@ -447,7 +470,7 @@ impl ProxyConfig {
             return Err(invalid("--client-ca is required"));
         }
         let revocation = revocation(
-            !f.crl.is_empty() || f.crl_url.is_some(),
+            !f.crl.is_empty() || f.crl_url.is_some() || f.crl_from_distribution_points,
             f.revocation.as_deref(),
             f.unknown_revocation.as_deref(),
             f.crl_grace.as_deref(),
@@ -475,6 +498,15 @@ impl ProxyConfig {
                 session_resumption: true,
             },
             crl_url: crl_source(f.crl_url.as_deref(), f.crl_refresh.as_deref(), "--crl")?,
+            crl_from_distribution_points: f.crl_from_distribution_points,
+            crl_refresh: crl_refresh(
+                f.crl_refresh.as_deref(),
+                f.crl_url.is_some() || f.crl_from_distribution_points,
+                "--crl",
+            )
+            .map_err(|e| {
+                invalid(e.to_string().replace("--crl_refresh", "--crl-refresh").replace("--crl_url", "--crl-url"))
+            })?,
             upstream,
             xfcc: true,
             routes: RouteTable::new(vec![Route::new("/**", None, allow)]),

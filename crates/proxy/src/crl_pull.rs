@@ -19,7 +19,7 @@ pub async fn fetch(
     client_ca: &[PathBuf],
     etag: Option<&str>,
 ) -> Result<Option<(Crls, String)>, ProxyError> {
-    let fail = |why: String| ProxyError::Invalid(format!("crl_url {}: {why}", src.url));
+    let fail = |why: String| ProxyError::Invalid(format!("CRL {}: {why}", src.url));
     let mut roots = rustls::RootCertStore::empty();
     for p in client_ca {
         for c in ambos_tls::load_certs(p)? {
@@ -31,7 +31,10 @@ pub async fn fetch(
         .map_err(|e| fail(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_only().enable_http1().build();
+    // http:// too: distribution points usually are; the CRL is signed, and
+    // its signature is checked against the CA in the verified path.
+    let https =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     let mut req = http::Request::get(src.url.clone()).header(http::header::ACCEPT, "application/x-pem-file");
     if let Some(tag) = etag {
@@ -71,7 +74,8 @@ pub fn spawn(reloader: Arc<Reloader>, mut etag: Option<String>) {
             match fetch(&src, &client_ca, etag.as_deref()).await {
                 Ok(Some((crls, tag))) => {
                     let r = reloader.clone();
-                    if let Ok(Ok(())) = tokio::task::spawn_blocking(move || r.set_pulled_crls(crls)).await {
+                    let url = src.url.to_string();
+                    if let Ok(Ok(())) = tokio::task::spawn_blocking(move || r.set_pulled_crls(&url, crls)).await {
                         etag = Some(tag);
                     }
                 }
@@ -79,6 +83,62 @@ pub fn spawn(reloader: Arc<Reloader>, mut etag: Option<String>) {
                 Err(e) => {
                     metrics::counter!("ambos_proxy_crl_pull_failures_total").increment(1);
                     tracing::warn!("{e}; keeping the previous CRL");
+                }
+            }
+        }
+    });
+}
+
+/// `crl_from_distribution_points`: fetches the CRLs that verified paths (and
+/// the configured CA certificates) name as distribution points — learned
+/// when a path's revocation status was unknown — and refreshes each every
+/// `crl_refresh` with conditional GETs. A client refused for want of a CRL
+/// gets in on its next attempt, once the fetch (within a second) is loaded.
+pub fn spawn_distribution_points(reloader: Arc<Reloader>) {
+    use tokio::time::Instant;
+    tokio::spawn(async move {
+        // URL -> (ETag of the last CRL loaded, when to fetch next)
+        let mut known: std::collections::BTreeMap<String, (Option<String>, Instant)> = Default::default();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (enabled, refresh, urls, client_ca) = {
+                let rt = reloader.current.load();
+                (
+                    rt.config.crl_from_distribution_points,
+                    rt.config.crl_refresh,
+                    rt.verifier.trust().wanted_crl_urls(),
+                    rt.config.tls.client_ca.clone(),
+                )
+            };
+            if !enabled {
+                continue;
+            }
+            for url in urls {
+                known.entry(url).or_insert((None, Instant::now()));
+            }
+            for (url, (etag, due)) in known.iter_mut() {
+                if Instant::now() < *due {
+                    continue;
+                }
+                *due = Instant::now() + refresh;
+                let Ok(uri) = url.parse::<http::Uri>() else { continue };
+                let src = CrlSource { url: uri, refresh };
+                let retry = Instant::now() + refresh.min(Duration::from_secs(5));
+                match fetch(&src, &client_ca, etag.as_deref()).await {
+                    Ok(Some((crls, tag))) => {
+                        let r = reloader.clone();
+                        let key = url.clone();
+                        match tokio::task::spawn_blocking(move || r.set_pulled_crls(&key, crls)).await {
+                            Ok(Ok(())) => *etag = Some(tag),
+                            _ => *due = retry,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        metrics::counter!("ambos_proxy_crl_pull_failures_total").increment(1);
+                        tracing::warn!("CRL distribution point: {e}; keeping what was loaded");
+                        *due = retry;
+                    }
                 }
             }
         }

@@ -134,8 +134,8 @@ pub struct Reloader {
     fingerprint: Mutex<u64>,
     watched_dirs: Mutex<HashSet<PathBuf>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
-    /// The last CRLs pulled from `crl_url`.
-    pulled_crls: Mutex<PulledCrls>,
+    /// The last CRLs pulled, by URL (`crl_url`, distribution points).
+    pulled_crls: Mutex<std::collections::BTreeMap<String, PulledCrls>>,
     /// Open connections with a client certificate.
     pub connections: Connections,
 }
@@ -167,7 +167,11 @@ fn fingerprint(files: &[PathBuf]) -> u64 {
 }
 
 impl Reloader {
-    pub fn new(runtime: Runtime, source: ConfigSource, pulled: PulledCrls) -> Arc<Reloader> {
+    pub fn new(
+        runtime: Runtime,
+        source: ConfigSource,
+        pulled: std::collections::BTreeMap<String, PulledCrls>,
+    ) -> Arc<Reloader> {
         let fp = fingerprint(&runtime.config.watched_files());
         Arc::new(Reloader {
             current: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -198,7 +202,7 @@ impl Reloader {
                 );
             }
             let files = config.watched_files();
-            let pulled = self.pulled_crls.lock().expect("crl lock").clone();
+            let pulled: PulledCrls = self.pulled_crls.lock().expect("crl lock").values().flatten().cloned().collect();
             let rt = Arc::new(Runtime::build(config, &pulled)?);
             report_crls(&rt);
             self.current.store(rt.clone());
@@ -224,11 +228,15 @@ impl Reloader {
     }
 
     /// Replaces the pulled CRLs and rebuilds; on failure the old CRLs stay.
-    pub fn set_pulled_crls(&self, crls: PulledCrls) -> Result<(), ProxyError> {
-        let old = std::mem::replace(&mut *self.pulled_crls.lock().expect("crl lock"), crls);
-        let result = self.reload("crl_url");
+    pub fn set_pulled_crls(&self, url: &str, crls: PulledCrls) -> Result<(), ProxyError> {
+        let old = self.pulled_crls.lock().expect("crl lock").insert(url.to_string(), crls);
+        let result = self.reload(url);
         if result.is_err() {
-            *self.pulled_crls.lock().expect("crl lock") = old;
+            let mut pulled = self.pulled_crls.lock().expect("crl lock");
+            match old {
+                Some(o) => pulled.insert(url.to_string(), o),
+                None => pulled.remove(url),
+            };
         }
         result
     }

@@ -94,10 +94,18 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             }
         }
     }
-    let reloader = Reloader::new(Runtime::build(config, &pulled)?, source, pulled);
+    let from_dps = config.crl_from_distribution_points;
+    let mut by_url = std::collections::BTreeMap::new();
+    if let Some(src) = &crl_source {
+        by_url.insert(src.url.to_string(), pulled.clone());
+    }
+    let reloader = Reloader::new(Runtime::build(config, &pulled)?, source, by_url);
     reloader.start()?;
     if crl_source.is_some() {
         crate::crl_pull::spawn(reloader.clone(), etag);
+    }
+    if from_dps {
+        crate::crl_pull::spawn_distribution_points(reloader.clone());
     }
     let listener = TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
     if let Some(addr) = metrics_addr {

@@ -95,9 +95,9 @@ pub async fn fetch_crl_url(
     ca: &[PathBuf],
     etag: Option<&str>,
 ) -> Result<Option<(SourcedCrls, String)>, ProxyError> {
-    // The proxy's messages say `crl_url URL: ...`; name the flag instead.
+    // The proxy's messages say `CRL URL: ...`; name the flag instead.
     crate::crl_pull::fetch(&crl_source(url)?, ca, etag).await.map_err(|e| match e {
-        ProxyError::Invalid(m) => ProxyError::Invalid(m.replacen("crl_url ", "--crl-url ", 1)),
+        ProxyError::Invalid(m) => ProxyError::Invalid(m.replacen("CRL ", "--crl-url ", 1)),
         e => e,
     })
 }

@@ -152,6 +152,10 @@ pub struct CertFilter {
 pub trait CertStore {
     /// The CA's certificates and keys; `NotInitialised` before `ambos init`.
     fn authorities(&self) -> Result<Authorities>;
+    /// A CA setting (e.g. `crl_url`), if set.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets (or, with None, removes) a CA setting, in one statement.
+    fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()>;
     /// Stores a new CA; refuses if one exists.
     fn init_authorities(&mut self, root: &AuthorityRecord, intermediate: &AuthorityRecord) -> Result<()>;
     /// Stores issued certificates in one transaction; a duplicate serial aborts it.

@@ -56,6 +56,12 @@ CREATE TABLE token (
 ) WITHOUT ROWID;
 ALTER TABLE certificate ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE setting (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// SQLite in WAL mode with `synchronous = FULL`: a committed issuance
@@ -226,6 +232,21 @@ fn authority_from_row(row: &Row<'_>) -> rusqlite::Result<(AuthorityRecord, Strin
 }
 
 impl CertStore for SqliteStore {
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM setting WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+                params![key, v],
+            )?,
+            None => self.conn.execute("DELETE FROM setting WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
     fn authorities(&self) -> Result<Authorities> {
         let mut stmt = self
             .conn

@@ -112,6 +112,28 @@ fn host_name(name: &str) -> bool {
         })
 }
 
+/// The http(s) URLs of a certificate's CRL distribution points.
+pub(crate) fn distribution_points(c: &X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName};
+    let mut urls = Vec::new();
+    for ext in c.extensions() {
+        if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
+            for point in points.iter() {
+                if let Some(DistributionPointName::FullName(names)) = &point.distribution_point {
+                    for name in names {
+                        if let GeneralName::URI(u) = name {
+                            if u.starts_with("http://") || u.starts_with("https://") {
+                                urls.push(u.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    urls
+}
+
 /// `ders`: the verified path, leaf first, trust anchor last. `require_eku`:
 /// an EKU OID the leaf must name explicitly (anyExtendedKeyUsage is not enough).
 pub(crate) fn check(
@@ -320,6 +342,7 @@ pub(crate) fn check(
                 issuer_spki: issuer.public_key().raw.into(),
                 issuer_may_sign_crls: may_sign_crls,
                 issuer_text: crate::identity::name_text(contents(issuer.subject().as_raw())),
+                crl_urls: distribution_points(c),
             });
         }
     }

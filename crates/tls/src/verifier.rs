@@ -113,6 +113,8 @@ pub struct RevocationSubject {
     pub issuer_may_sign_crls: bool,
     /// The issuer as text, for messages.
     pub issuer_text: String,
+    /// Where the certificate says its issuer's CRL is published (http/https).
+    pub crl_urls: Vec<String>,
 }
 
 /// What a successful verification established.
@@ -138,7 +140,14 @@ pub struct Trust {
     eku_if_present: bool,
     algs: WebPkiSupportedAlgorithms,
     hints: Vec<DistinguishedName>,
+    /// CRL distribution points of verified paths whose revocation status was
+    /// unknown: what a CRL fetcher should get (URLs from verified
+    /// certificates only, so a client cannot make us fetch anything).
+    wanted: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// At most this many distribution points are remembered.
+const MAX_WANTED: usize = 64;
 
 fn other(f: HandshakeFailure) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(f))))
@@ -203,6 +212,7 @@ impl Trust {
             eku_if_present: opts.eku_if_present,
             algs: crate::provider().signature_verification_algorithms,
             hints,
+            wanted: Mutex::new(Default::default()),
         })
     }
 
@@ -383,6 +393,7 @@ impl Trust {
                 }
                 Status::Revoked => return Err(HandshakeFailure::Revoked),
                 Status::Unknown(f) => {
+                    self.want(&chain.subjects);
                     if policy.unknown == UnknownStatus::Deny {
                         return Err(f);
                     }
@@ -408,6 +419,30 @@ impl Trust {
             }
         }
         Ok(())
+    }
+
+    fn want(&self, subjects: &[RevocationSubject]) {
+        if let Ok(mut w) = self.wanted.lock() {
+            for url in subjects.iter().flat_map(|s| &s.crl_urls) {
+                if w.len() < MAX_WANTED {
+                    w.insert(url.clone());
+                }
+            }
+        }
+    }
+
+    /// Distribution points learned from verified paths whose status was
+    /// unknown, and those named by the configured CA certificates.
+    pub fn wanted_crl_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self.wanted.lock().map(|w| w.iter().cloned().collect()).unwrap_or_default();
+        for der in self.intermediates.iter().chain(&self.anchor_ders) {
+            if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
+                urls.extend(crate::strict::distribution_points(&c));
+            }
+        }
+        urls.sort();
+        urls.dedup();
+        urls
     }
 
     fn status(&self, s: &RevocationSubject, now: i64, grace: i64) -> Status {

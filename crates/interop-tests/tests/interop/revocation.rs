@@ -382,3 +382,101 @@ fn crls_that_must_not_be_used_make_the_status_unknown_and_refuse() {
         }
     }
 }
+
+#[test]
+fn the_proxy_fetches_crls_from_distribution_points_and_follows_revocations() {
+    require("curl");
+    require("openssl");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/v1/crl");
+    let ca = TestCa::new(&["--crl-url", &url]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "alice", &[]);
+    ca.issue("client", "admin", &["--admin"]);
+    // The distribution points, as OpenSSL reads them: leaves name the
+    // intermediate's CRL, the intermediate names the root's.
+    let dp = |pem: &str| {
+        let file = ca.write("one.pem", pem);
+        run(Command::new("openssl").args(["x509", "-noout", "-ext", "crlDistributionPoints", "-in"]).arg(file)).stdout
+    };
+    let alice = blocks(&ca.path("alice.crt"));
+    assert!(dp(&alice[0]).contains(&format!("URI:{url}\n")), "{}", dp(&alice[0]));
+    assert!(dp(&alice[1]).contains(&format!("URI:{url}/root")), "{}", dp(&alice[1]));
+    // `ambos crl --set-url` changes it for certificates issued from then on.
+    ca.ambos(&["crl", "--set-url", "http://crl.acme.test/ca.crl"]).ok();
+    ca.issue("client", "later", &[]);
+    assert!(dp(&blocks(&ca.path("later.crt"))[0]).contains("URI:http://crl.acme.test/ca.crl"));
+    ca.ambos(&["crl", "--set-url", "ftp://x"]).fails_with(2, "--set-url");
+    ca.ambos(&["crl", "--set-url", &url]).ok();
+
+    let log = ca.dir().join("serve.log");
+    let mut serve = ChildGuard(
+        ca.cmd()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, &mut serve.0, &log);
+    let proxy = Proxy::start(
+        ca.dir(),
+        "cert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\
+         crl_from_distribution_points = true\ncrl_refresh = \"1s\"",
+        &format!("url = \"http://127.0.0.1:{}\"", start_http_upstream()),
+        "http",
+    );
+    let curl = |who: &str| {
+        run(Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--http1.1", "--cacert"])
+            .arg(ca.path("ca.crt"))
+            .arg("--cert")
+            .arg(ca.path(&format!("{who}.crt")))
+            .arg("--key")
+            .arg(ca.path(&format!("{who}.key")))
+            .arg(format!("https://localhost:{}/", proxy.port)))
+        .stdout
+        .trim()
+        .to_string()
+    };
+    // No CRL yet: the first client is refused (status unknown) and teaches
+    // the proxy where the CRLs are; it gets in once they are loaded.
+    let started = Instant::now();
+    let mut first = None;
+    let status = loop {
+        let s = curl("alice");
+        first.get_or_insert(s.clone());
+        if s == "200" || started.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status, "200", "{}\n{}", proxy.audit(), proxy.log());
+    assert_ne!(first.as_deref(), Some("200"), "the first request, before any CRL, must be refused");
+    proxy.wait_audit(&["\"handshake\"", "no CRL of CA"]);
+    eprintln!("alice got in {:?} after her first attempt", started.elapsed());
+    // Revoked through the CA's API: the CA publishes at once, the proxy's
+    // next conditional GET (1 s) loads it.
+    let serial = run(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(ca.path("alice.crt")))
+        .stdout
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string();
+    let mut revoke = ca.cmd();
+    revoke
+        .args(["revoke", &serial, "--reason", "key-compromise", "--ca-url", &format!("https://127.0.0.1:{port}")])
+        .arg("--root")
+        .arg(ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(ca.path("admin.crt"))
+        .arg("--key")
+        .arg(ca.path("admin.key"));
+    run(&mut revoke).ok();
+    let started = Instant::now();
+    while curl("alice") == "200" {
+        assert!(started.elapsed() < Duration::from_secs(10), "still allowed after revocation: {}", proxy.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proxy.wait_audit(&["\"handshake\"", "revoked"]);
+    eprintln!("alice refused {:?} after her revocation", started.elapsed());
+}
