@@ -70,7 +70,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 "$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
 C="$TMP/certs"
 if [[ " $PROXIES " == *" ambos-crl "* ]]; then
-    "$AMBOS" --dir "$TMP/ca" crl --synthetic-entries "$CRL_ENTRIES" --out "$C/big-crl.pem" 2>/dev/null
+    "$AMBOS" --dir "$TMP/ca" crl --all --synthetic-entries "$CRL_ENTRIES" --out "$C/big-crl.pem" 2>/dev/null
 fi
 cat "$C/localhost.crt" "$C/localhost.key" >"$C/haproxy.pem"
 
