@@ -27,6 +27,10 @@ CHEAP_CLIENT="${CHEAP_CLIENT:-1}"
 CLIENT_FLAGS=(); [[ "$CHEAP_CLIENT" == 1 ]] && CLIENT_FLAGS=(--cheap-client)
 kx_flags() { [[ "$1" == ambos-pq ]] && echo "--kx-group x25519mlkem768 --kx-group x25519" || echo "--kx-group x25519"; }
 PROXIES="${PROXIES:-nginx haproxy ambos ambos-crl ambos-pq}"
+# AMBOS_BASELINE=/path/to/ambos (another build, e.g. an earlier commit):
+# adds the kind ambos-base, the same proxy config run by that binary.
+AMBOS_BASELINE="${AMBOS_BASELINE:-}"
+[[ -n "$AMBOS_BASELINE" && " $PROXIES " != *" ambos-base "* ]] && PROXIES="$PROXIES ambos-base"
 # ambos-crl: ambos proxy with a CRL of CRL_ENTRIES revoked serials loaded.
 # ambos-pq: ambos proxy with clients that offer X25519MLKEM768 first (as
 # ambos clients and current browsers do); every other kind is measured with
@@ -134,7 +138,7 @@ backend be
     server up 127.0.0.1:$UPORT
 EOF
         taskset -c 0 haproxy -db -f "$d/haproxy.cfg" >"$TMP/$kind.log" 2>&1 & ;;
-    ambos | ambos-crl | ambos-pq)
+    ambos | ambos-crl | ambos-pq | ambos-base)
         cat >"$d/proxy.toml" <<EOF
 [listen]
 address = "127.0.0.1:$port"
@@ -153,7 +157,8 @@ allow = ["any"]
 max_connections = 30000
 idle_timeout = "300s"
 EOF
-        taskset -c 0 "$AMBOS" proxy --config "$d/proxy.toml" >"$TMP/$kind.log" 2>&1 & ;;
+        bin="$AMBOS"; [[ "$kind" == ambos-base ]] && bin="$AMBOS_BASELINE"
+        taskset -c 0 "$bin" proxy --config "$d/proxy.toml" >"$TMP/$kind.log" 2>&1 & ;;
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
@@ -263,6 +268,10 @@ TABLE="$(
     if [[ " $PROXIES " == *" ambos "* && " $PROXIES " == *" ambos-crl "* ]]; then
         echo
         echo "A $CRL_ENTRIES-entry CRL changes ambos's CPU per handshake by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${HS_CPU[ambos]}" "${HS_CPU[ambos-crl]}") (${HS_CPU[ambos]} -> ${HS_CPU[ambos-crl]} µs) and per request by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${RQ_CPU[ambos]}" "${RQ_CPU[ambos-crl]}")."
+    fi
+    if [[ " $PROXIES " == *" ambos "* && " $PROXIES " == *" ambos-base "* ]]; then
+        echo
+        echo "ambos-base is $("$AMBOS_BASELINE" --version | awk '{print $2}') built from ${AMBOS_BASELINE_REV:-another commit}; this build changes CPU per handshake by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${HS_CPU[ambos-base]}" "${HS_CPU[ambos]}") (${HS_CPU[ambos-base]} -> ${HS_CPU[ambos]} µs) and per request by $(python3 -c 'import sys; a, b = map(float, sys.argv[1:]); print(f"{(b / a - 1) * 100:+.1f}%")' "${RQ_CPU[ambos-base]}" "${RQ_CPU[ambos]}")."
     fi
     if [[ " $PROXIES " == *" ambos "* && " $PROXIES " == *" ambos-pq "* ]]; then
         echo
