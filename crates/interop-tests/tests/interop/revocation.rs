@@ -357,6 +357,23 @@ fn crls_that_must_not_be_used_make_the_status_unknown_and_refuse() {
         ("leaf-only", "", "client", "no CRL of CA 'CN=pyca Root,O=pyca' is loaded"),
         ("leaf-only", "revocation = \"leaf\"", "client", "200"),
     ];
+    // A CRL file that does not parse is a load error naming it, not a CRL dropped.
+    let mut junk = std::fs::read(dir.join("crl-good.pem")).unwrap();
+    let n = junk.len();
+    junk.truncate(n - 200);
+    junk.extend_from_slice(b"\n-----END X509 CRL-----\n");
+    std::fs::write(dir.join("crl-junk.pem"), junk).unwrap();
+    let config = dir.join("junk.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddress = \"127.0.0.1:{}\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"root.pem\"\n\
+             crl = \"crl-junk.pem\"\n[upstream]\n{upstream}\n[[route]]\npath = \"/**\"\nallow = [\"any\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    run(Command::new(ambos_bin()).args(["proxy", "--check", "--config"]).arg(&config)).fails_with(2, "crl-junk.pem");
     for (crl, extra, who, expect) in cases {
         let tls = format!(
             "cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"root.pem\"\ncrl = \"crl-{crl}.pem\"\n{extra}"
