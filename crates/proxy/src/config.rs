@@ -77,6 +77,7 @@ struct RawUpstream {
 #[serde(deny_unknown_fields)]
 struct RawHeaders {
     client_cert: Option<String>,
+    underscores: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +107,20 @@ struct RawLimits {
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     shutdown_grace: Option<String>,
+}
+
+/// What happens to a request header whose name contains `_`
+/// (`[headers] underscores`). CGI, WSGI, PHP and Django fold `_` and `-`
+/// into one variable, so such a name can shadow a header the proxy sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Underscores {
+    /// Removed before forwarding, counted in `ambos_proxy_headers_dropped_total`.
+    #[default]
+    Drop,
+    /// The request is refused with 400.
+    Reject,
+    /// Forwarded (names that fold to one of the proxy's own are still removed).
+    Allow,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +178,7 @@ pub struct ProxyConfig {
     pub crl_refresh: Duration,
     pub upstream: Upstream,
     pub xfcc: bool,
+    pub underscores: Underscores,
     pub routes: RouteTable,
     pub audit: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
@@ -199,20 +215,51 @@ fn invalid(msg: impl Into<String>) -> ProxyError {
     ProxyError::Invalid(msg.into())
 }
 
+/// The longest duration any setting takes: beyond it a value is a typo,
+/// and deadlines computed from it could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// `250ms`, `90s`, `15m`, `24h`, `30d`, `2w`, `1y` (365 days); a bare
+/// number is seconds. At most [`MAX_DURATION`]; 0 is allowed here (the
+/// callers that need more than 0 say so with [`positive`]).
 fn duration(text: &str, field: &str) -> Result<Duration, ProxyError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().map_err(|_| invalid(format!("{field}: '{text}' is not a duration like 10s, 5m, 1h")))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(invalid(format!("{field}: '{text}' is not a duration like 10s, 5m, 1h"))),
+    let bad = || invalid(format!("{field}: '{text}' is not a duration like 500ms, 10s, 5m, 1h, 1d"));
+    let too_long = || invalid(format!("{field}: '{text}' is longer than the maximum of 10 years"));
+    let n: u64 = n.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+        std::num::IntErrorKind::PosOverflow => too_long(),
+        _ => bad(),
+    })?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" | "m" | "h" | "d" | "w" | "y" => {
+            let unit_secs: u64 = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                "w" => 7 * 86_400,
+                _ => 365 * 86_400,
+            };
+            Duration::from_secs(n.checked_mul(unit_secs).ok_or_else(too_long)?)
+        }
+        _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(secs))
+    if d > MAX_DURATION {
+        return Err(too_long());
+    }
+    Ok(d)
+}
+
+/// A duration that must be more than 0 (a timeout of 0 would refuse everything).
+fn positive(text: &str, field: &str) -> Result<Duration, ProxyError> {
+    let d = duration(text, field)?;
+    if d.is_zero() {
+        return Err(invalid(format!("{field}: '{text}': must be more than 0")));
+    }
+    Ok(d)
 }
 
 /// The revocation policy, when any CRL source is configured.
@@ -372,6 +419,16 @@ impl ProxyConfig {
             "none" => false,
             other => return Err(invalid(format!("headers.client_cert: '{other}' (expected \"xfcc\" or \"none\")"))),
         };
+        let underscores = match raw.headers.underscores.as_deref().unwrap_or("drop") {
+            "drop" => Underscores::Drop,
+            "reject" => Underscores::Reject,
+            "allow" => Underscores::Allow,
+            other => {
+                return Err(invalid(format!(
+                    "headers.underscores: '{other}' (expected \"drop\", \"reject\" or \"allow\")"
+                )))
+            }
+        };
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("route[{i}]");
@@ -399,10 +456,10 @@ impl ProxyConfig {
         }
         let mut limits = Limits::default();
         if let Some(t) = raw.limits.handshake_timeout {
-            limits.handshake_timeout = duration(&t, "limits.handshake_timeout")?;
+            limits.handshake_timeout = positive(&t, "limits.handshake_timeout")?;
         }
         if let Some(t) = raw.limits.idle_timeout {
-            limits.idle_timeout = duration(&t, "limits.idle_timeout")?;
+            limits.idle_timeout = positive(&t, "limits.idle_timeout")?;
         }
         if let Some(t) = raw.limits.shutdown_grace {
             limits.shutdown_grace = duration(&t, "limits.shutdown_grace")?;
@@ -449,6 +506,7 @@ impl ProxyConfig {
             crl_refresh: refresh,
             upstream,
             xfcc,
+            underscores,
             routes: RouteTable::new(routes),
             audit: raw.audit.map(|a| resolve(base, &a.path)),
             metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
@@ -509,6 +567,7 @@ impl ProxyConfig {
             })?,
             upstream,
             xfcc: true,
+            underscores: Underscores::Drop,
             routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
             audit: f.audit.clone(),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
@@ -594,5 +653,77 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             let err = ProxyConfig::from_toml(&GOOD.replace(from, to), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
+    }
+
+    #[test]
+    fn durations_parse_units_and_refuse_overflow_with_the_field_named() {
+        for (text, want) in [
+            ("250ms", Duration::from_millis(250)),
+            ("90", Duration::from_secs(90)),
+            ("10s", Duration::from_secs(10)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("2d", Duration::from_secs(2 * 86_400)),
+            ("1w", Duration::from_secs(7 * 86_400)),
+            ("10y", MAX_DURATION),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(duration(text, "f").unwrap(), want, "{text}");
+        }
+        for text in [
+            "5124095576030433h",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+            "3651d",
+            "11y",
+            "315360000001ms",
+            "18446744073709551615ms",
+        ] {
+            let err = duration(text, "limits.idle_timeout").unwrap_err().to_string();
+            assert!(err.contains("limits.idle_timeout") && err.contains("10 years"), "{text}: {err}");
+        }
+        for text in ["", "s", "1.5h", "-1s", "10x", "1 h", "ms"] {
+            let err = duration(text, "limits.idle_timeout").unwrap_err().to_string();
+            assert!(err.contains("limits.idle_timeout") && err.contains("not a duration"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_refuse_zero_timeouts_and_overflow_naming_the_field() {
+        let with = |limits: &str| GOOD.to_string() + "\n[limits]\n" + limits + "\n";
+        for (limits, field) in [
+            ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
+            ("handshake_timeout = \"0ms\"", "limits.handshake_timeout"),
+            ("idle_timeout = \"0\"", "limits.idle_timeout"),
+            ("idle_timeout = \"5124095576030433h\"", "limits.idle_timeout"),
+            ("handshake_timeout = \"11y\"", "limits.handshake_timeout"),
+            ("shutdown_grace = \"5124095576030433h\"", "limits.shutdown_grace"),
+            ("max_connections = 0", "limits.max_connections"),
+        ] {
+            let err = ProxyConfig::from_toml(&with(limits), Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains(field), "{limits}: {err}");
+        }
+        // shutdown_grace = 0 is meaningful: close at once.
+        let c =
+            ProxyConfig::from_toml(&with("shutdown_grace = \"0s\"\nidle_timeout = \"10y\""), Path::new(".")).unwrap();
+        assert_eq!(c.limits.shutdown_grace, Duration::ZERO);
+        assert_eq!(c.limits.idle_timeout, MAX_DURATION);
+        let crl =
+            GOOD.replace("crl = [\"crl.pem\"]", "crl_url = \"https://ca.test/v1/crl\"\ncrl_refresh = \"99999999999d\"");
+        let err = ProxyConfig::from_toml(&crl, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("tls.crl_refresh"), "{err}");
+    }
+
+    #[test]
+    fn underscores_default_to_drop_and_take_three_values() {
+        let c = ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.underscores, Underscores::Drop);
+        for (v, want) in [("drop", Underscores::Drop), ("reject", Underscores::Reject), ("allow", Underscores::Allow)] {
+            let text = format!("{GOOD}\n[headers]\nunderscores = \"{v}\"\n");
+            assert_eq!(ProxyConfig::from_toml(&text, Path::new(".")).unwrap().underscores, want);
+        }
+        let text = format!("{GOOD}\n[headers]\nunderscores = \"keep\"\n");
+        let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("headers.underscores"), "{err}");
     }
 }
