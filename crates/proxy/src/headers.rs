@@ -1,7 +1,14 @@
 //! Identity headers to the upstream. Incoming copies are always removed
-//! before ours are added, so a client can never speak for another.
+//! before ours are added, so a client can never speak for another; this
+//! includes names that upstreams fold into ours (`X_Forwarded_Client_Cert`:
+//! CGI, WSGI, PHP and Django read `_` and `-` as one). Also the checks on a
+//! request head before it is routed: header names with `_`, exactly one
+//! `Host`, `Connection` and `Transfer-Encoding`; and the framing sent on.
+use crate::config::Underscores;
 use ambos_tls::Identity;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Version};
+use hyper::body::SizeHint;
 
 pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -61,11 +68,124 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
     for n in &named {
         h.remove(n);
     }
-    strip(h, |n| HOP_BY_HOP.contains(n) || OWNED.contains(&n));
+    strip(h, |n| HOP_BY_HOP.contains(n) || owned(n));
     if let Some(v) = xfcc {
         h.insert(XFCC.clone(), v.clone());
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+}
+
+/// Whether `name` is, or folds to, one of the headers the proxy sets:
+/// ASCII case is already folded (header names are stored in lower case),
+/// and `_` is read as `-` the way CGI-style upstreams read it.
+fn owned(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    OWNED.iter().any(|o| {
+        let o = o.as_str().as_bytes();
+        o.len() == n.len() && o.iter().zip(n).all(|(&a, &b)| a == b || (a == b'-' && b == b'_'))
+    })
+}
+
+/// Why a request head is refused before routing: the status and the
+/// reason written to the audit log.
+pub type Refusal = (StatusCode, &'static str);
+
+/// Headers that `Connection` must not name: removing them as hop-by-hop
+/// would change what the upstream reads (a request without `Host`, a body
+/// without its framing).
+static END_TO_END: [HeaderName; 3] = [header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING];
+
+/// Checks a request head before it is routed, and leaves it with exactly
+/// one `Host`. Header names with `_` are dropped (counted), refused or kept
+/// per `underscores`; `Host` must be there once (HTTP/1.1) and agree with
+/// the request target's authority (`:authority` in HTTP/2, or an
+/// absolute-form target); `Connection` must not name an end-to-end header;
+/// `Transfer-Encoding` may only be `chunked`, and not with `Content-Length`.
+pub fn check_request_head<B>(req: &mut Request<B>, underscores: Underscores) -> Result<(), Refusal> {
+    let bad = |why| Err((StatusCode::BAD_REQUEST, why));
+    let h = req.headers_mut();
+    if h.keys().any(|n| n.as_str().contains('_')) {
+        match underscores {
+            Underscores::Reject => return bad("header name with an underscore"),
+            Underscores::Drop => {
+                let names: Vec<HeaderName> = h.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+                for n in &names {
+                    h.remove(n);
+                }
+                metrics::counter!("ambos_proxy_headers_dropped_total", "reason" => "underscore")
+                    .increment(names.len() as u64);
+            }
+            Underscores::Allow => {}
+        }
+    }
+    let h = req.headers();
+    for token in h.get_all(header::CONNECTION).iter().flat_map(|v| v.as_bytes().split(|&b| b == b',')) {
+        let token: Vec<u8> =
+            token.trim_ascii().iter().map(|b| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() }).collect();
+        if let Ok(n) = HeaderName::from_bytes(&token) {
+            if END_TO_END.contains(&n) || owned(&n) {
+                return bad("Connection names an end-to-end header");
+            }
+        }
+    }
+    let mut te = h.get_all(header::TRANSFER_ENCODING).iter();
+    match (te.next(), te.next()) {
+        (None, _) => {}
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => {
+            if h.contains_key(header::CONTENT_LENGTH) {
+                return bad("both Transfer-Encoding and Content-Length");
+            }
+        }
+        _ => return bad("Transfer-Encoding other than chunked"),
+    }
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return bad("more than one Host"),
+        (Some(v), None) => Some(parse_host(v).ok_or((StatusCode::BAD_REQUEST, "malformed Host"))?),
+        (None, None) => None,
+    };
+    let target = req.uri().authority().map(|a| a.as_str());
+    let agreed = match (host, target) {
+        (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => {
+            return bad(if req.version() == Version::HTTP_2 {
+                "Host differs from :authority"
+            } else {
+                "Host differs from the request target"
+            })
+        }
+        (Some(_), _) => return Ok(()),
+        (None, Some(t)) if req.version() == Version::HTTP_2 => t,
+        (None, Some(_)) => return bad("no Host"),
+        (None, None) => return bad("no Host"),
+    };
+    let v = HeaderValue::from_str(agreed).map_err(|_| (StatusCode::BAD_REQUEST, "malformed Host"))?;
+    req.headers_mut().insert(header::HOST, v);
+    Ok(())
+}
+
+/// A `Host` value: `host[:port]`, without user information.
+fn parse_host(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    let a: http::uri::Authority = s.parse().ok()?;
+    (!s.is_empty() && !s.contains('@') && a.as_str() == s).then_some(s)
+}
+
+/// Replaces the client's framing headers with ours: hyper has decoded the
+/// body, so it is sent on with the length hyper knows (`Content-Length`)
+/// or chunked; a client's `Transfer-Encoding` is never copied.
+pub fn regenerate_framing(h: &mut HeaderMap, body: &SizeHint, end_stream: bool) {
+    h.remove(header::TRANSFER_ENCODING);
+    let had_length = h.remove(header::CONTENT_LENGTH).is_some();
+    match body.exact() {
+        Some(n) if n > 0 || had_length => {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        Some(_) => {}
+        None if end_stream => {}
+        None => {
+            h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+    }
 }
 
 /// Hop-by-hop headers an upstream response must not pass on.
@@ -116,5 +236,137 @@ mod tests {
         assert!(h.get("accept").is_some());
         rewrite_request_headers(&mut h, None);
         assert!(h.get("x-forwarded-client-cert").is_none(), "anonymous requests carry no XFCC");
+    }
+
+    fn request(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut r = Request::builder().version(version).uri(uri);
+        for (n, v) in headers {
+            r = r.header(*n, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    fn check(r: &mut Request<()>) -> Result<(), Refusal> {
+        check_request_head(r, Underscores::Drop)
+    }
+
+    #[test]
+    fn names_that_fold_to_ours_are_stripped_whatever_the_underscores_setting() {
+        let mut h = HeaderMap::new();
+        for n in ["x_forwarded_client_cert", "x-forwarded_client-cert", "x_forwarded-proto", "x-forwarded-client-cert"]
+        {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("URI=spiffe://evil"));
+        }
+        h.append("x_other", HeaderValue::from_static("kept"));
+        let ours = HeaderValue::from_static("Hash=ours");
+        rewrite_request_headers(&mut h, Some(&ours));
+        let names: Vec<_> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(h.get_all("x-forwarded-client-cert").iter().collect::<Vec<_>>(), vec![&ours]);
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x_other").unwrap(), "kept");
+        assert!(!owned(&HeaderName::from_static("x-forwarded-client-certs")));
+        assert!(!owned(&HeaderName::from_static("x.forwarded.client.cert")));
+    }
+
+    #[test]
+    fn underscore_names_are_dropped_refused_or_kept() {
+        let with =
+            || request(Version::HTTP_11, "/", &[("host", "a"), ("x_forwarded_client_cert", "evil"), ("a-b", "1")]);
+        let mut r = with();
+        assert_eq!(check_request_head(&mut r, Underscores::Drop), Ok(()));
+        assert!(r.headers().get("x_forwarded_client_cert").is_none() && r.headers().get("a-b").is_some());
+        let mut r = with();
+        assert_eq!(check_request_head(&mut r, Underscores::Reject).unwrap_err().0, StatusCode::BAD_REQUEST);
+        let mut r = with();
+        assert_eq!(check_request_head(&mut r, Underscores::Allow), Ok(()));
+        assert!(r.headers().get("x_forwarded_client_cert").is_some());
+    }
+
+    #[test]
+    fn exactly_one_host_agreeing_with_the_target() {
+        let v11 = Version::HTTP_11;
+        let ok = |r: &mut Request<()>| check(r).map(|()| r.headers().get_all("host").iter().count());
+        assert_eq!(ok(&mut request(v11, "/", &[("host", "api.test:8443")])), Ok(1));
+        assert_eq!(ok(&mut request(v11, "http://api.test/x", &[("host", "API.test")])), Ok(1));
+        for (uri, headers, why) in [
+            ("/", &[][..], "no Host"),
+            ("/", &[("host", "a"), ("host", "a")][..], "more than one Host"),
+            ("/", &[("host", "a"), ("host", "b")][..], "more than one Host"),
+            ("/", &[("host", "")][..], "malformed Host"),
+            ("/", &[("host", "u@a")][..], "malformed Host"),
+            ("/", &[("host", "a b")][..], "malformed Host"),
+            ("/", &[("host", "a/b")][..], "malformed Host"),
+            ("http://b/x", &[("host", "a")][..], "Host differs from the request target"),
+            ("http://b/x", &[][..], "no Host"),
+        ] {
+            assert_eq!(
+                check(&mut request(v11, uri, headers)),
+                Err((StatusCode::BAD_REQUEST, why)),
+                "{uri} {headers:?}"
+            );
+        }
+        let v2 = Version::HTTP_2;
+        let mut r = request(v2, "https://api.test/x", &[]);
+        assert_eq!(check(&mut r), Ok(()));
+        assert_eq!(r.headers().get("host").unwrap(), "api.test");
+        assert_eq!(ok(&mut request(v2, "https://api.test/x", &[("host", "api.test")])), Ok(1));
+        assert_eq!(
+            check(&mut request(v2, "https://api.test/x", &[("host", "admin.test")])),
+            Err((StatusCode::BAD_REQUEST, "Host differs from :authority"))
+        );
+        assert_eq!(check(&mut request(v2, "/x", &[])), Err((StatusCode::BAD_REQUEST, "no Host")));
+    }
+
+    #[test]
+    fn connection_and_transfer_encoding_are_checked() {
+        let v11 = Version::HTTP_11;
+        for c in ["host", "close, Host", "content-length", "transfer-encoding", "X_Forwarded_Client_Cert"] {
+            assert_eq!(
+                check(&mut request(v11, "/", &[("host", "a"), ("connection", c)])),
+                Err((StatusCode::BAD_REQUEST, "Connection names an end-to-end header")),
+                "{c}"
+            );
+        }
+        for c in ["close", "keep-alive", "te, x-hop"] {
+            assert_eq!(check(&mut request(v11, "/", &[("host", "a"), ("connection", c)])), Ok(()), "{c}");
+        }
+        for te in ["chunked", "Chunked", " chunked "] {
+            assert_eq!(check(&mut request(v11, "/", &[("host", "a"), ("transfer-encoding", te)])), Ok(()), "{te}");
+        }
+        for te in ["identity, chunked", "chunked, chunked", "gzip, chunked", "identity", "chunked;x"] {
+            assert_eq!(
+                check(&mut request(v11, "/", &[("host", "a"), ("transfer-encoding", te)])),
+                Err((StatusCode::BAD_REQUEST, "Transfer-Encoding other than chunked")),
+                "{te}"
+            );
+        }
+        let twice = [("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")];
+        assert!(check(&mut request(v11, "/", &twice)).is_err());
+        let both = [("host", "a"), ("transfer-encoding", "chunked"), ("content-length", "3")];
+        assert_eq!(
+            check(&mut request(v11, "/", &both)),
+            Err((StatusCode::BAD_REQUEST, "both Transfer-Encoding and Content-Length"))
+        );
+    }
+
+    #[test]
+    fn framing_is_regenerated_from_what_hyper_knows() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("identity, chunked"));
+        regenerate_framing(&mut h, &SizeHint::new(), false);
+        assert_eq!(h.get("transfer-encoding").unwrap(), "chunked");
+        assert!(h.get("content-length").is_none());
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("005"));
+        regenerate_framing(&mut h, &SizeHint::with_exact(5), false);
+        assert_eq!(h.get("content-length").unwrap(), "5");
+        assert!(h.get("transfer-encoding").is_none());
+        let mut h = HeaderMap::new();
+        regenerate_framing(&mut h, &SizeHint::with_exact(0), true);
+        assert!(h.is_empty());
+        h.insert("content-length", HeaderValue::from_static("0"));
+        regenerate_framing(&mut h, &SizeHint::with_exact(0), true);
+        assert_eq!(h.get("content-length").unwrap(), "0");
     }
 }

@@ -291,10 +291,14 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-async fn handle(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Response<ProxyBody> {
+async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Response<ProxyBody> {
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
+    // The head before the target: header names, Host, Connection, framing.
+    if let Err((status, why)) = crate::headers::check_request_head(&mut req, config.underscores) {
+        return refuse_head(status, why, ctx, shared, audit);
+    }
     let path = req.uri().path();
     let (decision, route) = if ambiguous(path) {
         (Err("ambiguous path (dot segments or encoded separators)"), None)
@@ -326,6 +330,11 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Respo
         }
         Ok(()) => match forward(req, ctx, shared).await {
             Ok(resp) => (resp, "allowed".into()),
+            // The client's body broke off or did not parse: its fault, not the upstream's.
+            Err(why) if why.starts_with(crate::upstream::CLIENT_BODY_ERROR) => {
+                tracing::debug!(peer = %ctx.peer, "{why}");
+                (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
+            }
             Err(why) => {
                 metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
                 tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
@@ -345,6 +354,36 @@ async fn handle(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Respo
             decision: if reason == "allowed" { "allow" } else { "deny" },
             reason: &reason,
             status: Some(response.status().as_u16()),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
+    response
+}
+
+/// A request refused for its head (`headers::check_request_head`), before
+/// any route: answered, counted and audited like a refused target.
+fn refuse_head(
+    status: StatusCode,
+    why: &'static str,
+    ctx: &ConnCtx,
+    shared: &Shared,
+    audit: Option<(Instant, http::Method, String)>,
+) -> Response<ProxyBody> {
+    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+    tracing::debug!(peer = %ctx.peer, "refused: {why}");
+    let response = plain(status, "bad request\n");
+    if let Some((started, method, path)) = audit {
+        shared.audit.record(&AuditEvent {
+            time: audit::now(),
+            event: "request",
+            peer: ctx.peer,
+            identity: ctx.audit_identity(),
+            route: None,
+            method: Some(method.as_str()),
+            path: Some(&path),
+            decision: "deny",
+            reason: why,
+            status: Some(status.as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
     }
@@ -371,6 +410,7 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Resu
     };
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
+    crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let resp = shared.upstream.send(authority, Request::from_parts(parts, body)).await?;
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);

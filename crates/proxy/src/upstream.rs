@@ -25,6 +25,10 @@ const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How a [`UpstreamPool::send`] error starts when the client's request
+/// body was at fault (bad chunked encoding, shorter than its length):
+/// the client's 400, not an upstream error.
+pub const CLIENT_BODY_ERROR: &str = "malformed request body";
 
 /// One keep-alive connection: the request side and the connection state
 /// machine that does the I/O, which whoever holds it must poll.
@@ -138,6 +142,13 @@ impl UpstreamPool {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the pooled connection was closing. Try again.
                     Some(unsent) if pooled => req = unsent,
+                    // The body is the client's `Incoming`: a hyper error inside
+                    // a body error is the client's request failing to parse.
+                    _ if e.error().is_user()
+                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<hyper::Error>()) =>
+                    {
+                        return Err(format!("{CLIENT_BODY_ERROR}: {}", error_chain(e.error())))
+                    }
                     _ => return Err(format!("upstream {authority}: {}", error_chain(e.error()))),
                 },
             }

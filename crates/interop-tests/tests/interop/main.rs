@@ -2,6 +2,7 @@
 mod ca_cli;
 mod client_revocation;
 mod crash;
+mod header_attacks;
 mod lifecycle;
 mod nginx;
 mod openssl;

@@ -1,0 +1,434 @@
+//! A hostile client with a valid, unprivileged certificate against
+//! `ambos proxy` in front of a WSGI upstream (python3 wsgiref, which folds
+//! `_` and `-` in header names into one `HTTP_*` variable): it never gets
+//! its own `X-Forwarded-Client-Cert` through under any spelling; Host,
+//! `Connection` and `Transfer-Encoding` tricks are refused; a malformed
+//! request body is the client's 400, not an upstream error.
+use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, TestCa};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The WSGI app: answers JSON with every `HTTP_*` variable plus
+/// `CONTENT_LENGTH`, the path and the body it read (the whole
+/// `Content-Length`); each request is also appended to `LOG` as a line.
+const WSGI_UPSTREAM: &str = r#"
+import json, sys
+from wsgiref.simple_server import make_server, WSGIRequestHandler
+
+port, log = int(sys.argv[1]), sys.argv[2]
+
+def app(environ, start_response):
+    seen = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
+    seen["CONTENT_LENGTH"] = environ.get("CONTENT_LENGTH", "")
+    seen["PATH_INFO"] = environ.get("PATH_INFO", "")
+    if seen["CONTENT_LENGTH"]:
+        seen["BODY"] = environ["wsgi.input"].read(int(seen["CONTENT_LENGTH"])).decode("latin-1")
+    body = json.dumps(seen).encode()
+    with open(log, "a") as f:
+        f.write(body.decode() + "\n")
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+make_server("127.0.0.1", port, app, handler_class=Quiet).serve_forever()
+"#;
+
+/// Sends raw bytes over TLS (so nothing fixes the request up) and prints
+/// what came back: `PORT CA CERT KEY REQUEST_FILE [close]`. With `close`
+/// the connection is closed right after sending (a truncated body).
+const RAW_CLIENT: &str = r#"
+import socket, ssl, sys
+port, ca, cert, key, req = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+s.sendall(open(req, "rb").read())
+if len(sys.argv) > 6:
+    s.close()
+    sys.exit(0)
+data = b""
+try:
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while length is not None and len(body) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    data = head + b"\r\n\r\n" + body
+except (socket.timeout, ConnectionError, ssl.SSLError):
+    pass
+sys.stdout.write(data.decode("latin-1"))
+"#;
+
+const ADMIN: &str = "spiffe://acme.test/admin";
+const WEB: &str = "spiffe://acme.test/web";
+
+struct Fixture {
+    ca: TestCa,
+    upstream_port: u16,
+    upstream_log: PathBuf,
+    _upstream: ChildGuard,
+    port: u16,
+    metrics: u16,
+    proxy: Option<ChildGuard>,
+    audit: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        require("python3");
+        require("curl");
+        let ca = TestCa::new(&[]);
+        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        ca.issue("client", "admin", &["--spiffe", ADMIN]);
+        ca.issue("client", "web", &["--spiffe", WEB]);
+        let script = ca.write("wsgi_upstream.py", WSGI_UPSTREAM);
+        ca.write("raw_client.py", RAW_CLIENT);
+        let upstream_log = ca.dir().join("upstream.jsonl");
+        let upstream_port = free_port();
+        let stderr = std::fs::File::create(ca.dir().join("upstream.err")).unwrap();
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(upstream_port.to_string())
+            .arg(&upstream_log)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        wait_for_port(upstream_port, &mut child, &ca.dir().join("upstream.err"));
+        let audit = ca.dir().join("audit.jsonl");
+        Fixture {
+            ca,
+            upstream_port,
+            upstream_log,
+            _upstream: ChildGuard(child),
+            port: 0,
+            metrics: 0,
+            proxy: None,
+            audit,
+        }
+    }
+
+    /// (Re)starts the proxy on fresh ports with `[headers] underscores`
+    /// (None: the default).
+    fn start(&mut self, underscores: Option<&str>) {
+        self.proxy = None;
+        let _ = std::fs::remove_file(&self.audit);
+        self.port = free_port();
+        self.metrics = free_port();
+        let headers = underscores.map(|u| format!("[headers]\nunderscores = \"{u}\"\n")).unwrap_or_default();
+        let config = format!(
+            r#"
+[listen]
+address = "127.0.0.1:{}"
+
+[tls]
+cert = "certs/localhost.crt"
+key = "certs/localhost.key"
+client_ca = "certs/ca.crt"
+
+[upstream]
+url = "http://127.0.0.1:{}"
+
+{headers}
+
+[[route]]
+path = "/admin/**"
+allow = ["{ADMIN}"]
+
+[[route]]
+path = "/**"
+allow = ["any"]
+
+[audit]
+path = "audit.jsonl"
+
+[metrics]
+address = "127.0.0.1:{}"
+"#,
+            self.port, self.upstream_port, self.metrics
+        );
+        let path = self.ca.write("proxy.toml", config);
+        run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
+        let log_path = self.ca.dir().join("proxy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(ambos_bin())
+            .args(["proxy", "--config", path.to_str().unwrap()])
+            .current_dir(self.ca.dir())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &mut child, &log_path);
+        self.proxy = Some(ChildGuard(child));
+    }
+
+    /// `request` sent as raw bytes by the unprivileged client over
+    /// HTTP/1.1; returns (status, body). Status "" when nothing came back.
+    fn raw(&self, request: &str) -> (String, String) {
+        let out = self.raw_run(request, false);
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head.strip_prefix("HTTP/1.").and_then(|s| s.get(2..5)).unwrap_or("").to_string();
+        (status, body.to_string())
+    }
+
+    fn raw_run(&self, request: &str, close: bool) -> String {
+        let req = self.ca.write("request.bin", request);
+        let mut cmd = Command::new("python3");
+        cmd.arg(self.ca.dir().join("raw_client.py"))
+            .arg(self.port.to_string())
+            .arg(self.ca.path("ca.crt"))
+            .arg(self.ca.path("web.crt"))
+            .arg(self.ca.path("web.key"))
+            .arg(req);
+        if close {
+            cmd.arg("close");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "raw client: {}", out.stderr);
+        out.stdout
+    }
+
+    /// curl --http2 as the unprivileged client with extra headers; (status, body).
+    fn h2(&self, path: &str, headers: &[&str]) -> (String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--http2", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(self.ca.path("ca.crt"))
+            .arg("--cert")
+            .arg(self.ca.path("web.crt"))
+            .arg("--key")
+            .arg(self.ca.path("web.key"));
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(format!("https://localhost:{}{path}", self.port));
+        let out = run(&mut cmd);
+        assert_eq!(out.code, 0, "curl: {}", out.stderr);
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    }
+
+    fn metrics(&self) -> String {
+        run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)])).ok().stdout
+    }
+
+    fn upstream_requests(&self) -> String {
+        std::fs::read_to_string(&self.upstream_log).unwrap_or_default()
+    }
+
+    /// Waits (up to 5 s) for an audit line satisfying `pred`.
+    fn wait_audit(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+            if let Some(l) = text.lines().map(|l| serde_json::from_str(l).unwrap()).find(|l| pred(l)) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no audit line for {what}:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Header lines a hostile client adds to claim the admin identity.
+const SPOOFS: [&[&str]; 5] = [
+    &["X_Forwarded_Client_Cert: URI=spiffe://acme.test/admin"],
+    &["x_forwarded_client_cert: URI=spiffe://acme.test/admin"],
+    &["X-Forwarded_Client-Cert: URI=spiffe://acme.test/admin"],
+    &[
+        "X-Forwarded-Client-Cert: URI=spiffe://acme.test/admin",
+        "X_FORWARDED_CLIENT_CERT: URI=spiffe://acme.test/admin",
+        "x-forwarded_client_cert: URI=spiffe://acme.test/admin",
+        "X_Forwarded_Proto: http",
+    ],
+    &["X-Forwarded-Client-Cert: URI=spiffe://acme.test/admin", "x_forwarded_client_cert: Hash=evil"],
+];
+
+fn get(path: &str, headers: &[&str]) -> String {
+    let mut r = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("Connection: close\r\n\r\n");
+    r
+}
+
+/// The upstream saw exactly the proxy's XFCC for the web client.
+fn assert_only_ours(what: &str, body: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: upstream said {body}: {e}"));
+    let xfcc = v["HTTP_X_FORWARDED_CLIENT_CERT"].as_str().unwrap_or_else(|| panic!("{what}: no XFCC: {v}"));
+    assert!(xfcc.starts_with("Hash=") && xfcc.ends_with(&format!(";URI={WEB}")), "{what}: {xfcc}");
+    assert!(!xfcc.contains("admin") && !xfcc.contains("evil") && xfcc.matches("Hash=").count() == 1, "{what}: {xfcc}");
+    assert_eq!(v["HTTP_X_FORWARDED_PROTO"], "https", "{what}: {v}");
+    v
+}
+
+#[test]
+fn client_sent_identity_headers_never_reach_a_wsgi_upstream_under_any_spelling() {
+    let mut f = Fixture::new();
+    // Default: underscores dropped (and counted); our names stripped whatever the spelling.
+    f.start(None);
+    for spoof in SPOOFS {
+        let (status, body) = f.raw(&get("/hello", &[spoof, &["X_Custom: 1"][..]].concat()));
+        assert_eq!(status, "200", "HTTP/1.1 {spoof:?}: {body}");
+        let v = assert_only_ours(&format!("HTTP/1.1 {spoof:?}"), &body);
+        assert!(v.get("HTTP_X_CUSTOM").is_none(), "underscore names are dropped by default: {v}");
+        let (status, body) = f.h2("/hello", &[spoof, &["X_Custom: 1"][..]].concat());
+        assert_eq!(status, "200", "HTTP/2 {spoof:?}: {body}");
+        let v = assert_only_ours(&format!("HTTP/2 {spoof:?}"), &body);
+        assert!(v.get("HTTP_X_CUSTOM").is_none(), "{v}");
+    }
+    // An unprivileged client does not reach /admin/** whatever it claims.
+    let (status, _) = f.raw(&get("/admin/x", SPOOFS[3]));
+    assert_eq!(status, "403");
+    let dropped = f
+        .metrics()
+        .lines()
+        .find(|l| l.starts_with("ambos_proxy_headers_dropped_total{reason=\"underscore\"}"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .unwrap_or(0.0);
+    assert!(dropped >= 20.0, "dropped underscore headers counted: {dropped}");
+
+    // allow: other underscore names go through, ours still never do.
+    f.start(Some("allow"));
+    for spoof in SPOOFS {
+        let (status, body) = f.raw(&get("/hello", &[spoof, &["X_Custom: 1"][..]].concat()));
+        assert_eq!(status, "200", "allow, HTTP/1.1 {spoof:?}: {body}");
+        let v = assert_only_ours(&format!("allow, HTTP/1.1 {spoof:?}"), &body);
+        assert_eq!(v["HTTP_X_CUSTOM"], "1", "{v}");
+        let (status, body) = f.h2("/hello", spoof);
+        assert_eq!(status, "200", "allow, HTTP/2 {spoof:?}: {body}");
+        assert_only_ours(&format!("allow, HTTP/2 {spoof:?}"), &body);
+    }
+
+    // reject: any underscore name is a 400, audited; nothing reaches the upstream.
+    f.start(Some("reject"));
+    let before = f.upstream_requests().lines().count();
+    for spoof in SPOOFS {
+        let (status, body) = f.raw(&get("/rejected", spoof));
+        assert_eq!(status, "400", "reject, HTTP/1.1 {spoof:?}: {body}");
+        // Each set ends with an underscore name.
+        let (status, body) = f.h2("/rejected", &spoof[spoof.len() - 1..]);
+        assert_eq!(status, "400", "reject, HTTP/2 {spoof:?}: {body}");
+    }
+    let line = f.wait_audit("underscore refusal", |l| l["path"] == "/rejected");
+    assert_eq!(line["reason"], "header name with an underscore", "{line}");
+    assert_eq!(line["status"], 400);
+    assert_eq!(line["decision"], "deny");
+    let (status, body) = f.raw(&get("/hello", &["X-Custom: 1"]));
+    assert_eq!(status, "200", "dashes are fine: {body}");
+    assert_eq!(f.upstream_requests().lines().count(), before + 1, "refused requests never reach the upstream");
+}
+
+#[test]
+fn host_connection_and_framing_tricks_are_refused_and_bad_bodies_are_the_clients_fault() {
+    let mut f = Fixture::new();
+    f.start(None);
+    let refused = [
+        ("two Host", "GET /h1 HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n", "more than one Host"),
+        ("two Hosts", "GET /h2 HTTP/1.1\r\nHost: localhost\r\nHost: admin.test\r\n\r\n", "more than one Host"),
+        ("no Host", "GET /h3 HTTP/1.1\r\n\r\n", "no Host"),
+        ("userinfo Host", "GET /h4 HTTP/1.1\r\nHost: admin@localhost\r\n\r\n", "malformed Host"),
+        ("Connection: host", "GET /h5 HTTP/1.1\r\nHost: localhost\r\nConnection: host\r\n\r\n", "Connection"),
+        ("Connection: close, Host", "GET /h6 HTTP/1.1\r\nHost: localhost\r\nConnection: close, Host\r\n\r\n", "Connection"),
+        (
+            "Connection: content-length",
+            "POST /h7 HTTP/1.1\r\nHost: localhost\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nhi",
+            "Connection",
+        ),
+        (
+            "Connection: x_forwarded_client_cert",
+            "GET /h8 HTTP/1.1\r\nHost: localhost\r\nConnection: x_forwarded_client_cert\r\n\r\n",
+            "Connection",
+        ),
+        (
+            "identity, chunked",
+            "POST /h9 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+        (
+            "two Transfer-Encoding lines",
+            "POST /h10 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Transfer-Encoding",
+        ),
+        ("absolute form, other Host", "GET http://admin.test/h11 HTTP/1.1\r\nHost: localhost\r\n\r\n", ""),
+    ];
+    for (what, request, _) in refused {
+        let (status, body) = f.raw(request);
+        assert_eq!(status, "400", "{what}: {body}");
+    }
+    for (i, (what, _, reason)) in refused.iter().enumerate().take(10) {
+        let path = format!("/h{}", i + 1);
+        let line = f.wait_audit(what, |l| l["path"] == path.as_str());
+        assert!(line["reason"].as_str().unwrap().contains(reason), "{what}: {line}");
+        assert_eq!((line["status"].as_u64(), line["decision"].as_str()), (Some(400), Some("deny")), "{what}: {line}");
+    }
+    let seen = f.upstream_requests();
+    assert!(!seen.contains("/h"), "no refused request reached the upstream: {seen}");
+    assert!(!seen.to_ascii_lowercase().contains("identity"), "{seen}");
+
+    // Chunked with a Content-Length: hyper drops the length (RFC 9112 6.3),
+    // and the body goes on chunked, without it.
+    let (status, body) = f.raw(
+        "POST /te-cl HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(status, "200", "{body}");
+    let v = assert_only_ours("chunked and Content-Length", &body);
+    assert_eq!(
+        (v["HTTP_TRANSFER_ENCODING"].as_str(), v["CONTENT_LENGTH"].as_str()),
+        (Some("chunked"), Some("")),
+        "{v}"
+    );
+    // A good chunked body is sent on with framing the proxy chose.
+    let (status, body) =
+        f.raw("POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(status, "200", "{body}");
+    let v = assert_only_ours("chunked", &body);
+    assert_eq!(v["HTTP_TRANSFER_ENCODING"], "chunked", "{v}");
+    // A Content-Length body keeps its length (as a number hyper read).
+    let (status, body) =
+        f.raw("POST /sized HTTP/1.1\r\nHost: localhost\r\nContent-Length: 005\r\nConnection: close\r\n\r\nhello");
+    assert_eq!(status, "200", "{body}");
+    let v = assert_only_ours("sized", &body);
+    assert_eq!((v["CONTENT_LENGTH"].as_str(), v["BODY"].as_str()), (Some("5"), Some("hello")), "{v}");
+    assert!(v.get("HTTP_TRANSFER_ENCODING").is_none(), "{v}");
+    // HTTP/2: :authority becomes the one Host.
+    let (status, body) = f.h2("/h2-host", &[]);
+    assert_eq!(status, "200", "{body}");
+    let v = assert_only_ours("HTTP/2", &body);
+    assert_eq!(v["HTTP_HOST"], format!("localhost:{}", f.port), "{v}");
+
+    // Malformed bodies: bad chunk size, and a body cut short by the client.
+    let out = f.raw_run(
+        "POST /bad-chunk HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        false,
+    );
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "bad chunk: {out}");
+    f.raw_run("POST /short HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nonly ten b", true);
+    for path in ["/bad-chunk", "/short"] {
+        let line = f.wait_audit(path, |l| l["path"] == path);
+        assert_eq!(line["status"], 400, "{path}: {line}");
+        assert!(line["reason"].as_str().unwrap().starts_with("malformed request body"), "{path}: {line}");
+    }
+    let metrics = f.metrics();
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("ambos_proxy_upstream_errors_total") && !l.ends_with(" 0")),
+        "client body errors are not upstream errors:\n{metrics}"
+    );
+}
