@@ -22,6 +22,10 @@ pub fn install() -> PrometheusHandle {
                 "Requests (HTTP) or connections (TCP) by route and decision"
             );
             metrics::describe_counter!("ambos_proxy_upstream_errors_total", "Failures reaching the upstream");
+            metrics::describe_counter!(
+                "ambos_proxy_headers_dropped_total",
+                "Request headers removed before forwarding, by reason (underscore: a name with _)"
+            );
             metrics::describe_gauge!("ambos_proxy_active_connections", "Open client connections");
             metrics::describe_gauge!(
                 "ambos_proxy_parked_connections",
