@@ -7,9 +7,10 @@ use crate::headers::{rewrite_request_headers, strip_response_headers};
 use crate::idle::{Activity, InFlight, ParkableIo, Since};
 use crate::policy::Decision;
 use crate::server::{ConnCtx, GaugeGuard, Shared};
+use crate::target::{self, Target};
 use crate::upstream::UpstreamBody;
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
@@ -255,33 +256,22 @@ async fn close(tls: &mut Tls) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(tls)).await;
 }
 
-/// A path that upstreams might read differently from our glob (dot
-/// segments, encoded separators, empty segments) is refused outright.
-fn ambiguous(path: &str) -> bool {
-    // One pass over the bytes: this runs on every request.
-    let b = path.as_bytes();
-    let dot_segment = |s: &[u8]| s == b"." || s == b"..";
-    let mut segment_start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'\\' => return true,
-            b'/' => {
-                if (i > 0 && b[i - 1] == b'/') || dot_segment(&b[segment_start..i]) {
-                    return true;
-                }
-                segment_start = i + 1;
-            }
-            b'%' => {
-                if let [_, hi, lo, ..] = b[i..] {
-                    if matches!((hi, lo.to_ascii_lowercase()), (b'2', b'f') | (b'5', b'c') | (b'2', b'e')) {
-                        return true;
-                    }
-                }
-            }
-            _ => {}
-        }
+/// The method and target checks that come before any route: a method token
+/// that is not a standard one (upper case) nor listed by a route is 400,
+/// CONNECT is 405 unless a route lists it, and the target must read the
+/// same way to every upstream (`target`).
+fn read_target(
+    req: &Request<Incoming>,
+    config: &crate::config::ProxyConfig,
+) -> Result<Target, (StatusCode, &'static str)> {
+    let m = req.method();
+    if !target::is_standard(m) && !config.routes.lists_method(m) {
+        return Err((StatusCode::BAD_REQUEST, "method is not a standard token (upper case)"));
     }
-    dot_segment(&b[segment_start..])
+    if m == http::Method::CONNECT && !config.routes.lists_method(m) {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed by any route"));
+    }
+    target::parse_target(m, req.uri(), req.version() == Version::HTTP_2).map_err(|why| (StatusCode::BAD_REQUEST, why))
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
@@ -299,11 +289,14 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
     if let Err((status, why)) = crate::headers::check_request_head(&mut req, config.underscores) {
         return refuse_head(status, why, ctx, shared, audit);
     }
-    let path = req.uri().path();
-    let (decision, route) = if ambiguous(path) {
-        (Err("ambiguous path (dot segments or encoded separators)"), None)
-    } else {
-        match config.routes.decide(req.method(), path, ctx.identity.as_ref()) {
+    // The target as it will be forwarded; routes are matched on its path.
+    let target = read_target(&req, config);
+    let (decision, route) = match &target {
+        Err((status, why)) => {
+            metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+            (Err((*status, *why)), None)
+        }
+        Ok(t) => match config.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
             Decision::Allow(r) => {
                 r.allowed.increment(1);
                 (Ok(()), Some(r))
@@ -311,24 +304,36 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
             Decision::NotAllowed(r) => {
                 r.denied.increment(1);
                 (
-                    Err(if ctx.identity.is_some() {
-                        "identity not on the route's allow list"
-                    } else {
-                        "no client certificate"
-                    }),
+                    Err((
+                        StatusCode::FORBIDDEN,
+                        if ctx.identity.is_some() {
+                            "identity not on the route's allow list"
+                        } else {
+                            "no client certificate"
+                        },
+                    )),
                     Some(r),
                 )
             }
-            Decision::NoRoute => (Err("no route matches"), None),
-        }
+            Decision::NoRoute => (Err((StatusCode::FORBIDDEN, "no route matches")), None),
+        },
     };
-    let (response, reason): (_, Cow<'static, str>) = match decision {
-        Err(why) => {
-            let status = if why.starts_with("ambiguous") { StatusCode::BAD_REQUEST } else { StatusCode::FORBIDDEN };
-            let body = if status == StatusCode::BAD_REQUEST { "bad request: ambiguous path\n" } else { "forbidden\n" };
-            (plain(status, body), why.into())
+    let (response, reason): (_, Cow<'static, str>) = match (decision, target) {
+        (Err((status, why)), _) => {
+            let mut resp = match status {
+                StatusCode::BAD_REQUEST => plain(status, "bad request\n"),
+                StatusCode::METHOD_NOT_ALLOWED => plain(status, "method not allowed\n"),
+                _ => plain(status, "forbidden\n"),
+            };
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                resp.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+                );
+            }
+            (resp, why.into())
         }
-        Ok(()) => match forward(req, ctx, shared).await {
+        (Ok(()), Ok(target)) => match forward(req, &target, ctx, shared).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
             Err(why) if why.starts_with(crate::upstream::CLIENT_BODY_ERROR) => {
@@ -341,6 +346,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
                 (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
             }
         },
+        (Ok(()), Err(_)) => unreachable!("a refused target has no decision"),
     };
     if let Some((started, method, path)) = audit {
         shared.audit.record(&AuditEvent {
@@ -390,7 +396,12 @@ fn refuse_head(
     response
 }
 
-async fn forward(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Result<Response<ProxyBody>, String> {
+async fn forward(
+    req: Request<Incoming>,
+    target: &Target,
+    ctx: &ConnCtx,
+    shared: &Shared,
+) -> Result<Response<ProxyBody>, String> {
     let Upstream::Http { authority } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
     };
@@ -402,12 +413,9 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Resu
             parts.headers.insert(header::HOST, v);
         }
     }
-    // Origin form (`/path?query`), as an origin server expects it.
-    parts.uri = match parts.uri.path_and_query() {
-        Some(_) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => parts.uri,
-        Some(pq) => Uri::try_from(pq.as_str()).map_err(|e| format!("bad request URI: {e}"))?,
-        None => Uri::from_static("/"),
-    };
+    // Exactly what was authorized: the normalized path in origin form
+    // (`/path?query`), or `host:port` for CONNECT.
+    parts.uri = target.to_uri()?;
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
@@ -415,22 +423,4 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Resu
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ambiguous;
-
-    #[test]
-    fn paths_that_could_bypass_routes_are_ambiguous() {
-        for p in ["/a/../admin", "/./admin", "//admin", "/a%2fb", "/a%2Fb", "/%2e%2e/x", "/a\\b"] {
-            assert!(ambiguous(p), "{p}");
-        }
-        for p in ["/a/..", "/a/.", "..", "/x/%2E%2E", "/%5C"] {
-            assert!(ambiguous(p), "{p}");
-        }
-        for p in ["/", "/payments/charge", "/a.b/c..d", "/search%20x", "/a/...", "/.well-known/x", "/%2", "/a%"] {
-            assert!(!ambiguous(p), "{p}");
-        }
-    }
 }

@@ -14,6 +14,7 @@ mod idle;
 pub mod policy;
 pub mod runtime;
 pub mod server;
+pub mod target;
 mod tcp;
 pub mod telemetry;
 pub mod tunnel;

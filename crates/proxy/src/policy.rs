@@ -7,44 +7,195 @@ use std::sync::Arc;
 
 /// A glob over `sep`-separated text: `*` matches within one segment
 /// (label or path segment), `**` across segments.
+///
+/// Compiled to a position automaton simulated bit-parallel (shift-and), so
+/// matching costs O(text length × pattern tokens / 64) whatever the
+/// pattern: no backtracking.
 #[derive(Clone, Debug)]
 pub struct Glob {
-    pattern: Box<[u8]>,
+    /// The literal, when the pattern has no `*`.
+    literal: Option<Box<[u8]>>,
+    /// Per byte value `c`, words `c * words..`: the tokens (bits) a literal
+    /// of that byte advances. Empty for a literal pattern.
+    lit: Box<[u64]>,
+    /// Tokens that are `*` (stay on any byte but `sep`).
+    star: Vec<u64>,
+    /// Tokens that are `**` (stay on any byte).
+    dstar: Vec<u64>,
+    /// Tokens `*` or `**`, which may also match nothing.
+    any_star: Vec<u64>,
+    /// Number of tokens; bit `tokens` means the whole pattern matched.
+    tokens: usize,
+    /// Pattern ends in `sep**`: the text may also end before that `sep`.
+    trailing_all: bool,
+    /// The longest run of consecutive stars (epsilon-closure iterations).
+    max_star_run: usize,
     sep: u8,
-    literal: bool,
+    fold_case: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Token {
+    Byte(u8),
+    Star,
+    DoubleStar,
 }
 
 impl Glob {
+    /// A case-sensitive glob.
     pub fn new(pattern: &str, sep: u8) -> Glob {
-        Glob { literal: !pattern.contains('*'), pattern: pattern.as_bytes().into(), sep }
+        Glob::build(pattern, sep, false)
+    }
+
+    /// A glob that ignores ASCII case (route paths: see docs/proxy.md, "Paths").
+    pub fn new_ignore_case(pattern: &str, sep: u8) -> Glob {
+        Glob::build(pattern, sep, true)
+    }
+
+    fn build(pattern: &str, sep: u8, fold_case: bool) -> Glob {
+        let p = pattern.as_bytes();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < p.len() {
+            if p[i] == b'*' {
+                let mut n = 0;
+                while i < p.len() && p[i] == b'*' {
+                    n += 1;
+                    i += 1;
+                }
+                toks.push(if n >= 2 { Token::DoubleStar } else { Token::Star });
+            } else {
+                toks.push(Token::Byte(if fold_case { p[i].to_ascii_lowercase() } else { p[i] }));
+                i += 1;
+            }
+        }
+        let tokens = toks.len();
+        let words = (tokens + 1).div_ceil(64);
+        let literal = toks
+            .iter()
+            .all(|t| matches!(t, Token::Byte(_)))
+            .then(|| toks.iter().map(|t| if let Token::Byte(c) = t { *c } else { 0 }).collect::<Box<[u8]>>());
+        let mut lit = vec![0u64; if literal.is_some() { 0 } else { 256 * words }];
+        let mut star = vec![0u64; words];
+        let mut dstar = vec![0u64; words];
+        let mut any_star = vec![0u64; words];
+        let (mut run, mut max_star_run) = (0, 0);
+        for (k, t) in toks.iter().enumerate() {
+            let (w, bit) = (k / 64, 1u64 << (k % 64));
+            match *t {
+                Token::Byte(c) => {
+                    if literal.is_none() {
+                        lit[c as usize * words + w] |= bit;
+                        if fold_case {
+                            lit[c.to_ascii_uppercase() as usize * words + w] |= bit;
+                        }
+                    }
+                    run = 0;
+                }
+                Token::Star => {
+                    star[w] |= bit;
+                    any_star[w] |= bit;
+                    run += 1;
+                }
+                Token::DoubleStar => {
+                    dstar[w] |= bit;
+                    any_star[w] |= bit;
+                    run += 1;
+                }
+            }
+            max_star_run = max_star_run.max(run);
+        }
+        let trailing_all = tokens >= 2 && toks[tokens - 1] == Token::DoubleStar && toks[tokens - 2] == Token::Byte(sep);
+        Glob {
+            literal,
+            lit: lit.into_boxed_slice(),
+            star,
+            dstar,
+            any_star,
+            tokens,
+            trailing_all,
+            max_star_run,
+            sep,
+            fold_case,
+        }
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        if self.literal {
-            return *self.pattern == *text.as_bytes();
-        }
-        let p = &self.pattern;
-        // `/prefix/**` also covers `/prefix` itself.
-        if p.ends_with(&[self.sep, b'*', b'*']) && text.as_bytes() == &p[..p.len() - 3] {
-            return true;
-        }
-        glob(p, text.as_bytes(), self.sep)
+        self.match_counting(text.as_bytes()).0
     }
-}
 
-fn glob(p: &[u8], t: &[u8], sep: u8) -> bool {
-    match p.first() {
-        None => t.is_empty(),
-        Some(b'*') if p.get(1) == Some(&b'*') => {
-            let rest = &p[2..];
-            (0..=t.len()).any(|i| glob(rest, &t[i..], sep))
+    /// Whether `text` matches, and the number of bytes stepped through
+    /// (at most the text's length: each byte is looked at once).
+    pub fn match_counting(&self, text: &[u8]) -> (bool, usize) {
+        if let Some(l) = &self.literal {
+            let eq = if self.fold_case { l.eq_ignore_ascii_case(text) } else { **l == *text };
+            return (eq, 0);
         }
-        Some(b'*') => {
-            let rest = &p[1..];
-            let end = t.iter().position(|c| *c == sep).unwrap_or(t.len());
-            (0..=end).any(|i| glob(rest, &t[i..], sep))
+        let words = self.star.len();
+        if words == 1 {
+            return self.match_one_word(text);
         }
-        Some(c) => t.first() == Some(c) && glob(&p[1..], &t[1..], sep),
+        let mut d = vec![0u64; words];
+        d[0] = 1;
+        self.close(&mut d);
+        let mut next = vec![0u64; words];
+        let mut steps = 0;
+        for &c in text {
+            steps += 1;
+            let lit = &self.lit[c as usize * words..][..words];
+            let mut carry = 0u64;
+            let mut live = 0u64;
+            for w in 0..words {
+                let adv = d[w] & lit[w];
+                let stay = d[w] & (self.dstar[w] | if c == self.sep { 0 } else { self.star[w] });
+                next[w] = (adv << 1) | carry | stay;
+                carry = adv >> 63;
+                live |= next[w];
+            }
+            if live == 0 {
+                return (false, steps);
+            }
+            std::mem::swap(&mut d, &mut next);
+            self.close(&mut d);
+        }
+        let bit = |k: usize| d[k / 64] & (1u64 << (k % 64)) != 0;
+        (bit(self.tokens) || (self.trailing_all && bit(self.tokens - 2)), steps)
+    }
+
+    /// `match_counting` for patterns of fewer than 64 tokens: no allocation.
+    fn match_one_word(&self, text: &[u8]) -> (bool, usize) {
+        let (star, dstar, any) = (self.star[0], self.dstar[0], self.any_star[0]);
+        let close = |mut d: u64| {
+            for _ in 0..self.max_star_run {
+                d |= (d & any) << 1;
+            }
+            d
+        };
+        let mut d = close(1);
+        let mut steps = 0;
+        for &c in text {
+            steps += 1;
+            let stay = d & (dstar | if c == self.sep { 0 } else { star });
+            d = ((d & self.lit[c as usize]) << 1) | stay;
+            if d == 0 {
+                return (false, steps);
+            }
+            d = close(d);
+        }
+        let bit = |k: usize| d & (1u64 << k) != 0;
+        (bit(self.tokens) || (self.trailing_all && bit(self.tokens - 2)), steps)
+    }
+
+    /// Epsilon closure: an active star token also activates the next token.
+    fn close(&self, d: &mut [u64]) {
+        for _ in 0..self.max_star_run {
+            let mut carry = 0u64;
+            for (dw, star) in d.iter_mut().zip(&self.any_star) {
+                let s = *dw & star;
+                *dw |= (s << 1) | carry;
+                carry = s >> 63;
+            }
+        }
     }
 }
 
@@ -137,7 +288,7 @@ impl Route {
         Route {
             allowed: metrics::counter!("ambos_proxy_requests_total", "route" => name.to_string(), "decision" => "allow"),
             denied: metrics::counter!("ambos_proxy_requests_total", "route" => name.to_string(), "decision" => "deny"),
-            path: Glob::new(path, b'/'),
+            path: Glob::new_ignore_case(path, b'/'),
             methods,
             allow,
             name,
@@ -158,12 +309,20 @@ pub struct RouteTable {
     routes: Vec<Route>,
     by_first_segment: std::collections::HashMap<Box<str>, Vec<usize>>,
     wildcard_first: Vec<usize>,
+    /// Every method some route lists in `methods`.
+    listed_methods: Vec<Method>,
 }
 
-/// `/payments/x` → `payments`; `/` → ``.
-fn first_segment(path: &str) -> &str {
+/// `/payments/x` → `payments`; `/` → ``; in lower case, as the index is
+/// (route paths ignore ASCII case).
+fn first_segment(path: &str) -> std::borrow::Cow<'_, str> {
     let p = path.strip_prefix('/').unwrap_or(path);
-    p.split('/').next().unwrap_or("")
+    let seg = p.split('/').next().unwrap_or("");
+    if seg.bytes().any(|c| c.is_ascii_uppercase()) {
+        seg.to_ascii_lowercase().into()
+    } else {
+        seg.into()
+    }
 }
 
 /// The outcome of authorization for one request or TCP connection.
@@ -178,7 +337,13 @@ impl RouteTable {
     pub fn new(routes: Vec<Route>) -> RouteTable {
         let mut by_first_segment: std::collections::HashMap<Box<str>, Vec<usize>> = Default::default();
         let mut wildcard_first = Vec::new();
+        let mut listed_methods: Vec<Method> = Vec::new();
         for (i, r) in routes.iter().enumerate() {
+            for m in r.methods.iter().flatten() {
+                if !listed_methods.contains(m) {
+                    listed_methods.push(m.clone());
+                }
+            }
             let seg = first_segment(&r.name);
             if seg.contains('*') {
                 wildcard_first.push(i);
@@ -186,7 +351,7 @@ impl RouteTable {
                 by_first_segment.entry(seg.into()).or_default().push(i);
             }
         }
-        RouteTable { routes, by_first_segment, wildcard_first }
+        RouteTable { routes, by_first_segment, wildcard_first, listed_methods }
     }
 
     pub fn len(&self) -> usize {
@@ -197,9 +362,21 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// First route (in config order) whose path glob and methods cover the request.
+    /// Whether a route lists `m` in its `methods` (a route without
+    /// `methods` lists none).
+    pub fn lists_method(&self, m: &Method) -> bool {
+        self.listed_methods.contains(m)
+    }
+
+    /// First route (in config order) whose path glob and methods cover the
+    /// request. `path` is the normalized path (`target::normalize_path`).
+    /// A route without `methods` covers every method but CONNECT, which
+    /// has no path: the first route that lists CONNECT decides it.
     pub fn find(&self, method: &Method, path: &str) -> Option<&Route> {
-        let bucket: &[usize] = self.by_first_segment.get(first_segment(path)).map(Vec::as_slice).unwrap_or(&[]);
+        if method == Method::CONNECT {
+            return self.routes.iter().find(|r| r.methods.as_ref().is_some_and(|m| m.contains(method)));
+        }
+        let bucket: &[usize] = self.by_first_segment.get(&*first_segment(path)).map(Vec::as_slice).unwrap_or(&[]);
         let wild = self.wildcard_first.as_slice();
         let (mut i, mut j) = (0, 0);
         loop {
@@ -271,6 +448,99 @@ mod tests {
         assert!(d.matches("web.acme.test") && !d.matches("a.web.acme.test") && !d.matches("acme.test"));
         assert!(Glob::new("**.acme.test", b'.').matches("a.web.acme.test"));
         assert!(Glob::new("/api/v*/items", b'/').matches("/api/v2/items"));
+    }
+
+    #[test]
+    fn globs_agree_with_a_reference_matcher() {
+        // The backtracking definition, kept as the reference.
+        fn reference(p: &[u8], t: &[u8], sep: u8) -> bool {
+            match p.first() {
+                None => t.is_empty(),
+                Some(b'*') if p.get(1) == Some(&b'*') => (0..=t.len()).any(|i| reference(&p[2..], &t[i..], sep)),
+                Some(b'*') => {
+                    let end = t.iter().position(|c| *c == sep).unwrap_or(t.len());
+                    (0..=end).any(|i| reference(&p[1..], &t[i..], sep))
+                }
+                Some(c) => t.first() == Some(c) && reference(&p[1..], &t[1..], sep),
+            }
+        }
+        let patterns = ["/**", "/a/**", "/*/b", "/a*b/**/c", "/**/x/**", "**", "*", "/a/*", "/*a*/**b", "/**/**/**"];
+        let alphabet = [b'/', b'a', b'b', b'c', b'x'];
+        let mut texts = vec![String::new()];
+        for len in 1..=6 {
+            let n = alphabet.len().pow(len);
+            for k in 0..n {
+                let mut k2 = k;
+                let t: String = (0..len)
+                    .map(|_| {
+                        let c = alphabet[k2 % alphabet.len()];
+                        k2 /= alphabet.len();
+                        c as char
+                    })
+                    .collect();
+                texts.push(t);
+            }
+        }
+        for p in patterns {
+            let g = Glob::new(p, b'/');
+            for t in &texts {
+                let mut want = reference(p.as_bytes(), t.as_bytes(), b'/');
+                // `prefix/**` also covers `prefix` itself.
+                if p.ends_with("/**") && reference(&p.as_bytes()[..p.len() - 3], t.as_bytes(), b'/') {
+                    want = true;
+                }
+                assert_eq!(g.matches(t), want, "{p} vs {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_patterns_use_several_words() {
+        let seg = "/abcdefghij".repeat(8);
+        let g = Glob::new(&format!("{seg}/**/z*"), b'/');
+        assert!(g.matches(&format!("{seg}/q/r/zed")));
+        assert!(!g.matches(&format!("{seg}/q/r/zed/x")));
+        assert!(g.matches(&format!("{seg}//z")) && !g.matches(&format!("{seg}/z")));
+        assert!(!g.matches(&format!("{seg}X/z")));
+    }
+
+    #[test]
+    fn six_double_stars_against_a_64k_path_are_linear() {
+        let g = Glob::new_ignore_case("/**/a/**/b/**/c/**/d/**/e/**/f", b'/');
+        // Every segment almost matches, the end never does: the worst case
+        // for a backtracking matcher.
+        let path = "/a/b/c/d/e".repeat(64 * 1024 / 10) + "/x";
+        assert!(path.len() >= 64 * 1024 - 16);
+        let (matched, steps) = g.match_counting(path.as_bytes());
+        assert!(!matched);
+        assert!(steps <= path.len(), "{steps} steps for {} bytes", path.len());
+        let ok = "/a/b/c/d/e".repeat(6000) + "/f";
+        assert_eq!(g.match_counting(ok.as_bytes()), (true, ok.len()));
+    }
+
+    #[test]
+    fn route_paths_ignore_case_identities_do_not() {
+        let any = || vec![AllowRule::Any];
+        let routes = RouteTable::new(vec![Route::new("/Admin/**", None, any()), Route::new("/x/*.TXT", None, any())]);
+        for p in ["/admin/x", "/ADMIN/x", "/aDmIn", "/Admin/"] {
+            assert_eq!(routes.find(&Method::GET, p).map(|r| &*r.name), Some("/Admin/**"), "{p}");
+        }
+        assert!(routes.find(&Method::GET, "/x/a.txt").is_some());
+        assert!(!AllowRule::parse("cn:admin").unwrap().matches(Some(&Identity { cn: Some("ADMIN".into()), ..id() })));
+    }
+
+    #[test]
+    fn connect_needs_a_route_that_lists_it() {
+        let any = || vec![AllowRule::Any];
+        let routes = RouteTable::new(vec![Route::new("/**", None, any())]);
+        assert!(routes.find(&Method::CONNECT, "").is_none() && !routes.lists_method(&Method::CONNECT));
+        let routes = RouteTable::new(vec![
+            Route::new("/**", Some(vec![Method::GET]), any()),
+            Route::new("/tunnel", Some(vec![Method::CONNECT]), any()),
+        ]);
+        assert_eq!(routes.find(&Method::CONNECT, "").map(|r| &*r.name), Some("/tunnel"));
+        assert!(routes.lists_method(&Method::CONNECT) && routes.lists_method(&Method::GET));
+        assert!(!routes.lists_method(&Method::POST));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod header_attacks;
 mod lifecycle;
 mod nginx;
 mod openssl;
+mod path_confusion;
 mod pkcs12;
 mod probe;
 mod proxy;
