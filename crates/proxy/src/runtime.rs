@@ -64,7 +64,7 @@ impl Connections {
         if trust.revocation().is_none() {
             return 0;
         }
-        let now = crate::server::unix_now();
+        let now = unix_now();
         let Ok(open) = self.open.lock() else { return 0 };
         let mut closed = 0;
         for (chain, notify) in open.values() {
@@ -100,7 +100,7 @@ impl Runtime {
 /// says when one has (it is still enforced until `crl_grace` runs out).
 pub fn report_crls(rt: &Runtime) {
     let Some(policy) = rt.verifier.trust().revocation() else { return };
-    let now = crate::server::unix_now();
+    let now = unix_now();
     for crl in rt.verifier.trust().crls().summaries() {
         let labels = [("issuer", crl.issuer.clone())];
         let next = crl.next_update.unwrap_or(0);
@@ -311,4 +311,11 @@ impl Reloader {
         }
         Ok(())
     }
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

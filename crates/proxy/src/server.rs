@@ -253,12 +253,6 @@ async fn handshake(
     Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime }), chain))
 }
 
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {
     metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "failed", "reason" => failure.label()).increment(1);
     let reason = failure.to_string();

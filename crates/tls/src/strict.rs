@@ -11,12 +11,24 @@
 //! leaf's dNSName that is not a host name, and public keys that rustls
 //! could never use (DSA, P-192, RSA under 2048 bits). Each check reads
 //! what x509-parser already parsed: no signature, no allocation per rule.
-use crate::verifier::RevocationSubject;
 use crate::HandshakeFailure;
 use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::public_key::PublicKey;
+
+/// For each certificate below the anchor: what revocation looks up.
+#[derive(Debug, Clone)]
+pub struct RevocationSubject {
+    pub serial: Box<[u8]>,
+    pub issuer_name: Box<[u8]>,
+    pub issuer_spki: Box<[u8]>,
+    pub issuer_may_sign_crls: bool,
+    /// The issuer as text, for messages.
+    pub issuer_text: String,
+    /// Where the certificate says its issuer's CRL is published (http/https).
+    pub crl_urls: Vec<String>,
+}
 
 /// What the path verifier keeps from the checks.
 pub(crate) struct PathFacts {

@@ -28,6 +28,7 @@
 //! - Proof of possession (the CertificateVerify signature over this
 //!   handshake) is never cached: it is checked on every handshake.
 use crate::crl::CrlSet;
+pub use crate::strict::RevocationSubject;
 use crate::HandshakeFailure;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -102,19 +103,6 @@ pub struct TrustOptions {
     /// as webpki does; off by default: the EKU must name the purpose
     /// (clientAuth for clients, serverAuth for servers).
     pub eku_if_present: bool,
-}
-
-/// For each certificate below the anchor: what revocation looks up.
-#[derive(Debug, Clone)]
-pub struct RevocationSubject {
-    pub serial: Box<[u8]>,
-    pub issuer_name: Box<[u8]>,
-    pub issuer_spki: Box<[u8]>,
-    pub issuer_may_sign_crls: bool,
-    /// The issuer as text, for messages.
-    pub issuer_text: String,
-    /// Where the certificate says its issuer's CRL is published (http/https).
-    pub crl_urls: Vec<String>,
 }
 
 /// What a successful verification established.
