@@ -30,6 +30,7 @@ struct RawConfig {
 struct RawListen {
     address: String,
     mode: Option<String>,
+    hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +180,10 @@ pub struct ProxyConfig {
     pub upstream: Upstream,
     pub xfcc: bool,
     pub underscores: Underscores,
+    /// `[listen] hosts`: the host names this listener serves (lower case).
+    /// When set, a request's `Host` must be one of them and match the
+    /// client's SNI, else 421. Empty: any `Host`.
+    pub hosts: Vec<String>,
     pub routes: RouteTable,
     pub audit: Option<PathBuf>,
     pub metrics: Option<SocketAddr>,
@@ -348,6 +353,25 @@ fn http_upstream(url: &str) -> Result<Upstream, ProxyError> {
     Ok(Upstream::Http { authority })
 }
 
+/// `[listen] hosts`: DNS names (or IP addresses) without ports, lower case.
+fn listen_hosts(list: Option<Vec<String>>) -> Result<Vec<String>, ProxyError> {
+    let Some(list) = list else { return Ok(Vec::new()) };
+    if list.is_empty() {
+        return Err(invalid("listen.hosts is empty: every request would be refused (leave it out to serve any Host)"));
+    }
+    list.into_iter()
+        .map(|h| {
+            let a: Option<http::uri::Authority> = h.parse().ok();
+            match a {
+                Some(a) if !h.is_empty() && a.port().is_none() && a.host() == h && !h.contains('@') => {
+                    Ok(h.trim_end_matches('.').to_ascii_lowercase())
+                }
+                _ => Err(invalid(format!("listen.hosts: '{h}' is not a host name (without a port)"))),
+            }
+        })
+        .collect()
+}
+
 fn methods(list: Option<Vec<String>>, at: &str) -> Result<Option<Vec<Method>>, ProxyError> {
     list.map(|l| {
         l.iter()
@@ -429,6 +453,7 @@ impl ProxyConfig {
                 )))
             }
         };
+        let hosts = listen_hosts(raw.listen.hosts)?;
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("route[{i}]");
@@ -507,6 +532,7 @@ impl ProxyConfig {
             upstream,
             xfcc,
             underscores,
+            hosts,
             routes: RouteTable::new(routes),
             audit: raw.audit.map(|a| resolve(base, &a.path)),
             metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
@@ -568,6 +594,7 @@ impl ProxyConfig {
             upstream,
             xfcc: true,
             underscores: Underscores::Drop,
+            hosts: Vec::new(),
             routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
             audit: f.audit.clone(),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
@@ -725,5 +752,19 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         let text = format!("{GOOD}\n[headers]\nunderscores = \"keep\"\n");
         let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("headers.underscores"), "{err}");
+    }
+
+    #[test]
+    fn listen_hosts_are_host_names_without_ports() {
+        let with = |hosts: &str| {
+            GOOD.replace("address = \"127.0.0.1:8443\"", &format!("address = \"127.0.0.1:8443\"\nhosts = {hosts}"))
+        };
+        let c = ProxyConfig::from_toml(&with("[\"API.acme.test\", \"127.0.0.1\"]"), Path::new(".")).unwrap();
+        assert_eq!(c.hosts, vec!["api.acme.test", "127.0.0.1"]);
+        assert!(ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap().hosts.is_empty());
+        for bad in ["[]", "[\"api.test:8443\"]", "[\"\"]", "[\"a b\"]", "[\"u@api.test\"]", "[\"api.test/x\"]"] {
+            let err = ProxyConfig::from_toml(&with(bad), Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains("listen.hosts"), "{bad}: {err}");
+        }
     }
 }

@@ -163,6 +163,31 @@ pub fn check_request_head<B>(req: &mut Request<B>, underscores: Underscores) -> 
     Ok(())
 }
 
+/// With `[listen] hosts` set, the request's host (from `Host`, which
+/// [`check_request_head`] left single) must be one of them and, if the
+/// client sent SNI, the name it sent: a request for another host on this
+/// TLS session is 421 Misdirected Request (RFC 9110 15.5.20).
+pub fn check_host_served<B>(req: &Request<B>, hosts: &[String], sni: Option<&str>) -> Result<(), Refusal> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let misdirected = |why| Err((StatusCode::MISDIRECTED_REQUEST, why));
+    let Some(authority) = req.headers().get(header::HOST).and_then(parse_host) else {
+        return misdirected("no Host");
+    };
+    let Ok(authority) = authority.parse::<http::uri::Authority>() else {
+        return misdirected("malformed Host");
+    };
+    let host = authority.host().trim_end_matches('.');
+    if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return misdirected("Host not served by this listener");
+    }
+    if sni.is_some_and(|s| !s.trim_end_matches('.').eq_ignore_ascii_case(host)) {
+        return misdirected("Host differs from the TLS server name (SNI)");
+    }
+    Ok(())
+}
+
 /// A `Host` value: `host[:port]`, without user information.
 fn parse_host(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?;
@@ -368,5 +393,25 @@ mod tests {
         h.insert("content-length", HeaderValue::from_static("0"));
         regenerate_framing(&mut h, &SizeHint::with_exact(0), true);
         assert_eq!(h.get("content-length").unwrap(), "0");
+    }
+
+    #[test]
+    fn listen_hosts_must_match_host_and_sni() {
+        let hosts = vec!["api.test".to_string(), "127.0.0.1".to_string()];
+        let r = |host: &str| request(Version::HTTP_11, "/", &[("host", host)]);
+        let misdirected = |why| Err((StatusCode::MISDIRECTED_REQUEST, why));
+        assert_eq!(check_host_served(&r("anything"), &[], Some("api.test")), Ok(()));
+        assert_eq!(check_host_served(&r("API.test:8443"), &hosts, Some("api.test")), Ok(()));
+        assert_eq!(check_host_served(&r("api.test."), &hosts, None), Ok(()));
+        assert_eq!(check_host_served(&r("127.0.0.1:8443"), &hosts, None), Ok(()));
+        assert_eq!(
+            check_host_served(&r("admin.test"), &hosts, Some("admin.test")),
+            misdirected("Host not served by this listener")
+        );
+        assert_eq!(
+            check_host_served(&r("127.0.0.1"), &hosts, Some("api.test")),
+            misdirected("Host differs from the TLS server name (SNI)")
+        );
+        assert_eq!(check_host_served(&request(Version::HTTP_11, "/", &[]), &hosts, None), misdirected("no Host"));
     }
 }

@@ -286,7 +286,9 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
     // The head before the target: header names, Host, Connection, framing.
-    if let Err((status, why)) = crate::headers::check_request_head(&mut req, config.underscores) {
+    if let Err((status, why)) = crate::headers::check_request_head(&mut req, config.underscores)
+        .and_then(|()| crate::headers::check_host_served(&req, &config.hosts, ctx.sni.as_deref()))
+    {
         return refuse_head(status, why, ctx, shared, audit);
     }
     // The target as it will be forwarded; routes are matched on its path.
@@ -377,7 +379,8 @@ fn refuse_head(
 ) -> Response<ProxyBody> {
     metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
     tracing::debug!(peer = %ctx.peer, "refused: {why}");
-    let response = plain(status, "bad request\n");
+    let text = if status == StatusCode::MISDIRECTED_REQUEST { "misdirected request\n" } else { "bad request\n" };
+    let response = plain(status, text);
     if let Some((started, method, path)) = audit {
         shared.audit.record(&AuditEvent {
             time: audit::now(),

@@ -32,6 +32,9 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     pub identity: Option<Identity>,
     pub xfcc: Option<HeaderValue>,
+    /// The server name the client asked for in its handshake (SNI), lower
+    /// case; only kept when `[listen] hosts` is set.
+    pub sni: Option<String>,
     pub runtime: Arc<Runtime>,
 }
 
@@ -250,7 +253,10 @@ async fn handshake(
     };
     shared.handshakes_ok.increment(1);
     let xfcc = if runtime.config.xfcc { identity.as_ref().and_then(headers::xfcc_value) } else { None };
-    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, runtime }), chain))
+    // Kept only when `[listen] hosts` will compare it with each request's Host.
+    let sni =
+        if runtime.config.hosts.is_empty() { None } else { tls.get_ref().1.server_name().map(str::to_ascii_lowercase) };
+    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, sni, runtime }), chain))
 }
 
 fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {

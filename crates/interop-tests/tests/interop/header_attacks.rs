@@ -126,6 +126,11 @@ impl Fixture {
     /// (Re)starts the proxy on fresh ports with `[headers] underscores`
     /// (None: the default).
     fn start(&mut self, underscores: Option<&str>) {
+        self.start_with(underscores, "");
+    }
+
+    /// The same, with extra `[listen]` lines.
+    fn start_with(&mut self, underscores: Option<&str>, listen: &str) {
         self.proxy = None;
         let _ = std::fs::remove_file(&self.audit);
         self.port = free_port();
@@ -135,6 +140,7 @@ impl Fixture {
             r#"
 [listen]
 address = "127.0.0.1:{}"
+{listen}
 
 [tls]
 cert = "certs/localhost.crt"
@@ -431,4 +437,28 @@ fn host_connection_and_framing_tricks_are_refused_and_bad_bodies_are_the_clients
         !metrics.lines().any(|l| l.starts_with("ambos_proxy_upstream_errors_total") && !l.ends_with(" 0")),
         "client body errors are not upstream errors:\n{metrics}"
     );
+}
+
+#[test]
+fn a_host_the_listener_does_not_serve_or_that_differs_from_sni_is_misdirected() {
+    let mut f = Fixture::new();
+    // The raw client always sends SNI "localhost".
+    f.start_with(None, "hosts = [\"localhost\", \"admin.test\"]");
+    let req = |path: &str, host: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, body) = f.raw(&req("/served", &format!("LOCALHOST:{}", f.port)));
+    assert_eq!(status, "200", "{body}");
+    for (path, host, reason) in [
+        ("/m1", "other.test", "Host not served by this listener"),
+        ("/m2", "admin.test", "Host differs from the TLS server name (SNI)"),
+        ("/m3", "127.0.0.1", "Host not served by this listener"),
+    ] {
+        let (status, body) = f.raw(&req(path, host));
+        assert_eq!(status, "421", "{host}: {body}");
+        let line = f.wait_audit(host, |l| l["path"] == path);
+        assert_eq!((line["reason"].as_str(), line["status"].as_u64()), (Some(reason), Some(421)), "{line}");
+    }
+    // HTTP/2: curl's :authority is localhost:PORT, its SNI localhost.
+    let (status, body) = f.h2("/served-h2", &[]);
+    assert_eq!(status, "200", "{body}");
+    assert!(!f.upstream_requests().contains("/m"), "misdirected requests never reach the upstream");
 }
