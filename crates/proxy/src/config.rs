@@ -453,6 +453,9 @@ impl ProxyConfig {
                 )))
             }
         };
+        if mode == Mode::Tcp && raw.listen.hosts.is_some() {
+            return Err(invalid("listen.hosts applies to http mode (tcp mode has no Host)"));
+        }
         let hosts = listen_hosts(raw.listen.hosts)?;
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -766,5 +769,10 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             let err = ProxyConfig::from_toml(&with(bad), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains("listen.hosts"), "{bad}: {err}");
         }
+        let tcp = with("[\"api.test\"]")
+            .replace("address = \"127.0.0.1:8443\"\n", "address = \"127.0.0.1:8443\"\nmode = \"tcp\"\n")
+            .replace("url = \"http://127.0.0.1:8080\"", "address = \"127.0.0.1:5432\"");
+        let err = ProxyConfig::from_toml(&tcp, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("listen.hosts applies to http mode"), "{err}");
     }
 }
