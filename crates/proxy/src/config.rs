@@ -475,6 +475,15 @@ impl ProxyConfig {
             {
                 return Err(invalid(format!("{at}.allow: 'anonymous' needs tls.client_auth = \"optional\"")));
             }
+            // Routes are matched against the normalized path (target.rs): a
+            // pattern that is not normalized could never match as written.
+            match crate::target::normalize_path(&path) {
+                Err(why) => return Err(invalid(format!("{at}.path: '{path}' could never match: {why}"))),
+                Ok(n) if !n.eq_ignore_ascii_case(&path) => {
+                    return Err(invalid(format!("{at}.path: '{path}' is not in normalized form; write '{n}'")))
+                }
+                Ok(_) => {}
+            }
             routes.push(Route::new(&path, methods(r.methods, &at)?, allow));
         }
         if routes.is_empty() {
@@ -678,6 +687,9 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ("url = \"http://127.0.0.1:8080\"", "url = \"https://x\"", "upstream.url"),
             ("ou:payments", "team:payments", "route[0].allow"),
             ("\"GET\", \"post\"", "\"GET\", \"no such\"", "route[0].methods"),
+            ("path = \"/payments/**\"", "path = \"/%70ayments/**\"", "write '/payments/**'"),
+            ("path = \"/payments/**\"", "path = \"/a/../payments/**\"", "route[0].path"),
+            ("path = \"/payments/**\"", "path = \"/pay;x/**\"", "; path parameter"),
             ("address = \"127.0.0.1:8443\"", "address = \"nowhere\"", "listen.address"),
         ] {
             let err = ProxyConfig::from_toml(&GOOD.replace(from, to), Path::new(".")).unwrap_err().to_string();

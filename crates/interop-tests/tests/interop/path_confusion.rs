@@ -440,3 +440,43 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
     }
     println!("{table}");
 }
+
+#[test]
+fn the_upstream_gets_exactly_the_normalized_path_that_was_authorized() {
+    require("python3");
+    require("curl");
+    let ca = TestCa::new(&[]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "user", &[]);
+    ca.write("client.py", CLIENT_PY);
+    let proxy = start_proxy(&ca, "echo", ambos_interop_tests::start_http_upstream());
+    let cases = [
+        ("/%61pi/../public/%7Ex?q=%2F;a/../b", "/public/~x?q=%2F;a/../b"),
+        ("/Public/./a%c3%a9%2a", "/Public/a%C3%A9%2A"),
+        ("/a/b/../../c/", "/c/"),
+        ("/a/..", "/"),
+        ("/../x", "/x"),
+        ("http://localhost/x/../y?z", "/y?z"),
+        ("/x?", "/x?"),
+    ];
+    let list: Vec<(&str, &str)> = cases.iter().map(|(t, _)| ("GET", *t)).collect();
+    let out = run(Command::new("python3")
+        .arg(ca.dir().join("client.py"))
+        .arg(proxy.port.to_string())
+        .arg(ca.path("ca.crt"))
+        .arg(ca.path("user.crt"))
+        .arg(ca.path("user.key"))
+        .arg(ca.write("echo.json", serde_json::to_string(&list).unwrap())));
+    let got: Vec<(u16, String)> =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    for ((target, want), (status, body)) in cases.iter().zip(&got) {
+        assert_eq!(*status, 200, "{target}: {body}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{target}: {body}: {e}"));
+        assert_eq!(v["path"], *want, "{target}");
+    }
+    // HTTP/2 the same.
+    let (status, body) = curl_h2(&ca, "user", proxy.port, "GET", "/%61pi/../public/%7Ex?q=%2F");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["path"], "/public/~x?q=%2F");
+}
