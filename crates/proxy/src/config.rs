@@ -107,6 +107,11 @@ struct RawLimits {
     handshake_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    max_handshakes_per_source: Option<usize>,
+    upstream_connect_timeout: Option<String>,
+    upstream_timeout: Option<String>,
+    body_timeout: Option<String>,
     shutdown_grace: Option<String>,
 }
 
@@ -144,6 +149,16 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Connections one source address (IPv6: its /64) may hold.
+    pub max_connections_per_source: usize,
+    /// Connections one source address may have in their TLS handshake.
+    pub max_handshakes_per_source: usize,
+    /// Connecting to the upstream (HTTP and TCP mode).
+    pub upstream_connect_timeout: Duration,
+    /// From the request sent to the upstream's response head: 504 after it.
+    pub upstream_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    pub body_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -153,6 +168,11 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_source: 1_000,
+            max_handshakes_per_source: 128,
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -507,6 +527,37 @@ impl ProxyConfig {
             }
             limits.max_connections = n;
         }
+        for (n, field, at) in [
+            (
+                raw.limits.max_connections_per_source,
+                "limits.max_connections_per_source",
+                &mut limits.max_connections_per_source,
+            ),
+            (
+                raw.limits.max_handshakes_per_source,
+                "limits.max_handshakes_per_source",
+                &mut limits.max_handshakes_per_source,
+            ),
+        ] {
+            match n {
+                Some(0) => return Err(invalid(format!("{field} must be at least 1"))),
+                Some(n) => *at = n,
+                None => {}
+            }
+        }
+        for (t, field, at) in [
+            (
+                raw.limits.upstream_connect_timeout,
+                "limits.upstream_connect_timeout",
+                &mut limits.upstream_connect_timeout,
+            ),
+            (raw.limits.upstream_timeout, "limits.upstream_timeout", &mut limits.upstream_timeout),
+            (raw.limits.body_timeout, "limits.body_timeout", &mut limits.body_timeout),
+        ] {
+            if let Some(t) = t {
+                *at = positive(&t, field)?;
+            }
+        }
         let from_dps = raw.tls.crl_from_distribution_points.unwrap_or(false);
         let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some() || from_dps;
         let refresh = crl_refresh(raw.tls.crl_refresh.as_deref(), raw.tls.crl_url.is_some() || from_dps, "tls.crl")?;
@@ -741,6 +792,11 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ("handshake_timeout = \"11y\"", "limits.handshake_timeout"),
             ("shutdown_grace = \"5124095576030433h\"", "limits.shutdown_grace"),
             ("max_connections = 0", "limits.max_connections"),
+            ("max_connections_per_source = 0", "limits.max_connections_per_source"),
+            ("max_handshakes_per_source = 0", "limits.max_handshakes_per_source"),
+            ("upstream_timeout = \"0s\"", "limits.upstream_timeout"),
+            ("upstream_connect_timeout = \"0\"", "limits.upstream_connect_timeout"),
+            ("body_timeout = \"11y\"", "limits.body_timeout"),
         ] {
             let err = ProxyConfig::from_toml(&with(limits), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(field), "{limits}: {err}");

@@ -5,6 +5,7 @@
 //! swappable state and reloads it.
 #![forbid(unsafe_code)]
 
+mod admission;
 pub mod audit;
 pub mod config;
 mod crl_pull;

@@ -1,4 +1,5 @@
 //! Accept, handshake and hand the connection to HTTP or TCP forwarding.
+use crate::admission::{Admission, AdmissionLimits, Ticket};
 use crate::audit::{self, AuditEvent, AuditIdentity, AuditLog};
 use crate::config::{Mode, ProxyConfig};
 use crate::runtime::{ConfigSource, Reloader, Runtime};
@@ -10,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Process-wide state shared by every connection.
 pub struct Shared {
@@ -129,8 +129,12 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         active: metrics::gauge!("ambos_proxy_active_connections"),
         parked: metrics::gauge!("ambos_proxy_parked_connections"),
     });
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let rejected = metrics::counter!("ambos_proxy_connections_rejected_total");
+    crate::admission::raise_fd_limit(limits.max_connections);
+    let admission = Admission::new(AdmissionLimits {
+        max_connections: limits.max_connections,
+        max_connections_per_source: limits.max_connections_per_source,
+        max_handshakes_per_source: limits.max_handshakes_per_source,
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -145,14 +149,16 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            rejected.increment(1);
+        // Evicts silent handshakes to make room, or refuses (see `admission`).
+        let Some(ticket) = admission.admit(peer.ip()) else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        tokio::spawn(async move { connection(stream, peer, shared, permit).await });
+        let slot = ticket.slot().clone();
+        let task = tokio::spawn(async move { connection(stream, peer, shared, ticket).await });
+        slot.set_task(task.abort_handle());
     }
     drop(listener);
     tracing::info!("shutting down: waiting up to {:?} for in-flight requests", limits.shutdown_grace);
@@ -164,10 +170,14 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     Ok(())
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket) {
     let _active = GaugeGuard::new(&shared.active);
     let started = Instant::now();
     let Some((tls, ctx, chain)) = handshake(stream, peer, &shared, started).await else { return };
+    // From here on the connection cannot be evicted; false: it just was.
+    if !ticket.established() {
+        return;
+    }
     // A verified client is registered so that a CRL revoking it later
     // closes this connection, whatever it speaks.
     let registered = chain.map(|c| shared.reloader.connections.register(c));

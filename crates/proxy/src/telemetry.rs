@@ -38,7 +38,12 @@ pub fn install() -> PrometheusHandle {
             );
             metrics::describe_counter!(
                 "ambos_proxy_connections_rejected_total",
-                "Connections refused because of max_connections"
+                "New connections refused (closed at once), by reason: max_connections, source_connections"
+            );
+            metrics::describe_counter!(
+                "ambos_proxy_connections_evicted_total",
+                "Connections closed during their TLS handshake to make room, by reason: max_connections, \
+                 source_connections, source_handshakes"
             );
             handle
         })

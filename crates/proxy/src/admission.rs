@@ -1,0 +1,377 @@
+//! Who gets a connection slot, so that no single client can starve the rest.
+//!
+//! A connection that has not finished its TLS handshake has proved nothing:
+//! anyone can open thousands of TCP connections and stay silent. So:
+//!
+//! - when `max_connections` is reached, the oldest connection still in its
+//!   handshake is evicted (closed) to make room; only when every connection
+//!   has finished its handshake is a new one refused;
+//! - one source address may have at most `max_handshakes_per_source`
+//!   connections in their handshake: past it, that source's oldest one is
+//!   evicted (a legitimate handshake takes milliseconds, so the oldest of a
+//!   source's handshakes is the silent one, even when an attacker and honest
+//!   clients share a NAT address);
+//! - one source address may hold at most `max_connections_per_source`
+//!   connections: past it, that source's oldest handshake is evicted, else
+//!   the new connection is refused.
+//!
+//! IPv6 sources are grouped by /64 (one host usually has a whole /64).
+//!
+//! The accept loop calls [`Admission::admit`]; the connection's task holds
+//! the [`Ticket`] for its whole life, tells it when the handshake is done
+//! ([`Ticket::established`]) and releases the slot by dropping it. Eviction
+//! aborts the connection's task, which closes its socket. The bookkeeping
+//! takes one uncontended lock at accept, at the end of the handshake and at
+//! close; nothing per request.
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::task::AbortHandle;
+
+const HANDSHAKING: u8 = 0;
+const ESTABLISHED: u8 = 1;
+/// Closed by eviction: the counts were released by whoever evicted it.
+const EVICTED: u8 = 2;
+/// Closed by its own task.
+const CLOSED: u8 = 3;
+
+/// The limits admission enforces (`[limits]`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdmissionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    pub max_handshakes_per_source: usize,
+}
+
+/// One admitted connection, as the admission state sees it.
+pub struct Slot {
+    source: IpAddr,
+    state: AtomicU8,
+    /// The connection's task, aborted on eviction; set right after spawning.
+    abort: OnceLock<AbortHandle>,
+}
+
+impl Slot {
+    /// Gives the slot the handle that eviction aborts.
+    pub fn set_task(&self, handle: AbortHandle) {
+        let _ = self.abort.set(handle);
+    }
+
+    fn handshaking(&self) -> bool {
+        self.state.load(Acquire) == HANDSHAKING
+    }
+}
+
+#[derive(Default)]
+struct Source {
+    connections: usize,
+    handshakes: usize,
+    /// This source's connections in accept order; some may have finished
+    /// their handshake or closed (skipped and dropped lazily).
+    queue: VecDeque<Arc<Slot>>,
+}
+
+#[derive(Default)]
+struct State {
+    connections: usize,
+    handshakes: usize,
+    /// Every connection in accept order, lazily cleaned like `Source::queue`.
+    queue: VecDeque<Arc<Slot>>,
+    sources: HashMap<IpAddr, Source>,
+}
+
+/// Why a connection was evicted or refused (the metrics' `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    MaxConnections,
+    SourceConnections,
+    SourceHandshakes,
+}
+
+impl Shed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Shed::MaxConnections => "max_connections",
+            Shed::SourceConnections => "source_connections",
+            Shed::SourceHandshakes => "source_handshakes",
+        }
+    }
+}
+
+pub struct Admission {
+    limits: AdmissionLimits,
+    state: Mutex<State>,
+}
+
+/// A connection's hold on its slot; dropping it releases the slot.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    slot: Arc<Slot>,
+}
+
+/// The address connections are counted under: IPv4 as is (also when
+/// mapped into IPv6), IPv6 by its /64.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+fn evicted(reason: Shed) {
+    metrics::counter!("ambos_proxy_connections_evicted_total", "reason" => reason.label()).increment(1);
+}
+
+fn refused(reason: Shed) {
+    metrics::counter!("ambos_proxy_connections_rejected_total", "reason" => reason.label()).increment(1);
+}
+
+impl State {
+    /// Releases a slot's counts (one connection, and one handshake when
+    /// `handshake`), forgetting its source when it holds nothing more.
+    fn release(&mut self, source: IpAddr, handshake: bool) {
+        self.connections -= 1;
+        self.handshakes -= usize::from(handshake);
+        if let Some(s) = self.sources.get_mut(&source) {
+            s.connections -= 1;
+            s.handshakes -= usize::from(handshake);
+            if s.connections == 0 {
+                self.sources.remove(&source);
+            }
+        }
+    }
+
+    /// Evicts the oldest connection still in its handshake, of one source
+    /// or of all; false when there is none.
+    fn evict_oldest(&mut self, of: Option<IpAddr>) -> bool {
+        loop {
+            let next = match of {
+                Some(src) => self.sources.get_mut(&src).and_then(|s| s.queue.pop_front()),
+                None => self.queue.pop_front(),
+            };
+            let Some(slot) = next else { return false };
+            if slot.state.compare_exchange(HANDSHAKING, EVICTED, AcqRel, Acquire).is_ok() {
+                self.release(slot.source, true);
+                if let Some(task) = slot.abort.get() {
+                    task.abort();
+                }
+                return true;
+            }
+        }
+    }
+}
+
+/// Drops the finished entries of a queue once they are most of it, so that
+/// it stays within twice the live handshakes (amortized O(1) per push).
+fn compact(queue: &mut VecDeque<Arc<Slot>>, handshakes: usize) {
+    if queue.len() > 2 * handshakes + 16 {
+        queue.retain(|s| s.handshaking());
+    }
+}
+
+impl Admission {
+    pub fn new(limits: AdmissionLimits) -> Arc<Admission> {
+        Arc::new(Admission { limits, state: Mutex::default() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a new connection from `peer`, evicting handshakes as the
+    /// limits require, or refuses it (`None`: close it).
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+        let key = source_key(peer);
+        let l = self.limits;
+        let mut st = self.lock();
+        let (conns, hs) = st.sources.get(&key).map_or((0, 0), |s| (s.connections, s.handshakes));
+        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key)) {
+            evicted(Shed::SourceHandshakes);
+        } else if conns >= l.max_connections_per_source {
+            if !st.evict_oldest(Some(key)) {
+                refused(Shed::SourceConnections);
+                return None;
+            }
+            evicted(Shed::SourceConnections);
+        }
+        if st.connections >= l.max_connections {
+            if !st.evict_oldest(None) {
+                refused(Shed::MaxConnections);
+                return None;
+            }
+            evicted(Shed::MaxConnections);
+        }
+        let slot = Arc::new(Slot { source: key, state: AtomicU8::new(HANDSHAKING), abort: OnceLock::new() });
+        st.connections += 1;
+        st.handshakes += 1;
+        let live = st.handshakes;
+        compact(&mut st.queue, live);
+        st.queue.push_back(slot.clone());
+        let src = st.sources.entry(key).or_default();
+        src.connections += 1;
+        src.handshakes += 1;
+        compact(&mut src.queue, src.handshakes);
+        src.queue.push_back(slot.clone());
+        Some(Ticket { admission: self.clone(), slot })
+    }
+
+    /// Connections and handshakes in flight.
+    #[cfg(test)]
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.connections, st.handshakes)
+    }
+}
+
+impl Ticket {
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// The handshake is done: the connection can no longer be evicted.
+    /// False if it was evicted meanwhile (its task is being aborted).
+    pub fn established(&self) -> bool {
+        if self.slot.state.compare_exchange(HANDSHAKING, ESTABLISHED, AcqRel, Acquire).is_err() {
+            return false;
+        }
+        let mut st = self.admission.lock();
+        st.handshakes -= 1;
+        if let Some(s) = st.sources.get_mut(&self.slot.source) {
+            s.handshakes -= 1;
+        }
+        true
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let handshake = match self.slot.state.swap(CLOSED, AcqRel) {
+            HANDSHAKING => true,
+            ESTABLISHED => false,
+            // Evicted: whoever evicted it released the counts.
+            _ => return,
+        };
+        self.admission.lock().release(self.slot.source, handshake);
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, and warns when
+/// `max_connections` still cannot be reached: each client connection may
+/// hold an upstream connection too, plus a margin for the listener, the
+/// files and the pools.
+pub fn raise_fd_limit(max_connections: usize) {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            match rlimit::Resource::NOFILE.get() {
+                Ok((soft, _)) => soft,
+                Err(_) => return,
+            }
+        }
+    };
+    let need = (max_connections as u64).saturating_mul(2).saturating_add(FD_MARGIN);
+    if soft < need {
+        tracing::warn!(
+            "the open-file limit is {soft}: limits.max_connections = {max_connections} cannot be reached \
+             (each connection may need 2 descriptors, client and upstream, plus {FD_MARGIN}: {need}); \
+             raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower max_connections"
+        );
+    } else {
+        tracing::debug!("open-file limit: {soft}");
+    }
+}
+
+/// Descriptors besides the connections': listener, metrics, audit log,
+/// configuration watches, pooled idle upstream connections.
+const FD_MARGIN: u64 = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adm(max: usize, per_source: usize, hs: usize) -> Arc<Admission> {
+        Admission::new(AdmissionLimits {
+            max_connections: max,
+            max_connections_per_source: per_source,
+            max_handshakes_per_source: hs,
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_oldest_handshake_is_evicted_at_the_cap() {
+        let a = adm(3, 100, 100);
+        let t1 = a.admit(ip("10.0.0.1")).unwrap();
+        let t2 = a.admit(ip("10.0.0.2")).unwrap();
+        assert!(t2.established());
+        let t3 = a.admit(ip("10.0.0.3")).unwrap();
+        // Full: t1 (the oldest still in its handshake) goes.
+        let t4 = a.admit(ip("10.0.0.4")).unwrap();
+        assert!(!t1.established(), "t1 was evicted");
+        assert_eq!(a.counts(), (3, 2));
+        drop(t1);
+        assert_eq!(a.counts(), (3, 2), "an evicted ticket releases nothing twice");
+        assert!(t3.established() && t4.established());
+        // Everyone established: refused.
+        assert!(a.admit(ip("10.0.0.5")).is_none());
+        drop((t2, t3, t4));
+        assert_eq!(a.counts(), (0, 0));
+        assert!(a.lock().sources.is_empty());
+    }
+
+    #[test]
+    fn a_source_over_its_handshakes_loses_its_own_oldest() {
+        let a = adm(100, 100, 2);
+        let other = a.admit(ip("10.0.0.9")).unwrap();
+        let s1 = a.admit(ip("10.0.0.1")).unwrap();
+        let s2 = a.admit(ip("10.0.0.1")).unwrap();
+        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(!s1.established());
+        assert!(other.established(), "another source is untouched");
+        assert!(s2.established() && s3.established());
+        // Handshakes done: a new one from the source is admitted.
+        let s4 = a.admit(ip("10.0.0.1")).unwrap();
+        assert_eq!(a.counts(), (4, 1));
+        drop((s1, s2, s3, s4, other));
+        assert_eq!(a.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_source_at_its_connection_limit_is_refused_once_all_are_established() {
+        let a = adm(100, 2, 10);
+        let s1 = a.admit(ip("10.0.0.1")).unwrap();
+        let s2 = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(s2.established());
+        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(!s1.established(), "s1 was still in its handshake: evicted");
+        assert!(s3.established());
+        assert!(a.admit(ip("10.0.0.1")).is_none());
+        assert!(a.admit(ip("10.0.0.2")).is_some(), "other sources are not limited by it");
+    }
+
+    #[test]
+    fn queues_stay_bounded_with_churn() {
+        let a = adm(1000, 1000, 1000);
+        for _ in 0..10_000 {
+            let t = a.admit(ip("10.0.0.1")).unwrap();
+            assert!(t.established());
+        }
+        let st = a.lock();
+        assert!(st.queue.len() <= 17 && st.sources.is_empty(), "{}", st.queue.len());
+    }
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_64() {
+        assert_eq!(source_key(ip("2001:db8:1:2:3::4")), ip("2001:db8:1:2::"));
+        assert_eq!(source_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source_key(ip("10.1.2.3")), ip("10.1.2.3"));
+    }
+}
