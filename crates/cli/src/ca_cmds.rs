@@ -341,10 +341,8 @@ fn leaf_request(
         req.sans.push(s.parse::<San>()?);
     }
     if let Some(id) = spiffe {
-        if !id.starts_with("spiffe://") {
-            return Err(input_error(format!("--spiffe '{id}' must start with spiffe://")));
-        }
-        req.sans.push(id.parse::<San>()?);
+        ambos_pki::validate_spiffe_id(id).map_err(|why| input_error(format!("--spiffe '{id}': {why}")))?;
+        req.sans.push(San::Uri(id.to_string()));
     }
     for ou in ous {
         if ou.trim().is_empty() || ou.len() > 64 {

@@ -177,10 +177,8 @@ pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
     let profile: Profile = a.profile.into();
     let mut sans = a.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
     if let Some(id) = &a.spiffe {
-        if !id.starts_with("spiffe://") {
-            return Err(input_error(format!("--spiffe '{id}' must start with spiffe://")));
-        }
-        sans.push(id.parse()?);
+        ambos_pki::validate_spiffe_id(id).map_err(|why| input_error(format!("--spiffe '{id}': {why}")))?;
+        sans.push(San::Uri(id.clone()));
     }
     let opts = TokenOptions {
         name: a.name.clone(),

@@ -22,7 +22,7 @@ pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedR
 pub use key::{decrypt_private_key, encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
 pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
-pub use profile::{create_csr, validate_name, LeafRequest, Profile, San};
+pub use profile::{create_csr, validate_name, validate_spiffe_id, LeafRequest, Profile, San};
 pub use serial::Serial;
 
 pub use time::OffsetDateTime;

@@ -148,7 +148,7 @@ impl FromStr for San {
 }
 
 fn parse_uri(u: &str) -> Result<String, &'static str> {
-    let (scheme, rest) = u.split_once("://").ok_or("not an absolute URI (scheme://...)")?;
+    let (scheme, _) = u.split_once("://").ok_or("not an absolute URI (scheme://...)")?;
     if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
         return Err("bad URI scheme");
     }
@@ -156,15 +156,70 @@ fn parse_uri(u: &str) -> Result<String, &'static str> {
         return Err("URI must be ASCII without spaces");
     }
     if scheme.eq_ignore_ascii_case("spiffe") {
-        let host = rest.split('/').next().unwrap_or("");
-        if host.is_empty() || !valid_dns(host) {
-            return Err("SPIFFE ID needs a trust domain: spiffe://domain/path");
+        if scheme != "spiffe" {
+            return Err("a SPIFFE ID's scheme must be lower-case spiffe://");
         }
-        if u.contains('?') || u.contains('#') {
-            return Err("SPIFFE ID cannot have a query or fragment");
-        }
+        validate_spiffe_id(u)?;
     }
     Ok(u.to_string())
+}
+
+/// The longest SPIFFE ID the spec allows (bytes).
+pub const SPIFFE_ID_MAX: usize = 2048;
+
+/// Checks a SPIFFE ID against the SPIFFE ID spec: `spiffe://` + a trust
+/// domain of lower-case letters, digits, `.`, `-`, `_` (no port, user info,
+/// query or fragment) + an optional path whose segments are non-empty,
+/// not `.` or `..`, and made of letters, digits, `.`, `-`, `_`; at most
+/// 2048 bytes. (Anything else, such as `;` or `"`, is misread by naive
+/// XFCC and URI parsers, so it is refused at issuance.)
+pub fn validate_spiffe_id(id: &str) -> Result<(), &'static str> {
+    if id.len() > SPIFFE_ID_MAX {
+        return Err("a SPIFFE ID is at most 2048 bytes");
+    }
+    let rest = id.strip_prefix("spiffe://").ok_or("a SPIFFE ID starts with spiffe://")?;
+    if rest.contains('?') {
+        return Err("a SPIFFE ID cannot have a query");
+    }
+    if rest.contains('#') {
+        return Err("a SPIFFE ID cannot have a fragment");
+    }
+    let (domain, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if domain.is_empty() {
+        return Err("a SPIFFE ID needs a trust domain: spiffe://domain/path");
+    }
+    if domain.contains('@') {
+        return Err("a SPIFFE ID's trust domain cannot have user info");
+    }
+    if domain.contains(':') {
+        return Err("a SPIFFE ID's trust domain cannot have a port");
+    }
+    if domain.len() > 255 {
+        return Err("a SPIFFE ID's trust domain is at most 255 characters");
+    }
+    if !domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+        return Err("a SPIFFE ID's trust domain is lower-case letters, digits, '.', '-' and '_' only");
+    }
+    if path.is_empty() {
+        return Ok(());
+    }
+    for segment in path[1..].split('/') {
+        if segment.is_empty() {
+            return Err("a SPIFFE ID's path cannot have empty segments ('//' or a trailing '/')");
+        }
+        if segment == "." || segment == ".." {
+            return Err("a SPIFFE ID's path cannot have '.' or '..' segments");
+        }
+        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(
+                "a SPIFFE ID's path segments are letters, digits, '.', '-' and '_' only (no ';', '\"', '%' ...)",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks NAME: it becomes the CN and the file names NAME.crt / NAME.key.
@@ -250,6 +305,51 @@ mod tests {
         for bad in ["api", "dns:bad_host!", "ip:300.1.1.1", "uri:nope", "uri:spiffe:///x", "x:y"] {
             assert!(bad.parse::<San>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn spiffe_ids_follow_the_spiffe_spec() {
+        for good in [
+            "spiffe://acme.test",
+            "spiffe://acme.test/web",
+            "spiffe://acme-prod_1.test/ns/default/sa/Web.API-v2_x",
+            "uri:spiffe://acme.test/a/b",
+            "spiffe://acme.test/...x",
+        ] {
+            assert!(good.parse::<San>().is_ok(), "{good}");
+        }
+        let long_ok = format!("spiffe://acme.test/{}", "a".repeat(SPIFFE_ID_MAX - 19));
+        assert_eq!(long_ok.len(), SPIFFE_ID_MAX);
+        assert!(long_ok.parse::<San>().is_ok());
+        let too_long = format!("{long_ok}b");
+        for bad in [
+            "spiffe://acme.test/w;URI=spiffe://acme.test/admin",
+            "spiffe://acme.test/w\"x",
+            "spiffe://acme.test/w%2Fadmin",
+            "spiffe://acme.test/a//b",
+            "spiffe://acme.test/a/",
+            "spiffe://acme.test/",
+            "spiffe://acme.test/./a",
+            "spiffe://acme.test/a/..",
+            "spiffe://acme.test/a?x=1",
+            "spiffe://acme.test/a#f",
+            "spiffe://ACME.test/a",
+            "spiffe://acme.test:8443/a",
+            "spiffe://user@acme.test/a",
+            "spiffe:///a",
+            "spiffe://",
+            "SPIFFE://acme.test/a",
+            "uri:Spiffe://acme.test/a",
+            "spiffe://acme.test/a b",
+            "spiffe://acme.test/a,b",
+            "spiffe://acme.test/a=b",
+            "spiffe://acme.test/é",
+            too_long.as_str(),
+        ] {
+            assert!(bad.parse::<San>().is_err(), "{bad}");
+        }
+        let err = "spiffe://acme.test/w;URI=x".parse::<San>().unwrap_err().to_string();
+        assert!(err.contains("';'") && !err.contains('\n'), "{err}");
     }
 
     #[test]

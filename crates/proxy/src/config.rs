@@ -1,5 +1,6 @@
 //! proxy.toml: raw serde structs (unknown keys refused) → validated
 //! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
+use crate::audit::AuditConfig;
 use crate::policy::{parse_allow, Route, RouteTable};
 use crate::ProxyError;
 use ambos_tls::{ClientAuth, CrlScope, RevocationPolicy, ServerTlsConfig, TlsVersion, UnknownStatus};
@@ -93,6 +94,8 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     path: String,
+    max_size: Option<String>,
+    keep: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -205,7 +208,7 @@ pub struct ProxyConfig {
     /// client's SNI, else 421. Empty: any `Host`.
     pub hosts: Vec<String>,
     pub routes: RouteTable,
-    pub audit: Option<PathBuf>,
+    pub audit: Option<AuditConfig>,
     pub metrics: Option<SocketAddr>,
     pub limits: Limits,
     /// The file it came from; reloads read it again.
@@ -404,6 +407,25 @@ fn methods(list: Option<Vec<String>>, at: &str) -> Result<Option<Vec<Method>>, P
     .transpose()
 }
 
+/// `[audit]`: the path, and size-based rotation when `max_size` is set.
+fn audit_config(base: &Path, a: RawAudit) -> Result<AuditConfig, ProxyError> {
+    let max_size = match &a.max_size {
+        Some(t) => {
+            let n = crate::audit::parse_size(t).map_err(|e| invalid(format!("audit.max_size: {e}")))?;
+            if n < AuditConfig::MIN_SIZE {
+                return Err(invalid(format!("audit.max_size: '{t}' is below the minimum of 1KB")));
+            }
+            Some(n)
+        }
+        None => None,
+    };
+    let keep = a.keep.unwrap_or(AuditConfig::DEFAULT_KEEP);
+    if keep == 0 || keep > AuditConfig::MAX_KEEP {
+        return Err(invalid(format!("audit.keep: {keep} is not in 1..={}", AuditConfig::MAX_KEEP)));
+    }
+    Ok(AuditConfig { path: resolve(base, &a.path), max_size, keep })
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -597,7 +619,7 @@ impl ProxyConfig {
             underscores,
             hosts,
             routes: RouteTable::new(routes),
-            audit: raw.audit.map(|a| resolve(base, &a.path)),
+            audit: raw.audit.map(|a| audit_config(base, a)).transpose()?,
             metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
             limits,
             source: None,
@@ -659,7 +681,7 @@ impl ProxyConfig {
             underscores: Underscores::Drop,
             hosts: Vec::new(),
             routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
-            audit: f.audit.clone(),
+            audit: f.audit.clone().map(AuditConfig::new),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
             limits: Limits::default(),
             source: None,

@@ -1,4 +1,5 @@
 //! One test binary (one link step) with a module per outside program.
+mod audit_rotation;
 mod ca_cli;
 mod client_revocation;
 mod crash;
