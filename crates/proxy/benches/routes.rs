@@ -29,6 +29,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("first_route", |b| b.iter(|| table.find(&Method::GET, "/svc-0/v1/items/1").is_some()));
     g.finish();
 
+    // Per request: reading the target (normalizing its path) before routing.
+    let mut g = c.benchmark_group("normalize_path");
+    g.bench_function("plain", |b| {
+        b.iter(|| ambos_proxy::target::normalize_path(std::hint::black_box("/svc-999/v2/items/42")).is_ok())
+    });
+    g.bench_function("encoded_and_dot_segments", |b| {
+        b.iter(|| ambos_proxy::target::normalize_path(std::hint::black_box("/svc-%39/./v2/x/../items/%C3%A9")).is_ok())
+    });
+    g.finish();
+
     // The matcher's worst case: six `**` against a 64 KB path that almost
     // matches everywhere and fails at its end (a backtracking matcher took
     // seconds on three `**` and 6.4 KB).

@@ -49,8 +49,6 @@ pub fn normalize_path(raw: &str) -> Result<String, &'static str> {
         return Err("path does not start with /");
     }
     let mut out = String::with_capacity(b.len());
-    // Start offsets in `out` of the segments kept so far (each after its '/').
-    let mut starts: Vec<usize> = Vec::new();
     let mut i = 1;
     loop {
         let seg_end = b[i..].iter().position(|c| *c == b'/').map_or(b.len(), |p| i + p);
@@ -115,16 +113,14 @@ pub fn normalize_path(raw: &str) -> Result<String, &'static str> {
             return Err("encoded dot segment (%2E)");
         }
         if seg == ".." {
+            // Drop this segment and the one before it (each kept segment
+            // starts with its '/').
             out.truncate(start);
-            if let Some(prev) = starts.pop() {
-                out.truncate(prev);
-            }
+            out.truncate(out.rfind('/').unwrap_or(0));
         } else if seg == "." {
             out.truncate(start);
         } else if seg.is_empty() && !last {
             return Err("empty path segment (//)");
-        } else {
-            starts.push(start);
         }
         if last {
             if dot {
