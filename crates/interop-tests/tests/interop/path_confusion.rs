@@ -208,12 +208,13 @@ fn variants() -> Vec<(&'static str, &'static str, Expect)> {
 
 struct Proxy {
     port: u16,
+    metrics: u16,
     audit: PathBuf,
     _child: ChildGuard,
 }
 
 fn start_proxy(ca: &TestCa, tag: &str, upstream: u16) -> Proxy {
-    let port = free_port();
+    let (port, metrics) = (free_port(), free_port());
     let audit = ca.dir().join(format!("audit-{tag}.jsonl"));
     let log = ca.dir().join(format!("proxy-{tag}.log"));
     let cfg = ca.write(
@@ -241,6 +242,9 @@ allow = ["any"]
 
 [audit]
 path = "{}"
+
+[metrics]
+address = "127.0.0.1:{metrics}"
 "#,
             audit.display()
         ),
@@ -253,7 +257,7 @@ path = "{}"
         .spawn()
         .unwrap();
     wait_for_port(port, &mut child, &log);
-    Proxy { port, audit, _child: ChildGuard(child) }
+    Proxy { port, metrics, audit, _child: ChildGuard(child) }
 }
 
 fn start_upstream(dir: &Path, kind: &str, root: &Path) -> (u16, ChildGuard) {
@@ -437,6 +441,15 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
             }
         }
         assert!(refused_h1 >= 40, "{kind}: {refused_h1} refused");
+        // Refusals before routing are counted (HTTP/1.1 and HTTP/2 together).
+        let text =
+            run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/metrics", proxy.metrics))).ok().stdout;
+        let refused: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ambos_proxy_requests_total{route=\"\",decision=\"refused\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{kind}: no refused counter in\n{text}"));
+        assert!(refused >= refused_h1 as f64, "{kind}: {refused} counted, {refused_h1} refused over HTTP/1.1");
     }
     println!("{table}");
 }
