@@ -98,7 +98,8 @@ pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, shutdo
 
 async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.runtime.config.limits.idle_timeout;
-    let svc = service(ctx, shared, Arc::new(Activity::default()));
+    let activity = Arc::new(Activity::default());
+    let svc = service(ctx, shared, activity.clone());
     let mut conn = Box::pin(
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -110,6 +111,11 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
     if draining {
         conn.as_mut().graceful_shutdown();
     }
+    // Idle: no stream for `idle_timeout` (PINGs answered or not) → GOAWAY,
+    // and hyper closes once no stream is left. One timer per connection.
+    let period = crate::tcp::idle_check_period(idle);
+    let mut tick = std::pin::pin!(tokio::time::sleep(period));
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -119,6 +125,18 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
                 if changed.is_ok() {
                     conn.as_mut().graceful_shutdown();
                 }
+            }
+            _ = tick.as_mut(), if !draining => {
+                let now = tokio::time::Instant::now();
+                if activity.check() != Since::Quiet {
+                    quiet_since = now;
+                } else if now.duration_since(quiet_since) >= idle {
+                    tracing::debug!("HTTP/2 connection without a stream for {idle:?}: GOAWAY");
+                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "idle").increment(1);
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                tick.as_mut().reset(now + period);
             }
         }
     }
@@ -342,6 +360,19 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
                 tracing::debug!(peer = %ctx.peer, "{why}");
                 (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
             }
+            // The client's body stalled: 408, and the connection closes (its body is unread).
+            Err(why) if why.starts_with(crate::upstream::BODY_TIMEOUT) => {
+                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
+                tracing::debug!(peer = %ctx.peer, "{why}");
+                let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                (resp, why.into())
+            }
+            Err(why) if why.starts_with(crate::upstream::UPSTREAM_TIMEOUT) => {
+                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
+                tracing::warn!(peer = %ctx.peer, "{why}");
+                (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
+            }
             Err(why) => {
                 metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
                 tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
@@ -422,7 +453,8 @@ async fn forward(
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
-    let resp = shared.upstream.send(authority, Request::from_parts(parts, body)).await?;
+    let timeouts = crate::upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
+    let resp = shared.upstream.send(authority, Request::from_parts(parts, body), timeouts).await?;
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))

@@ -5,8 +5,12 @@ use crate::config::Upstream;
 use crate::policy::Decision;
 use crate::server::{ConnCtx, Shared};
 use http::Method;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, started: Instant) {
@@ -25,7 +29,8 @@ pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Ar
     let Upstream::Tcp { address } = &config.upstream else { return };
     let mut outcome = (allowed, reason);
     let upstream = if allowed {
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address.as_str())).await {
+        let connect_timeout = config.limits.upstream_connect_timeout;
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(address.as_str())).await {
             Ok(Ok(s)) => Some(s),
             Ok(Err(e)) => {
                 metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
@@ -60,5 +65,79 @@ pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Ar
         return;
     };
     let _ = upstream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+    // Bytes either way count as activity; `idle_timeout` without any closes both sides.
+    let active = AtomicBool::new(false);
+    let mut client = Watched { inner: &mut *tls, active: &active };
+    let mut server = Watched { inner: &mut upstream, active: &active };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    if until_idle(copy, &active, config.limits.idle_timeout).await.is_none() {
+        metrics::counter!("ambos_proxy_timeouts_total", "kind" => "idle").increment(1);
+        tracing::debug!(peer = %ctx.peer, "TCP connection idle for {:?}: closed", config.limits.idle_timeout);
+    }
+}
+
+/// How often an idle timeout is checked: a quarter of it (so a connection
+/// closes between `idle` and 1.25 × `idle` after its last activity), at
+/// least every 250 ms. One timer per connection, nothing per byte but a flag.
+pub(crate) fn idle_check_period(idle: Duration) -> Duration {
+    (idle / 4).max(Duration::from_millis(250)).min(idle)
+}
+
+/// Runs `work` until it ends (`Some`) or `active` has stayed false for
+/// `idle` (`None`). Whoever does the work sets `active` on progress.
+pub(crate) async fn until_idle<F: std::future::Future>(
+    work: F,
+    active: &AtomicBool,
+    idle: Duration,
+) -> Option<F::Output> {
+    let period = idle_check_period(idle);
+    let mut work = std::pin::pin!(work);
+    let mut quiet_since = tokio::time::Instant::now();
+    let mut tick = std::pin::pin!(tokio::time::sleep(period));
+    loop {
+        tokio::select! {
+            biased;
+            out = work.as_mut() => return Some(out),
+            _ = tick.as_mut() => {
+                let now = tokio::time::Instant::now();
+                if active.swap(false, Relaxed) {
+                    quiet_since = now;
+                } else if now.duration_since(quiet_since) >= idle {
+                    return None;
+                }
+                tick.as_mut().reset(now + period);
+            }
+        }
+    }
+}
+
+/// A stream that flags any bytes read from it as activity.
+struct Watched<'a, T> {
+    inner: &'a mut T,
+    active: &'a AtomicBool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.active.store(true, Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }

@@ -15,27 +15,143 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Idle connections kept at most; more are closed when returned.
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How a [`UpstreamPool::send`] error starts when the client's request
 /// body was at fault (bad chunked encoding, shorter than its length):
 /// the client's 400, not an upstream error.
 pub const CLIENT_BODY_ERROR: &str = "malformed request body";
+/// How a [`UpstreamPool::send`] error starts when the client's request
+/// body sent nothing for `body_timeout`: 408, the upstream connection closed.
+pub const BODY_TIMEOUT: &str = "request body timed out";
+/// How a [`UpstreamPool::send`] error starts when the upstream did not
+/// answer within `upstream_timeout` (or connect within
+/// `upstream_connect_timeout`): 504.
+pub const UPSTREAM_TIMEOUT: &str = "upstream timed out";
+
+/// The `[limits]` timeouts that apply to one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Connecting to the upstream.
+    pub connect: Duration,
+    /// From the end of the request (its body sent) to the response head.
+    pub response: Duration,
+    /// The client's body sending nothing.
+    pub body: Duration,
+}
+
+impl Timeouts {
+    pub fn from_limits(l: &crate::config::Limits) -> Timeouts {
+        Timeouts { connect: l.upstream_connect_timeout, response: l.upstream_timeout, body: l.body_timeout }
+    }
+}
+
+/// The client's request body cut off after `body_timeout` without a byte.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client sent no body data for body_timeout")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// The client's request body on its way to the upstream. A body that
+/// makes the upstream connection wait (most never do: they come with the
+/// head) gets a timer at its first wait, and is cut off when it sends
+/// nothing for `body_timeout`; the upstream connection then closes. It
+/// also tells [`UpstreamPool::send`] when it has ended, which starts the
+/// wait for the response head.
+pub struct ClientBody {
+    inner: Incoming,
+    timeout: Duration,
+    /// The silence timer, armed at the first wait for the client, and
+    /// when the body last made progress since; when the timer fires after
+    /// progress it is re-armed from that instant.
+    stall: Option<(Pin<Box<Sleep>>, tokio::time::Instant)>,
+    /// Set when the body has ended; `None` for a body empty from the start.
+    ended: Option<Arc<AtomicBool>>,
+}
+
+impl ClientBody {
+    fn new(inner: Incoming, timeout: Duration) -> ClientBody {
+        let ended = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        ClientBody { inner, timeout, stall: None, ended }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some((_, last)) = &mut this.stall {
+                    *last = tokio::time::Instant::now();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                if let Some(ended) = &this.ended {
+                    ended.store(true, Relaxed);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let (stall, last) = this.stall.get_or_insert_with(|| {
+                    let now = tokio::time::Instant::now();
+                    (Box::pin(tokio::time::sleep_until(now + timeout)), now)
+                });
+                loop {
+                    if stall.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let deadline = *last + timeout;
+                    if deadline <= tokio::time::Instant::now() {
+                        return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                    }
+                    stall.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            if let Some(ended) = &self.ended {
+                ended.store(true, Relaxed);
+            }
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// One keep-alive connection: the request side and the connection state
 /// machine that does the I/O, which whoever holds it must poll.
 pub struct UpstreamConn {
     authority: Authority,
-    sender: http1::SendRequest<Incoming>,
-    conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
+    sender: http1::SendRequest<ClientBody>,
+    conn: http1::Connection<TokioIo<TcpStream>, ClientBody>,
     idle_since: Instant,
 }
 
@@ -88,11 +204,11 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(authority: &Authority) -> Result<Box<UpstreamConn>, String> {
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority.as_str())).await {
+    async fn connect(authority: &Authority, timeout: Duration) -> Result<Box<UpstreamConn>, String> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
-            Err(_) => return Err(format!("upstream {authority}: connect timed out after {CONNECT_TIMEOUT:?}")),
+            Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
         };
         let _ = stream.set_nodelay(true);
         let (sender, conn) =
@@ -103,16 +219,25 @@ impl UpstreamPool {
     /// Sends `req` to the upstream and returns the response, whose body
     /// drives the connection and returns it to the pool when done. A
     /// pooled connection that turns out to be closed before the request
-    /// went out is replaced by a new one.
+    /// went out is replaced by a new one. No response head within
+    /// `timeouts.response` of the request's end: [`UPSTREAM_TIMEOUT`], and
+    /// the connection is closed.
     pub async fn send(
         self: &Arc<Self>,
         authority: &Authority,
-        mut req: http::Request<Incoming>,
+        req: http::Request<Incoming>,
+        timeouts: Timeouts,
     ) -> Result<http::Response<UpstreamBody>, String> {
+        let mut req = req.map(|b| ClientBody::new(b, timeouts.body));
+        // The one timer of the request: polled (armed) once the request
+        // has ended, i.e. at once for a request without a body.
+        let ended = req.body().ended.clone();
+        let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.response));
+        let mut timer_armed = false;
         loop {
             let (mut up, pooled) = match self.take(authority) {
                 Some(c) => (c, true),
-                None => (Self::connect(authority).await?, false),
+                None => (Self::connect(authority, timeouts.connect).await?, false),
             };
             if !up.ready().await {
                 if pooled {
@@ -121,27 +246,48 @@ impl UpstreamPool {
                 return Err(format!("upstream {authority}: connection closed"));
             }
             let mut sent = std::pin::pin!(up.sender.try_send_request(req));
-            let mut ended = false;
+            let mut conn_ended = false;
             // The connection first, then the response it may just have
             // read: both in the same poll, instead of a second poll of the
             // whole client connection after the response's wake-up. Once
             // the connection has ended, the request side resolves at once.
             let result = poll_fn(|cx| {
-                if !ended && up.poll_ended(cx) {
-                    ended = true;
+                if !conn_ended && up.poll_ended(cx) {
+                    conn_ended = true;
                 }
-                sent.as_mut().poll(cx)
+                if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if !timer_armed && ended.as_ref().is_none_or(|e| e.load(Relaxed)) {
+                    timer_armed = true;
+                    if ended.is_some() {
+                        timer.as_mut().reset(tokio::time::Instant::now() + timeouts.response);
+                    }
+                }
+                if timer_armed && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
             })
             .await;
+            let Some(result) = result else {
+                // Dropping the connection closes it: it cannot be reused mid-exchange.
+                return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
+            };
             match result {
                 Ok(resp) => {
                     let pool = self.clone();
-                    let up = if ended { None } else { Some(up) };
+                    let up = if conn_ended { None } else { Some(up) };
                     return Ok(resp.map(|body| UpstreamBody { body, up, pool }));
                 }
                 Err(mut e) => match e.take_message() {
                     // Not sent: the pooled connection was closing. Try again.
                     Some(unsent) if pooled => req = unsent,
+                    _ if e.error().is_user()
+                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<BodyTimedOut>()) =>
+                    {
+                        return Err(format!("{BODY_TIMEOUT}: nothing for {:?}", timeouts.body))
+                    }
                     // The body is the client's `Incoming`: a hyper error inside
                     // a body error is the client's request failing to parse.
                     _ if e.error().is_user()

@@ -3,6 +3,7 @@ mod audit_rotation;
 mod ca_cli;
 mod client_revocation;
 mod crash;
+mod fairness;
 mod header_attacks;
 mod lifecycle;
 mod nginx;

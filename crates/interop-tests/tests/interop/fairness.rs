@@ -1,0 +1,321 @@
+//! Fair under load: `ambos proxy` with small `[limits]` against clients
+//! that hold connections silent, send bodies that never finish, upstreams
+//! that never answer and HTTP/2 connections kept up with PINGs alone.
+use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, TestCa};
+use std::io::{BufRead, BufReader, Read};
+
+type Output = BufReader<std::process::ChildStdout>;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A running `ambos proxy` (stopped when dropped) with its CA and ports.
+struct Proxy {
+    ca: TestCa,
+    port: u16,
+    metrics: u16,
+    log: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Proxy {
+    /// `ambos proxy` in front of `upstream_port` with `limits` as its
+    /// `[limits]` body.
+    fn start(upstream_port: u16, limits: &str) -> Proxy {
+        let ca = TestCa::new(&[]);
+        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        ca.issue("client", "alice", &[]);
+        let port = free_port();
+        let metrics = free_port();
+        let config = format!(
+            "[listen]\naddress = \"127.0.0.1:{port}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
+             key = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\n\
+             [upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n[limits]\n{limits}\n\n\
+             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n"
+        );
+        let path = ca.write("proxy.toml", config);
+        run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
+        let log = ca.dir().join("proxy.log");
+        let mut child = Command::new(ambos_bin())
+            .args(["proxy", "--config", path.to_str().unwrap()])
+            .current_dir(ca.dir())
+            .env("AMBOS_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, &log);
+        Proxy { ca, port, metrics, log, _child: ChildGuard(child) }
+    }
+
+    /// curl with alice's certificate: (HTTP status, seconds taken).
+    fn curl(&self, path: &str, extra: &[&str]) -> (String, f64) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--cacert"])
+            .arg(self.ca.path("ca.crt"))
+            .arg("--cert")
+            .arg(self.ca.path("alice.crt"))
+            .arg("--key")
+            .arg(self.ca.path("alice.key"))
+            .args(extra)
+            .arg(format!("https://localhost:{}{path}", self.port))
+            .args(["--resolve", &format!("localhost:{}:127.0.0.1", self.port)]);
+        let out = run(&mut cmd);
+        let (status, secs) = out.stdout.trim().split_once(' ').unwrap_or(("", "0"));
+        (status.to_string(), secs.parse().unwrap_or(0.0))
+    }
+
+    fn metrics(&self) -> String {
+        let out = run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)]));
+        out.stdout
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A Python script in the CA's directory, started with `args`; it
+    /// prints one line when ready, which is returned with its guard and
+    /// its output, to read the next lines from.
+    fn python(&self, name: &str, script: &str, args: &[String]) -> (ChildGuard, Output, String) {
+        let path = self.ca.write(name, script);
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(self.ca.dir().join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        (ChildGuard(child), out, line.trim().to_string())
+    }
+
+    fn tls_args(&self) -> Vec<String> {
+        ["ca.crt", "alice.crt", "alice.key"].iter().map(|f| self.ca.path(f).to_string_lossy().into_owned()).collect()
+    }
+}
+
+/// The value of a counter line `name{labels} value` in /metrics text.
+fn counter(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// An upstream that accepts and reads but never answers; counts the
+/// connections it has open (a connection is open until the proxy closes it).
+fn start_silent_upstream() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counted = open.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let open = counted.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+/// Opens `N` TCP connections to `PORT` and stays silent on all of them.
+const SILENT: &str = r#"
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.socket()
+    s.connect(("127.0.0.1", port))
+    socks.append(s)
+print("open", flush=True)
+time.sleep(600)
+"#;
+
+#[test]
+fn silent_connections_past_the_cap_do_not_lock_out_a_client_with_a_certificate() {
+    require("curl");
+    require("python3");
+    // The per-source handshake limit above the cap: the cap's eviction is what makes room.
+    let p = Proxy::start(
+        start_http_upstream(),
+        "max_connections = 50\nmax_handshakes_per_source = 1000\nhandshake_timeout = \"30s\"",
+    );
+    let (_silent, _, ready) = p.python("silent.py", SILENT, &[p.port.to_string(), "200".into()]);
+    assert_eq!(ready, "open");
+    for i in 0..5 {
+        let (status, secs) = p.curl("/hello", &[]);
+        assert_eq!(status, "200", "request {i} ({secs} s); proxy log:\n{}", p.log());
+    }
+    let m = p.metrics();
+    let evicted = counter(&m, "ambos_proxy_connections_evicted_total{reason=\"max_connections\"}");
+    assert!(evicted >= 150.0, "silent connections evicted at the cap: {evicted}\n{m}");
+    assert_eq!(counter(&m, "ambos_proxy_connections_rejected_total"), 0.0, "{m}");
+}
+
+#[test]
+fn silent_connections_from_one_source_past_its_handshake_limit_evict_their_own() {
+    require("curl");
+    require("python3");
+    let p = Proxy::start(start_http_upstream(), "max_handshakes_per_source = 20\nhandshake_timeout = \"30s\"");
+    let (_silent, _, ready) = p.python("silent.py", SILENT, &[p.port.to_string(), "200".into()]);
+    assert_eq!(ready, "open");
+    let (status, _) = p.curl("/hello", &[]);
+    assert_eq!(status, "200", "{}", p.log());
+    let m = p.metrics();
+    let evicted = counter(&m, "ambos_proxy_connections_evicted_total{reason=\"source_handshakes\"}");
+    assert!(evicted >= 180.0, "evicted by the per-source handshake limit: {evicted}\n{m}");
+}
+
+#[test]
+fn an_upstream_that_never_answers_gets_504_at_upstream_timeout() {
+    require("curl");
+    let (upstream, open) = start_silent_upstream();
+    let p = Proxy::start(upstream, "upstream_timeout = \"1500ms\"");
+    for version in ["--http1.1", "--http2"] {
+        let (status, secs) = p.curl("/hang", &[version]);
+        assert_eq!(status, "504", "{version}: {}", p.log());
+        assert!((1.4..4.0).contains(&secs), "{version}: 504 after {secs} s, upstream_timeout is 1.5 s");
+    }
+    // The timed-out upstream connections are closed, not pooled.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "upstream connections still open");
+    assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"upstream\"}"), 2.0);
+}
+
+/// Sends a POST whose body never finishes (1 byte, then nothing) and
+/// prints the seconds until the proxy answered and the status line (or
+/// "closed"), then the seconds until the connection closed.
+const SLOW_BODY: &str = r#"
+import socket, ssl, sys, time
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+s.settimeout(20)
+start = time.monotonic()
+s.sendall(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nx")
+print("sent", flush=True)
+data = b""
+answered = None
+try:
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        if answered is None:
+            answered = time.monotonic() - start
+        data += chunk
+except (socket.timeout, ConnectionError, ssl.SSLError):
+    pass
+closed = time.monotonic() - start
+status = data.split(b"\r\n")[0].decode() if data else "closed"
+print(f"{answered} {closed} {status}", flush=True)
+"#;
+
+#[test]
+fn a_body_that_stops_is_cut_off_at_body_timeout_and_frees_its_upstream_connection() {
+    require("python3");
+    let (upstream, open) = start_silent_upstream();
+    let p = Proxy::start(upstream, "body_timeout = \"1500ms\"\nupstream_timeout = \"30s\"");
+    let mut args = vec![p.port.to_string()];
+    args.extend(p.tls_args());
+    let (_client, mut client_out, ready) = p.python("slow_body.py", SLOW_BODY, &args);
+    assert_eq!(ready, "sent");
+    // The upstream got the request and holds a connection while the body trickles.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 1, "the upstream has the request");
+    let mut out = String::new();
+    client_out.read_line(&mut out).unwrap();
+    let mut parts = out.trim().splitn(3, ' ');
+    let answered: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    let closed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    let status = parts.next().unwrap_or("");
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout", "{out}\n{}", p.log());
+    assert!((1.4..4.0).contains(&answered), "408 after {answered} s, body_timeout is 1.5 s");
+    assert!(closed < 5.0, "the client connection closed after {closed} s");
+    assert_eq!(open.load(Ordering::SeqCst), 0, "the upstream connection was closed");
+    assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"body\"}"), 1.0);
+}
+
+/// Opens an HTTP/2 connection (raw frames), never opens a stream, answers
+/// the server's SETTINGS and PINGs and sends its own PING every 300 ms;
+/// prints the seconds until a GOAWAY came and until the connection closed.
+const IDLE_H2: &str = r#"
+import socket, ssl, struct, sys, time
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+print("open", flush=True)
+start = time.monotonic()
+s.settimeout(0.3)
+buf, goaway, closed = b"", None, None
+while time.monotonic() - start < 20:
+    try:
+        chunk = s.recv(65536)
+        if not chunk:
+            closed = time.monotonic() - start
+            break
+        buf += chunk
+    except socket.timeout:
+        s.sendall(frame(6, 0, 0, b"12345678"))
+        continue
+    except (ConnectionError, ssl.SSLError):
+        closed = time.monotonic() - start
+        break
+    while len(buf) >= 9:
+        length = int.from_bytes(buf[:3], "big")
+        if len(buf) < 9 + length:
+            break
+        kind, flags, payload = buf[3], buf[4], buf[9:9 + length]
+        buf = buf[9 + length:]
+        if kind == 4 and not flags & 1:
+            s.sendall(frame(4, 1, 0))
+        elif kind == 6 and not flags & 1:
+            s.sendall(frame(6, 1, 0, payload))
+        elif kind == 7 and goaway is None:
+            goaway = time.monotonic() - start
+print(f"{goaway} {closed}", flush=True)
+"#;
+
+#[test]
+fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
+    require("python3");
+    let p = Proxy::start(start_http_upstream(), "idle_timeout = \"2s\"");
+    let mut args = vec![p.port.to_string()];
+    args.extend(p.tls_args());
+    let (_client, mut client_out, ready) = p.python("idle_h2.py", IDLE_H2, &args);
+    assert_eq!(ready, "open", "{}", p.log());
+    let mut out = String::new();
+    client_out.read_to_string(&mut out).unwrap();
+    let mut parts = out.split_whitespace();
+    let goaway: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    let closed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    assert!((1.9..4.0).contains(&goaway), "GOAWAY after {goaway} s, idle_timeout is 2 s: {out}\n{}", p.log());
+    assert!((goaway..5.0).contains(&closed), "closed after {closed} s: {out}");
+    assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
+}
