@@ -148,6 +148,8 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
     let parked = shared.parked.clone();
+    // For the audit line of a request head that does not parse.
+    let (head_ctx, head_shared) = (ctx.clone(), shared.clone());
     let svc = service(ctx, shared, activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The idle timeout is ours (see `idle`), checked every PARK_CHECK.
@@ -208,6 +210,9 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
             }
         };
         if let Err(e) = finished {
+            if e.is_parse() {
+                unparsable_head(&e, &head_ctx, &head_shared);
+            }
             tracing::debug!("HTTP/1 connection ended: {e}");
             return;
         }
@@ -254,6 +259,35 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
             }
         }
     }
+}
+
+/// A request head hyper could not parse (a raw space, NUL or control byte
+/// in the target, a target not starting with `/`, a malformed header...):
+/// hyper has answered 400 (431, 414 when too large) and closes the
+/// connection; it is audited and counted like a refusal before routing.
+fn unparsable_head(e: &hyper::Error, ctx: &ConnCtx, shared: &Shared) {
+    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+    if !shared.audit.enabled() {
+        return;
+    }
+    let status = match e.to_string() {
+        s if s.contains("URI too long") => 414,
+        _ if e.is_parse_too_large() => 431,
+        _ => 400,
+    };
+    shared.audit.record(&AuditEvent {
+        time: audit::now(),
+        event: "request",
+        peer: ctx.peer,
+        identity: ctx.audit_identity(),
+        route: None,
+        method: None,
+        path: None,
+        decision: "deny",
+        reason: &format!("request head does not parse: {e}"),
+        status: Some(status),
+        latency_ms: 0.0,
+    });
 }
 
 /// Reads what the client sent without waiting: `None` when nothing is

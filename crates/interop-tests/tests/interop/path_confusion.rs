@@ -101,7 +101,7 @@ enum Expect {
     /// Forwarded (not an admin path); the upstream answers what it likes.
     Forwarded,
     /// Not even a valid HTTP/1.1 request line or URI: 400 from the HTTP
-    /// parser, before routing (not audited).
+    /// parser, before routing, audited as `request head does not parse`.
     Parser,
 }
 use Expect::*;
@@ -412,7 +412,8 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
                 let h2s = h2.as_ref().map(|(s, _)| s.to_string()).unwrap_or_else(|| "not sent".into());
                 table.push_str(&format!("{method} {target:?} | {expect:?} | h1 {status} | h2 {h2s}\n"));
             }
-            // Every refusal by the proxy (either protocol) is audited with a reason.
+            // Every refusal by the proxy (either protocol) is audited with a reason
+            // (the parser's refusals are checked below, by count: they have no path).
             let mut wanted: Vec<u16> = Vec::new();
             if matches!(got, Refused | NotAllowed) {
                 refused_h1 += 1;
@@ -441,6 +442,23 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
             }
         }
         assert!(refused_h1 >= 40, "{kind}: {refused_h1} refused");
+        // Heads the HTTP parser refused (400 before routing) are audited too.
+        let parser = variants.iter().filter(|v| v.2 == Parser).count();
+        loop {
+            let n = audit_lines(&proxy.audit)
+                .iter()
+                .filter(|l| {
+                    l["status"] == 400
+                        && l["decision"] == "deny"
+                        && l["reason"].as_str().is_some_and(|r| r.starts_with("request head does not parse"))
+                })
+                .count();
+            if n >= parser {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{kind}: {n} audit lines for {parser} unparsable heads");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // Refusals before routing are counted (HTTP/1.1 and HTTP/2 together).
         let text =
             run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/metrics", proxy.metrics))).ok().stdout;
