@@ -115,6 +115,7 @@ struct RawLimits {
     upstream_connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     body_timeout: Option<String>,
+    body_min_rate: Option<u64>,
     shutdown_grace: Option<String>,
 }
 
@@ -160,8 +161,11 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     /// From the request sent to the upstream's response head: 504 after it.
     pub upstream_timeout: Duration,
-    /// A request body that sends nothing for this long is cut off.
+    /// The window over which a request body must make progress.
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average over each
+    /// `body_timeout` window (0: at least one byte per window).
+    pub body_min_rate: u64,
     pub shutdown_grace: Duration,
 }
 
@@ -176,6 +180,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            body_min_rate: 500,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -579,6 +584,9 @@ impl ProxyConfig {
             if let Some(t) = t {
                 *at = positive(&t, field)?;
             }
+        }
+        if let Some(r) = raw.limits.body_min_rate {
+            limits.body_min_rate = r;
         }
         let from_dps = raw.tls.crl_from_distribution_points.unwrap_or(false);
         let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some() || from_dps;

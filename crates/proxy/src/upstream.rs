@@ -31,7 +31,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// the client's 400, not an upstream error.
 pub const CLIENT_BODY_ERROR: &str = "malformed request body";
 /// How a [`UpstreamPool::send`] error starts when the client's request
-/// body sent nothing for `body_timeout`: 408, the upstream connection closed.
+/// body was too slow (`body_timeout`, `body_min_rate`): 408, the upstream
+/// connection closed.
 pub const BODY_TIMEOUT: &str = "request body timed out";
 /// How a [`UpstreamPool::send`] error starts when the upstream did not
 /// answer within `upstream_timeout` (or connect within
@@ -45,23 +46,30 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From the end of the request (its body sent) to the response head.
     pub response: Duration,
-    /// The client's body sending nothing.
+    /// The window in which the client's body must make progress.
     pub body: Duration,
+    /// Bytes per second the client's body must average over each window.
+    pub body_min_rate: u64,
 }
 
 impl Timeouts {
     pub fn from_limits(l: &crate::config::Limits) -> Timeouts {
-        Timeouts { connect: l.upstream_connect_timeout, response: l.upstream_timeout, body: l.body_timeout }
+        Timeouts {
+            connect: l.upstream_connect_timeout,
+            response: l.upstream_timeout,
+            body: l.body_timeout,
+            body_min_rate: l.body_min_rate,
+        }
     }
 }
 
-/// The client's request body cut off after `body_timeout` without a byte.
+/// The client's request body cut off: too little of it in a `body_timeout` window.
 #[derive(Debug)]
 struct BodyTimedOut;
 
 impl std::fmt::Display for BodyTimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the client sent no body data for body_timeout")
+        f.write_str("the client's body sent less than body_min_rate for body_timeout")
     }
 }
 
@@ -69,25 +77,30 @@ impl std::error::Error for BodyTimedOut {}
 
 /// The client's request body on its way to the upstream. A body that
 /// makes the upstream connection wait (most never do: they come with the
-/// head) gets a timer at its first wait, and is cut off when it sends
-/// nothing for `body_timeout`; the upstream connection then closes. It
-/// also tells [`UpstreamPool::send`] when it has ended, which starts the
-/// wait for the response head.
+/// head) gets a timer at its first wait: from then on, every `body_timeout`
+/// window must bring at least `body_min_rate` × `body_timeout` bytes (and
+/// at least one), else the body is cut off and the upstream connection
+/// closes. A silent body is cut off `body_timeout` after its first wait;
+/// one that stops later within two windows; a body trickling at 1 byte/s
+/// after one window. It also tells [`UpstreamPool::send`] when it has
+/// ended, which starts the wait for the response head.
 pub struct ClientBody {
     inner: Incoming,
     timeout: Duration,
-    /// The silence timer, armed at the first wait for the client, and
-    /// when the body last made progress since; when the timer fires after
-    /// progress it is re-armed from that instant.
-    stall: Option<(Pin<Box<Sleep>>, tokio::time::Instant)>,
+    /// Bytes a window must bring (at least 1).
+    min_bytes: u64,
+    /// The window's timer, armed at the first wait for the client, and
+    /// the bytes received in the window.
+    window: Option<(Pin<Box<Sleep>>, u64)>,
     /// Set when the body has ended; `None` for a body empty from the start.
     ended: Option<Arc<AtomicBool>>,
 }
 
 impl ClientBody {
-    fn new(inner: Incoming, timeout: Duration) -> ClientBody {
+    fn new(inner: Incoming, t: &Timeouts) -> ClientBody {
         let ended = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        ClientBody { inner, timeout, stall: None, ended }
+        let min_bytes = (t.body_min_rate as f64 * t.body.as_secs_f64()).ceil().max(1.0) as u64;
+        ClientBody { inner, timeout: t.body, min_bytes, window: None, ended }
     }
 }
 
@@ -99,8 +112,17 @@ impl Body for ClientBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some((_, last)) = &mut this.stall {
-                    *last = tokio::time::Instant::now();
+                if let Some((timer, bytes)) = &mut this.window {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    // A window that ended while the body was not polled (the
+                    // upstream was not taking data) is not the client's fault: a new one starts.
+                    let now = tokio::time::Instant::now();
+                    if timer.deadline() <= now {
+                        timer.as_mut().reset(now + this.timeout);
+                        *bytes = len;
+                    } else {
+                        *bytes += len;
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -113,19 +135,16 @@ impl Body for ClientBody {
             }
             Poll::Pending => {
                 let timeout = this.timeout;
-                let (stall, last) = this.stall.get_or_insert_with(|| {
-                    let now = tokio::time::Instant::now();
-                    (Box::pin(tokio::time::sleep_until(now + timeout)), now)
-                });
+                let (timer, bytes) = this.window.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), 0));
                 loop {
-                    if stall.as_mut().poll(cx).is_pending() {
+                    if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let deadline = *last + timeout;
-                    if deadline <= tokio::time::Instant::now() {
+                    if *bytes < this.min_bytes {
                         return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
                     }
-                    stall.as_mut().reset(deadline);
+                    *bytes = 0;
+                    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
                 }
             }
         }
@@ -228,7 +247,7 @@ impl UpstreamPool {
         req: http::Request<Incoming>,
         timeouts: Timeouts,
     ) -> Result<http::Response<UpstreamBody>, String> {
-        let mut req = req.map(|b| ClientBody::new(b, timeouts.body));
+        let mut req = req.map(|b| ClientBody::new(b, &timeouts));
         // The one timer of the request: polled (armed) once the request
         // has ended, i.e. at once for a request without a body.
         let ended = req.body().ended.clone();
@@ -286,7 +305,10 @@ impl UpstreamPool {
                     _ if e.error().is_user()
                         && std::error::Error::source(e.error()).is_some_and(|c| c.is::<BodyTimedOut>()) =>
                     {
-                        return Err(format!("{BODY_TIMEOUT}: nothing for {:?}", timeouts.body))
+                        return Err(format!(
+                            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
+                            timeouts.body_min_rate, timeouts.body
+                        ))
                     }
                     // The body is the client's `Incoming`: a hyper error inside
                     // a body error is the client's request failing to parse.

@@ -198,38 +198,43 @@ fn an_upstream_that_never_answers_gets_504_at_upstream_timeout() {
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"upstream\"}"), 2.0);
 }
 
-/// Sends a POST whose body never finishes (1 byte, then nothing) and
-/// prints the seconds until the proxy answered and the status line (or
-/// "closed"), then the seconds until the connection closed.
+/// Sends a POST whose body trickles at about 3 bytes/s (1 byte every
+/// 300 ms) and never finishes; prints the seconds until the proxy answered,
+/// until the connection closed, and the status line (or "closed").
 const SLOW_BODY: &str = r#"
 import socket, ssl, sys, time
 port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
 ctx.load_cert_chain(cert, key)
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-s.settimeout(20)
 start = time.monotonic()
 s.sendall(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nx")
 print("sent", flush=True)
-data = b""
-answered = None
-try:
-    while True:
+s.settimeout(0.3)
+data, answered = b"", None
+while time.monotonic() - start < 20:
+    try:
         chunk = s.recv(65536)
-        if not chunk:
+    except socket.timeout:
+        try:
+            s.sendall(b"x")
+        except (ConnectionError, ssl.SSLError):
             break
-        if answered is None:
-            answered = time.monotonic() - start
-        data += chunk
-except (socket.timeout, ConnectionError, ssl.SSLError):
-    pass
+        continue
+    except (ConnectionError, ssl.SSLError):
+        break
+    if not chunk:
+        break
+    if answered is None:
+        answered = time.monotonic() - start
+    data += chunk
 closed = time.monotonic() - start
 status = data.split(b"\r\n")[0].decode() if data else "closed"
 print(f"{answered} {closed} {status}", flush=True)
 "#;
 
 #[test]
-fn a_body_that_stops_is_cut_off_at_body_timeout_and_frees_its_upstream_connection() {
+fn a_body_at_3_bytes_per_second_is_cut_off_at_body_timeout_and_frees_its_upstream_connection() {
     require("python3");
     let (upstream, open) = start_silent_upstream();
     let p = Proxy::start(upstream, "body_timeout = \"1500ms\"\nupstream_timeout = \"30s\"");
