@@ -15,8 +15,13 @@ use std::sync::Arc;
 pub struct Glob {
     /// The literal, when the pattern has no `*`.
     literal: Option<Box<[u8]>>,
-    /// Per byte value `c`, words `c * words..`: the tokens (bits) a literal
-    /// of that byte advances. Empty for a literal pattern.
+    /// Byte value → its class: 0 for bytes the pattern does not name, else
+    /// one class per distinct pattern byte (both cases together when folding
+    /// case; UTF-8 text has at most 243 distinct bytes, so a u8 holds it).
+    /// Empty for a literal pattern.
+    class: Box<[u8]>,
+    /// Per class `k`, words `k * words..`: the tokens (bits) a literal of
+    /// that class advances.
     lit: Box<[u64]>,
     /// Tokens that are `*` (stay on any byte but `sep`).
     star: Vec<u64>,
@@ -75,7 +80,22 @@ impl Glob {
             .iter()
             .all(|t| matches!(t, Token::Byte(_)))
             .then(|| toks.iter().map(|t| if let Token::Byte(c) = t { *c } else { 0 }).collect::<Box<[u8]>>());
-        let mut lit = vec![0u64; if literal.is_some() { 0 } else { 256 * words }];
+        let mut class = vec![0u8; if literal.is_some() { 0 } else { 256 }];
+        let mut classes = 1usize;
+        if literal.is_none() {
+            for t in &toks {
+                if let Token::Byte(c) = *t {
+                    if class[c as usize] == 0 {
+                        class[c as usize] = classes as u8;
+                        if fold_case {
+                            class[c.to_ascii_uppercase() as usize] = classes as u8;
+                        }
+                        classes += 1;
+                    }
+                }
+            }
+        }
+        let mut lit = vec![0u64; if literal.is_some() { 0 } else { classes * words }];
         let mut star = vec![0u64; words];
         let mut dstar = vec![0u64; words];
         let mut any_star = vec![0u64; words];
@@ -85,10 +105,7 @@ impl Glob {
             match *t {
                 Token::Byte(c) => {
                     if literal.is_none() {
-                        lit[c as usize * words + w] |= bit;
-                        if fold_case {
-                            lit[c.to_ascii_uppercase() as usize * words + w] |= bit;
-                        }
+                        lit[class[c as usize] as usize * words + w] |= bit;
                     }
                     run = 0;
                 }
@@ -108,6 +125,7 @@ impl Glob {
         let trailing_all = tokens >= 2 && toks[tokens - 1] == Token::DoubleStar && toks[tokens - 2] == Token::Byte(sep);
         Glob {
             literal,
+            class: class.into_boxed_slice(),
             lit: lit.into_boxed_slice(),
             star,
             dstar,
@@ -142,7 +160,7 @@ impl Glob {
         let mut steps = 0;
         for &c in text {
             steps += 1;
-            let lit = &self.lit[c as usize * words..][..words];
+            let lit = &self.lit[self.class[c as usize] as usize * words..][..words];
             let mut carry = 0u64;
             let mut live = 0u64;
             for w in 0..words {
@@ -176,7 +194,7 @@ impl Glob {
         for &c in text {
             steps += 1;
             let stay = d & (dstar | if c == self.sep { 0 } else { star });
-            d = ((d & self.lit[c as usize]) << 1) | stay;
+            d = ((d & self.lit[self.class[c as usize] as usize]) << 1) | stay;
             if d == 0 {
                 return (false, steps);
             }
