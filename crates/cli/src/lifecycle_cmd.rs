@@ -3,7 +3,7 @@
 use crate::files::{input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
 use crate::Global;
 use ambos_ca::client::CaClient;
-use ambos_ca::server::ServeOptions;
+use ambos_ca::server::{ServeLimits, ServeOptions};
 use ambos_ca::{CertificateAuthority, TokenOptions};
 use ambos_pki::{parse_duration, KeyType, PrivateKey, Profile, San};
 use anyhow::Context;
@@ -25,6 +25,20 @@ pub struct ServeArgs {
     /// Lifetime of the API's own certificate (renewed by itself at 2/3).
     #[arg(long, default_value = "24h")]
     server_cert_ttl: String,
+    /// Connections open at once; at the cap the oldest idle or handshaking one is closed for a new one.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_source: usize,
+    /// Time for a request head, from when the connection waits for a request (also the keep-alive idle time).
+    #[arg(long, default_value = "10s")]
+    header_timeout: String,
+    /// Failed enrollment tokens from one address within --token-failure-window before it gets 429.
+    #[arg(long, default_value_t = 10)]
+    token_failure_limit: usize,
+    #[arg(long, default_value = "1m")]
+    token_failure_window: String,
 }
 
 #[derive(Subcommand)]
@@ -150,6 +164,23 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
+/// A duration between 1 s and 24 h (0 would close every connection or
+/// never count a failure; a huge one would overflow the timers).
+fn bounded(text: &str, flag: &str) -> anyhow::Result<Duration> {
+    let d = duration(text, flag)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        return Err(input_error(format!("--{flag} '{text}' must be between 1s and 24h")));
+    }
+    Ok(d)
+}
+
+fn positive(n: usize, flag: &str) -> anyhow::Result<usize> {
+    if n == 0 {
+        return Err(input_error(format!("--{flag} must be at least 1")));
+    }
+    Ok(n)
+}
+
 pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
     let listen = a.listen.parse().map_err(|_| input_error(format!("--listen '{}' is not an address", a.listen)))?;
     let sans = a.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
@@ -158,6 +189,14 @@ pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
         sans,
         crl_validity: duration(&a.crl_validity, "crl-validity")?,
         server_cert_ttl: duration(&a.server_cert_ttl, "server-cert-ttl")?,
+        limits: ServeLimits {
+            max_connections: positive(a.max_connections, "max-connections")?,
+            max_connections_per_source: positive(a.max_connections_per_source, "max-connections-per-source")?,
+            header_timeout: bounded(&a.header_timeout, "header-timeout")?,
+            token_failure_limit: positive(a.token_failure_limit, "token-failure-limit")?,
+            token_failure_window: bounded(&a.token_failure_window, "token-failure-window")?,
+            ..ServeLimits::default()
+        },
     };
     let ca = CertificateAuthority::open(&g.dir)?;
     let pass = if ca.keys_encrypted() { Some(crate::ca_cmds::ca_passphrase(g, false)?) } else { None };

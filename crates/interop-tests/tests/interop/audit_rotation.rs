@@ -240,6 +240,20 @@ fn spiffe_ids_outside_the_spec_are_refused_at_issuance_and_for_tokens() {
     ca.issue("client", "ok", &["--spiffe", "spiffe://acme.test/ns/prod/sa/web-1_x.y"]);
 }
 
+#[test]
+fn ca_server_limits_are_checked_before_it_starts() {
+    let ca = TestCa::new(&[]);
+    for (flag, value) in [
+        ("--header-timeout", "0s"),
+        ("--header-timeout", "5124095576030433h"),
+        ("--token-failure-window", "0s"),
+        ("--max-connections", "0"),
+        ("--token-failure-limit", "0"),
+    ] {
+        ca.ambos(&["serve", "--listen", "127.0.0.1:1", flag, value]).fails_with(2, flag);
+    }
+}
+
 /// Splits an XFCC element into (key, value) pairs the way Envoy reads it:
 /// `;` separates pairs, `"..."` quotes a value, `\` escapes inside quotes.
 fn xfcc_pairs(element: &str) -> Vec<(String, String)> {
@@ -325,4 +339,218 @@ fn xfcc_quotes_subjects_that_need_it() {
     assert!(dn.contains(&("OU".to_string(), ou.to_string())), "{xfcc} -> {dn:?}");
     assert!(dn.contains(&("O".to_string(), o.to_string())), "{xfcc} -> {dn:?}");
     assert!(dn.contains(&("CN".to_string(), "carol".to_string())), "{xfcc} -> {dn:?}");
+}
+
+/// A running `ambos serve` with extra flags; `ca.crt` (the root) in certs/.
+struct Serve {
+    ca: TestCa,
+    port: u16,
+    log: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let ca = TestCa::new(&[]);
+        std::fs::create_dir_all(ca.certs()).unwrap();
+        std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+        let port = free_port();
+        let log = ca.dir().join("serve.log");
+        let mut child = ca
+            .cmd()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, &log);
+        Serve { ca, port, log, _child: ChildGuard(child) }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// curl against the API: (status, response headers + body).
+    fn curl(&self, method: &str, path: &str, body: Option<&Path>) -> (String, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "10", "-i", "-w", "\n%{http_code}", "-X", method, "--cacert"])
+            .arg(self.ca.path("ca.crt"));
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary"]).arg(format!("@{}", b.display()));
+        }
+        cmd.arg(format!("https://localhost:{}{path}", self.port));
+        let out = run(&mut cmd);
+        let (text, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), format!("{text}{}", out.stderr))
+    }
+
+    fn enroll(&self, token: &str) -> ambos_interop_tests::Run {
+        let out = self.ca.dir().join(format!("out-{}", &token[token.len() - 8..]));
+        run(self
+            .ca
+            .cmd()
+            .args(["enroll", "--ca-url", &format!("https://127.0.0.1:{}", self.port), "--root"])
+            .arg(self.ca.path("ca.crt"))
+            .args(["--token", token, "--out"])
+            .arg(out))
+    }
+}
+
+#[test]
+fn ca_server_answers_429_after_a_burst_of_bad_tokens_and_never_logs_them() {
+    require("curl");
+    require("openssl");
+    let serve = Serve::start(&["--token-failure-limit", "5", "--token-failure-window", "3s"]);
+    let good = serve.ca.ambos(&["token", "create", "web"]).ok().stdout.trim().to_string();
+    let (_, csr) = ambos_interop_tests::openssl_csr(serve.ca.dir(), "web", "/CN=web", &[]);
+    let csr = std::fs::read_to_string(csr).unwrap();
+    let guess = |i: usize| {
+        let token = format!("ambos_guess{i:04}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        let body = serve.ca.write("guess.json", serde_json::json!({"token": token, "csr": csr}).to_string());
+        (token, serve.curl("POST", "/v1/enroll", Some(&body)))
+    };
+    let mut guesses = Vec::new();
+    for i in 0..5 {
+        let (token, (code, text)) = guess(i);
+        assert_eq!(code, "401", "{text}");
+        guesses.push(token);
+    }
+    let started = Instant::now();
+    let (token, (code, text)) = guess(5);
+    guesses.push(token);
+    assert_eq!(code, "429", "{text}");
+    let retry: u64 = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no Retry-After: {text}"));
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    // A good token from the same address waits too (the token is not looked at)...
+    serve.enroll(&good).fails_with(1, "too many failed tokens");
+    // ... and works once the window has passed.
+    std::thread::sleep(Duration::from_secs(retry).saturating_sub(started.elapsed()) + Duration::from_millis(300));
+    serve.enroll(&good).ok();
+    // Failures are logged with the peer address, never with the token.
+    let log = serve.log();
+    assert!(log.contains("failed token") && log.contains("127.0.0.1"), "{log}");
+    for t in &guesses {
+        assert!(!log.contains(&t[6..20]), "token in the log: {log}");
+    }
+    // Other endpoints are not throttled.
+    assert_eq!(serve.curl("GET", "/healthz", None).0, "200");
+    // A body over the limit is refused, not read.
+    let big = serve.ca.write("big.json", format!("{{\"token\":\"{}\",\"csr\":\"\"}}", "a".repeat(100_000)));
+    let (code, text) = serve.curl("POST", "/v1/enroll", Some(&big));
+    assert_eq!(code, "413", "{text}");
+}
+
+/// Opens `n` TLS connections (handshake done, no request) to `port`, prints
+/// "<open> <failed>", then on each line from stdin prints how many the
+/// server has not closed yet.
+const HOLD: &str = r#"
+import socket, ssl, sys
+port, ca, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+conns, failed = [], 0
+for i in range(n):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conns.append(ctx.wrap_socket(s, server_hostname="localhost"))
+    except Exception:
+        failed += 1
+print(len(conns), failed, flush=True)
+for _ in sys.stdin:
+    alive = 0
+    for c in conns:
+        c.settimeout(0.01)
+        try:
+            alive += c.recv(1) != b""
+        except (socket.timeout, ssl.SSLWantReadError):
+            alive += 1
+        except OSError:
+            pass
+    print(alive, flush=True)
+"#;
+
+struct Holder {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Holder {
+    fn open(serve: &Serve, n: usize) -> (Holder, usize, usize) {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(HOLD)
+            .arg(serve.port.to_string())
+            .arg(serve.ca.path("ca.crt"))
+            .arg(n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut it = line.split_whitespace().map(|v| v.parse::<usize>().unwrap());
+        let (open, failed) = (it.next().expect("python output"), it.next().unwrap());
+        (Holder { child, out }, open, failed)
+    }
+
+    fn alive(&mut self) -> usize {
+        use std::io::{BufRead, Write};
+        self.child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().parse().unwrap()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn healthz_ok(serve: &Serve, times: usize) {
+    for _ in 0..times {
+        let t = Instant::now();
+        let (code, text) = serve.curl("GET", "/healthz", None);
+        assert_eq!(code, "200", "{text}\n{}", serve.log());
+        assert!(t.elapsed() < Duration::from_secs(2), "/healthz took {:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn ca_server_keeps_answering_healthz_with_300_idle_tls_connections() {
+    require("python3");
+    require("curl");
+    // Defaults: 300 idle connections from one address; /healthz answers
+    // while they are held. Past 256 from one address (the per-source cap)
+    // the oldest idle ones were closed to make room, not the new ones.
+    let serve = Serve::start(&[]);
+    let (mut held, open, failed) = Holder::open(&serve, 300);
+    assert_eq!((open, failed), (300, 0));
+    healthz_ok(&serve, 5);
+    let alive = held.alive();
+    assert!((250..=256).contains(&alive), "{alive} idle connections open (per-source cap 256)");
+    drop(held);
+
+    // A cap below them: the oldest idle ones are closed for new ones (also
+    // /healthz's), and the rest when the header timeout passes.
+    let serve = Serve::start(&["--max-connections", "100", "--header-timeout", "2s"]);
+    let (mut held, open, _) = Holder::open(&serve, 300);
+    assert!(open > 0);
+    let alive = held.alive();
+    assert!(alive <= 100, "{alive} connections open past the cap of 100");
+    healthz_ok(&serve, 5);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(held.alive(), 0, "idle connections outlived the header timeout");
+    healthz_ok(&serve, 1);
+    eprintln!(
+        "cap 100: {open} of 300 handshakes completed, {alive} still open, all closed after the 2 s header timeout"
+    );
 }
