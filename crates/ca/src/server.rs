@@ -279,6 +279,36 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
     }
 }
 
+/// A response body that marks its connection evictable again when hyper
+/// has written it (or dropped it).
+struct UntilWritten {
+    body: axum::body::Body,
+    slot: Arc<Slot>,
+}
+
+impl hyper::body::Body for UntilWritten {
+    type Data = Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UntilWritten {
+    fn drop(&mut self) {
+        self.slot.evictable.store(true, Ordering::Release);
+    }
+}
+
 /// Resolves when `last` (ms since `start`) is `idle` old.
 async fn idle_for(last: Arc<AtomicU64>, start: Instant, idle: Duration) {
     loop {
@@ -668,12 +698,13 @@ pub async fn serve(
                                 let mut req = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
                                 req.extensions_mut().insert(peer);
                                 req.extensions_mut().insert(PeerAddr(addr));
-                                tower_service::Service::call(&mut router, req).await
+                                let Ok(r) = tower_service::Service::call(&mut router, req).await;
+                                r
                             }
-                            Err(e) => Ok(e.into_response()),
+                            Err(e) => e.into_response(),
                         };
-                        busy.evictable.store(true, Ordering::Release);
-                        response
+                        // Evictable again once the response is written (or dropped).
+                        Ok::<_, std::convert::Infallible>(response.map(|body| UntilWritten { body, slot: busy }))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

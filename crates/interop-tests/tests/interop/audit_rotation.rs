@@ -331,6 +331,7 @@ fn xfcc_quotes_subjects_that_need_it() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let xfcc = v["xfcc"][0].as_str().unwrap().to_string();
+    eprintln!("XFCC: {xfcc}");
     let pairs = xfcc_pairs(&xfcc);
     let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["Hash", "Subject", "URI"], "{xfcc}");
