@@ -105,6 +105,15 @@ pub fn normalize_path(raw: &str) -> Result<String, &'static str> {
             }
         }
         let seg = &out[start + 1..];
+        // `%25` may meet hex digits only after decoding (`%252%66` → `%252f`):
+        // checked on what is forwarded.
+        if seg
+            .as_bytes()
+            .windows(5)
+            .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && hex(w[3]).is_some() && hex(w[4]).is_some())
+        {
+            return Err("double percent-encoding (%25 followed by hex digits)");
+        }
         if high_escapes {
             check_encoded_text(seg)?;
         }
@@ -277,6 +286,8 @@ mod tests {
             ("/public/%252e%252e/admin/x", "double percent-encoding"),
             ("/%252F", "double percent-encoding"),
             ("/%2561dmin", "double percent-encoding"),
+            ("/admin%252%66x", "double percent-encoding"),
+            ("/%25%36%31dmin", "double percent-encoding"),
             ("//admin", "empty path segment"),
             ("/a//b", "empty path segment"),
             ("/%2", "malformed"),
@@ -294,6 +305,35 @@ mod tests {
             let err = normalize_path(raw).unwrap_err();
             assert!(err.contains(why), "{raw}: {err}");
         }
+    }
+
+    #[test]
+    fn normalizing_is_idempotent_and_leaves_no_dot_or_empty_segment() {
+        let atoms = ["/", ".", "a", "%2e", "%2E", "%61", "%41", "%2F", ";", "%25", "%c3%a9", "~"];
+        let mut frontier = vec![String::from("/")];
+        let mut checked = 0;
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                for a in atoms {
+                    let q = format!("{p}{a}");
+                    if let Ok(n) = normalize_path(&q) {
+                        assert_eq!(normalize_path(&n).as_deref(), Ok(n.as_str()), "{q}");
+                        assert!(n.starts_with('/'), "{q} → {n}");
+                        let segs: Vec<&str> = n[1..].split('/').collect();
+                        for (i, s) in segs.iter().enumerate() {
+                            assert!(*s != "." && *s != "..", "{q} → {n}");
+                            assert!(!s.is_empty() || i == segs.len() - 1, "{q} → {n}");
+                        }
+                        assert!(!n.contains(';') && !n.contains("%2F") && !n.contains("%2E"), "{q} → {n}");
+                    }
+                    checked += 1;
+                    next.push(q);
+                }
+            }
+            frontier = next;
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 
     #[test]

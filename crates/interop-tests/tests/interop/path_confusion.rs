@@ -119,6 +119,8 @@ fn variants() -> Vec<(&'static str, &'static str, Expect)> {
         ("GET", "/%61%64%6d%69%6e/secret.txt", Admin),
         ("GET", "/%2561dmin/secret.txt", Refused),
         ("GET", "/%252561dmin/secret.txt", Refused),
+        ("GET", "/%25%36%31dmin/secret.txt", Refused),
+        ("GET", "/admin%252%66secret.txt", Refused),
         ("GET", "/adm%C4%B1n/secret.txt", Forwarded),
         ("GET", "/%EF%BD%81dmin/secret.txt", Forwarded),
         // Encoded and raw separators.
