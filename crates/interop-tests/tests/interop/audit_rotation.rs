@@ -555,3 +555,54 @@ fn ca_server_keeps_answering_healthz_with_300_idle_tls_connections() {
         "cap 100: {open} of 300 handshakes completed, {alive} still open, all closed after the 2 s header timeout"
     );
 }
+
+/// A half-sent request head and a half-sent body over TLS; prints how each
+/// ended and after how many seconds.
+const SLOW: &str = r#"
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+def conn():
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return ctx.wrap_socket(s, server_hostname="localhost")
+def wait(c):
+    t, data = time.time(), b""
+    try:
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            data += d
+    except OSError:
+        pass
+    status = data.split(b" ")[1].decode() if data.startswith(b"HTTP/1.1") else "closed"
+    return "%s %.1f" % (status, time.time() - t)
+head = conn()
+head.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+body = conn()
+body.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":")
+print(wait(head), flush=True)
+print(wait(body), flush=True)
+"#;
+
+#[test]
+fn ca_server_closes_a_stalled_request_head_and_answers_a_stalled_body_408() {
+    require("python3");
+    let serve = Serve::start(&["--header-timeout", "2s"]);
+    let out = run(Command::new("python3").arg("-c").arg(SLOW).arg(serve.port.to_string()).arg(serve.ca.path("ca.crt")));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let mut lines = out.stdout.lines().map(|l| {
+        let (what, secs) = l.split_once(' ').unwrap();
+        (what.to_string(), secs.parse::<f64>().unwrap())
+    });
+    // The head: closed at the header timeout (hyper may answer 408 first).
+    let (what, secs) = lines.next().unwrap();
+    assert!(what == "closed" || what == "408", "{what}");
+    assert!((1.5..4.0).contains(&secs), "head closed after {secs} s");
+    // The body: 408 at the 10 s body timeout (counted from the head, so
+    // about 8 s after the head's connection closed).
+    let (what, secs) = lines.next().unwrap();
+    assert_eq!(what, "408");
+    assert!((6.0..11.0).contains(&secs), "body answered after {secs} s more");
+    healthz_ok(&serve, 1);
+}
