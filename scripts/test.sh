@@ -35,5 +35,6 @@ cargo bench -p ambos-ca --bench issuance --locked -- --test
 SMOKE=1 ./bench/proxy.sh
 SMOKE=1 ./bench/enroll.sh
 SMOKE=1 ./bench/compare.sh
+SMOKE=1 ./bench/starvation.sh
 
 echo "tests: $passed passed, $failed failed"

@@ -4,13 +4,14 @@
 //! anyone can open thousands of TCP connections and stay silent. So:
 //!
 //! - when `max_connections` is reached, the oldest connection still in its
-//!   handshake is evicted (closed) to make room; only when every connection
-//!   has finished its handshake is a new one refused;
+//!   handshake is evicted (closed) to make room, a silent one first; only
+//!   when every connection has finished its handshake is a new one refused;
 //! - one source address may have at most `max_handshakes_per_source`
-//!   connections in their handshake: past it, that source's oldest one is
-//!   evicted (a legitimate handshake takes milliseconds, so the oldest of a
-//!   source's handshakes is the silent one, even when an attacker and honest
-//!   clients share a NAT address);
+//!   connections in their handshake: past it, that source's oldest one whose
+//!   client has sent nothing yet is evicted (a legitimate client sends its
+//!   ClientHello at once, so this spares honest clients sharing a NAT
+//!   address with the attacker, and a burst of them: handshakes that have
+//!   started are left to the other limits);
 //! - one source address may hold at most `max_connections_per_source`
 //!   connections: past it, that source's oldest handshake is evicted, else
 //!   the new connection is refused.
@@ -25,7 +26,7 @@
 //! close; nothing per request.
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, Ordering::AcqRel, Ordering::Acquire};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::task::AbortHandle;
 
@@ -48,6 +49,8 @@ pub struct AdmissionLimits {
 pub struct Slot {
     source: IpAddr,
     state: AtomicU8,
+    /// The client has sent something (the start of its ClientHello).
+    spoke: AtomicBool,
     /// The connection's task, aborted on eviction; set right after spawning.
     abort: OnceLock<AbortHandle>,
 }
@@ -60,6 +63,11 @@ impl Slot {
 
     fn handshaking(&self) -> bool {
         self.state.load(Acquire) == HANDSHAKING
+    }
+
+    /// The client sent its first bytes: evicted only after silent ones.
+    pub fn spoke(&self) {
+        self.spoke.store(true, Relaxed);
     }
 }
 
@@ -108,6 +116,9 @@ pub struct Admission {
 pub struct Ticket {
     admission: Arc<Admission>,
     slot: Arc<Slot>,
+    /// Admitted while its source or the proxy was near a limit: worth
+    /// looking whether the client has spoken yet ([`Ticket::mark_if_spoken`]).
+    pressed: bool,
 }
 
 /// The address connections are counted under: IPv4 as is (also when
@@ -146,14 +157,27 @@ impl State {
     }
 
     /// Evicts the oldest connection still in its handshake, of one source
-    /// or of all; false when there is none.
-    fn evict_oldest(&mut self, of: Option<IpAddr>) -> bool {
+    /// or of all, preferring one whose client has sent nothing yet (looked
+    /// for among the first [`SILENT_SCAN`] of the queue), or only such a
+    /// one when `silent_only`; false when there is none.
+    fn evict_oldest(&mut self, of: Option<IpAddr>, silent_only: bool) -> bool {
+        let queue = match of {
+            Some(src) => match self.sources.get_mut(&src) {
+                Some(s) => &mut s.queue,
+                None => return false,
+            },
+            None => &mut self.queue,
+        };
+        while queue.front().is_some_and(|s| !s.handshaking()) {
+            queue.pop_front();
+        }
+        let silent = queue.iter().take(SILENT_SCAN).position(|s| s.handshaking() && !s.spoke.load(Relaxed));
+        let mut picked = silent.and_then(|i| queue.remove(i));
+        if silent_only && picked.is_none() {
+            return false;
+        }
         loop {
-            let next = match of {
-                Some(src) => self.sources.get_mut(&src).and_then(|s| s.queue.pop_front()),
-                None => self.queue.pop_front(),
-            };
-            let Some(slot) = next else { return false };
+            let Some(slot) = picked.take().or_else(|| queue.pop_front()) else { return false };
             if slot.state.compare_exchange(HANDSHAKING, EVICTED, AcqRel, Acquire).is_ok() {
                 self.release(slot.source, true);
                 if let Some(task) = slot.abort.get() {
@@ -164,6 +188,10 @@ impl State {
         }
     }
 }
+
+/// How far into a queue eviction looks for a silent connection before it
+/// takes the oldest: bounds the work per accept.
+const SILENT_SCAN: usize = 64;
 
 /// Drops the finished entries of a queue once they are most of it, so that
 /// it stays within twice the live handshakes (amortized O(1) per push).
@@ -189,23 +217,34 @@ impl Admission {
         let l = self.limits;
         let mut st = self.lock();
         let (conns, hs) = st.sources.get(&key).map_or((0, 0), |s| (s.connections, s.handshakes));
-        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key)) {
+        let pressed = 2 * hs >= l.max_handshakes_per_source
+            || 2 * conns >= l.max_connections_per_source
+            || 10 * st.connections >= 9 * l.max_connections;
+        // Past the handshakes per source, a silent one goes; handshakes
+        // that are progressing (a burst of honest clients behind one
+        // address) are left to the other limits.
+        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key), true) {
             evicted(Shed::SourceHandshakes);
         } else if conns >= l.max_connections_per_source {
-            if !st.evict_oldest(Some(key)) {
+            if !st.evict_oldest(Some(key), false) {
                 refused(Shed::SourceConnections);
                 return None;
             }
             evicted(Shed::SourceConnections);
         }
         if st.connections >= l.max_connections {
-            if !st.evict_oldest(None) {
+            if !st.evict_oldest(None, false) {
                 refused(Shed::MaxConnections);
                 return None;
             }
             evicted(Shed::MaxConnections);
         }
-        let slot = Arc::new(Slot { source: key, state: AtomicU8::new(HANDSHAKING), abort: OnceLock::new() });
+        let slot = Arc::new(Slot {
+            source: key,
+            state: AtomicU8::new(HANDSHAKING),
+            spoke: AtomicBool::new(false),
+            abort: OnceLock::new(),
+        });
         st.connections += 1;
         st.handshakes += 1;
         let live = st.handshakes;
@@ -216,7 +255,7 @@ impl Admission {
         src.handshakes += 1;
         compact(&mut src.queue, src.handshakes);
         src.queue.push_back(slot.clone());
-        Some(Ticket { admission: self.clone(), slot })
+        Some(Ticket { admission: self.clone(), slot, pressed })
     }
 
     /// Connections and handshakes in flight.
@@ -230,6 +269,21 @@ impl Admission {
 impl Ticket {
     pub fn slot(&self) -> &Arc<Slot> {
         &self.slot
+    }
+
+    /// Under pressure, marks the connection as spoken if its client's
+    /// first bytes are already there (one non-blocking peek): a connection
+    /// accepted in a burst may wait for its task's first poll while the
+    /// burst evicts handshakes, and a legitimate client's ClientHello is
+    /// usually there by the time it is accepted.
+    pub fn mark_if_spoken(&self, stream: &tokio::net::TcpStream) {
+        if !self.pressed {
+            return;
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        if matches!(socket2::SockRef::from(stream).peek(&mut byte), Ok(n) if n > 0) {
+            self.slot.spoke();
+        }
     }
 
     /// The handshake is done: the connection can no longer be evicted.
@@ -355,6 +409,31 @@ mod tests {
         assert!(s3.established());
         assert!(a.admit(ip("10.0.0.1")).is_none());
         assert!(a.admit(ip("10.0.0.2")).is_some(), "other sources are not limited by it");
+    }
+
+    #[test]
+    fn handshakes_that_spoke_are_not_evicted_for_the_source_handshake_limit() {
+        let a = adm(100, 100, 2);
+        let s1 = a.admit(ip("10.0.0.1")).unwrap();
+        let s2 = a.admit(ip("10.0.0.1")).unwrap();
+        s1.slot().spoke();
+        s2.slot().spoke();
+        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(s1.established() && s2.established() && s3.established(), "a burst of honest clients");
+    }
+
+    #[test]
+    fn silent_handshakes_go_before_ones_that_spoke() {
+        let a = adm(3, 100, 100);
+        let legit = a.admit(ip("10.0.0.1")).unwrap();
+        legit.slot().spoke();
+        let silent1 = a.admit(ip("10.0.0.1")).unwrap();
+        let silent2 = a.admit(ip("10.0.0.1")).unwrap();
+        let _new = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(!silent1.established(), "the oldest silent one went");
+        let _new2 = a.admit(ip("10.0.0.1")).unwrap();
+        assert!(!silent2.established());
+        assert!(legit.established(), "the one that spoke stays, although the oldest");
     }
 
     #[test]

@@ -136,6 +136,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         max_handshakes_per_source: limits.max_handshakes_per_source,
     });
     tokio::pin!(shutdown);
+    let mut burst: u32 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -154,11 +155,19 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             drop(stream);
             continue;
         };
+        ticket.mark_if_spoken(&stream);
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let slot = ticket.slot().clone();
         let task = tokio::spawn(async move { connection(stream, peer, shared, ticket).await });
         slot.set_task(task.abort_handle());
+        // In a burst of accepts, let the new connections' tasks run now and
+        // then (a task that has not run cannot tell it has spoken).
+        burst += 1;
+        if burst == 16 {
+            burst = 0;
+            tokio::task::yield_now().await;
+        }
     }
     drop(listener);
     tracing::info!("shutting down: waiting up to {:?} for in-flight requests", limits.shutdown_grace);
@@ -173,7 +182,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket) {
     let _active = GaugeGuard::new(&shared.active);
     let started = Instant::now();
-    let Some((tls, ctx, chain)) = handshake(stream, peer, &shared, started).await else { return };
+    let Some((tls, ctx, chain)) = handshake(stream, peer, &shared, started, ticket.slot()).await else { return };
     // From here on the connection cannot be evicted; false: it just was.
     if !ticket.established() {
         return;
@@ -235,10 +244,19 @@ async fn handshake(
     peer: SocketAddr,
     shared: &Shared,
     started: Instant,
+    slot: &crate::admission::Slot,
 ) -> Option<(Box<http::Tls>, Arc<ConnCtx>, Option<Arc<ambos_tls::VerifiedChain>>)> {
     let runtime = shared.reloader.current.load_full();
-    // Boxed: the handshake state is large and short-lived.
-    let handshake = Box::pin(runtime.acceptor.accept(stream));
+    // Boxed: the handshake state is large and short-lived. A client that
+    // has sent its first bytes is evicted only after silent ones.
+    let acceptor = &runtime.acceptor;
+    let handshake = Box::pin(async move {
+        // `peek`, not `readable`: readiness can be reported without data.
+        if stream.peek(&mut [0u8; 1]).await? > 0 {
+            slot.spoke();
+        }
+        acceptor.accept(stream).await
+    });
     let tls = match tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err(e)) => return handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started),

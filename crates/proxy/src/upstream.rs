@@ -89,9 +89,10 @@ pub struct ClientBody {
     timeout: Duration,
     /// Bytes a window must bring (at least 1).
     min_bytes: u64,
-    /// The window's timer, armed at the first wait for the client, and
-    /// the bytes received in the window.
-    window: Option<(Pin<Box<Sleep>>, u64)>,
+    /// The window's timer, armed at the first wait for the client, the
+    /// bytes received in the window, and whether the last poll waited for
+    /// the client.
+    window: Option<(Pin<Box<Sleep>>, u64, bool)>,
     /// Set when the body has ended; `None` for a body empty from the start.
     ended: Option<Arc<AtomicBool>>,
 }
@@ -112,17 +113,21 @@ impl Body for ClientBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some((timer, bytes)) = &mut this.window {
-                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
-                    // A window that ended while the body was not polled (the
-                    // upstream was not taking data) is not the client's fault: a new one starts.
+                if let Some((timer, bytes, waiting)) = &mut this.window {
+                    *bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
                     let now = tokio::time::Instant::now();
                     if timer.deadline() <= now {
+                        // The window is over. If the body was waiting for the
+                        // client, this frame is the last of it and too little is
+                        // too little; if it was not polled (the upstream was
+                        // not taking data), that was not the client's fault.
+                        if *waiting && *bytes < this.min_bytes {
+                            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+                        }
                         timer.as_mut().reset(now + this.timeout);
-                        *bytes = len;
-                    } else {
-                        *bytes += len;
+                        *bytes = 0;
                     }
+                    *waiting = false;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -135,7 +140,9 @@ impl Body for ClientBody {
             }
             Poll::Pending => {
                 let timeout = this.timeout;
-                let (timer, bytes) = this.window.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), 0));
+                let (timer, bytes, waiting) =
+                    this.window.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), 0, true));
+                *waiting = true;
                 loop {
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;

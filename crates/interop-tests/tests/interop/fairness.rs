@@ -25,15 +25,21 @@ impl Proxy {
     /// `ambos proxy` in front of `upstream_port` with `limits` as its
     /// `[limits]` body.
     fn start(upstream_port: u16, limits: &str) -> Proxy {
+        Proxy::start_mode("http", &format!("url = \"http://127.0.0.1:{upstream_port}\""), limits)
+    }
+
+    /// The same in `mode` ("http" or "tcp") with `upstream` as the
+    /// `[upstream]` body.
+    fn start_mode(mode: &str, upstream: &str, limits: &str) -> Proxy {
         let ca = TestCa::new(&[]);
         ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
         ca.issue("client", "alice", &[]);
         let port = free_port();
         let metrics = free_port();
         let config = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
+            "[listen]\naddress = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
              key = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\n\
-             [upstream]\nurl = \"http://127.0.0.1:{upstream_port}\"\n\n[limits]\n{limits}\n\n\
+             [upstream]\n{upstream}\n\n[limits]\n{limits}\n\n\
              [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n"
         );
         let path = ca.write("proxy.toml", config);
@@ -159,8 +165,14 @@ fn silent_connections_past_the_cap_do_not_lock_out_a_client_with_a_certificate()
         let (status, secs) = p.curl("/hello", &[]);
         assert_eq!(status, "200", "request {i} ({secs} s); proxy log:\n{}", p.log());
     }
-    let m = p.metrics();
-    let evicted = counter(&m, "ambos_proxy_connections_evicted_total{reason=\"max_connections\"}");
+    let name = "ambos_proxy_connections_evicted_total{reason=\"max_connections\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut m = p.metrics();
+    while counter(&m, name) < 150.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        m = p.metrics();
+    }
+    let evicted = counter(&m, name);
     assert!(evicted >= 150.0, "silent connections evicted at the cap: {evicted}\n{m}");
     assert_eq!(counter(&m, "ambos_proxy_connections_rejected_total"), 0.0, "{m}");
 }
@@ -174,8 +186,15 @@ fn silent_connections_from_one_source_past_its_handshake_limit_evict_their_own()
     assert_eq!(ready, "open");
     let (status, _) = p.curl("/hello", &[]);
     assert_eq!(status, "200", "{}", p.log());
-    let m = p.metrics();
-    let evicted = counter(&m, "ambos_proxy_connections_evicted_total{reason=\"source_handshakes\"}");
+    // The proxy may still be accepting the last of them.
+    let name = "ambos_proxy_connections_evicted_total{reason=\"source_handshakes\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut m = p.metrics();
+    while counter(&m, name) < 180.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        m = p.metrics();
+    }
+    let evicted = counter(&m, name);
     assert!(evicted >= 180.0, "evicted by the per-source handshake limit: {evicted}\n{m}");
 }
 
@@ -322,5 +341,47 @@ fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
     let closed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
     assert!((1.9..4.0).contains(&goaway), "GOAWAY after {goaway} s, idle_timeout is 2 s: {out}\n{}", p.log());
     assert!((goaway..5.0).contains(&closed), "closed after {closed} s: {out}");
+    assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
+}
+
+/// TCP mode: sends one line, then nothing; prints the seconds from the
+/// line until the proxy closed the connection.
+const IDLE_TCP: &str = r#"
+import socket, ssl, sys, time
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+s.sendall(b"hello\n")
+start = time.monotonic()
+print("sent", flush=True)
+s.settimeout(20)
+try:
+    while s.recv(4096):
+        pass
+except (socket.timeout, ConnectionError, ssl.SSLError):
+    pass
+print(f"{time.monotonic() - start}", flush=True)
+"#;
+
+#[test]
+fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
+    require("python3");
+    let (upstream, open) = start_silent_upstream();
+    let p = Proxy::start_mode("tcp", &format!("address = \"127.0.0.1:{upstream}\""), "idle_timeout = \"2s\"");
+    let mut args = vec![p.port.to_string()];
+    args.extend(p.tls_args());
+    let (_client, mut client_out, ready) = p.python("idle_tcp.py", IDLE_TCP, &args);
+    assert_eq!(ready, "sent", "{}", p.log());
+    let mut out = String::new();
+    client_out.read_line(&mut out).unwrap();
+    let closed: f64 = out.trim().parse().unwrap_or(-1.0);
+    // Checked every quarter of idle_timeout (0.5 s): closed within 2-2.5 s.
+    assert!((1.9..3.5).contains(&closed), "closed after {closed} s, idle_timeout is 2 s\n{}", p.log());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "the upstream side was closed too");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
 }
