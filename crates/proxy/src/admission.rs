@@ -8,10 +8,10 @@
 //!   when every connection has finished its handshake is a new one refused;
 //! - one source address may have at most `max_handshakes_per_source`
 //!   connections in their handshake: past it, that source's oldest one whose
-//!   client has sent nothing yet is evicted (a legitimate client sends its
-//!   ClientHello at once, so this spares honest clients sharing a NAT
-//!   address with the attacker, and a burst of them: handshakes that have
-//!   started are left to the other limits);
+//!   client has sent nothing for [`SILENT_GRACE`] is evicted (a legitimate
+//!   client sends its ClientHello at once, so this spares honest clients
+//!   sharing a NAT address with the attacker, and a burst of them:
+//!   handshakes that have started are left to the other limits);
 //! - one source address may hold at most `max_connections_per_source`
 //!   connections: past it, that source's oldest handshake is evicted, else
 //!   the new connection is refused.
@@ -51,6 +51,8 @@ pub struct Slot {
     state: AtomicU8,
     /// The client has sent something (the start of its ClientHello).
     spoke: AtomicBool,
+    /// When it was accepted.
+    since: std::time::Instant,
     /// The connection's task, aborted on eviction; set right after spawning.
     abort: OnceLock<AbortHandle>,
 }
@@ -109,6 +111,8 @@ impl Shed {
 
 pub struct Admission {
     limits: AdmissionLimits,
+    /// [`SILENT_GRACE`], but in tests.
+    silent_grace: std::time::Duration,
     state: Mutex<State>,
 }
 
@@ -159,8 +163,9 @@ impl State {
     /// Evicts the oldest connection still in its handshake, of one source
     /// or of all, preferring one whose client has sent nothing yet (looked
     /// for among the first [`SILENT_SCAN`] of the queue), or only such a
-    /// one when `silent_only`; false when there is none.
-    fn evict_oldest(&mut self, of: Option<IpAddr>, silent_only: bool) -> bool {
+    /// one silent for at least `silent_for` when given; false when there is
+    /// none.
+    fn evict_oldest(&mut self, of: Option<IpAddr>, silent_for: Option<std::time::Duration>) -> bool {
         let queue = match of {
             Some(src) => match self.sources.get_mut(&src) {
                 Some(s) => &mut s.queue,
@@ -171,9 +176,13 @@ impl State {
         while queue.front().is_some_and(|s| !s.handshaking()) {
             queue.pop_front();
         }
-        let silent = queue.iter().take(SILENT_SCAN).position(|s| s.handshaking() && !s.spoke.load(Relaxed));
+        let grace = silent_for.unwrap_or_default();
+        let silent = queue
+            .iter()
+            .take(SILENT_SCAN)
+            .position(|s| s.handshaking() && !s.spoke.load(Relaxed) && s.since.elapsed() >= grace);
         let mut picked = silent.and_then(|i| queue.remove(i));
-        if silent_only && picked.is_none() {
+        if silent_for.is_some() && picked.is_none() {
             return false;
         }
         loop {
@@ -193,6 +202,13 @@ impl State {
 /// takes the oldest: bounds the work per accept.
 const SILENT_SCAN: usize = 64;
 
+/// How long a connection must have been silent before the per-source
+/// handshake limit may evict it: an honest client's ClientHello follows its
+/// connect at once, but a client opening many connections at a time (a
+/// pool warming up, an asyncio burst) may take tens of milliseconds to get
+/// to each; an attacker's silent connections are seconds old.
+const SILENT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Drops the finished entries of a queue once they are most of it, so that
 /// it stays within twice the live handshakes (amortized O(1) per push).
 fn compact(queue: &mut VecDeque<Arc<Slot>>, handshakes: usize) {
@@ -203,7 +219,7 @@ fn compact(queue: &mut VecDeque<Arc<Slot>>, handshakes: usize) {
 
 impl Admission {
     pub fn new(limits: AdmissionLimits) -> Arc<Admission> {
-        Arc::new(Admission { limits, state: Mutex::default() })
+        Arc::new(Admission { limits, silent_grace: SILENT_GRACE, state: Mutex::default() })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -223,17 +239,17 @@ impl Admission {
         // Past the handshakes per source, a silent one goes; handshakes
         // that are progressing (a burst of honest clients behind one
         // address) are left to the other limits.
-        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key), true) {
+        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key), Some(self.silent_grace)) {
             evicted(Shed::SourceHandshakes);
         } else if conns >= l.max_connections_per_source {
-            if !st.evict_oldest(Some(key), false) {
+            if !st.evict_oldest(Some(key), None) {
                 refused(Shed::SourceConnections);
                 return None;
             }
             evicted(Shed::SourceConnections);
         }
         if st.connections >= l.max_connections {
-            if !st.evict_oldest(None, false) {
+            if !st.evict_oldest(None, None) {
                 refused(Shed::MaxConnections);
                 return None;
             }
@@ -243,6 +259,7 @@ impl Admission {
             source: key,
             state: AtomicU8::new(HANDSHAKING),
             spoke: AtomicBool::new(false),
+            since: std::time::Instant::now(),
             abort: OnceLock::new(),
         });
         st.connections += 1;
@@ -349,11 +366,12 @@ mod tests {
     use super::*;
 
     fn adm(max: usize, per_source: usize, hs: usize) -> Arc<Admission> {
-        Admission::new(AdmissionLimits {
+        let limits = AdmissionLimits {
             max_connections: max,
             max_connections_per_source: per_source,
             max_handshakes_per_source: hs,
-        })
+        };
+        Arc::new(Admission { limits, silent_grace: std::time::Duration::ZERO, state: Mutex::default() })
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -409,6 +427,18 @@ mod tests {
         assert!(s3.established());
         assert!(a.admit(ip("10.0.0.1")).is_none());
         assert!(a.admit(ip("10.0.0.2")).is_some(), "other sources are not limited by it");
+    }
+
+    #[test]
+    fn the_source_handshake_limit_spares_young_silent_connections() {
+        let a = Admission::new(AdmissionLimits {
+            max_connections: 100,
+            max_connections_per_source: 100,
+            max_handshakes_per_source: 2,
+        });
+        let t: Vec<_> = (0..5).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
+        assert_eq!(a.counts(), (5, 5), "a burst younger than SILENT_GRACE is left alone");
+        drop(t);
     }
 
     #[test]
