@@ -243,7 +243,12 @@ ctx.load_cert_chain(cert, key)
 def upstream_conns():
     return int(open(sink).read().strip() or 0)
 async def one(sent):
-    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+    start = time.monotonic()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+    except (ConnectionError, ssl.SSLError, OSError):
+        sent.append(1)
+        return "connect-error", time.monotonic() - start, time.monotonic() - start
     start = time.monotonic()
     w.write(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nx")
     await w.drain()
