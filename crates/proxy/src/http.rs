@@ -79,6 +79,10 @@ fn service(
         let shared = shared.clone();
         Box::pin(async move {
             let response = handle(req, &ctx, &shared).await;
+            if response.status() == StatusCode::REQUEST_TIMEOUT {
+                // The client's body is unread: the connection cannot be reused.
+                ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight }))
         })
     })
@@ -218,9 +222,13 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
         }
         let parts = conn.into_parts();
         io = parts.io.into_inner();
-        if !io.parked() || draining {
+        let must_close = head_ctx.close_after_response.load(std::sync::atomic::Ordering::Relaxed);
+        if !io.parked() || draining || must_close {
             // The client closed, asked to close, or we are stopping.
             close(io.get_mut()).await;
+            if must_close {
+                linger(io.get_mut()).await;
+            }
             return;
         }
         if !parts.read_buf.is_empty() {
@@ -306,6 +314,16 @@ fn read_now(tls: &mut Tls) -> Option<std::io::Result<Bytes>> {
 /// Ends a connection the way hyper would: TLS close_notify, then FIN.
 async fn close(tls: &mut Tls) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncWriteExt::shutdown(tls)).await;
+}
+
+/// After closing a connection whose client may still be sending (a body
+/// cut off unread), reads and discards for up to 1 s, as nginx's lingering
+/// close: closing with unread bytes sends a reset, which can destroy the
+/// response before the client has read it.
+async fn linger(tls: &mut Tls) {
+    let mut buf = [0u8; 1024];
+    let drain = async { while matches!(tokio::io::AsyncReadExt::read(tls, &mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// The method and target checks that come before any route: a method token

@@ -36,6 +36,9 @@ pub struct ConnCtx {
     /// case; only kept when `[listen] hosts` is set.
     pub sni: Option<String>,
     pub runtime: Arc<Runtime>,
+    /// A response said the connection must close (HTTP/1.1: a request body
+    /// cut off unread): it is closed, not parked, once the response is out.
+    pub close_after_response: std::sync::atomic::AtomicBool,
 }
 
 impl ConnCtx {
@@ -284,7 +287,8 @@ async fn handshake(
     // Kept only when `[listen] hosts` will compare it with each request's Host.
     let sni =
         if runtime.config.hosts.is_empty() { None } else { tls.get_ref().1.server_name().map(str::to_ascii_lowercase) };
-    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, sni, runtime }), chain))
+    let close_after_response = false.into();
+    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, sni, runtime, close_after_response }), chain))
 }
 
 fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {
