@@ -116,6 +116,8 @@ struct RawLimits {
     upstream_timeout: Option<String>,
     body_timeout: Option<String>,
     body_min_rate: Option<u64>,
+    max_upstream_per_connection: Option<usize>,
+    upstream_queue_timeout: Option<String>,
     shutdown_grace: Option<String>,
 }
 
@@ -166,6 +168,11 @@ pub struct Limits {
     /// Bytes per second a request body must average over each
     /// `body_timeout` window (0: at least one byte per window).
     pub body_min_rate: u64,
+    /// Upstream connections one client connection (all the streams of an
+    /// HTTP/2 one) may hold at once; past it a request queues.
+    pub max_upstream_per_connection: usize,
+    /// How long a queued request waits for one of them: 503 after it.
+    pub upstream_queue_timeout: Duration,
     pub shutdown_grace: Duration,
 }
 
@@ -181,6 +188,8 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
             body_min_rate: 500,
+            max_upstream_per_connection: 32,
+            upstream_queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -565,6 +574,11 @@ impl ProxyConfig {
                 "limits.max_handshakes_per_source",
                 &mut limits.max_handshakes_per_source,
             ),
+            (
+                raw.limits.max_upstream_per_connection,
+                "limits.max_upstream_per_connection",
+                &mut limits.max_upstream_per_connection,
+            ),
         ] {
             match n {
                 Some(0) => return Err(invalid(format!("{field} must be at least 1"))),
@@ -580,6 +594,7 @@ impl ProxyConfig {
             ),
             (raw.limits.upstream_timeout, "limits.upstream_timeout", &mut limits.upstream_timeout),
             (raw.limits.body_timeout, "limits.body_timeout", &mut limits.body_timeout),
+            (raw.limits.upstream_queue_timeout, "limits.upstream_queue_timeout", &mut limits.upstream_queue_timeout),
         ] {
             if let Some(t) = t {
                 *at = positive(&t, field)?;
@@ -827,6 +842,8 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ("upstream_timeout = \"0s\"", "limits.upstream_timeout"),
             ("upstream_connect_timeout = \"0\"", "limits.upstream_connect_timeout"),
             ("body_timeout = \"11y\"", "limits.body_timeout"),
+            ("max_upstream_per_connection = 0", "limits.max_upstream_per_connection"),
+            ("upstream_queue_timeout = \"0s\"", "limits.upstream_queue_timeout"),
         ] {
             let err = ProxyConfig::from_toml(&with(limits), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(field), "{limits}: {err}");

@@ -8,7 +8,7 @@ use crate::idle::{Activity, InFlight, ParkableIo, Since};
 use crate::policy::Decision;
 use crate::server::{ConnCtx, GaugeGuard, Shared};
 use crate::target::{self, Target};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, UpstreamSlot, UpstreamSlots};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
@@ -38,10 +38,12 @@ pub type Tls = tokio_rustls::server::TlsStream<TcpStream>;
 /// `idle`), so it parks 1-2 periods after its last response.
 const PARK_CHECK: Duration = Duration::from_millis(500);
 
-/// A response body that counts as in flight until it is dropped.
+/// A response body that counts as in flight until it is dropped, and
+/// holds its request's upstream slot (if it took one) as long.
 pub struct TrackedBody {
     inner: ProxyBody,
     _in_flight: InFlight,
+    _upstream_slot: Option<UpstreamSlot>,
 }
 
 impl Body for TrackedBody {
@@ -73,17 +75,21 @@ fn service(
     Error = Infallible,
     Future = ServiceFuture,
 > + Clone {
+    // One per client connection: its streams share it.
+    let slots = Arc::new(UpstreamSlots::new(ctx.runtime.config.limits.max_upstream_per_connection));
     hyper::service::service_fn(move |req| -> ServiceFuture {
         let in_flight = activity.request_started();
         let ctx = ctx.clone();
         let shared = shared.clone();
+        let slots = slots.clone();
         Box::pin(async move {
-            let response = handle(req, &ctx, &shared).await;
+            let mut slot = None;
+            let response = handle(req, &ctx, &shared, slots, &mut slot).await;
             if response.status() == StatusCode::REQUEST_TIMEOUT {
                 // The client's body is unread: the connection cannot be reused.
                 ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight }))
+            Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight, _upstream_slot: slot }))
         })
     })
 }
@@ -351,7 +357,16 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     r
 }
 
-async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> Response<ProxyBody> {
+/// `slots`: the client connection's upstream slots; the one a forwarded
+/// request takes is left in `slot`, to be held until its response body is
+/// done.
+async fn handle(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    shared: &Shared,
+    slots: Arc<UpstreamSlots>,
+    slot: &mut Option<UpstreamSlot>,
+) -> Response<ProxyBody> {
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
@@ -405,7 +420,7 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward(req, &target, ctx, shared).await {
+        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, shared, slots, slot).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
             Err(why) if why.starts_with(crate::upstream::CLIENT_BODY_ERROR) => {
@@ -419,6 +434,15 @@ async fn handle(mut req: Request<Incoming>, ctx: &ConnCtx, shared: &Shared) -> R
                 let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 (resp, why.into())
+            }
+            // The client connection holds all the upstream connections it may.
+            Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
+                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
+                tracing::debug!(peer = %ctx.peer, "{why}");
+                (
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n"),
+                    why.into(),
+                )
             }
             Err(why) if why.starts_with(crate::upstream::UPSTREAM_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
@@ -480,6 +504,34 @@ fn refuse_head(
         });
     }
     response
+}
+
+/// How a forwarding error starts when the request waited
+/// `upstream_queue_timeout` for one of its client connection's
+/// `max_upstream_per_connection` upstream slots: 503.
+const UPSTREAM_QUEUE: &str = "upstream queue timed out";
+
+/// [`forward`] once the request holds one of its connection's upstream
+/// slots, which it leaves in `slot`.
+async fn forward_in_slot(
+    req: Request<Incoming>,
+    target: &Target,
+    ctx: &ConnCtx,
+    shared: &Shared,
+    slots: Arc<UpstreamSlots>,
+    slot: &mut Option<UpstreamSlot>,
+) -> Result<Response<ProxyBody>, String> {
+    let limits = &ctx.runtime.config.limits;
+    match UpstreamSlots::take(slots, limits.upstream_queue_timeout).await {
+        Some(s) => *slot = Some(s),
+        None => {
+            return Err(format!(
+                "{UPSTREAM_QUEUE}: this connection held all its {} upstream connections for {:?}",
+                limits.max_upstream_per_connection, limits.upstream_queue_timeout
+            ))
+        }
+    }
+    forward(req, target, ctx, shared).await
 }
 
 async fn forward(

@@ -15,7 +15,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -382,5 +385,92 @@ impl Drop for UpstreamBody {
                 self.pool.put(up);
             }
         }
+    }
+}
+
+/// The upstream connections one client connection may hold at once
+/// (`[limits] max_upstream_per_connection`): a counter in the
+/// connection, taken before a request takes an upstream connection and
+/// given back when its response body ends or is dropped. Past the limit a
+/// request waits, woken by each release. Taking and giving back a free
+/// slot is an atomic each and allocates nothing.
+pub struct UpstreamSlots {
+    in_use: AtomicUsize,
+    max: usize,
+    released: tokio::sync::Notify,
+}
+
+/// One slot of [`UpstreamSlots`], given back on drop.
+pub struct UpstreamSlot(Arc<UpstreamSlots>);
+
+impl Drop for UpstreamSlot {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Release);
+        // No lock when nobody waits: `Notify` then only stores a permit.
+        self.0.released.notify_one();
+    }
+}
+
+impl UpstreamSlots {
+    pub fn new(max: usize) -> UpstreamSlots {
+        UpstreamSlots { in_use: AtomicUsize::new(0), max: max.max(1), released: tokio::sync::Notify::new() }
+    }
+
+    fn try_take(&self) -> bool {
+        let mut n = self.in_use.load(Relaxed);
+        while n < self.max {
+            match self.in_use.compare_exchange_weak(n, n + 1, Acquire, Relaxed) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+
+    /// A slot (which keeps `this`), waiting up to `timeout` for one;
+    /// `None` when none came.
+    pub async fn take(this: Arc<Self>, timeout: Duration) -> Option<UpstreamSlot> {
+        if this.try_take() {
+            return Some(UpstreamSlot(this));
+        }
+        let wait = async {
+            loop {
+                let released = this.released.notified();
+                let mut released = std::pin::pin!(released);
+                // Listening before looking: a release between the look
+                // and the wait still wakes this request.
+                released.as_mut().enable();
+                if this.try_take() {
+                    return;
+                }
+                released.await;
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(()) => Some(UpstreamSlot(this)),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slots_queue_past_the_limit_and_time_out() {
+        let slots = Arc::new(UpstreamSlots::new(2));
+        let short = Duration::from_millis(50);
+        let a = UpstreamSlots::take(slots.clone(), short).await.expect("first");
+        let _b = UpstreamSlots::take(slots.clone(), short).await.expect("second");
+        assert!(UpstreamSlots::take(slots.clone(), short).await.is_none(), "a third times out");
+        // A queued request gets the slot released while it waits.
+        let waiting = tokio::spawn(UpstreamSlots::take(slots.clone(), Duration::from_secs(5)));
+        tokio::time::sleep(short).await;
+        drop(a);
+        let c = waiting.await.unwrap().expect("woken by the release");
+        assert_eq!(slots.in_use.load(Relaxed), 2);
+        drop(c);
+        assert_eq!(slots.in_use.load(Relaxed), 1);
     }
 }

@@ -391,3 +391,61 @@ fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
     assert_eq!(open.load(Ordering::SeqCst), 0, "the upstream side was closed too");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
 }
+
+#[test]
+fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_get_503_after_the_queue_timeout() {
+    require("curl");
+    // The upstream holds every request (until upstream_timeout: 504 at 3 s);
+    // five streams of one HTTP/2 connection: two take upstream
+    // connections, three queue and get 503 at 1 s.
+    let (upstream, open) = start_silent_upstream();
+    let p = Proxy::start(
+        upstream,
+        "max_upstream_per_connection = 2\nupstream_queue_timeout = \"1s\"\nupstream_timeout = \"3s\"",
+    );
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (open, most, done) = (open.clone(), most.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                most.fetch_max(open.load(Ordering::SeqCst), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2", "--parallel", "--parallel-max", "10", "--max-time", "20"])
+        .args(["-w", "%{http_code} %{time_total} %{http_version} %{num_connects}\\n", "--cacert"])
+        .arg(p.ca.path("ca.crt"))
+        .arg("--cert")
+        .arg(p.ca.path("alice.crt"))
+        .arg("--key")
+        .arg(p.ca.path("alice.key"))
+        .args(["--resolve", &format!("localhost:{}:127.0.0.1", p.port)]);
+    for i in 0..5 {
+        cmd.args(["-o", "/dev/null"]).arg(format!("https://localhost:{}/hold/{i}", p.port));
+    }
+    let out = run(&mut cmd);
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let mut by_status: Vec<(String, f64)> = Vec::new();
+    let mut connects = 0;
+    for line in out.stdout.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f.len(), 4, "{}", out.stdout);
+        assert_eq!(f[2], "2", "HTTP/2: {line}");
+        connects += f[3].parse::<u32>().unwrap();
+        by_status.push((f[0].to_string(), f[1].parse().unwrap()));
+    }
+    assert_eq!(connects, 1, "one client connection for all five: {}", out.stdout);
+    let of = |s: &str| by_status.iter().filter(|(st, _)| st == s).map(|(_, t)| *t).collect::<Vec<f64>>();
+    let (queued, held) = (of("503"), of("504"));
+    assert_eq!((queued.len(), held.len()), (3, 2), "{}\n{}", out.stdout, p.log());
+    assert!(queued.iter().all(|t| (0.9..2.5).contains(t)), "503 after {queued:?} s, the queue timeout is 1 s");
+    assert!(held.iter().all(|t| (2.9..5.0).contains(t)), "504 after {held:?} s, upstream_timeout is 3 s");
+    assert_eq!(most.load(Ordering::SeqCst), 2, "upstream connections in use at once");
+    let m = p.metrics();
+    assert_eq!(counter(&m, "ambos_proxy_timeouts_total{kind=\"upstream_queue\"}"), 3.0, "{m}");
+    assert!(p.log().contains("upstream queue timed out"), "{}", p.log());
+}
