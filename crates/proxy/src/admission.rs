@@ -43,6 +43,9 @@ pub struct AdmissionLimits {
     pub max_connections: usize,
     pub max_connections_per_source: usize,
     pub max_handshakes_per_source: usize,
+    /// New connections per second one source may open that have not (yet)
+    /// finished their handshake (0: no limit); see [`RateTable`].
+    pub connection_rate_per_source: u32,
 }
 
 /// One admitted connection, as the admission state sees it.
@@ -89,6 +92,69 @@ struct State {
     /// Every connection in accept order, lazily cleaned like `Source::queue`.
     queue: VecDeque<Arc<Slot>>,
     sources: HashMap<IpAddr, Source>,
+    rates: RateTable,
+}
+
+/// How many sources the rate table remembers: past it, sources whose
+/// bucket has refilled (idle ones) are forgotten, and if none has, a new
+/// source is admitted without a bucket until some refill.
+const RATE_TABLE_CAP: usize = 65_536;
+
+/// One token bucket per source: each connection accepted takes a token,
+/// given back when its handshake completes, so a source is charged only
+/// for connections that have not proved anything (silent, evicted, or
+/// still handshaking). The bucket refills at `rate` per second up to
+/// `2 * rate`. With it empty, a new connection from that source is closed
+/// at accept, before any TLS work, unless its client's first bytes are
+/// already there.
+#[derive(Default)]
+struct RateTable {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// When the table was last swept of idle buckets.
+    swept: Option<std::time::Instant>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateTable {
+    /// Takes a token from `src`'s bucket; false when it is empty.
+    fn take(&mut self, src: IpAddr, rate: u32, now: std::time::Instant) -> bool {
+        let burst = 2.0 * f64::from(rate);
+        if self.buckets.len() >= RATE_TABLE_CAP && !self.buckets.contains_key(&src) {
+            // At most one sweep a second: O(cap), amortized over the accepts.
+            if self.swept.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+                self.swept = Some(now);
+                self.buckets.retain(|_, b| b.level(rate, burst, now) < burst);
+            }
+            if self.buckets.len() >= RATE_TABLE_CAP {
+                return true;
+            }
+        }
+        let b = self.buckets.entry(src).or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = b.level(rate, burst, now);
+        b.at = now;
+        if b.tokens < 1.0 {
+            return false;
+        }
+        b.tokens -= 1.0;
+        true
+    }
+
+    /// Gives back the token of a connection that finished its handshake.
+    fn refund(&mut self, src: IpAddr, rate: u32) {
+        if let Some(b) = self.buckets.get_mut(&src) {
+            b.tokens = (b.tokens + 1.0).min(2.0 * f64::from(rate));
+        }
+    }
+}
+
+impl Bucket {
+    fn level(&self, rate: u32, burst: f64, now: std::time::Instant) -> f64 {
+        (self.tokens + now.duration_since(self.at).as_secs_f64() * f64::from(rate)).min(burst)
+    }
 }
 
 /// Why a connection was evicted or refused (the metrics' `reason`).
@@ -97,6 +163,7 @@ pub enum Shed {
     MaxConnections,
     SourceConnections,
     SourceHandshakes,
+    Rate,
 }
 
 impl Shed {
@@ -105,6 +172,7 @@ impl Shed {
             Shed::MaxConnections => "max_connections",
             Shed::SourceConnections => "source_connections",
             Shed::SourceHandshakes => "source_handshakes",
+            Shed::Rate => "rate",
         }
     }
 }
@@ -123,6 +191,9 @@ pub struct Ticket {
     /// Admitted while its source or the proxy was near a limit: worth
     /// looking whether the client has spoken yet ([`Ticket::mark_if_spoken`]).
     pressed: bool,
+    /// Took a token of its source's rate bucket (given back when the
+    /// handshake completes).
+    charged: bool,
 }
 
 /// The address connections are counted under: IPv4 as is (also when
@@ -228,10 +299,22 @@ impl Admission {
 
     /// Admits a new connection from `peer`, evicting handshakes as the
     /// limits require, or refuses it (`None`: close it).
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Ticket> {
+    /// `spoken` tells (one non-blocking peek) whether the client's first
+    /// bytes are already there; asked only when its source is over its
+    /// connection rate.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, spoken: impl FnOnce() -> bool) -> Option<Ticket> {
         let key = source_key(peer);
         let l = self.limits;
         let mut st = self.lock();
+        let mut charged = false;
+        if l.connection_rate_per_source > 0 {
+            charged = st.rates.take(key, l.connection_rate_per_source, std::time::Instant::now());
+            if !charged && !spoken() {
+                drop(st);
+                refused(Shed::Rate);
+                return None;
+            }
+        }
         let (conns, hs) = st.sources.get(&key).map_or((0, 0), |s| (s.connections, s.handshakes));
         let pressed = 2 * hs >= l.max_handshakes_per_source
             || 2 * conns >= l.max_connections_per_source
@@ -272,7 +355,7 @@ impl Admission {
         src.handshakes += 1;
         compact(&mut src.queue, src.handshakes);
         src.queue.push_back(slot.clone());
-        Some(Ticket { admission: self.clone(), slot, pressed })
+        Some(Ticket { admission: self.clone(), slot, pressed, charged })
     }
 
     /// Connections and handshakes in flight.
@@ -313,6 +396,9 @@ impl Ticket {
         st.handshakes -= 1;
         if let Some(s) = st.sources.get_mut(&self.slot.source) {
             s.handshakes -= 1;
+        }
+        if self.charged {
+            st.rates.refund(self.slot.source, self.admission.limits.connection_rate_per_source);
         }
         true
     }
@@ -370,6 +456,7 @@ mod tests {
             max_connections: max,
             max_connections_per_source: per_source,
             max_handshakes_per_source: hs,
+            connection_rate_per_source: 0,
         };
         Arc::new(Admission { limits, silent_grace: std::time::Duration::ZERO, state: Mutex::default() })
     }
@@ -381,19 +468,19 @@ mod tests {
     #[test]
     fn the_oldest_handshake_is_evicted_at_the_cap() {
         let a = adm(3, 100, 100);
-        let t1 = a.admit(ip("10.0.0.1")).unwrap();
-        let t2 = a.admit(ip("10.0.0.2")).unwrap();
+        let t1 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let t2 = a.admit(ip("10.0.0.2"), || false).unwrap();
         assert!(t2.established());
-        let t3 = a.admit(ip("10.0.0.3")).unwrap();
+        let t3 = a.admit(ip("10.0.0.3"), || false).unwrap();
         // Full: t1 (the oldest still in its handshake) goes.
-        let t4 = a.admit(ip("10.0.0.4")).unwrap();
+        let t4 = a.admit(ip("10.0.0.4"), || false).unwrap();
         assert!(!t1.established(), "t1 was evicted");
         assert_eq!(a.counts(), (3, 2));
         drop(t1);
         assert_eq!(a.counts(), (3, 2), "an evicted ticket releases nothing twice");
         assert!(t3.established() && t4.established());
         // Everyone established: refused.
-        assert!(a.admit(ip("10.0.0.5")).is_none());
+        assert!(a.admit(ip("10.0.0.5"), || false).is_none());
         drop((t2, t3, t4));
         assert_eq!(a.counts(), (0, 0));
         assert!(a.lock().sources.is_empty());
@@ -402,15 +489,15 @@ mod tests {
     #[test]
     fn a_source_over_its_handshakes_loses_its_own_oldest() {
         let a = adm(100, 100, 2);
-        let other = a.admit(ip("10.0.0.9")).unwrap();
-        let s1 = a.admit(ip("10.0.0.1")).unwrap();
-        let s2 = a.admit(ip("10.0.0.1")).unwrap();
-        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        let other = a.admit(ip("10.0.0.9"), || false).unwrap();
+        let s1 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let s2 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let s3 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(!s1.established());
         assert!(other.established(), "another source is untouched");
         assert!(s2.established() && s3.established());
         // Handshakes done: a new one from the source is admitted.
-        let s4 = a.admit(ip("10.0.0.1")).unwrap();
+        let s4 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert_eq!(a.counts(), (4, 1));
         drop((s1, s2, s3, s4, other));
         assert_eq!(a.counts(), (0, 0));
@@ -419,14 +506,14 @@ mod tests {
     #[test]
     fn a_source_at_its_connection_limit_is_refused_once_all_are_established() {
         let a = adm(100, 2, 10);
-        let s1 = a.admit(ip("10.0.0.1")).unwrap();
-        let s2 = a.admit(ip("10.0.0.1")).unwrap();
+        let s1 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let s2 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(s2.established());
-        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        let s3 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(!s1.established(), "s1 was still in its handshake: evicted");
         assert!(s3.established());
-        assert!(a.admit(ip("10.0.0.1")).is_none());
-        assert!(a.admit(ip("10.0.0.2")).is_some(), "other sources are not limited by it");
+        assert!(a.admit(ip("10.0.0.1"), || false).is_none());
+        assert!(a.admit(ip("10.0.0.2"), || false).is_some(), "other sources are not limited by it");
     }
 
     #[test]
@@ -435,8 +522,9 @@ mod tests {
             max_connections: 100,
             max_connections_per_source: 100,
             max_handshakes_per_source: 2,
+            connection_rate_per_source: 0,
         });
-        let t: Vec<_> = (0..5).map(|_| a.admit(ip("10.0.0.1")).unwrap()).collect();
+        let t: Vec<_> = (0..5).map(|_| a.admit(ip("10.0.0.1"), || false).unwrap()).collect();
         assert_eq!(a.counts(), (5, 5), "a burst younger than SILENT_GRACE is left alone");
         drop(t);
     }
@@ -444,24 +532,24 @@ mod tests {
     #[test]
     fn handshakes_that_spoke_are_not_evicted_for_the_source_handshake_limit() {
         let a = adm(100, 100, 2);
-        let s1 = a.admit(ip("10.0.0.1")).unwrap();
-        let s2 = a.admit(ip("10.0.0.1")).unwrap();
+        let s1 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let s2 = a.admit(ip("10.0.0.1"), || false).unwrap();
         s1.slot().spoke();
         s2.slot().spoke();
-        let s3 = a.admit(ip("10.0.0.1")).unwrap();
+        let s3 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(s1.established() && s2.established() && s3.established(), "a burst of honest clients");
     }
 
     #[test]
     fn silent_handshakes_go_before_ones_that_spoke() {
         let a = adm(3, 100, 100);
-        let legit = a.admit(ip("10.0.0.1")).unwrap();
+        let legit = a.admit(ip("10.0.0.1"), || false).unwrap();
         legit.slot().spoke();
-        let silent1 = a.admit(ip("10.0.0.1")).unwrap();
-        let silent2 = a.admit(ip("10.0.0.1")).unwrap();
-        let _new = a.admit(ip("10.0.0.1")).unwrap();
+        let silent1 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let silent2 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        let _new = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(!silent1.established(), "the oldest silent one went");
-        let _new2 = a.admit(ip("10.0.0.1")).unwrap();
+        let _new2 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(!silent2.established());
         assert!(legit.established(), "the one that spoke stays, although the oldest");
     }
@@ -470,7 +558,7 @@ mod tests {
     fn queues_stay_bounded_with_churn() {
         let a = adm(1000, 1000, 1000);
         for _ in 0..10_000 {
-            let t = a.admit(ip("10.0.0.1")).unwrap();
+            let t = a.admit(ip("10.0.0.1"), || false).unwrap();
             assert!(t.established());
         }
         let st = a.lock();
@@ -482,5 +570,46 @@ mod tests {
         assert_eq!(source_key(ip("2001:db8:1:2:3::4")), ip("2001:db8:1:2::"));
         assert_eq!(source_key(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
         assert_eq!(source_key(ip("10.1.2.3")), ip("10.1.2.3"));
+    }
+
+    fn rated(rate: u32) -> Arc<Admission> {
+        Admission::new(AdmissionLimits {
+            max_connections: 100_000,
+            max_connections_per_source: 100_000,
+            max_handshakes_per_source: 100_000,
+            connection_rate_per_source: rate,
+        })
+    }
+
+    #[test]
+    fn a_source_past_its_rate_is_refused_unless_it_already_spoke() {
+        let a = rated(10);
+        let held: Vec<_> = (0..20).map(|_| a.admit(ip("10.0.0.1"), || false).unwrap()).collect();
+        assert!(a.admit(ip("10.0.0.1"), || false).is_none(), "the burst (2 s of rate) is spent");
+        let spoke = a.admit(ip("10.0.0.1"), || true);
+        assert!(spoke.is_some(), "a client whose ClientHello is there gets in");
+        let other = a.admit(ip("10.0.0.2"), || false);
+        assert!(other.is_some(), "other sources have their own bucket");
+        assert_eq!(a.counts(), (22, 22));
+        drop((held, spoke, other));
+    }
+
+    #[test]
+    fn completed_handshakes_give_their_token_back() {
+        let a = rated(10);
+        for _ in 0..1000 {
+            let t = a.admit(ip("10.0.0.1"), || false).expect("honest clients are never charged for long");
+            assert!(t.established());
+        }
+    }
+
+    #[test]
+    fn the_rate_table_is_bounded() {
+        let a = rated(10);
+        for i in 0..(RATE_TABLE_CAP as u32 + 1000) {
+            let t = a.admit(IpAddr::V4(i.into()), || false).unwrap();
+            assert!(t.established());
+        }
+        assert!(a.lock().rates.buckets.len() <= RATE_TABLE_CAP);
     }
 }

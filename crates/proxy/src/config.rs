@@ -112,6 +112,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_connections_per_source: Option<usize>,
     max_handshakes_per_source: Option<usize>,
+    connection_rate_per_source: Option<u32>,
     upstream_connect_timeout: Option<String>,
     upstream_timeout: Option<String>,
     body_timeout: Option<String>,
@@ -159,6 +160,9 @@ pub struct Limits {
     pub max_connections_per_source: usize,
     /// Connections one source address may have in their TLS handshake.
     pub max_handshakes_per_source: usize,
+    /// New connections per second one source address may open that do not
+    /// complete a handshake (burst: twice it); 0 (the default): no limit.
+    pub connection_rate_per_source: u32,
     /// Connecting to the upstream (HTTP and TCP mode).
     pub upstream_connect_timeout: Duration,
     /// From the request sent to the upstream's response head: 504 after it.
@@ -184,6 +188,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_source: 1_000,
             max_handshakes_per_source: 128,
+            connection_rate_per_source: 0,
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
@@ -562,6 +567,9 @@ impl ProxyConfig {
                 return Err(invalid("limits.max_connections must be at least 1"));
             }
             limits.max_connections = n;
+        }
+        if let Some(r) = raw.limits.connection_rate_per_source {
+            limits.connection_rate_per_source = r;
         }
         for (n, field, at) in [
             (

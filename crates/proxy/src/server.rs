@@ -137,6 +137,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         max_connections: limits.max_connections,
         max_connections_per_source: limits.max_connections_per_source,
         max_handshakes_per_source: limits.max_handshakes_per_source,
+        connection_rate_per_source: limits.connection_rate_per_source,
     });
     tokio::pin!(shutdown);
     let mut burst: u32 = 0;
@@ -154,7 +155,10 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             _ = &mut shutdown => break,
         };
         // Evicts silent handshakes to make room, or refuses (see `admission`).
-        let Some(ticket) = admission.admit(peer.ip()) else {
+        let Some(ticket) = admission.admit(peer.ip(), || {
+            let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+            matches!(socket2::SockRef::from(&stream).peek(&mut byte), Ok(n) if n > 0)
+        }) else {
             drop(stream);
             continue;
         };

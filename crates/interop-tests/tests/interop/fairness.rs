@@ -392,6 +392,78 @@ fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
 }
 
+/// Opens `N` TCP connections to `PORT` at once and stays silent on all of
+/// them; prints how many the proxy closed within 2 s and the longest any
+/// of those stayed open (seconds), then holds the rest.
+const BURST: &str = r#"
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+pending, held, closed, slowest = [], [], 0, 0.0
+for i in range(n):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        closed += 1
+        continue
+    # Timed from the connect's end. A connection that found the accept
+    # queue full is accepted only when the kernel retransmits its SYN-ACK,
+    # 1 s later: the burst is paced a little to spare the queue.
+    if i % 20 == 19:
+        time.sleep(0.005)
+    s.setblocking(False)
+    pending.append((s, time.monotonic()))
+deadline = time.monotonic() + 2
+while pending and time.monotonic() < deadline:
+    rest = []
+    for s, start in pending:
+        try:
+            if s.recv(1):
+                held.append(s)
+                continue
+        except BlockingIOError:
+            rest.append((s, start))
+            continue
+        except OSError:
+            pass
+        closed += 1
+        slowest = max(slowest, time.monotonic() - start)
+        s.close()
+    pending = rest
+    time.sleep(0.005)
+print(f"{closed} {slowest:.3f}", flush=True)
+time.sleep(600)
+"#;
+
+#[test]
+fn a_connection_flood_from_one_address_is_refused_at_accept_past_its_rate() {
+    require("curl");
+    require("python3");
+    // 20 a second, a burst of 40: of 200 silent connections opened at
+    // once, about 160 are closed as soon as they are accepted, before any
+    // TLS work (the per-source handshake limit would wait 1 s, the
+    // handshake timeout 30 s).
+    let p = Proxy::start(start_http_upstream(), "connection_rate_per_source = 20\nhandshake_timeout = \"30s\"");
+    let (_burst, _, line) = p.python("burst.py", BURST, &[p.port.to_string(), "200".into()]);
+    let (closed, slowest) = line.split_once(' ').expect(&line);
+    let closed: f64 = closed.parse().unwrap();
+    let slowest: f64 = slowest.parse().unwrap();
+    assert!(closed >= 120.0, "closed at accept: {closed} of 200\n{}", p.log());
+    // Refused at accept, not evicted (a silent connection would be after
+    // 1 s, counted as evicted) nor timed out (30 s); the bound leaves room
+    // for a connection the full accept queue delayed by 1 s.
+    assert!(slowest < 1.5, "a refused connection stayed open {slowest} s");
+    let m = p.metrics();
+    let rate = counter(&m, "ambos_proxy_connections_rejected_total{reason=\"rate\"}");
+    assert!(rate >= closed - 5.0 && rate <= 200.0, "refused for the rate: {rate}, closed: {closed}\n{m}");
+    assert_eq!(counter(&m, "ambos_proxy_connections_evicted_total"), 0.0, "{m}");
+    // The address's bucket refills at 20 a second: a client with a
+    // certificate from the same address gets through a second later.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, secs) = p.curl("/hello", &[]);
+    assert_eq!(status, "200", "after {secs} s; proxy log:\n{}", p.log());
+}
+
 #[test]
 fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_get_503_after_the_queue_timeout() {
     require("curl");
