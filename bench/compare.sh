@@ -41,32 +41,11 @@ for tool in taskset python3 nginx haproxy getconf; do
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
-if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build -p ambos) >&2; fi
-AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-compare.XXXXXX")"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local port="$1" what="$2" pid="$3" i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || { echo "bench/compare.sh: $what exited:" >&2; cat "$TMP/$what.log" >&2 || true; exit 1; }
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench/compare.sh: $what not listening on $port" >&2; exit 1
-}
+BENCH=compare
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 CLK_TCK="$(getconf CLK_TCK)"
 
 "$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1

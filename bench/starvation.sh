@@ -39,30 +39,9 @@ if (( NOFILE < SILENT + 256 )); then
     echo "bench/starvation.sh: the hard open-file limit is $NOFILE: SILENT lowered from $SILENT to $((NOFILE - 256)) (raise it with ulimit -Hn as root)" >&2
     SILENT=$((NOFILE - 256))
 fi
-if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build -p ambos) >&2; fi
-AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-starvation.XXXXXX")"
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local port="$1" what="$2" pid="$3" i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$pid" 2>/dev/null || { echo "bench/starvation.sh: $what exited:" >&2; cat "$TMP/$what.log" >&2 || true; exit 1; }
-        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench/starvation.sh: $what not listening on $port" >&2; exit 1
-}
-json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+BENCH=starvation
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF } END { print s + 0 }'; }
 
 "$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1

@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# What the bench scripts share, sourced after they set ROOT, PROFILE and
+# BENCH (their name): the ambos build, a temporary directory removed at exit
+# with every process recorded in PIDS stopped, and helpers for ports and JSON.
+if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build -p ambos) >&2; fi
+AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-$BENCH.XXXXXX")"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# wait_port PORT WHAT PID: until PORT accepts; fails (showing $TMP/WHAT.log) if PID exits.
+wait_port() {
+    local port="$1" what="$2" pid="$3" i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || { echo "bench/$BENCH.sh: $what exited:" >&2; cat "$TMP/$what.log" >&2 || true; exit 1; }
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench/$BENCH.sh: $what not listening on $port" >&2; exit 1
+}
+json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
