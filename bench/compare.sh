@@ -259,17 +259,5 @@ TABLE="$(
 )"
 echo "$TABLE"
 if [[ "$SMOKE" != 1 ]]; then
-    python3 - "$ROOT/docs/benchmarks.md" "$TABLE" <<'EOF'
-import sys
-path, table = sys.argv[1], sys.argv[2]
-text = open(path).read()
-begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
-block = f"{begin}\n{table}\n{end}"
-if begin in text:
-    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    text += f"\n## Side by side: nginx, HAProxy, ambos (bench/compare.sh)\n\n{block}\n"
-open(path, "w").write(text)
-EOF
-    echo "(written to docs/benchmarks.md)"
+    write_doc_block compare "Side by side: nginx, HAProxy, ambos (bench/compare.sh)" "$TABLE"
 fi

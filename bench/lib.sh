@@ -27,3 +27,20 @@ wait_port() {
     echo "bench/$BENCH.sh: $what not listening on $port" >&2; exit 1
 }
 json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+# write_doc_block NAME HEADING CONTENT: puts CONTENT between <!-- NAME:begin -->
+# and <!-- NAME:end --> in docs/benchmarks.md (a new section HEADING the first time).
+write_doc_block() {
+    python3 - "$ROOT/docs/benchmarks.md" "$1" "$2" "$3" <<'PY'
+import sys
+path, name, heading, content = sys.argv[1:5]
+text = open(path).read()
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+block = f"{begin}\n{content}\n{end}"
+if begin in text:
+    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+else:
+    text += f"\n## {heading}\n\n{block}\n"
+open(path, "w").write(text)
+PY
+    echo "(written to docs/benchmarks.md)"
+}

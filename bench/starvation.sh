@@ -316,17 +316,6 @@ EOF
 echo
 echo "$REPORT"
 if [[ "$SMOKE" != 1 ]]; then
-    python3 - "$ROOT/docs/benchmarks.md" "$REPORT" "$(date -u +%Y-%m-%d)" <<'EOF'
-import sys
-path, report, day = sys.argv[1], sys.argv[2], sys.argv[3]
-text = open(path).read()
-begin, end = "<!-- starvation:begin -->", "<!-- starvation:end -->"
-block = f"{begin}\nMeasured {day} (release build, proxy on CPU 0, load and attacker on CPU 1):\n\n{report}\n{end}"
-if begin in text:
-    text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    text += f"\n## Starvation: silent connections, slow bodies, hanging upstreams (bench/starvation.sh)\n\n{block}\n"
-open(path, "w").write(text)
-EOF
-    echo "(written to docs/benchmarks.md)"
+    write_doc_block starvation "Starvation: silent connections, slow bodies, hanging upstreams (bench/starvation.sh)" \
+        "Measured $(date -u +%Y-%m-%d) (release build, proxy on CPU 0, load and attacker on CPU 1):"$'\n\n'"$REPORT"
 fi
