@@ -13,8 +13,12 @@ pub enum PkiError {
     InvalidSan { value: String, why: &'static str },
     #[error("invalid name '{0}': use 1-64 characters of letters, digits, '.', '-', '_' or '@', not starting with '.' or '-'")]
     InvalidName(String),
-    #[error("invalid duration '{0}' (expected e.g. 90s, 15m, 24h, 30d, 1y)")]
+    #[error("invalid duration '{0}' (expected e.g. 500ms, 90s, 15m, 24h, 30d, 1y)")]
     InvalidDuration(String),
+    #[error("duration '{text}' is longer than the maximum of {max}")]
+    DurationTooLong { text: String, max: String },
+    #[error("duration '{0}' must be more than 0")]
+    ZeroDuration(String),
     #[error("invalid serial '{0}' (expected hex digits, optionally with colons)")]
     InvalidSerial(String),
     #[error("malformed PEM: {0}")]

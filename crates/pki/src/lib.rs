@@ -16,7 +16,7 @@ mod serial;
 
 pub use authority::{backdate, issued_ttl, Authority, IssuedCert, NewCa};
 pub use crl::{build_crl, RevocationReason, RevokedEntry};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, parse_duration, parse_duration_within, MAX_DURATION};
 pub use error::PkiError;
 pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedRevocation, Inspection, SanEntry};
 pub use key::{decrypt_private_key, encrypt_private_key, KeyType, PrivateKey};

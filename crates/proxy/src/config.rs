@@ -266,45 +266,18 @@ fn invalid(msg: impl Into<String>) -> ProxyError {
 /// and deadlines computed from it could overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
 
-/// `250ms`, `90s`, `15m`, `24h`, `30d`, `2w`, `1y` (365 days); a bare
-/// number is seconds. At most [`MAX_DURATION`]; 0 is allowed here (the
-/// callers that need more than 0 say so with [`positive`]).
+/// A setting's duration in the one grammar (`ambos_pki::parse_duration_within`),
+/// at most [`MAX_DURATION`]; 0 is allowed here (the callers that need more
+/// than 0 say so with [`positive`]).
 fn duration(text: &str, field: &str) -> Result<Duration, ProxyError> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let bad = || invalid(format!("{field}: '{text}' is not a duration like 500ms, 10s, 5m, 1h, 1d"));
-    let too_long = || invalid(format!("{field}: '{text}' is longer than the maximum of 10 years"));
-    let n: u64 = n.parse().map_err(|e: std::num::ParseIntError| match e.kind() {
-        std::num::IntErrorKind::PosOverflow => too_long(),
-        _ => bad(),
-    })?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" | "m" | "h" | "d" | "w" | "y" => {
-            let unit_secs: u64 = match unit {
-                "" | "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                "w" => 7 * 86_400,
-                _ => 365 * 86_400,
-            };
-            Duration::from_secs(n.checked_mul(unit_secs).ok_or_else(too_long)?)
-        }
-        _ => return Err(bad()),
-    };
-    if d > MAX_DURATION {
-        return Err(too_long());
-    }
-    Ok(d)
+    ambos_pki::parse_duration_within(text, MAX_DURATION).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
 /// A duration that must be more than 0 (a timeout of 0 would refuse everything).
 fn positive(text: &str, field: &str) -> Result<Duration, ProxyError> {
     let d = duration(text, field)?;
     if d.is_zero() {
-        return Err(invalid(format!("{field}: '{text}': must be more than 0")));
+        return Err(invalid(format!("{field}: duration '{text}' must be more than 0")));
     }
     Ok(d)
 }
@@ -826,11 +799,11 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             "18446744073709551615ms",
         ] {
             let err = duration(text, "limits.idle_timeout").unwrap_err().to_string();
-            assert!(err.contains("limits.idle_timeout") && err.contains("10 years"), "{text}: {err}");
+            assert!(err.contains("limits.idle_timeout") && err.contains("maximum of 10y"), "{text}: {err}");
         }
         for text in ["", "s", "1.5h", "-1s", "10x", "1 h", "ms"] {
             let err = duration(text, "limits.idle_timeout").unwrap_err().to_string();
-            assert!(err.contains("limits.idle_timeout") && err.contains("not a duration"), "{text}: {err}");
+            assert!(err.contains("limits.idle_timeout") && err.contains("invalid duration"), "{text}: {err}");
         }
     }
 
