@@ -439,10 +439,11 @@ async fn handle(
             Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
                 tracing::debug!(peer = %ctx.peer, "{why}");
-                (
-                    plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n"),
-                    why.into(),
-                )
+                let mut resp =
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n");
+                // A slot frees when one of this connection's own requests ends: soon, so retry soon.
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                (resp, why.into())
             }
             Err(why) if why.starts_with(crate::upstream::UPSTREAM_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);

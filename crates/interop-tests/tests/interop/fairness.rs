@@ -488,7 +488,11 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
     };
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--http2", "--parallel", "--parallel-max", "10", "--max-time", "20"])
-        .args(["-w", "%{http_code} %{time_total} %{http_version} %{num_connects}\\n", "--cacert"])
+        .args([
+            "-w",
+            "%{http_code} %{time_total} %{http_version} %{num_connects} [%header{retry-after}]\\n",
+            "--cacert",
+        ])
         .arg(p.ca.path("ca.crt"))
         .arg("--cert")
         .arg(p.ca.path("alice.crt"))
@@ -505,8 +509,10 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
     let mut connects = 0;
     for line in out.stdout.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        assert_eq!(f.len(), 4, "{}", out.stdout);
+        assert_eq!(f.len(), 5, "{}", out.stdout);
         assert_eq!(f[2], "2", "HTTP/2: {line}");
+        let retry_after = if f[0] == "503" { "[1]" } else { "[]" };
+        assert_eq!(f[4], retry_after, "Retry-After only on the queue's 503: {line}");
         connects += f[3].parse::<u32>().unwrap();
         by_status.push((f[0].to_string(), f[1].parse().unwrap()));
     }
