@@ -36,5 +36,6 @@ SMOKE=1 ./bench/proxy.sh
 SMOKE=1 ./bench/enroll.sh
 SMOKE=1 ./bench/compare.sh
 SMOKE=1 ./bench/starvation.sh
+SMOKE=1 ./bench/audit-soak.sh
 
 echo "tests: $passed passed, $failed failed"
