@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Process-wide state shared by every connection.
 pub struct Shared {
@@ -113,7 +113,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     if from_dps {
         crate::crl_pull::spawn_distribution_points(reloader.clone());
     }
-    let listener = TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    let listener = crate::admission::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
     if let Some(addr) = metrics_addr {
         telemetry::serve(addr, prometheus).await.map_err(|source| ProxyError::Bind { addr, source })?;
     }
@@ -159,10 +159,12 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
             matches!(socket2::SockRef::from(&stream).peek(&mut byte), Ok(n) if n > 0)
         }) else {
+            // A reset: the cheapest close (see `Ticket::on_accept`); failing, a FIN.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
             drop(stream);
             continue;
         };
-        ticket.mark_if_spoken(&stream);
+        ticket.on_accept(&stream);
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let slot = ticket.slot().clone();
@@ -194,6 +196,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ti
     if !ticket.established() {
         return;
     }
+    ticket.close_gracefully(tls.get_ref().0);
     // A verified client is registered so that a CRL revoking it later
     // closes this connection, whatever it speaks.
     let registered = chain.map(|c| shared.reloader.connections.register(c));

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// How often the tunnel pulls `--crl-url` again.
 pub const CRL_URL_REFRESH: Duration = Duration::from_secs(60);
@@ -186,7 +186,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
     let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
     let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
+        crate::admission::bind(cfg.listen).map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
     tracing::info!(
         "tunnel listening on {} -> mTLS {}{}",
         listener.local_addr().unwrap_or(cfg.listen),
