@@ -31,12 +31,16 @@ pub enum CaError {
     TokenProfile(String),
     #[error("the system random number generator failed")]
     Random,
-    #[error("cannot reach the CA at {url}: {why}")]
-    Unreachable { url: String, why: String },
-    #[error("the CA refused: {error}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
-    Refused { status: u16, error: String, detail: String },
-    #[error("unexpected answer from the CA: {0}")]
-    BadResponse(String),
+    #[error("certificate {0} was not issued by this CA")]
+    UnknownPeer(String),
+    #[error("certificate {0} is revoked")]
+    PeerRevoked(String),
+    #[error("certificate {0} is not an administrator of the CA API")]
+    NotAdmin(String),
+    #[error("certificates of profile '{0}' cannot be renewed")]
+    NotRenewable(String),
+    #[error("the client certificate does not parse: {0}")]
+    BadPeerCertificate(String),
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}: {why}")]
@@ -45,37 +49,12 @@ pub enum CaError {
 
 pub type Result<T> = std::result::Result<T, CaError>;
 
+pub mod api;
 pub mod client;
-pub mod server;
+mod enrollment;
 mod verifier;
 
-/// What an enrollment token buys: one certificate with exactly these names.
-#[derive(Clone, Debug)]
-pub struct TokenOptions {
-    pub name: String,
-    pub profile: Profile,
-    pub sans: Vec<ambos_pki::San>,
-    pub ous: Vec<String>,
-    /// Lifetime of the certificate (default: the profile's).
-    pub cert_ttl: Duration,
-    /// How long the token can be spent (default 10 minutes).
-    pub ttl: Duration,
-}
-
-/// SHA-256 hex of a token secret: what the store keeps.
-pub fn token_hash(secret: &str) -> String {
-    ambos_pki::sha256_hex(secret.trim().as_bytes())
-}
-
-/// The certificate request a stored token stands for.
-pub fn token_request(t: &ambos_store::TokenRecord) -> Result<LeafRequest> {
-    let profile: Profile = t.profile.parse().map_err(|_| CaError::TokenProfile(t.profile.clone()))?;
-    let mut req = LeafRequest::new(&t.name, profile);
-    req.sans = t.sans.iter().map(|s| s.parse()).collect::<std::result::Result<_, _>>()?;
-    req.organizational_units = t.ous.clone();
-    req.ttl = Duration::from_secs(t.cert_ttl.max(1) as u64);
-    Ok(req)
-}
+pub use enrollment::{Enrollment, TokenGrant, TokenOptions};
 
 /// Settings for `ambos init`.
 #[derive(Clone, Debug)]
@@ -116,7 +95,7 @@ pub struct CertificateAuthority<S: CertStore = SqliteStore> {
 }
 
 /// Whole seconds: X.509 times have no fractions, and records should match the certificate.
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(0).unwrap_or(t)
 }
@@ -335,53 +314,59 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(build_crl(signer, number, &revoked, at, at + validity)?)
     }
 
-    /// Creates a one-time token and returns its secret (shown once, stored hashed).
-    pub fn create_token(&mut self, opts: &TokenOptions) -> Result<String> {
-        Ok(self.create_tokens(opts, 1)?.remove(0))
-    }
-
-    /// Creates `count` tokens with the same terms in one transaction.
-    pub fn create_tokens(&mut self, opts: &TokenOptions, count: usize) -> Result<Vec<String>> {
-        ambos_pki::validate_name(&opts.name)?;
-        let at = now();
-        let mut secrets = Vec::with_capacity(count);
-        let mut records = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut bytes = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Random)?;
-            let secret = format!("ambos_{}", hex::encode(bytes));
-            records.push(ambos_store::TokenRecord {
-                hash: token_hash(&secret),
-                name: opts.name.clone(),
-                profile: opts.profile.as_str().to_string(),
-                sans: opts.sans.iter().map(ToString::to_string).collect(),
-                ous: opts.ous.clone(),
-                cert_ttl: opts.cert_ttl.as_secs() as i64,
-                expires_at: (at + opts.ttl).unix_timestamp(),
-                created_at: at.unix_timestamp(),
-                spent_at: None,
-                spent_serial: None,
-            });
-            secrets.push(secret);
-        }
-        self.store.insert_tokens(&records)?;
-        Ok(secrets)
-    }
-
     /// Marks an issued certificate as a CA API administrator.
     pub fn set_admin(&mut self, serial: &Serial) -> Result<()> {
         Ok(self.store.set_admin(&serial.to_hex())?)
-    }
-
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
     }
 
     pub fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
         Ok(self.store.list(filter)?)
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
+    /// The record of the certificate a client connected with, if it may use
+    /// the API: issued here and not revoked.
+    pub fn peer(&self, serial: &str) -> Result<CertRecord> {
+        let rec = self.store.cert_by_serial(serial)?.ok_or_else(|| CaError::UnknownPeer(serial.to_string()))?;
+        if rec.revocation.is_some() {
+            return Err(CaError::PeerRevoked(serial.to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// As [`CertificateAuthority::peer`], and marked administrator (`ambos issue client NAME --admin`).
+    pub fn admin(&self, serial: &str) -> Result<CertRecord> {
+        let rec = self.peer(serial)?;
+        if !rec.admin {
+            return Err(CaError::NotAdmin(serial.to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// Renews the certificate a client connected with (`peer_der`, verified
+    /// by the TLS layer): same name, profile, SANs, OU, O and lifetime, for
+    /// the key of `csr_der` or else the same key; an administrator stays one.
+    /// Stored (one transaction) before it is returned.
+    pub fn renew(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
+        let id = ambos_tls::Identity::from_der(peer_der).map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
+        let rec = self.peer(&id.serial)?;
+        let profile: Profile = rec.profile.parse().map_err(|_| CaError::NotRenewable(rec.profile.clone()))?;
+        let mut req = LeafRequest::new(&rec.name, profile);
+        req.sans = rec.sans.iter().filter_map(|s| s.parse().ok()).collect();
+        req.organizational_units = id.ou;
+        req.organization = id.o.into_iter().next();
+        req.ttl = ambos_pki::issued_ttl(rec.not_before, rec.not_after);
+        let at = now();
+        let issued = match csr_der {
+            Some(der) => issuer.issue_for_csr(&req, der, at)?,
+            None => {
+                let (_, cert) = x509_parser::parse_x509_certificate(peer_der)
+                    .map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
+                issuer.issue_for_spki(&req, cert.public_key().raw, at)?
+            }
+        };
+        let mut record = record_of(&issued, AuthorityRole::Intermediate, at);
+        record.admin = rec.admin;
+        self.store.insert_certs(&[record])?;
+        Ok(issued)
     }
 }
