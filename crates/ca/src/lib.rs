@@ -8,7 +8,8 @@ use ambos_pki::{
     RevokedEntry, Serial,
 };
 use ambos_store::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Revocation, SqliteStore, StoreError,
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Revocation,
+    SqliteStore, StoreError,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -154,12 +155,13 @@ impl CertificateAuthority<SqliteStore> {
         };
         let root = record(AuthorityRole::Root, &ca.root_cert_der, &ca.root_key)?;
         let intermediate = record(AuthorityRole::Intermediate, &ca.intermediate_cert_der, &ca.intermediate_key)?;
-        store.init_authorities(&root, &intermediate)?;
-        // The intermediate is a certificate the root issued: list and revoke it like any other.
-        store.insert_certs(&[record_of(&ca.intermediate, AuthorityRole::Root, at)])?;
-        if let Some(url) = &opts.crl_url {
-            store.set_setting(CRL_URL, Some(url))?;
-        }
+        let settings = opts.crl_url.iter().map(|url| (CRL_URL.to_string(), url.clone())).collect();
+        store.init_authorities(&NewCaRecords {
+            root,
+            intermediate,
+            intermediate_cert: record_of(&ca.intermediate, AuthorityRole::Root, at),
+            settings,
+        })?;
         let authorities = store.authorities()?;
         Ok(CertificateAuthority { store, authorities })
     }
