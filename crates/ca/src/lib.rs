@@ -74,7 +74,7 @@ pub struct InitOptions {
 
 /// Where the root's CRL is published, given the intermediate's CRL URL:
 /// `URL/root` (`ambos serve` answers `/v1/crl/root`).
-pub fn root_crl_url(crl_url: &str) -> String {
+fn root_crl_url(crl_url: &str) -> String {
     format!("{}/root", crl_url.trim_end_matches('/'))
 }
 
@@ -102,7 +102,7 @@ pub(crate) fn now() -> OffsetDateTime {
 }
 
 /// The store record of an issued certificate.
-pub fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
+pub(crate) fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
     CertRecord {
         serial: issued.serial.to_hex(),
         name: issued.name.clone(),
@@ -191,10 +191,6 @@ impl<S: CertStore> CertificateAuthority<S> {
         &self.authorities.intermediate.cert_der
     }
 
-    pub fn key_type(&self) -> &str {
-        &self.authorities.intermediate.key_type
-    }
-
     /// Whether unlocking a CA key needs a passphrase.
     pub fn keys_encrypted(&self) -> bool {
         self.authorities.intermediate.key_encrypted || self.authorities.root.key_encrypted
@@ -215,7 +211,7 @@ impl<S: CertStore> CertificateAuthority<S> {
     }
 
     /// The CRL distribution point put in issued certificates, if any.
-    pub fn crl_url(&self) -> Result<Option<String>> {
+    fn crl_url(&self) -> Result<Option<String>> {
         Ok(self.store.setting(CRL_URL)?)
     }
 

@@ -1,6 +1,7 @@
 //! Durable state of the ambos CA behind the [`CertStore`] trait: the CA's
 //! own certificates and (encrypted) keys, every issued certificate,
-//! revocations and CRL numbers. SQLite is the embedded default.
+//! revocations, CRL numbers, one-time enrollment tokens and settings.
+//! SQLite is the embedded default.
 #![forbid(unsafe_code)]
 
 mod sqlite;

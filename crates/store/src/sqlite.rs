@@ -94,10 +94,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn migrate(&mut self) -> Result<()> {
         let supported = MIGRATIONS.len() as i64;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

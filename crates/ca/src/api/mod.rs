@@ -4,7 +4,7 @@
 //! the rules and the store, and answers (errors: [`ApiError`]).
 use crate::verifier::AnyPurposeVerifier;
 use crate::{CaError, CertificateAuthority};
-use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, OffsetDateTime, Profile, San};
+use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, Profile, San};
 use ambos_store::AuthorityRole;
 use arc_swap::ArcSwap;
 use axum::http::StatusCode;
@@ -28,7 +28,7 @@ mod limits;
 mod renew;
 mod revoke;
 
-pub use error::ApiError;
+use error::ApiError;
 pub use limits::ServeLimits;
 
 /// Settings of `ambos serve`.
@@ -112,15 +112,11 @@ impl CaState {
         json!({
             "name": issued.name,
             "serial": issued.serial.to_hex(),
-            "not_after": rfc3339(issued.not_after),
+            "not_after": ambos_pki::rfc3339(issued.not_after),
             "certificate": self.signer.chain_pem(&issued.cert_der),
             "ca": self.root_pem,
         })
     }
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
