@@ -122,3 +122,112 @@ impl<S: CertStore> CertificateAuthority<S> {
         self.commit_enrollments(vec![enrollment])?.remove(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_ca::{csr, refused, spiffe, test_ca};
+    use ambos_pki::PkiError;
+    use ambos_store::CertFilter;
+
+    fn token_for(name: &str, ttl: Duration) -> TokenOptions {
+        TokenOptions {
+            name: name.into(),
+            profile: Profile::Client,
+            sans: vec![spiffe(name)],
+            ous: vec![],
+            cert_ttl: Duration::from_secs(3600),
+            ttl,
+        }
+    }
+
+    fn csr_key(csr_der: &[u8]) -> Vec<u8> {
+        use x509_parser::prelude::FromDer;
+        let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).unwrap();
+        req.certification_request_info.subject_pki.raw.to_vec()
+    }
+
+    fn stored(ca: &CertificateAuthority, name: &str) -> usize {
+        ca.list(&CertFilter { name: Some(name.into()), ..CertFilter::default() }).unwrap().len()
+    }
+
+    #[test]
+    fn a_token_buys_one_certificate_with_exactly_its_names() {
+        let mut t = test_ca("enroll");
+        let token = t.ca.create_tokens(&token_for("dev", Duration::from_secs(600)), 1).unwrap().remove(0);
+        let (_, der) = csr("dev", &[spiffe("dev")]);
+        let issued = t.ca.enroll(&t.signer, &token, &der).unwrap();
+        assert_eq!((issued.name.as_str(), issued.profile), ("dev", Profile::Client));
+        assert_eq!(issued.sans, vec![spiffe("dev")]);
+        assert!(issued.key.is_none(), "the key stays with the client");
+        let (_, cert) = x509_parser::parse_x509_certificate(&issued.cert_der).unwrap();
+        assert_eq!(cert.public_key().raw, csr_key(&der).as_slice(), "for the CSR's key");
+        assert_eq!(t.ca.resolve(&crate::CertSelector::Serial(issued.serial.clone())).unwrap().name, "dev");
+
+        let (_, again) = csr("dev", &[spiffe("dev")]);
+        let err = refused(t.ca.enroll(&t.signer, &token, &again));
+        assert!(matches!(err, CaError::Store(StoreError::TokenSpent)), "{err}");
+        assert_eq!(stored(&t.ca, "dev"), 1, "a spent token stores nothing");
+    }
+
+    #[test]
+    fn an_unknown_or_expired_token_buys_nothing() {
+        let mut t = test_ca("enroll");
+        let (_, der) = csr("dev", &[]);
+        let err = refused(t.ca.enroll(&t.signer, "ambos_not-a-token", &der));
+        assert!(matches!(err, CaError::Store(StoreError::UnknownToken)), "{err}");
+        // A zero lifetime: expired the moment it was made, no waiting needed.
+        let expired = t.ca.create_tokens(&token_for("dev", Duration::ZERO), 1).unwrap().remove(0);
+        let err = refused(t.ca.enroll(&t.signer, &expired, &der));
+        assert!(matches!(err, CaError::Store(StoreError::TokenExpired)), "{err}");
+        assert_eq!(stored(&t.ca, "dev"), 0);
+    }
+
+    #[test]
+    fn a_csr_asking_for_other_names_is_refused_and_the_token_stays_unspent() {
+        let mut t = test_ca("enroll");
+        let token = t.ca.create_tokens(&token_for("dev", Duration::from_secs(600)), 1).unwrap().remove(0);
+        for (cn, sans) in
+            [("other", vec![]), ("dev", vec![spiffe("other")]), ("dev", vec![San::Dns("dev.test".into())])]
+        {
+            let (_, der) = csr(cn, &sans);
+            let err = refused(t.ca.enroll(&t.signer, &token, &der));
+            assert!(matches!(err, CaError::Pki(PkiError::CsrNotAllowed(..))), "{cn} {sans:?}: {err}");
+        }
+        let err = refused(t.ca.enroll(&t.signer, &token, b"not a CSR"));
+        assert!(matches!(err, CaError::Pki(_)), "{err}");
+        assert_eq!(stored(&t.ca, "dev"), 0);
+        // The token was not spent on the refusals: it still buys its certificate.
+        let (_, der) = csr("dev", &[]);
+        assert_eq!(t.ca.enroll(&t.signer, &token, &der).unwrap().sans, vec![spiffe("dev")]);
+    }
+
+    #[test]
+    fn a_token_spent_between_check_and_commit_buys_nothing() {
+        let mut t = test_ca("enroll");
+        let token = t.ca.create_tokens(&token_for("dev", Duration::from_secs(600)), 1).unwrap().remove(0);
+        let (_, der) = csr("dev", &[]);
+        let first = t.ca.check_token(&token).unwrap().sign(&t.signer, &der).unwrap();
+        let second = t.ca.check_token(&token).unwrap().sign(&t.signer, &der).unwrap();
+        let results = t.ca.commit_enrollments(vec![first, second]).unwrap();
+        assert!(results[0].is_ok());
+        assert!(matches!(results[1], Err(CaError::Store(StoreError::TokenSpent))));
+        assert_eq!(stored(&t.ca, "dev"), 1, "only the winner is stored");
+        assert!(matches!(t.ca.check_token(&token), Err(CaError::Store(StoreError::TokenSpent))));
+    }
+
+    #[test]
+    fn tokens_are_stored_hashed_and_refused_for_a_bad_name() {
+        let mut t = test_ca("enroll");
+        let secrets = t.ca.create_tokens(&token_for("dev", Duration::from_secs(600)), 3).unwrap();
+        assert_eq!(secrets.len(), 3);
+        for s in &secrets {
+            assert!(s.starts_with("ambos_") && s.len() == 6 + 64, "{s}");
+            assert!(t.ca.store.token(s).unwrap().is_none(), "the secret itself is not a key");
+            assert!(t.ca.store.token(&token_hash(s)).unwrap().is_some());
+        }
+        // Surrounding whitespace (a pasted token) is the same token.
+        assert!(t.ca.check_token(&format!(" {}\n", secrets[0])).is_ok());
+        assert!(t.ca.create_tokens(&token_for("", Duration::from_secs(600)), 1).is_err());
+    }
+}

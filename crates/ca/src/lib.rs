@@ -53,6 +53,8 @@ pub type Result<T> = std::result::Result<T, CaError>;
 pub mod api;
 pub mod client;
 mod enrollment;
+#[cfg(test)]
+mod test_ca;
 mod verifier;
 
 pub use enrollment::{Enrollment, TokenGrant, TokenOptions};
@@ -366,5 +368,99 @@ impl<S: CertStore> CertificateAuthority<S> {
         record.admin = rec.admin;
         self.store.insert_certs(&[record])?;
         Ok(issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_ca::{csr, refused, spiffe, test_ca};
+    use ambos_pki::San;
+
+    #[test]
+    fn renewal_keeps_the_identity_lifetime_and_admin_mark_for_the_same_key() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        t.ca.set_admin(&old.serial).unwrap();
+        let new = t.ca.renew(&t.signer, &old.cert_der, None).unwrap();
+        assert_ne!(new.serial, old.serial);
+        assert_eq!((new.name.as_str(), new.profile, &new.sans), ("alice", Profile::Client, &old.sans));
+        assert_eq!(new.not_after - new.not_before, old.not_after - old.not_before, "same lifetime");
+        let key = |der: &[u8]| x509_parser::parse_x509_certificate(der).unwrap().1.public_key().raw.to_vec();
+        assert_eq!(key(&new.cert_der), key(&old.cert_der), "no CSR: the same key");
+        let stored = t.ca.peer(&new.serial.to_hex()).unwrap();
+        assert!(stored.admin, "an administrator stays one");
+        assert!(t.ca.peer(&old.serial.to_hex()).is_ok(), "the old certificate stays valid until it expires");
+    }
+
+    #[test]
+    fn renewal_with_a_csr_moves_to_its_key_but_not_to_its_names() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        let (_, der) = csr("alice", &[spiffe("alice")]);
+        let new = t.ca.renew(&t.signer, &old.cert_der, Some(&der)).unwrap();
+        let key = |der: &[u8]| x509_parser::parse_x509_certificate(der).unwrap().1.public_key().raw.to_vec();
+        assert_ne!(key(&new.cert_der), key(&old.cert_der));
+        assert!(!t.ca.peer(&new.serial.to_hex()).unwrap().admin);
+        let (_, more) = csr("alice", &[spiffe("alice"), San::Dns("extra.test".into())]);
+        let err = refused(t.ca.renew(&t.signer, &old.cert_der, Some(&more)));
+        assert!(matches!(err, CaError::Pki(PkiError::CsrNotAllowed(..))), "{err}");
+    }
+
+    #[test]
+    fn a_revoked_certificate_cannot_renew_or_act() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        t.ca.set_admin(&old.serial).unwrap();
+        t.ca.revoke(&CertSelector::Serial(old.serial.clone()), RevocationReason::KeyCompromise).unwrap();
+        let err = refused(t.ca.renew(&t.signer, &old.cert_der, None));
+        assert!(matches!(&err, CaError::PeerRevoked(s) if *s == old.serial.to_hex()), "{err}");
+        assert!(matches!(t.ca.admin(&old.serial.to_hex()), Err(CaError::PeerRevoked(_))));
+        assert_eq!(t.ca.list(&CertFilter { name: Some("alice".into()), ..Default::default() }).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_certificate_this_ca_did_not_issue_cannot_renew() {
+        let mut other = test_ca("other");
+        let foreign = other.issue_client("mallory");
+        let mut t = test_ca("renew");
+        let err = refused(t.ca.renew(&t.signer, &foreign.cert_der, None));
+        assert!(matches!(&err, CaError::UnknownPeer(s) if *s == foreign.serial.to_hex()), "{err}");
+        let err = refused(t.ca.renew(&t.signer, b"not a certificate", None));
+        assert!(matches!(err, CaError::BadPeerCertificate(_)), "{err}");
+        assert_eq!(t.ca.list(&CertFilter { name: Some("mallory".into()), ..Default::default() }).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn only_a_certificate_marked_admin_is_an_administrator() {
+        let mut t = test_ca("admin");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        assert!(matches!(t.ca.admin(&user.serial.to_hex()), Err(CaError::NotAdmin(_))));
+        assert_eq!(t.ca.admin(&admin.serial.to_hex()).unwrap().name, "admin");
+        assert!(matches!(t.ca.admin("00ff"), Err(CaError::UnknownPeer(_))));
+    }
+
+    #[test]
+    fn init_stores_the_intermediate_as_a_root_issued_certificate_and_the_crl_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            name: "init".into(),
+            key_type: KeyType::EcP256,
+            root_ttl: Duration::from_secs(86_400),
+            intermediate_ttl: Duration::from_secs(3600),
+            passphrase: None,
+            crl_url: Some("https://ca.test/v1/crl".into()),
+        };
+        let ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
+        let listed = ca.list(&CertFilter::default()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].issuer, listed[0].cert_der.as_slice()), (AuthorityRole::Root, ca.intermediate_der()));
+        assert_eq!(ca.crl_url().unwrap().as_deref(), Some("https://ca.test/v1/crl"));
+        assert!(matches!(
+            CertificateAuthority::init(dir.path(), &opts),
+            Err(CaError::Store(StoreError::AlreadyInitialised(_)))
+        ));
     }
 }

@@ -28,3 +28,29 @@ pub(super) async fn certs(
     .await?;
     Ok(Json(list).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_api::{answer, peer, state};
+    use crate::api::ServeLimits;
+    use crate::test_ca::test_ca;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn the_list_is_for_administrators_and_filters_by_name() {
+        let mut t = test_ca("api");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        let st = state(&t, ServeLimits::default());
+        let q = |name: &str| Query(CertsQuery { name: Some(name.into()), revoked: None });
+        let (status, _, _) = answer(certs(State(st.clone()), Extension(peer(&user.cert_der)), q("user")).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _, v) = answer(certs(State(st), Extension(peer(&admin.cert_der)), q("user")).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let list = v.as_array().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["serial"].as_str(), Some(user.serial.to_hex().as_str()));
+    }
+}

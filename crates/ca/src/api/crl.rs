@@ -83,3 +83,35 @@ fn crl_response(st: &CaState, headers: &HeaderMap, root: bool) -> Response {
     };
     ([(header::CONTENT_TYPE, ctype.to_string()), (header::ETAG, doc.etag.clone())], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_api::state;
+    use crate::api::ServeLimits;
+    use crate::test_ca::test_ca;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (k.clone(), v.parse().unwrap())).collect()
+    }
+
+    #[tokio::test]
+    async fn crls_come_as_der_or_pem_and_a_matching_etag_is_304() {
+        let t = test_ca("api");
+        let st = state(&t, ServeLimits::default());
+        let der = intermediate(State(st.clone()), HeaderMap::new()).await;
+        assert_eq!(der.headers()[header::CONTENT_TYPE], "application/pkix-crl");
+        let etag = der.headers()[header::ETAG].to_str().unwrap().to_string();
+        let pem = intermediate(State(st.clone()), headers(&[(header::ACCEPT, "application/x-pem-file")])).await;
+        let body = axum::body::to_bytes(pem.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&body).matches("BEGIN X509 CRL").count(), 2, "with the root's");
+        let root_pem = root(State(st.clone()), headers(&[(header::ACCEPT, "application/x-pem-file")])).await;
+        let body = axum::body::to_bytes(root_pem.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&body).matches("BEGIN X509 CRL").count(), 1);
+        let again = intermediate(State(st.clone()), headers(&[(header::IF_NONE_MATCH, &etag)])).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        let roots = roots(State(st)).await.into_response();
+        let body = axum::body::to_bytes(roots.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(body, pem_encode("CERTIFICATE", t.ca.root_der()).as_bytes());
+    }
+}

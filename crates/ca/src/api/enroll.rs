@@ -117,3 +117,73 @@ pub(super) fn spawn_writer(dir: &Path) -> Result<mpsc::Sender<EnrollJob>, CaErro
         .map_err(|e| CaError::Tls(e.to_string()))?;
     Ok(tx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_api::{answer, state};
+    use crate::api::ServeLimits;
+    use crate::test_ca::{csr, spiffe, test_ca};
+    use crate::TokenOptions;
+    use ambos_pki::{pem_encode, Profile};
+    use std::time::Duration;
+
+    fn token(t: &mut crate::test_ca::TestCa) -> String {
+        let opts = TokenOptions {
+            name: "dev".into(),
+            profile: Profile::Client,
+            sans: vec![spiffe("dev")],
+            ous: vec![],
+            cert_ttl: Duration::from_secs(3600),
+            ttl: Duration::from_secs(600),
+        };
+        t.ca.create_tokens(&opts, 1).unwrap().remove(0)
+    }
+
+    fn body(token: &str) -> Bytes {
+        let (_, der) = csr("dev", &[]);
+        serde_json::json!({"token": token, "csr": pem_encode("CERTIFICATE REQUEST", &der)}).to_string().into()
+    }
+
+    fn from(ip: [u8; 4]) -> Extension<PeerAddr> {
+        Extension(PeerAddr((ip, 40000).into()))
+    }
+
+    #[tokio::test]
+    async fn a_token_answers_201_with_the_chain_once_then_409() {
+        let mut t = test_ca("api");
+        let secret = token(&mut t);
+        let st = state(&t, ServeLimits::default());
+        let (status, _, v) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), body(&secret)).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        assert_eq!(v["name"], "dev");
+        assert_eq!(v["certificate"].as_str().unwrap().matches("BEGIN CERTIFICATE").count(), 2, "leaf + intermediate");
+        assert!(v["ca"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+        assert!(v["not_after"].as_str().unwrap().ends_with('Z'));
+        let (status, _, v) = answer(enroll(State(st), from([10, 0, 0, 1]), body(&secret)).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("token already used")));
+    }
+
+    #[tokio::test]
+    async fn failed_tokens_from_one_source_are_answered_429_with_retry_after() {
+        let t = test_ca("api");
+        let limits = ServeLimits { token_failure_limit: 2, ..ServeLimits::default() };
+        let st = state(&t, limits);
+        for _ in 0..2 {
+            let (status, _, _) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), body("ambos_nope")).await).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        let (status, headers, v) =
+            answer(enroll(State(st.clone()), from([10, 0, 0, 1]), body("ambos_nope")).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("too many failed tokens")));
+        let wait: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        // Another source is not held back; a malformed body is not a token failure.
+        let (status, _, _) = answer(enroll(State(st.clone()), from([10, 0, 0, 2]), body("ambos_nope")).await).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        for _ in 0..3 {
+            let r = enroll(State(st.clone()), from([10, 0, 0, 3]), Bytes::from_static(b"{")).await;
+            assert_eq!(answer(r).await.0, StatusCode::BAD_REQUEST);
+        }
+    }
+}

@@ -80,3 +80,75 @@ impl From<CaError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(e: CaError) -> (u16, &'static str, String) {
+        let a = ApiError::from(e);
+        (a.status.as_u16(), a.error, a.detail)
+    }
+
+    #[test]
+    fn token_errors_map_to_their_status_and_count_as_token_failures() {
+        for (e, status, error) in [
+            (StoreError::UnknownToken, 401, "invalid token"),
+            (StoreError::TokenSpent, 409, "token already used"),
+            (StoreError::TokenExpired, 410, "token expired"),
+        ] {
+            let a = ApiError::from(CaError::Store(e));
+            assert_eq!((a.status.as_u16(), a.error), (status, error));
+            assert!(a.is_token_failure(), "{error}");
+        }
+        assert!(!ApiError::from(CaError::Store(StoreError::AlreadyRevoked("ab".into()))).is_token_failure());
+        assert!(!ApiError::bad_request("x").is_token_failure());
+    }
+
+    #[test]
+    fn peer_and_certificate_errors_name_the_serial() {
+        let cases = [
+            (CaError::UnknownPeer("ab".into()), 403, "unknown certificate", "ab"),
+            (CaError::PeerRevoked("ab".into()), 403, "certificate revoked", "ab"),
+            (CaError::NotRenewable("root".into()), 403, "not renewable", "profile root"),
+            (CaError::BadPeerCertificate("short".into()), 400, "bad certificate", "short"),
+            (CaError::Store(StoreError::UnknownCertificate("cd".into())), 404, "unknown certificate", "cd"),
+            (CaError::Store(StoreError::AlreadyRevoked("cd".into())), 409, "already revoked", "cd"),
+        ];
+        for (e, status, error, detail) in cases {
+            assert_eq!(mapped(e), (status, error, detail.to_string()));
+        }
+        let (status, error, detail) = mapped(CaError::NotAdmin("ab".into()));
+        assert_eq!((status, error), (403, "admin certificate required"));
+        assert!(detail.contains("--admin"), "{detail}");
+    }
+
+    #[test]
+    fn bad_input_is_400_names_out_of_terms_403_the_rest_500() {
+        let (status, error, detail) = mapped(CaError::Pki(PkiError::CsrNotAllowed("dns:x".into(), "token")));
+        assert_eq!((status, error), (403, "names not allowed"));
+        assert!(detail.contains("dns:x"), "{detail}");
+        for e in [PkiError::BadCsrSignature, PkiError::MalformedCsr("x".into()), PkiError::InvalidSerial("x".into())] {
+            assert_eq!(mapped(CaError::Pki(e)).0, 400);
+        }
+        assert_eq!(
+            mapped(CaError::Store(StoreError::Corrupt("x".into()))),
+            (500, "internal error", "store corrupt: x".into())
+        );
+        assert_eq!(mapped(CaError::Random).0, 500);
+    }
+
+    #[test]
+    fn the_answer_is_json_with_error_and_detail() {
+        let r = ApiError::from(CaError::PeerRevoked("ab".into())).into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = body_of(r);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, json!({"error": "certificate revoked", "detail": "ab"}));
+    }
+
+    fn body_of(r: Response) -> bytes::Bytes {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(axum::body::to_bytes(r.into_body(), usize::MAX)).unwrap()
+    }
+}

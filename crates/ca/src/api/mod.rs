@@ -55,6 +55,14 @@ struct PeerCert {
 }
 
 impl Peer {
+    /// The client's end-entity certificate, verified by the handshake.
+    fn of(der: Option<&rustls_pki_types::CertificateDer<'_>>) -> Peer {
+        Peer(der.and_then(|der| {
+            let id = ambos_tls::Identity::from_der(der).ok()?;
+            Some(Arc::new(PeerCert { serial: id.serial, der: der.to_vec() }))
+        }))
+    }
+
     /// The certificate, for endpoints that need one (renew, admin calls).
     fn required(&self) -> Result<Arc<PeerCert>, ApiError> {
         self.0.clone().ok_or_else(|| {
@@ -287,10 +295,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-                let peer = Peer(tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|der| {
-                    let id = ambos_tls::Identity::from_der(der).ok()?;
-                    Some(Arc::new(PeerCert { serial: id.serial, der: der.to_vec() }))
-                }));
+                let peer = Peer::of(tls.get_ref().1.peer_certificates().and_then(|c| c.first()));
                 let busy = slot.clone();
                 let svc_limits = limits.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -328,4 +333,36 @@ pub async fn serve(
         });
     }
     Ok(())
+}
+
+/// A running API's state over a test CA, and handler answers taken apart.
+#[cfg(test)]
+mod test_api {
+    use super::*;
+    use crate::test_ca::TestCa;
+    use axum::http::HeaderMap;
+    use axum::response::Response;
+
+    pub(super) fn state(t: &TestCa, limits: ServeLimits) -> Arc<CaState> {
+        let opts = ServeOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            sans: vec![],
+            crl_validity: Duration::from_secs(3600),
+            server_cert_ttl: Duration::from_secs(3600),
+            limits,
+        };
+        CaState::open(t.dir.path(), None, &opts).unwrap().0
+    }
+
+    pub(super) fn peer(cert_der: &[u8]) -> Peer {
+        Peer::of(Some(&rustls_pki_types::CertificateDer::from(cert_der)))
+    }
+
+    /// Status, headers and JSON body (`null` if there is none).
+    pub(super) async fn answer(r: Result<Response, ApiError>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let r = r.unwrap_or_else(IntoResponse::into_response);
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
 }

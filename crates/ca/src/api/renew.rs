@@ -33,3 +33,42 @@ pub(super) async fn renew(
     metrics::counter!("ambos_ca_renewals_total").increment(1);
     Ok(Json(st.issued_json(&issued)).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_api::{answer, peer, state};
+    use crate::api::ServeLimits;
+    use crate::test_ca::test_ca;
+    use axum::http::StatusCode;
+
+    #[tokio::test]
+    async fn renewal_needs_a_client_certificate_issued_here() {
+        let mut t = test_ca("api");
+        let old = t.issue_client("alice");
+        let st = state(&t, ServeLimits::default());
+        let (status, _, v) = answer(renew(State(st.clone()), Extension(Peer(None)), Bytes::new()).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("client certificate required")));
+        let foreign = test_ca("other").issue_client("alice");
+        let r = renew(State(st.clone()), Extension(peer(&foreign.cert_der)), Bytes::new()).await;
+        let (status, _, v) = answer(r).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("unknown certificate")));
+
+        let (status, _, v) = answer(renew(State(st), Extension(peer(&old.cert_der)), Bytes::new()).await).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["name"], "alice");
+        assert_ne!(v["serial"].as_str(), Some(old.serial.to_hex().as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_bad_csr_is_400_before_anything_is_issued() {
+        let mut t = test_ca("api");
+        let old = t.issue_client("alice");
+        let st = state(&t, ServeLimits::default());
+        let body = Bytes::from_static(br#"{"csr": "not PEM"}"#);
+        let (status, _, v) = answer(renew(State(st), Extension(peer(&old.cert_der)), body).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad request")));
+        let alice = ambos_store::CertFilter { name: Some("alice".into()), ..Default::default() };
+        assert_eq!(t.ca.list(&alice).unwrap().len(), 1, "nothing new for alice");
+    }
+}

@@ -40,3 +40,44 @@ pub(super) async fn revoke(
     metrics::counter!("ambos_ca_revocations_total").increment(1);
     Ok(Json(json!({"serial": rec.serial, "name": rec.name, "revoked": true})).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::test_api::{answer, peer, state};
+    use crate::api::ServeLimits;
+    use crate::test_ca::test_ca;
+    use axum::http::StatusCode;
+
+    /// The ETag of `/v1/crl`: it changes with the CRL's contents.
+    async fn published(st: &Arc<CaState>) -> String {
+        let r = crate::api::crl::intermediate(State(st.clone()), axum::http::HeaderMap::new()).await;
+        r.headers()[axum::http::header::ETAG].to_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn only_an_administrator_revokes_and_the_crl_is_published_at_once() {
+        let mut t = test_ca("api");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        let st = state(&t, ServeLimits::default());
+        let etag = published(&st).await;
+        let body = || Bytes::from(json!({"serial": user.serial.to_hex(), "reason": "keyCompromise"}).to_string());
+
+        let (status, _, v) = answer(revoke(State(st.clone()), Extension(peer(&user.cert_der)), body()).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("admin certificate required")));
+        assert_eq!(published(&st).await, etag, "nothing revoked, nothing published");
+
+        let (status, _, v) = answer(revoke(State(st.clone()), Extension(peer(&admin.cert_der)), body()).await).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!((v["name"].as_str(), v["revoked"].as_bool()), (Some("user"), Some(true)));
+        assert_ne!(published(&st).await, etag, "the new CRL is published");
+
+        let (status, _, v) = answer(revoke(State(st.clone()), Extension(peer(&admin.cert_der)), body()).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("already revoked")));
+        let bad = Bytes::from(json!({"serial": admin.serial.to_hex(), "reason": "because"}).to_string());
+        let (status, _, _) = answer(revoke(State(st), Extension(peer(&admin.cert_der)), bad).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}
