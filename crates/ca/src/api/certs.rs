@@ -32,18 +32,15 @@ pub(super) async fn certs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::test_api::{answer, peer, state};
-    use crate::api::ServeLimits;
-    use crate::test_ca::test_ca;
+    use crate::api::test_api::{answer, api, peer};
     use axum::http::StatusCode;
 
     #[tokio::test]
     async fn the_list_is_for_administrators_and_filters_by_name() {
-        let mut t = test_ca("api");
-        let user = t.issue_client("user");
-        let admin = t.issue_client("admin");
-        t.ca.set_admin(&admin.serial).unwrap();
-        let st = state(&t, ServeLimits::default());
+        let (st, user, admin) = {
+            let a = api();
+            (a.st, a.user, a.admin)
+        };
         let q = |name: &str| Query(CertsQuery { name: Some(name.into()), revoked: None });
         let (status, _, _) = answer(certs(State(st.clone()), Extension(peer(&user.cert_der)), q("user")).await).await;
         assert_eq!(status, StatusCode::FORBIDDEN);

@@ -354,6 +354,23 @@ mod test_api {
         CaState::open(t.dir.path(), None, &opts).unwrap().0
     }
 
+    /// A running API with two clients of its CA: `user`, and `admin` marked administrator.
+    pub(super) struct Api {
+        pub t: TestCa,
+        pub st: Arc<CaState>,
+        pub user: IssuedCert,
+        pub admin: IssuedCert,
+    }
+
+    pub(super) fn api() -> Api {
+        let mut t = crate::test_ca::test_ca("api");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        let st = state(&t, ServeLimits::default());
+        Api { t, st, user, admin }
+    }
+
     pub(super) fn peer(cert_der: &[u8]) -> Peer {
         Peer::of(Some(&rustls_pki_types::CertificateDer::from(cert_der)))
     }

@@ -37,38 +37,34 @@ pub(super) async fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::test_api::{answer, peer, state};
-    use crate::api::ServeLimits;
+    use crate::api::test_api::{answer, api, peer};
     use crate::test_ca::test_ca;
     use axum::http::StatusCode;
 
     #[tokio::test]
     async fn renewal_needs_a_client_certificate_issued_here() {
-        let mut t = test_ca("api");
-        let old = t.issue_client("alice");
-        let st = state(&t, ServeLimits::default());
+        let a = api();
+        let (st, old) = (a.st.clone(), &a.user);
         let (status, _, v) = answer(renew(State(st.clone()), Extension(Peer(None)), Bytes::new()).await).await;
         assert_eq!((status, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("client certificate required")));
-        let foreign = test_ca("other").issue_client("alice");
+        let foreign = test_ca("other").issue_client("user");
         let r = renew(State(st.clone()), Extension(peer(&foreign.cert_der)), Bytes::new()).await;
         let (status, _, v) = answer(r).await;
         assert_eq!((status, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("unknown certificate")));
 
         let (status, _, v) = answer(renew(State(st), Extension(peer(&old.cert_der)), Bytes::new()).await).await;
         assert_eq!(status, StatusCode::OK, "{v}");
-        assert_eq!(v["name"], "alice");
+        assert_eq!(v["name"], "user");
         assert_ne!(v["serial"].as_str(), Some(old.serial.to_hex().as_str()));
     }
 
     #[tokio::test]
     async fn a_bad_csr_is_400_before_anything_is_issued() {
-        let mut t = test_ca("api");
-        let old = t.issue_client("alice");
-        let st = state(&t, ServeLimits::default());
+        let a = api();
         let body = Bytes::from_static(br#"{"csr": "not PEM"}"#);
-        let (status, _, v) = answer(renew(State(st), Extension(peer(&old.cert_der)), body).await).await;
+        let (status, _, v) = answer(renew(State(a.st.clone()), Extension(peer(&a.user.cert_der)), body).await).await;
         assert_eq!((status, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad request")));
-        let alice = ambos_store::CertFilter { name: Some("alice".into()), ..Default::default() };
-        assert_eq!(t.ca.list(&alice).unwrap().len(), 1, "nothing new for alice");
+        let user = ambos_store::CertFilter { name: Some("user".into()), ..Default::default() };
+        assert_eq!(a.t.ca.list(&user).unwrap().len(), 1, "nothing new for user");
     }
 }

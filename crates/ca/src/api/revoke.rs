@@ -44,9 +44,7 @@ pub(super) async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::test_api::{answer, peer, state};
-    use crate::api::ServeLimits;
-    use crate::test_ca::test_ca;
+    use crate::api::test_api::{answer, api, peer};
     use axum::http::StatusCode;
 
     /// The ETag of `/v1/crl`: it changes with the CRL's contents.
@@ -57,11 +55,10 @@ mod tests {
 
     #[tokio::test]
     async fn only_an_administrator_revokes_and_the_crl_is_published_at_once() {
-        let mut t = test_ca("api");
-        let user = t.issue_client("user");
-        let admin = t.issue_client("admin");
-        t.ca.set_admin(&admin.serial).unwrap();
-        let st = state(&t, ServeLimits::default());
+        let (st, user, admin) = {
+            let a = api();
+            (a.st, a.user, a.admin)
+        };
         let etag = published(&st).await;
         let body = || Bytes::from(json!({"serial": user.serial.to_hex(), "reason": "keyCompromise"}).to_string());
 
