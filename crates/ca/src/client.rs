@@ -1,5 +1,4 @@
 //! Client of the CA API: what `enroll`, `renew`, `agent` and `revoke --ca-url` use.
-use crate::CaError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -9,6 +8,21 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
+use thiserror::Error;
+
+/// Why a call to the CA API failed, as the client sees it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot reach the CA at {url}: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("the CA refused: {error}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    Refused { status: u16, error: String, detail: String },
+    #[error("unexpected answer from the CA: {0}")]
+    BadResponse(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
 
 /// A certificate as the CA returns it.
 #[derive(Debug, Deserialize)]
@@ -35,12 +49,12 @@ impl CaClient {
         base_url: &str,
         root_der: &[u8],
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> Result<CaClient, CaError> {
+    ) -> Result<CaClient, ClientError> {
         let trust = ambos_tls::Trust::new(ambos_tls::TrustOptions {
             ca_certs: vec![CertificateDer::from(root_der.to_vec())],
             ..Default::default()
         })
-        .map_err(|e| CaError::Tls(e.to_string()))?;
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
         CaClient::with_trust(base_url, Arc::new(trust), identity)
     }
 
@@ -51,15 +65,17 @@ impl CaClient {
         base_url: &str,
         trust: Arc<ambos_tls::Trust>,
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    ) -> Result<CaClient, CaError> {
+    ) -> Result<CaClient, ClientError> {
         ambos_tls::install_default_provider();
         let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| CaError::Tls(e.to_string()))?
+            .map_err(|e| ClientError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ambos_tls::ServerVerifier::new(trust)));
         let config = match identity {
-            Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| CaError::Tls(e.to_string()))?,
+            Some((chain, key)) => {
+                builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Tls(e.to_string()))?
+            }
             None => builder.with_no_client_auth(),
         };
         let mut http = HttpConnector::new();
@@ -79,7 +95,7 @@ impl CaClient {
         method: http::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<(u16, Bytes), CaError> {
+    ) -> Result<(u16, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = http::Request::builder().method(method).uri(&url);
         let body = match body {
@@ -89,17 +105,17 @@ impl CaClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(body).map_err(|e| CaError::BadResponse(format!("bad URL {url}: {e}")))?;
+        let req = req.body(body).map_err(|e| ClientError::BadResponse(format!("bad URL {url}: {e}")))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
-            .map_err(|_| CaError::Unreachable { url: url.clone(), why: "timed out".into() })?
-            .map_err(|e| CaError::Unreachable { url: url.clone(), why: connect_error(&e) })?;
+            .map_err(|_| ClientError::Unreachable { url: url.clone(), why: "timed out".into() })?
+            .map_err(|e| ClientError::Unreachable { url: url.clone(), why: connect_error(&e) })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| CaError::Unreachable { url: url.clone(), why: e.to_string() })?
+            .map_err(|e| ClientError::Unreachable { url: url.clone(), why: e.to_string() })?
             .to_bytes();
         Ok((status, bytes))
     }
@@ -109,31 +125,31 @@ impl CaClient {
         method: http::Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<T, CaError> {
+    ) -> Result<T, ClientError> {
         let (status, bytes) = self.send(method, path, body).await?;
         if !(200..300).contains(&status) {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            return Err(CaError::Refused {
+            return Err(ClientError::Refused {
                 status,
                 error: v["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}")),
                 detail: v["detail"].as_str().unwrap_or_default().to_string(),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| CaError::BadResponse(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
-    pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, CaError> {
+    pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, ClientError> {
         self.json(http::Method::POST, "/v1/enroll", Some(serde_json::json!({"token": token.trim(), "csr": csr_pem})))
             .await
     }
 
     /// Renews the certificate we connect with; `csr_pem` carries a new key.
-    pub async fn renew(&self, csr_pem: Option<&str>) -> Result<Issued, CaError> {
+    pub async fn renew(&self, csr_pem: Option<&str>) -> Result<Issued, ClientError> {
         let body = csr_pem.map(|c| serde_json::json!({"csr": c})).unwrap_or_else(|| serde_json::json!({}));
         self.json(http::Method::POST, "/v1/renew", Some(body)).await
     }
 
-    pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, CaError> {
+    pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, ClientError> {
         self.json(http::Method::POST, "/v1/revoke", Some(serde_json::json!({"serial": serial, "reason": reason}))).await
     }
 }
@@ -159,6 +175,3 @@ fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
     }
     ambos_tls::error_chain(e)
 }
-
-/// Shared handle type for callers that keep a client around.
-pub type SharedClient = Arc<CaClient>;

@@ -8,7 +8,8 @@ use ambos_pki::{
     RevokedEntry, Serial,
 };
 use ambos_store::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Revocation, SqliteStore, StoreError,
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Revocation,
+    SqliteStore, StoreError,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -31,12 +32,16 @@ pub enum CaError {
     TokenProfile(String),
     #[error("the system random number generator failed")]
     Random,
-    #[error("cannot reach the CA at {url}: {why}")]
-    Unreachable { url: String, why: String },
-    #[error("the CA refused: {error}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
-    Refused { status: u16, error: String, detail: String },
-    #[error("unexpected answer from the CA: {0}")]
-    BadResponse(String),
+    #[error("certificate {0} was not issued by this CA")]
+    UnknownPeer(String),
+    #[error("certificate {0} is revoked")]
+    PeerRevoked(String),
+    #[error("certificate {0} is not an administrator of the CA API")]
+    NotAdmin(String),
+    #[error("certificates of profile '{0}' cannot be renewed")]
+    NotRenewable(String),
+    #[error("the client certificate does not parse: {0}")]
+    BadPeerCertificate(String),
     #[error("TLS setup: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}: {why}")]
@@ -45,37 +50,14 @@ pub enum CaError {
 
 pub type Result<T> = std::result::Result<T, CaError>;
 
+pub mod api;
 pub mod client;
-pub mod server;
+mod enrollment;
+#[cfg(test)]
+mod test_ca;
 mod verifier;
 
-/// What an enrollment token buys: one certificate with exactly these names.
-#[derive(Clone, Debug)]
-pub struct TokenOptions {
-    pub name: String,
-    pub profile: Profile,
-    pub sans: Vec<ambos_pki::San>,
-    pub ous: Vec<String>,
-    /// Lifetime of the certificate (default: the profile's).
-    pub cert_ttl: Duration,
-    /// How long the token can be spent (default 10 minutes).
-    pub ttl: Duration,
-}
-
-/// SHA-256 hex of a token secret: what the store keeps.
-pub fn token_hash(secret: &str) -> String {
-    ambos_pki::sha256_hex(secret.trim().as_bytes())
-}
-
-/// The certificate request a stored token stands for.
-pub fn token_request(t: &ambos_store::TokenRecord) -> Result<LeafRequest> {
-    let profile: Profile = t.profile.parse().map_err(|_| CaError::TokenProfile(t.profile.clone()))?;
-    let mut req = LeafRequest::new(&t.name, profile);
-    req.sans = t.sans.iter().map(|s| s.parse()).collect::<std::result::Result<_, _>>()?;
-    req.organizational_units = t.ous.clone();
-    req.ttl = Duration::from_secs(t.cert_ttl.max(1) as u64);
-    Ok(req)
-}
+pub use enrollment::{Enrollment, TokenGrant, TokenOptions};
 
 /// Settings for `ambos init`.
 #[derive(Clone, Debug)]
@@ -94,7 +76,7 @@ pub struct InitOptions {
 
 /// Where the root's CRL is published, given the intermediate's CRL URL:
 /// `URL/root` (`ambos serve` answers `/v1/crl/root`).
-pub fn root_crl_url(crl_url: &str) -> String {
+fn root_crl_url(crl_url: &str) -> String {
     format!("{}/root", crl_url.trim_end_matches('/'))
 }
 
@@ -116,13 +98,13 @@ pub struct CertificateAuthority<S: CertStore = SqliteStore> {
 }
 
 /// Whole seconds: X.509 times have no fractions, and records should match the certificate.
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
 /// The store record of an issued certificate.
-pub fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
+pub(crate) fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDateTime) -> CertRecord {
     CertRecord {
         serial: issued.serial.to_hex(),
         name: issued.name.clone(),
@@ -175,12 +157,13 @@ impl CertificateAuthority<SqliteStore> {
         };
         let root = record(AuthorityRole::Root, &ca.root_cert_der, &ca.root_key)?;
         let intermediate = record(AuthorityRole::Intermediate, &ca.intermediate_cert_der, &ca.intermediate_key)?;
-        store.init_authorities(&root, &intermediate)?;
-        // The intermediate is a certificate the root issued: list and revoke it like any other.
-        store.insert_certs(&[record_of(&ca.intermediate, AuthorityRole::Root, at)])?;
-        if let Some(url) = &opts.crl_url {
-            store.set_setting(CRL_URL, Some(url))?;
-        }
+        let settings = opts.crl_url.iter().map(|url| (CRL_URL.to_string(), url.clone())).collect();
+        store.init_authorities(&NewCaRecords {
+            root,
+            intermediate,
+            intermediate_cert: record_of(&ca.intermediate, AuthorityRole::Root, at),
+            settings,
+        })?;
         let authorities = store.authorities()?;
         Ok(CertificateAuthority { store, authorities })
     }
@@ -210,10 +193,6 @@ impl<S: CertStore> CertificateAuthority<S> {
         &self.authorities.intermediate.cert_der
     }
 
-    pub fn key_type(&self) -> &str {
-        &self.authorities.intermediate.key_type
-    }
-
     /// Whether unlocking a CA key needs a passphrase.
     pub fn keys_encrypted(&self) -> bool {
         self.authorities.intermediate.key_encrypted || self.authorities.root.key_encrypted
@@ -234,7 +213,7 @@ impl<S: CertStore> CertificateAuthority<S> {
     }
 
     /// The CRL distribution point put in issued certificates, if any.
-    pub fn crl_url(&self) -> Result<Option<String>> {
+    fn crl_url(&self) -> Result<Option<String>> {
         Ok(self.store.setting(CRL_URL)?)
     }
 
@@ -335,53 +314,153 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(build_crl(signer, number, &revoked, at, at + validity)?)
     }
 
-    /// Creates a one-time token and returns its secret (shown once, stored hashed).
-    pub fn create_token(&mut self, opts: &TokenOptions) -> Result<String> {
-        Ok(self.create_tokens(opts, 1)?.remove(0))
-    }
-
-    /// Creates `count` tokens with the same terms in one transaction.
-    pub fn create_tokens(&mut self, opts: &TokenOptions, count: usize) -> Result<Vec<String>> {
-        ambos_pki::validate_name(&opts.name)?;
-        let at = now();
-        let mut secrets = Vec::with_capacity(count);
-        let mut records = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut bytes = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| CaError::Random)?;
-            let secret = format!("ambos_{}", hex::encode(bytes));
-            records.push(ambos_store::TokenRecord {
-                hash: token_hash(&secret),
-                name: opts.name.clone(),
-                profile: opts.profile.as_str().to_string(),
-                sans: opts.sans.iter().map(ToString::to_string).collect(),
-                ous: opts.ous.clone(),
-                cert_ttl: opts.cert_ttl.as_secs() as i64,
-                expires_at: (at + opts.ttl).unix_timestamp(),
-                created_at: at.unix_timestamp(),
-                spent_at: None,
-                spent_serial: None,
-            });
-            secrets.push(secret);
-        }
-        self.store.insert_tokens(&records)?;
-        Ok(secrets)
-    }
-
     /// Marks an issued certificate as a CA API administrator.
     pub fn set_admin(&mut self, serial: &Serial) -> Result<()> {
         Ok(self.store.set_admin(&serial.to_hex())?)
-    }
-
-    pub fn store_mut(&mut self) -> &mut S {
-        &mut self.store
     }
 
     pub fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
         Ok(self.store.list(filter)?)
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
+    /// The record of the certificate a client connected with, if it may use
+    /// the API: issued here and not revoked.
+    pub fn peer(&self, serial: &str) -> Result<CertRecord> {
+        let rec = self.store.cert_by_serial(serial)?.ok_or_else(|| CaError::UnknownPeer(serial.to_string()))?;
+        if rec.revocation.is_some() {
+            return Err(CaError::PeerRevoked(serial.to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// As [`CertificateAuthority::peer`], and marked administrator (`ambos issue client NAME --admin`).
+    pub fn admin(&self, serial: &str) -> Result<CertRecord> {
+        let rec = self.peer(serial)?;
+        if !rec.admin {
+            return Err(CaError::NotAdmin(serial.to_string()));
+        }
+        Ok(rec)
+    }
+
+    /// Renews the certificate a client connected with (`peer_der`, verified
+    /// by the TLS layer): same name, profile, SANs, OU, O and lifetime, for
+    /// the key of `csr_der` or else the same key; an administrator stays one.
+    /// Stored (one transaction) before it is returned.
+    pub fn renew(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
+        let id = ambos_tls::Identity::from_der(peer_der).map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
+        let rec = self.peer(&id.serial)?;
+        let profile: Profile = rec.profile.parse().map_err(|_| CaError::NotRenewable(rec.profile.clone()))?;
+        let mut req = LeafRequest::new(&rec.name, profile);
+        req.sans = rec.sans.iter().filter_map(|s| s.parse().ok()).collect();
+        req.organizational_units = id.ou;
+        req.organization = id.o.into_iter().next();
+        req.ttl = ambos_pki::issued_ttl(rec.not_before, rec.not_after);
+        let at = now();
+        let issued = match csr_der {
+            Some(der) => issuer.issue_for_csr(&req, der, at)?,
+            None => {
+                let (_, cert) = x509_parser::parse_x509_certificate(peer_der)
+                    .map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
+                issuer.issue_for_spki(&req, cert.public_key().raw, at)?
+            }
+        };
+        let mut record = record_of(&issued, AuthorityRole::Intermediate, at);
+        record.admin = rec.admin;
+        self.store.insert_certs(&[record])?;
+        Ok(issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_ca::{csr, refused, spiffe, test_ca};
+    use ambos_pki::San;
+
+    #[test]
+    fn renewal_keeps_the_identity_lifetime_and_admin_mark_for_the_same_key() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        t.ca.set_admin(&old.serial).unwrap();
+        let new = t.ca.renew(&t.signer, &old.cert_der, None).unwrap();
+        assert_ne!(new.serial, old.serial);
+        assert_eq!((new.name.as_str(), new.profile, &new.sans), ("alice", Profile::Client, &old.sans));
+        assert_eq!(new.not_after - new.not_before, old.not_after - old.not_before, "same lifetime");
+        let key = |der: &[u8]| x509_parser::parse_x509_certificate(der).unwrap().1.public_key().raw.to_vec();
+        assert_eq!(key(&new.cert_der), key(&old.cert_der), "no CSR: the same key");
+        let stored = t.ca.peer(&new.serial.to_hex()).unwrap();
+        assert!(stored.admin, "an administrator stays one");
+        assert!(t.ca.peer(&old.serial.to_hex()).is_ok(), "the old certificate stays valid until it expires");
+    }
+
+    #[test]
+    fn renewal_with_a_csr_moves_to_its_key_but_not_to_its_names() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        let (_, der) = csr("alice", &[spiffe("alice")]);
+        let new = t.ca.renew(&t.signer, &old.cert_der, Some(&der)).unwrap();
+        let key = |der: &[u8]| x509_parser::parse_x509_certificate(der).unwrap().1.public_key().raw.to_vec();
+        assert_ne!(key(&new.cert_der), key(&old.cert_der));
+        assert!(!t.ca.peer(&new.serial.to_hex()).unwrap().admin);
+        let (_, more) = csr("alice", &[spiffe("alice"), San::Dns("extra.test".into())]);
+        let err = refused(t.ca.renew(&t.signer, &old.cert_der, Some(&more)));
+        assert!(matches!(err, CaError::Pki(PkiError::CsrNotAllowed(..))), "{err}");
+    }
+
+    #[test]
+    fn a_revoked_certificate_cannot_renew_or_act() {
+        let mut t = test_ca("renew");
+        let old = t.issue_client("alice");
+        t.ca.set_admin(&old.serial).unwrap();
+        t.ca.revoke(&CertSelector::Serial(old.serial.clone()), RevocationReason::KeyCompromise).unwrap();
+        let err = refused(t.ca.renew(&t.signer, &old.cert_der, None));
+        assert!(matches!(&err, CaError::PeerRevoked(s) if *s == old.serial.to_hex()), "{err}");
+        assert!(matches!(t.ca.admin(&old.serial.to_hex()), Err(CaError::PeerRevoked(_))));
+        assert_eq!(t.ca.list(&CertFilter { name: Some("alice".into()), ..Default::default() }).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_certificate_this_ca_did_not_issue_cannot_renew() {
+        let mut other = test_ca("other");
+        let foreign = other.issue_client("mallory");
+        let mut t = test_ca("renew");
+        let err = refused(t.ca.renew(&t.signer, &foreign.cert_der, None));
+        assert!(matches!(&err, CaError::UnknownPeer(s) if *s == foreign.serial.to_hex()), "{err}");
+        let err = refused(t.ca.renew(&t.signer, b"not a certificate", None));
+        assert!(matches!(err, CaError::BadPeerCertificate(_)), "{err}");
+        assert_eq!(t.ca.list(&CertFilter { name: Some("mallory".into()), ..Default::default() }).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn only_a_certificate_marked_admin_is_an_administrator() {
+        let mut t = test_ca("admin");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        assert!(matches!(t.ca.admin(&user.serial.to_hex()), Err(CaError::NotAdmin(_))));
+        assert_eq!(t.ca.admin(&admin.serial.to_hex()).unwrap().name, "admin");
+        assert!(matches!(t.ca.admin("00ff"), Err(CaError::UnknownPeer(_))));
+    }
+
+    #[test]
+    fn init_stores_the_intermediate_as_a_root_issued_certificate_and_the_crl_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            name: "init".into(),
+            key_type: KeyType::EcP256,
+            root_ttl: Duration::from_secs(86_400),
+            intermediate_ttl: Duration::from_secs(3600),
+            passphrase: None,
+            crl_url: Some("https://ca.test/v1/crl".into()),
+        };
+        let ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
+        let listed = ca.list(&CertFilter::default()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].issuer, listed[0].cert_der.as_slice()), (AuthorityRole::Root, ca.intermediate_der()));
+        assert_eq!(ca.crl_url().unwrap().as_deref(), Some("https://ca.test/v1/crl"));
+        assert!(matches!(
+            CertificateAuthority::init(dir.path(), &opts),
+            Err(CaError::Store(StoreError::AlreadyInitialised(_)))
+        ));
     }
 }

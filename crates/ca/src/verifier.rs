@@ -1,7 +1,7 @@
 //! The CA API's client verifier: a certificate chaining to our root, for
 //! client *or* server authentication — servers renew over mTLS with their
 //! serverAuth certificate. Whether that certificate may do what it asks
-//! (not revoked, admin) is decided by the handler against the store.
+//! (not revoked, admin) is decided by the authority against the store.
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};

@@ -2,8 +2,8 @@
 //! `enroll`, `renew` and `agent`.
 use crate::files::{input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
 use crate::Global;
+use ambos_ca::api::{ServeLimits, ServeOptions};
 use ambos_ca::client::CaClient;
-use ambos_ca::server::{ServeLimits, ServeOptions};
 use ambos_ca::{CertificateAuthority, TokenOptions};
 use ambos_pki::{parse_duration, KeyType, PrivateKey, Profile, San};
 use anyhow::Context;
@@ -202,7 +202,7 @@ pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
     let pass = if ca.keys_encrypted() { Some(crate::ca_cmds::ca_passphrase(g, false)?) } else { None };
     drop(ca);
     init_logging();
-    runtime()?.block_on(ambos_ca::server::serve(
+    runtime()?.block_on(ambos_ca::api::serve(
         &g.dir,
         pass.as_ref().map(|p| p.as_bytes()),
         opts,

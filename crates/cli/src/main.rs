@@ -212,7 +212,6 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 CaError::Pki(p) => pki_code(p),
                 CaError::Store(s) => store_code(s),
                 CaError::AmbiguousName { .. } => 2,
-                CaError::Refused { .. } | CaError::Unreachable { .. } | CaError::BadResponse(_) => 1,
                 _ => 1,
             };
         }

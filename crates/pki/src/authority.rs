@@ -14,12 +14,12 @@ const BACKDATE: Duration = Duration::from_secs(60);
 
 /// Back-dating for a leaf of lifetime `ttl`: a minute, but never more than a
 /// tenth of the lifetime, so short-lived certificates renew on schedule.
-pub fn backdate(ttl: Duration) -> Duration {
+pub(crate) fn backdate(ttl: Duration) -> Duration {
     BACKDATE.min(ttl / 10)
 }
 
 /// The lifetime a leaf was issued with, from its validity window (the
-/// inverse of adding [`backdate`]): what a renewal asks for again.
+/// inverse of adding `backdate`): what a renewal asks for again.
 pub fn issued_ttl(not_before: i64, not_after: i64) -> Duration {
     let total = (not_after - not_before).max(1) as u64;
     if total >= 660 {

@@ -1,7 +1,7 @@
 use crate::pem::blocks;
+use crate::rfc3339::rfc3339_unix;
 use crate::{sha256_hex, PkiError, RevocationReason, Serial};
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
@@ -67,10 +67,6 @@ pub struct InspectedRevocation {
     pub serial: String,
     pub revoked_at: String,
     pub reason: String,
-}
-
-fn rfc3339(ts: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| ts.to_string())
 }
 
 /// Decodes PEM or DER: certificates, a CSR, CRLs, a private key or PKCS#12
@@ -272,8 +268,8 @@ fn describe_cert(cert: &X509Certificate<'_>, der: &[u8], now: OffsetDateTime) ->
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         serial: Serial::from_bytes(cert.raw_serial()).to_hex(),
-        not_before: rfc3339(nb),
-        not_after: rfc3339(na),
+        not_before: rfc3339_unix(nb),
+        not_after: rfc3339_unix(na),
         status,
         sans,
         extended_key_usage: eku,
@@ -325,7 +321,7 @@ fn crl_from_der(der: &[u8]) -> Result<InspectedCrl, PkiError> {
             let code = r.reason_code().map(|(_, c)| c.0).unwrap_or(0);
             InspectedRevocation {
                 serial: Serial::from_bytes(r.raw_serial()).to_hex(),
-                revoked_at: rfc3339(r.revocation_date.timestamp()),
+                revoked_at: rfc3339_unix(r.revocation_date.timestamp()),
                 reason: RevocationReason::from_code(code)
                     .map(|r| r.as_str().to_string())
                     .unwrap_or_else(|| format!("code {code}")),
@@ -334,8 +330,8 @@ fn crl_from_der(der: &[u8]) -> Result<InspectedCrl, PkiError> {
         .collect();
     Ok(InspectedCrl {
         issuer: crl.issuer().to_string(),
-        this_update: rfc3339(crl.last_update().timestamp()),
-        next_update: crl.next_update().map(|t| rfc3339(t.timestamp())),
+        this_update: rfc3339_unix(crl.last_update().timestamp()),
+        next_update: crl.next_update().map(|t| rfc3339_unix(t.timestamp())),
         crl_number: crl.crl_number().map(|n| n.to_string()),
         authority_key_id: aki,
         revoked,

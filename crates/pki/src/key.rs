@@ -44,10 +44,6 @@ impl KeyType {
         }
     }
 
-    pub fn is_rsa(self) -> bool {
-        matches!(self, KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096)
-    }
-
     /// Generates a fresh key pair with the system CSPRNG (aws-lc-rs).
     pub fn generate(self) -> Result<PrivateKey, PkiError> {
         let pair = match self {
@@ -100,7 +96,7 @@ impl PrivateKey {
         self.key_type
     }
 
-    pub fn key_pair(&self) -> &KeyPair {
+    pub(crate) fn key_pair(&self) -> &KeyPair {
         &self.pair
     }
 
@@ -114,7 +110,7 @@ impl PrivateKey {
     }
 
     /// DER SubjectPublicKeyInfo, to match against a certificate.
-    pub fn public_key_der(&self) -> Vec<u8> {
+    pub(crate) fn public_key_der(&self) -> Vec<u8> {
         rcgen::PublicKeyData::subject_public_key_info(&self.pair)
     }
 
@@ -177,7 +173,7 @@ pub fn encrypt_private_key(pkcs8_der: &[u8], passphrase: &[u8]) -> Result<String
 }
 
 /// Decrypts an EncryptedPrivateKeyInfo (DER) to PKCS#8 DER.
-pub fn decrypt_private_key(der: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+pub(crate) fn decrypt_private_key(der: &[u8], passphrase: &[u8]) -> Result<Zeroizing<Vec<u8>>, PkiError> {
     let info = EncryptedPrivateKeyInfo::from_der(der).map_err(|e| PkiError::MalformedKey(e.to_string()))?;
     let doc = info.decrypt(passphrase).map_err(|_| PkiError::WrongPassphrase)?;
     // A wrong key can still yield valid CBC padding; the DER check catches it.

@@ -12,17 +12,19 @@ mod key;
 mod p12;
 mod pem;
 mod profile;
+mod rfc3339;
 mod serial;
 
-pub use authority::{backdate, issued_ttl, Authority, IssuedCert, NewCa};
+pub use authority::{issued_ttl, Authority, IssuedCert, NewCa};
 pub use crl::{build_crl, RevocationReason, RevokedEntry};
 pub use duration::{format_duration, parse_duration, parse_duration_within, MAX_DURATION};
 pub use error::PkiError;
 pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedRevocation, Inspection, SanEntry};
-pub use key::{decrypt_private_key, encrypt_private_key, KeyType, PrivateKey};
+pub use key::{encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
 pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
 pub use profile::{create_csr, validate_name, validate_spiffe_id, LeafRequest, Profile, San};
+pub use rfc3339::{rfc3339, rfc3339_unix};
 pub use serial::Serial;
 
 pub use time::OffsetDateTime;

@@ -61,15 +61,6 @@ pub enum San {
 }
 
 impl San {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            San::Dns(_) => "dns",
-            San::Ip(_) => "ip",
-            San::Uri(_) => "uri",
-            San::Email(_) => "email",
-        }
-    }
-
     pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, PkiError> {
         let bad = |why| PkiError::InvalidSan { value: self.to_string(), why };
         Ok(match self {
@@ -165,7 +156,7 @@ fn parse_uri(u: &str) -> Result<String, &'static str> {
 }
 
 /// The longest SPIFFE ID the spec allows (bytes).
-pub const SPIFFE_ID_MAX: usize = 2048;
+const SPIFFE_ID_MAX: usize = 2048;
 
 /// Checks a SPIFFE ID against the SPIFFE ID spec: `spiffe://` + a trust
 /// domain of lower-case letters, digits, `.`, `-`, `_` (no port, user info,

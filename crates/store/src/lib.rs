@@ -1,6 +1,7 @@
 //! Durable state of the ambos CA behind the [`CertStore`] trait: the CA's
 //! own certificates and (encrypted) keys, every issued certificate,
-//! revocations and CRL numbers. SQLite is the embedded default.
+//! revocations, CRL numbers, one-time enrollment tokens and settings.
+//! SQLite is the embedded default.
 #![forbid(unsafe_code)]
 
 mod sqlite;
@@ -95,6 +96,17 @@ pub struct Authorities {
     pub intermediate: AuthorityRecord,
 }
 
+/// A new CA as `ambos init` stores it, in one transaction: both CA
+/// certificates and keys, the intermediate as a certificate the root issued
+/// (listed and revoked like any other), and the first settings.
+#[derive(Clone, Debug)]
+pub struct NewCaRecords {
+    pub root: AuthorityRecord,
+    pub intermediate: AuthorityRecord,
+    pub intermediate_cert: CertRecord,
+    pub settings: Vec<(String, String)>,
+}
+
 /// Why and when a certificate was revoked; `reason` is the RFC 5280 code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Revocation {
@@ -156,8 +168,8 @@ pub trait CertStore {
     fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets (or, with None, removes) a CA setting, in one statement.
     fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()>;
-    /// Stores a new CA; refuses if one exists.
-    fn init_authorities(&mut self, root: &AuthorityRecord, intermediate: &AuthorityRecord) -> Result<()>;
+    /// Stores a new CA in one transaction; refuses if one exists.
+    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()>;
     /// Stores issued certificates in one transaction; a duplicate serial aborts it.
     fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()>;
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>>;

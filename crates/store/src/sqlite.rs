@@ -1,6 +1,6 @@
 use crate::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, Result, Revocation, StoreError,
-    TokenRecord,
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Result, Revocation,
+    StoreError, TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -94,10 +94,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn migrate(&mut self) -> Result<()> {
         let supported = MIGRATIONS.len() as i64;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -184,6 +180,17 @@ fn insert_cert(conn: &rusqlite::Connection, c: &CertRecord) -> Result<()> {
     }
 }
 
+fn upsert_setting(conn: &rusqlite::Connection, key: &str, value: Option<&str>) -> Result<()> {
+    match value {
+        Some(v) => conn.execute(
+            "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            params![key, v],
+        )?,
+        None => conn.execute("DELETE FROM setting WHERE key = ?1", [key])?,
+    };
+    Ok(())
+}
+
 fn cert_from_row(row: &Row<'_>) -> rusqlite::Result<(CertRecord, String)> {
     let sans: String = row.get(5)?;
     let revoked_at: Option<i64> = row.get(11)?;
@@ -237,14 +244,7 @@ impl CertStore for SqliteStore {
     }
 
     fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
-        match value {
-            Some(v) => self.conn.execute(
-                "INSERT INTO setting (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-                params![key, v],
-            )?,
-            None => self.conn.execute("DELETE FROM setting WHERE key = ?1", [key])?,
-        };
-        Ok(())
+        upsert_setting(&self.conn, key, value)
     }
 
     fn authorities(&self) -> Result<Authorities> {
@@ -268,13 +268,13 @@ impl CertStore for SqliteStore {
         }
     }
 
-    fn init_authorities(&mut self, root: &AuthorityRecord, intermediate: &AuthorityRecord) -> Result<()> {
+    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let existing: i64 = tx.query_row("SELECT COUNT(*) FROM authority", [], |r| r.get(0))?;
         if existing > 0 {
             return Err(StoreError::AlreadyInitialised(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
         }
-        for (role, rec) in [(AuthorityRole::Root, root), (AuthorityRole::Intermediate, intermediate)] {
+        for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
             tx.execute(
                 "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -289,6 +289,10 @@ impl CertStore for SqliteStore {
                 ],
             )?;
             tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![role.as_str()])?;
+        }
+        insert_cert(&tx, &ca.intermediate_cert)?;
+        for (key, value) in &ca.settings {
+            upsert_setting(&tx, key, Some(value))?;
         }
         tx.commit()?;
         Ok(())
@@ -498,9 +502,21 @@ mod tests {
         }
     }
 
-    fn initialised(dir: &Path) -> SqliteStore {
+    /// A new CA whose intermediate is certificate "1a", with one setting.
+    fn new_ca() -> NewCaRecords {
+        let mut intermediate_cert = cert("1a", "test", 5000);
+        intermediate_cert.issuer = AuthorityRole::Root;
+        NewCaRecords {
+            root: authority(AuthorityRole::Root),
+            intermediate: authority(AuthorityRole::Intermediate),
+            intermediate_cert,
+            settings: vec![("crl_url".into(), "https://ca.test/v1/crl".into())],
+        }
+    }
+
+    pub(super) fn initialised(dir: &Path) -> SqliteStore {
         let mut s = SqliteStore::open(dir, true).unwrap();
-        s.init_authorities(&authority(AuthorityRole::Root), &authority(AuthorityRole::Intermediate)).unwrap();
+        s.init_authorities(&new_ca()).unwrap();
         s
     }
 
@@ -509,9 +525,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(SqliteStore::open(dir.path(), false), Err(StoreError::NotInitialised(_))));
         let mut s = initialised(dir.path());
-        let err = s.init_authorities(&authority(AuthorityRole::Root), &authority(AuthorityRole::Intermediate));
+        let mut again = new_ca();
+        again.intermediate_cert.serial = "2b".into();
+        again.settings = vec![("crl_url".into(), "https://other.test/v1/crl".into())];
+        let err = s.init_authorities(&again);
         assert!(matches!(err, Err(StoreError::AlreadyInitialised(_))));
         assert_eq!(s.authorities().unwrap().intermediate.role, AuthorityRole::Intermediate);
+        assert!(s.cert_by_serial("2b").unwrap().is_none(), "a refused init writes nothing");
+        assert_eq!(s.setting("crl_url").unwrap().as_deref(), Some("https://ca.test/v1/crl"));
+    }
+
+    #[test]
+    fn init_stores_the_ca_its_intermediate_certificate_and_settings_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = initialised(dir.path());
+        let a = s.authorities().unwrap();
+        assert_eq!((a.root.role, a.intermediate.role), (AuthorityRole::Root, AuthorityRole::Intermediate));
+        let intermediate = s.cert_by_serial("1a").unwrap().expect("the intermediate is listed");
+        assert_eq!(intermediate.issuer, AuthorityRole::Root);
+        assert_eq!(s.setting("crl_url").unwrap().as_deref(), Some("https://ca.test/v1/crl"));
+        assert_eq!(s.count().unwrap(), 1);
     }
 
     #[test]
@@ -521,7 +554,7 @@ mod tests {
         s.insert_certs(&[cert("aa", "one", 100)]).unwrap();
         let err = s.insert_certs(&[cert("bb", "two", 100), cert("aa", "dup", 100)]);
         assert!(matches!(err, Err(StoreError::DuplicateSerial(ref x)) if x == "aa"));
-        assert_eq!(s.count().unwrap(), 1);
+        assert_eq!(s.count().unwrap(), 2, "the intermediate and 'aa'");
         assert!(s.cert_by_serial("bb").unwrap().is_none());
     }
 
@@ -596,17 +629,8 @@ mod token_tests {
     #[test]
     fn a_token_buys_exactly_one_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = SqliteStore::open(dir.path(), true).unwrap();
-        let a = |r: AuthorityRole| AuthorityRecord {
-            role: r,
-            name: "t".into(),
-            key_type: "ec-p256".into(),
-            cert_der: vec![1],
-            key_pem: "k".into(),
-            key_encrypted: false,
-            created_at: 0,
-        };
-        s.init_authorities(&a(AuthorityRole::Root), &a(AuthorityRole::Intermediate)).unwrap();
+        let mut s = super::tests::initialised(dir.path());
+        let before = s.count().unwrap();
         s.insert_tokens(&[token("h1", 100), token("h2", 5)]).unwrap();
         let results = s
             .spend_tokens(
@@ -623,7 +647,7 @@ mod token_tests {
         assert!(matches!(results[1], Err(StoreError::TokenSpent)));
         assert!(matches!(results[2], Err(StoreError::TokenExpired)));
         assert!(matches!(results[3], Err(StoreError::UnknownToken)));
-        assert_eq!(s.count().unwrap(), 1, "only the winning spend stored a certificate");
+        assert_eq!(s.count().unwrap(), before + 1, "only the winning spend stored a certificate");
         assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"));
         s.set_admin("s1").unwrap();
         assert!(s.cert_by_serial("s1").unwrap().unwrap().admin);

@@ -1,0 +1,385 @@
+//! `ambos serve`: the CA's HTTPS API on our own tokio-rustls listener, so
+//! handlers see the verified client certificate. One module per endpoint;
+//! a handler parses the request, calls [`CertificateAuthority`], which owns
+//! the rules and the store, and answers (errors: [`ApiError`]).
+use crate::verifier::AnyPurposeVerifier;
+use crate::{CaError, CertificateAuthority};
+use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, Profile, San};
+use ambos_store::AuthorityRole;
+use arc_swap::ArcSwap;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use limits::{idle_for, read_body, Activity, PeerAddr, Slots, TokenFailures, UntilWritten};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod certs;
+mod crl;
+mod enroll;
+mod error;
+mod limits;
+mod renew;
+mod revoke;
+
+use error::ApiError;
+pub use limits::ServeLimits;
+
+/// Settings of `ambos serve`.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Extra names for the API's own certificate (localhost, 127.0.0.1, ::1
+    /// and the host name are always in it).
+    pub sans: Vec<San>,
+    /// nextUpdate of published CRLs; they are re-signed at half of it.
+    pub crl_validity: Duration,
+    /// Lifetime of the API's own certificate; renewed at 2/3 of it.
+    pub server_cert_ttl: Duration,
+    pub limits: ServeLimits,
+}
+
+/// The verified client certificate of a connection, if any.
+#[derive(Clone)]
+struct Peer(Option<Arc<PeerCert>>);
+
+struct PeerCert {
+    serial: String,
+    der: Vec<u8>,
+}
+
+impl Peer {
+    /// The client's end-entity certificate, verified by the handshake.
+    fn of(der: Option<&rustls_pki_types::CertificateDer<'_>>) -> Peer {
+        Peer(der.and_then(|der| {
+            let id = ambos_tls::Identity::from_der(der).ok()?;
+            Some(Arc::new(PeerCert { serial: id.serial, der: der.to_vec() }))
+        }))
+    }
+
+    /// The certificate, for endpoints that need one (renew, admin calls).
+    fn required(&self) -> Result<Arc<PeerCert>, ApiError> {
+        self.0.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "client certificate required",
+                "connect with your current certificate (mTLS)",
+            )
+        })
+    }
+}
+
+/// What every handler shares: the authority (behind a lock: one store
+/// connection), the unlocked signers and the published CRLs.
+struct CaState {
+    ca: Mutex<CertificateAuthority>,
+    signer: Authority,
+    root_signer: Authority,
+    root_pem: String,
+    crl: ArcSwap<crl::CrlDoc>,
+    crl_validity: Duration,
+    enroll: mpsc::Sender<enroll::EnrollJob>,
+    failures: TokenFailures,
+}
+
+impl CaState {
+    /// Opens the CA in `dir`, unlocks both keys, issues the API's own
+    /// certificate and signs the first CRLs.
+    fn open(
+        dir: &Path,
+        passphrase: Option<&[u8]>,
+        opts: &ServeOptions,
+    ) -> Result<(Arc<CaState>, Arc<rustls::ServerConfig>, Duration), CaError> {
+        let mut ca = CertificateAuthority::open(dir)?;
+        let signer = ca.authority(AuthorityRole::Intermediate, passphrase)?;
+        let root_signer = ca.authority(AuthorityRole::Root, passphrase)?;
+        let (tls, lifetime) = server_tls(&mut ca, &signer, opts)?;
+        let crl = crl::build_crl(&mut ca, &signer, &root_signer, opts.crl_validity)?;
+        let root_pem = pem_encode("CERTIFICATE", ca.root_der());
+        let state = Arc::new(CaState {
+            ca: Mutex::new(ca),
+            signer,
+            root_signer,
+            root_pem,
+            crl: ArcSwap::from_pointee(crl),
+            crl_validity: opts.crl_validity,
+            enroll: enroll::spawn_writer(dir)?,
+            failures: TokenFailures::new(opts.limits.token_failure_limit, opts.limits.token_failure_window),
+        });
+        Ok((state, tls, lifetime))
+    }
+
+    /// A certificate as the API returns it (`client::Issued`).
+    fn issued_json(&self, issued: &IssuedCert) -> serde_json::Value {
+        json!({
+            "name": issued.name,
+            "serial": issued.serial.to_hex(),
+            "not_after": ambos_pki::rfc3339(issued.not_after),
+            "certificate": self.signer.chain_pem(&issued.cert_der),
+            "ca": self.root_pem,
+        })
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn csr_der(pem: &str) -> Result<Vec<u8>, ApiError> {
+    ambos_pki::csr_from_pem_or_der(pem.as_bytes()).map_err(|e| ApiError::from(CaError::from(e)))
+}
+
+/// Runs store and signing work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", e.to_string()))?
+}
+
+fn router(state: Arc<CaState>, prometheus: metrics_exporter_prometheus::PrometheusHandle) -> Router {
+    Router::new()
+        .route("/v1/roots", get(crl::roots))
+        .route("/v1/crl", get(crl::intermediate))
+        .route("/v1/crl/root", get(crl::root))
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/v1/renew", post(renew::renew))
+        .route("/v1/revoke", post(revoke::revoke))
+        .route("/v1/certs", get(certs::certs))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .with_state(state)
+}
+
+/// Issues the API's own server certificate and builds its TLS config.
+fn server_tls(
+    ca: &mut CertificateAuthority,
+    signer: &Authority,
+    opts: &ServeOptions,
+) -> Result<(Arc<rustls::ServerConfig>, Duration), CaError> {
+    let mut req = LeafRequest::new("ambos-serve", Profile::Server);
+    req.sans = vec![
+        San::Dns("localhost".into()),
+        San::Ip([127, 0, 0, 1].into()),
+        San::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
+    if let Some(h) = std::fs::read_to_string("/etc/hostname").ok().and_then(|h| San::from_host(h.trim())) {
+        req.sans.push(h);
+    }
+    req.sans.extend(opts.sans.iter().cloned());
+    req.ttl = opts.server_cert_ttl;
+    let issued = ca.issue(signer, &[req])?.remove(0);
+    let key = issued.key.as_ref().expect("issued with a key");
+    let chain = vec![
+        rustls_pki_types::CertificateDer::from(issued.cert_der.clone()),
+        rustls_pki_types::CertificateDer::from(signer.cert_der().to_vec()),
+    ];
+    let verifier = Arc::new(AnyPurposeVerifier::new(ca.root_der()).map_err(|e| CaError::Tls(e.to_string()))?);
+    let mut config = rustls::ServerConfig::builder_with_provider(ambos_tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CaError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, rustls_pki_types::PrivateKeyDer::Pkcs8(key.pkcs8_der().to_vec().into()))
+        .map_err(|e| CaError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let lifetime = (issued.not_after - issued.not_before).unsigned_abs();
+    Ok((Arc::new(config), lifetime))
+}
+
+/// Runs the CA API until `shutdown` resolves.
+pub async fn serve(
+    dir: &Path,
+    passphrase: Option<&[u8]>,
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), CaError> {
+    ambos_tls::install_default_provider();
+    let prometheus = {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    };
+    let (state, tls, lifetime) = CaState::open(dir, passphrase, &opts)?;
+    let tls = Arc::new(ArcSwap::from(tls));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| CaError::Bind { addr: opts.listen, why: e.to_string() })?;
+    tracing::info!("CA API listening on https://{}", listener.local_addr().unwrap_or(opts.listen));
+
+    // Re-sign the CRL at half its validity; renew our own certificate at 2/3 of its life.
+    {
+        let state = state.clone();
+        let every = (opts.crl_validity / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let st = state.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.refresh_crl()).await {
+                    tracing::error!("CRL refresh failed: {e}");
+                }
+            }
+        });
+    }
+    {
+        let state = state.clone();
+        let tls = tls.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            let mut wait = lifetime * 2 / 3;
+            loop {
+                tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+                let st = state.clone();
+                let o = opts.clone();
+                let renewed = tokio::task::spawn_blocking(move || {
+                    let mut ca = st.ca.lock().expect("ca lock");
+                    server_tls(&mut ca, &st.signer, &o)
+                })
+                .await;
+                match renewed {
+                    Ok(Ok((config, life))) => {
+                        tls.store(config);
+                        wait = life * 2 / 3;
+                        tracing::info!("renewed the API's own certificate");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("renewing the API's own certificate failed: {e}");
+                        wait = Duration::from_secs(30);
+                    }
+                    Err(_) => wait = Duration::from_secs(30),
+                }
+            }
+        });
+    }
+
+    let router = router(state, prometheus);
+
+    let limits = Arc::new(opts.limits.clone());
+    let slots = Slots::new(limits.max_connections, limits.max_connections_per_source);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Over a cap with nothing to evict: closed at once.
+        let Some(guard) = slots.admit(addr.ip()) else { continue };
+        let _ = stream.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.load_full());
+        let router = router.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let slot = guard.slot.clone();
+            let start = Instant::now();
+            let last = Arc::new(AtomicU64::new(0));
+            let stream = Activity { io: stream, last: last.clone(), start };
+            let serve = async {
+                let limits = &limits;
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!("handshake failed: {}", ambos_tls::HandshakeFailure::from_io(&e));
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let peer = Peer::of(tls.get_ref().1.peer_certificates().and_then(|c| c.first()));
+                let busy = slot.clone();
+                let svc_limits = limits.clone();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut router = router.clone();
+                    let (peer, limits, busy) = (peer.clone(), svc_limits.clone(), busy.clone());
+                    async move {
+                        busy.evictable.store(false, Ordering::Release);
+                        let (parts, body) = req.into_parts();
+                        let response = match read_body(body, &limits).await {
+                            Ok(bytes) => {
+                                let mut req = hyper::Request::from_parts(parts, axum::body::Body::from(bytes));
+                                req.extensions_mut().insert(peer);
+                                req.extensions_mut().insert(PeerAddr(addr));
+                                let Ok(r) = tower_service::Service::call(&mut router, req).await;
+                                r
+                            }
+                            Err(e) => e.into_response(),
+                        };
+                        // Evictable again once the response is written (or dropped).
+                        Ok::<_, std::convert::Infallible>(response.map(|body| UntilWritten { body, slot: busy }))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = slot.evict.notified() => metrics::counter!("ambos_ca_connections_evicted_total").increment(1),
+                _ = idle_for(last, start, limits.idle_timeout) => {}
+            }
+            drop(guard);
+        });
+    }
+    Ok(())
+}
+
+/// A running API's state over a test CA, and handler answers taken apart.
+#[cfg(test)]
+mod test_api {
+    use super::*;
+    use crate::test_ca::TestCa;
+    use axum::http::HeaderMap;
+    use axum::response::Response;
+
+    pub(super) fn state(t: &TestCa, limits: ServeLimits) -> Arc<CaState> {
+        let opts = ServeOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            sans: vec![],
+            crl_validity: Duration::from_secs(3600),
+            server_cert_ttl: Duration::from_secs(3600),
+            limits,
+        };
+        CaState::open(t.dir.path(), None, &opts).unwrap().0
+    }
+
+    /// A running API with two clients of its CA: `user`, and `admin` marked administrator.
+    pub(super) struct Api {
+        pub t: TestCa,
+        pub st: Arc<CaState>,
+        pub user: IssuedCert,
+        pub admin: IssuedCert,
+    }
+
+    pub(super) fn api() -> Api {
+        let mut t = crate::test_ca::test_ca("api");
+        let user = t.issue_client("user");
+        let admin = t.issue_client("admin");
+        t.ca.set_admin(&admin.serial).unwrap();
+        let st = state(&t, ServeLimits::default());
+        Api { t, st, user, admin }
+    }
+
+    pub(super) fn peer(cert_der: &[u8]) -> Peer {
+        Peer::of(Some(&rustls_pki_types::CertificateDer::from(cert_der)))
+    }
+
+    /// Status, headers and JSON body (`null` if there is none).
+    pub(super) async fn answer(r: Result<Response, ApiError>) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let r = r.unwrap_or_else(IntoResponse::into_response);
+        let (parts, body) = r.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+}
