@@ -706,8 +706,7 @@ pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
         let chain = ambos_tls_load(cert, key)?;
         let client =
             ambos_ca::client::CaClient::new(url, root.last().map(Vec::as_slice).unwrap_or_default(), Some(chain))?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let v = rt.block_on(client.revoke(&serial.to_hex(), reason.as_str()))?;
+        let v = crate::process::small_runtime()?.block_on(client.revoke(&serial.to_hex(), reason.as_str()))?;
         if a.json {
             println!("{v}");
         } else {

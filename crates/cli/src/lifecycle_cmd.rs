@@ -1,6 +1,7 @@
 //! Certificate lifecycle without a human: `serve`, `token create`,
 //! `enroll`, `renew` and `agent`.
 use crate::files::{input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
+use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::Global;
 use ambos_ca::client::CaClient;
 use ambos_ca::server::{ServeLimits, ServeOptions};
@@ -150,20 +151,6 @@ fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
     parse_duration(text).with_context(|| format!("--{flag}"))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-/// Logs to stderr (`AMBOS_LOG=debug` for more), coloured only on a terminal.
-pub(crate) fn init_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 /// A duration between 1 s and 24 h (0 would close every connection or
 /// never count a failure; a huge one would overflow the timers).
 fn bounded(text: &str, flag: &str) -> anyhow::Result<Duration> {
@@ -206,7 +193,7 @@ pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
         &g.dir,
         pass.as_ref().map(|p| p.as_bytes()),
         opts,
-        crate::proxy_cmd::shutdown_signal(),
+        shutdown_signal(),
     ))?;
     Ok(())
 }
@@ -348,7 +335,7 @@ pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
             tracing::info!(cert = %a.renew.cert.display(), "certificate valid until {na} (unix); next renewal in {:.0}s", wait.as_secs_f64());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = crate::proxy_cmd::shutdown_signal() => return Ok(()),
+                _ = shutdown_signal() => return Ok(()),
             }
             let max_backoff = Duration::from_secs_f64((lifetime / 10.0).clamp(1.0, 60.0));
             let mut backoff = Duration::from_secs(1).min(max_backoff);
@@ -375,7 +362,7 @@ pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
                         tracing::warn!("renewal failed, keeping the current files, retrying in {:?}: {e:#}", backoff);
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
-                            _ = crate::proxy_cmd::shutdown_signal() => return Ok(()),
+                            _ = shutdown_signal() => return Ok(()),
                         }
                         backoff = (backoff * 2).min(max_backoff);
                     }

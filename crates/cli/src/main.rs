@@ -9,6 +9,7 @@ mod files;
 mod inspect_cmd;
 mod lifecycle_cmd;
 mod probe_cmd;
+mod process;
 mod proxy_cmd;
 mod quickstart_cmd;
 mod secrets;

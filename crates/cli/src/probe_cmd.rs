@@ -97,7 +97,7 @@ impl CrlArgs {
         if self.crl_url.is_none() {
             return ambos_proxy::tunnel::load_crl_files(&self.crl).map_err(|e| input_error(format!("--crl: {e}")));
         }
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(self.load(ca))
+        crate::process::small_runtime()?.block_on(self.load(ca))
     }
 }
 

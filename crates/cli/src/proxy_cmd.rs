@@ -1,4 +1,5 @@
 //! `ambos proxy`: the mTLS proxy, from proxy.toml or from flags.
+use crate::process;
 use ambos_proxy::{ProxyConfig, ProxyFlags};
 use clap::Args;
 use std::path::PathBuf;
@@ -127,29 +128,9 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    crate::lifecycle_cmd::init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(ambos_proxy::run(config, shutdown_signal()))?;
+    process::init_logging();
+    process::runtime()?.block_on(ambos_proxy::run(config, process::shutdown_signal()))?;
     Ok(())
-}
-
-/// SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[derive(Args)]
@@ -200,8 +181,7 @@ pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         crl: a.revocation.crl.clone(),
         crl_url: a.revocation.crl_url.clone(),
     };
-    crate::lifecycle_cmd::init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(ambos_proxy::tunnel::run(cfg, shutdown_signal()))?;
+    process::init_logging();
+    process::runtime()?.block_on(ambos_proxy::tunnel::run(cfg, process::shutdown_signal()))?;
     Ok(())
 }

@@ -231,8 +231,7 @@ path = "audit.jsonl"
 
     if !a.exit {
         println!("\nThe proxy keeps running on https://localhost:{port}; Ctrl-C stops it.");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(crate::proxy_cmd::shutdown_signal());
+        crate::process::small_runtime()?.block_on(crate::process::shutdown_signal());
     }
     let _ = stop_tx.send(());
     proxy.join().map_err(|_| anyhow::anyhow!("the proxy thread panicked"))??;
