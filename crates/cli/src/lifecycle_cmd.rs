@@ -89,7 +89,7 @@ pub struct CaConnection {
 impl CaConnection {
     /// The CRLs of --crl / --crl-url (the URL's server verified against --root).
     async fn crls(&self) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
-        self.revocation.load(std::slice::from_ref(&self.root)).await
+        Ok(self.revocation.sources().load(std::slice::from_ref(&self.root)).await?)
     }
 
     /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
@@ -99,7 +99,7 @@ impl CaConnection {
         crls: ambos_proxy::tunnel::SourcedCrls,
         identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
     ) -> anyhow::Result<CaClient> {
-        let trust = crate::probe_cmd::server_trust(std::slice::from_ref(&self.root), "--root", crls, &self.revocation)?;
+        let trust = self.revocation.sources().server_trust(std::slice::from_ref(&self.root), "--root", crls)?;
         Ok(CaClient::with_trust(&self.ca_url, trust, identity)?)
     }
 }
@@ -340,7 +340,7 @@ pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
             let max_backoff = Duration::from_secs_f64((lifetime / 10.0).clamp(1.0, 60.0));
             let mut backoff = Duration::from_secs(1).min(max_backoff);
             loop {
-                if a.renew.ca.revocation.enabled() {
+                if a.renew.ca.revocation.sources().enabled() {
                     match a.renew.ca.crls().await {
                         Ok(c) => crls = c,
                         Err(e) => tracing::warn!("cannot read the CRLs again, using the previous ones: {e:#}"),
