@@ -205,6 +205,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 _ => 2,
             };
         }
+        if let Some(e) = cause.downcast_ref::<ambos_bench::BenchError>() {
+            return if matches!(e, ambos_bench::BenchError::Input(_)) { 2 } else { 1 };
+        }
         if let Some(e) = cause.downcast_ref::<ambos_probe::ProbeError>() {
             return if matches!(e, ambos_probe::ProbeError::Input(_)) { 2 } else { 1 };
         }
