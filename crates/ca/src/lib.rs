@@ -46,6 +46,7 @@ pub enum CaError {
 pub type Result<T> = std::result::Result<T, CaError>;
 
 pub mod client;
+pub mod renewer;
 pub mod server;
 mod verifier;
 

@@ -4,6 +4,7 @@ use crate::files::{input_error, read_input, write_atomic, write_atomic_if_change
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::Global;
 use ambos_ca::client::CaClient;
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
 use ambos_ca::server::{ServeLimits, ServeOptions};
 use ambos_ca::{CertificateAuthority, TokenOptions};
 use ambos_pki::{parse_duration, KeyType, PrivateKey, Profile, San};
@@ -266,19 +267,25 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--cert`, `--key`, `--keep-key` (and for the agent `--exec`, `--renew-at`) as plain options.
+fn renew_options(a: &RenewArgs, exec: Option<String>, renew_at: f64) -> RenewOptions {
+    RenewOptions { cert: a.cert.clone(), key: a.key.clone(), keep_key: a.keep_key, renew_at, exec }
+}
+
 /// One renewal over mTLS with the current files and `crls`; files change only on success.
 async fn renew_once(
-    a: &RenewArgs,
+    o: &RenewOptions,
+    ca: &CaConnection,
     crls: &ambos_proxy::tunnel::SourcedCrls,
 ) -> anyhow::Result<ambos_ca::client::Issued> {
-    let chain = ambos_tls::load_certs(&a.cert)?;
-    let current_key = ambos_tls::load_key(&a.key)?;
+    let chain = ambos_tls::load_certs(&o.cert)?;
+    let current_key = ambos_tls::load_key(&o.key)?;
     let key_text =
-        String::from_utf8(read_input(&a.key)?).map_err(|_| input_error(format!("{} is not PEM", a.key.display())))?;
-    let old = PrivateKey::from_pem(&key_text, None).with_context(|| a.key.display().to_string())?;
+        String::from_utf8(read_input(&o.key)?).map_err(|_| input_error(format!("{} is not PEM", o.key.display())))?;
+    let old = PrivateKey::from_pem(&key_text, None).with_context(|| o.key.display().to_string())?;
     let id = ambos_tls::Identity::from_der(&chain[0])?;
-    let client = a.ca.client(crls.clone(), Some((chain, current_key)))?;
-    let (key, csr) = if a.keep_key {
+    let client = ca.client(crls.clone(), Some((chain, current_key)))?;
+    let (key, csr) = if o.keep_key {
         (old, None)
     } else {
         let key = old.key_type().generate()?;
@@ -286,88 +293,73 @@ async fn renew_once(
         (key, Some(ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)))
     };
     let issued = client.renew(csr.as_deref()).await?;
-    write_identity(&a.key, &key, &a.cert, &issued.certificate)?;
+    write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
     Ok(issued)
 }
 
 pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
+    let o = renew_options(&a, None, 2.0 / 3.0);
     let issued = runtime()?.block_on(async {
         let crls = a.ca.crls().await?;
-        renew_once(&a, &crls).await
+        renew_once(&o, &a.ca, &crls).await
     })?;
     println!("renewed '{}' serial {} valid until {}", issued.name, issued.serial, issued.not_after);
     Ok(())
 }
 
-fn validity(path: &Path) -> anyhow::Result<(i64, i64)> {
-    let chain = ambos_tls::load_certs(path)?;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| input_error(format!("{}: {e}", path.display())))?;
-    Ok((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
+/// The agent's side of `ambos_ca::renewer`: files, CRLs, the CA client, signals.
+struct Agent {
+    opts: RenewOptions,
+    ca: CaConnection,
+    crls: ambos_proxy::tunnel::SourcedCrls,
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
+impl Renew for Agent {
+    type Error = anyhow::Error;
 
-/// Small jitter from the clock's nanoseconds: enough to spread a fleet.
-fn jitter(max: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    max.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    fn validity(&self) -> anyhow::Result<Validity> {
+        let chain = ambos_tls::load_certs(&self.opts.cert)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&chain[0])
+            .map_err(|e| input_error(format!("{}: {e}", self.opts.cert.display())))?;
+        Ok(Validity {
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    async fn refresh(&mut self) {
+        if self.ca.revocation.sources().enabled() {
+            match self.ca.crls().await {
+                Ok(c) => self.crls = c,
+                Err(e) => tracing::warn!("cannot read the CRLs again, using the previous ones: {e:#}"),
+            }
+        }
+    }
+
+    async fn renew(&mut self) -> anyhow::Result<Renewed> {
+        let issued = renew_once(&self.opts, &self.ca, &self.crls).await?;
+        Ok(Renewed { serial: issued.serial, not_after: issued.not_after })
+    }
+
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = shutdown_signal() => false,
+        }
+    }
 }
 
 pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    if !(0.1..=0.95).contains(&a.renew_at) {
+    if !RENEW_AT.contains(&a.renew_at) {
         return Err(input_error("--renew-at must be between 0.1 and 0.95"));
     }
     init_logging();
-    let rt = runtime()?;
-    rt.block_on(async move {
+    let opts = renew_options(&a.renew, a.exec, a.renew_at);
+    runtime()?.block_on(async move {
         // Bad CRL files or URL: an error now. Later they are read again
         // before each renewal (a failure then keeps the previous ones).
-        let mut crls = a.renew.ca.crls().await?;
-        loop {
-            let (nb, na) = validity(&a.renew.cert)?;
-            let lifetime = (na - nb).max(1) as f64;
-            let due = nb + (lifetime * a.renew_at) as i64;
-            let wait = Duration::from_secs((due - unix_now()).max(0) as u64) + jitter(Duration::from_secs_f64(lifetime * 0.02));
-            tracing::info!(cert = %a.renew.cert.display(), "certificate valid until {na} (unix); next renewal in {:.0}s", wait.as_secs_f64());
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown_signal() => return Ok(()),
-            }
-            let max_backoff = Duration::from_secs_f64((lifetime / 10.0).clamp(1.0, 60.0));
-            let mut backoff = Duration::from_secs(1).min(max_backoff);
-            loop {
-                if a.renew.ca.revocation.sources().enabled() {
-                    match a.renew.ca.crls().await {
-                        Ok(c) => crls = c,
-                        Err(e) => tracing::warn!("cannot read the CRLs again, using the previous ones: {e:#}"),
-                    }
-                }
-                match renew_once(&a.renew, &crls).await {
-                    Ok(issued) => {
-                        tracing::info!(serial = %issued.serial, "renewed; new certificate valid until {}", issued.not_after);
-                        if let Some(cmd) = &a.exec {
-                            match tokio::process::Command::new("sh").arg("-c").arg(cmd).status().await {
-                                Ok(s) if s.success() => {}
-                                Ok(s) => tracing::warn!("--exec '{cmd}' exited with {s}"),
-                                Err(e) => tracing::warn!("--exec '{cmd}' failed to start: {e}"),
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!("renewal failed, keeping the current files, retrying in {:?}: {e:#}", backoff);
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = shutdown_signal() => return Ok(()),
-                        }
-                        backoff = (backoff * 2).min(max_backoff);
-                    }
-                }
-            }
-        }
+        let crls = a.renew.ca.crls().await?;
+        let mut agent = Agent { opts: opts.clone(), ca: a.renew.ca, crls };
+        Renewer::new(opts).run(&mut agent).await
     })
 }
