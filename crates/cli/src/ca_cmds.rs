@@ -4,8 +4,8 @@ use crate::secrets::{self, Secret};
 use crate::Global;
 use ambos_ca::{CertSelector, CertificateAuthority, InitOptions, OffsetDateTime};
 use ambos_pki::{
-    format_duration, parse_duration, pem_encode, Authority, IssuedCert, KeyType, LeafRequest, PrivateKey, Profile,
-    RevocationReason, San, Serial,
+    format_duration, parse_duration, pem_encode, Authority, IssuedCert, KeyType, LeafRequest, LeafSpec, PrivateKey,
+    Profile, RevocationReason, Serial,
 };
 use ambos_store::{AuthorityRole, CertFilter, CertRecord};
 use anyhow::Context;
@@ -323,46 +323,6 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds and validates a request from flags or one batch line.
-#[allow(clippy::too_many_arguments)]
-fn leaf_request(
-    name: &str,
-    profile: Profile,
-    sans: &[String],
-    spiffe: Option<&str>,
-    ous: &[String],
-    organization: Option<&str>,
-    ttl: Option<&str>,
-    key_type: KeyType,
-) -> anyhow::Result<LeafRequest> {
-    ambos_pki::validate_name(name)?;
-    let mut req = LeafRequest::new(name, profile);
-    for s in sans {
-        req.sans.push(s.parse::<San>()?);
-    }
-    if let Some(id) = spiffe {
-        ambos_pki::validate_spiffe_id(id).map_err(|why| input_error(format!("--spiffe '{id}': {why}")))?;
-        req.sans.push(San::Uri(id.to_string()));
-    }
-    for ou in ous {
-        if ou.trim().is_empty() || ou.len() > 64 {
-            return Err(input_error(format!("--ou '{ou}' must be 1-64 characters")));
-        }
-        req.organizational_units.push(ou.clone());
-    }
-    req.organization = organization.map(str::to_string);
-    if let Some(t) = ttl {
-        req.ttl = duration(t, "ttl")?;
-    }
-    if profile == Profile::Server && req.sans.is_empty() && San::from_host(name).is_none() {
-        return Err(input_error(format!(
-            "server '{name}' needs --san dns:HOST or ip:ADDR (its name is not a host name)"
-        )));
-    }
-    req.key_type = key_type;
-    Ok(req)
-}
-
 #[derive(Serialize)]
 struct IssuedJson<'a> {
     serial: String,
@@ -441,19 +401,27 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
                 .map_err(|_| input_error(format!("--not-before '{w}': expected +DURATION or an RFC 3339 time")))?,
         }),
     };
-    let mut requests = match &a.batch {
-        Some(file) => batch_requests(file, profile, &a, key_type)?,
-        None => vec![leaf_request(
-            a.name.as_deref().unwrap_or_default(),
-            profile,
-            &a.sans,
-            a.spiffe.as_deref(),
-            &a.ous,
-            a.organization.as_deref(),
-            a.ttl.as_deref(),
-            key_type,
-        )?],
+    let spec = LeafSpec {
+        name: a.name.clone().unwrap_or_default(),
+        profile,
+        sans: a.sans.clone(),
+        spiffe: a.spiffe.clone(),
+        ous: a.ous.clone(),
+        organization: a.organization.clone(),
+        ttl: a.ttl.clone(),
+        key_type,
     };
+    let mut requests = match &a.batch {
+        Some(file) => {
+            let text = String::from_utf8(read_input(file)?)
+                .map_err(|_| input_error(format!("{} is not UTF-8 text", file.display())))?;
+            ambos_pki::parse_batch(&text, &file.display().to_string(), &spec)?
+        }
+        None => vec![LeafRequest::from_spec(&spec)?],
+    };
+    if a.admin && profile != Profile::Client {
+        return Err(input_error("--admin is for client certificates"));
+    }
     for r in &mut requests {
         r.not_before = not_before;
     }
@@ -481,10 +449,6 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         PUBLIC,
         outputs.durable,
     )?;
-
-    if a.admin && profile != Profile::Client {
-        return Err(input_error("--admin is for client certificates"));
-    }
     if a.batch.is_none() {
         let issued = ca.issue(&signer, &requests)?;
         let c = &issued[0];
@@ -543,73 +507,6 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         println!("issued {count} certificates into {}", a.out.display());
     }
     Ok(())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchLine {
-    name: String,
-    profile: Option<String>,
-    #[serde(default)]
-    sans: Vec<String>,
-    spiffe: Option<String>,
-    #[serde(default)]
-    ou: Vec<String>,
-    o: Option<String>,
-    ttl: Option<String>,
-    key_type: Option<String>,
-}
-
-/// Parses and validates the whole batch file before anything is issued.
-fn batch_requests(file: &Path, default: Profile, a: &LeafArgs, key_type: KeyType) -> anyhow::Result<Vec<LeafRequest>> {
-    let bytes = read_input(file)?;
-    let text = String::from_utf8(bytes).map_err(|_| input_error(format!("{} is not UTF-8 text", file.display())))?;
-    let mut out = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let at = || format!("{}:{}", file.display(), i + 1);
-        if line.is_empty() || line.starts_with('#') || (i == 0 && line.to_ascii_lowercase().starts_with("name,")) {
-            continue;
-        }
-        let entry: BatchLine = if line.starts_with('{') {
-            serde_json::from_str(line).map_err(|e| input_error(format!("{}: {e}", at())))?
-        } else {
-            let mut cols = line.splitn(3, ',').map(str::trim);
-            let name = cols.next().unwrap_or_default().to_string();
-            let profile = cols.next().filter(|s| !s.is_empty()).map(str::to_string);
-            let sans = cols.next().map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
-            BatchLine { name, profile, sans, spiffe: None, ou: Vec::new(), o: None, ttl: None, key_type: None }
-        };
-        let profile = match &entry.profile {
-            Some(p) => p.parse::<Profile>().map_err(|e| input_error(format!("{}: {e}", at())))?,
-            None => default,
-        };
-        let kt = match &entry.key_type {
-            Some(k) => k.parse::<KeyType>().map_err(|e| input_error(format!("{}: {e}", at())))?,
-            None => key_type,
-        };
-        let ous = if entry.ou.is_empty() { a.ous.clone() } else { entry.ou.clone() };
-        let req = leaf_request(
-            &entry.name,
-            profile,
-            &entry.sans,
-            entry.spiffe.as_deref(),
-            &ous,
-            entry.o.as_deref().or(a.organization.as_deref()),
-            entry.ttl.as_deref().or(a.ttl.as_deref()),
-            kt,
-        )
-        .map_err(|e| input_error(format!("{}: {e:#}", at())))?;
-        if !names.insert(req.name.clone()) {
-            return Err(input_error(format!("{}: name '{}' appears twice", at(), req.name)));
-        }
-        out.push(req);
-    }
-    if out.is_empty() {
-        return Err(input_error(format!("{} holds no certificates to issue", file.display())));
-    }
-    Ok(out)
 }
 
 pub fn sign(g: &Global, a: SignArgs) -> anyhow::Result<()> {

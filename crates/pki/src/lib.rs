@@ -12,6 +12,7 @@ mod key;
 mod p12;
 mod pem;
 mod profile;
+mod request;
 mod serial;
 
 pub use authority::{backdate, issued_ttl, Authority, IssuedCert, NewCa};
@@ -23,6 +24,7 @@ pub use key::{decrypt_private_key, encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
 pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
 pub use profile::{create_csr, validate_name, validate_spiffe_id, LeafRequest, Profile, San};
+pub use request::{parse_batch, LeafSpec};
 pub use serial::Serial;
 
 pub use time::OffsetDateTime;
