@@ -3,8 +3,8 @@
 //! `ambos proxy` with a policy that admits one client, and four probes that
 //! show an allowed call, a call without a certificate, a call the policy
 //! denies, and a call after revocation.
+use crate::cmd::probe;
 use crate::files::{ensure_dir, input_error, write_atomic, PRIVATE, PUBLIC};
-use crate::probe_cmd;
 use ambos_ca::{CertSelector, CertificateAuthority, InitOptions};
 use ambos_pki::{pem_encode, Authority, KeyType, LeafRequest, Profile, RevocationReason};
 use ambos_probe::ProbeOptions;
@@ -191,7 +191,7 @@ path = "audit.jsonl"
         println!("== {title}");
         println!("   by hand: {}", curl(who));
         let r = ambos_probe::probe(&probe(who))?;
-        probe_cmd::print(&r);
+        probe::print(&r);
         println!();
         as_expected &= r.ok == expect_ok;
         Ok(r)

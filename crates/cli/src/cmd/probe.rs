@@ -1,6 +1,5 @@
-//! `ambos probe HOST:PORT`: flags to `ambos_probe::probe`, then the report
-//! as text or JSON; and `--crl`/`--crl-url`, the revocation flags of every
-//! client command.
+//! `ambos probe HOST:PORT`: flags to `ambos_probe::probe`, then the report as text or JSON.
+use crate::cmd::CrlArgs;
 use ambos_probe::{CrlSources, ProbeOptions};
 use clap::Args;
 use std::path::PathBuf;
@@ -40,27 +39,6 @@ pub struct ProbeCmd {
     pub probe: ProbeArgs,
     #[command(flatten)]
     pub revocation: CrlArgs,
-}
-
-/// `--crl` / `--crl-url`: check the server's chain against CRLs (tunnel,
-/// probe, enroll, renew, agent). With either, revocation fails closed: every
-/// CA level below the root needs a usable CRL from its issuer.
-#[derive(Args, Clone, Default)]
-pub struct CrlArgs {
-    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
-    /// (repeatable). Every CA level needs its CRL: use `ambos crl --all`.
-    #[arg(long = "crl", value_name = "FILE")]
-    pub crl: Vec<PathBuf>,
-    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
-    /// (that server is verified against the same CA file).
-    #[arg(long, value_name = "URL")]
-    pub crl_url: Option<String>,
-}
-
-impl CrlArgs {
-    pub fn sources(&self) -> CrlSources {
-        CrlSources { files: self.crl.clone(), url: self.crl_url.clone() }
-    }
 }
 
 impl ProbeArgs {
