@@ -53,6 +53,7 @@ pub type Result<T> = std::result::Result<T, CaError>;
 pub mod api;
 pub mod client;
 mod enrollment;
+pub mod renewer;
 #[cfg(test)]
 mod test_ca;
 mod verifier;

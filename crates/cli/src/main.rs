@@ -1,16 +1,14 @@
-//! `ambos`: mTLS for real services — an internal CA (and, in later
-//! releases, an mTLS proxy) in one binary. This crate only parses flags,
-//! reads and writes files and prints; the logic lives in the library crates.
+//! `ambos`: mTLS for real services — an internal CA, its HTTPS API, an mTLS
+//! proxy and tunnel, a handshake probe and a load generator in one binary.
+//! Each command (one file under `cmd/`) maps its flags to a library call
+//! (`ambos_ca`, `ambos_proxy`, `ambos_probe`, `ambos_bench`, `ambos_pki`),
+//! reads and writes the files the user named, and prints; `main` dispatches
+//! and turns errors into exit codes (2: bad input, 1: failed operation).
 #![forbid(unsafe_code)]
 
-mod bench_cmd;
-mod ca_cmds;
+mod cmd;
 mod files;
-mod inspect_cmd;
-mod lifecycle_cmd;
-mod probe_cmd;
-mod proxy_cmd;
-mod quickstart_cmd;
+mod process;
 mod secrets;
 
 use ambos_ca::CaError;
@@ -54,82 +52,82 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos init --name acme --key-type ec-p256 --passphrase-file pass.txt\n  ambos init --name acme --crl-url https://ca.acme.test:9443/v1/crl   # CRL distribution point in issued certificates"
     )]
-    Init(ca_cmds::InitArgs),
+    Init(cmd::init::InitArgs),
     /// Issue a server or client certificate with a locally generated key.
     #[command(
         subcommand,
         after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet"
     )]
-    Issue(ca_cmds::IssueKind),
+    Issue(cmd::issue::IssueKind),
     /// Sign an external certificate signing request (CSR).
     #[command(after_help = "Example:\n  ambos sign app.csr --profile server --ttl 30d --out app.crt")]
-    Sign(ca_cmds::SignArgs),
+    Sign(cmd::sign::SignArgs),
     /// List issued certificates.
     #[command(after_help = "Examples:\n  ambos list\n  ambos list --expiring 7d --json\n  ambos list --revoked")]
-    List(ca_cmds::ListArgs),
+    List(cmd::list::ListArgs),
     /// Revoke a certificate by serial (hex, colons allowed) or by name.
     #[command(after_help = "Example:\n  ambos revoke 4A:1F:...:09 --reason key-compromise\n  ambos revoke checkout")]
-    Revoke(ca_cmds::RevokeArgs),
+    Revoke(cmd::revoke::RevokeArgs),
     /// Publish the CRL of the issuing CA (and with --all the root's).
     #[command(
         after_help = "Examples:\n  ambos crl --out crl.pem\n  ambos crl --all --out crls.pem   # for nginx ssl_crl / openssl -crl_check_all\n  ambos crl --set-url https://ca.acme.test:9443/v1/crl   # distribution point for certificates issued from now on\n  ambos crl --set-url none"
     )]
-    Crl(ca_cmds::CrlArgs),
+    Crl(cmd::crl::CrlArgs),
     /// Export the CA's trust anchors for clients and servers.
     #[command(subcommand)]
-    Export(ca_cmds::ExportKind),
+    Export(cmd::export::ExportKind),
     /// Bundle a certificate chain and key into a PKCS#12 keystore.
     #[command(after_help = "Example:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt")]
-    P12(ca_cmds::P12Args),
+    P12(cmd::p12::P12Args),
     /// Show what a certificate, chain, CSR, CRL, key or PKCS#12 file holds.
     #[command(
         after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
     )]
-    Inspect(inspect_cmd::InspectArgs),
+    Inspect(cmd::inspect::InspectArgs),
     /// Run the CA's HTTPS API: enrollment with tokens, renewal over mTLS, revocation, CRL.
     #[command(after_help = "Example:\n  ambos serve --listen 0.0.0.0:9443 --san dns:ca.acme.test")]
-    Serve(lifecycle_cmd::ServeArgs),
+    Serve(cmd::serve::ServeArgs),
     /// Enrollment tokens.
     #[command(subcommand)]
-    Token(lifecycle_cmd::TokenKind),
+    Token(cmd::token::TokenKind),
     /// Get a first certificate from `ambos serve` with a one-time token (key made locally).
     #[command(
         after_help = "Examples:\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --token $TOKEN --out /etc/ambos web\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --token $TOKEN web   # refuse a revoked CA server"
     )]
-    Enroll(lifecycle_cmd::EnrollArgs),
+    Enroll(cmd::enroll::EnrollArgs),
     /// Renew a certificate over mTLS with the current one (new key by default).
     #[command(
         after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
     )]
-    Renew(lifecycle_cmd::RenewArgs),
+    Renew(cmd::renew::RenewArgs),
     /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.
     #[command(
         after_help = "Examples:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'\n  ambos agent --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --cert web.crt --key web.key"
     )]
-    Agent(lifecycle_cmd::AgentArgs),
+    Agent(cmd::renew::AgentArgs),
     /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
     #[command(
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
-    Proxy(proxy_cmd::ProxyArgs),
+    Proxy(cmd::proxy::ProxyArgs),
     /// See the whole system work on this machine: CA, certificates, proxy, and four calls.
     #[command(after_help = "Examples:\n  ambos quickstart\n  ambos quickstart --dir /tmp/demo --exit")]
-    Quickstart(quickstart_cmd::QuickstartArgs),
+    Quickstart(cmd::quickstart::QuickstartArgs),
     /// Walk a real mTLS handshake step by step and say why it fails.
     #[command(
         after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt --crl crls.pem   # is the server revoked? (crls.pem: ambos crl --all)"
     )]
-    Probe(probe_cmd::ProbeCmd),
+    Probe(cmd::probe::ProbeCmd),
     /// Local plaintext listener that connects out with mTLS, for clients without certificates.
     #[command(
         after_help = "Examples:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 --cert web.crt --key web.key \\\n      --ca ca.crt --crl crls.pem   # refuse a revoked server; crls.pem (ambos crl --all) re-read when it changes\n  ambos tunnel ... --crl-url https://ca:9443/v1/crl   # pulled every 60 s"
     )]
-    Tunnel(proxy_cmd::TunnelArgs),
+    Tunnel(cmd::tunnel::TunnelArgs),
     /// Load generator: mTLS handshakes or keep-alive requests per second against a TLS endpoint.
     #[command(
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json\n  ambos bench http --http2 --cheap-client --target 127.0.0.1:8443 --cert ... --key ... --duration 30s"
     )]
-    Bench(bench_cmd::BenchArgs),
+    Bench(cmd::bench::BenchArgs),
 }
 
 /// `probe` found a failure: the report is printed already; exit 1 quietly.
@@ -154,25 +152,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file };
     let result = match cli.command {
-        Command::Init(a) => ca_cmds::init(&global, a),
-        Command::Issue(k) => ca_cmds::issue(&global, k),
-        Command::Sign(a) => ca_cmds::sign(&global, a),
-        Command::List(a) => ca_cmds::list(&global, a),
-        Command::Revoke(a) => ca_cmds::revoke(&global, a),
-        Command::Crl(a) => ca_cmds::crl(&global, a),
-        Command::Export(k) => ca_cmds::export(&global, k),
-        Command::P12(a) => ca_cmds::p12(a),
-        Command::Inspect(a) => inspect_cmd::run(a),
-        Command::Proxy(a) => proxy_cmd::run(a),
-        Command::Tunnel(a) => proxy_cmd::tunnel(a),
-        Command::Probe(a) => probe_cmd::run(a),
-        Command::Quickstart(a) => quickstart_cmd::run(a),
-        Command::Serve(a) => lifecycle_cmd::serve(&global, a),
-        Command::Token(k) => lifecycle_cmd::token(&global, k),
-        Command::Enroll(a) => lifecycle_cmd::enroll(a),
-        Command::Renew(a) => lifecycle_cmd::renew(a),
-        Command::Agent(a) => lifecycle_cmd::agent(a),
-        Command::Bench(a) => bench_cmd::run(a),
+        Command::Init(a) => cmd::init::init(&global, a),
+        Command::Issue(k) => cmd::issue::issue(&global, k),
+        Command::Sign(a) => cmd::sign::sign(&global, a),
+        Command::List(a) => cmd::list::list(&global, a),
+        Command::Revoke(a) => cmd::revoke::revoke(&global, a),
+        Command::Crl(a) => cmd::crl::crl(&global, a),
+        Command::Export(k) => cmd::export::export(&global, k),
+        Command::P12(a) => cmd::p12::p12(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Proxy(a) => cmd::proxy::run(a),
+        Command::Tunnel(a) => cmd::tunnel::tunnel(a),
+        Command::Probe(a) => cmd::probe::run(a),
+        Command::Quickstart(a) => cmd::quickstart::run(a),
+        Command::Serve(a) => cmd::serve::serve(&global, a),
+        Command::Token(k) => cmd::token::token(&global, k),
+        Command::Enroll(a) => cmd::enroll::enroll(a),
+        Command::Renew(a) => cmd::renew::renew(a),
+        Command::Agent(a) => cmd::renew::agent(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,6 +201,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 ambos_proxy::ProxyError::Bind { .. } | ambos_proxy::ProxyError::Watch { .. } => 1,
                 _ => 2,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<ambos_bench::BenchError>() {
+            return if matches!(e, ambos_bench::BenchError::Input(_)) { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<ambos_probe::ProbeError>() {
+            return if matches!(e, ambos_probe::ProbeError::Input(_)) { 2 } else { 1 };
         }
         if cause.downcast_ref::<ambos_tls::TlsError>().is_some() {
             return 2;

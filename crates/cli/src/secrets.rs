@@ -1,6 +1,7 @@
 //! Where passphrases and passwords come from: a file, an environment
 //! variable, or a prompt on the terminal; never a command-line argument.
 use crate::files::{input_error, read_input};
+use crate::Global;
 use std::io::IsTerminal;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -42,4 +43,24 @@ pub fn resolve(file: Option<&Path>, env_var: &str, prompt: &str, confirm: bool, 
         return Ok(first);
     }
     Err(input_error(format!("no {how} given: use a file flag or set {env_var} (no terminal to prompt on)")))
+}
+
+pub fn ca_passphrase(g: &Global, confirm: bool) -> anyhow::Result<Secret> {
+    resolve(
+        g.passphrase_file.as_deref(),
+        "AMBOS_PASSPHRASE",
+        "CA key passphrase",
+        confirm,
+        "CA passphrase (--passphrase-file)",
+    )
+}
+
+pub fn p12_password(file: Option<&Path>) -> anyhow::Result<Secret> {
+    resolve(
+        file,
+        "AMBOS_P12_PASSWORD",
+        "PKCS#12 password",
+        true,
+        "PKCS#12 password (--p12-password-file / --password-file)",
+    )
 }

@@ -19,6 +19,9 @@ pub enum PkiError {
     DurationTooLong { text: String, max: String },
     #[error("duration '{0}' must be more than 0")]
     ZeroDuration(String),
+    /// A leaf request or batch line that does not validate (the message names the flag or line).
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("invalid serial '{0}' (expected hex digits, optionally with colons)")]
     InvalidSerial(String),
     #[error("malformed PEM: {0}")]

@@ -12,6 +12,7 @@ mod key;
 mod p12;
 mod pem;
 mod profile;
+mod request;
 mod rfc3339;
 mod serial;
 
@@ -24,6 +25,7 @@ pub use key::{encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
 pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
 pub use profile::{create_csr, validate_name, validate_spiffe_id, LeafRequest, Profile, San};
+pub use request::{parse_batch, LeafSpec};
 pub use rfc3339::{rfc3339, rfc3339_unix};
 pub use serial::Serial;
 

@@ -1,8 +1,9 @@
-use rustls::{CertificateError, Error, PeerIncompatible};
+use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
 use std::fmt;
 
 /// Why a TLS handshake failed, in words an operator can act on. One place
-/// classifies; the audit log, the metric label and `probe` all use it.
+/// classifies; the audit log, the metric label and `probe`'s verdict and fix
+/// all come from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeFailure {
@@ -30,7 +31,10 @@ pub enum HandshakeFailure {
     BadCertificate(String),
     ProtocolVersion,
     NoSharedCipher,
-    PeerRejectedUs(String),
+    /// Another incompatibility rustls names (labelled `other`, as before it had a variant).
+    Incompatible(String),
+    /// The peer refused us with this alert.
+    PeerRejectedUs(AlertDescription),
     Timeout,
     PeerClosed,
     NotTls,
@@ -57,6 +61,7 @@ impl HandshakeFailure {
             HandshakeFailure::BadCertificate(_) => "bad_certificate",
             HandshakeFailure::ProtocolVersion => "protocol_version",
             HandshakeFailure::NoSharedCipher => "no_shared_cipher",
+            HandshakeFailure::Incompatible(_) => "other",
             HandshakeFailure::PeerRejectedUs(_) => "peer_alert",
             HandshakeFailure::Timeout => "timeout",
             HandshakeFailure::PeerClosed => "peer_closed",
@@ -99,9 +104,9 @@ impl HandshakeFailure {
                 | PeerIncompatible::Tls12NotOffered
                 | PeerIncompatible::Tls12NotOfferedOrEnabled
                 | PeerIncompatible::Tls13RequiredForQuic => HandshakeFailure::ProtocolVersion,
-                other => HandshakeFailure::Other(format!("{other:?}")),
+                other => HandshakeFailure::Incompatible(format!("{other:?}")),
             },
-            Error::AlertReceived(alert) => HandshakeFailure::PeerRejectedUs(format!("{alert:?}")),
+            Error::AlertReceived(alert) => HandshakeFailure::PeerRejectedUs(*alert),
             Error::InvalidMessage(_)
             | Error::InappropriateHandshakeMessage { .. }
             | Error::InappropriateMessage { .. } => HandshakeFailure::NotTls,
@@ -122,6 +127,150 @@ impl HandshakeFailure {
             std::io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
             _ => HandshakeFailure::Other(err.to_string()),
         }
+    }
+}
+
+/// Which side refused: it decides whose certificate a verdict talks about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// This side refused the peer's certificate (our verifier said why).
+    Local,
+    /// The peer sent an alert: it refused this side.
+    Received,
+    /// No certificate was refused: versions, ciphers, transport, protocol.
+    Neither,
+}
+
+/// What a person at the client end of a failed handshake is told (`ambos
+/// probe`): the cause, and the fix in the flags of ambos's client commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub cause: String,
+    pub fix: &'static str,
+}
+
+const SEND_A_CERT: &str = "pass --cert and --key with a client certificate from a CA the server trusts";
+const VERSION_MISMATCH: &str = "TLS version or cipher mismatch: no protocol version, cipher suite or group in common";
+const VERSION_FIX: &str = "enable TLS 1.2 or 1.3 with AEAD suites on the server (ambos accepts nothing weaker)";
+
+impl HandshakeFailure {
+    pub fn direction(&self) -> Direction {
+        use HandshakeFailure as F;
+        match self {
+            F::PeerRejectedUs(_) => Direction::Received,
+            F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) | F::Timeout | F::PeerClosed | F::NotTls => {
+                Direction::Neither
+            }
+            F::Other(_) => Direction::Neither,
+            _ => Direction::Local,
+        }
+    }
+
+    /// The alert the peer refused us with, if it did.
+    pub fn received_alert(&self) -> Option<AlertDescription> {
+        match self {
+            HandshakeFailure::PeerRejectedUs(a) => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// The verdict at the client end: a local failure is about the server's
+    /// certificate, a received alert about ours.
+    pub fn client_verdict(&self) -> Verdict {
+        use HandshakeFailure as F;
+        let v = |cause: &str, fix: &'static str| Verdict { cause: cause.to_string(), fix };
+        match self {
+            F::PeerRejectedUs(alert) => alert_verdict(*alert),
+            F::NoClientCertificate => v("no client certificate sent: the server requires one", SEND_A_CERT),
+            F::UnknownCa => v(
+                "the server's certificate is not trusted by --ca (issued by another CA)",
+                "pass the CA that issued the server's certificate with --ca (ambos export truststore)",
+            ),
+            F::WrongName => v(
+                "server name mismatch: the server's certificate does not name the host we asked for",
+                "connect with a name from its SANs (--server-name), or reissue it with --san for this name",
+            ),
+            F::Expired => v("the server's certificate has expired", "renew the server's certificate"),
+            F::NotYetValid => v("the server's certificate is not valid yet", "check the clocks of both machines"),
+            F::Revoked => v(
+                "the server's certificate is revoked (listed in the CRL given with --crl/--crl-url), or one of its CAs is",
+                "the server needs a new certificate (ambos issue server NAME --force, or ambos enroll)",
+            ),
+            F::CrlMissing(ca) => v(
+                &format!(
+                    "revocation of the server's chain cannot be checked: no CRL of CA '{ca}' among --crl/--crl-url (the missing CRL: every CA level needs its issuer's CRL)"
+                ),
+                "give the CRLs of every CA level: ambos crl --all --out crls.pem, or --crl-url https://CA:9443/v1/crl",
+            ),
+            F::CrlUnusable(why) => v(
+                &format!("revocation of the server's chain cannot be checked: {why}"),
+                "give a CRL signed by the CA in the server's chain (ambos crl --all from the same CA)",
+            ),
+            F::CrlStale(why) => v(
+                &format!("revocation of the server's chain cannot be checked (stale CRL): {why}"),
+                "publish a new CRL (ambos crl --all) and pass it, or use --crl-url",
+            ),
+            F::IncompleteChain(ca) => v(
+                &format!(
+                    "the server's chain is incomplete: it did not send its issuer '{ca}', which --ca does not hold either"
+                ),
+                "configure the server with its full chain (NAME.crt holds leaf + intermediate), or add the intermediate to the --ca file",
+            ),
+            F::ChainSignature(ca) => v(
+                &format!(
+                    "a certificate in the server's chain does not verify with the key of the CA named '{ca}' (a decoy CA with the same name, or a CA re-keyed under the same name)"
+                ),
+                "check that --ca is the CA that issued the server's certificate (same name is not enough)",
+            ),
+            F::ProofOfPossession => v(
+                "the server's handshake signature does not verify with its certificate's key (failed proof of possession: the server's key does not match its certificate)",
+                "configure the server with the key of its certificate",
+            ),
+            F::WrongExtendedKeyUsage => v(
+                "the server's certificate is not a server certificate (no serverAuth extended key usage)",
+                "issue a server certificate: ambos issue server NAME",
+            ),
+            F::BadCertificate(_) => {
+                v(&format!("the server's certificate is invalid: {self}"), "reissue the server's certificate")
+            }
+            F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) => v(VERSION_MISMATCH, VERSION_FIX),
+            F::NotTls => v("the server did not answer in TLS", "check the port: is this the TLS port (not plain HTTP)?"),
+            F::Timeout | F::PeerClosed => v(
+                "the server closed the connection during the handshake without saying why",
+                "look at the server's log; check the TLS version and that this is a TLS port",
+            ),
+            F::Other(d) => v(&format!("TLS failed: {d}"), "look at the server's log for the reason"),
+        }
+    }
+}
+
+/// What the server's alert says about our client certificate.
+fn alert_verdict(alert: AlertDescription) -> Verdict {
+    use AlertDescription as A;
+    let v = |cause: &str, fix: &'static str| Verdict { cause: cause.to_string(), fix };
+    match alert {
+        A::CertificateRequired => v("no client certificate sent: the server requires one", SEND_A_CERT),
+        A::UnknownCA | A::DecryptError => v(
+            "the server does not trust the CA that issued our client certificate",
+            "use a client certificate from one of the CAs the server lists (see 'accepted CAs'), or add our CA to the server's client_ca",
+        ),
+        A::CertificateExpired => v(
+            "the server says our client certificate has expired (or is not valid yet)",
+            "renew it (ambos renew) and check both clocks",
+        ),
+        A::CertificateRevoked => v(
+            "our client certificate is revoked (listed in the server's CRL)",
+            "get a new certificate (ambos enroll / ambos issue client); a revoked one cannot be renewed",
+        ),
+        A::UnsupportedCertificate => v(
+            "the server rejects our certificate's purpose: it lacks the clientAuth extended key usage",
+            "issue a client certificate: ambos issue client NAME",
+        ),
+        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity => v(VERSION_MISMATCH, VERSION_FIX),
+        other => v(
+            &format!("the server aborted the handshake with alert {other:?}"),
+            "look at the server's log for the reason",
+        ),
     }
 }
 
@@ -159,11 +308,72 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::BadCertificate(d) => write!(f, "the certificate is invalid ({d})"),
             HandshakeFailure::ProtocolVersion => f.write_str("no TLS version in common (TLS 1.2 or 1.3 required)"),
             HandshakeFailure::NoSharedCipher => f.write_str("no cipher suite or key exchange in common"),
-            HandshakeFailure::PeerRejectedUs(a) => write!(f, "the peer aborted the handshake with alert {a}"),
+            HandshakeFailure::Incompatible(d) => write!(f, "handshake failed: {d}"),
+            HandshakeFailure::PeerRejectedUs(a) => write!(f, "the peer aborted the handshake with alert {a:?}"),
             HandshakeFailure::Timeout => f.write_str("the handshake timed out"),
             HandshakeFailure::PeerClosed => f.write_str("the peer closed the connection during the handshake"),
             HandshakeFailure::NotTls => f.write_str("the peer did not speak TLS (malformed handshake)"),
             HandshakeFailure::Other(d) => write!(f, "handshake failed: {d}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_received_alert_keeps_its_label_and_says_who_refused() {
+        let f = HandshakeFailure::from_rustls(&Error::AlertReceived(AlertDescription::UnknownCA));
+        assert_eq!(f.label(), "peer_alert");
+        assert_eq!(f.to_string(), "the peer aborted the handshake with alert UnknownCA");
+        assert_eq!(f.direction(), Direction::Received);
+        assert_eq!(f.received_alert(), Some(AlertDescription::UnknownCA));
+        assert_eq!(f.client_verdict().cause, "the server does not trust the CA that issued our client certificate");
+    }
+
+    #[test]
+    fn our_verifier_refusals_are_local_and_about_the_peer_certificate() {
+        for (err, label) in [
+            (CertificateError::Expired, "expired"),
+            (CertificateError::NotValidYet, "not_yet_valid"),
+            (CertificateError::UnknownIssuer, "unknown_ca"),
+            (CertificateError::Revoked, "revoked"),
+            (CertificateError::InvalidPurpose, "wrong_eku"),
+            (CertificateError::NotValidForName, "wrong_name"),
+            (CertificateError::BadSignature, "proof_of_possession"),
+        ] {
+            let f = HandshakeFailure::from_rustls(&Error::InvalidCertificate(err));
+            assert_eq!(f.label(), label);
+            assert_eq!(f.direction(), Direction::Local);
+            assert_eq!(f.received_alert(), None);
+            assert!(f.client_verdict().cause.contains("server's"), "{label}: {}", f.client_verdict().cause);
+        }
+    }
+
+    #[test]
+    fn every_incompatibility_is_a_version_or_cipher_mismatch_for_the_client() {
+        for p in [
+            PeerIncompatible::NoCipherSuitesInCommon,
+            PeerIncompatible::ServerDoesNotSupportTls12Or13,
+            PeerIncompatible::NoSignatureSchemesInCommon,
+        ] {
+            let f = HandshakeFailure::from_rustls(&Error::PeerIncompatible(p));
+            assert_eq!(f.direction(), Direction::Neither);
+            assert!(f.client_verdict().cause.starts_with("TLS version or cipher mismatch"));
+        }
+        // Labelled as before the variant existed.
+        let f = HandshakeFailure::from_rustls(&Error::PeerIncompatible(PeerIncompatible::NoSignatureSchemesInCommon));
+        assert_eq!((f.label(), f.to_string().as_str()), ("other", "handshake failed: NoSignatureSchemesInCommon"));
+    }
+
+    #[test]
+    fn transport_failures_come_from_io_kinds() {
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(HandshakeFailure::from_io(&eof), HandshakeFailure::PeerClosed);
+        let slow = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(HandshakeFailure::from_io(&slow).label(), "timeout");
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, Error::NoCertificatesPresented);
+        assert_eq!(HandshakeFailure::from_io(&wrapped), HandshakeFailure::NoClientCertificate);
     }
 }

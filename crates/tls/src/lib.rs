@@ -12,7 +12,7 @@ mod strict;
 mod verifier;
 
 pub use crl::{CrlSet, CrlSummary};
-pub use failure::HandshakeFailure;
+pub use failure::{Direction, HandshakeFailure, Verdict};
 pub use files::{load_certs, load_crls, load_key, parse_crls};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};

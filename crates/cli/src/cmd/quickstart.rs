@@ -3,10 +3,11 @@
 //! `ambos proxy` with a policy that admits one client, and four probes that
 //! show an allowed call, a call without a certificate, a call the policy
 //! denies, and a call after revocation.
+use crate::cmd::probe;
 use crate::files::{ensure_dir, input_error, write_atomic, PRIVATE, PUBLIC};
-use crate::probe_cmd::{self, ProbeArgs};
 use ambos_ca::{CertSelector, CertificateAuthority, InitOptions};
 use ambos_pki::{pem_encode, Authority, KeyType, LeafRequest, Profile, RevocationReason};
+use ambos_probe::ProbeOptions;
 use ambos_store::AuthorityRole;
 use clap::Args;
 use std::io::{BufRead, BufReader, Write};
@@ -173,27 +174,24 @@ path = "audit.jsonl"
     println!("   proxy on https://localhost:{port} -> upstream http://127.0.0.1:{upstream}\n");
 
     let target = format!("localhost:{port}");
-    let probe = |who: Option<&str>| ProbeArgs {
+    let probe = |who: Option<&str>| ProbeOptions {
         target: target.clone(),
         cert: who.map(|w| certs.join(format!("{w}.crt"))),
         key: who.map(|w| certs.join(format!("{w}.key"))),
         ca: Some(certs.join("ca.crt")),
-        server_name: None,
-        tls_version: None,
-        no_http: false,
-        path: "/".into(),
-        json: false,
+        http_path: Some("/".into()),
+        ..ProbeOptions::default()
     };
     let curl = |who: Option<&str>| {
         let id = who.map(|w| format!(" --cert {0}/{w}.crt --key {0}/{w}.key", certs.display())).unwrap_or_default();
         format!("curl --cacert {}/ca.crt{id} https://localhost:{port}/", certs.display())
     };
     let mut as_expected = true;
-    let mut show = |title: &str, who: Option<&str>, expect_ok: bool| -> anyhow::Result<probe_cmd::Report> {
+    let mut show = |title: &str, who: Option<&str>, expect_ok: bool| -> anyhow::Result<ambos_probe::Report> {
         println!("== {title}");
         println!("   by hand: {}", curl(who));
-        let r = probe_cmd::probe(&probe(who))?;
-        probe_cmd::print(&r);
+        let r = ambos_probe::probe(&probe(who))?;
+        probe::print(&r);
         println!();
         as_expected &= r.ok == expect_ok;
         Ok(r)
@@ -205,7 +203,7 @@ path = "audit.jsonl"
     write_crls(&mut ca, &signer, &root, &crls)?;
     // The proxy sees the new CRL file and reloads by itself.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while probe_cmd::probe(&probe(Some("alice")))?.ok && Instant::now() < deadline {
+    while ambos_probe::probe(&probe(Some("alice")))?.ok && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     show("6. alice again, after `ambos revoke alice` and a new CRL: refused, revoked", Some("alice"), false)?;
@@ -231,8 +229,7 @@ path = "audit.jsonl"
 
     if !a.exit {
         println!("\nThe proxy keeps running on https://localhost:{port}; Ctrl-C stops it.");
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(crate::proxy_cmd::shutdown_signal());
+        crate::process::small_runtime()?.block_on(crate::process::shutdown_signal());
     }
     let _ = stop_tx.send(());
     proxy.join().map_err(|_| anyhow::anyhow!("the proxy thread panicked"))??;

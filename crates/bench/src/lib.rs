@@ -1,0 +1,445 @@
+//! A small mTLS load generator (`ambos bench`), to measure what a TLS
+//! endpoint (the ambos proxy, nginx, ...) costs per handshake and per request.
+//!
+//! [`Mode::Handshake`]: every operation is a new TCP connection, a full TLS
+//! handshake with the client certificate (no session resumption), one
+//! `GET PATH` with `Connection: close`, and the response read to EOF.
+//! [`Mode::Http`]: every worker keeps one TLS connection and sends keep-alive
+//! HTTP/1.1 (or HTTP/2) requests over it, one at a time; every operation is
+//! one request and response.
+//! [`Mode::Enroll`]: against `ambos serve`, every operation generates a P-256
+//! key and a CSR and spends one token (keep-alive, no client certificate).
+//! [`Mode::Hold`]: open connections, hold them idle, close: the server's memory per connection.
+//!
+//! Latencies go into an HDR histogram (3 significant digits), so a run of
+//! millions of operations costs the generator kilobytes, not a sample each.
+//! Failures are counted by kind (connect, tls, protocol, send, read, timeout,
+//! `status NNN`), so a run that half-fails says how.
+#![forbid(unsafe_code)]
+
+mod tally;
+mod workers;
+
+pub use tally::Summary;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tally::Tally;
+use thiserror::Error;
+use tokio_rustls::TlsConnector;
+
+/// What a plan or a run can fail with; messages name `ambos bench`'s flags.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A flag value or a file the user named.
+    #[error("{0}")]
+    Input(String),
+    #[error("TLS client configuration")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("benchmark worker panicked: {0}")]
+    Worker(String),
+}
+
+fn input(msg: impl Into<String>) -> BenchError {
+    BenchError::Input(msg.into())
+}
+
+/// What one operation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Handshake,
+    Http,
+    Enroll,
+    Hold,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Handshake => "handshake",
+            Mode::Http => "http",
+            Mode::Enroll => "enroll",
+            Mode::Hold => "hold",
+        }
+    }
+}
+
+/// A key exchange group to offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KxGroup {
+    X25519,
+    X25519Mlkem768,
+    P256,
+    P384,
+}
+
+impl KxGroup {
+    fn group(self) -> &'static dyn rustls::crypto::SupportedKxGroup {
+        use rustls::crypto::aws_lc_rs::kx_group;
+        match self {
+            KxGroup::X25519 => kx_group::X25519,
+            KxGroup::X25519Mlkem768 => kx_group::X25519MLKEM768,
+            KxGroup::P256 => kx_group::SECP256R1,
+            KxGroup::P384 => kx_group::SECP384R1,
+        }
+    }
+}
+
+/// A run as asked for, before any file is read.
+#[derive(Clone, Debug)]
+pub struct BenchPlan {
+    pub mode: Mode,
+    /// HOST:PORT, resolved once so DNS is not part of the measurement.
+    pub target: String,
+    /// Client certificate chain and key (PEM); not for enroll.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// enroll: file of tokens, one per line.
+    pub tokens: Option<PathBuf>,
+    /// CA certificate(s) the server certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// SNI, Host header, and the name the server certificate is verified against.
+    pub server_name: String,
+    pub concurrency: usize,
+    /// How long to run (unless `count`); hold: how long to hold.
+    pub duration: Duration,
+    /// Operations in total (hold: connections to open).
+    pub count: Option<u64>,
+    pub path: String,
+    /// http, hold: HTTP/2 instead of HTTP/1.1.
+    pub http2: bool,
+    /// Do not verify the server's chain (its handshake signature still is), so the server is the bottleneck.
+    pub cheap_client: bool,
+    /// Key exchange groups in preference order; empty: ambos's own list.
+    pub kx_groups: Vec<KxGroup>,
+}
+
+/// When the workers stop.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Count(u64),
+    Until(Instant),
+}
+
+/// A checked plan with its TLS client configuration: what every worker shares.
+pub struct Plan {
+    mode: Mode,
+    addr: SocketAddr,
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    host: String,
+    path: String,
+    http2: bool,
+    /// The request target as HTTP/2 sends it (`https://host/path`).
+    h2_uri: http::Uri,
+    limit: Limit,
+    concurrency: usize,
+    server_verified: bool,
+    started: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    tokens: Vec<String>,
+    /// hold: how long to keep the connections open once all are.
+    hold_for: Duration,
+    /// hold: connection attempts finished so far (all workers).
+    opened: AtomicU64,
+}
+
+/// The `--json` output, fields in this order.
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub mode: &'static str,
+    /// http/1.1 or h2 (handshake and enroll: http/1.1).
+    pub protocol: &'static str,
+    /// false with `cheap_client`: the server's chain was not checked.
+    pub server_verified: bool,
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// A finished run: the report and what the summary line needs.
+pub struct Outcome {
+    pub report: Report,
+    pub addr: SocketAddr,
+    pub workers: usize,
+    /// The first failed operation, as `kind: detail`.
+    pub first_error: Option<String>,
+}
+
+/// Checks the plan before any file is read.
+fn check(p: &BenchPlan) -> Result<(), BenchError> {
+    if p.concurrency == 0 {
+        return Err(input("--concurrency must be at least 1"));
+    }
+    if p.http2 && !matches!(p.mode, Mode::Http | Mode::Hold) {
+        return Err(input(format!("--http2 is for http and hold, not {}", p.mode.name())));
+    }
+    if p.mode == Mode::Hold && p.count.is_none() {
+        return Err(input("hold needs --count (connections to open)"));
+    }
+    if p.count == Some(0) {
+        return Err(input("--count must be at least 1"));
+    }
+    if !p.path.starts_with('/') || p.path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(input(format!("--path {:?}: must start with / and hold no spaces", p.path)));
+    }
+    Ok(())
+}
+
+/// Checks every setting and file, and builds the TLS client configuration.
+pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
+    check(p)?;
+    let hold_for = if p.mode == Mode::Hold { p.duration } else { Duration::ZERO };
+    let limit = match p.count {
+        Some(n) => Limit::Count(n),
+        None => Limit::Until(Instant::now() + p.duration),
+    };
+    let addr = resolve(&p.target)?;
+    let server_name = ServerName::try_from(p.server_name.clone())
+        .map_err(|e| input(format!("--server-name {:?}: {e}", p.server_name)))?;
+    let h2_uri = http::Uri::try_from(format!("https://{}{}", p.server_name, p.path))
+        .map_err(|e| input(format!("--server-name {:?} with --path {:?}: {e}", p.server_name, p.path)))?;
+
+    let mut provider = ambos_tls::provider();
+    if !p.kx_groups.is_empty() {
+        Arc::make_mut(&mut provider).kx_groups = p.kx_groups.iter().map(|g| g.group()).collect();
+    }
+    let versions =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match (&p.ca, p.cheap_client) {
+        (_, true) => versions.dangerous().with_custom_certificate_verifier(Arc::new(UnverifiedChain(provider))),
+        (Some(ca_file), false) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in ambos_tls::load_certs(ca_file).map_err(|e| input(format!("--ca: {e}")))? {
+                roots.add(ca).map_err(|e| input(format!("--ca {}: {e}", ca_file.display())))?;
+            }
+            versions.with_root_certificates(roots)
+        }
+        (None, false) => return Err(input("--ca is required (or --cheap-client)")),
+    };
+    let mut tokens = Vec::new();
+    let mut config = match (p.mode, &p.cert, &p.key, &p.tokens) {
+        (Mode::Enroll, _, _, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| input(format!("--tokens {}: {e}", file.display())))?;
+            tokens = parse_tokens(&text);
+            if tokens.is_empty() {
+                return Err(input(format!("--tokens {}: no tokens", file.display())));
+            }
+            builder.with_no_client_auth()
+        }
+        (Mode::Enroll, _, _, None) => return Err(input("enroll needs --tokens FILE")),
+        (_, Some(cert), Some(key), _) => {
+            let chain = ambos_tls::load_certs(cert).map_err(|e| input(format!("--cert: {e}")))?;
+            let k = ambos_tls::load_key(key).map_err(|e| input(format!("--key: {e}")))?;
+            builder.with_client_auth_cert(chain, k).map_err(|e| key_error(cert, key, e))?
+        }
+        _ => return Err(input("--cert and --key are required for handshake and http")),
+    };
+    // Every handshake full: a benchmark of resumed handshakes would measure something else.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![if p.http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+
+    Ok(Plan {
+        mode: p.mode,
+        addr,
+        connector: TlsConnector::from(Arc::new(config)),
+        server_name,
+        host: p.server_name.clone(),
+        path: p.path.clone(),
+        http2: p.http2,
+        h2_uri,
+        limit,
+        concurrency: p.concurrency,
+        server_verified: !p.cheap_client,
+        started: AtomicU64::new(0),
+        first_error: Mutex::new(None),
+        tokens,
+        hold_for,
+        opened: AtomicU64::new(0),
+    })
+}
+
+/// One token a line; blank lines and surrounding spaces ignored.
+fn parse_tokens(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+fn key_error(cert: &Path, key: &Path, e: rustls::Error) -> BenchError {
+    input(format!("--key {} does not fit --cert {}: {e}", key.display(), cert.display()))
+}
+
+/// HOST:PORT to one address, resolved once so DNS is not part of the measurement.
+fn resolve(target: &str) -> Result<SocketAddr, BenchError> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = target.to_socket_addrs().map_err(|e| input(format!("--target {target:?}: {e}")))?;
+    addrs.next().ok_or_else(|| input(format!("--target {target:?}: no address")))
+}
+
+impl Plan {
+    /// Claims the next operation; false once the run is over.
+    fn next(&self) -> bool {
+        match self.limit {
+            Limit::Count(n) => self.started.fetch_add(1, Ordering::Relaxed) < n,
+            Limit::Until(deadline) => Instant::now() < deadline,
+        }
+    }
+
+    /// Runs the workers to the end (on a runtime of its own) and sums up.
+    pub fn run(self) -> Result<Outcome, BenchError> {
+        let plan = Arc::new(self);
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let began = Instant::now();
+        let total = runtime.block_on(async {
+            let workers: Vec<_> = (0..plan.concurrency).map(|_| tokio::spawn(workers::work(plan.clone()))).collect();
+            let mut total = Tally::new();
+            for w in workers {
+                total.merge(w.await.map_err(|e| BenchError::Worker(e.to_string()))?);
+            }
+            Ok::<_, BenchError>(total)
+        })?;
+        let seconds = began.elapsed().as_secs_f64();
+        drop(runtime);
+        let first_error = plan.first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(Outcome {
+            report: Report {
+                mode: plan.mode.name(),
+                protocol: if plan.http2 { "h2" } else { "http/1.1" },
+                server_verified: plan.server_verified,
+                summary: total.summary(seconds),
+            },
+            addr: plan.addr,
+            workers: plan.concurrency,
+            first_error,
+        })
+    }
+}
+
+/// A server certificate verifier for `cheap_client`: any chain passes,
+/// but the server must still prove it holds the key of the certificate it
+/// sent, so the handshake does the same key-exchange and signature work.
+#[derive(Debug)]
+struct UnverifiedChain(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for UnverifiedChain {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(mode: Mode) -> BenchPlan {
+        BenchPlan {
+            mode,
+            target: "127.0.0.1:1".into(),
+            cert: None,
+            key: None,
+            tokens: None,
+            ca: None,
+            server_name: "localhost".into(),
+            concurrency: 4,
+            duration: Duration::from_secs(10),
+            count: None,
+            path: "/".into(),
+            http2: false,
+            cheap_client: true,
+            kx_groups: Vec::new(),
+        }
+    }
+
+    fn refused(p: BenchPlan) -> String {
+        match plan(&p) {
+            Err(BenchError::Input(why)) => why,
+            Err(e) => panic!("not an input error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn plans_that_make_no_sense_are_refused_before_any_file_is_read() {
+        assert_eq!(refused(BenchPlan { concurrency: 0, ..base(Mode::Http) }), "--concurrency must be at least 1");
+        assert_eq!(
+            refused(BenchPlan { http2: true, ..base(Mode::Handshake) }),
+            "--http2 is for http and hold, not handshake"
+        );
+        assert_eq!(refused(base(Mode::Hold)), "hold needs --count (connections to open)");
+        assert_eq!(refused(BenchPlan { count: Some(0), ..base(Mode::Http) }), "--count must be at least 1");
+        assert_eq!(
+            refused(BenchPlan { path: "/a b".into(), ..base(Mode::Http) }),
+            "--path \"/a b\": must start with / and hold no spaces"
+        );
+        assert!(refused(BenchPlan { path: "x".into(), ..base(Mode::Http) }).starts_with("--path"));
+    }
+
+    #[test]
+    fn client_identity_ca_and_tokens_are_required_per_mode() {
+        assert_eq!(
+            refused(BenchPlan { cheap_client: false, ..base(Mode::Http) }),
+            "--ca is required (or --cheap-client)"
+        );
+        assert_eq!(refused(base(Mode::Handshake)), "--cert and --key are required for handshake and http");
+        assert_eq!(refused(base(Mode::Enroll)), "enroll needs --tokens FILE");
+        assert!(refused(BenchPlan { server_name: "bad name".into(), ..base(Mode::Http) }).starts_with("--server-name"));
+        assert!(refused(BenchPlan { target: "no-port".into(), ..base(Mode::Http) }).starts_with("--target \"no-port\""));
+    }
+
+    #[test]
+    fn a_count_limits_operations_and_a_duration_limits_time() {
+        let dir = std::env::temp_dir().join(format!("ambos-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, "a\n\n  b  \n").unwrap();
+        let p = plan(&BenchPlan { tokens: Some(tokens), count: Some(2), ..base(Mode::Enroll) }).unwrap();
+        assert_eq!(p.tokens, vec!["a", "b"]);
+        assert!(p.next() && p.next() && !p.next(), "exactly --count operations");
+        let p = plan(&BenchPlan { tokens: Some(dir.join("tokens")), duration: Duration::ZERO, ..base(Mode::Enroll) })
+            .unwrap();
+        assert!(!p.next(), "a zero duration is already over");
+        assert_eq!(p.hold_for, Duration::ZERO, "only hold holds");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let why = refused(BenchPlan { tokens: Some(dir.join("empty")), ..base(Mode::Enroll) });
+        assert!(why.ends_with(": no tokens"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

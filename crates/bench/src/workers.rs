@@ -1,0 +1,234 @@
+//! The four kinds of worker; each runs operations until the plan says stop.
+use crate::tally::{Failure, Kind, Tally};
+use crate::{Limit, Mode, Plan};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One operation that takes longer than this counts as an error.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn work(plan: Arc<Plan>) -> Tally {
+    match plan.mode {
+        Mode::Handshake => handshake_worker(&plan).await,
+        Mode::Http => http_worker(&plan).await,
+        Mode::Enroll => enroll_worker(&plan).await,
+        Mode::Hold => hold_worker(&plan).await,
+    }
+}
+
+impl Plan {
+    async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        let tcp = TcpStream::connect(self.addr).await.context_kind(format_args!("connect {}", self.addr), "connect")?;
+        tcp.set_nodelay(true).context_kind("TCP_NODELAY", "connect")?;
+        self.connector.connect(self.server_name.clone(), tcp).await.context_kind("TLS handshake", "tls")
+    }
+
+    fn record(&self, tally: &mut Tally, started: Instant, outcome: Result<(), Failure>) {
+        tally.record(&self.first_error, started, outcome);
+    }
+}
+
+/// `timeout(OP_TIMEOUT, op)` with the timeout filed as a kind of failure.
+async fn timed(op: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::new("timeout", format!("no response within {OP_TIMEOUT:?}"))),
+    }
+}
+
+async fn handshake_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::new();
+    let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", plan.path, plan.host);
+    while plan.next() {
+        let started = Instant::now();
+        let outcome = timed(one_handshake(plan, request.as_bytes())).await;
+        plan.record(&mut tally, started, outcome);
+    }
+    tally
+}
+
+async fn one_handshake(plan: &Plan, request: &[u8]) -> Result<(), Failure> {
+    let mut tls = plan.connect().await?;
+    tls.write_all(request).await.context_kind("send request", "send")?;
+    let mut response = Vec::with_capacity(512);
+    match tls.read_to_end(&mut response).await {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete response is fine here.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e).context_kind("read response", "read"),
+    }
+    let line = response.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    match line.split(|&b| b == b' ').nth(1) {
+        Some(b"200") if line.starts_with(b"HTTP/1.1 ") => Ok(()),
+        Some(code) if line.starts_with(b"HTTP/1.") && code.len() == 3 && code.iter().all(u8::is_ascii_digit) => {
+            Err(Failure::new(
+                format!("status {}", String::from_utf8_lossy(code)),
+                format!("unexpected response: {:?}", String::from_utf8_lossy(line)),
+            ))
+        }
+        _ => Err(Failure::new("protocol", format!("not an HTTP/1.1 response: {:?}", String::from_utf8_lossy(line)))),
+    }
+}
+
+/// One keep-alive connection's request sender.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
+    let tls = plan.connect().await?;
+    if plan.http2 {
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
+        }
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .context_kind("HTTP/2 handshake", "protocol")?;
+        tokio::spawn(conn);
+        Ok(Sender::Http2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context_kind("HTTP/1.1 handshake", "protocol")?;
+        tokio::spawn(conn);
+        Ok(Sender::Http1(sender))
+    }
+}
+
+async fn http_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::new();
+    let mut sender: Option<Sender> = None;
+    while plan.next() {
+        let started = Instant::now();
+        let outcome = timed(one_request(plan, &mut sender)).await;
+        if outcome.is_err() {
+            // Start over on a fresh connection.
+            sender = None;
+        }
+        plan.record(&mut tally, started, outcome);
+    }
+    tally
+}
+
+async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> Result<(), Failure> {
+    let s = match sender {
+        Some(s) => s,
+        None => sender.insert(http_connect(plan).await?),
+    };
+    let response = match s {
+        Sender::Http1(s) => {
+            s.ready().await.context_kind("connection closed", "send")?;
+            let request = http::Request::get(plan.path.as_str())
+                .header(http::header::HOST, plan.host.as_str())
+                .body(Empty::<Bytes>::new())
+                .context_kind("build request", "protocol")?;
+            s.send_request(request).await.context_kind("send request", "send")?
+        }
+        Sender::Http2(s) => {
+            s.ready().await.context_kind("connection closed", "send")?;
+            let request = http::Request::get(plan.h2_uri.clone())
+                .version(http::Version::HTTP_2)
+                .body(Empty::<Bytes>::new())
+                .context_kind("build request", "protocol")?;
+            s.send_request(request).await.context_kind("send request", "send")?
+        }
+    };
+    let status = response.status();
+    response.into_body().collect().await.context_kind("read response body", "read")?;
+    if status != http::StatusCode::OK {
+        return Err(Failure::new(format!("status {}", status.as_u16()), format!("unexpected status {status}")));
+    }
+    Ok(())
+}
+
+type EnrollSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn enroll_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::new();
+    let mut sender: Option<EnrollSender> = None;
+    loop {
+        let i = plan.started.fetch_add(1, Ordering::Relaxed) as usize;
+        let Some(token) = plan.tokens.get(i) else { break };
+        if let Limit::Until(deadline) = plan.limit {
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        let started = Instant::now();
+        let outcome = timed(one_enrollment(plan, &mut sender, token)).await;
+        if outcome.is_err() {
+            sender = None;
+        }
+        plan.record(&mut tally, started, outcome);
+    }
+    tally
+}
+
+async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> Result<(), Failure> {
+    let s = match sender {
+        Some(s) => s,
+        None => {
+            let tls = plan.connect().await?;
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .context_kind("HTTP/1.1 handshake", "protocol")?;
+            tokio::spawn(conn);
+            sender.insert(s)
+        }
+    };
+    let key = ambos_pki::KeyType::EcP256.generate().kind("client")?;
+    let csr = ambos_pki::create_csr(&key, None, &[]).kind("client")?;
+    let body =
+        serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
+    s.ready().await.context_kind("connection closed", "send")?;
+    let request = http::Request::post("/v1/enroll")
+        .header(http::header::HOST, plan.host.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .context_kind("build request", "protocol")?;
+    let response = s.send_request(request).await.context_kind("send request", "send")?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context_kind("read response body", "read")?.to_bytes();
+    if status != http::StatusCode::CREATED {
+        return Err(Failure::new(
+            format!("status {}", status.as_u16()),
+            format!("unexpected status {status}: {}", String::from_utf8_lossy(&body)),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens connections (each completes one keep-alive request, so the server
+/// has fully set it up), then, once every worker is done opening, keeps them
+/// all idle for `hold_for`.
+async fn hold_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::new();
+    let mut held = Vec::new();
+    while plan.next() {
+        let started = Instant::now();
+        let mut sender: Option<Sender> = None;
+        let outcome = timed(one_request(plan, &mut sender)).await;
+        if outcome.is_ok() {
+            held.extend(sender);
+        }
+        plan.opened.fetch_add(1, Ordering::Relaxed); // attempts, failed ones too
+        plan.record(&mut tally, started, outcome);
+    }
+    let total = match plan.limit {
+        Limit::Count(n) => n,
+        Limit::Until(_) => 0,
+    };
+    while plan.opened.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(plan.hold_for).await;
+    drop(held);
+    tally
+}

@@ -1,0 +1,155 @@
+//! `ambos bench`: flags to an `ambos_bench::BenchPlan`, then the run's
+//! summary (or `--json`); the load generator is the `ambos-bench` crate.
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// New connection + full handshake + one request per operation.
+    Handshake,
+    /// Keep-alive requests (HTTP/1.1, or HTTP/2 with --http2) over one connection per worker.
+    Http,
+    /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
+    Enroll,
+    /// Open --count mTLS connections (each with one keep-alive request),
+    /// hold them idle for --duration, then close: the server's memory per connection.
+    Hold,
+}
+
+impl From<Mode> for ambos_bench::Mode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Handshake => ambos_bench::Mode::Handshake,
+            Mode::Http => ambos_bench::Mode::Http,
+            Mode::Enroll => ambos_bench::Mode::Enroll,
+            Mode::Hold => ambos_bench::Mode::Hold,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// What one operation is.
+    #[arg(value_enum)]
+    mode: Mode,
+    /// HOST:PORT of the TLS endpoint.
+    #[arg(long)]
+    target: String,
+    /// Client certificate chain (PEM, leaf first); not for enroll.
+    #[arg(long, required_unless_present = "tokens")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM, unencrypted); not for enroll.
+    #[arg(long, required_unless_present = "tokens")]
+    key: Option<PathBuf>,
+    /// enroll: file of tokens, one per line (`ambos token create NAME --count N`).
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// CA certificate(s) the server certificate must chain to.
+    #[arg(long, required_unless_present = "cheap_client")]
+    ca: Option<PathBuf>,
+    /// Name to verify the server certificate against (SNI and Host header).
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Concurrent workers (connections).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// How long to run, e.g. 10s, 1m.
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Stop after this many operations in total (overrides --duration).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// http, hold: speak HTTP/2 (ALPN h2) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// Do not verify the server's certificate chain (the handshake signature
+    /// still is): the client then costs less than the server, so the server
+    /// is the bottleneck. Never for anything but benchmarks.
+    #[arg(long)]
+    cheap_client: bool,
+    /// Key exchange groups to offer, in preference order (repeat the flag);
+    /// default: ambos's own list, X25519MLKEM768 first. `--kx-group x25519`
+    /// is what an OpenSSL 3.0 client such as Debian 12's curl offers.
+    #[arg(long, value_enum)]
+    kx_group: Vec<KxGroup>,
+    /// One JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KxGroup {
+    X25519,
+    X25519mlkem768,
+    P256,
+    P384,
+}
+
+impl From<KxGroup> for ambos_bench::KxGroup {
+    fn from(g: KxGroup) -> Self {
+        match g {
+            KxGroup::X25519 => ambos_bench::KxGroup::X25519,
+            KxGroup::X25519mlkem768 => ambos_bench::KxGroup::X25519Mlkem768,
+            KxGroup::P256 => ambos_bench::KxGroup::P256,
+            KxGroup::P384 => ambos_bench::KxGroup::P384,
+        }
+    }
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    ambos_tls::install_default_provider();
+    let mode = ambos_bench::Mode::from(a.mode);
+    // --duration is read only where it counts: hold, or a run without --count.
+    let duration = if mode == ambos_bench::Mode::Hold || a.count.is_none() {
+        ambos_pki::parse_duration(&a.duration).context("--duration")?
+    } else {
+        std::time::Duration::ZERO
+    };
+    let plan = ambos_bench::plan(&ambos_bench::BenchPlan {
+        mode,
+        target: a.target,
+        cert: a.cert,
+        key: a.key,
+        tokens: a.tokens,
+        ca: a.ca,
+        server_name: a.server_name,
+        concurrency: a.concurrency,
+        duration,
+        count: a.count,
+        path: a.path,
+        http2: a.http2,
+        cheap_client: a.cheap_client,
+        kx_groups: a.kx_group.into_iter().map(Into::into).collect(),
+    })?;
+    let out = plan.run()?;
+    let r = &out.report;
+    let s = &r.summary;
+    if a.json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!("{} ({}) against {}: {} workers, {:.2} s", r.mode, r.protocol, out.addr, out.workers, s.seconds);
+        println!("  ops {}, {:.0} ops/s", s.ops, s.ops_per_sec);
+        println!("  latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", s.p50_us, s.p90_us, s.p99_us, s.max_us);
+        if s.errors == 0 {
+            println!("  errors 0");
+        } else {
+            let kinds: Vec<String> = s.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!("  errors {} ({})", s.errors, kinds.join(", "));
+        }
+        if !r.server_verified {
+            println!("  note: --cheap-client: the server's certificate chain was NOT verified");
+        }
+    }
+    if s.errors > 0 {
+        let why = out.first_error.unwrap_or_default();
+        if s.ops == 0 {
+            anyhow::bail!("all {} operations failed; first error: {why}", s.errors);
+        }
+        eprintln!("warning: {} operations failed; first error: {why}", s.errors);
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! `ambos issue server|client`: one certificate from flags, or many from
+//! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
+use crate::cmd::{duration, key_type, open_authority};
+use crate::files::{ensure_dir, input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
+use crate::secrets::{p12_password, Secret};
+use crate::Global;
+use ambos_ca::OffsetDateTime;
+use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, LeafSpec, Profile};
+use ambos_store::AuthorityRole;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Subcommand)]
+pub enum IssueKind {
+    /// A TLS server certificate (EKU serverAuth); NAME, if a host name or IP, is its first SAN.
+    Server(LeafArgs),
+    /// A TLS client certificate (EKU clientAuth).
+    Client(LeafArgs),
+}
+
+#[derive(Args)]
+pub struct LeafArgs {
+    /// Common name and file stem: writes NAME.crt, NAME.key, ca.crt.
+    #[arg(required_unless_present = "batch")]
+    name: Option<String>,
+    /// Subject alternative name: dns:H, ip:A, uri:U or email:E (repeatable).
+    #[arg(long = "san", value_name = "KIND:VALUE")]
+    sans: Vec<String>,
+    /// SPIFFE ID as URI SAN, e.g. spiffe://acme.test/checkout.
+    #[arg(long)]
+    spiffe: Option<String>,
+    /// Organizational unit (repeatable); allow lists can match it with ou:NAME.
+    #[arg(long = "ou")]
+    ous: Vec<String>,
+    /// Organization (defaults to the CA's name).
+    #[arg(long = "o")]
+    organization: Option<String>,
+    /// Lifetime (default 30d for servers, 24h for clients), capped by the intermediate's.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Key type of the new key (default ec-p256).
+    #[arg(long, default_value = "ec-p256")]
+    key_type: String,
+    /// Output directory.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Also write NAME.p12 (AES-256, HMAC-SHA256).
+    #[arg(long)]
+    p12: bool,
+    /// File with the PKCS#12 password (else $AMBOS_P12_PASSWORD, else a prompt).
+    #[arg(long)]
+    p12_password_file: Option<PathBuf>,
+    /// Issue many: CSV lines `name,profile,sans` (sans separated by spaces) or JSON lines.
+    #[arg(long, conflicts_with_all = ["name", "sans", "spiffe"])]
+    batch: Option<PathBuf>,
+    /// Replace existing NAME.crt / NAME.key files.
+    #[arg(long)]
+    force: bool,
+    /// Start of validity instead of now: +DURATION from now (e.g. +1h) or RFC 3339.
+    #[arg(long, value_name = "WHEN")]
+    not_before: Option<String>,
+    /// Client certificate that may use the CA API's admin endpoints (revoke, list).
+    #[arg(long, conflicts_with = "batch")]
+    admin: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct IssuedJson<'a> {
+    serial: String,
+    name: &'a str,
+    profile: &'a str,
+    subject: &'a str,
+    sans: Vec<String>,
+    not_before: String,
+    not_after: String,
+    sha256: &'a str,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p12: Option<PathBuf>,
+}
+
+struct Outputs {
+    dir: PathBuf,
+    p12_password: Option<Secret>,
+    durable: bool,
+}
+
+impl Outputs {
+    fn paths(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+            self.dir.join(format!("{name}.p12")),
+        )
+    }
+
+    /// Writes NAME.key first: a .crt on disk always has its key beside it.
+    fn write<'c>(&self, signer: &Authority, c: &'c IssuedCert) -> anyhow::Result<IssuedJson<'c>> {
+        let (crt, key_path, p12_path) = self.paths(&c.name);
+        let key = c.key.as_ref().context("issued certificate without a key")?;
+        write_atomic(&key_path, key.pkcs8_pem().as_bytes(), PRIVATE, self.durable)?;
+        write_atomic(&crt, signer.chain_pem(&c.cert_der).as_bytes(), PUBLIC, self.durable)?;
+        let p12 = match &self.p12_password {
+            Some(pw) => {
+                let chain = vec![c.cert_der.clone(), signer.cert_der().to_vec()];
+                let bytes = ambos_pki::keystore(&c.name, key, &chain, pw)?;
+                write_atomic(&p12_path, &bytes, PRIVATE, self.durable)?;
+                Some(p12_path)
+            }
+            None => None,
+        };
+        Ok(IssuedJson {
+            serial: c.serial.to_hex(),
+            name: &c.name,
+            profile: c.profile.as_str(),
+            subject: &c.subject,
+            sans: c.sans.iter().map(ToString::to_string).collect(),
+            not_before: c.not_before.format(&Rfc3339).unwrap_or_default(),
+            not_after: c.not_after.format(&Rfc3339).unwrap_or_default(),
+            sha256: &c.sha256,
+            cert: crt,
+            key: key_path,
+            ca: self.dir.join("ca.crt"),
+            p12,
+        })
+    }
+}
+
+pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
+    let (profile, a) = match kind {
+        IssueKind::Server(a) => (Profile::Server, a),
+        IssueKind::Client(a) => (Profile::Client, a),
+    };
+    let key_type = key_type(&a.key_type)?;
+    let not_before = match &a.not_before {
+        None => None,
+        Some(w) => Some(match w.strip_prefix('+') {
+            Some(d) => OffsetDateTime::now_utc() + duration(d, "not-before")?,
+            None => OffsetDateTime::parse(w, &Rfc3339)
+                .map_err(|_| input_error(format!("--not-before '{w}': expected +DURATION or an RFC 3339 time")))?,
+        }),
+    };
+    let spec = LeafSpec {
+        name: a.name.clone().unwrap_or_default(),
+        profile,
+        sans: a.sans.clone(),
+        spiffe: a.spiffe.clone(),
+        ous: a.ous.clone(),
+        organization: a.organization.clone(),
+        ttl: a.ttl.clone(),
+        key_type,
+    };
+    let mut requests = match &a.batch {
+        Some(file) => {
+            let text = String::from_utf8(read_input(file)?)
+                .map_err(|_| input_error(format!("{} is not UTF-8 text", file.display())))?;
+            ambos_pki::parse_batch(&text, &file.display().to_string(), &spec)?
+        }
+        None => vec![LeafRequest::from_spec(&spec)?],
+    };
+    if a.admin && profile != Profile::Client {
+        return Err(input_error("--admin is for client certificates"));
+    }
+    for r in &mut requests {
+        r.not_before = not_before;
+    }
+    let outputs = Outputs {
+        dir: a.out.clone(),
+        p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },
+        durable: a.batch.is_none(),
+    };
+    if !a.force {
+        for r in &requests {
+            let (crt, key, _) = outputs.paths(&r.name);
+            for p in [crt, key] {
+                if p.exists() {
+                    return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
+                }
+            }
+        }
+    }
+    // Unlock (and fail on a wrong passphrase) before anything is issued.
+    let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
+    ensure_dir(&a.out)?;
+    write_atomic_if_changed(
+        &a.out.join("ca.crt"),
+        pem_encode("CERTIFICATE", ca.root_der()).as_bytes(),
+        PUBLIC,
+        outputs.durable,
+    )?;
+    if a.batch.is_none() {
+        let issued = ca.issue(&signer, &requests)?;
+        let c = &issued[0];
+        if a.admin {
+            ca.set_admin(&c.serial)?;
+        }
+        let out = outputs.write(&signer, c)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            println!("issued {} certificate '{}' serial {}", c.profile, c.name, out.serial);
+            println!("  subject:  {}", c.subject);
+            if !out.sans.is_empty() {
+                println!("  SANs:     {}", out.sans.join(", "));
+            }
+            println!("  valid:    {} .. {}", out.not_before, out.not_after);
+            println!("  sha256:   {}", c.sha256);
+            println!(
+                "  wrote:    {} (chain), {} (key, 0600), {} (root CA)",
+                out.cert.display(),
+                out.key.display(),
+                out.ca.display()
+            );
+            if let Some(p) = &out.p12 {
+                println!("            {} (PKCS#12)", p.display());
+            }
+        }
+        return Ok(());
+    }
+
+    // Batch: keys and signatures per certificate, one durable transaction per chunk.
+    const CHUNK: usize = 500;
+    let bar = indicatif::ProgressBar::new(requests.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} issuing [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut count = 0usize;
+    for chunk in requests.chunks(CHUNK) {
+        let issued = ca.issue(&signer, chunk)?;
+        for c in &issued {
+            let out = outputs.write(&signer, c)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&out)?);
+            }
+        }
+        count += issued.len();
+        bar.inc(issued.len() as u64);
+    }
+    bar.finish_and_clear();
+    if let Ok(d) = std::fs::File::open(&a.out) {
+        let _ = d.sync_all();
+    }
+    if !a.json {
+        println!("issued {count} certificates into {}", a.out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! One file per command: its flags (clap), mapped to a library call, and
+//! what it prints. Below: the flags and steps several commands share.
+pub mod bench;
+pub mod crl;
+pub mod enroll;
+pub mod export;
+pub mod init;
+pub mod inspect;
+pub mod issue;
+pub mod list;
+pub mod p12;
+pub mod probe;
+pub mod proxy;
+pub mod quickstart;
+pub mod renew;
+pub mod revoke;
+pub mod serve;
+pub mod sign;
+pub mod token;
+pub mod tunnel;
+
+use crate::files::{input_error, write_atomic, PRIVATE, PUBLIC};
+use crate::secrets::ca_passphrase;
+use crate::Global;
+use ambos_ca::client::CaClient;
+use ambos_ca::CertificateAuthority;
+use ambos_pki::{parse_duration, Authority, KeyType, PrivateKey, Profile};
+use ambos_probe::CrlSources;
+use ambos_store::AuthorityRole;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ProfileArg {
+    Server,
+    Client,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Server => Profile::Server,
+            ProfileArg::Client => Profile::Client,
+        }
+    }
+}
+
+/// `--crl` / `--crl-url`: check the server's chain against CRLs (tunnel,
+/// probe, enroll, renew, agent). With either, revocation fails closed: every
+/// CA level below the root needs a usable CRL from its issuer.
+#[derive(Args, Clone, Default)]
+pub struct CrlArgs {
+    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
+    /// (repeatable). Every CA level needs its CRL: use `ambos crl --all`.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
+    /// (that server is verified against the same CA file).
+    #[arg(long, value_name = "URL")]
+    pub crl_url: Option<String>,
+}
+
+impl CrlArgs {
+    pub fn sources(&self) -> CrlSources {
+        CrlSources { files: self.crl.clone(), url: self.crl_url.clone() }
+    }
+}
+
+#[derive(Args)]
+pub struct CaConnection {
+    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443
+    #[arg(long, env = "AMBOS_CA_URL")]
+    pub ca_url: String,
+    /// The CA root certificate (PEM) the API's certificate must chain to.
+    #[arg(long)]
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub revocation: CrlArgs,
+}
+
+impl CaConnection {
+    /// The CRLs of --crl / --crl-url (the URL's server verified against --root).
+    pub async fn crls(&self) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
+        Ok(self.revocation.sources().load(std::slice::from_ref(&self.root)).await?)
+    }
+
+    /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
+    /// against --root and, when given, the CRLs (fail closed).
+    pub fn client(
+        &self,
+        crls: ambos_proxy::tunnel::SourcedCrls,
+        identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
+    ) -> anyhow::Result<CaClient> {
+        let trust = self.revocation.sources().server_trust(std::slice::from_ref(&self.root), "--root", crls)?;
+        Ok(CaClient::with_trust(&self.ca_url, trust, identity)?)
+    }
+}
+
+/// Writes key then chain (then the root), each atomically: a reader that
+/// sees the new certificate always finds its key.
+pub fn write_identity(key_path: &Path, key: &PrivateKey, cert_path: &Path, chain_pem: &str) -> anyhow::Result<()> {
+    write_atomic(key_path, key.pkcs8_pem().as_bytes(), PRIVATE, true)?;
+    write_atomic(cert_path, chain_pem.as_bytes(), PUBLIC, true)?;
+    Ok(())
+}
+
+pub fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
+    parse_duration(text).with_context(|| format!("--{flag}"))
+}
+
+pub fn key_type(text: &str) -> anyhow::Result<KeyType> {
+    text.parse::<KeyType>().context("--key-type")
+}
+
+/// A CRL URL for a distribution point: http:// or https:// with a host.
+pub fn crl_url_arg(url: &str, flag: &str) -> anyhow::Result<String> {
+    let ok = url
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
+    if !ok || url.contains(char::is_whitespace) {
+        return Err(input_error(format!("{flag} '{url}' is not an http:// or https:// URL")));
+    }
+    Ok(url.to_string())
+}
+
+/// Opens the CA and unlocks the key of `role`, asking for the passphrase only if needed.
+pub fn open_authority(g: &Global, role: AuthorityRole) -> anyhow::Result<(CertificateAuthority, Authority)> {
+    let ca = CertificateAuthority::open(&g.dir)?;
+    let signer = unlock(g, &ca, role)?;
+    Ok((ca, signer))
+}
+
+pub fn unlock(g: &Global, ca: &CertificateAuthority, role: AuthorityRole) -> anyhow::Result<Authority> {
+    let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
+    ca.authority(role, pass.as_ref().map(|p| p.as_bytes()))
+        .with_context(|| format!("cannot unlock the {role} CA key in {}", g.dir.display()))
+}

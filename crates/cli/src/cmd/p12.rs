@@ -1,0 +1,41 @@
+//! `ambos p12`: a certificate chain and its key as a PKCS#12 keystore.
+use crate::files::{input_error, read_input, write_atomic, PRIVATE};
+use crate::secrets::p12_password;
+use ambos_pki::PrivateKey;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct P12Args {
+    /// Certificate chain, PEM (leaf first).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Entry alias (default: the file stem of --cert).
+    #[arg(long)]
+    alias: Option<String>,
+    /// File with the PKCS#12 password (else $AMBOS_P12_PASSWORD, else a prompt).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+}
+
+pub fn p12(a: P12Args) -> anyhow::Result<()> {
+    let chain = ambos_pki::certs_from_pem(&read_input(&a.cert)?).with_context(|| a.cert.display().to_string())?;
+    let key_text = String::from_utf8(read_input(&a.key)?)
+        .map_err(|_| input_error(format!("{} is not PEM text", a.key.display())))?;
+    let key = PrivateKey::from_pem(&key_text, None).with_context(|| a.key.display().to_string())?;
+    let alias = a.alias.clone().unwrap_or_else(|| {
+        a.cert.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "key".into())
+    });
+    let pw = p12_password(a.password_file.as_deref())?;
+    let bytes = ambos_pki::keystore(&alias, &key, &chain, &pw)
+        .with_context(|| format!("{} and {}", a.cert.display(), a.key.display()))?;
+    write_atomic(&a.out, &bytes, PRIVATE, true)?;
+    eprintln!("wrote {} (alias '{alias}', {} certificates)", a.out.display(), chain.len());
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! `ambos probe HOST:PORT`: flags to `ambos_probe::probe`, then the report as text or JSON.
+use crate::cmd::CrlArgs;
+use ambos_probe::{CrlSources, ProbeOptions};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Clone)]
+pub struct ProbeArgs {
+    /// HOST:PORT of the mTLS server.
+    pub target: String,
+    /// Our client certificate chain (PEM, leaf first).
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// CA the server's certificate must chain to (without it the server is not verified).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Name to check the server's certificate against (default: HOST).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// Offer only this TLS version (1.2 or 1.3), to test a server's versions.
+    #[arg(long)]
+    pub tls_version: Option<String>,
+    /// Stop after the handshake instead of sending `GET /`.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Path of the HTTP request.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ambos probe`'s flags: [`ProbeArgs`] and the CRLs to check the server against.
+#[derive(Args, Clone)]
+pub struct ProbeCmd {
+    #[command(flatten)]
+    pub probe: ProbeArgs,
+    #[command(flatten)]
+    pub revocation: CrlArgs,
+}
+
+impl ProbeArgs {
+    pub fn options(&self, crls: CrlSources) -> ProbeOptions {
+        ProbeOptions {
+            target: self.target.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
+            server_name: self.server_name.clone(),
+            tls_version: self.tls_version.clone(),
+            http_path: (!self.no_http).then(|| self.path.clone()),
+            crls,
+        }
+    }
+}
+
+/// The report as text, ticks coloured on a terminal.
+pub fn print(r: &ambos_probe::Report) {
+    print!("{}", r.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
+}
+
+pub fn run(cmd: ProbeCmd) -> anyhow::Result<()> {
+    let report = ambos_probe::probe(&cmd.probe.options(cmd.revocation.sources()))?;
+    if cmd.probe.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print(&report);
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(crate::ProbeFailed(report.cause.unwrap_or_default()).into())
+    }
+}

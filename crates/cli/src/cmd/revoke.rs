@@ -1,0 +1,66 @@
+//! `ambos revoke`: in the local store, or through `ambos serve` with an admin certificate.
+use crate::files::{input_error, read_input};
+use crate::Global;
+use ambos_ca::{CertSelector, CertificateAuthority};
+use ambos_pki::{RevocationReason, Serial};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// Serial (hex, any case, colons allowed) or certificate name.
+    target: String,
+    /// Revoke through a remote `ambos serve` (needs an admin certificate) instead of the local store.
+    #[arg(long, requires_all = ["root", "cert", "key"])]
+    ca_url: Option<String>,
+    /// CA root (PEM) for --ca-url.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Admin client certificate for --ca-url.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Its key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// unspecified | key-compromise | affiliation-changed | superseded | cessation-of-operation
+    #[arg(long, default_value = "unspecified")]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
+    let reason: RevocationReason = a.reason.parse().map_err(|e: String| input_error(format!("--reason: {e}")))?;
+    if let (Some(url), Some(root), Some(cert), Some(key)) = (&a.ca_url, &a.root, &a.cert, &a.key) {
+        let serial: Serial = a.target.parse().context("with --ca-url, give a serial")?;
+        let root = ambos_pki::certs_from_pem(&read_input(root)?).with_context(|| root.display().to_string())?;
+        let chain = (ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?);
+        let client =
+            ambos_ca::client::CaClient::new(url, root.last().map(Vec::as_slice).unwrap_or_default(), Some(chain))?;
+        let v = crate::process::small_runtime()?.block_on(client.revoke(&serial.to_hex(), reason.as_str()))?;
+        if a.json {
+            println!("{v}");
+        } else {
+            println!("revoked {} '{}' ({}) at {url}", serial, v["name"].as_str().unwrap_or(""), reason);
+        }
+        return Ok(());
+    }
+    let mut ca = CertificateAuthority::open(&g.dir)?;
+    let selector = match a.target.parse::<Serial>() {
+        Ok(s) if ca.resolve(&CertSelector::Serial(s.clone())).is_ok() => CertSelector::Serial(s),
+        _ => CertSelector::Name(a.target.clone()),
+    };
+    let rec = ca.revoke(&selector, reason).map_err(|e| match e {
+        ambos_ca::CaError::Store(ambos_store::StoreError::UnknownCertificate(_)) => {
+            ambos_store::StoreError::UnknownCertificate(a.target.clone()).into()
+        }
+        other => anyhow::Error::from(other),
+    })?;
+    if a.json {
+        println!("{}", serde_json::json!({"serial": rec.serial, "name": rec.name, "reason": reason.as_str()}));
+    } else {
+        println!("revoked {} '{}' ({}); publish it with: ambos crl --out crl.pem", rec.serial, rec.name, reason);
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! From what failed and what the server sent to one verdict. The TLS part
+//! is `ambos_tls::HandshakeFailure`'s; this adds what only probe saw (the
+//! CertificateRequest, the CA names, our own issuers, the HTTP answer).
+use crate::recorder::Seen;
+use crate::report::Report;
+use ambos_tls::{Direction, HandshakeFailure};
+use rustls::AlertDescription;
+
+const SEND_A_CERT: &str = "pass --cert and --key with a client certificate from a CA the server trusts";
+
+/// Our chain names none of the CAs the server said it accepts.
+pub fn not_listed(our_issuers: Option<&[String]>, r: &Report) -> bool {
+    our_issuers.is_some_and(|l| !r.acceptable_cas.is_empty() && !l.iter().any(|i| r.acceptable_cas.contains(i)))
+}
+
+/// The handshake or the first read failed with `e`.
+pub fn diagnose_io(r: Report, e: &std::io::Error, our_issuers: Option<&[String]>, seen: &Seen) -> Report {
+    if let Some(err) = e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()) {
+        return diagnose_tls(r, &HandshakeFailure::from_rustls(err), our_issuers, seen);
+    }
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+            if seen.requested && !seen.sent {
+                r.fail(
+                    "the server closed the connection: it requires a client certificate and we sent none",
+                    SEND_A_CERT,
+                )
+            } else {
+                r.fail_with(&HandshakeFailure::PeerClosed.client_verdict())
+            }
+        }
+        _ => r.fail(&format!("connection failed: {e}"), "check the address, firewall and that the server speaks TLS"),
+    }
+}
+
+/// A TLS failure, refined by what we saw: a bare handshake_failure alert
+/// after a CertificateRequest we could not answer is a missing certificate.
+pub fn diagnose_tls(r: Report, f: &HandshakeFailure, our_issuers: Option<&[String]>, seen: &Seen) -> Report {
+    let alert = f.received_alert();
+    if alert == Some(AlertDescription::HandshakeFailure) && seen.requested && !seen.sent {
+        return r.fail_with(&HandshakeFailure::NoClientCertificate.client_verdict());
+    }
+    if alert == Some(AlertDescription::BadCertificate) && not_listed(our_issuers, &r) {
+        return r.fail(
+            "our client certificate is not from a CA the server trusts",
+            "use a client certificate from one of the CAs the server lists",
+        );
+    }
+    let mut r = r.fail_with(&f.client_verdict());
+    if f.direction() == Direction::Local {
+        r.reason = Some(f.label().to_string());
+    }
+    r
+}
+
+/// A handshake error in words: ours for a refused certificate.
+pub fn handshake_detail(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>()) {
+        Some(err @ rustls::Error::InvalidCertificate(_)) => {
+            let f = HandshakeFailure::from_rustls(err);
+            format!("we refused the server's certificate ({}): {f}", f.label())
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The handshake worked: the HTTP answer decides.
+pub fn diagnose_http(
+    r: Report,
+    status: Option<u16>,
+    body: &str,
+    our_issuers: Option<&[String]>,
+    seen: &Seen,
+) -> Report {
+    match status {
+        Some(s) if s < 400 => {
+            let verdict = format!(
+                "OK: mTLS works ({}{}), HTTP {s}",
+                r.protocol.clone().unwrap_or_default(),
+                if seen.sent { ", client certificate accepted" } else { "" }
+            );
+            r.pass(verdict)
+        }
+        Some(403) => r.fail(
+            "authorized by TLS but denied by route policy (HTTP 403): our identity is not on the route's allow list",
+            "add our identity (spiffe://..., cn:, ou:...) to the route's allow list, or use an allowed certificate",
+        ),
+        Some(400) if body.contains("No required SSL certificate was sent") => r.fail(
+            "no client certificate sent: the server (nginx) requires one and answered 400 after the handshake",
+            SEND_A_CERT,
+        ),
+        Some(400) if body.contains("The SSL certificate error") => {
+            // nginx does not say which check failed: reason it out locally.
+            if not_listed(our_issuers, &r) {
+                r.fail(
+                    "the server (nginx) rejected our client certificate: it is from a CA the server does not trust",
+                    "use a client certificate from one of the CAs the server lists (see 'accepted CAs')",
+                )
+            } else {
+                r.fail(
+                    "the server (nginx) rejected our client certificate after the handshake: it is in date, a client certificate and from a CA the server lists, so it is most likely revoked (in the server's CRL)",
+                    "check the server's error log ('certificate revoked'); get a new certificate",
+                )
+            }
+        }
+        Some(s) => r.fail(&format!("the server answered HTTP {s}"), "the TLS part works; look at the application"),
+        None => r.fail("the server's answer is not HTTP", "use --no-http for non-HTTP services"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{CertificateError, Error};
+
+    fn seen(requested: bool, sent: bool) -> Seen {
+        Seen { requested, sent, ..Seen::default() }
+    }
+
+    fn tls(err: Error, requested: bool, sent: bool) -> Report {
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, err);
+        diagnose_io(Report::default(), &io, None, &seen(requested, sent))
+    }
+
+    #[test]
+    fn handshake_failure_alert_after_an_unanswered_request_is_a_missing_certificate() {
+        let r = tls(Error::AlertReceived(AlertDescription::HandshakeFailure), true, false);
+        assert_eq!(r.cause.as_deref(), Some("no client certificate sent: the server requires one"));
+        assert_eq!(r.fix.as_deref(), Some(SEND_A_CERT));
+        assert_eq!(r.reason, None);
+        let r = tls(Error::AlertReceived(AlertDescription::HandshakeFailure), true, true);
+        assert!(r.verdict.starts_with("FAIL: TLS version or cipher mismatch"), "{}", r.verdict);
+    }
+
+    #[test]
+    fn certificate_required_alert_is_a_missing_certificate() {
+        let r = tls(Error::AlertReceived(AlertDescription::CertificateRequired), true, false);
+        assert_eq!(r.verdict, "FAIL: no client certificate sent: the server requires one");
+    }
+
+    #[test]
+    fn received_alerts_are_about_our_certificate() {
+        for (alert, cause) in [
+            (AlertDescription::UnknownCA, "the server does not trust the CA that issued our client certificate"),
+            (AlertDescription::DecryptError, "the server does not trust the CA that issued our client certificate"),
+            (AlertDescription::CertificateRevoked, "our client certificate is revoked (listed in the server's CRL)"),
+            (
+                AlertDescription::CertificateExpired,
+                "the server says our client certificate has expired (or is not valid yet)",
+            ),
+            (
+                AlertDescription::UnsupportedCertificate,
+                "the server rejects our certificate's purpose: it lacks the clientAuth extended key usage",
+            ),
+            (AlertDescription::AccessDenied, "the server aborted the handshake with alert AccessDenied"),
+        ] {
+            let r = tls(Error::AlertReceived(alert), true, true);
+            assert_eq!(r.cause.as_deref(), Some(cause), "{alert:?}");
+            assert_eq!(r.reason, None, "a received alert is not our verifier's reason");
+        }
+    }
+
+    #[test]
+    fn bad_certificate_alert_from_a_server_that_does_not_list_our_ca() {
+        let mut r = Report { acceptable_cas: vec!["CN=Other".into()], ..Report::default() };
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            Error::AlertReceived(AlertDescription::BadCertificate),
+        );
+        let ours = vec!["CN=Ours".to_string()];
+        r = diagnose_io(r, &io, Some(&ours), &seen(true, true));
+        assert_eq!(r.cause.as_deref(), Some("our client certificate is not from a CA the server trusts"));
+        let listed = Report { acceptable_cas: vec!["CN=Ours".into()], ..Report::default() };
+        let r = diagnose_io(listed, &io, Some(&ours), &seen(true, true));
+        assert_eq!(r.cause.as_deref(), Some("the server aborted the handshake with alert BadCertificate"));
+    }
+
+    #[test]
+    fn refused_server_certificates_carry_the_label_as_reason() {
+        for (err, label, cause) in [
+            (CertificateError::Expired, "expired", "the server's certificate has expired"),
+            (CertificateError::NotValidYet, "not_yet_valid", "the server's certificate is not valid yet"),
+            (
+                CertificateError::UnknownIssuer,
+                "unknown_ca",
+                "the server's certificate is not trusted by --ca (issued by another CA)",
+            ),
+            (
+                CertificateError::NotValidForName,
+                "wrong_name",
+                "server name mismatch: the server's certificate does not name the host we asked for",
+            ),
+            (
+                CertificateError::Revoked,
+                "revoked",
+                "the server's certificate is revoked (listed in the CRL given with --crl/--crl-url), or one of its CAs is",
+            ),
+            (
+                CertificateError::InvalidPurpose,
+                "wrong_eku",
+                "the server's certificate is not a server certificate (no serverAuth extended key usage)",
+            ),
+        ] {
+            let r = tls(Error::InvalidCertificate(err), false, false);
+            assert_eq!(r.reason.as_deref(), Some(label));
+            assert_eq!(r.cause.as_deref(), Some(cause));
+            assert!(!r.ok);
+        }
+    }
+
+    #[test]
+    fn crl_failures_name_the_ca() {
+        let err = Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(std::sync::Arc::new(
+            HandshakeFailure::CrlMissing("CN=Issuing".into()),
+        ))));
+        let r = tls(err, false, false);
+        assert_eq!(r.reason.as_deref(), Some("crl_missing"));
+        assert!(r.cause.as_deref().is_some_and(|c| c.contains("no CRL of CA 'CN=Issuing'")));
+    }
+
+    #[test]
+    fn transport_and_protocol_failures() {
+        let r = tls(Error::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon), false, false);
+        assert!(r.verdict.starts_with("FAIL: TLS version or cipher mismatch"));
+        let r = tls(Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType), false, false);
+        assert_eq!(r.cause.as_deref(), Some("the server did not answer in TLS"));
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        let r = diagnose_io(Report::default(), &eof, None, &seen(true, false));
+        assert!(r.verdict.contains("it requires a client certificate and we sent none"));
+        let r = diagnose_io(Report::default(), &eof, None, &seen(false, false));
+        assert!(r.verdict.contains("closed the connection during the handshake without saying why"));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let r = diagnose_io(Report::default(), &refused, None, &seen(false, false));
+        assert!(r.verdict.starts_with("FAIL: connection failed:"));
+    }
+
+    #[test]
+    fn http_answers() {
+        let ok = Report { protocol: Some("TLS 1.3".into()), ..Report::default() };
+        let r = diagnose_http(ok, Some(200), "", None, &seen(true, true));
+        assert!(r.ok);
+        assert_eq!(r.verdict, "OK: mTLS works (TLS 1.3, client certificate accepted), HTTP 200");
+        let r = diagnose_http(Report::default(), Some(403), "", None, &seen(true, true));
+        assert!(!r.ok && r.verdict.contains("denied by route policy"));
+        let r = diagnose_http(
+            Report::default(),
+            Some(400),
+            "No required SSL certificate was sent",
+            None,
+            &seen(true, false),
+        );
+        assert!(r.verdict.contains("(nginx) requires one"));
+        let r = diagnose_http(Report::default(), Some(400), "The SSL certificate error", None, &seen(true, true));
+        assert!(r.verdict.contains("most likely revoked"));
+        let r = diagnose_http(Report::default(), Some(502), "", None, &seen(true, true));
+        assert_eq!(r.verdict, "FAIL: the server answered HTTP 502");
+        let r = diagnose_http(Report::default(), None, "", None, &seen(true, true));
+        assert_eq!(r.verdict, "FAIL: the server's answer is not HTTP");
+    }
+}
