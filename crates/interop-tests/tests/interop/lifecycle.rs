@@ -7,6 +7,7 @@ use ambos_interop_tests::{
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use time::format_description::well_known::Rfc3339;
 
 struct Ca {
     ca: TestCa,
@@ -470,12 +471,28 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
 #[test]
 fn serve_renews_its_own_certificate_and_reports_metrics() {
     require("curl");
-    let c = Ca::with_serve_args(&["--server-cert-ttl", "5s"]);
+    let c = Ca::with_serve_args(&["--server-cert-ttl", "3s"]);
     let t = c.token(&["m"]);
     c.enroll(&t, &c.ca.dir().join("m"), None).ok();
-    // The first certificate (5 s + 0.5 s back-dating) has expired by now: only a
-    // renewed one lets curl in.
-    std::thread::sleep(Duration::from_secs(7));
+    // Until serve's first certificate has expired (by the store's record of
+    // it), so that only a renewed one lets curl in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: serde_json::Value = serde_json::from_str(&c.ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
+        let first_expiry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "ambos-serve")
+            .map(|r| time::OffsetDateTime::parse(r["not_after"].as_str().unwrap(), &Rfc3339).unwrap())
+            .min()
+            .expect("serve's certificate is in the store");
+        if time::OffsetDateTime::now_utc() > first_expiry + time::Duration::milliseconds(200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve's first certificate did not expire: {list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (code, body) = c.curl_api(None, "GET", "/healthz", None);
     assert_eq!(code, "200", "{body}");
     let (code, metrics) = c.curl_api(None, "GET", "/metrics", None);
