@@ -28,9 +28,27 @@ pub fn require(program: &str) {
     assert!(found, "required program '{program}' is not installed (scripts/test.sh installs it)");
 }
 
-/// A TCP port that was free a moment ago on 127.0.0.1.
+/// A TCP port that was free a moment ago on 127.0.0.1, for what cannot
+/// bind port 0 and report it (a port written into certificates, the
+/// metrics listener). Taken below the kernel's ephemeral range, so that no
+/// child binding port 0 can be handed it meanwhile.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    // Test processes (other test binaries too) start at different places.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (base + (start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {base} and {}", base + span);
 }
 
 /// Output of a finished command, with helpers for assertions.
@@ -133,6 +151,22 @@ impl TestCa {
         self.ambos(&all).ok()
     }
 
+    /// `issue` of a certificate that expired an hour ago (its validity window
+    /// lies in the past), so that no test sleeps for one to expire.
+    pub fn issue_expired(&self, profile: &str, name: &str, args: &[&str]) -> Run {
+        let not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+        let not_before = not_before.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339");
+        let mut all = vec!["--not-before", &not_before, "--ttl", "1h"];
+        all.extend_from_slice(args);
+        self.issue(profile, name, &all)
+    }
+
+    /// [`curl`] trusting this CA's `certs/ca.crt`, as `certs/WHO.crt` and `.key`.
+    pub fn curl(&self, who: Option<&str>, url: &str, extra: &[&str]) -> Reply {
+        let cert = who.map(|w| (self.path(&format!("{w}.crt")), self.path(&format!("{w}.key"))));
+        curl(url, Some(&self.path("ca.crt")), cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), extra)
+    }
+
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.tmp.path().join(name);
         std::fs::write(&p, contents).unwrap();
@@ -148,6 +182,12 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts `cmd` with stdout discarded and stderr written to `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> ChildGuard {
+    let stderr = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    ChildGuard(cmd.stdout(Stdio::null()).stderr(stderr).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")))
 }
 
 /// Waits until something accepts TCP connections on `port`.
@@ -275,7 +315,147 @@ pub fn start_echo_server() -> u16 {
 
 /// Sends SIGTERM (graceful shutdown) to a child.
 pub fn terminate(child: &Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    signal(child, "-TERM");
+}
+
+/// `kill SIG PID`, asserting that the signal was delivered.
+#[track_caller]
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().expect("run kill").success();
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+/// Waits until a child that was told to bind port 0 logs the address it
+/// got ("listening on 127.0.0.1:PORT" from `ambos proxy`, `tunnel` and
+/// `serve`) and returns its port: no port is picked and released first.
+pub fn wait_for_listen(child: &mut Child, log: &Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(port) = text.lines().find_map(listening_port) {
+            return port;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited ({status}) before listening: {text}");
+        }
+        assert!(Instant::now() < deadline, "no 'listening on' line after 15s: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn listening_port(line: &str) -> Option<u16> {
+    let rest = line.split_once("listening on ")?.1;
+    let rest = rest.strip_prefix("https://").unwrap_or(rest);
+    let addr: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+    addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+}
+
+/// A running `ambos` server (`proxy`, `tunnel` or `serve`), stopped when
+/// dropped: the one fixture for them all. It binds port 0 and reports the
+/// port it got on stderr, which goes to `log`.
+pub struct Daemon {
+    pub child: ChildGuard,
+    pub port: u16,
+    pub log: PathBuf,
+    /// The config file of a [`Daemon::proxy`].
+    pub config: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Starts `cmd` (an `ambos` server told to listen on 127.0.0.1:0) with
+    /// stderr to `log` and waits for the port it reports.
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Daemon {
+        let mut child = spawn_logged(cmd, &log);
+        let port = wait_for_listen(&mut child.0, &log);
+        Daemon { child, port, log, config: None }
+    }
+
+    /// `ambos proxy --config` with `config` (whose `[listen] address` is
+    /// `127.0.0.1:0`) written to `dir/proxy-N.toml`, run in `dir` so that
+    /// relative paths resolve there; `env` is added to its environment.
+    pub fn proxy(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        let path = Daemon::proxy_config(dir, config);
+        let mut cmd = Command::new(ambos_bin());
+        cmd.args(["proxy", "--config"]).arg(&path).current_dir(dir).envs(env.iter().copied());
+        Daemon { config: Some(path.clone()), ..Daemon::spawn(&mut cmd, path.with_extension("log")) }
+    }
+
+    /// Writes `config` to a new `dir/proxy-N.toml` and returns its path.
+    pub fn proxy_config(dir: &Path, config: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("proxy-{n}.toml"));
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn signal(&self, sig: &str) {
+        signal(&self.child.0, sig);
+    }
+
+    /// Waits (up to `secs`) until the log contains `needle`; returns the log.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, secs: u64) -> String {
+        wait_file_contains(&self.log, needle, secs)
+    }
+}
+
+/// Waits (up to `secs`) until the file at `path` contains `needle`; returns its text.
+#[track_caller]
+pub fn wait_file_contains(path: &Path, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{} lacks '{needle}' after {secs}s:\n{text}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `curl` answered: its exit code, the HTTP status ("000" when none),
+/// the body, the time taken, the HTTP version ("1.1", "2") and stderr.
+#[derive(Debug)]
+pub struct Reply {
+    pub code: i32,
+    pub status: String,
+    pub body: String,
+    pub secs: f64,
+    pub version: String,
+    pub stderr: String,
+}
+
+/// The one curl helper: `curl -sS --max-time 10 URL` trusting `ca` (None:
+/// the system's roots), as `who` (certificate and key; None: no client
+/// certificate), with `extra` arguments (a later `--max-time` wins; `-o
+/// FILE` leaves the body empty).
+pub fn curl(url: &str, ca: Option<&Path>, who: Option<(&Path, &Path)>, extra: &[&str]) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code} %{time_total} %{http_version}"]);
+    if let Some(ca) = ca {
+        cmd.arg("--cacert").arg(ca);
+    }
+    if let Some((cert, key)) = who {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = run(cmd.args(extra).arg(url));
+    let (body, tail) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
+    let mut fields = tail.split(' ');
+    let (status, secs, version) = (fields.next(), fields.next(), fields.next());
+    Reply {
+        code: out.code,
+        status: status.unwrap_or_default().to_string(),
+        body: body.to_string(),
+        secs: secs.and_then(|s| s.parse().ok()).unwrap_or(0.0),
+        version: version.unwrap_or_default().to_string(),
+        stderr: out.stderr,
+    }
 }
 
 /// Starts nginx (single process, foreground) with `server_block` inside

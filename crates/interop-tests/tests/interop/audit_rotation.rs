@@ -2,75 +2,28 @@
 //! logrotate-style: rename + SIGUSR1) with no line lost or split; SPIFFE IDs
 //! held to the SPIFFE spec; XFCC quoting of awkward subjects; and `ambos
 //! serve` under token guessing and idle connections.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{require, run, start_http_upstream, Daemon, TestCa};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `ambos proxy` (HTTP, `/**` for any client) whose `[audit]`
-/// section is `audit` (without the path).
-struct Proxy {
-    child: ChildGuard,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Proxy {
-    fn start(ca: &TestCa, audit_path: &Path, audit: &str) -> Proxy {
-        let port = free_port();
-        let log = ca.dir().join(format!("proxy-{port}.log"));
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-             client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:{}\"\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n{audit}\n",
-            start_http_upstream(),
-            audit_path.display()
-        );
-        let path = ca.write(&format!("proxy-{port}.toml"), config);
-        let mut child = Command::new(ambos_bin())
-            .args(["proxy", "--config", path.to_str().unwrap()])
-            .current_dir(ca.dir())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, &log);
-        Proxy { child: ChildGuard(child), port, log }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.0.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// `ambos proxy` (HTTP, `/**` for any client) whose `[audit]` section is
+/// `audit` (without the path).
+fn start_proxy(ca: &TestCa, audit_path: &Path, audit: &str) -> Daemon {
+    let config = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
+         client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:{}\"\n\n\
+         [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n{audit}\n",
+        start_http_upstream(),
+        audit_path.display()
+    );
+    Daemon::proxy(ca.dir(), &config, &[])
 }
 
 /// Sends GET /r/<i> for i in 0..n over `conns` keep-alive connections as
 /// `who`; prints the number of 200 answers.
-const LOAD: &str = r#"
-import http.client, ssl, sys, threading
-port, ca, cert, key, n, conns = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-ok = []
-def worker(k):
-    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
-    good = 0
-    for i in range(k, n, conns):
-        c.request("GET", "/r/%d" % i)
-        r = c.getresponse()
-        r.read()
-        good += r.status == 200
-    ok.append(good)
-ts = [threading.Thread(target=worker, args=(k,)) for k in range(conns)]
-[t.start() for t in ts]
-[t.join() for t in ts]
-print(sum(ok))
-"#;
+const LOAD: &str = include_str!("../../scripts/audit_rotation_load.py");
 
 fn load(ca: &TestCa, port: u16, who: &str, n: usize, conns: usize) -> usize {
     let out = run(Command::new("python3")
@@ -143,7 +96,7 @@ fn audit_log_rotates_by_size_under_load_without_losing_or_splitting_a_line() {
     let ca = ca_with_certs();
     let dir = ca.dir().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
-    let proxy = Proxy::start(&ca, &dir.join("audit.jsonl"), "max_size = \"16KB\"\nkeep = 1000");
+    let proxy = start_proxy(&ca, &dir.join("audit.jsonl"), "max_size = \"16KB\"\nkeep = 1000");
     let n = 3000;
     assert_eq!(load(&ca, proxy.port, "alice", n, 8), n);
     let files = check_lines(&dir, "audit.jsonl", n);
@@ -155,7 +108,7 @@ fn audit_log_rotates_by_size_under_load_without_losing_or_splitting_a_line() {
     // keep: the oldest files beyond it are removed.
     let dir2 = ca.dir().join("logs2");
     std::fs::create_dir_all(&dir2).unwrap();
-    let proxy2 = Proxy::start(&ca, &dir2.join("audit.jsonl"), "max_size = \"4KB\"\nkeep = 2");
+    let proxy2 = start_proxy(&ca, &dir2.join("audit.jsonl"), "max_size = \"4KB\"\nkeep = 2");
     assert_eq!(load(&ca, proxy2.port, "alice", 300, 2), 300);
     std::thread::sleep(Duration::from_millis(500));
     let names: Vec<String> = audit_files(&dir2, "audit.jsonl").into_iter().map(|(n, _)| n).collect();
@@ -170,7 +123,7 @@ fn audit_log_reopens_on_sigusr1_and_sighup_after_an_external_rename() {
     let dir = ca.dir().join("logs");
     std::fs::create_dir_all(&dir).unwrap();
     let audit = dir.join("audit.jsonl");
-    let proxy = Proxy::start(&ca, &audit, "");
+    let proxy = start_proxy(&ca, &audit, "");
     let n = 3000;
     let done = std::sync::atomic::AtomicBool::new(false);
     let rotations = std::thread::scope(|s| {
@@ -319,17 +272,10 @@ fn xfcc_quotes_subjects_that_need_it() {
     let o = "Acme; \"Evil\", Inc=1";
     ca.issue("client", "carol", &["--spiffe", "spiffe://acme.test/carol", "--ou", ou, "--o", o]);
     let audit = ca.dir().join("a.jsonl");
-    let proxy = Proxy::start(&ca, &audit, "");
-    let out = run(Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(ca.path("carol.crt"))
-        .arg("--key")
-        .arg(ca.path("carol.key"))
-        .arg(format!("https://127.0.0.1:{}/x", proxy.port)));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let proxy = start_proxy(&ca, &audit, "");
+    let out = ca.curl(Some("carol"), &format!("https://127.0.0.1:{}/x", proxy.port), &[]);
+    assert_eq!((out.code, out.status.as_str()), (0, "200"), "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.body).unwrap();
     let xfcc = v["xfcc"][0].as_str().unwrap().to_string();
     eprintln!("XFCC: {xfcc}");
     let pairs = xfcc_pairs(&xfcc);
@@ -345,9 +291,7 @@ fn xfcc_quotes_subjects_that_need_it() {
 /// A running `ambos serve` with extra flags; `ca.crt` (the root) in certs/.
 struct Serve {
     ca: TestCa,
-    port: u16,
-    log: PathBuf,
-    _child: ChildGuard,
+    daemon: Daemon,
 }
 
 impl Serve {
@@ -355,36 +299,25 @@ impl Serve {
         let ca = TestCa::new(&[]);
         std::fs::create_dir_all(ca.certs()).unwrap();
         std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
-        let port = free_port();
         let log = ca.dir().join("serve.log");
-        let mut child = ca
-            .cmd()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, &log);
-        Serve { ca, port, log, _child: ChildGuard(child) }
+        let daemon =
+            Daemon::spawn(ca.cmd().args(["serve", "--listen", "127.0.0.1:0", "--crl-validity", "1h"]).args(args), log);
+        Serve { ca, daemon }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    fn port(&self) -> u16 {
+        self.daemon.port
     }
 
     /// curl against the API: (status, response headers + body).
     fn curl(&self, method: &str, path: &str, body: Option<&Path>) -> (String, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "10", "-i", "-w", "\n%{http_code}", "-X", method, "--cacert"])
-            .arg(self.ca.path("ca.crt"));
-        if let Some(b) = body {
-            cmd.args(["-H", "Content-Type: application/json", "--data-binary"]).arg(format!("@{}", b.display()));
+        let data = body.map(|b| format!("@{}", b.display()));
+        let mut extra = vec!["-i", "-X", method];
+        if let Some(d) = &data {
+            extra.extend(["-H", "Content-Type: application/json", "--data-binary", d]);
         }
-        cmd.arg(format!("https://localhost:{}{path}", self.port));
-        let out = run(&mut cmd);
-        let (text, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), format!("{text}{}", out.stderr))
+        let r = self.ca.curl(None, &format!("https://localhost:{}{path}", self.port()), &extra);
+        (r.status, format!("{}{}", r.body, r.stderr))
     }
 
     fn enroll(&self, token: &str) -> ambos_interop_tests::Run {
@@ -392,7 +325,7 @@ impl Serve {
         run(self
             .ca
             .cmd()
-            .args(["enroll", "--ca-url", &format!("https://127.0.0.1:{}", self.port), "--root"])
+            .args(["enroll", "--ca-url", &format!("https://127.0.0.1:{}", self.port()), "--root"])
             .arg(self.ca.path("ca.crt"))
             .args(["--token", token, "--out"])
             .arg(out))
@@ -433,7 +366,7 @@ fn ca_server_answers_429_after_a_burst_of_bad_tokens_and_never_logs_them() {
     std::thread::sleep(Duration::from_secs(retry).saturating_sub(started.elapsed()) + Duration::from_millis(300));
     serve.enroll(&good).ok();
     // Failures are logged with the peer address, never with the token.
-    let log = serve.log();
+    let log = serve.daemon.log();
     assert!(log.contains("failed token") && log.contains("127.0.0.1"), "{log}");
     for t in &guesses {
         assert!(!log.contains(&t[6..20]), "token in the log: {log}");
@@ -449,30 +382,7 @@ fn ca_server_answers_429_after_a_burst_of_bad_tokens_and_never_logs_them() {
 /// Opens `n` TLS connections (handshake done, no request) to `port`, prints
 /// "<open> <failed>", then on each line from stdin prints how many the
 /// server has not closed yet.
-const HOLD: &str = r#"
-import socket, ssl, sys
-port, ca, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-ctx = ssl.create_default_context(cafile=ca)
-conns, failed = [], 0
-for i in range(n):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        conns.append(ctx.wrap_socket(s, server_hostname="localhost"))
-    except Exception:
-        failed += 1
-print(len(conns), failed, flush=True)
-for _ in sys.stdin:
-    alive = 0
-    for c in conns:
-        c.settimeout(0.01)
-        try:
-            alive += c.recv(1) != b""
-        except (socket.timeout, ssl.SSLWantReadError):
-            alive += 1
-        except OSError:
-            pass
-    print(alive, flush=True)
-"#;
+const HOLD: &str = include_str!("../../scripts/audit_rotation_hold.py");
 
 struct Holder {
     child: std::process::Child,
@@ -485,7 +395,7 @@ impl Holder {
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(HOLD)
-            .arg(serve.port.to_string())
+            .arg(serve.port().to_string())
             .arg(serve.ca.path("ca.crt"))
             .arg(n.to_string())
             .stdin(Stdio::piped())
@@ -520,7 +430,7 @@ fn healthz_ok(serve: &Serve, times: usize) {
     for _ in 0..times {
         let t = Instant::now();
         let (code, text) = serve.curl("GET", "/healthz", None);
-        assert_eq!(code, "200", "{text}\n{}", serve.log());
+        assert_eq!(code, "200", "{text}\n{}", serve.daemon.log());
         assert!(t.elapsed() < Duration::from_secs(2), "/healthz took {:?}", t.elapsed());
     }
 }
@@ -558,38 +468,14 @@ fn ca_server_keeps_answering_healthz_with_300_idle_tls_connections() {
 
 /// A half-sent request head and a half-sent body over TLS; prints how each
 /// ended and after how many seconds.
-const SLOW: &str = r#"
-import socket, ssl, sys, time
-port, ca = int(sys.argv[1]), sys.argv[2]
-ctx = ssl.create_default_context(cafile=ca)
-def conn():
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    return ctx.wrap_socket(s, server_hostname="localhost")
-def wait(c):
-    t, data = time.time(), b""
-    try:
-        while True:
-            d = c.recv(4096)
-            if not d:
-                break
-            data += d
-    except OSError:
-        pass
-    status = data.split(b" ")[1].decode() if data.startswith(b"HTTP/1.1") else "closed"
-    return "%s %.1f" % (status, time.time() - t)
-head = conn()
-head.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
-body = conn()
-body.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"token\":")
-print(wait(head), flush=True)
-print(wait(body), flush=True)
-"#;
+const SLOW: &str = include_str!("../../scripts/audit_rotation_slow.py");
 
 #[test]
 fn ca_server_closes_a_stalled_request_head_and_answers_a_stalled_body_408() {
     require("python3");
     let serve = Serve::start(&["--header-timeout", "2s"]);
-    let out = run(Command::new("python3").arg("-c").arg(SLOW).arg(serve.port.to_string()).arg(serve.ca.path("ca.crt")));
+    let out =
+        run(Command::new("python3").arg("-c").arg(SLOW).arg(serve.port().to_string()).arg(serve.ca.path("ca.crt")));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let mut lines = out.stdout.lines().map(|l| {
         let (what, secs) = l.split_once(' ').unwrap();

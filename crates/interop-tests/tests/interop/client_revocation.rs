@@ -4,16 +4,10 @@
 //! level needs its CRL), and a client that sends only its leaf is completed
 //! by the intermediate in the proxy's client CA file.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, Run, TestCa,
+    ambos_bin, curl, free_port, require, run, start_http_upstream, wait_file_contains, Daemon, Reply, Run, TestCa,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn spawn_logged(cmd: &mut Command, log: &Path) -> ChildGuard {
-    let child = cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap()).spawn().expect("start ambos");
-    ChildGuard(child)
-}
+use std::process::Command;
 
 /// A CA with two server certificates for localhost / 127.0.0.1: `revoked`
 /// (in the CRLs) and `good`, a client `alice`, and the CRL files
@@ -31,13 +25,12 @@ fn cast() -> TestCa {
 }
 
 /// `ambos proxy` with the server certificate `server`, clients checked against `client_ca`.
-fn proxy(ca: &TestCa, server: &str, client_ca: &Path) -> (ChildGuard, u16) {
+fn proxy(ca: &TestCa, server: &str, client_ca: &Path) -> (Daemon, u16) {
     let upstream = start_http_upstream();
-    let port = free_port();
-    let log = ca.dir().join(format!("proxy-{port}.log"));
-    let mut guard = spawn_logged(
+    let n = ca.dir().read_dir().unwrap().count();
+    let proxy = Daemon::spawn(
         Command::new(ambos_bin())
-            .args(["proxy", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["proxy", "--listen", "127.0.0.1:0"])
             .args(["--upstream", &format!("http://127.0.0.1:{upstream}")])
             .arg("--cert")
             .arg(ca.path(&format!("{server}.crt")))
@@ -45,10 +38,10 @@ fn proxy(ca: &TestCa, server: &str, client_ca: &Path) -> (ChildGuard, u16) {
             .arg(ca.path(&format!("{server}.key")))
             .arg("--client-ca")
             .arg(client_ca),
-        &log,
+        ca.dir().join(format!("proxy-{n}.log")),
     );
-    wait_for_port(port, &mut guard.0, &log);
-    (guard, port)
+    let port = proxy.port;
+    (proxy, port)
 }
 
 /// `ambos probe localhost:PORT --json` as alice with `extra` flags.
@@ -154,13 +147,12 @@ fn probe_with_crl_refuses_a_revoked_server_and_names_a_missing_crl() {
     r.fails_with(2, "need --ca");
 }
 
-/// `ambos tunnel --listen PORT --connect 127.0.0.1:SERVER` as `cert`/alice with `extra` flags.
-fn tunnel(ca: &TestCa, server: u16, cert: &Path, extra: &[&str]) -> (ChildGuard, u16, PathBuf) {
-    let port = free_port();
-    let log = ca.dir().join(format!("tunnel-{port}.log"));
-    let mut guard = spawn_logged(
+/// `ambos tunnel --listen 127.0.0.1:0 --connect 127.0.0.1:SERVER` as `cert`/alice with `extra` flags.
+fn tunnel(ca: &TestCa, server: u16, cert: &Path, extra: &[&str]) -> (Daemon, u16, PathBuf) {
+    let n = ca.dir().read_dir().unwrap().count();
+    let tunnel = Daemon::spawn(
         Command::new(ambos_bin())
-            .args(["tunnel", "--listen", &format!("127.0.0.1:{port}"), "--connect", &format!("127.0.0.1:{server}")])
+            .args(["tunnel", "--listen", "127.0.0.1:0", "--connect", &format!("127.0.0.1:{server}")])
             .arg("--cert")
             .arg(cert)
             .arg("--key")
@@ -168,30 +160,20 @@ fn tunnel(ca: &TestCa, server: u16, cert: &Path, extra: &[&str]) -> (ChildGuard,
             .arg("--ca")
             .arg(ca.path("ca.crt"))
             .args(extra),
-        &log,
+        ca.dir().join(format!("tunnel-{n}.log")),
     );
-    wait_for_port(port, &mut guard.0, &log);
-    (guard, port, log)
+    let (port, log) = (tunnel.port, tunnel.log.clone());
+    (tunnel, port, log)
 }
 
-/// curl through the tunnel's plaintext port: (exit code, body + "\n" + status).
-fn get(port: u16) -> Run {
-    run(Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
-        .arg(format!("http://127.0.0.1:{port}/through")))
+/// curl through the tunnel's plaintext port.
+fn get(port: u16) -> Reply {
+    curl(&format!("http://127.0.0.1:{port}/through"), None, None, &[])
 }
 
 #[track_caller]
 fn wait_log(log: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "log lacks '{needle}':\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_file_contains(log, needle, 10)
 }
 
 #[test]
@@ -209,25 +191,25 @@ fn tunnel_with_crl_closes_on_a_revoked_server_and_reloads_the_crl_file() {
     let (_t, port, log) = tunnel(&ca, bad, &ca.path("alice.crt"), &["--crl", &crl]);
     assert!(wait_log(&log, "tunnel listening").contains("checked against CRLs"));
     let r = get(port);
-    assert_ne!(r.code, 0, "a revoked server answered through the tunnel: {}", r.stdout);
-    assert!(!r.stdout.contains("200"), "{}", r.stdout);
+    assert_ne!(r.code, 0, "a revoked server answered through the tunnel: {}", r.body);
+    assert!(r.status != "200" && !r.body.contains("200"), "{r:?}");
     let text = wait_log(&log, "failed: TLS handshake failed (revoked)");
     assert!(text.contains("the certificate is revoked"), "{text}");
     // Without --crl the same server is reached (revocation not checked).
     let (_t2, port2, _) = tunnel(&ca, bad, &ca.path("alice.crt"), &[]);
     let r = get(port2);
-    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.status, "200", "{} {}", r.body, r.stderr);
 
     // Good server: the request goes through, the upstream sees alice.
     let (_t3, port3, log3) = tunnel(&ca, good, &ca.path("alice.crt"), &["--crl", &crl]);
     let r = get(port3);
-    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("URI=spiffe://acme.test/alice"), "{}", r.stdout);
+    assert_eq!(r.status, "200", "{} {}", r.body, r.stderr);
+    assert!(r.body.contains("URI=spiffe://acme.test/alice"), "{}", r.body);
     // Revoke it and rewrite the tunnel's CRL file: the next connection is refused.
     ca.ambos(&["revoke", "good"]).ok();
     ca.ambos(&["crl", "--all", "--out", &crl]).ok();
     let r = get(port3);
-    assert_ne!(r.code, 0, "server revoked after the CRL reload answered: {}", r.stdout);
+    assert_ne!(r.code, 0, "server revoked after the CRL reload answered: {}", r.body);
     let text = wait_log(&log3, "failed: TLS handshake failed (revoked)");
     assert!(text.contains("reloaded"), "{text}");
 
@@ -265,14 +247,14 @@ fn a_leaf_only_tunnel_client_is_completed_by_the_intermediate_in_the_client_ca_f
     let (_p, port) = proxy(&ca, "good", &bundle);
     let (_t, tport, _) = tunnel(&ca, port, &leaf, &["--crl", ca.path("crls.pem").to_str().unwrap()]);
     let r = get(tport);
-    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("URI=spiffe://acme.test/alice"), "{}", r.stdout);
+    assert_eq!(r.status, "200", "{} {}", r.body, r.stderr);
+    assert!(r.body.contains("URI=spiffe://acme.test/alice"), "{}", r.body);
 
     // Control: with the root alone in the client CA file the leaf cannot be chained.
     let (_p2, port2) = proxy(&ca, "good", &ca.path("ca.crt"));
     let (_t2, tport2, log2) = tunnel(&ca, port2, &leaf, &[]);
     let r = get(tport2);
-    assert!(!r.stdout.ends_with("\n200"), "a leaf-only client passed without the intermediate: {}", r.stdout);
+    assert_ne!(r.status, "200", "a leaf-only client passed without the intermediate: {}", r.body);
     wait_log(&log2, "tunnel to 127.0.0.1");
 }
 
@@ -280,11 +262,11 @@ fn a_leaf_only_tunnel_client_is_completed_by_the_intermediate_in_the_client_ca_f
 fn enroll_renew_and_tunnel_check_servers_against_crls_pulled_from_the_ca() {
     let ca = cast();
     std::fs::copy(ca.data().join("root.crt"), ca.path("root.crt")).unwrap();
-    let port = free_port();
-    let log = ca.dir().join("serve.log");
-    let mut serve =
-        spawn_logged(ca.cmd().args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"]), &log);
-    wait_for_port(port, &mut serve.0, &log);
+    let serve = Daemon::spawn(
+        ca.cmd().args(["serve", "--listen", "127.0.0.1:0", "--crl-validity", "1h"]),
+        ca.dir().join("serve.log"),
+    );
+    let port = serve.port;
     let url = format!("https://127.0.0.1:{port}");
     let crl_url = format!("{url}/v1/crl");
     let token = || ca.ambos(&["token", "create", "web"]).ok().stdout.trim().to_string();
@@ -332,7 +314,7 @@ fn enroll_renew_and_tunnel_check_servers_against_crls_pulled_from_the_ca() {
     let (_good, good) = proxy(&ca, "good", &ca.path("ca.crt"));
     let (_t2, tport2, _) = tunnel(&ca, good, &ca.path("alice.crt"), &["--crl-url", &crl_url]);
     let r = get(tport2);
-    assert!(r.stdout.ends_with("\n200"), "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.status, "200", "{} {}", r.body, r.stderr);
 
     // The agent reads them before anything else: a bad one stops it at once.
     let mut cmd = ca.cmd();

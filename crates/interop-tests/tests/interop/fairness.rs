@@ -1,24 +1,22 @@
 //! Fair under load: `ambos proxy` with small `[limits]` against clients
 //! that hold connections silent, send bodies that never finish, upstreams
 //! that never answer and HTTP/2 connections kept up with PINGs alone.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, ChildGuard, Daemon, TestCa};
 use std::io::{BufRead, BufReader, Read};
 
 type Output = BufReader<std::process::ChildStdout>;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A running `ambos proxy` (stopped when dropped) with its CA and ports.
+/// A running `ambos proxy` (stopped when dropped) with its CA and metrics port.
 struct Proxy {
     ca: TestCa,
     port: u16,
     metrics: u16,
-    log: PathBuf,
-    _child: ChildGuard,
+    daemon: Daemon,
 }
 
 impl Proxy {
@@ -34,53 +32,37 @@ impl Proxy {
         let ca = TestCa::new(&[]);
         ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
         ca.issue("client", "alice", &[]);
-        let port = free_port();
+        // The metrics listener logs its configured address, not the bound one.
         let metrics = free_port();
         let config = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
+            "[listen]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
              key = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\n\
              [upstream]\n{upstream}\n\n[limits]\n{limits}\n\n\
              [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n"
         );
-        let path = ca.write("proxy.toml", config);
+        let path = Daemon::proxy_config(ca.dir(), &config);
         run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
-        let log = ca.dir().join("proxy.log");
-        let mut child = Command::new(ambos_bin())
-            .args(["proxy", "--config", path.to_str().unwrap()])
-            .current_dir(ca.dir())
-            .env("AMBOS_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, &log);
-        Proxy { ca, port, metrics, log, _child: ChildGuard(child) }
+        let daemon = Daemon::proxy(ca.dir(), &config, &[("AMBOS_LOG", "debug")]);
+        Proxy { ca, port: daemon.port, metrics, daemon }
     }
 
     /// curl with alice's certificate: (HTTP status, seconds taken).
     fn curl(&self, path: &str, extra: &[&str]) -> (String, f64) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "--cacert"])
-            .arg(self.ca.path("ca.crt"))
-            .arg("--cert")
-            .arg(self.ca.path("alice.crt"))
-            .arg("--key")
-            .arg(self.ca.path("alice.key"))
-            .args(extra)
-            .arg(format!("https://localhost:{}{path}", self.port))
-            .args(["--resolve", &format!("localhost:{}:127.0.0.1", self.port)]);
-        let out = run(&mut cmd);
-        let (status, secs) = out.stdout.trim().split_once(' ').unwrap_or(("", "0"));
-        (status.to_string(), secs.parse().unwrap_or(0.0))
+        let url = format!("https://localhost:{}{path}", self.port);
+        let resolve = format!("localhost:{}:127.0.0.1", self.port);
+        let mut args = vec!["--max-time", "20"];
+        args.extend_from_slice(extra);
+        args.extend(["--resolve", &resolve]);
+        let r = self.ca.curl(Some("alice"), &url, &args);
+        (r.status, r.secs)
     }
 
     fn metrics(&self) -> String {
-        let out = run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)]));
-        out.stdout
+        run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", self.metrics)])).ok().stdout
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log()
     }
 
     /// A Python script in the CA's directory, started with `args`; it
@@ -139,19 +121,7 @@ fn start_silent_upstream() -> (u16, Arc<AtomicUsize>) {
 
 /// Opens `N` TCP connections to `PORT` and stays silent on all of them;
 /// with a third argument, half of them, then the rest 1.2 s later.
-const SILENT: &str = r#"
-import socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-socks = []
-for i in range(n):
-    if len(sys.argv) > 3 and i == n // 2:
-        time.sleep(1.2)
-    s = socket.socket()
-    s.connect(("127.0.0.1", port))
-    socks.append(s)
-print("open", flush=True)
-time.sleep(600)
-"#;
+const SILENT: &str = include_str!("../../scripts/fairness_silent.py");
 
 #[test]
 fn silent_connections_past_the_cap_do_not_lock_out_a_client_with_a_certificate() {
@@ -226,37 +196,7 @@ fn an_upstream_that_never_answers_gets_504_at_upstream_timeout() {
 /// Sends a POST whose body trickles at about 3 bytes/s (1 byte every
 /// 300 ms) and never finishes; prints the seconds until the proxy answered,
 /// until the connection closed, and the status line (or "closed").
-const SLOW_BODY: &str = r#"
-import socket, ssl, sys, time
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-start = time.monotonic()
-s.sendall(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nx")
-print("sent", flush=True)
-s.settimeout(0.3)
-data, answered = b"", None
-while time.monotonic() - start < 20:
-    try:
-        chunk = s.recv(65536)
-    except socket.timeout:
-        try:
-            s.sendall(b"x")
-        except (ConnectionError, ssl.SSLError):
-            break
-        continue
-    except (ConnectionError, ssl.SSLError):
-        break
-    if not chunk:
-        break
-    if answered is None:
-        answered = time.monotonic() - start
-    data += chunk
-closed = time.monotonic() - start
-status = data.split(b"\r\n")[0].decode() if data else "closed"
-print(f"{answered} {closed} {status}", flush=True)
-"#;
+const SLOW_BODY: &str = include_str!("../../scripts/fairness_slow_body.py");
 
 #[test]
 fn a_body_at_3_bytes_per_second_is_cut_off_at_body_timeout_and_frees_its_upstream_connection() {
@@ -289,48 +229,7 @@ fn a_body_at_3_bytes_per_second_is_cut_off_at_body_timeout_and_frees_its_upstrea
 /// Opens an HTTP/2 connection (raw frames), never opens a stream, answers
 /// the server's SETTINGS and PINGs and sends its own PING every 300 ms;
 /// prints the seconds until a GOAWAY came and until the connection closed.
-const IDLE_H2: &str = r#"
-import socket, ssl, struct, sys, time
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-ctx.set_alpn_protocols(["h2"])
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
-def frame(kind, flags, stream, payload=b""):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
-print("open", flush=True)
-start = time.monotonic()
-s.settimeout(0.3)
-buf, goaway, closed = b"", None, None
-while time.monotonic() - start < 20:
-    try:
-        chunk = s.recv(65536)
-        if not chunk:
-            closed = time.monotonic() - start
-            break
-        buf += chunk
-    except socket.timeout:
-        s.sendall(frame(6, 0, 0, b"12345678"))
-        continue
-    except (ConnectionError, ssl.SSLError):
-        closed = time.monotonic() - start
-        break
-    while len(buf) >= 9:
-        length = int.from_bytes(buf[:3], "big")
-        if len(buf) < 9 + length:
-            break
-        kind, flags, payload = buf[3], buf[4], buf[9:9 + length]
-        buf = buf[9 + length:]
-        if kind == 4 and not flags & 1:
-            s.sendall(frame(4, 1, 0))
-        elif kind == 6 and not flags & 1:
-            s.sendall(frame(6, 1, 0, payload))
-        elif kind == 7 and goaway is None:
-            goaway = time.monotonic() - start
-print(f"{goaway} {closed}", flush=True)
-"#;
+const IDLE_H2: &str = include_str!("../../scripts/fairness_idle_h2.py");
 
 #[test]
 fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
@@ -352,23 +251,7 @@ fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
 
 /// TCP mode: sends one line, then nothing; prints the seconds from the
 /// line until the proxy closed the connection.
-const IDLE_TCP: &str = r#"
-import socket, ssl, sys, time
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-s.sendall(b"hello\n")
-start = time.monotonic()
-print("sent", flush=True)
-s.settimeout(20)
-try:
-    while s.recv(4096):
-        pass
-except (socket.timeout, ConnectionError, ssl.SSLError):
-    pass
-print(f"{time.monotonic() - start}", flush=True)
-"#;
+const IDLE_TCP: &str = include_str!("../../scripts/fairness_idle_tcp.py");
 
 #[test]
 fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
@@ -395,45 +278,7 @@ fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
 /// Opens `N` TCP connections to `PORT` at once and stays silent on all of
 /// them; prints how many the proxy closed within 2 s and the longest any
 /// of those stayed open (seconds), then holds the rest.
-const BURST: &str = r#"
-import socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-pending, held, closed, slowest = [], [], 0, 0.0
-for i in range(n):
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", port))
-    except OSError:
-        closed += 1
-        continue
-    # Timed from the connect's end. A connection that found the accept
-    # queue full is accepted only when the kernel retransmits its SYN-ACK,
-    # 1 s later: the burst is paced a little to spare the queue.
-    if i % 20 == 19:
-        time.sleep(0.005)
-    s.setblocking(False)
-    pending.append((s, time.monotonic()))
-deadline = time.monotonic() + 2
-while pending and time.monotonic() < deadline:
-    rest = []
-    for s, start in pending:
-        try:
-            if s.recv(1):
-                held.append(s)
-                continue
-        except BlockingIOError:
-            rest.append((s, start))
-            continue
-        except OSError:
-            pass
-        closed += 1
-        slowest = max(slowest, time.monotonic() - start)
-        s.close()
-    pending = rest
-    time.sleep(0.005)
-print(f"{closed} {slowest:.3f}", flush=True)
-time.sleep(600)
-"#;
+const BURST: &str = include_str!("../../scripts/fairness_burst.py");
 
 #[test]
 fn a_connection_flood_from_one_address_is_refused_at_accept_past_its_rate() {

@@ -4,7 +4,7 @@
 //! its own `X-Forwarded-Client-Cert` through under any spelling; Host,
 //! `Connection` and `Transfer-Encoding` tricks are refused; a malformed
 //! request body is the client's 400, not an upstream error.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, Daemon, TestCa};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,67 +12,12 @@ use std::time::{Duration, Instant};
 /// The WSGI app: answers JSON with every `HTTP_*` variable plus
 /// `CONTENT_LENGTH`, the path and the body it read (the whole
 /// `Content-Length`); each request is also appended to `LOG` as a line.
-const WSGI_UPSTREAM: &str = r#"
-import json, sys
-from wsgiref.simple_server import make_server, WSGIRequestHandler
-
-port, log = int(sys.argv[1]), sys.argv[2]
-
-def app(environ, start_response):
-    seen = {k: v for k, v in environ.items() if k.startswith("HTTP_")}
-    seen["CONTENT_LENGTH"] = environ.get("CONTENT_LENGTH", "")
-    seen["PATH_INFO"] = environ.get("PATH_INFO", "")
-    if seen["CONTENT_LENGTH"]:
-        seen["BODY"] = environ["wsgi.input"].read(int(seen["CONTENT_LENGTH"])).decode("latin-1")
-    body = json.dumps(seen).encode()
-    with open(log, "a") as f:
-        f.write(body.decode() + "\n")
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return [body]
-
-class Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-make_server("127.0.0.1", port, app, handler_class=Quiet).serve_forever()
-"#;
+const WSGI_UPSTREAM: &str = include_str!("../../scripts/header_attacks_wsgi_upstream.py");
 
 /// Sends raw bytes over TLS (so nothing fixes the request up) and prints
 /// what came back: `PORT CA CERT KEY REQUEST_FILE [close]`. With `close`
 /// the connection is closed right after sending (a truncated body).
-const RAW_CLIENT: &str = r#"
-import socket, ssl, sys
-port, ca, cert, key, req = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
-s.sendall(open(req, "rb").read())
-if len(sys.argv) > 6:
-    s.close()
-    sys.exit(0)
-data = b""
-try:
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = None
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
-    while length is not None and len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    data = head + b"\r\n\r\n" + body
-except (socket.timeout, ConnectionError, ssl.SSLError):
-    pass
-sys.stdout.write(data.decode("latin-1"))
-"#;
+const RAW_CLIENT: &str = include_str!("../../scripts/header_attacks_raw_client.py");
 
 const ADMIN: &str = "spiffe://acme.test/admin";
 const WEB: &str = "spiffe://acme.test/web";
@@ -84,7 +29,7 @@ struct Fixture {
     _upstream: ChildGuard,
     port: u16,
     metrics: u16,
-    proxy: Option<ChildGuard>,
+    proxy: Option<Daemon>,
     audit: PathBuf,
 }
 
@@ -132,14 +77,16 @@ impl Fixture {
     /// The same, with extra `[listen]` lines.
     fn start_with(&mut self, underscores: Option<&str>, listen: &str) {
         self.proxy = None;
-        let _ = std::fs::remove_file(&self.audit);
-        self.port = free_port();
+        if self.audit.exists() {
+            std::fs::remove_file(&self.audit).unwrap();
+        }
+        // The metrics listener logs its configured address, not the bound one.
         self.metrics = free_port();
         let headers = underscores.map(|u| format!("[headers]\nunderscores = \"{u}\"\n")).unwrap_or_default();
         let config = format!(
             r#"
 [listen]
-address = "127.0.0.1:{}"
+address = "127.0.0.1:0"
 {listen}
 
 [tls]
@@ -166,21 +113,13 @@ path = "audit.jsonl"
 [metrics]
 address = "127.0.0.1:{}"
 "#,
-            self.port, self.upstream_port, self.metrics
+            self.upstream_port, self.metrics
         );
-        let path = self.ca.write("proxy.toml", config);
+        let path = Daemon::proxy_config(self.ca.dir(), &config);
         run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
-        let log_path = self.ca.dir().join("proxy.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(ambos_bin())
-            .args(["proxy", "--config", path.to_str().unwrap()])
-            .current_dir(self.ca.dir())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        wait_for_port(self.port, &mut child, &log_path);
-        self.proxy = Some(ChildGuard(child));
+        let proxy = Daemon::proxy(self.ca.dir(), &config, &[]);
+        self.port = proxy.port;
+        self.proxy = Some(proxy);
     }
 
     /// `request` sent as raw bytes by the unprivileged client over
@@ -211,21 +150,13 @@ address = "127.0.0.1:{}"
 
     /// curl --http2 as the unprivileged client with extra headers; (status, body).
     fn h2(&self, path: &str, headers: &[&str]) -> (String, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--http2", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-            .arg(self.ca.path("ca.crt"))
-            .arg("--cert")
-            .arg(self.ca.path("web.crt"))
-            .arg("--key")
-            .arg(self.ca.path("web.key"));
+        let mut args = vec!["--http2"];
         for h in headers {
-            cmd.args(["-H", h]);
+            args.extend(["-H", h]);
         }
-        cmd.arg(format!("https://localhost:{}{path}", self.port));
-        let out = run(&mut cmd);
+        let out = self.ca.curl(Some("web"), &format!("https://localhost:{}{path}", self.port), &args);
         assert_eq!(out.code, 0, "curl: {}", out.stderr);
-        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
-        (code.to_string(), body.to_string())
+        (out.status, out.body)
     }
 
     fn metrics(&self) -> String {

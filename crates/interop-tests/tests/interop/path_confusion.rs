@@ -4,7 +4,7 @@
 //! over HTTP/1.1 (raw bytes through Python ssl) or HTTP/2 (curl
 //! `--request-target`), may get the admin secret; every variant the proxy
 //! refuses gets 400 and an audit line with the reason.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, Daemon, TestCa};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,78 +16,12 @@ const SECRET: &str = "ADMIN-SECRET-7f3a9c";
 /// stripped from each segment, then percent-decoded, here twice, `\` read
 /// as `/`, whitespace and NUL trimmed from segments), or one that decodes
 /// once and ignores case. Serves files under ROOT; any method is GET.
-const UPSTREAM_PY: &str = r##"
-import os, posixpath, sys, urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-mode, port, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-class H(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-    def __getattr__(self, name):
-        if name.startswith("do_"):
-            return self.serve
-        raise AttributeError(name)
-    def serve(self):
-        raw = self.path.split("?", 1)[0].split("#", 1)[0]
-        if "://" in raw:
-            raw = "/" + raw.split("://", 1)[1].partition("/")[2]
-        if mode == "servlet":
-            raw = "/".join(seg.split(";", 1)[0] for seg in raw.split("/"))
-            p = urllib.parse.unquote(urllib.parse.unquote(raw)).replace("\\", "/")
-            p = "/".join(seg.strip(" \t\r\n\x00\x0b\x0c\xa0") for seg in p.split("/"))
-        else:
-            p = urllib.parse.unquote(raw).replace("\\", "/").lower()
-        p = posixpath.normpath("/" + p)
-        full = os.path.join(root, *[s for s in p.split("/") if s not in ("", ".", "..")])
-        if os.path.isfile(full):
-            body = open(full, "rb").read()
-            self.send_response(200)
-        else:
-            body = b"not found\n"
-            self.send_response(404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"##;
+const UPSTREAM_PY: &str = include_str!("../../scripts/path_confusion_upstream.py");
 
 /// Sends each request of a JSON list `[[method, target], ...]` as raw bytes
 /// (latin-1) over its own TLS connection, HTTP/1.1; prints a JSON list of
 /// `[status, body]` (status 0: no response).
-const CLIENT_PY: &str = r#"
-import json, socket, ssl, sys
-port, ca, cert, key, variants = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-ctx.set_alpn_protocols(["http/1.1"])
-out = []
-for method, target in json.load(open(variants)):
-    # Authority form: Host names the same authority.
-    host = target if not target.startswith("/") and "://" not in target and target != "*" else "localhost"
-    req = (method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n").encode("latin-1")
-    try:
-        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
-            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-                s.sendall(req)
-                data = b""
-                while True:
-                    try:
-                        chunk = s.recv(65536)
-                    except (ssl.SSLError, ConnectionResetError):
-                        break
-                    if not chunk:
-                        break
-                    data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        line = head.split(b"\r\n", 1)[0].split(b" ")
-        status = int(line[1]) if len(line) > 1 and line[1].isdigit() else 0
-        out.append([status, body.decode("latin-1")])
-    except Exception as e:
-        out.append([0, "error: %s" % e])
-print(json.dumps(out))
-"#;
+const CLIENT_PY: &str = include_str!("../../scripts/path_confusion_client.py");
 
 /// What the proxy is expected to do with a variant (HTTP/1.1).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -212,19 +146,17 @@ struct Proxy {
     port: u16,
     metrics: u16,
     audit: PathBuf,
-    _child: ChildGuard,
+    _daemon: Daemon,
 }
 
 fn start_proxy(ca: &TestCa, tag: &str, upstream: u16) -> Proxy {
-    let (port, metrics) = (free_port(), free_port());
+    // The metrics listener logs its configured address, not the bound one.
+    let metrics = free_port();
     let audit = ca.dir().join(format!("audit-{tag}.jsonl"));
-    let log = ca.dir().join(format!("proxy-{tag}.log"));
-    let cfg = ca.write(
-        &format!("proxy-{tag}.toml"),
-        format!(
-            r#"
+    let config = format!(
+        r#"
 [listen]
-address = "127.0.0.1:{port}"
+address = "127.0.0.1:0"
 
 [tls]
 cert = "certs/localhost.crt"
@@ -248,18 +180,10 @@ path = "{}"
 [metrics]
 address = "127.0.0.1:{metrics}"
 "#,
-            audit.display()
-        ),
+        audit.display()
     );
-    let mut child = Command::new(ambos_bin())
-        .args(["proxy", "--config", cfg.to_str().unwrap()])
-        .current_dir(ca.dir())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, &log);
-    Proxy { port, metrics, audit, _child: ChildGuard(child) }
+    let daemon = Daemon::proxy(ca.dir(), &config, &[]);
+    Proxy { port: daemon.port, metrics, audit, _daemon: daemon }
 }
 
 fn start_upstream(dir: &Path, kind: &str, root: &Path) -> (u16, ChildGuard) {
@@ -283,7 +207,7 @@ fn direct(port: u16, target: &str) -> (u16, String) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut data = Vec::new();
-    let _ = s.read_to_end(&mut data);
+    s.read_to_end(&mut data).unwrap_or_else(|e| panic!("reading {target} from the upstream: {e}"));
     let text = String::from_utf8_lossy(&data).to_string();
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
@@ -312,18 +236,12 @@ fn audited_path(target: &str) -> String {
 /// curl over HTTP/2 as `who`, with `target` sent as `:path` verbatim:
 /// (HTTP status, 0 when none, and body).
 fn curl_h2(ca: &TestCa, who: &str, port: u16, method: &str, target: &str) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--http2", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(ca.path(&format!("{who}.crt")))
-        .arg("--key")
-        .arg(ca.path(&format!("{who}.key")))
-        .args(["-X", method, "--request-target", target])
-        .arg(format!("https://localhost:{port}/"));
-    let out = run(&mut cmd);
-    let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
-    (code.parse().unwrap_or(0), body.to_string())
+    let r = ca.curl(
+        Some(who),
+        &format!("https://localhost:{port}/"),
+        &["--http2", "-X", method, "--request-target", target],
+    );
+    (r.status.parse().unwrap_or(0), r.body)
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! ambos proxy and against nginx with `ssl_verify_client on` (including
 //! nginx's 400 after a TLS 1.3 handshake). Plus `ambos quickstart --exit`.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_for_port, ChildGuard, TestCa,
+    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_file_contains, Daemon, TestCa,
 };
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn probe(ca: &TestCa, port: u16, who: Option<(&TestCa, &str)>, extra: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(ambos_bin());
@@ -36,7 +36,7 @@ struct Cast {
 
 fn cast() -> Cast {
     let ca = TestCa::new(&[]);
-    ca.issue("client", "expired", &["--ttl", "1s"]);
+    ca.issue_expired("client", "expired", &[]);
     ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
     ca.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
     ca.issue("client", "bob", &[]);
@@ -47,7 +47,6 @@ fn cast() -> Cast {
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
     let other = TestCa::new(&["--name", "Elsewhere"]);
     other.issue("client", "alice", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(2100)); // `expired` expires
     Cast { ca, other }
 }
 
@@ -103,38 +102,17 @@ fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
 fn probe_names_every_catalog_entry_against_the_ambos_proxy() {
     let c = cast();
     let upstream = start_http_upstream();
-    let port = free_port();
-    let config = c.ca.write(
-        "proxy.toml",
-        format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-             client_ca = \"certs/ca.crt\"\ncrl = \"certs/crls.pem\"\nmin_version = \"1.3\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n\
-             [[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n[audit]\npath = \"audit.jsonl\"\n"
-        ),
+    let config = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
+         client_ca = \"certs/ca.crt\"\ncrl = \"certs/crls.pem\"\nmin_version = \"1.3\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n\
+         [[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n[audit]\npath = \"audit.jsonl\"\n"
     );
-    let log = c.ca.dir().join("proxy.log");
-    let mut child = Command::new(ambos_bin())
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, &log);
-    let _g = ChildGuard(child);
-    catalog(&c, port, (port, &["--tls-version", "1.2"]), "ambos proxy");
+    let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
+    catalog(&c, proxy.port, (proxy.port, &["--tls-version", "1.2"]), "ambos proxy");
     // The server side names the same causes in its audit log (written by a
     // background thread: wait for it).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for reason in ["sent no certificate", "revoked", "does not trust", "allow list", "no TLS version"] {
-        loop {
-            let audit = std::fs::read_to_string(c.ca.dir().join("audit.jsonl")).unwrap_or_default();
-            if audit.contains(reason) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "audit lacks '{reason}':\n{audit}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_file_contains(&c.ca.dir().join("audit.jsonl"), reason, 5);
     }
 }
 

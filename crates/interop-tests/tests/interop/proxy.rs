@@ -1,8 +1,8 @@
 //! `ambos proxy` against real clients (curl HTTP/1.1 and HTTP/2, openssl
 //! s_client, Python ssl, a Java 17 JSSE client) with ambos certificates.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, wait_for_port,
-    ChildGuard, TestCa,
+    ambos_bin, curl, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, Daemon,
+    TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,17 +15,16 @@ struct Fixture {
     ca: TestCa,
     port: u16,
     metrics: u16,
-    proxy: Option<ChildGuard>,
-    log: PathBuf,
+    proxy: Option<Daemon>,
     audit: PathBuf,
 }
 
 impl Fixture {
-    fn config(&self, port: u16, upstream: &str, extra_routes: &str) -> String {
+    fn config(&self, upstream: &str, extra_routes: &str) -> String {
         format!(
             r#"
 [listen]
-address = "127.0.0.1:{port}"
+address = "127.0.0.1:0"
 
 [tls]
 cert = "certs/localhost.crt"
@@ -65,7 +64,7 @@ allow = ["spiffe://acme.test/alice", "cn:dave"]
 
     fn new() -> Fixture {
         let ca = TestCa::new(&[]);
-        ca.issue("client", "expired", &["--ttl", "1s"]);
+        ca.issue_expired("client", "expired", &[]);
         ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
         let pw = ca.write("p12-password.txt", P12_PASSWORD);
         ca.issue(
@@ -99,47 +98,28 @@ allow = ["spiffe://acme.test/alice", "cn:dave"]
             pw.to_str().unwrap(),
         ])
         .ok();
-        let log = ca.dir().join("proxy.log");
         let audit = ca.dir().join("audit.jsonl");
-        Fixture { ca, port: free_port(), metrics: free_port(), proxy: None, log, audit }
+        // The metrics listener logs its configured address, not the bound one.
+        Fixture { ca, port: 0, metrics: free_port(), proxy: None, audit }
     }
 
     fn start(&mut self, config: &str) {
-        let path = self.ca.write("proxy.toml", config);
-        let log = std::fs::File::create(&self.log).unwrap();
-        let mut child = Command::new(ambos_bin())
-            .args(["proxy", "--config", path.to_str().unwrap()])
-            .current_dir(self.ca.dir())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        wait_for_port(self.port, &mut child, &self.log);
-        self.proxy = Some(ChildGuard(child));
+        let proxy = Daemon::proxy(self.ca.dir(), config, &[]);
+        self.port = proxy.port;
+        self.proxy = Some(proxy);
     }
 
     fn http(upstream_port: u16) -> Fixture {
         let mut f = Fixture::new();
-        let cfg = f.config(f.port, &format!("url = \"http://127.0.0.1:{upstream_port}\""), Self::HTTP_ROUTES);
+        let cfg = f.config(&format!("url = \"http://127.0.0.1:{upstream_port}\""), Self::HTTP_ROUTES);
         f.start(&cfg);
         f
     }
 
     /// curl as `client` (None: no certificate); returns (exit code, HTTP status, body).
     fn curl(&self, client: Option<&str>, path: &str, extra: &[&str]) -> (i32, String, String) {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-            .arg(self.ca.path("ca.crt"));
-        if let Some(c) = client {
-            cmd.arg("--cert")
-                .arg(self.ca.path(&format!("{c}.crt")))
-                .arg("--key")
-                .arg(self.ca.path(&format!("{c}.key")));
-        }
-        cmd.args(extra).arg(format!("https://localhost:{}{path}", self.port));
-        let out = run(&mut cmd);
-        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", ""));
-        (out.code, code.to_string(), body.to_string())
+        let r = self.ca.curl(client, &format!("https://localhost:{}{path}", self.port), extra);
+        (r.code, r.status, r.body)
     }
 
     fn audit_lines(&self) -> Vec<serde_json::Value> {
@@ -218,16 +198,8 @@ fn curl_over_http1_and_http2_gets_through_and_upstream_sees_only_our_xfcc() {
         assert_eq!(v["path"], "/hello");
     }
     // HTTP/2 was really negotiated.
-    let (_, _, _) = f.curl(Some("alice"), "/", &["--http2"]);
-    let out = run(Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_version}", "--http2", "--cacert"])
-        .arg(f.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(f.ca.path("alice.crt"))
-        .arg("--key")
-        .arg(f.ca.path("alice.key"))
-        .arg(format!("https://localhost:{}/", f.port)));
-    assert_eq!(out.stdout.trim(), "2");
+    let out = f.ca.curl(Some("alice"), &format!("https://localhost:{}/", f.port), &["--http2"]);
+    assert_eq!((out.status.as_str(), out.version.as_str()), ("200", "2"), "{}", out.stderr);
     let line = f.wait_audit("alice's request", |l| l["path"] == "/hello" && l["decision"] == "allow");
     assert_eq!(line["identity"]["spiffe"], "spiffe://acme.test/alice");
     assert_eq!(line["status"], 200);
@@ -247,52 +219,13 @@ fn openssl_python_and_java_clients_get_through() {
     assert!(out.stdout.starts_with("HTTP/1.1 200"), "openssl s_client: {} {}", out.stdout, out.stderr);
 
     // Python's ssl module.
-    let script = f.ca.write(
-        "client.py",
-        r#"
-import http.client, ssl, sys
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-conn = http.client.HTTPSConnection("localhost", port, context=ctx)
-conn.request("GET", "/from-python")
-r = conn.getresponse()
-print(r.status, conn.sock.version())
-"#,
-    );
+    let script = f.ca.write("client.py", include_str!("../../scripts/proxy_client.py"));
     let (cert, key) = f.alice();
     let py = run(&mut f.python(&script, (&cert, &key), &[])).ok();
     assert_eq!(py.stdout.trim(), "200 TLSv1.3", "{}", py.stderr);
 
     // Java 17 JSSE with the PKCS#12 keystore and truststore exported by ambos.
-    let java = f.ca.write(
-        "Client.java",
-        r#"
-import java.io.FileInputStream;
-import java.net.URL;
-import java.security.KeyStore;
-import javax.net.ssl.*;
-
-public class Client {
-    public static void main(String[] args) throws Exception {
-        char[] pw = args[3].toCharArray();
-        KeyStore ks = KeyStore.getInstance("PKCS12");
-        ks.load(new FileInputStream(args[1]), pw);
-        KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-        kmf.init(ks, pw);
-        KeyStore ts = KeyStore.getInstance("PKCS12");
-        ts.load(new FileInputStream(args[2]), pw);
-        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-        tmf.init(ts);
-        SSLContext ctx = SSLContext.getInstance("TLS");
-        ctx.init(kmf.getKeyManagers(), tmf.getTrustManagers(), null);
-        HttpsURLConnection c = (HttpsURLConnection) new URL(args[0]).openConnection();
-        c.setSSLSocketFactory(ctx.getSocketFactory());
-        System.out.println("status " + c.getResponseCode());
-    }
-}
-"#,
-    );
+    let java = f.ca.write("Client.java", include_str!("../../scripts/Client.java"));
     let java_run = |who: &str| {
         run(Command::new("java")
             .arg(&java)
@@ -336,17 +269,9 @@ fn clients_that_must_not_pass_are_refused_with_the_reason_logged() {
     // Refused in the handshake.
     let (code, _, _) = f.curl(None, "/", &[]);
     assert_ne!(code, 0, "no certificate");
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(f.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(other.path("alice.crt"))
-        .arg("--key")
-        .arg(other.path("alice.key"))
-        .arg(format!("https://localhost:{}/", f.port));
-    assert_ne!(run(&mut cmd).code, 0, "certificate from another CA");
-    // `expired` was issued with a 1 s lifetime when the fixture started.
-    std::thread::sleep(Duration::from_millis(1200));
+    let (cert, key) = (other.path("alice.crt"), other.path("alice.key"));
+    let out = curl(&format!("https://localhost:{}/", f.port), Some(&f.ca.path("ca.crt")), Some((&cert, &key)), &[]);
+    assert_ne!(out.code, 0, "certificate from another CA");
     for who in ["expired", "carol", "server-only"] {
         let (code, status, _) = f.curl(Some(who), "/", &[]);
         assert_ne!(code, 0, "{who} got through with status {status}");
@@ -406,24 +331,15 @@ fn a_newly_revoked_client_is_refused_after_crl_reload_and_a_broken_cert_keeps_th
     let cert = f.ca.path("localhost.crt");
     let good = std::fs::read(&cert).unwrap();
     std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&f.log).unwrap().contains("reload failed") {
-        assert!(Instant::now() < deadline, "no reload failure logged: {}", std::fs::read_to_string(&f.log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let log = std::fs::read_to_string(&f.log).unwrap();
+    let log = f.proxy.as_ref().unwrap().wait_log("reload failed", 5);
     assert!(log.contains("localhost.crt"), "the log names the bad file: {log}");
     assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200", "still serving with the previous certificate");
     std::fs::write(&cert, good).unwrap();
 
     // SIGHUP reloads too.
     let proxy = f.proxy.as_ref().unwrap();
-    run(Command::new("kill").args(["-HUP", &proxy.0.id().to_string()])).ok();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&f.log).unwrap().contains("trigger=\"SIGHUP\"") {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload: {}", std::fs::read_to_string(&f.log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    proxy.signal("-HUP");
+    proxy.wait_log("trigger=\"SIGHUP\"", 5);
     assert_eq!(f.curl(Some("alice"), "/", &[]).1, "200");
 }
 
@@ -433,7 +349,7 @@ fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_other
     let echo = start_echo_server();
     let mut f = Fixture::new();
     let routes = "[[route]]\nallow = [\"spiffe://acme.test/alice\"]\n";
-    let cfg = fix_tcp_config(&f.config(f.port, &format!("address = \"127.0.0.1:{echo}\""), routes));
+    let cfg = fix_tcp_config(&f.config(&format!("address = \"127.0.0.1:{echo}\""), routes));
     f.start(&cfg);
     let alice = s_client(&f.ca, "alice", f.port, b"hello over mtls\n");
     assert!(alice.stdout.contains("echo: hello over mtls"), "{} {}", alice.stdout, alice.stderr);
@@ -467,7 +383,7 @@ fn fix_tcp_config(cfg: &str) -> String {
 #[test]
 fn bad_config_is_refused_naming_the_line_and_field() {
     let f = Fixture::new();
-    let good = f.config(f.port, "url = \"http://127.0.0.1:9\"", Fixture::HTTP_ROUTES);
+    let good = f.config("url = \"http://127.0.0.1:9\"", Fixture::HTTP_ROUTES);
     let bad = f.ca.write("bad.toml", good.replace("[tls]\n", "[tls]\nclient_certificate = \"x\"\n"));
     let line = good.lines().position(|l| l == "[tls]").unwrap() + 2;
     f.ca.ambos(&["proxy", "--config", bad.to_str().unwrap()])
@@ -522,72 +438,10 @@ fn idle_timeout_closes_stalled_heads_and_idle_connections_but_not_slow_clients()
     let upstream = start_http_upstream();
     let mut f = Fixture::new();
     let cfg = f
-        .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
+        .config(&format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
         .replace("[limits]\n", "[limits]\nidle_timeout = \"2s\"\n");
     f.start(&cfg);
-    let script = f.ca.write(
-        "timeouts.py",
-        r#"
-import socket, ssl, sys, time
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-
-def connect():
-    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-
-def closed(s, wait):
-    # True once the proxy has closed the connection (EOF or reset).
-    s.settimeout(wait)
-    try:
-        return s.recv(65536) == b""
-    except TimeoutError:
-        return False
-    except (ConnectionError, ssl.SSLError):
-        return True
-    finally:
-        s.settimeout(None)
-
-def request(s, path):
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
-    while len(body) < length:
-        body += s.recv(65536)
-    return head.split(b"\r\n")[0].decode()
-
-def until_closed(s, feed=None, limit=10.0):
-    start = time.time()
-    while time.time() - start < limit:
-        if feed:
-            try:
-                feed(s)
-            except (ConnectionError, ssl.SSLError):
-                return time.time() - start
-        if closed(s, 0.3):
-            return time.time() - start
-    return None
-
-# A head trickled in one header line at a time.
-s = connect()
-s.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n")
-print("trickle", until_closed(s, feed=lambda s: s.sendall(b"X-Slow: 1\r\n")))
-# Half a head, then nothing.
-s = connect()
-s.sendall(b"GET /stalled HTTP/1.1\r\nHost: local")
-print("stalled", until_closed(s))
-# One request, then idle.
-s = connect()
-print("status", request(s, "/once"))
-print("idle", until_closed(s))
-# A request every second for five seconds: longer than the idle timeout in all.
-s = connect()
-print("slow-client", [request(s, f"/tick/{i}") for i in range(5) if time.sleep(1) is None])
-"#,
-    );
+    let script = f.ca.write("timeouts.py", include_str!("../../scripts/proxy_timeouts.py"));
     let (cert, key) = f.alice();
     let out = run(&mut f.python(&script, (&cert, &key), &[])).ok();
     let lines: std::collections::HashMap<&str, &str> = out.stdout.lines().filter_map(|l| l.split_once(' ')).collect();
@@ -606,52 +460,7 @@ print("slow-client", [request(s, f"/tick/{i}") for i in range(5) if time.sleep(1
 fn idle_keep_alive_connections_park_and_come_back() {
     require("python3");
     let mut f = Fixture::http(start_http_upstream());
-    let script = f.ca.write(
-        "park.py",
-        r#"
-import http.client, json, ssl, sys, time, urllib.request
-port, ca, cert, key, metrics = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-
-def parked():
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics").read().decode()
-    for line in text.splitlines():
-        if line.startswith("ambos_proxy_parked_connections"):
-            return float(line.split()[-1])
-    return 0.0
-
-def wait_parked(n):
-    deadline = time.time() + 10
-    while parked() != n:
-        if time.time() > deadline:
-            sys.exit(f"parked connections stayed at {parked()}, expected {n}")
-        time.sleep(0.1)
-
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-conn = http.client.HTTPSConnection("localhost", port, context=ctx)
-conn.request("GET", "/first")
-r = conn.getresponse()
-print("first", r.status, json.loads(r.read())["path"])
-sock = conn.sock
-wait_parked(1)
-body = b"x" * 100000
-conn.request("POST", "/payments/after-park", body=body, headers={"Content-Type": "application/octet-stream"})
-r = conn.getresponse()
-view = json.loads(r.read())
-print("second", r.status, view["path"], view["body_len"], "same-connection" if conn.sock is sock else "new-connection")
-wait_parked(1)
-print("parked again")
-sys.stdout.flush()
-if sys.argv[6] == "close":
-    conn.close()
-    wait_parked(0)
-    print("closed")
-else:
-    sys.stdin.read(1)
-    # The proxy closed the parked connection when it stopped.
-    print("eof" if conn.sock.recv(1) == b"" else "data")
-"#,
-    );
+    let script = f.ca.write("park.py", include_str!("../../scripts/proxy_park.py"));
     let (cert, key) = f.alice();
     let metrics = f.metrics.to_string();
     let python = |mode: &str| {
@@ -682,9 +491,9 @@ else:
     }
     let guard = f.proxy.take().unwrap();
     let stopping = Instant::now();
-    terminate(&guard.0);
+    terminate(&guard.child.0);
     let mut guard = guard;
-    while guard.0.try_wait().unwrap().is_none() {
+    while guard.child.0.try_wait().unwrap().is_none() {
         assert!(stopping.elapsed() < Duration::from_secs(5), "proxy waited for a parked connection");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -717,34 +526,7 @@ fn a_pooled_upstream_connection_closed_by_the_upstream_is_replaced() {
 /// line, resumed, upstream view) of each. A connection the proxy closes
 /// without a response has status "closed".
 fn python_twice(f: &Fixture, who: (&Path, &Path), pause: f64) -> Vec<(String, bool, serde_json::Value)> {
-    let script = f.ca.write(
-        "resume.py",
-        r#"
-import json, socket, ssl, sys, time
-port, ca, cert, key, pause = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-def get(session):
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost", session=session)
-    data = b""
-    try:
-        s.sendall(b"GET /resume HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        while chunk := s.recv(65536):
-            data += chunk
-    except (ConnectionError, ssl.SSLError):
-        pass
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n")[0].decode() or "closed"
-    out = {"status": status, "reused": s.session_reused, "body": body.decode() or "null"}
-    session = s.session
-    s.close()
-    return out, session
-first, session = get(None)
-time.sleep(pause)
-second, _ = get(session)
-print(json.dumps([first, second]))
-"#,
-    );
+    let script = f.ca.write("resume.py", include_str!("../../scripts/proxy_resume.py"));
     let out = run(&mut f.python(&script, who, &[&pause.to_string()])).ok();
     let v: Vec<serde_json::Value> = serde_json::from_str(out.stdout.trim()).unwrap();
     v.iter()
@@ -807,7 +589,7 @@ fn session_resumption_keeps_the_identity_not_an_expired_certificate_and_can_be_o
 
     let mut f = Fixture::new();
     let cfg = f
-        .config(f.port, &format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
+        .config(&format!("url = \"http://127.0.0.1:{upstream}\""), Fixture::HTTP_ROUTES)
         .replace("crl = [\"certs/crls.pem\"]", "crl = [\"certs/crls.pem\"]\nsession_resumption = false");
     f.start(&cfg);
     let (cert, key) = f.alice();
@@ -881,7 +663,7 @@ fn bench_measures_http1_http2_and_handshakes_and_counts_failures_by_kind() {
 fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     require("curl");
     let mut f = Fixture::new();
-    let cfg = f.config(f.port, &format!("url = \"http://127.0.0.1:{}\"", free_port()), Fixture::HTTP_ROUTES);
+    let cfg = f.config(&format!("url = \"http://127.0.0.1:{}\"", free_port()), Fixture::HTTP_ROUTES);
     f.start(&cfg);
     let (_, status, body) = f.curl(Some("alice"), "/", &[]);
     assert_eq!(status, "502", "{body}");
@@ -894,23 +676,17 @@ fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     let ca_dir = f.ca.dir().to_path_buf();
     let slow = std::thread::spawn(move || {
         let certs = ca_dir.join("certs");
-        run(Command::new("curl")
-            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(certs.join("ca.crt"))
-            .arg("--cert")
-            .arg(certs.join("alice.crt"))
-            .arg("--key")
-            .arg(certs.join("alice.key"))
-            .arg(format!("https://localhost:{port}/slow")))
+        let who = (certs.join("alice.crt"), certs.join("alice.key"));
+        curl(&format!("https://localhost:{port}/slow"), Some(&certs.join("ca.crt")), Some((&who.0, &who.1)), &[])
     });
     std::thread::sleep(Duration::from_millis(500));
     let mut guard = f.proxy.take().unwrap();
-    terminate(&guard.0);
+    terminate(&guard.child.0);
     let done = slow.join().unwrap();
-    assert_eq!(done.stdout.trim(), "200", "in-flight request cut off: {}", done.stderr);
+    assert_eq!(done.status, "200", "in-flight request cut off: {}", done.stderr);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = guard.0.try_wait().unwrap() {
+        if let Some(s) = guard.child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "proxy did not exit after SIGTERM");

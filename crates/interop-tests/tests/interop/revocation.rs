@@ -2,43 +2,33 @@
 //! openssl s_client, curl and Python clients sending decoys, junk, leaf-only
 //! chains, holding connections open, and CRLs (made by pyca/cryptography)
 //! that RFC 5280 says must not be used.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{
+    ambos_bin, curl as curl_as, free_port, require, run, start_http_upstream, ChildGuard, Daemon, TestCa,
+};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running `ambos proxy` with its log and audit log.
+/// A running `ambos proxy` with its audit log.
 struct Proxy {
-    _child: ChildGuard,
+    daemon: Daemon,
     port: u16,
-    log: PathBuf,
     audit: PathBuf,
 }
 
 impl Proxy {
     /// Starts `ambos proxy --config` with `tls` (the [tls] body) in `dir`.
     fn start(dir: &Path, tls: &str, upstream: &str, mode: &str) -> Proxy {
-        let port = free_port();
-        let tag = port.to_string();
-        let audit = dir.join(format!("audit-{tag}.jsonl"));
-        let log = dir.join(format!("proxy-{tag}.log"));
+        let audit = tempfile::Builder::new().prefix("audit-").suffix(".jsonl").tempfile_in(dir).unwrap();
+        let (_, audit) = audit.keep().unwrap();
         let config = format!(
-            "[listen]\naddress = \"127.0.0.1:{port}\"\nmode = \"{mode}\"\n\n[tls]\n{tls}\n\n[upstream]\n{upstream}\n\n\
+            "[listen]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n\n[tls]\n{tls}\n\n[upstream]\n{upstream}\n\n\
              [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n",
             audit.display()
         );
-        let path = dir.join(format!("proxy-{tag}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(ambos_bin())
-            .args(["proxy", "--config", path.to_str().unwrap()])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, &mut child, &log);
-        Proxy { _child: ChildGuard(child), port, log, audit }
+        let daemon = Daemon::proxy(dir, &config, &[]);
+        Proxy { port: daemon.port, daemon, audit }
     }
 
     fn audit(&self) -> String {
@@ -58,7 +48,7 @@ impl Proxy {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log()
     }
 }
 
@@ -100,31 +90,7 @@ fn python(script: &str, args: &[&Path]) {
 /// unrelated certificate that expired yesterday, and junk: `inter` with its
 /// notBefore overwritten by letters (OpenSSL loads and sends it; it does
 /// not parse as a certificate).
-const DECOYS: &str = r#"
-import datetime as dt, sys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-inter = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
-now = dt.datetime.now(dt.timezone.utc)
-def selfsigned(subject, before, after):
-    k = ec.generate_private_key(ec.SECP256R1())
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(k.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(before).not_valid_after(after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
-        .sign(k, hashes.SHA256()))
-decoy = selfsigned(inter.subject, now - dt.timedelta(days=1), now + dt.timedelta(days=30))
-old = selfsigned(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "unrelated")]),
-                 now - dt.timedelta(days=30), now - dt.timedelta(days=1))
-open(sys.argv[2], "wb").write(decoy.public_bytes(serialization.Encoding.PEM))
-open(sys.argv[3], "wb").write(old.public_bytes(serialization.Encoding.PEM))
-der = inter.public_bytes(serialization.Encoding.DER)
-i = der.index(b"\x17\x0d")
-junk = der[: i + 2] + b"XXXXXXXXXXXXZ" + der[i + 15 :]
-import base64
-open(sys.argv[4], "w").write("-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(junk).decode() + "-----END CERTIFICATE-----\n")
-"#;
+const DECOYS: &str = include_str!("../../scripts/revocation_decoys.py");
 
 #[test]
 fn decoys_and_extra_certificates_do_not_hide_a_revoked_client() {
@@ -229,35 +195,7 @@ fn start_line_echo() -> u16 {
 
 /// Connects as a client and holds the connection until the proxy closes it:
 /// prints "ready" once the connection works, "closed" at EOF.
-const HOLD: &str = r#"
-import socket, ssl, sys
-port, ca, cert, key, mode = sys.argv[1:6]
-ctx = ssl.create_default_context(cafile=ca)
-ctx.load_cert_chain(cert, key)
-if mode in ("h1", "h2"):
-    ctx.set_alpn_protocols(["http/1.1" if mode == "h1" else "h2"])
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(port))), server_hostname="localhost")
-if mode == "h1":
-    s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    got = s.recv(65536)
-    assert got.startswith(b"HTTP/1.1 200"), got[:100]
-elif mode == "h2":
-    assert s.selected_alpn_protocol() == "h2"
-    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-    got = s.recv(65536)
-    assert got[3:4] == b"\x04", got[:20]  # the server's SETTINGS
-else:
-    s.sendall(b"ping\n")
-    assert s.recv(100) == b"ping\n"
-print("ready", flush=True)
-s.settimeout(20)
-try:
-    while s.recv(65536):
-        pass
-except (OSError, ssl.SSLError):
-    pass
-print("closed", flush=True)
-"#;
+const HOLD: &str = include_str!("../../scripts/revocation_hold.py");
 
 #[test]
 fn open_connections_of_a_newly_revoked_client_close_within_a_second() {
@@ -321,15 +259,9 @@ fn crl_cases(dir: &Path) {
 }
 
 fn curl(port: u16, dir: &Path, who: &str) -> String {
-    let out = run(Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--http1.1", "--cacert"])
-        .arg(dir.join("root.pem"))
-        .arg("--cert")
-        .arg(dir.join(format!("{who}.pem")))
-        .arg("--key")
-        .arg(dir.join(format!("{who}.key")))
-        .arg(format!("https://localhost:{port}/")));
-    out.stdout.trim().to_string()
+    let (cert, key) = (dir.join(format!("{who}.pem")), dir.join(format!("{who}.key")));
+    let url = format!("https://localhost:{port}/");
+    curl_as(&url, Some(&dir.join("root.pem")), Some((&cert, &key)), &["--http1.1"]).status
 }
 
 #[test]
@@ -367,9 +299,8 @@ fn crls_that_must_not_be_used_make_the_status_unknown_and_refuse() {
     std::fs::write(
         &config,
         format!(
-            "[listen]\naddress = \"127.0.0.1:{}\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"root.pem\"\n\
-             crl = \"crl-junk.pem\"\n[upstream]\n{upstream}\n[[route]]\npath = \"/**\"\nallow = [\"any\"]\n",
-            free_port()
+            "[listen]\naddress = \"127.0.0.1:0\"\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"root.pem\"\n\
+             crl = \"crl-junk.pem\"\n[upstream]\n{upstream}\n[[route]]\npath = \"/**\"\nallow = [\"any\"]\n"
         ),
     )
     .unwrap();
@@ -394,7 +325,7 @@ fn crls_that_must_not_be_used_make_the_status_unknown_and_refuse() {
         if !extra.is_empty() && !extra.contains("grace") {
             let check = run(Command::new(ambos_bin())
                 .args(["proxy", "--check", "--config"])
-                .arg(dir.join(format!("proxy-{}.toml", proxy.port))));
+                .arg(proxy.daemon.config.as_ref().unwrap()));
             assert!(check.stdout.contains("warning:"), "--check names the knob: {}", check.stdout);
         }
     }
@@ -426,16 +357,12 @@ fn the_proxy_fetches_crls_from_distribution_points_and_follows_revocations() {
     ca.ambos(&["crl", "--set-url", "ftp://x"]).fails_with(2, "--set-url");
     ca.ambos(&["crl", "--set-url", &url]).ok();
 
-    let log = ca.dir().join("serve.log");
-    let mut serve = ChildGuard(
-        ca.cmd()
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    // The CRL URL is in the certificates before serve starts: this port is picked first.
+    let serve = Daemon::spawn(
+        ca.cmd().args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--crl-validity", "1h"]),
+        ca.dir().join("serve.log"),
     );
-    wait_for_port(port, &mut serve.0, &log);
+    assert_eq!(serve.port, port);
     let proxy = Proxy::start(
         ca.dir(),
         "cert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\
@@ -444,17 +371,7 @@ fn the_proxy_fetches_crls_from_distribution_points_and_follows_revocations() {
         "http",
     );
     let curl = |who: &str| {
-        run(Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "--http1.1", "--cacert"])
-            .arg(ca.path("ca.crt"))
-            .arg("--cert")
-            .arg(ca.path(&format!("{who}.crt")))
-            .arg("--key")
-            .arg(ca.path(&format!("{who}.key")))
-            .arg(format!("https://localhost:{}/", proxy.port)))
-        .stdout
-        .trim()
-        .to_string()
+        ca.curl(Some(who), &format!("https://localhost:{}/", proxy.port), &["--max-time", "5", "--http1.1"]).status
     };
     // No CRL yet: the first client is refused (status unknown) and teaches
     // the proxy where the CRLs are; it gets in once they are loaded.
