@@ -78,11 +78,6 @@ pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
     let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
     drop(ca);
     init_logging();
-    runtime()?.block_on(ambos_ca::api::serve(
-        &g.dir,
-        pass.as_ref().map(|p| p.as_bytes()),
-        opts,
-        shutdown_signal(),
-    ))?;
+    runtime()?.block_on(ambos_ca::api::serve(&g.dir, pass.as_ref().map(|p| p.as_bytes()), opts, shutdown_signal()))?;
     Ok(())
 }
