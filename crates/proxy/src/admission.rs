@@ -208,6 +208,45 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Why [`Admission::admit`] did not admit a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Close it (counted).
+    Closed,
+    /// Silent, from a source holding silent handshakes past its limit:
+    /// [`probation`] decides.
+    Probation,
+}
+
+/// How long a silent newcomer on probation has to send its first bytes.
+/// An honest client's ClientHello follows the TCP handshake at once.
+pub const PROBATION: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Probations in flight, at most: past it a silent newcomer is refused at
+/// once (each holds a descriptor for up to [`PROBATION`]).
+const MAX_PROBATIONS: usize = 4096;
+static PROBATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A connection refused as [`Refusal::Probation`] waits here, without a
+/// connection task or handshake state, for its first bytes: true if they
+/// came within [`PROBATION`] (admit it again, as having spoken); false if
+/// not, or if too many are waiting (close it; counted).
+pub async fn probation(stream: &tokio::net::TcpStream) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    if PROBATIONS.fetch_add(1, SeqCst) >= MAX_PROBATIONS {
+        PROBATIONS.fetch_sub(1, SeqCst);
+        refused(Shed::SourceHandshakes);
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let spoke = matches!(tokio::time::timeout(PROBATION, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0);
+    PROBATIONS.fetch_sub(1, SeqCst);
+    if !spoke {
+        refused(Shed::SourceHandshakes);
+    }
+    spoke
+}
+
 fn evicted(reason: Shed) {
     metrics::counter!("ambos_proxy_connections_evicted_total", "reason" => reason.label()).increment(1);
 }
@@ -236,6 +275,17 @@ impl State {
     /// for among the first [`SILENT_SCAN`] of the queue), or only such a
     /// one silent for at least `silent_for` when given; false when there is
     /// none.
+    /// Whether `src` holds a connection silent for `grace` that
+    /// [`State::evict_oldest`] could evict.
+    fn holds_silent(&self, src: IpAddr, grace: std::time::Duration) -> bool {
+        self.sources.get(&src).is_some_and(|s| {
+            s.queue
+                .iter()
+                .take(SILENT_SCAN)
+                .any(|s| s.handshaking() && !s.spoke.load(Relaxed) && s.since.elapsed() >= grace)
+        })
+    }
+
     fn evict_oldest(&mut self, of: Option<IpAddr>, silent_for: Option<std::time::Duration>) -> bool {
         let queue = match of {
             Some(src) => match self.sources.get_mut(&src) {
@@ -298,21 +348,24 @@ impl Admission {
     }
 
     /// Admits a new connection from `peer`, evicting handshakes as the
-    /// limits require, or refuses it (`None`: close it).
+    /// limits require, or refuses it.
     /// `spoken` tells (one non-blocking peek) whether the client's first
     /// bytes are already there; asked only when its source is over its
-    /// connection rate.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr, spoken: impl FnOnce() -> bool) -> Option<Ticket> {
+    /// connection rate or holds silent handshakes past its limit.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr, spoken: impl FnOnce() -> bool) -> Result<Ticket, Refusal> {
         let key = source_key(peer);
         let l = self.limits;
         let mut st = self.lock();
         let mut charged = false;
+        // One peek at most, made only when a limit is reached.
+        let (mut spoken, mut said) = (Some(spoken), None);
+        let mut spoke = || *said.get_or_insert_with(|| spoken.take().is_some_and(|f| f()));
         if l.connection_rate_per_source > 0 {
             charged = st.rates.take(key, l.connection_rate_per_source, std::time::Instant::now());
-            if !charged && !spoken() {
+            if !charged && !spoke() {
                 drop(st);
                 refused(Shed::Rate);
-                return None;
+                return Err(Refusal::Closed);
             }
         }
         let (conns, hs) = st.sources.get(&key).map_or((0, 0), |s| (s.connections, s.handshakes));
@@ -322,19 +375,28 @@ impl Admission {
         // Past the handshakes per source, a silent one goes; handshakes
         // that are progressing (a burst of honest clients behind one
         // address) are left to the other limits.
-        if hs >= l.max_handshakes_per_source && st.evict_oldest(Some(key), Some(self.silent_grace)) {
+        if hs >= l.max_handshakes_per_source && st.holds_silent(key, self.silent_grace) {
+            // A silent newcomer is no better than the silent ones held: it
+            // waits on probation (see `probation`) instead of taking one's
+            // place, where taking it (evicting one of them) made a
+            // one-address flood churn the proxy's connection tasks. One
+            // that has spoken takes a silent one's place.
+            if !spoke() {
+                return Err(Refusal::Probation);
+            }
+            st.evict_oldest(Some(key), Some(self.silent_grace));
             evicted(Shed::SourceHandshakes);
         } else if conns >= l.max_connections_per_source {
             if !st.evict_oldest(Some(key), None) {
                 refused(Shed::SourceConnections);
-                return None;
+                return Err(Refusal::Closed);
             }
             evicted(Shed::SourceConnections);
         }
         if st.connections >= l.max_connections {
             if !st.evict_oldest(None, None) {
                 refused(Shed::MaxConnections);
-                return None;
+                return Err(Refusal::Closed);
             }
             evicted(Shed::MaxConnections);
         }
@@ -355,7 +417,7 @@ impl Admission {
         src.handshakes += 1;
         compact(&mut src.queue, src.handshakes);
         src.queue.push_back(slot.clone());
-        Some(Ticket { admission: self.clone(), slot, pressed, charged })
+        Ok(Ticket { admission: self.clone(), slot, pressed, charged })
     }
 
     /// Connections and handshakes in flight.
@@ -511,7 +573,7 @@ mod tests {
         assert_eq!(a.counts(), (3, 2), "an evicted ticket releases nothing twice");
         assert!(t3.established() && t4.established());
         // Everyone established: refused.
-        assert!(a.admit(ip("10.0.0.5"), || false).is_none());
+        assert!(a.admit(ip("10.0.0.5"), || false).is_err());
         drop((t2, t3, t4));
         assert_eq!(a.counts(), (0, 0));
         assert!(a.lock().sources.is_empty());
@@ -523,7 +585,11 @@ mod tests {
         let other = a.admit(ip("10.0.0.9"), || false).unwrap();
         let s1 = a.admit(ip("10.0.0.1"), || false).unwrap();
         let s2 = a.admit(ip("10.0.0.1"), || false).unwrap();
-        let s3 = a.admit(ip("10.0.0.1"), || false).unwrap();
+        // A third silent one is refused: it is no better than the two held.
+        assert_eq!(a.admit(ip("10.0.0.1"), || false).err(), Some(Refusal::Probation));
+        assert_eq!(a.counts(), (3, 3));
+        // One that has spoken takes the oldest silent one's place.
+        let s3 = a.admit(ip("10.0.0.1"), || true).unwrap();
         assert!(!s1.established());
         assert!(other.established(), "another source is untouched");
         assert!(s2.established() && s3.established());
@@ -543,8 +609,8 @@ mod tests {
         let s3 = a.admit(ip("10.0.0.1"), || false).unwrap();
         assert!(!s1.established(), "s1 was still in its handshake: evicted");
         assert!(s3.established());
-        assert!(a.admit(ip("10.0.0.1"), || false).is_none());
-        assert!(a.admit(ip("10.0.0.2"), || false).is_some(), "other sources are not limited by it");
+        assert!(a.admit(ip("10.0.0.1"), || false).is_err());
+        assert!(a.admit(ip("10.0.0.2"), || false).is_ok(), "other sources are not limited by it");
     }
 
     #[test]
@@ -616,11 +682,11 @@ mod tests {
     fn a_source_past_its_rate_is_refused_unless_it_already_spoke() {
         let a = rated(10);
         let held: Vec<_> = (0..20).map(|_| a.admit(ip("10.0.0.1"), || false).unwrap()).collect();
-        assert!(a.admit(ip("10.0.0.1"), || false).is_none(), "the burst (2 s of rate) is spent");
+        assert!(a.admit(ip("10.0.0.1"), || false).is_err(), "the burst (2 s of rate) is spent");
         let spoke = a.admit(ip("10.0.0.1"), || true);
-        assert!(spoke.is_some(), "a client whose ClientHello is there gets in");
+        assert!(spoke.is_ok(), "a client whose ClientHello is there gets in");
         let other = a.admit(ip("10.0.0.2"), || false);
-        assert!(other.is_some(), "other sources have their own bucket");
+        assert!(other.is_ok(), "other sources have their own bucket");
         assert_eq!(a.counts(), (22, 22));
         drop((held, spoke, other));
     }

@@ -1,5 +1,5 @@
 //! Accept, handshake and hand the connection to HTTP or TCP forwarding.
-use crate::admission::{Admission, AdmissionLimits, Ticket};
+use crate::admission::{Admission, AdmissionLimits, Refusal, Ticket};
 use crate::audit::{self, AuditEvent, AuditIdentity, AuditLog};
 use crate::config::{Mode, ProxyConfig};
 use crate::runtime::{ConfigSource, Reloader, Runtime};
@@ -155,21 +155,25 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
             _ = &mut shutdown => break,
         };
         // Evicts silent handshakes to make room, or refuses (see `admission`).
-        let Some(ticket) = admission.admit(peer.ip(), || {
+        match admission.admit(peer.ip(), || {
             let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
             matches!(socket2::SockRef::from(&stream).peek(&mut byte), Ok(n) if n > 0)
-        }) else {
-            // A reset: the cheapest close (see `Ticket::on_accept`); failing, a FIN.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
-            drop(stream);
-            continue;
-        };
-        ticket.on_accept(&stream);
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let slot = ticket.slot().clone();
-        let task = tokio::spawn(async move { connection(stream, peer, shared, ticket).await });
-        slot.set_task(task.abort_handle());
+        }) {
+            Ok(ticket) => start(stream, peer, shared.clone(), ticket),
+            Err(Refusal::Closed) => reset(stream),
+            Err(Refusal::Probation) => {
+                let (admission, shared) = (admission.clone(), shared.clone());
+                tokio::spawn(async move {
+                    if !crate::admission::probation(&stream).await {
+                        return reset(stream);
+                    }
+                    match admission.admit(peer.ip(), || true) {
+                        Ok(ticket) => start(stream, peer, shared, ticket),
+                        Err(_) => reset(stream),
+                    }
+                });
+            }
+        }
         // In a burst of accepts, let the new connections' tasks run now and
         // then (a task that has not run cannot tell it has spoken).
         burst += 1;
@@ -186,6 +190,21 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         _ = tokio::time::sleep(limits.shutdown_grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+/// Runs an admitted connection in a task of its own, which eviction can abort.
+fn start(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket) {
+    ticket.on_accept(&stream);
+    let _ = stream.set_nodelay(true);
+    let slot = ticket.slot().clone();
+    let task = tokio::spawn(async move { connection(stream, peer, shared, ticket).await });
+    slot.set_task(task.abort_handle());
+}
+
+/// Closes a refused connection with a reset: the cheapest close (see
+/// `Ticket::on_accept`); failing that, with a FIN.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
 }
 
 async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ticket: Ticket) {

@@ -151,27 +151,34 @@ fn silent_connections_past_the_cap_do_not_lock_out_a_client_with_a_certificate()
 }
 
 #[test]
-fn silent_connections_from_one_source_past_its_handshake_limit_evict_their_own() {
+fn silent_connections_from_one_source_past_its_handshake_limit_are_refused_and_a_client_that_speaks_takes_a_place() {
     require("curl");
     require("python3");
     let p = Proxy::start(start_http_upstream(), "max_handshakes_per_source = 20\nhandshake_timeout = \"30s\"");
-    // 100, then 100 more once the first are over a second old: only silent
-    // connections that old are evicted for this limit (a burst of honest
-    // clients is not).
+    // 100, then 100 more once the first are over a second old: the second
+    // hundred find the source holding silent handshakes past its limit, wait
+    // on probation (100 ms) for a first byte, and are refused. A burst of
+    // honest clients (younger than a second) is not refused for this limit.
     let (_silent, _, ready) = p.python("silent.py", SILENT, &[p.port.to_string(), "200".into(), "halves".into()]);
     assert_eq!(ready, "open");
-    let (status, _) = p.curl("/hello", &[]);
-    assert_eq!(status, "200", "{}", p.log());
-    // The proxy may still be accepting the last of them.
-    let name = "ambos_proxy_connections_evicted_total{reason=\"source_handshakes\"}";
+    let rejected = "ambos_proxy_connections_rejected_total{reason=\"source_handshakes\"}";
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut m = p.metrics();
-    while counter(&m, name) < 100.0 && Instant::now() < deadline {
+    while counter(&m, rejected) < 100.0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         m = p.metrics();
     }
-    let evicted = counter(&m, name);
-    assert!(evicted >= 100.0, "evicted by the per-source handshake limit: {evicted}\n{m}");
+    assert!(
+        counter(&m, rejected) >= 100.0,
+        "refused by the per-source handshake limit: {}\n{m}",
+        counter(&m, rejected)
+    );
+    // A client from the same address that speaks takes a silent one's place.
+    let (status, _) = p.curl("/hello", &[]);
+    assert_eq!(status, "200", "{}", p.log());
+    let m = p.metrics();
+    let evicted = counter(&m, "ambos_proxy_connections_evicted_total{reason=\"source_handshakes\"}");
+    assert!(evicted >= 1.0, "the client took a silent connection's place: {evicted}\n{m}");
 }
 
 #[test]
