@@ -1,7 +1,7 @@
 //! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::{write_identity, CaConnection};
-use crate::files::{write_atomic_if_changed, PUBLIC};
+use crate::cmd::CaConnection;
 use crate::process::runtime;
+use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, PUBLIC};
 use ambos_pki::KeyType;
 use anyhow::Context;
 use clap::Args;
@@ -36,7 +36,7 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     let issued = rt.block_on(client.enroll(&a.token, &ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)))?;
     let name = a.name.clone().unwrap_or_else(|| issued.name.clone());
     ambos_pki::validate_name(&name)?;
-    crate::files::ensure_dir(&a.out)?;
+    ensure_dir(&a.out)?;
     let cert_path = a.out.join(format!("{name}.crt"));
     write_identity(&a.out.join(format!("{name}.key")), &key, &cert_path, &issued.certificate)?;
     write_atomic_if_changed(&a.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;

@@ -1,9 +1,10 @@
 //! `ambos renew` (once) and `ambos agent` (forever, on the schedule of
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate.
-use crate::cmd::{write_identity, CaConnection};
-use crate::files::{input_error, read_input};
+use crate::cmd::CaConnection;
+use crate::input::{input_error, read_input};
 use crate::process::{init_logging, runtime, shutdown_signal};
 use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
+use ambos_files::write_identity;
 use ambos_pki::PrivateKey;
 use anyhow::Context;
 use clap::Args;

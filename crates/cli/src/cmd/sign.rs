@@ -1,8 +1,9 @@
 //! `ambos sign CSR`: sign an external certificate signing request.
 use crate::cmd::{duration, open_authority, ProfileArg};
-use crate::files::{read_input, write_atomic, PUBLIC};
+use crate::input::read_input;
 use crate::Global;
 use ambos_ca::OffsetDateTime;
+use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::Profile;
 use ambos_store::AuthorityRole;
 use anyhow::Context;
