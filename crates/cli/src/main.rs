@@ -11,6 +11,7 @@ mod input;
 mod process;
 mod secrets;
 
+use ambos_agent::AgentError;
 use ambos_ca::CaError;
 use ambos_files::FilesError;
 use ambos_pki::PkiError;
@@ -226,6 +227,18 @@ fn code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
         return Some(pki_code(p));
     }
     // Transparent wrappers: the wrapped error decides.
+    if let Some(e) = cause.downcast_ref::<AgentError>() {
+        return match e {
+            AgentError::Input(_) => Some(2),
+            AgentError::Key { why, .. } => Some(pki_code(why)),
+            AgentError::Client(e) => code(e),
+            AgentError::Crls(e) => code(e),
+            AgentError::Tls(e) => code(e),
+            AgentError::Pki(e) => code(e),
+            AgentError::Files(e) => code(e),
+            _ => None,
+        };
+    }
     match cause.downcast_ref::<QuickstartError>()? {
         QuickstartError::Ca(e) => code(e),
         QuickstartError::Pki(e) => code(e),

@@ -22,7 +22,7 @@ pub mod tunnel;
 use crate::input::input_error;
 use crate::secrets::ca_passphrase;
 use crate::Global;
-use ambos_ca::client::CaClient;
+use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
 use ambos_pki::{parse_duration, Authority, KeyType, Profile};
 use ambos_probe::CrlSources;
@@ -81,20 +81,8 @@ pub struct CaConnection {
 }
 
 impl CaConnection {
-    /// The CRLs of --crl / --crl-url (the URL's server verified against --root).
-    pub async fn crls(&self) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
-        Ok(self.revocation.sources().load(std::slice::from_ref(&self.root)).await?)
-    }
-
-    /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
-    /// against --root and, when given, the CRLs (fail closed).
-    pub fn client(
-        &self,
-        crls: ambos_proxy::tunnel::SourcedCrls,
-        identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
-    ) -> anyhow::Result<CaClient> {
-        let trust = self.revocation.sources().server_trust(std::slice::from_ref(&self.root), "--root", crls)?;
-        Ok(CaClient::with_trust(&self.ca_url, trust, identity)?)
+    pub fn endpoint(&self) -> CaEndpoint {
+        CaEndpoint { url: self.ca_url.clone(), root: self.root.clone(), crls: self.revocation.sources() }
     }
 }
 
