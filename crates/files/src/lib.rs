@@ -140,6 +140,11 @@ impl LeafFiles {
         self.dir.join(format!("{name}.key"))
     }
 
+    /// The first NAME.crt or NAME.key of `names` that exists already.
+    pub fn existing<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Option<PathBuf> {
+        names.into_iter().flat_map(|n| [self.cert_path(n), self.key_path(n)]).find(|p| p.exists())
+    }
+
     pub fn root_path(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
@@ -243,7 +248,9 @@ mod tests {
         let files =
             LeafFiles { dir: dir.path().join("out"), p12_password: Some(Zeroizing::new("pw".into())), durable: true };
         files.write_root(ca.root_der()).unwrap();
+        assert_eq!(files.existing(["web"]), None);
         let w = files.write(&signer, &issued[0]).unwrap();
+        assert_eq!(files.existing(["other", "web"]), Some(w.cert.clone()));
         assert_eq!((w.name.as_str(), w.profile), ("web", "client"));
         assert_eq!(w.cert, dir.path().join("out/web.crt"));
         assert_eq!(w.p12, Some(dir.path().join("out/web.p12")));

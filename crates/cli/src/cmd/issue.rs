@@ -1,6 +1,6 @@
 //! `ambos issue server|client`: one certificate from flags, or many from
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
-use crate::cmd::{duration, key_type, open_authority};
+use crate::cmd::{key_type, open_authority};
 use crate::input::{input_error, read_input};
 use crate::secrets::p12_password;
 use crate::Global;
@@ -10,7 +10,6 @@ use ambos_pki::{LeafRequest, LeafSpec, Profile};
 use ambos_store::AuthorityRole;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Subcommand)]
 pub enum IssueKind {
@@ -74,14 +73,8 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         IssueKind::Client(a) => (Profile::Client, a),
     };
     let key_type = key_type(&a.key_type)?;
-    let not_before = match &a.not_before {
-        None => None,
-        Some(w) => Some(match w.strip_prefix('+') {
-            Some(d) => OffsetDateTime::now_utc() + duration(d, "not-before")?,
-            None => OffsetDateTime::parse(w, &Rfc3339)
-                .map_err(|_| input_error(format!("--not-before '{w}': expected +DURATION or an RFC 3339 time")))?,
-        }),
-    };
+    let now = OffsetDateTime::now_utc();
+    let not_before = a.not_before.as_deref().map(|w| LeafRequest::parse_not_before(w, now)).transpose()?;
     let spec = LeafSpec {
         name: a.name.clone().unwrap_or_default(),
         profile,
@@ -111,14 +104,8 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },
         durable: a.batch.is_none(),
     };
-    if !a.force {
-        for r in &requests {
-            for p in [outputs.cert_path(&r.name), outputs.key_path(&r.name)] {
-                if p.exists() {
-                    return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
-                }
-            }
-        }
+    if let Some(p) = outputs.existing(requests.iter().map(|r| r.name.as_str())).filter(|_| !a.force) {
+        return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
     }
     // Unlock (and fail on a wrong passphrase) before anything is issued.
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
