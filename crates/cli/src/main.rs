@@ -1,9 +1,10 @@
 //! `ambos`: mTLS for real services — an internal CA, its HTTPS API, an mTLS
 //! proxy and tunnel, a handshake probe and a load generator in one binary.
 //! Each command (one file under `cmd/`) maps its flags to a library call
-//! (`ambos_ca`, `ambos_proxy`, `ambos_probe`, `ambos_bench`, `ambos_pki`),
-//! reads and writes the files the user named, and prints; `main` dispatches
-//! and turns errors into exit codes (2: bad input, 1: failed operation).
+//! (`ambos_ca`, `ambos_agent`, `ambos_proxy`, `ambos_probe`, `ambos_bench`,
+//! `ambos_quickstart`, `ambos_pki`; files through `ambos_files`) and prints;
+//! `main` dispatches and turns errors into exit codes (2: bad input, 1:
+//! failed operation).
 #![forbid(unsafe_code)]
 
 mod cmd;
