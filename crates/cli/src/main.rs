@@ -1,18 +1,22 @@
 //! `ambos`: mTLS for real services — an internal CA, its HTTPS API, an mTLS
 //! proxy and tunnel, a handshake probe and a load generator in one binary.
 //! Each command (one file under `cmd/`) maps its flags to a library call
-//! (`ambos_ca`, `ambos_proxy`, `ambos_probe`, `ambos_bench`, `ambos_pki`),
-//! reads and writes the files the user named, and prints; `main` dispatches
-//! and turns errors into exit codes (2: bad input, 1: failed operation).
+//! (`ambos_ca`, `ambos_agent`, `ambos_proxy`, `ambos_probe`, `ambos_bench`,
+//! `ambos_quickstart`, `ambos_pki`; files through `ambos_files`) and prints;
+//! `main` dispatches and turns errors into exit codes (2: bad input, 1:
+//! failed operation).
 #![forbid(unsafe_code)]
 
 mod cmd;
-mod files;
+mod input;
 mod process;
 mod secrets;
 
+use ambos_agent::AgentError;
 use ambos_ca::CaError;
+use ambos_files::FilesError;
 use ambos_pki::PkiError;
+use ambos_quickstart::QuickstartError;
 use ambos_store::StoreError;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -186,41 +190,64 @@ fn main() -> ExitCode {
 
 /// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed operation.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if cause.downcast_ref::<files::InputError>().is_some() {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<PkiError>() {
-            return pki_code(e);
-        }
-        if let Some(e) = cause.downcast_ref::<StoreError>() {
-            return store_code(e);
-        }
-        if let Some(e) = cause.downcast_ref::<ambos_proxy::ProxyError>() {
-            return match e {
-                ambos_proxy::ProxyError::Bind { .. } | ambos_proxy::ProxyError::Watch { .. } => 1,
-                _ => 2,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<ambos_bench::BenchError>() {
-            return if matches!(e, ambos_bench::BenchError::Input(_)) { 2 } else { 1 };
-        }
-        if let Some(e) = cause.downcast_ref::<ambos_probe::ProbeError>() {
-            return if matches!(e, ambos_probe::ProbeError::Input(_)) { 2 } else { 1 };
-        }
-        if cause.downcast_ref::<ambos_tls::TlsError>().is_some() {
-            return 2;
-        }
-        if let Some(e) = cause.downcast_ref::<CaError>() {
-            return match e {
-                CaError::Pki(p) => pki_code(p),
-                CaError::Store(s) => store_code(s),
-                CaError::AmbiguousName { .. } => 2,
-                _ => 1,
-            };
-        }
+    err.chain().find_map(code).unwrap_or(1)
+}
+
+/// The exit code a cause decides, if its type is one we know.
+fn code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    if cause.downcast_ref::<input::InputError>().is_some() || cause.downcast_ref::<ambos_tls::TlsError>().is_some() {
+        return Some(2);
     }
-    1
+    if let Some(e) = cause.downcast_ref::<PkiError>() {
+        return Some(pki_code(e));
+    }
+    if let Some(e) = cause.downcast_ref::<StoreError>() {
+        return Some(store_code(e));
+    }
+    if let Some(e) = cause.downcast_ref::<ambos_proxy::ProxyError>() {
+        return Some(match e {
+            ambos_proxy::ProxyError::Bind { .. } | ambos_proxy::ProxyError::Watch { .. } => 1,
+            _ => 2,
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<ambos_bench::BenchError>() {
+        return Some(if matches!(e, ambos_bench::BenchError::Input(_)) { 2 } else { 1 });
+    }
+    if let Some(e) = cause.downcast_ref::<ambos_probe::ProbeError>() {
+        return Some(if matches!(e, ambos_probe::ProbeError::Input(_)) { 2 } else { 1 });
+    }
+    if let Some(e) = cause.downcast_ref::<CaError>() {
+        return Some(match e {
+            CaError::Pki(p) => pki_code(p),
+            CaError::Store(s) => store_code(s),
+            CaError::AmbiguousName { .. } => 2,
+            _ => 1,
+        });
+    }
+    if let Some(FilesError::Pki(p)) = cause.downcast_ref::<FilesError>() {
+        return Some(pki_code(p));
+    }
+    // Transparent wrappers: the wrapped error decides.
+    if let Some(e) = cause.downcast_ref::<AgentError>() {
+        return match e {
+            AgentError::Input(_) => Some(2),
+            AgentError::Key { why, .. } => Some(pki_code(why)),
+            AgentError::Client(e) => code(e),
+            AgentError::Crls(e) => code(e),
+            AgentError::Tls(e) => code(e),
+            AgentError::Pki(e) => code(e),
+            AgentError::Files(e) => code(e),
+            _ => None,
+        };
+    }
+    match cause.downcast_ref::<QuickstartError>()? {
+        QuickstartError::Ca(e) => code(e),
+        QuickstartError::Pki(e) => code(e),
+        QuickstartError::Files(e) => code(e),
+        QuickstartError::Proxy(e) => code(e),
+        QuickstartError::Probe(e) => code(e),
+        _ => Some(1),
+    }
 }
 
 fn pki_code(e: &PkiError) -> u8 {

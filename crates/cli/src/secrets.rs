@@ -1,6 +1,6 @@
 //! Where passphrases and passwords come from: a file, an environment
 //! variable, or a prompt on the terminal; never a command-line argument.
-use crate::files::{input_error, read_input};
+use crate::input::{input_error, read_input};
 use crate::Global;
 use std::io::IsTerminal;
 use std::path::Path;

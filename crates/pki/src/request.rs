@@ -3,6 +3,8 @@
 //! lifetimes checked before anything is issued. Messages name the flag.
 use crate::{parse_duration, validate_name, validate_spiffe_id, KeyType, LeafRequest, PkiError, Profile, San};
 use std::collections::HashSet;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 /// A leaf certificate as asked for, before validation.
 #[derive(Clone, Debug)]
@@ -54,6 +56,16 @@ impl LeafRequest {
         }
         req.key_type = spec.key_type;
         Ok(req)
+    }
+
+    /// A start of validity as `--not-before` takes it: `+DURATION` from
+    /// `now` (e.g. `+1h`) or an RFC 3339 time.
+    pub fn parse_not_before(when: &str, now: OffsetDateTime) -> Result<OffsetDateTime, PkiError> {
+        match when.strip_prefix('+') {
+            Some(d) => Ok(now + parse_duration(d).map_err(|e| invalid(format!("--not-before: {e}")))?),
+            None => OffsetDateTime::parse(when, &Rfc3339)
+                .map_err(|_| invalid(format!("--not-before '{when}': expected +DURATION or an RFC 3339 time"))),
+        }
     }
 }
 
@@ -166,6 +178,16 @@ mod tests {
         assert_eq!(r.organization.as_deref(), Some("Acme"));
         assert_eq!(r.ttl, Duration::from_secs(7200));
         assert_eq!(LeafRequest::from_spec(&spec("web", Profile::Client)).unwrap().ttl, Profile::Client.default_ttl());
+    }
+
+    #[test]
+    fn not_before_is_a_duration_from_now_or_an_rfc3339_time() {
+        let now = OffsetDateTime::from_unix_timestamp(1_798_761_600).unwrap();
+        let at = |w: &str| LeafRequest::parse_not_before(w, now).map_err(|e| e.to_string());
+        assert_eq!(at("+1h"), Ok(now + Duration::from_secs(3600)));
+        assert_eq!(at("2027-01-02T00:00:00Z"), Ok(now + Duration::from_secs(86_400)));
+        assert_eq!(at("yesterday").unwrap_err(), "--not-before 'yesterday': expected +DURATION or an RFC 3339 time");
+        assert!(at("+5x").unwrap_err().starts_with("--not-before: invalid duration '5x'"), "{:?}", at("+5x"));
     }
 
     #[test]

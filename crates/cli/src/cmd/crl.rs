@@ -1,8 +1,8 @@
 //! `ambos crl`: publish the CRLs, or set the distribution point named in new certificates.
 use crate::cmd::{crl_url_arg, duration, open_authority, unlock};
-use crate::files::{write_atomic, PUBLIC};
 use crate::Global;
 use ambos_ca::CertificateAuthority;
+use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::pem_encode;
 use ambos_store::AuthorityRole;
 use clap::Args;

@@ -1,7 +1,7 @@
 //! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::{write_identity, CaConnection};
-use crate::files::{write_atomic_if_changed, PUBLIC};
+use crate::cmd::CaConnection;
 use crate::process::runtime;
+use ambos_agent::EnrollOptions;
 use ambos_pki::KeyType;
 use anyhow::Context;
 use clap::Args;
@@ -25,27 +25,15 @@ pub struct EnrollArgs {
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     let key_type: KeyType = a.key_type.parse().context("--key-type")?;
-    if let Some(n) = &a.name {
-        ambos_pki::validate_name(n)?;
-    }
-    let rt = runtime()?;
-    let crls = rt.block_on(a.ca.crls())?;
-    let client = a.ca.client(crls, None)?;
-    let key = key_type.generate()?;
-    let csr = ambos_pki::create_csr(&key, a.name.as_deref(), &[])?;
-    let issued = rt.block_on(client.enroll(&a.token, &ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)))?;
-    let name = a.name.clone().unwrap_or_else(|| issued.name.clone());
-    ambos_pki::validate_name(&name)?;
-    crate::files::ensure_dir(&a.out)?;
-    let cert_path = a.out.join(format!("{name}.crt"));
-    write_identity(&a.out.join(format!("{name}.key")), &key, &cert_path, &issued.certificate)?;
-    write_atomic_if_changed(&a.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
+    let opts = EnrollOptions { token: a.token, name: a.name, key_type, out: a.out };
+    let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
+    let issued = &done.issued;
     println!(
         "enrolled '{}' serial {} valid until {} -> {}",
         issued.name,
         issued.serial,
         issued.not_after,
-        cert_path.display()
+        done.cert.display()
     );
     Ok(())
 }

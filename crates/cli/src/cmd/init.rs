@@ -1,9 +1,10 @@
 //! `ambos init`: create the root and the issuing intermediate CA.
 use crate::cmd::{crl_url_arg, duration, key_type};
-use crate::files::{input_error, write_atomic, PUBLIC};
+use crate::input::input_error;
 use crate::secrets::ca_passphrase;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, InitOptions};
+use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::{format_duration, pem_encode};
 use clap::Args;
 

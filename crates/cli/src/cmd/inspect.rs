@@ -1,5 +1,5 @@
 //! `ambos inspect FILE`: what a certificate, chain, CSR, CRL, key or PKCS#12 holds.
-use crate::files::{input_error, read_input};
+use crate::input::{input_error, read_input};
 use ambos_pki::{InspectedCert, Inspection};
 use anyhow::Context;
 use clap::Args;

@@ -1,17 +1,15 @@
 //! `ambos issue server|client`: one certificate from flags, or many from
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
-use crate::cmd::{duration, key_type, open_authority};
-use crate::files::{ensure_dir, input_error, read_input, write_atomic, write_atomic_if_changed, PRIVATE, PUBLIC};
-use crate::secrets::{p12_password, Secret};
+use crate::cmd::{key_type, open_authority};
+use crate::input::{input_error, read_input};
+use crate::secrets::p12_password;
 use crate::Global;
 use ambos_ca::OffsetDateTime;
-use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, LeafSpec, Profile};
+use ambos_files::LeafFiles;
+use ambos_pki::{LeafRequest, LeafSpec, Profile};
 use ambos_store::AuthorityRole;
-use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde::Serialize;
 use std::path::PathBuf;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Subcommand)]
 pub enum IssueKind {
@@ -69,84 +67,14 @@ pub struct LeafArgs {
     json: bool,
 }
 
-#[derive(Serialize)]
-struct IssuedJson<'a> {
-    serial: String,
-    name: &'a str,
-    profile: &'a str,
-    subject: &'a str,
-    sans: Vec<String>,
-    not_before: String,
-    not_after: String,
-    sha256: &'a str,
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p12: Option<PathBuf>,
-}
-
-struct Outputs {
-    dir: PathBuf,
-    p12_password: Option<Secret>,
-    durable: bool,
-}
-
-impl Outputs {
-    fn paths(&self, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-        (
-            self.dir.join(format!("{name}.crt")),
-            self.dir.join(format!("{name}.key")),
-            self.dir.join(format!("{name}.p12")),
-        )
-    }
-
-    /// Writes NAME.key first: a .crt on disk always has its key beside it.
-    fn write<'c>(&self, signer: &Authority, c: &'c IssuedCert) -> anyhow::Result<IssuedJson<'c>> {
-        let (crt, key_path, p12_path) = self.paths(&c.name);
-        let key = c.key.as_ref().context("issued certificate without a key")?;
-        write_atomic(&key_path, key.pkcs8_pem().as_bytes(), PRIVATE, self.durable)?;
-        write_atomic(&crt, signer.chain_pem(&c.cert_der).as_bytes(), PUBLIC, self.durable)?;
-        let p12 = match &self.p12_password {
-            Some(pw) => {
-                let chain = vec![c.cert_der.clone(), signer.cert_der().to_vec()];
-                let bytes = ambos_pki::keystore(&c.name, key, &chain, pw)?;
-                write_atomic(&p12_path, &bytes, PRIVATE, self.durable)?;
-                Some(p12_path)
-            }
-            None => None,
-        };
-        Ok(IssuedJson {
-            serial: c.serial.to_hex(),
-            name: &c.name,
-            profile: c.profile.as_str(),
-            subject: &c.subject,
-            sans: c.sans.iter().map(ToString::to_string).collect(),
-            not_before: c.not_before.format(&Rfc3339).unwrap_or_default(),
-            not_after: c.not_after.format(&Rfc3339).unwrap_or_default(),
-            sha256: &c.sha256,
-            cert: crt,
-            key: key_path,
-            ca: self.dir.join("ca.crt"),
-            p12,
-        })
-    }
-}
-
 pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     let (profile, a) = match kind {
         IssueKind::Server(a) => (Profile::Server, a),
         IssueKind::Client(a) => (Profile::Client, a),
     };
     let key_type = key_type(&a.key_type)?;
-    let not_before = match &a.not_before {
-        None => None,
-        Some(w) => Some(match w.strip_prefix('+') {
-            Some(d) => OffsetDateTime::now_utc() + duration(d, "not-before")?,
-            None => OffsetDateTime::parse(w, &Rfc3339)
-                .map_err(|_| input_error(format!("--not-before '{w}': expected +DURATION or an RFC 3339 time")))?,
-        }),
-    };
+    let now = OffsetDateTime::now_utc();
+    let not_before = a.not_before.as_deref().map(|w| LeafRequest::parse_not_before(w, now)).transpose()?;
     let spec = LeafSpec {
         name: a.name.clone().unwrap_or_default(),
         profile,
@@ -171,30 +99,17 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     for r in &mut requests {
         r.not_before = not_before;
     }
-    let outputs = Outputs {
+    let outputs = LeafFiles {
         dir: a.out.clone(),
         p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },
         durable: a.batch.is_none(),
     };
-    if !a.force {
-        for r in &requests {
-            let (crt, key, _) = outputs.paths(&r.name);
-            for p in [crt, key] {
-                if p.exists() {
-                    return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
-                }
-            }
-        }
+    if let Some(p) = outputs.existing(requests.iter().map(|r| r.name.as_str())).filter(|_| !a.force) {
+        return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
     }
     // Unlock (and fail on a wrong passphrase) before anything is issued.
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
-    ensure_dir(&a.out)?;
-    write_atomic_if_changed(
-        &a.out.join("ca.crt"),
-        pem_encode("CERTIFICATE", ca.root_der()).as_bytes(),
-        PUBLIC,
-        outputs.durable,
-    )?;
+    outputs.write_root(ca.root_der())?;
     if a.batch.is_none() {
         let issued = ca.issue(&signer, &requests)?;
         let c = &issued[0];
@@ -246,9 +161,7 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         bar.inc(issued.len() as u64);
     }
     bar.finish_and_clear();
-    if let Ok(d) = std::fs::File::open(&a.out) {
-        let _ = d.sync_all();
-    }
+    ambos_files::sync_dir(&a.out);
     if !a.json {
         println!("issued {count} certificates into {}", a.out.display());
     }

@@ -2,10 +2,9 @@
 use crate::cmd::duration;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, OffsetDateTime};
-use ambos_pki::RevocationReason;
+use ambos_pki::{rfc3339_unix as rfc3339, RevocationReason};
 use ambos_store::{CertFilter, CertRecord};
 use clap::Args;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -17,10 +16,6 @@ pub struct ListArgs {
     revoked: bool,
     #[arg(long)]
     json: bool,
-}
-
-fn rfc3339(ts: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(ts).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_default()
 }
 
 fn status(c: &CertRecord, now: i64) -> &'static str {

@@ -19,17 +19,17 @@ pub mod sign;
 pub mod token;
 pub mod tunnel;
 
-use crate::files::{input_error, write_atomic, PRIVATE, PUBLIC};
+use crate::input::input_error;
 use crate::secrets::ca_passphrase;
 use crate::Global;
-use ambos_ca::client::CaClient;
+use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
-use ambos_pki::{parse_duration, Authority, KeyType, PrivateKey, Profile};
+use ambos_pki::{parse_duration, Authority, KeyType, Profile};
 use ambos_probe::CrlSources;
 use ambos_store::AuthorityRole;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -81,29 +81,9 @@ pub struct CaConnection {
 }
 
 impl CaConnection {
-    /// The CRLs of --crl / --crl-url (the URL's server verified against --root).
-    pub async fn crls(&self) -> anyhow::Result<ambos_proxy::tunnel::SourcedCrls> {
-        Ok(self.revocation.sources().load(std::slice::from_ref(&self.root)).await?)
+    pub fn endpoint(&self) -> CaEndpoint {
+        CaEndpoint { url: self.ca_url.clone(), root: self.root.clone(), crls: self.revocation.sources() }
     }
-
-    /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
-    /// against --root and, when given, the CRLs (fail closed).
-    pub fn client(
-        &self,
-        crls: ambos_proxy::tunnel::SourcedCrls,
-        identity: Option<(Vec<rustls_pki_types::CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>)>,
-    ) -> anyhow::Result<CaClient> {
-        let trust = self.revocation.sources().server_trust(std::slice::from_ref(&self.root), "--root", crls)?;
-        Ok(CaClient::with_trust(&self.ca_url, trust, identity)?)
-    }
-}
-
-/// Writes key then chain (then the root), each atomically: a reader that
-/// sees the new certificate always finds its key.
-pub fn write_identity(key_path: &Path, key: &PrivateKey, cert_path: &Path, chain_pem: &str) -> anyhow::Result<()> {
-    write_atomic(key_path, key.pkcs8_pem().as_bytes(), PRIVATE, true)?;
-    write_atomic(cert_path, chain_pem.as_bytes(), PUBLIC, true)?;
-    Ok(())
 }
 
 pub fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {

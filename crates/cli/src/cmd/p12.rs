@@ -1,6 +1,7 @@
 //! `ambos p12`: a certificate chain and its key as a PKCS#12 keystore.
-use crate::files::{input_error, read_input, write_atomic, PRIVATE};
+use crate::input::{input_error, read_input};
 use crate::secrets::p12_password;
+use ambos_files::{write_atomic, PRIVATE};
 use ambos_pki::PrivateKey;
 use anyhow::Context;
 use clap::Args;

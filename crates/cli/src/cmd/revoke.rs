@@ -1,5 +1,5 @@
 //! `ambos revoke`: in the local store, or through `ambos serve` with an admin certificate.
-use crate::files::{input_error, read_input};
+use crate::input::{input_error, read_input};
 use crate::Global;
 use ambos_ca::{CertSelector, CertificateAuthority};
 use ambos_pki::{RevocationReason, Serial};

@@ -1,6 +1,6 @@
 //! `ambos serve`: the CA's HTTPS API (`ambos_ca::api`).
 use crate::cmd::duration;
-use crate::files::input_error;
+use crate::input::input_error;
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::secrets::ca_passphrase;
 use crate::Global;

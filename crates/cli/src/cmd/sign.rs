@@ -1,14 +1,14 @@
 //! `ambos sign CSR`: sign an external certificate signing request.
 use crate::cmd::{duration, open_authority, ProfileArg};
-use crate::files::{read_input, write_atomic, PUBLIC};
+use crate::input::read_input;
 use crate::Global;
 use ambos_ca::OffsetDateTime;
+use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::Profile;
 use ambos_store::AuthorityRole;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Args)]
 pub struct SignArgs {
@@ -48,7 +48,7 @@ pub fn sign(g: &Global, a: SignArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({"serial": issued.serial.to_hex(), "name": issued.name, "subject": issued.subject,
                 "sans": issued.sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "not_after": issued.not_after.format(&Rfc3339).unwrap_or_default(), "sha256": issued.sha256,
+                "not_after": ambos_pki::rfc3339(issued.not_after), "sha256": issued.sha256,
                 "cert": a.out, "pem": if a.out.is_none() { Some(chain) } else { None }})
         );
     } else if let Some(p) = &a.out {

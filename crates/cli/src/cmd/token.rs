@@ -1,6 +1,6 @@
 //! `ambos token create`: one-time enrollment tokens.
 use crate::cmd::{duration, ProfileArg};
-use crate::files::input_error;
+use crate::input::input_error;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, TokenOptions};
 use ambos_pki::{Profile, San};

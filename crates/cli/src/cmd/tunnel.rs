@@ -32,7 +32,7 @@ pub struct TunnelArgs {
 }
 
 pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
-    use crate::files::input_error;
+    use crate::input::input_error;
     let listen = a.listen.parse().map_err(|_| input_error(format!("--listen '{}' is not an address", a.listen)))?;
     let host = a
         .server_name

@@ -1,0 +1,259 @@
+//! The machine side of the CA API (`ambos enroll`, `renew`, `agent`): a
+//! first certificate for a one-time token, renewal over mTLS with the
+//! current certificate, and the files both write (key first, then chain).
+//! The agent's schedule is `ambos_ca::renewer`; this crate supplies the
+//! renewal it runs. The CA server is verified against its root and, when
+//! given, CRLs (fail closed).
+#![forbid(unsafe_code)]
+
+use ambos_ca::client::{CaClient, ClientError, Issued};
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity};
+use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
+use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey};
+use ambos_probe::{CrlSources, ProbeError};
+use ambos_proxy::tunnel::SourcedCrls;
+use ambos_tls::TlsError;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A file or value the user gave: unreadable, not PEM, not a certificate.
+    #[error("{0}")]
+    Input(String),
+    /// The key file does not hold a key we can use.
+    #[error("{}: {why}", path.display())]
+    Key { path: PathBuf, why: PkiError },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Crls(#[from] ProbeError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+}
+
+pub type Result<T> = std::result::Result<T, AgentError>;
+
+/// Where the CA API is and what its server certificate must chain to.
+#[derive(Clone, Debug)]
+pub struct CaEndpoint {
+    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443
+    pub url: String,
+    /// The CA root certificate (PEM).
+    pub root: PathBuf,
+    /// CRLs to check the server's chain against (the URL's server verified against `root`).
+    pub crls: CrlSources,
+}
+
+impl CaEndpoint {
+    /// The CRLs of the files and URL, read now.
+    pub async fn load_crls(&self) -> Result<SourcedCrls> {
+        Ok(self.crls.load(std::slice::from_ref(&self.root)).await?)
+    }
+
+    /// A client of the CA API whose server is verified by `ambos_tls::ServerVerifier`
+    /// against the root and `crls`.
+    pub fn client(
+        &self,
+        crls: SourcedCrls,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<CaClient> {
+        let trust = self.crls.server_trust(std::slice::from_ref(&self.root), "--root", crls)?;
+        Ok(CaClient::with_trust(&self.url, trust, identity)?)
+    }
+}
+
+/// A first certificate for a one-time token; the key is made here.
+#[derive(Clone, Debug)]
+pub struct EnrollOptions {
+    pub token: String,
+    /// File stem and CN to ask for (default: the token's name).
+    pub name: Option<String>,
+    pub key_type: KeyType,
+    /// Directory for NAME.crt, NAME.key (0600) and ca.crt.
+    pub out: PathBuf,
+}
+
+/// The certificate the CA issued and where its chain was written.
+pub struct Enrolled {
+    pub issued: Issued,
+    pub cert: PathBuf,
+}
+
+/// Enrolls and writes NAME.key, NAME.crt and ca.crt (left alone if unchanged).
+pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
+    if let Some(n) = &o.name {
+        ambos_pki::validate_name(n)?;
+    }
+    let client = ca.client(ca.load_crls().await?, None)?;
+    let key = o.key_type.generate()?;
+    let csr = ambos_pki::create_csr(&key, o.name.as_deref(), &[])?;
+    let issued = client.enroll(&o.token, &pem_encode("CERTIFICATE REQUEST", &csr)).await?;
+    let name = o.name.clone().unwrap_or_else(|| issued.name.clone());
+    ambos_pki::validate_name(&name)?;
+    ensure_dir(&o.out)?;
+    let cert = o.out.join(format!("{name}.crt"));
+    write_identity(&o.out.join(format!("{name}.key")), &key, &cert, &issued.certificate)?;
+    write_atomic_if_changed(&o.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
+    Ok(Enrolled { issued, cert })
+}
+
+fn read_key(path: &Path) -> Result<PrivateKey> {
+    let bytes = std::fs::read(path).map_err(|e| AgentError::Input(format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| AgentError::Input(format!("{} is not PEM", path.display())))?;
+    PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Key { path: path.to_path_buf(), why })
+}
+
+/// One renewal over mTLS with the current files and `crls`; a new key
+/// unless `keep_key`. The files change only on success.
+pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -> Result<Issued> {
+    let chain = ambos_tls::load_certs(&o.cert)?;
+    let current_key = ambos_tls::load_key(&o.key)?;
+    let old = read_key(&o.key)?;
+    let id = ambos_tls::Identity::from_der(&chain[0])?;
+    let client = ca.client(crls.clone(), Some((chain, current_key)))?;
+    let (key, csr) = if o.keep_key {
+        (old, None)
+    } else {
+        let key = old.key_type().generate()?;
+        let csr = ambos_pki::create_csr(&key, id.cn.as_deref(), &[])?;
+        (key, Some(pem_encode("CERTIFICATE REQUEST", &csr)))
+    };
+    let issued = client.renew(csr.as_deref()).await?;
+    write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
+    Ok(issued)
+}
+
+/// The validity of the certificate in `path` (its first certificate).
+pub fn validity(path: &Path) -> Result<Validity> {
+    let chain = ambos_tls::load_certs(path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| AgentError::Input(format!("{}: {e}", path.display())))?;
+    Ok(Validity {
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `stop`
+/// resolves during a wait. Bad CRL files or URL: an error now; later they
+/// are read again before each renewal (a failure then keeps the previous ones).
+pub async fn run_agent<S, F>(ca: CaEndpoint, opts: RenewOptions, stop: S) -> Result<()>
+where
+    S: Fn() -> F,
+    F: Future<Output = ()>,
+{
+    let crls = ca.load_crls().await?;
+    let mut agent = Agent { opts: opts.clone(), ca, crls, stop };
+    Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0)
+}
+
+/// An error with its causes on one line (`a: b: c`), as the agent logs it.
+#[derive(Debug)]
+pub struct ErrorChain(pub AgentError);
+
+impl std::fmt::Display for ErrorChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+/// The agent's side of the renewer: files, CRLs, the CA client, the stop signal.
+struct Agent<S> {
+    opts: RenewOptions,
+    ca: CaEndpoint,
+    crls: SourcedCrls,
+    stop: S,
+}
+
+impl<S: Fn() -> F, F: Future<Output = ()>> Renew for Agent<S> {
+    type Error = ErrorChain;
+
+    fn validity(&self) -> std::result::Result<Validity, ErrorChain> {
+        validity(&self.opts.cert).map_err(ErrorChain)
+    }
+
+    async fn refresh(&mut self) {
+        if self.ca.crls.enabled() {
+            match self.ca.load_crls().await {
+                Ok(c) => self.crls = c,
+                Err(e) => tracing::warn!("cannot read the CRLs again, using the previous ones: {}", ErrorChain(e)),
+            }
+        }
+    }
+
+    async fn renew(&mut self) -> std::result::Result<Renewed, ErrorChain> {
+        let issued = renew_once(&self.ca, &self.crls, &self.opts).await.map_err(ErrorChain)?;
+        Ok(Renewed { serial: issued.serial, not_after: issued.not_after })
+    }
+
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = (self.stop)() => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_is_one_line_of_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = AgentError::Files(FilesError::Write { path: "a.crt".into(), source: io });
+        assert_eq!(ErrorChain(e).to_string(), "cannot write a.crt: gone");
+    }
+
+    #[test]
+    fn a_key_file_that_is_not_a_key_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.key");
+        std::fs::write(&path, "not a key").unwrap();
+        let err = read_key(&path).err().expect("not a key");
+        assert!(matches!(&err, AgentError::Key { path: p, .. } if *p == path), "{err}");
+        assert!(err.to_string().starts_with(&format!("{}: ", path.display())), "{err}");
+        let missing = read_key(&dir.path().join("none.key")).err().expect("no file");
+        assert!(matches!(&missing, AgentError::Input(m) if m.starts_with("cannot read ")), "{missing}");
+    }
+
+    #[test]
+    fn validity_is_read_from_the_first_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ambos_ca::InitOptions {
+            name: "acme".into(),
+            key_type: KeyType::EcP256,
+            root_ttl: Duration::from_secs(10 * 86_400),
+            intermediate_ttl: Duration::from_secs(5 * 86_400),
+            passphrase: None,
+            crl_url: None,
+        };
+        let mut ca = ambos_ca::CertificateAuthority::init(&dir.path().join("ca"), &opts).unwrap();
+        let signer = ca.authority(ambos_store::AuthorityRole::Intermediate, None).unwrap();
+        let mut req = ambos_pki::LeafRequest::new("web", ambos_pki::Profile::Client);
+        req.ttl = Duration::from_secs(3600);
+        let issued = ca.issue(&signer, &[req]).unwrap().remove(0);
+        let path = dir.path().join("web.crt");
+        std::fs::write(&path, signer.chain_pem(&issued.cert_der)).unwrap();
+        let v = validity(&path).unwrap();
+        assert_eq!(v.not_after - v.not_before, issued.not_after.unix_timestamp() - issued.not_before.unix_timestamp());
+        assert_eq!(v.not_after, issued.not_after.unix_timestamp());
+        std::fs::write(&path, "no certificate").unwrap();
+        assert!(validity(&path).is_err());
+    }
+}

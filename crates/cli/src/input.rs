@@ -1,0 +1,24 @@
+//! What the user gave us (a file, a flag value): errors in it exit with 2,
+//! and reads whose errors name the file.
+use std::path::Path;
+
+/// An error in what the user gave us: exit code 2.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
+    InputError(msg.into()).into()
+}
+
+/// Reads a file the user named; a missing or unreadable file is an input error.
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| input_error(format!("cannot read {}: {e}", path.display())))
+}
