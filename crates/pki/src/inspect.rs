@@ -176,19 +176,7 @@ fn signature_name(oid: &str) -> String {
 }
 
 fn san_entries<'a>(names: impl Iterator<Item = &'a GeneralName<'a>>) -> Vec<SanEntry> {
-    names
-        .map(|n| match n {
-            GeneralName::DNSName(h) => format!("dns:{h}"),
-            GeneralName::URI(u) => format!("uri:{u}"),
-            GeneralName::RFC822Name(e) => format!("email:{e}"),
-            GeneralName::IPAddress(b) => match b.len() {
-                4 => format!("ip:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
-                16 => format!("ip:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
-                _ => "ip:invalid".into(),
-            },
-            other => format!("other:{other}"),
-        })
-        .collect()
+    names.map(crate::general_name_text).collect()
 }
 
 fn cert_from_der(der: &[u8], now: OffsetDateTime) -> Result<InspectedCert, PkiError> {
