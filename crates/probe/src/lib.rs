@@ -73,7 +73,7 @@ impl CrlSources {
     }
 
     /// [`CrlSources::load`] outside an async runtime.
-    pub fn load_blocking(&self, ca: &[PathBuf]) -> Result<ambos_proxy::tunnel::SourcedCrls, ProbeError> {
+    fn load_blocking(&self, ca: &[PathBuf]) -> Result<ambos_proxy::tunnel::SourcedCrls, ProbeError> {
         if self.url.is_none() {
             return ambos_proxy::tunnel::load_crl_files(&self.files)
                 .map_err(|e| ProbeError::Input(format!("--crl: {e}")));

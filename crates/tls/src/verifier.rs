@@ -220,10 +220,6 @@ impl Trust {
         self.intermediates.len()
     }
 
-    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        &self.algs
-    }
-
     /// Verifies `end_entity` (with what the peer sent as `intermediates`) at `now`.
     pub fn verify(
         &self,
@@ -592,13 +588,6 @@ impl ClientVerifier {
             c.insert(key, chain.clone());
         }
         Ok(chain)
-    }
-
-    /// Empties the cache (tests prove it never changes a verdict).
-    pub fn clear_cache(&self) {
-        if let Ok(mut c) = self.chains.lock() {
-            c.clear();
-        }
     }
 }
 
