@@ -75,3 +75,34 @@ fn crl_framing(der: &[u8]) -> Result<(), &'static str> {
     let Some((0x03, _, _, [])) = tlv(rest) else { return Err("bad signature") };
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err<T: std::fmt::Debug>(f: fn(&Path) -> Result<T, TlsError>, name: &str, bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = f(&path).unwrap_err().to_string();
+        assert!(e.contains(name), "{e} names the file");
+        e
+    }
+
+    #[test]
+    fn junk_wrong_labels_and_truncation_are_refused_naming_the_file() {
+        let cert = ambos_pki::pem_encode("CERTIFICATE", b"\x30\x03\x02\x01\x01");
+        let key = ambos_pki::pem_encode("PRIVATE KEY", b"\x30\x00");
+        assert!(err(load_certs, "junk.pem", b"hello").contains("no CERTIFICATE"));
+        assert!(err(load_certs, "key.pem", key.as_bytes()).contains("no CERTIFICATE"));
+        assert!(err(load_certs, "cut.pem", &cert.as_bytes()[..cert.len() - 10]).contains("truncated"));
+        assert!(err(load_certs, "bad.pem", cert.replacen('M', "*", 1).as_bytes()).contains("bad base64"));
+        assert!(err(load_certs, "notx509.pem", cert.as_bytes()).contains("malformed certificate"));
+        assert!(err(load_key, "cert.pem", cert.as_bytes()).contains("no PRIVATE KEY"));
+        assert!(err(load_key, "cut.key", &key.as_bytes()[..key.len() - 10]).contains("truncated"));
+        let encrypted = ambos_pki::pem_encode("ENCRYPTED PRIVATE KEY", b"\x30\x00");
+        assert!(err(load_key, "enc.key", encrypted.as_bytes()).contains("the key is encrypted"));
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nMAA=\n-----END RSA PRIVATE KEY-----\n";
+        assert!(err(load_key, "legacy.key", legacy.as_bytes()).contains("bad base64"));
+    }
+}
