@@ -22,10 +22,9 @@ mod workers;
 
 pub use tally::Summary;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use ambos_tls::{ClientCert, ServerAuth};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -214,37 +213,43 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
     if !p.kx_groups.is_empty() {
         Arc::make_mut(&mut provider).kx_groups = p.kx_groups.iter().map(|g| g.group()).collect();
     }
-    let versions =
-        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
-    let builder = match (&p.ca, p.cheap_client) {
-        (_, true) => versions.dangerous().with_custom_certificate_verifier(Arc::new(UnverifiedChain(provider))),
-        (Some(ca_file), false) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in ambos_tls::load_certs(ca_file).map_err(|e| input(format!("--ca: {e}")))? {
-                roots.add(ca).map_err(|e| input(format!("--ca {}: {e}", ca_file.display())))?;
-            }
-            versions.with_root_certificates(roots)
-        }
+    let server = match (&p.ca, p.cheap_client) {
+        (_, true) => ServerAuth::Custom(Arc::new(UnverifiedChain)),
+        (Some(ca_file), false) => ServerAuth::Roots(
+            ambos_tls::root_store(std::slice::from_ref(ca_file)).map_err(|e| input(format!("--ca: {e}")))?,
+        ),
         (None, false) => return Err(input("--ca is required (or --cheap-client)")),
     };
     let mut tokens = Vec::new();
-    let mut config = match (p.mode, &p.cert, &p.key, &p.tokens) {
+    let client = match (p.mode, &p.cert, &p.key, &p.tokens) {
         (Mode::Enroll, _, _, Some(file)) => {
             let text = std::fs::read_to_string(file).map_err(|e| input(format!("--tokens {}: {e}", file.display())))?;
             tokens = parse_tokens(&text);
             if tokens.is_empty() {
                 return Err(input(format!("--tokens {}: no tokens", file.display())));
             }
-            builder.with_no_client_auth()
+            ClientCert::None
         }
         (Mode::Enroll, _, _, None) => return Err(input("enroll needs --tokens FILE")),
         (_, Some(cert), Some(key), _) => {
             let chain = ambos_tls::load_certs(cert).map_err(|e| input(format!("--cert: {e}")))?;
             let k = ambos_tls::load_key(key).map_err(|e| input(format!("--key: {e}")))?;
-            builder.with_client_auth_cert(chain, k).map_err(|e| key_error(cert, key, e))?
+            ClientCert::Chain(chain, k)
         }
         _ => return Err(input("--cert and --key are required for handshake and http")),
     };
+    let key_pair = match (&client, &p.cert, &p.key) {
+        (ClientCert::Chain(..), Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    let mut config =
+        ambos_tls::client_config_with(provider, rustls::DEFAULT_VERSIONS, server, client).map_err(|e| {
+            match (e, &key_pair) {
+                (ambos_tls::TlsError::Config(e), Some((cert, key))) => key_error(cert, key, e),
+                (ambos_tls::TlsError::Config(e), None) => BenchError::Tls(e),
+                (e, _) => input(e.to_string()),
+            }
+        })?;
     // Every handshake full: a benchmark of resumed handshakes would measure something else.
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![if p.http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
@@ -328,7 +333,7 @@ impl Plan {
 /// but the server must still prove it holds the key of the certificate it
 /// sent, so the handshake does the same key-exchange and signature work.
 #[derive(Debug)]
-struct UnverifiedChain(Arc<CryptoProvider>);
+struct UnverifiedChain;
 
 impl ServerCertVerifier for UnverifiedChain {
     fn verify_server_cert(
@@ -342,27 +347,7 @@ impl ServerCertVerifier for UnverifiedChain {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    ambos_tls::handshake_signatures!();
 }
 
 #[cfg(test)]

@@ -67,17 +67,12 @@ impl CaClient {
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     ) -> Result<CaClient, ClientError> {
         ambos_tls::install_default_provider();
-        let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ambos_tls::ServerVerifier::new(trust)));
-        let config = match identity {
-            Some((chain, key)) => {
-                builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Tls(e.to_string()))?
-            }
-            None => builder.with_no_client_auth(),
+        let client = match identity {
+            Some((chain, key)) => ambos_tls::ClientCert::Chain(chain, key),
+            None => ambos_tls::ClientCert::None,
         };
+        let config = ambos_tls::client_config(ambos_tls::ServerAuth::Trust(trust), client)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));

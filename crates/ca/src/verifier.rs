@@ -2,17 +2,14 @@
 //! client *or* server authentication — servers renew over mTLS with their
 //! serverAuth certificate. Whether that certificate may do what it asks
 //! (not revoked, admin) is decided by the authority against the store.
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{CertificateError, DistinguishedName, Error};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 
 #[derive(Debug)]
 pub struct AnyPurposeVerifier {
     anchors: Vec<TrustAnchor<'static>>,
     hints: Vec<DistinguishedName>,
-    algs: WebPkiSupportedAlgorithms,
 }
 
 impl AnyPurposeVerifier {
@@ -22,8 +19,7 @@ impl AnyPurposeVerifier {
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?
             .to_owned();
         let hints = vec![DistinguishedName::in_sequence(&anchor.subject)];
-        let algs = ambos_tls::provider().signature_verification_algorithms;
-        Ok(AnyPurposeVerifier { anchors: vec![anchor], hints, algs })
+        Ok(AnyPurposeVerifier { anchors: vec![anchor], hints })
     }
 }
 
@@ -60,7 +56,15 @@ impl ClientCertVerifier for AnyPurposeVerifier {
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(map)?;
         let mut last = Error::InvalidCertificate(CertificateError::InvalidPurpose);
         for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
-            match cert.verify_for_usage(self.algs.all, &self.anchors, intermediates, now, usage, None, None) {
+            match cert.verify_for_usage(
+                ambos_tls::signature_algorithms().all,
+                &self.anchors,
+                intermediates,
+                now,
+                usage,
+                None,
+                None,
+            ) {
                 Ok(_) => return Ok(ClientCertVerified::assertion()),
                 Err(webpki::Error::RequiredEkuNotFoundContext(_)) => continue,
                 Err(e) => last = map(e),
@@ -69,25 +73,5 @@ impl ClientCertVerifier for AnyPurposeVerifier {
         Err(last)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    ambos_tls::handshake_signatures!();
 }

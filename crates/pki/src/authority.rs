@@ -391,15 +391,14 @@ impl CsrContents {
         for ext in csr.requested_extensions().into_iter().flatten() {
             if let ParsedExtension::SubjectAlternativeName(san) = ext {
                 for name in &san.general_names {
+                    // Requested names are validated as if typed on the command line.
                     sans.push(match name {
-                        GeneralName::DNSName(h) => format!("dns:{h}").parse()?,
-                        GeneralName::URI(u) => format!("uri:{u}").parse()?,
-                        GeneralName::RFC822Name(e) => format!("email:{e}").parse()?,
-                        GeneralName::IPAddress(b) => match b.len() {
-                            4 => San::Ip(<[u8; 4]>::try_from(*b).unwrap().into()),
-                            16 => San::Ip(<[u8; 16]>::try_from(*b).unwrap().into()),
-                            _ => return Err(PkiError::MalformedCsr("bad IP address SAN".into())),
-                        },
+                        GeneralName::DNSName(_) | GeneralName::URI(_) | GeneralName::RFC822Name(_) => {
+                            crate::general_name_text(name).parse()?
+                        }
+                        GeneralName::IPAddress(b) => {
+                            San::Ip(crate::san_ip(b).ok_or(PkiError::MalformedCsr("bad IP address SAN".into()))?)
+                        }
                         other => return Err(PkiError::MalformedCsr(format!("unsupported SAN type {other}"))),
                     });
                 }

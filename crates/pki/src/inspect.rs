@@ -75,27 +75,27 @@ pub fn inspect(bytes: &[u8], p12_password: Option<&str>, now: OffsetDateTime) ->
     if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         let blocks = blocks(bytes)?;
         let first = blocks.first().ok_or(PkiError::UnrecognisedInput)?;
-        return match first.tag() {
+        return match first.label.as_str() {
             "CERTIFICATE" | "TRUSTED CERTIFICATE" => {
                 let certificates = blocks
                     .iter()
-                    .filter(|b| b.tag() == "CERTIFICATE")
-                    .map(|b| cert_from_der(b.contents(), now))
+                    .filter(|b| b.label == "CERTIFICATE")
+                    .map(|b| cert_from_der(&b.der, now))
                     .collect::<Result<_, _>>()?;
                 Ok(Inspection::Certificates { certificates })
             }
-            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Ok(Inspection::Csr(csr_from_der(first.contents())?)),
+            "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => Ok(Inspection::Csr(csr_from_der(&first.der)?)),
             "X509 CRL" => {
                 let crls = blocks
                     .iter()
-                    .filter(|b| b.tag() == "X509 CRL")
-                    .map(|b| crl_from_der(b.contents()))
+                    .filter(|b| b.label == "X509 CRL")
+                    .map(|b| crl_from_der(&b.der))
                     .collect::<Result<_, _>>()?;
                 Ok(Inspection::Crls { crls })
             }
             "ENCRYPTED PRIVATE KEY" => Ok(Inspection::PrivateKey { key_type: None, encrypted: true }),
             "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
-                let key = crate::PrivateKey::from_der(first.contents())?;
+                let key = crate::PrivateKey::from_der(&first.der)?;
                 Ok(Inspection::PrivateKey { key_type: Some(key.key_type().to_string()), encrypted: false })
             }
             other => Err(PkiError::MalformedPem(format!("unsupported PEM block '{other}'"))),
@@ -176,19 +176,7 @@ fn signature_name(oid: &str) -> String {
 }
 
 fn san_entries<'a>(names: impl Iterator<Item = &'a GeneralName<'a>>) -> Vec<SanEntry> {
-    names
-        .map(|n| match n {
-            GeneralName::DNSName(h) => format!("dns:{h}"),
-            GeneralName::URI(u) => format!("uri:{u}"),
-            GeneralName::RFC822Name(e) => format!("email:{e}"),
-            GeneralName::IPAddress(b) => match b.len() {
-                4 => format!("ip:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap())),
-                16 => format!("ip:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap())),
-                _ => "ip:invalid".into(),
-            },
-            other => format!("other:{other}"),
-        })
-        .collect()
+    names.map(crate::general_name_text).collect()
 }
 
 fn cert_from_der(der: &[u8], now: OffsetDateTime) -> Result<InspectedCert, PkiError> {

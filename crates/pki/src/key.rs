@@ -123,14 +123,17 @@ impl PrivateKey {
 
     /// Reads a PEM private key; an `ENCRYPTED PRIVATE KEY` needs `passphrase`.
     pub fn from_pem(text: &str, passphrase: Option<&[u8]>) -> Result<Self, PkiError> {
-        let block = ::pem::parse(text).map_err(|e| PkiError::MalformedPem(e.to_string()))?;
-        match block.tag() {
+        let block = crate::pem::blocks(text.as_bytes())?
+            .into_iter()
+            .next()
+            .ok_or(PkiError::MissingPemItem("PRIVATE KEY block"))?;
+        match block.label.as_str() {
             "ENCRYPTED PRIVATE KEY" => {
                 let pass = passphrase.ok_or(PkiError::PassphraseRequired)?;
-                let der = decrypt_private_key(block.contents(), pass)?;
+                let der = decrypt_private_key(&block.der, pass)?;
                 PrivateKey::from_der(&der)
             }
-            "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => PrivateKey::from_der(block.contents()),
+            "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => PrivateKey::from_der(&block.der),
             other => Err(PkiError::MalformedKey(format!("expected a PRIVATE KEY PEM block, found '{other}'"))),
         }
     }

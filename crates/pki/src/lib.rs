@@ -23,8 +23,13 @@ pub use error::PkiError;
 pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedRevocation, Inspection, SanEntry};
 pub use key::{encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
-pub use pem::{certs_from_pem, csr_from_pem_or_der, pem_encode, sha256_hex};
-pub use profile::{create_csr, validate_name, validate_spiffe_id, LeafRequest, Profile, San};
+pub use pem::{
+    certs_from_pem, certs_from_pem_or_der, csr_from_pem_or_der, pem_encode, pem_items_in_place,
+    private_key_from_pem_or_der, sha256_hex,
+};
+pub use profile::{
+    create_csr, general_name_text, san_ip, validate_name, validate_spiffe_id, LeafRequest, Profile, San,
+};
 pub use request::{parse_batch, LeafSpec};
 pub use rfc3339::{rfc3339, rfc3339_unix};
 pub use serial::Serial;

@@ -104,6 +104,33 @@ impl fmt::Display for San {
     }
 }
 
+/// The `kind:value` text of a subjectAltName entry, `San`'s own form
+/// (`dns:`, `ip:`, `uri:`, `email:`), for showing what a certificate holds:
+/// not validated; an IP of the wrong length is `ip:invalid`, other kinds `other:…`.
+pub fn general_name_text(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+    use x509_parser::extensions::GeneralName;
+    let san = match name {
+        GeneralName::DNSName(h) => San::Dns(h.to_string()),
+        GeneralName::URI(u) => San::Uri(u.to_string()),
+        GeneralName::RFC822Name(e) => San::Email(e.to_string()),
+        GeneralName::IPAddress(b) => match san_ip(b) {
+            Some(ip) => San::Ip(ip),
+            None => return "ip:invalid".into(),
+        },
+        other => return format!("other:{other}"),
+    };
+    san.to_string()
+}
+
+/// The address in an iPAddress subjectAltName (4 or 16 bytes).
+pub fn san_ip(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
 impl FromStr for San {
     type Err = PkiError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -285,6 +312,29 @@ pub fn create_csr(key: &crate::PrivateKey, name: Option<&str>, sans: &[San]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn general_names_print_as_san_parses_them() {
+        use x509_parser::extensions::GeneralName;
+        let cases = [
+            (GeneralName::DNSName("api.acme.test"), "dns:api.acme.test"),
+            (GeneralName::URI("spiffe://acme.test/web"), "uri:spiffe://acme.test/web"),
+            (GeneralName::RFC822Name("ops@acme.test"), "email:ops@acme.test"),
+            (GeneralName::IPAddress(&[127, 0, 0, 1]), "ip:127.0.0.1"),
+            (GeneralName::IPAddress(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), "ip:::1"),
+            (GeneralName::IPAddress(&[1, 2, 3]), "ip:invalid"),
+        ];
+        for (name, text) in cases {
+            assert_eq!(general_name_text(&name), text);
+            if text != "ip:invalid" {
+                assert_eq!(text.parse::<San>().unwrap().to_string(), text, "round trip");
+            }
+        }
+        assert!(general_name_text(&GeneralName::RegisteredID(x509_parser::oid_registry::OID_X509_COMMON_NAME))
+            .starts_with("other:"));
+        assert_eq!(san_ip(&[10, 0, 0, 1]), Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(san_ip(&[]), None);
+    }
 
     #[test]
     fn san_syntax() {

@@ -73,7 +73,7 @@ impl CrlSources {
     }
 
     /// [`CrlSources::load`] outside an async runtime.
-    pub fn load_blocking(&self, ca: &[PathBuf]) -> Result<ambos_proxy::tunnel::SourcedCrls, ProbeError> {
+    fn load_blocking(&self, ca: &[PathBuf]) -> Result<ambos_proxy::tunnel::SourcedCrls, ProbeError> {
         if self.url.is_none() {
             return ambos_proxy::tunnel::load_crl_files(&self.files)
                 .map_err(|e| ProbeError::Input(format!("--crl: {e}")));
@@ -216,10 +216,8 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
 
     // 3. TLS handshake.
     let rec = Arc::new(Recorder::default());
-    let provider = ambos_tls::provider();
     let inner = trust.map(|t| Arc::new(ambos_tls::ServerVerifier::new(t)));
-    let verifier =
-        Arc::new(RecordingVerifier { inner, rec: rec.clone(), algs: provider.signature_verification_algorithms });
+    let verifier = Arc::new(RecordingVerifier { inner, rec: rec.clone() });
     let resolver = Arc::new(RecordingResolver { key: local.as_ref().map(|l| l.key.clone()), rec: rec.clone() });
     let versions: &[&rustls::SupportedProtocolVersion] = match a.tls_version.as_deref() {
         None => rustls::DEFAULT_VERSIONS,
@@ -227,11 +225,16 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
         Some("1.3") => &[&rustls::version::TLS13],
         Some(v) => return Err(ProbeError::Input(format!("--tls-version '{v}': expected 1.2 or 1.3"))),
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_cert_resolver(resolver);
+    let mut config = ambos_tls::client_config_with(
+        ambos_tls::provider(),
+        versions,
+        ambos_tls::ServerAuth::Custom(verifier),
+        ambos_tls::ClientCert::Resolver(resolver),
+    )
+    .map_err(|e| match e {
+        ambos_tls::TlsError::Config(e) => ProbeError::Tls(e),
+        e => ProbeError::Input(e.to_string()),
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name)?;

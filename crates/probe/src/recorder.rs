@@ -1,9 +1,9 @@
 //! What the server sent during the handshake, recorded by our verifier and
 //! our client-certificate resolver.
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, Error, SignatureScheme};
+use rustls::{Error, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
 /// The server's side of the handshake as far as it got.
@@ -33,7 +33,6 @@ impl Recorder {
 pub struct RecordingVerifier {
     pub inner: Option<Arc<ambos_tls::ServerVerifier>>,
     pub rec: Arc<Recorder>,
-    pub algs: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for RecordingVerifier {
@@ -54,27 +53,7 @@ impl ServerCertVerifier for RecordingVerifier {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
+    ambos_tls::handshake_signatures!();
 }
 
 /// Records the CertificateRequest (and its CA names) and answers with our certificate, if any.

@@ -111,12 +111,15 @@ struct Case {
     now: UnixTime,
 }
 
-fn pem_der(text: &str, what: &str) -> Result<Vec<u8>, String> {
-    pem::parse(text).map(|p| p.into_contents()).map_err(|e| format!("{what}: PEM does not parse: {e}"))
+/// The first `label` block of `text`.
+fn pem_der(text: &str, what: &str, label: &str) -> Result<Vec<u8>, String> {
+    let items = ambos_pki::pem_items_in_place(text.as_bytes().to_vec(), label);
+    let first = items.map_err(|e| format!("{what}: PEM does not parse: {e}"))?.into_iter().next();
+    first.ok_or_else(|| format!("{what}: PEM does not parse: no {label}"))
 }
 
-fn pem_list(v: &Value, what: &str) -> Result<Vec<Vec<u8>>, String> {
-    v.as_array().into_iter().flatten().map(|p| pem_der(p.as_str().unwrap_or_default(), what)).collect()
+fn pem_list(v: &Value, what: &str, label: &str) -> Result<Vec<Vec<u8>>, String> {
+    v.as_array().into_iter().flatten().map(|p| pem_der(p.as_str().unwrap_or_default(), what, label)).collect()
 }
 
 fn str_list(v: &Value) -> Vec<&str> {
@@ -205,9 +208,11 @@ fn decode(tc: &Value) -> Result<Case, String> {
     };
 
     let opts = (|| {
-        let ca_certs =
-            pem_list(&tc["trusted_certs"], "trusted certificate")?.into_iter().map(CertificateDer::from).collect();
-        let crls: Vec<(String, CertificateRevocationListDer<'static>)> = pem_list(&tc["crls"], "CRL")?
+        let ca_certs = pem_list(&tc["trusted_certs"], "trusted certificate", "CERTIFICATE")?
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        let crls: Vec<(String, CertificateRevocationListDer<'static>)> = pem_list(&tc["crls"], "CRL", "X509 CRL")?
             .into_iter()
             .enumerate()
             .map(|(i, d)| (format!("{id} crl #{i}"), CertificateRevocationListDer::from(d)))
@@ -215,9 +220,9 @@ fn decode(tc: &Value) -> Result<Case, String> {
         let revocation = (!crls.is_empty()).then(RevocationPolicy::default);
         Ok(TrustOptions { ca_certs, crls, revocation, eku_if_present: false })
     })();
-    let end_entity =
-        pem_der(tc["peer_certificate"].as_str().unwrap_or_default(), "peer certificate").map(CertificateDer::from);
-    let intermediates = pem_list(&tc["untrusted_intermediates"], "untrusted intermediate")
+    let end_entity = pem_der(tc["peer_certificate"].as_str().unwrap_or_default(), "peer certificate", "CERTIFICATE")
+        .map(CertificateDer::from);
+    let intermediates = pem_list(&tc["untrusted_intermediates"], "untrusted intermediate", "CERTIFICATE")
         .map(|v| v.into_iter().map(CertificateDer::from).collect());
     let now = parse_time(&tc["validation_time"])?;
     Ok(Case {

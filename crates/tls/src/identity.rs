@@ -54,11 +54,7 @@ impl Identity {
                     }
                     GeneralName::DNSName(d) => id.dns.push(d.to_ascii_lowercase()),
                     GeneralName::RFC822Name(e) => id.emails.push(e.to_string()),
-                    GeneralName::IPAddress(b) => match b.len() {
-                        4 => id.ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes"))),
-                        16 => id.ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes"))),
-                        _ => {}
-                    },
+                    GeneralName::IPAddress(b) => id.ips.extend(ambos_pki::san_ip(b)),
                     _ => {}
                 }
             }

@@ -3,19 +3,25 @@
 //! names for handshake failures. No routes, no CA storage.
 #![forbid(unsafe_code)]
 
+mod client_config;
 mod crl;
 mod failure;
 mod files;
 mod identity;
 mod server;
+mod signatures;
 mod strict;
 mod verifier;
 
+pub use client_config::{client_config, client_config_with, root_store, root_store_of, ClientCert, ServerAuth};
 pub use crl::{CrlSet, CrlSummary};
 pub use failure::{Direction, HandshakeFailure, Verdict};
 pub use files::{load_certs, load_crls, load_key, parse_crls};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};
+#[doc(hidden)]
+pub use signatures::__private;
+pub use signatures::signature_algorithms;
 pub use verifier::{
     ClientVerifier, CrlScope, Peer, RevocationPolicy, RevocationSubject, ServerVerifier, Trust, TrustOptions,
     UnknownStatus, VerifiedChain,

@@ -45,7 +45,6 @@ pub struct LoadedServerTls {
     pub config: Arc<ServerConfig>,
     /// notAfter of the server certificate (Unix seconds).
     pub cert_not_after: i64,
-    pub crl_count: usize,
     /// The client verifier inside `config`: open connections are re-judged
     /// against a new one's CRLs.
     pub verifier: Arc<ClientVerifier>,
@@ -80,7 +79,6 @@ impl ServerTlsConfig {
         for path in &self.crl {
             crls.extend(load_crls(path)?.into_iter().map(|c| (path.display().to_string(), c)));
         }
-        let crl_count = crls.len();
         let trust = Trust::new(TrustOptions { ca_certs, crls, revocation: self.revocation, eku_if_present: false })?;
         let provider = provider();
         let verifier = Arc::new(ClientVerifier::new(Arc::new(trust), self.client_auth == ClientAuth::Required));
@@ -111,6 +109,6 @@ impl ServerTlsConfig {
             config.send_tls13_tickets = 0;
             config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         }
-        Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, crl_count, verifier })
+        Ok(LoadedServerTls { config: Arc::new(config), cert_not_after, verifier })
     }
 }

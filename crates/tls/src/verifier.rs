@@ -30,10 +30,10 @@
 use crate::crl::CrlSet;
 pub use crate::strict::RevocationSubject;
 use crate::HandshakeFailure;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme};
+use rustls::{CertificateError, DistinguishedName, Error, OtherError};
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -218,10 +218,6 @@ impl Trust {
 
     pub fn intermediate_count(&self) -> usize {
         self.intermediates.len()
-    }
-
-    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        &self.algs
     }
 
     /// Verifies `end_entity` (with what the peer sent as `intermediates`) at `now`.
@@ -593,13 +589,6 @@ impl ClientVerifier {
         }
         Ok(chain)
     }
-
-    /// Empties the cache (tests prove it never changes a verdict).
-    pub fn clear_cache(&self) {
-        if let Ok(mut c) = self.chains.lock() {
-            c.clear();
-        }
-    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -624,27 +613,7 @@ impl ClientCertVerifier for ClientVerifier {
         self.verified(end_entity, intermediates, now).map(|_| ClientCertVerified::assertion()).map_err(to_rustls)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.trust.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.trust.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.algs.supported_schemes()
-    }
+    crate::handshake_signatures!();
 }
 
 /// Verifies servers for a TLS client (tunnel, probe, agent, enroll, renew).
@@ -678,25 +647,5 @@ impl ServerCertVerifier for ServerVerifier {
             .map_err(to_rustls)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.trust.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.trust.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.algs.supported_schemes()
-    }
+    crate::handshake_signatures!();
 }

@@ -98,16 +98,12 @@ fn handshake(
         res
     });
     ambos_tls::install_default_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(root.to_vec())).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
-        None => builder.with_no_client_auth(),
+    let roots = ambos_tls::root_store_of([CertificateDer::from(root.to_vec())], Path::new("root")).unwrap();
+    let client = match client {
+        Some((chain, key)) => ambos_tls::ClientCert::Chain(chain, key),
+        None => ambos_tls::ClientCert::None,
     };
+    let config = ambos_tls::client_config(ambos_tls::ServerAuth::Roots(roots), client).unwrap();
     let mut conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
     let mut sock = std::net::TcpStream::connect(addr).unwrap();
     let mut group = None;
