@@ -1,7 +1,7 @@
 //! proxy.toml: raw serde structs (unknown keys refused) → validated
 //! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
 use crate::audit::AuditConfig;
-use crate::policy::{parse_allow, Route, RouteTable};
+use crate::authorize::{parse_allow, Route, RouteTable};
 use crate::ProxyError;
 use ambos_tls::{ClientAuth, CrlScope, RevocationPolicy, ServerTlsConfig, TlsVersion, UnknownStatus};
 use http::Method;
@@ -505,13 +505,13 @@ impl ProxyConfig {
                 return Err(invalid(format!("{at}.allow is empty: nobody could use this route")));
             }
             if client_auth == ClientAuth::Required
-                && allow.iter().all(|a| matches!(a, crate::policy::AllowRule::Anonymous))
+                && allow.iter().all(|a| matches!(a, crate::authorize::AllowRule::Anonymous))
             {
                 return Err(invalid(format!("{at}.allow: 'anonymous' needs tls.client_auth = \"optional\"")));
             }
             // Routes are matched against the normalized path (target.rs): a
             // pattern that is not normalized could never match as written.
-            match crate::target::normalize_path(&path) {
+            match crate::authorize::target::normalize_path(&path) {
                 Err(why) => return Err(invalid(format!("{at}.path: '{path}' could never match: {why}"))),
                 Ok(n) if !n.eq_ignore_ascii_case(&path) => {
                     return Err(invalid(format!("{at}.path: '{path}' is not in normalized form; write '{n}'")))

@@ -1,5 +1,7 @@
 //! Authorization: ordered routes (path glob + methods), each with an allow
 //! list of identity patterns. First matching route decides; none → deny.
+pub mod target;
+
 use crate::ProxyError;
 use ambos_tls::Identity;
 use http::Method;

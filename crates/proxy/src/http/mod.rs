@@ -1,20 +1,23 @@
 //! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, authorization per
 //! request, identity headers, and forwarding over pooled keep-alive
 //! HTTP/1.1 connections to the upstream.
+mod idle;
+mod upstream;
+
 use crate::audit::{self, AuditEvent};
+use crate::authorize::target::{self, Target};
+use crate::authorize::Decision;
 use crate::config::Upstream;
+use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
-use crate::idle::{Activity, InFlight, ParkableIo, Since};
-use crate::policy::Decision;
-use crate::server::{ConnCtx, GaugeGuard, Shared};
-use crate::target::{self, Target};
-use crate::upstream::{UpstreamBody, UpstreamSlot, UpstreamSlots};
+use crate::telemetry::GaugeGuard;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use idle::{Activity, InFlight, ParkableIo, Since};
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,15 +26,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
 
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
-/// A client connection after its handshake. Passed boxed: the rustls state
-/// is over 1 KiB and would otherwise be copied into every future that
-/// holds the connection, each of which lives as long as the connection.
-pub type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+/// What HTTP mode shares across all connections.
+pub struct HttpShared {
+    /// Keep-alive connections to the upstream.
+    pub upstream: Arc<UpstreamPool>,
+    /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
+    parked: metrics::Gauge,
+}
+
+impl HttpShared {
+    pub fn new() -> HttpShared {
+        HttpShared { upstream: Arc::default(), parked: metrics::gauge!("ambos_proxy_parked_connections") }
+    }
+}
 
 /// How often a connection checks whether it has gone quiet; an HTTP/1
 /// connection with no request or byte for a whole period is parked (see
@@ -68,6 +80,7 @@ type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, I
 fn service(
     ctx: Arc<ConnCtx>,
     shared: Arc<Shared>,
+    pool: Arc<UpstreamPool>,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -81,10 +94,11 @@ fn service(
         let in_flight = activity.request_started();
         let ctx = ctx.clone();
         let shared = shared.clone();
+        let pool = pool.clone();
         let slots = slots.clone();
         Box::pin(async move {
             let mut slot = None;
-            let response = handle(req, &ctx, &shared, slots, &mut slot).await;
+            let response = handle(req, &ctx, &shared, &pool, slots, &mut slot).await;
             if response.status() == StatusCode::REQUEST_TIMEOUT {
                 // The client's body is unread: the connection cannot be reused.
                 ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -97,19 +111,31 @@ fn service(
 /// Serves one client connection: HTTP/2 when ALPN chose it, else HTTP/1.1.
 /// `shutdown` turns true when the proxy stops: requests in progress finish,
 /// then the connection closes.
-pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    tls: Box<Tls>,
+    ctx: Arc<ConnCtx>,
+    shared: Arc<Shared>,
+    http: Arc<HttpShared>,
+    shutdown: watch::Receiver<bool>,
+) {
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         // Boxed so that HTTP/1.1 connections' tasks are not sized for it.
-        Box::pin(serve_h2(tls, ctx, shared, shutdown)).await
+        Box::pin(serve_h2(tls, ctx, shared, http, shutdown)).await
     } else {
-        serve_h1(tls, ctx, shared, shutdown).await
+        serve_h1(tls, ctx, shared, http, shutdown).await
     }
 }
 
-async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_h2(
+    tls: Box<Tls>,
+    ctx: Arc<ConnCtx>,
+    shared: Arc<Shared>,
+    http: Arc<HttpShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
-    let svc = service(ctx, shared, activity.clone());
+    let svc = service(ctx, shared, http.upstream.clone(), activity.clone());
     let mut conn = Box::pin(
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -123,7 +149,7 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
     }
     // Idle: no stream for `idle_timeout` (PINGs answered or not) → GOAWAY,
     // and hyper closes once no stream is left. One timer per connection.
-    let period = crate::tcp::idle_check_period(idle);
+    let period = idle_check_period(idle);
     let mut tick = std::pin::pin!(tokio::time::sleep(period));
     let mut quiet_since = tokio::time::Instant::now();
     loop {
@@ -154,13 +180,19 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
 
 /// HTTP/1.1 with parking: the hyper connection (and its buffers) exists
 /// only while the client is active; see `idle`.
-async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_h1(
+    tls: Box<Tls>,
+    ctx: Arc<ConnCtx>,
+    shared: Arc<Shared>,
+    http: Arc<HttpShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
-    let parked = shared.parked.clone();
+    let parked = http.parked.clone();
     // For the audit line of a request head that does not parse.
     let (head_ctx, head_shared) = (ctx.clone(), shared.clone());
-    let svc = service(ctx, shared, activity.clone());
+    let svc = service(ctx, shared, http.upstream.clone(), activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The idle timeout is ours (see `idle`), checked every PARK_CHECK.
     builder.timer(TokioTimer::new()).header_read_timeout(None);
@@ -364,6 +396,7 @@ async fn handle(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
     shared: &Shared,
+    pool: &Arc<UpstreamPool>,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Response<ProxyBody> {
@@ -420,15 +453,15 @@ async fn handle(
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, shared, slots, slot).await {
+        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, pool, slots, slot).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
-            Err(why) if why.starts_with(crate::upstream::CLIENT_BODY_ERROR) => {
+            Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
                 tracing::debug!(peer = %ctx.peer, "{why}");
                 (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
             }
             // The client's body stalled: 408, and the connection closes (its body is unread).
-            Err(why) if why.starts_with(crate::upstream::BODY_TIMEOUT) => {
+            Err(why) if why.starts_with(upstream::BODY_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
                 tracing::debug!(peer = %ctx.peer, "{why}");
                 let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
@@ -445,7 +478,7 @@ async fn handle(
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 (resp, why.into())
             }
-            Err(why) if why.starts_with(crate::upstream::UPSTREAM_TIMEOUT) => {
+            Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
                 tracing::warn!(peer = %ctx.peer, "{why}");
                 (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
@@ -518,7 +551,7 @@ async fn forward_in_slot(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    shared: &Shared,
+    pool: &Arc<UpstreamPool>,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Result<Response<ProxyBody>, String> {
@@ -532,14 +565,14 @@ async fn forward_in_slot(
             ))
         }
     }
-    forward(req, target, ctx, shared).await
+    forward(req, target, ctx, pool).await
 }
 
 async fn forward(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    shared: &Shared,
+    pool: &Arc<UpstreamPool>,
 ) -> Result<Response<ProxyBody>, String> {
     let Upstream::Http { authority } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
@@ -558,8 +591,8 @@ async fn forward(
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
-    let timeouts = crate::upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
-    let resp = shared.upstream.send(authority, Request::from_parts(parts, body), timeouts).await?;
+    let timeouts = upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
+    let resp = pool.send(authority, Request::from_parts(parts, body), timeouts).await?;
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
