@@ -1,7 +1,9 @@
-//! proxy.toml: raw serde structs (unknown keys refused) → validated
-//! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
+//! proxy.toml and the `ambos proxy` flags: raw serde structs (unknown keys
+//! refused) → validated [`ProxyConfig`], pure data (paths, addresses,
+//! limits, route rules): parsing one touches no file but the config, no
+//! socket and no metric. `runtime.rs` builds the objects it describes.
 use crate::audit::AuditConfig;
-use crate::authorize::{parse_allow, Route, RouteTable};
+use crate::authorize::{parse_allow, RouteConfig};
 use crate::ProxyError;
 use ambos_tls::{ClientAuth, CrlScope, RevocationPolicy, ServerTlsConfig, TlsVersion, UnknownStatus};
 use http::Method;
@@ -226,7 +228,8 @@ pub struct ProxyConfig {
     /// When set, a request's `Host` must be one of them and match the
     /// client's SNI, else 421. Empty: any `Host`.
     pub hosts: Vec<String>,
-    pub routes: RouteTable,
+    /// In config order; `Runtime::build` makes the `RouteTable`.
+    pub routes: Vec<RouteConfig>,
     pub audit: Option<AuditConfig>,
     pub metrics: Option<SocketAddr>,
     pub limits: Limits,
@@ -518,7 +521,7 @@ impl ProxyConfig {
                 }
                 Ok(_) => {}
             }
-            routes.push(Route::new(&path, methods(r.methods, &at)?, allow));
+            routes.push(RouteConfig { path, methods: methods(r.methods, &at)?, allow });
         }
         if routes.is_empty() {
             return Err(invalid(
@@ -622,7 +625,7 @@ impl ProxyConfig {
             xfcc,
             underscores,
             hosts,
-            routes: RouteTable::new(routes),
+            routes,
             audit: raw.audit.map(|a| audit_config(base, a)).transpose()?,
             metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
             limits,
@@ -684,7 +687,7 @@ impl ProxyConfig {
             xfcc: true,
             underscores: Underscores::Drop,
             hosts: Vec::new(),
-            routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
+            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],
             audit: f.audit.clone().map(AuditConfig::new),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
             limits: Limits::default(),

@@ -1,6 +1,7 @@
 //! The state a connection needs, built from a validated config and swapped
 //! whole on reload: a new TLS config (and so a fresh session cache) and new
 //! routes for new connections; connections in flight keep theirs.
+use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
 use crate::ProxyError;
 use arc_swap::ArcSwap;
@@ -15,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct Runtime {
     pub config: ProxyConfig,
+    /// `config.routes` compiled, with their counters.
+    pub routes: RouteTable,
     pub acceptor: TlsAcceptor,
     /// The client verifier inside `acceptor`, for post-handshake checks.
     pub verifier: Arc<ambos_tls::ClientVerifier>,
@@ -78,8 +81,9 @@ impl Connections {
 }
 
 impl Runtime {
-    /// Loads every TLS file (plus CRLs pulled from `crl_url`); fails
-    /// without side effects if any is bad.
+    /// Loads every TLS file (plus CRLs pulled from `crl_url`) and builds the
+    /// route table and its counters; fails without side effects if a file
+    /// is bad.
     pub fn build(
         config: ProxyConfig,
         pulled_crls: &[(String, CertificateRevocationListDer<'static>)],
@@ -91,7 +95,8 @@ impl Runtime {
                 tracing::warn!(source = %crl.source, issuer = %crl.issuer, "CRL cannot be used: {problem}");
             }
         }
-        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, config })
+        let routes = RouteTable::build(&config.routes);
+        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, routes, config })
     }
 }
 

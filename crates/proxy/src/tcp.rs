@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, started: Instant) {
     let config = &ctx.runtime.config;
-    let (route, allowed, reason) = match config.routes.decide(&Method::GET, "/", ctx.identity.as_ref()) {
+    let (route, allowed, reason) = match ctx.runtime.routes.decide(&Method::GET, "/", ctx.identity.as_ref()) {
         Decision::Allow(r) => {
             r.allowed.increment(1);
             (Some(r.name.clone()), true, "allowed".to_string())

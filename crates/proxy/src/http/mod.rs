@@ -6,7 +6,7 @@ mod upstream;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
-use crate::authorize::Decision;
+use crate::authorize::{Decision, RouteTable};
 use crate::config::Upstream;
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
@@ -368,15 +368,12 @@ async fn linger(tls: &mut Tls) {
 /// that is not a standard one (upper case) nor listed by a route is 400,
 /// CONNECT is 405 unless a route lists it, and the target must read the
 /// same way to every upstream (`target`).
-fn read_target(
-    req: &Request<Incoming>,
-    config: &crate::config::ProxyConfig,
-) -> Result<Target, (StatusCode, &'static str)> {
+fn read_target(req: &Request<Incoming>, routes: &RouteTable) -> Result<Target, (StatusCode, &'static str)> {
     let m = req.method();
-    if !target::is_standard(m) && !config.routes.lists_method(m) {
+    if !target::is_standard(m) && !routes.lists_method(m) {
         return Err((StatusCode::BAD_REQUEST, "method is not a standard token (upper case)"));
     }
-    if m == http::Method::CONNECT && !config.routes.lists_method(m) {
+    if m == http::Method::CONNECT && !routes.lists_method(m) {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed by any route"));
     }
     target::parse_target(m, req.uri(), req.version() == Version::HTTP_2).map_err(|why| (StatusCode::BAD_REQUEST, why))
@@ -410,13 +407,13 @@ async fn handle(
         return refuse_head(status, why, ctx, shared, audit);
     }
     // The target as it will be forwarded; routes are matched on its path.
-    let target = read_target(&req, config);
+    let target = read_target(&req, &ctx.runtime.routes);
     let (decision, route) = match &target {
         Err((status, why)) => {
             metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
             (Err((*status, *why)), None)
         }
-        Ok(t) => match config.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
+        Ok(t) => match ctx.runtime.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
             Decision::Allow(r) => {
                 r.allowed.increment(1);
                 (Ok(()), Some(r))
