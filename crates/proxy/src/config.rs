@@ -512,7 +512,7 @@ impl ProxyConfig {
             {
                 return Err(invalid(format!("{at}.allow: 'anonymous' needs tls.client_auth = \"optional\"")));
             }
-            // Routes are matched against the normalized path (target.rs): a
+            // Routes are matched against the normalized path (`authorize::target`): a
             // pattern that is not normalized could never match as written.
             match crate::authorize::target::normalize_path(&path) {
                 Err(why) => return Err(invalid(format!("{at}.path: '{path}' could never match: {why}"))),

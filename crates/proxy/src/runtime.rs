@@ -1,6 +1,10 @@
-//! The state a connection needs, built from a validated config and swapped
-//! whole on reload: a new TLS config (and so a fresh session cache) and new
-//! routes for new connections; connections in flight keep theirs.
+//! What connections use, built from a validated config by [`Runtime::build`]
+//! (TLS acceptor and client verifier, route table and its counters) and
+//! swapped whole on reload: a new TLS config (and so a fresh session cache)
+//! and new routes for new connections; connections in flight keep theirs.
+//! [`Reloader`] rebuilds it on a change of a watched file or SIGHUP and
+//! keeps the old one when any step fails; [`Connections`] holds the open
+//! connections' verified chains, so new CRLs close the revoked ones.
 use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
 use crate::ProxyError;

@@ -1,5 +1,6 @@
-//! TCP mode: after the handshake and the authorization check, bytes flow
-//! both ways between the client and the upstream.
+//! TCP mode: the connection is authorized once (as `GET /`), audited, and
+//! then bytes flow both ways between the client and the upstream until
+//! either side closes or `idle_timeout` passes without any.
 use crate::audit::{self, AuditEvent};
 use crate::authorize::Decision;
 use crate::config::Upstream;

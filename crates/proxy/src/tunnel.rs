@@ -3,7 +3,10 @@
 //! server is verified by `ambos_tls::ServerVerifier` (the proxy's path
 //! verifier: name, path, RFC 5280 rules, and the CRLs when given). The
 //! certificate and CRL files are re-read when they change (the agent renews
-//! them); a `--crl-url` is pulled again every 60 s.
+//! them); a `--crl-url` is pulled again every 60 s. Its accept loop is
+//! `listener::accept`. Also the client side's CRL loading and server trust
+//! (`load_crl_files`, `fetch_crl_url`, `server_trust`), which `probe` and
+//! the CLI use.
 use crate::authorize::AllowRule;
 use crate::config::CrlSource;
 use crate::ProxyError;

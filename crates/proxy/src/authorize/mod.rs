@@ -1,5 +1,8 @@
 //! Authorization: ordered routes (path glob + methods), each with an allow
 //! list of identity patterns. First matching route decides; none → deny.
+//! [`RouteConfig`] is a route as configured (data); [`RouteTable::build`]
+//! compiles the globs (a linear-time matcher, [`Glob`]) and resolves each
+//! route's counters. `target` reads the request target that routes match.
 pub mod target;
 
 use crate::ProxyError;

@@ -1,6 +1,8 @@
-//! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, authorization per
-//! request, identity headers, and forwarding over pooled keep-alive
-//! HTTP/1.1 connections to the upstream.
+//! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, the checks on each
+//! request head, authorization per request, identity headers, and
+//! forwarding over pooled keep-alive HTTP/1.1 connections to the upstream
+//! (`upstream`); an idle HTTP/1.1 connection is parked (`idle`). Each
+//! request's decision is counted and audited here.
 mod idle;
 mod upstream;
 

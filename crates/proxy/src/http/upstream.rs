@@ -7,6 +7,12 @@
 //! the pool. Compared with hyper-util's pooled client this saves a hand-off
 //! to a second task and back for every request, and the pool is a plain
 //! stack: every connection in it goes to the same upstream.
+//!
+//! The retry rule: a request is sent again, on a new connection, only when
+//! it was never written, on a pooled connection the upstream had closed
+//! meanwhile. A request that was written, or a new connection that fails,
+//! is an error (502, or 504 on a timeout): the request may have had its
+//! effect.
 use ambos_tls::error_chain;
 use bytes::Bytes;
 use http::uri::Authority;
