@@ -81,7 +81,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "(off)".into())
     );
     let shared = Arc::new(Shared::new(reloader, audit));
-    let http = Arc::new(http::HttpShared::new());
+    let http = Arc::new(HttpShared::new(shared.clone()));
     crate::admission::raise_fd_limit(limits.max_connections);
     let admission = Admission::new(AdmissionLimits {
         max_connections: limits.max_connections,
@@ -146,7 +146,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ht
         match ctx.runtime.config.mode {
             Mode::Http => {
                 let shutdown = shared.shutdown.subscribe();
-                http::serve(tls, ctx, shared.clone(), http, shutdown).await
+                http::serve(tls, ctx, http, shutdown).await
             }
             // Boxed: TCP mode's state (connect, copy buffers) would otherwise
             // size every HTTP connection's task too.

@@ -35,6 +35,7 @@ pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// What HTTP mode shares across all connections.
 pub struct HttpShared {
+    shared: Arc<Shared>,
     /// Keep-alive connections to the upstream.
     pub upstream: Arc<UpstreamPool>,
     /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
@@ -42,8 +43,8 @@ pub struct HttpShared {
 }
 
 impl HttpShared {
-    pub fn new() -> HttpShared {
-        HttpShared { upstream: Arc::default(), parked: metrics::gauge!("ambos_proxy_parked_connections") }
+    pub fn new(shared: Arc<Shared>) -> HttpShared {
+        HttpShared { shared, upstream: Arc::default(), parked: metrics::gauge!("ambos_proxy_parked_connections") }
     }
 }
 
@@ -81,8 +82,7 @@ type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, I
 
 fn service(
     ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
-    pool: Arc<UpstreamPool>,
+    http: Arc<HttpShared>,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -95,12 +95,11 @@ fn service(
     hyper::service::service_fn(move |req| -> ServiceFuture {
         let in_flight = activity.request_started();
         let ctx = ctx.clone();
-        let shared = shared.clone();
-        let pool = pool.clone();
+        let http = http.clone();
         let slots = slots.clone();
         Box::pin(async move {
             let mut slot = None;
-            let response = handle(req, &ctx, &shared, &pool, slots, &mut slot).await;
+            let response = handle(req, &ctx, &http, slots, &mut slot).await;
             if response.status() == StatusCode::REQUEST_TIMEOUT {
                 // The client's body is unread: the connection cannot be reused.
                 ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -113,31 +112,19 @@ fn service(
 /// Serves one client connection: HTTP/2 when ALPN chose it, else HTTP/1.1.
 /// `shutdown` turns true when the proxy stops: requests in progress finish,
 /// then the connection closes.
-pub async fn serve(
-    tls: Box<Tls>,
-    ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
-    http: Arc<HttpShared>,
-    shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, shutdown: watch::Receiver<bool>) {
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         // Boxed so that HTTP/1.1 connections' tasks are not sized for it.
-        Box::pin(serve_h2(tls, ctx, shared, http, shutdown)).await
+        Box::pin(serve_h2(tls, ctx, http, shutdown)).await
     } else {
-        serve_h1(tls, ctx, shared, http, shutdown).await
+        serve_h1(tls, ctx, http, shutdown).await
     }
 }
 
-async fn serve_h2(
-    tls: Box<Tls>,
-    ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
-    http: Arc<HttpShared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
-    let svc = service(ctx, shared, http.upstream.clone(), activity.clone());
+    let svc = service(ctx, http, activity.clone());
     let mut conn = Box::pin(
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -182,19 +169,13 @@ async fn serve_h2(
 
 /// HTTP/1.1 with parking: the hyper connection (and its buffers) exists
 /// only while the client is active; see `idle`.
-async fn serve_h1(
-    tls: Box<Tls>,
-    ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
-    http: Arc<HttpShared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
     let parked = http.parked.clone();
     // For the audit line of a request head that does not parse.
-    let (head_ctx, head_shared) = (ctx.clone(), shared.clone());
-    let svc = service(ctx, shared, http.upstream.clone(), activity.clone());
+    let (head_ctx, head_http) = (ctx.clone(), http.clone());
+    let svc = service(ctx, http, activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The idle timeout is ours (see `idle`), checked every PARK_CHECK.
     builder.timer(TokioTimer::new()).header_read_timeout(None);
@@ -255,7 +236,7 @@ async fn serve_h1(
         };
         if let Err(e) = finished {
             if e.is_parse() {
-                unparsable_head(&e, &head_ctx, &head_shared);
+                unparsable_head(&e, &head_ctx, &head_http.shared);
             }
             tracing::debug!("HTTP/1 connection ended: {e}");
             return;
@@ -394,11 +375,11 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 async fn handle(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
-    shared: &Shared,
-    pool: &Arc<UpstreamPool>,
+    http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Response<ProxyBody> {
+    let shared = &*http.shared;
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
@@ -452,7 +433,7 @@ async fn handle(
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, pool, slots, slot).await {
+        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, &http.upstream, slots, slot).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
             Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
