@@ -1,6 +1,6 @@
 //! Route matching with 1,000 routes: the request that matches the last
 //! route (the worst case of first-match order) and one that matches none.
-use ambos_proxy::policy::{AllowRule, Route, RouteTable};
+use ambos_proxy::authorize::{AllowRule, Route, RouteTable};
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 
@@ -21,7 +21,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             matches!(
                 table.decide(&Method::GET, "/svc-999/v2/items/42", Some(&id)),
-                ambos_proxy::policy::Decision::Allow(_)
+                ambos_proxy::authorize::Decision::Allow(_)
             )
         })
     });
@@ -32,17 +32,20 @@ fn bench(c: &mut Criterion) {
     // Per request: reading the target (normalizing its path) before routing.
     let mut g = c.benchmark_group("normalize_path");
     g.bench_function("plain", |b| {
-        b.iter(|| ambos_proxy::target::normalize_path(std::hint::black_box("/svc-999/v2/items/42")).is_ok())
+        b.iter(|| ambos_proxy::authorize::target::normalize_path(std::hint::black_box("/svc-999/v2/items/42")).is_ok())
     });
     g.bench_function("encoded_and_dot_segments", |b| {
-        b.iter(|| ambos_proxy::target::normalize_path(std::hint::black_box("/svc-%39/./v2/x/../items/%C3%A9")).is_ok())
+        b.iter(|| {
+            ambos_proxy::authorize::target::normalize_path(std::hint::black_box("/svc-%39/./v2/x/../items/%C3%A9"))
+                .is_ok()
+        })
     });
     g.finish();
 
     // The matcher's worst case: six `**` against a 64 KB path that almost
     // matches everywhere and fails at its end (a backtracking matcher took
     // seconds on three `**` and 6.4 KB).
-    let g6 = ambos_proxy::policy::Glob::new_ignore_case("/**/a/**/b/**/c/**/d/**/e/**/f", b'/');
+    let g6 = ambos_proxy::authorize::Glob::new_ignore_case("/**/a/**/b/**/c/**/d/**/e/**/f", b'/');
     let long = "/a/b/c/d/e".repeat(64 * 1024 / 10) + "/x";
     let table = RouteTable::new(vec![Route::new("/**/a/**/b/**/c/**/d/**/e/**/f", None, vec![AllowRule::Any])]);
     let mut g = c.benchmark_group("glob_64k_path");

@@ -1,6 +1,7 @@
-//! The audit log: one JSON line per decision (request, TCP connection, or
-//! failed handshake). Lines go through a channel to a writer thread, so the
-//! request path never blocks on disk and many lines share one write.
+//! The audit log: one JSON line per decision (request, TCP connection,
+//! failed handshake, or connection closed because its client was revoked).
+//! Lines go through a channel to a writer thread, so the request path never
+//! blocks on disk and many lines share one write.
 //!
 //! Rotation happens in the writer thread, between whole lines: by size
 //! (`[audit] max_size`, `keep`), and by reopening the path on SIGUSR1 or

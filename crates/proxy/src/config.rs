@@ -1,7 +1,9 @@
-//! proxy.toml: raw serde structs (unknown keys refused) → validated
-//! [`ProxyConfig`] → runtime objects built by `runtime.rs`.
+//! proxy.toml and the `ambos proxy` flags: raw serde structs (unknown keys
+//! refused) → validated [`ProxyConfig`], pure data (paths, addresses,
+//! limits, route rules): parsing one touches no file but the config, no
+//! socket and no metric. `runtime.rs` builds the objects it describes.
 use crate::audit::AuditConfig;
-use crate::policy::{parse_allow, Route, RouteTable};
+use crate::authorize::{parse_allow, RouteConfig};
 use crate::ProxyError;
 use ambos_tls::{ClientAuth, CrlScope, RevocationPolicy, ServerTlsConfig, TlsVersion, UnknownStatus};
 use http::Method;
@@ -226,7 +228,8 @@ pub struct ProxyConfig {
     /// When set, a request's `Host` must be one of them and match the
     /// client's SNI, else 421. Empty: any `Host`.
     pub hosts: Vec<String>,
-    pub routes: RouteTable,
+    /// In config order; `Runtime::build` makes the `RouteTable`.
+    pub routes: Vec<RouteConfig>,
     pub audit: Option<AuditConfig>,
     pub metrics: Option<SocketAddr>,
     pub limits: Limits,
@@ -505,20 +508,20 @@ impl ProxyConfig {
                 return Err(invalid(format!("{at}.allow is empty: nobody could use this route")));
             }
             if client_auth == ClientAuth::Required
-                && allow.iter().all(|a| matches!(a, crate::policy::AllowRule::Anonymous))
+                && allow.iter().all(|a| matches!(a, crate::authorize::AllowRule::Anonymous))
             {
                 return Err(invalid(format!("{at}.allow: 'anonymous' needs tls.client_auth = \"optional\"")));
             }
-            // Routes are matched against the normalized path (target.rs): a
+            // Routes are matched against the normalized path (`authorize::target`): a
             // pattern that is not normalized could never match as written.
-            match crate::target::normalize_path(&path) {
+            match crate::authorize::target::normalize_path(&path) {
                 Err(why) => return Err(invalid(format!("{at}.path: '{path}' could never match: {why}"))),
                 Ok(n) if !n.eq_ignore_ascii_case(&path) => {
                     return Err(invalid(format!("{at}.path: '{path}' is not in normalized form; write '{n}'")))
                 }
                 Ok(_) => {}
             }
-            routes.push(Route::new(&path, methods(r.methods, &at)?, allow));
+            routes.push(RouteConfig { path, methods: methods(r.methods, &at)?, allow });
         }
         if routes.is_empty() {
             return Err(invalid(
@@ -622,7 +625,7 @@ impl ProxyConfig {
             xfcc,
             underscores,
             hosts,
-            routes: RouteTable::new(routes),
+            routes,
             audit: raw.audit.map(|a| audit_config(base, a)).transpose()?,
             metrics: raw.metrics.map(|m| socket_addr(&m.address, "metrics.address")).transpose()?,
             limits,
@@ -684,7 +687,7 @@ impl ProxyConfig {
             xfcc: true,
             underscores: Underscores::Drop,
             hosts: Vec::new(),
-            routes: RouteTable::new(vec![Route::new("/**", None, allow)]),
+            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],
             audit: f.audit.clone().map(AuditConfig::new),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
             limits: Limits::default(),

@@ -1,28 +1,31 @@
 //! The ambos mTLS proxy. One flow, one module per step:
-//! accept and handshake (`server`) → identity (`ambos_tls::Identity`) →
-//! authorize (`policy`) → identity headers (`headers`) → forward (`http`,
-//! `tcp`) → audit and metrics (`audit`, `telemetry`). `runtime` builds the
-//! swappable state and reloads it.
+//! `listener` (accept loop, `admission` limits, graceful stop) → `conn`
+//! (TLS handshake, the per-connection `ConnCtx` with the verified
+//! `ambos_tls::Identity`) → `authorize` (routes and allow rules, the
+//! request target) → `headers` (identity headers) → `http` (with its
+//! parking and upstream pool) or `tcp` (forwarding) → `audit` and
+//! `telemetry`. `config` turns proxy.toml or flags into pure data;
+//! `runtime` builds from it what connections use (TLS config, verifier,
+//! route table with its counters) and reloads it; `crl_pull` keeps pulled
+//! CRLs fresh. `tunnel` is `ambos tunnel`, the client side.
 #![forbid(unsafe_code)]
 
 mod admission;
 pub mod audit;
+pub mod authorize;
 pub mod config;
+mod conn;
 mod crl_pull;
 mod headers;
 mod http;
-mod idle;
-pub mod policy;
+mod listener;
 pub mod runtime;
-pub mod server;
-pub mod target;
 mod tcp;
 pub mod telemetry;
 pub mod tunnel;
-mod upstream;
 
 pub use config::{Mode, ProxyConfig, ProxyFlags};
-pub use server::run;
+pub use listener::run;
 
 use std::path::PathBuf;
 use thiserror::Error;

@@ -1,6 +1,11 @@
-//! The state a connection needs, built from a validated config and swapped
-//! whole on reload: a new TLS config (and so a fresh session cache) and new
-//! routes for new connections; connections in flight keep theirs.
+//! What connections use, built from a validated config by [`Runtime::build`]
+//! (TLS acceptor and client verifier, route table and its counters) and
+//! swapped whole on reload: a new TLS config (and so a fresh session cache)
+//! and new routes for new connections; connections in flight keep theirs.
+//! [`Reloader`] rebuilds it on a change of a watched file or SIGHUP and
+//! keeps the old one when any step fails; [`Connections`] holds the open
+//! connections' verified chains, so new CRLs close the revoked ones.
+use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
 use crate::ProxyError;
 use arc_swap::ArcSwap;
@@ -15,6 +20,8 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct Runtime {
     pub config: ProxyConfig,
+    /// `config.routes` compiled, with their counters.
+    pub routes: RouteTable,
     pub acceptor: TlsAcceptor,
     /// The client verifier inside `acceptor`, for post-handshake checks.
     pub verifier: Arc<ambos_tls::ClientVerifier>,
@@ -78,8 +85,9 @@ impl Connections {
 }
 
 impl Runtime {
-    /// Loads every TLS file (plus CRLs pulled from `crl_url`); fails
-    /// without side effects if any is bad.
+    /// Loads every TLS file (plus CRLs pulled from `crl_url`) and builds the
+    /// route table and its counters; fails without side effects if a file
+    /// is bad.
     pub fn build(
         config: ProxyConfig,
         pulled_crls: &[(String, CertificateRevocationListDer<'static>)],
@@ -91,7 +99,8 @@ impl Runtime {
                 tracing::warn!(source = %crl.source, issuer = %crl.issuer, "CRL cannot be used: {problem}");
             }
         }
-        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, config })
+        let routes = RouteTable::build(&config.routes);
+        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, routes, config })
     }
 }
 
@@ -318,4 +327,124 @@ pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ambos_pki::{LeafRequest, NewCa, OffsetDateTime, Profile};
+
+    /// A proxy.toml and the TLS files it names, in a temporary directory.
+    struct Files {
+        dir: tempfile::TempDir,
+    }
+
+    impl Files {
+        fn new() -> Files {
+            ambos_tls::install_default_provider();
+            let now = OffsetDateTime::now_utc();
+            let month = Duration::from_secs(30 * 86_400);
+            let ca = NewCa::create("Reload", ambos_pki::KeyType::EcP256, month, month, now).unwrap();
+            let authority =
+                ambos_pki::Authority::new(&ca.intermediate_cert_der, ca.intermediate_key, &ca.root_cert_der).unwrap();
+            let issued = authority.issue(&LeafRequest::new("localhost", Profile::Server), now).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("ca.crt"), ambos_pki::pem_encode("CERTIFICATE", &ca.root_cert_der)).unwrap();
+            std::fs::write(dir.path().join("api.crt"), authority.chain_pem(&issued.cert_der)).unwrap();
+            std::fs::write(dir.path().join("api.key"), issued.key.unwrap().pkcs8_pem().as_bytes()).unwrap();
+            Files { dir }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// Replaces `name` by rename, as editors and Kubernetes do.
+        fn replace(&self, name: &str, contents: &str) {
+            let tmp = self.path(&format!(".{name}.tmp"));
+            std::fs::write(&tmp, contents).unwrap();
+            std::fs::rename(tmp, self.path(name)).unwrap();
+        }
+
+        /// proxy.toml with one route.
+        fn config(&self, route: &str) -> String {
+            format!(
+                "[listen]\naddress = \"127.0.0.1:8443\"\n[tls]\ncert = \"api.crt\"\nkey = \"api.key\"\nclient_ca = \"ca.crt\"\n\
+                 [upstream]\nurl = \"http://127.0.0.1:8080\"\n[[route]]\npath = \"{route}\"\nallow = [\"any\"]\n"
+            )
+        }
+
+        /// A reloader serving `proxy.toml` with `route`.
+        fn reloader(&self, route: &str) -> Arc<Reloader> {
+            self.replace("proxy.toml", &self.config(route));
+            let path = self.path("proxy.toml");
+            let runtime = Runtime::build(ProxyConfig::from_file(&path).unwrap(), &[]).unwrap();
+            Reloader::new(runtime, ConfigSource::File(path), Default::default())
+        }
+    }
+
+    /// The route that decides `GET path` in the runtime being served.
+    fn route_for(reloader: &Reloader, path: &str) -> Option<String> {
+        reloader.current.load().routes.find(&http::Method::GET, path).map(|r| r.name.to_string())
+    }
+
+    /// What `f` logs, as text.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = buf.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn a_changed_config_file_is_picked_up() {
+        let files = Files::new();
+        let reloader = files.reloader("/a/**");
+        assert_eq!(route_for(&reloader, "/a/x").as_deref(), Some("/a/**"));
+        let before = reloader.current.load_full();
+        reloader.reload_if_changed();
+        assert!(Arc::ptr_eq(&before, &reloader.current.load_full()), "nothing changed: no reload");
+        files.replace("proxy.toml", &files.config("/bb/**"));
+        let logs = logs_of(|| reloader.reload_if_changed());
+        assert!(logs.contains("configuration reloaded") && logs.contains("file change"), "{logs}");
+        assert_eq!(route_for(&reloader, "/bb/x").as_deref(), Some("/bb/**"));
+        assert_eq!(route_for(&reloader, "/a/x"), None);
+    }
+
+    #[test]
+    fn an_invalid_config_keeps_the_old_runtime_and_logs_why() {
+        let files = Files::new();
+        let reloader = files.reloader("/a/**");
+        let before = reloader.current.load_full();
+        files.replace("proxy.toml", &files.config("a/**"));
+        let logs = logs_of(|| reloader.reload_if_changed());
+        assert!(Arc::ptr_eq(&before, &reloader.current.load_full()), "the old runtime stays");
+        assert!(logs.contains("reload failed, still serving the previous configuration"), "{logs}");
+        assert!(logs.contains("route[0].path: 'a/**' must start with /"), "{logs}");
+        // A broken TLS file: the same.
+        files.replace("proxy.toml", &files.config("/bb/**"));
+        let good = std::fs::read_to_string(files.path("api.crt")).unwrap();
+        files.replace("api.crt", "not a certificate");
+        let logs = logs_of(|| reloader.reload_if_changed());
+        assert!(Arc::ptr_eq(&before, &reloader.current.load_full()), "the old runtime stays");
+        assert!(logs.contains("reload failed") && logs.contains("api.crt"), "{logs}");
+        assert_eq!(route_for(&reloader, "/a/x").as_deref(), Some("/a/**"));
+        // Once the files are right again, the next change is picked up.
+        files.replace("api.crt", &good);
+        reloader.reload_if_changed();
+        assert_eq!(route_for(&reloader, "/bb/x").as_deref(), Some("/bb/**"));
+    }
 }

@@ -1,9 +1,10 @@
-//! TCP mode: after the handshake and the authorization check, bytes flow
-//! both ways between the client and the upstream.
+//! TCP mode: the connection is authorized once (as `GET /`), audited, and
+//! then bytes flow both ways between the client and the upstream until
+//! either side closes or `idle_timeout` passes without any.
 use crate::audit::{self, AuditEvent};
+use crate::authorize::Decision;
 use crate::config::Upstream;
-use crate::policy::Decision;
-use crate::server::{ConnCtx, Shared};
+use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use http::Method;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -13,9 +14,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, started: Instant) {
+pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, started: Instant) {
     let config = &ctx.runtime.config;
-    let (route, allowed, reason) = match config.routes.decide(&Method::GET, "/", ctx.identity.as_ref()) {
+    let (route, allowed, reason) = match ctx.runtime.routes.decide(&Method::GET, "/", ctx.identity.as_ref()) {
         Decision::Allow(r) => {
             r.allowed.increment(1);
             (Some(r.name.clone()), true, "allowed".to_string())
@@ -74,13 +75,6 @@ pub async fn serve(mut tls: Box<crate::http::Tls>, ctx: Arc<ConnCtx>, shared: Ar
         metrics::counter!("ambos_proxy_timeouts_total", "kind" => "idle").increment(1);
         tracing::debug!(peer = %ctx.peer, "TCP connection idle for {:?}: closed", config.limits.idle_timeout);
     }
-}
-
-/// How often an idle timeout is checked: a quarter of it (so a connection
-/// closes between `idle` and 1.25 × `idle` after its last activity), at
-/// least every 250 ms. One timer per connection, nothing per byte but a flag.
-pub(crate) fn idle_check_period(idle: Duration) -> Duration {
-    (idle / 4).max(Duration::from_millis(250)).min(idle)
 }
 
 /// Runs `work` until it ends (`Some`) or `active` has stayed false for

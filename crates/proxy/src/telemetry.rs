@@ -1,10 +1,12 @@
-//! Prometheus metrics and the `/metrics` + `/healthz` listener.
+//! Metrics: the Prometheus recorder (installed once per process, by
+//! `run`), the description of every metric, the `/metrics` and `/healthz`
+//! page, and [`GaugeGuard`]. Counters a connection or route uses are
+//! resolved when `Runtime::build` or `conn::Shared::new` runs, never per request.
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -50,32 +52,41 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Serves `/metrics` and `/healthz` until the process exits.
-pub async fn serve(addr: SocketAddr, handle: PrometheusHandle) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let handle = handle.clone();
-                    async move {
-                        let resp = match req.uri().path() {
-                            "/metrics" => Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(handle.render()))),
-                            "/healthz" => Response::builder().body(Full::new(Bytes::from_static(b"ok\n"))),
-                            _ => Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found\n"))),
-                        };
-                        Ok::<_, std::convert::Infallible>(resp.expect("static response"))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+/// Serves `/metrics` and `/healthz` on one connection of the metrics
+/// listener (whose accept loop is `listener`'s).
+pub async fn serve_connection(stream: tokio::net::TcpStream, handle: PrometheusHandle) {
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let handle = handle.clone();
+        async move {
+            let resp = match req.uri().path() {
+                "/metrics" => Response::builder()
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(handle.render()))),
+                "/healthz" => Response::builder().body(Full::new(Bytes::from_static(b"ok\n"))),
+                _ => Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found\n"))),
+            };
+            Ok::<_, std::convert::Infallible>(resp.expect("static response"))
         }
     });
-    Ok(())
+    // A client that goes away mid-request is no error of ours.
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// Counts something in a gauge for as long as it lives, however the task
+/// ends.
+pub struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &metrics::Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }

@@ -3,9 +3,12 @@
 //! server is verified by `ambos_tls::ServerVerifier` (the proxy's path
 //! verifier: name, path, RFC 5280 rules, and the CRLs when given). The
 //! certificate and CRL files are re-read when they change (the agent renews
-//! them); a `--crl-url` is pulled again every 60 s.
+//! them); a `--crl-url` is pulled again every 60 s. Its accept loop is
+//! `listener::accept`. Also the client side's CRL loading and server trust
+//! (`load_crl_files`, `fetch_crl_url`, `server_trust`), which `probe` and
+//! the CLI use.
+use crate::authorize::AllowRule;
 use crate::config::CrlSource;
-use crate::policy::AllowRule;
 use crate::ProxyError;
 use ambos_tls::{HandshakeFailure, Identity};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
@@ -199,18 +202,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     }
     let expect = Arc::new(expect);
     tokio::pin!(shutdown);
-    loop {
-        let (local, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
+    while let Some((local, peer)) = crate::listener::accept(&listener, shutdown.as_mut()).await {
         // Pick up renewed certificate files and new CRLs for this and later connections.
         let config = {
             let mut l = loaded.lock().expect("tunnel lock");
@@ -240,6 +232,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
             }
         });
     }
+    Ok(())
 }
 
 async fn forward(

@@ -67,8 +67,6 @@ pub struct ProxyArgs {
 }
 
 pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
-    // Route counters bind to the recorder that exists when the config is parsed.
-    ambos_proxy::telemetry::install();
     let config = match &a.config {
         Some(path) => ProxyConfig::from_file(path)?,
         None => ProxyConfig::from_flags(&ProxyFlags {

@@ -7,6 +7,12 @@
 //! the pool. Compared with hyper-util's pooled client this saves a hand-off
 //! to a second task and back for every request, and the pool is a plain
 //! stack: every connection in it goes to the same upstream.
+//!
+//! The retry rule: a request is sent again, on a new connection, only when
+//! it was never written, on a pooled connection the upstream had closed
+//! meanwhile. A request that was written, or a new connection that fails,
+//! is an error (502, or 504 on a timeout): the request may have had its
+//! effect.
 use ambos_tls::error_chain;
 use bytes::Bytes;
 use http::uri::Authority;
@@ -456,6 +462,164 @@ impl UpstreamSlots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        response: Duration::from_secs(5),
+        body: Duration::from_secs(5),
+        body_min_rate: 0,
+    };
+
+    /// The proxy's side: a local HTTP/1.1 listener whose requests (real
+    /// hyper bodies, as the proxy gets them) go through `pool`; what the
+    /// pool made of each comes back on `outcomes` (the body, or the error).
+    struct Front {
+        addr: SocketAddr,
+        outcomes: mpsc::UnboundedReceiver<Result<String, String>>,
+    }
+
+    impl Front {
+        async fn start(pool: Arc<UpstreamPool>, upstream: Authority) -> Front {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, outcomes) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (pool, upstream, tx) = (pool.clone(), upstream.clone(), tx.clone());
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (pool, upstream, tx) = (pool.clone(), upstream.clone(), tx.clone());
+                        async move {
+                            let outcome = match pool.send(&upstream, req, TIMEOUTS).await {
+                                Ok(resp) => {
+                                    let body = resp.into_body().collect().await.expect("upstream body").to_bytes();
+                                    Ok(String::from_utf8_lossy(&body).into_owned())
+                                }
+                                Err(e) => Err(e),
+                            };
+                            tx.send(outcome).expect("test listens");
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::new(http_body_util::Empty::<Bytes>::new()),
+                            )
+                        }
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
+                    );
+                }
+            });
+            Front { addr, outcomes }
+        }
+
+        /// One GET from a new client connection; what the pool made of it.
+        async fn get(&mut self) -> Result<String, String> {
+            let mut client = TcpStream::connect(self.addr).await.unwrap();
+            client.write_all(b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+            self.outcomes.recv().await.expect("an outcome")
+        }
+    }
+
+    /// The upstream's side: reads one request head.
+    async fn read_head(s: &mut TcpStream) {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request head ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// The upstream's side: reads a request and answers it, keeping the connection open.
+    async fn answer(s: &mut TcpStream, body: &str) {
+        read_head(s).await;
+        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        s.write_all(resp.as_bytes()).await.unwrap();
+    }
+
+    async fn accept_and_answer(upstream: &TcpListener, body: &str) -> TcpStream {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        answer(&mut s, body).await;
+        s
+    }
+
+    /// `f`'s outcome; a test that would wait forever fails instead.
+    async fn within<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f).await.expect("no outcome within 10 s")
+    }
+
+    async fn upstream() -> (TcpListener, Authority) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        (listener, authority)
+    }
+
+    /// No connection is waiting to be accepted: the pool did not (re)connect.
+    /// A connect completes before `send` returns, so one would be queued by now.
+    fn no_new_connection(upstream: TcpListener) {
+        let err = upstream.into_std().unwrap().accept().map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock, "the upstream got another connection");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced_by_a_new_one() {
+        let (upstream, authority) = upstream().await;
+        let pool = Arc::new(UpstreamPool::default());
+        let mut front = Front::start(pool.clone(), authority).await;
+        let (first, kept) = within(async { tokio::join!(front.get(), accept_and_answer(&upstream, "first")) }).await;
+        assert_eq!(first.as_deref(), Ok("first"));
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "the connection went back to the pool");
+        // The upstream closes it while it sits in the pool (its keep-alive timeout).
+        drop(kept);
+        let (second, _open) = within(async { tokio::join!(front.get(), accept_and_answer(&upstream, "second")) }).await;
+        assert_eq!(second.as_deref(), Ok("second"), "retried on a new connection");
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "only the new connection is kept");
+        no_new_connection(upstream);
+    }
+
+    #[tokio::test]
+    async fn a_request_written_to_a_pooled_connection_is_not_sent_again() {
+        let (upstream, authority) = upstream().await;
+        let pool = Arc::new(UpstreamPool::default());
+        let mut front = Front::start(pool.clone(), authority.clone()).await;
+        let (first, mut kept) =
+            within(async { tokio::join!(front.get(), accept_and_answer(&upstream, "first")) }).await;
+        assert_eq!(first.as_deref(), Ok("first"));
+        // The upstream reads the second request and closes without an
+        // answer: the request may have had its effect, so it is not repeated.
+        let (second, ()) = within(async {
+            tokio::join!(front.get(), async move {
+                read_head(&mut kept).await;
+                drop(kept);
+            })
+        })
+        .await;
+        let err = second.unwrap_err();
+        assert!(err.starts_with(&format!("upstream {authority}: ")), "{err}");
+        assert!(pool.idle.lock().unwrap().is_empty());
+        no_new_connection(upstream);
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_closed_at_once_is_not_retried() {
+        let (upstream, authority) = upstream().await;
+        let pool = Arc::new(UpstreamPool::default());
+        let mut front = Front::start(pool.clone(), authority.clone()).await;
+        let (out, ()) = within(async {
+            tokio::join!(front.get(), async {
+                let (s, _) = upstream.accept().await.unwrap();
+                drop(s);
+            })
+        })
+        .await;
+        let err = out.unwrap_err();
+        assert!(err.starts_with(&format!("upstream {authority}: ")), "{err}");
+        no_new_connection(upstream);
+    }
 
     #[tokio::test]
     async fn slots_queue_past_the_limit_and_time_out() {

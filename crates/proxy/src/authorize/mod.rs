@@ -1,5 +1,10 @@
 //! Authorization: ordered routes (path glob + methods), each with an allow
 //! list of identity patterns. First matching route decides; none → deny.
+//! [`RouteConfig`] is a route as configured (data); [`RouteTable::build`]
+//! compiles the globs (a linear-time matcher, [`Glob`]) and resolves each
+//! route's counters. `target` reads the request target that routes match.
+pub mod target;
+
 use crate::ProxyError;
 use ambos_tls::Identity;
 use http::Method;
@@ -284,6 +289,17 @@ impl AllowRule {
     }
 }
 
+/// A validated `[[route]]` (or the flags' one route), as plain data:
+/// [`RouteTable::build`] compiles it and resolves its counters.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// The path glob as written (already checked to be normalized).
+    pub path: String,
+    /// None: every method.
+    pub methods: Option<Vec<Method>>,
+    pub allow: Vec<AllowRule>,
+}
+
 /// A route: which requests it covers and who may make them.
 #[derive(Clone, Debug)]
 pub struct Route {
@@ -293,9 +309,9 @@ pub struct Route {
     /// None: every method.
     methods: Option<Vec<Method>>,
     allow: Vec<AllowRule>,
-    /// Handles resolved once, so the request path does no metric lookup.
-    /// They bind to the recorder installed when the route is built:
-    /// call `telemetry::install()` before parsing a config.
+    /// Handles resolved once, so the request path does no metric lookup;
+    /// they bind to the recorder installed when the route is built
+    /// (`run` installs it before `Runtime::build`).
     pub allowed: metrics::Counter,
     pub denied: metrics::Counter,
 }
@@ -370,6 +386,11 @@ impl RouteTable {
             }
         }
         RouteTable { routes, by_first_segment, wildcard_first, listed_methods }
+    }
+
+    /// The table of the configured routes, in config order.
+    pub fn build(routes: &[RouteConfig]) -> RouteTable {
+        RouteTable::new(routes.iter().map(|r| Route::new(&r.path, r.methods.clone(), r.allow.clone())).collect())
     }
 
     pub fn len(&self) -> usize {

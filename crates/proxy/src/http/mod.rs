@@ -1,20 +1,25 @@
-//! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, authorization per
-//! request, identity headers, and forwarding over pooled keep-alive
-//! HTTP/1.1 connections to the upstream.
+//! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, the checks on each
+//! request head, authorization per request, identity headers, and
+//! forwarding over pooled keep-alive HTTP/1.1 connections to the upstream
+//! (`upstream`); an idle HTTP/1.1 connection is parked (`idle`). Each
+//! request's decision is counted and audited here.
+mod idle;
+mod upstream;
+
 use crate::audit::{self, AuditEvent};
+use crate::authorize::target::{self, Target};
+use crate::authorize::{Decision, RouteTable};
 use crate::config::Upstream;
+use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
-use crate::idle::{Activity, InFlight, ParkableIo, Since};
-use crate::policy::Decision;
-use crate::server::{ConnCtx, GaugeGuard, Shared};
-use crate::target::{self, Target};
-use crate::upstream::{UpstreamBody, UpstreamSlot, UpstreamSlots};
+use crate::telemetry::GaugeGuard;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use idle::{Activity, InFlight, ParkableIo, Since};
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,15 +28,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
 
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
-/// A client connection after its handshake. Passed boxed: the rustls state
-/// is over 1 KiB and would otherwise be copied into every future that
-/// holds the connection, each of which lives as long as the connection.
-pub type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+/// What HTTP mode shares across all connections.
+pub struct HttpShared {
+    shared: Arc<Shared>,
+    /// Keep-alive connections to the upstream.
+    pub upstream: Arc<UpstreamPool>,
+    /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
+    parked: metrics::Gauge,
+}
+
+impl HttpShared {
+    pub fn new(shared: Arc<Shared>) -> HttpShared {
+        HttpShared { shared, upstream: Arc::default(), parked: metrics::gauge!("ambos_proxy_parked_connections") }
+    }
+}
 
 /// How often a connection checks whether it has gone quiet; an HTTP/1
 /// connection with no request or byte for a whole period is parked (see
@@ -67,7 +82,7 @@ type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, I
 
 fn service(
     ctx: Arc<ConnCtx>,
-    shared: Arc<Shared>,
+    http: Arc<HttpShared>,
     activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -80,11 +95,11 @@ fn service(
     hyper::service::service_fn(move |req| -> ServiceFuture {
         let in_flight = activity.request_started();
         let ctx = ctx.clone();
-        let shared = shared.clone();
+        let http = http.clone();
         let slots = slots.clone();
         Box::pin(async move {
             let mut slot = None;
-            let response = handle(req, &ctx, &shared, slots, &mut slot).await;
+            let response = handle(req, &ctx, &http, slots, &mut slot).await;
             if response.status() == StatusCode::REQUEST_TIMEOUT {
                 // The client's body is unread: the connection cannot be reused.
                 ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -97,19 +112,19 @@ fn service(
 /// Serves one client connection: HTTP/2 when ALPN chose it, else HTTP/1.1.
 /// `shutdown` turns true when the proxy stops: requests in progress finish,
 /// then the connection closes.
-pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, shutdown: watch::Receiver<bool>) {
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         // Boxed so that HTTP/1.1 connections' tasks are not sized for it.
-        Box::pin(serve_h2(tls, ctx, shared, shutdown)).await
+        Box::pin(serve_h2(tls, ctx, http, shutdown)).await
     } else {
-        serve_h1(tls, ctx, shared, shutdown).await
+        serve_h1(tls, ctx, http, shutdown).await
     }
 }
 
-async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
-    let svc = service(ctx, shared, activity.clone());
+    let svc = service(ctx, http, activity.clone());
     let mut conn = Box::pin(
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -123,7 +138,7 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
     }
     // Idle: no stream for `idle_timeout` (PINGs answered or not) → GOAWAY,
     // and hyper closes once no stream is left. One timer per connection.
-    let period = crate::tcp::idle_check_period(idle);
+    let period = idle_check_period(idle);
     let mut tick = std::pin::pin!(tokio::time::sleep(period));
     let mut quiet_since = tokio::time::Instant::now();
     loop {
@@ -154,13 +169,13 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
 
 /// HTTP/1.1 with parking: the hyper connection (and its buffers) exists
 /// only while the client is active; see `idle`.
-async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut shutdown: watch::Receiver<bool>) {
     let idle = ctx.runtime.config.limits.idle_timeout;
     let activity = Arc::new(Activity::default());
-    let parked = shared.parked.clone();
+    let parked = http.parked.clone();
     // For the audit line of a request head that does not parse.
-    let (head_ctx, head_shared) = (ctx.clone(), shared.clone());
-    let svc = service(ctx, shared, activity.clone());
+    let (head_ctx, head_http) = (ctx.clone(), http.clone());
+    let svc = service(ctx, http, activity.clone());
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The idle timeout is ours (see `idle`), checked every PARK_CHECK.
     builder.timer(TokioTimer::new()).header_read_timeout(None);
@@ -221,7 +236,7 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, mut shu
         };
         if let Err(e) = finished {
             if e.is_parse() {
-                unparsable_head(&e, &head_ctx, &head_shared);
+                unparsable_head(&e, &head_ctx, &head_http.shared);
             }
             tracing::debug!("HTTP/1 connection ended: {e}");
             return;
@@ -336,15 +351,12 @@ async fn linger(tls: &mut Tls) {
 /// that is not a standard one (upper case) nor listed by a route is 400,
 /// CONNECT is 405 unless a route lists it, and the target must read the
 /// same way to every upstream (`target`).
-fn read_target(
-    req: &Request<Incoming>,
-    config: &crate::config::ProxyConfig,
-) -> Result<Target, (StatusCode, &'static str)> {
+fn read_target(req: &Request<Incoming>, routes: &RouteTable) -> Result<Target, (StatusCode, &'static str)> {
     let m = req.method();
-    if !target::is_standard(m) && !config.routes.lists_method(m) {
+    if !target::is_standard(m) && !routes.lists_method(m) {
         return Err((StatusCode::BAD_REQUEST, "method is not a standard token (upper case)"));
     }
-    if m == http::Method::CONNECT && !config.routes.lists_method(m) {
+    if m == http::Method::CONNECT && !routes.lists_method(m) {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed by any route"));
     }
     target::parse_target(m, req.uri(), req.version() == Version::HTTP_2).map_err(|why| (StatusCode::BAD_REQUEST, why))
@@ -363,10 +375,11 @@ fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
 async fn handle(
     mut req: Request<Incoming>,
     ctx: &ConnCtx,
-    shared: &Shared,
+    http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Response<ProxyBody> {
+    let shared = &*http.shared;
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
@@ -377,13 +390,13 @@ async fn handle(
         return refuse_head(status, why, ctx, shared, audit);
     }
     // The target as it will be forwarded; routes are matched on its path.
-    let target = read_target(&req, config);
+    let target = read_target(&req, &ctx.runtime.routes);
     let (decision, route) = match &target {
         Err((status, why)) => {
             metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
             (Err((*status, *why)), None)
         }
-        Ok(t) => match config.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
+        Ok(t) => match ctx.runtime.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
             Decision::Allow(r) => {
                 r.allowed.increment(1);
                 (Ok(()), Some(r))
@@ -420,15 +433,15 @@ async fn handle(
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, shared, slots, slot).await {
+        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, &http.upstream, slots, slot).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
-            Err(why) if why.starts_with(crate::upstream::CLIENT_BODY_ERROR) => {
+            Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
                 tracing::debug!(peer = %ctx.peer, "{why}");
                 (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
             }
             // The client's body stalled: 408, and the connection closes (its body is unread).
-            Err(why) if why.starts_with(crate::upstream::BODY_TIMEOUT) => {
+            Err(why) if why.starts_with(upstream::BODY_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
                 tracing::debug!(peer = %ctx.peer, "{why}");
                 let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
@@ -445,7 +458,7 @@ async fn handle(
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 (resp, why.into())
             }
-            Err(why) if why.starts_with(crate::upstream::UPSTREAM_TIMEOUT) => {
+            Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
                 tracing::warn!(peer = %ctx.peer, "{why}");
                 (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
@@ -518,7 +531,7 @@ async fn forward_in_slot(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    shared: &Shared,
+    pool: &Arc<UpstreamPool>,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Result<Response<ProxyBody>, String> {
@@ -532,14 +545,14 @@ async fn forward_in_slot(
             ))
         }
     }
-    forward(req, target, ctx, shared).await
+    forward(req, target, ctx, pool).await
 }
 
 async fn forward(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    shared: &Shared,
+    pool: &Arc<UpstreamPool>,
 ) -> Result<Response<ProxyBody>, String> {
     let Upstream::Http { authority } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
@@ -558,8 +571,8 @@ async fn forward(
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref());
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
-    let timeouts = crate::upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
-    let resp = shared.upstream.send(authority, Request::from_parts(parts, body), timeouts).await?;
+    let timeouts = upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
+    let resp = pool.send(authority, Request::from_parts(parts, body), timeouts).await?;
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))
