@@ -20,17 +20,9 @@ pub async fn fetch(
     etag: Option<&str>,
 ) -> Result<Option<(Crls, String)>, ProxyError> {
     let fail = |why: String| ProxyError::Invalid(format!("CRL {}: {why}", src.url));
-    let mut roots = rustls::RootCertStore::empty();
-    for p in client_ca {
-        for c in ambos_tls::load_certs(p)? {
-            roots.add(c).map_err(|e| fail(e.to_string()))?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = ambos_tls::root_store(client_ca)?;
+    let config = ambos_tls::client_config(ambos_tls::ServerAuth::Roots(roots), ambos_tls::ClientCert::None)
+        .map_err(|e| fail(e.to_string()))?;
     // http:// too: distribution points usually are; the CRL is signed, and
     // its signature is checked against the CA in the verified path.
     let https =

@@ -10,6 +10,7 @@
 use crate::authorize::AllowRule;
 use crate::config::CrlSource;
 use crate::ProxyError;
+use ambos_tls::{ClientCert, ServerAuth};
 use ambos_tls::{HandshakeFailure, Identity};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use std::net::SocketAddr;
@@ -137,13 +138,13 @@ fn client_config(cfg: &TunnelConfig, pulled: &SourcedCrls) -> Result<Arc<rustls:
     let mut crls = load_crl_files(&cfg.crl)?;
     crls.extend(pulled.iter().cloned());
     let trust = server_trust(std::slice::from_ref(&cfg.ca), crls, cfg.checks_revocation())?;
-    let config = rustls::ClientConfig::builder_with_provider(ambos_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProxyError::Invalid(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(ambos_tls::ServerVerifier::new(trust)))
-        .with_client_auth_cert(ambos_tls::load_certs(&cfg.cert)?, ambos_tls::load_key(&cfg.key)?)
-        .map_err(|e| ProxyError::Invalid(format!("{} / {}: {e}", cfg.cert.display(), cfg.key.display())))?;
+    let chain = ClientCert::Chain(ambos_tls::load_certs(&cfg.cert)?, ambos_tls::load_key(&cfg.key)?);
+    let config = ambos_tls::client_config(ServerAuth::Trust(trust), chain).map_err(|e| match e {
+        ambos_tls::TlsError::Config(e) => {
+            ProxyError::Invalid(format!("{} / {}: {e}", cfg.cert.display(), cfg.key.display()))
+        }
+        e => e.into(),
+    })?;
     Ok(Arc::new(config))
 }
 

@@ -114,7 +114,6 @@ impl Demo {
         let upstream = start_upstream()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         write_atomic(&self.config_path(), proxy_toml(port, upstream).as_bytes(), PUBLIC, true)?;
-        ambos_proxy::telemetry::install();
         let config = ambos_proxy::ProxyConfig::from_file(&self.config_path())?;
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
