@@ -493,22 +493,6 @@ impl Drop for Ticket {
     }
 }
 
-/// The listen backlog asked for; the kernel caps it at
-/// `net.core.somaxconn` (4096 by default since Linux 5.4). std's 128 let a
-/// burst of silent connections from one client fill the accept queue
-/// between two accept rounds, and the kernel then drops honest clients'
-/// SYNs, which retry only after 1 s (p99 of legitimate handshakes 20-30 ms
-/// under bench/starvation.sh's one-address flood, 21,091 drops in 15 s).
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds a listening socket with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as std does).
-pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
 /// Raises the soft limit on open files to the hard one, and warns when
 /// `max_connections` still cannot be reached: each client connection may
 /// hold an upstream connection too, plus a margin for the listener, the

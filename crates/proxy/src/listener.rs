@@ -3,8 +3,8 @@
 //! admitted under the limits (`admission`) and served on its own task
 //! (`conn` for the handshake, then `http` or `tcp`); at shutdown it stops
 //! accepting and waits up to `shutdown_grace` for HTTP requests in flight.
-//! [`accept`] is the one accept loop step, also used by the tunnel and the
-//! metrics listener.
+//! The accept step is `ambos_tls::net::accept`, shared with the tunnel,
+//! the metrics listener and the CA API.
 use crate::admission::{Admission, AdmissionLimits, Refusal, Ticket};
 use crate::audit::AuditLog;
 use crate::config::{Mode, ProxyConfig};
@@ -13,12 +13,12 @@ use crate::http::HttpShared;
 use crate::runtime::{ConfigSource, Reloader, Runtime};
 use crate::telemetry::GaugeGuard;
 use crate::{http, tcp, telemetry, ProxyError};
+use ambos_tls::net::accept;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Runs the proxy until `shutdown` resolves, then lets in-flight HTTP
@@ -70,7 +70,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     if from_dps {
         crate::crl_pull::spawn_distribution_points(reloader.clone());
     }
-    let listener = crate::admission::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    let listener = ambos_tls::net::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
     if let Some(addr) = metrics_addr {
         serve_metrics(addr, prometheus).await.map_err(|source| ProxyError::Bind { addr, source })?;
     }
@@ -182,24 +182,6 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ht
         }
     }
     drop(registered);
-}
-
-/// The next connection on `listener`, or `None` once `shutdown` resolves.
-/// A failed accept (EMFILE and friends) is logged and retried after 20 ms,
-/// instead of spinning.
-pub async fn accept<F: Future>(listener: &TcpListener, mut shutdown: Pin<&mut F>) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => return Some(pair),
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            },
-            _ = shutdown.as_mut() => return None,
-        }
-    }
 }
 
 /// Serves `/metrics` and `/healthz` (`telemetry`) on `addr` until the process exits.

@@ -4,7 +4,7 @@
 //! verifier: name, path, RFC 5280 rules, and the CRLs when given). The
 //! certificate and CRL files are re-read when they change (the agent renews
 //! them); a `--crl-url` is pulled again every 60 s. Its accept loop is
-//! `listener::accept`. Also the client side's CRL loading and server trust
+//! `ambos_tls::net::accept`. Also the client side's CRL loading and server trust
 //! (`load_crl_files`, `fetch_crl_url`, `server_trust`), which `probe` and
 //! the CLI use.
 use crate::authorize::AllowRule;
@@ -189,8 +189,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     }
     let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
     let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
-    let listener =
-        crate::admission::bind(cfg.listen).map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
+    let listener = ambos_tls::net::bind(cfg.listen).map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
     tracing::info!(
         "tunnel listening on {} -> mTLS {}{}",
         listener.local_addr().unwrap_or(cfg.listen),
@@ -203,7 +202,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     }
     let expect = Arc::new(expect);
     tokio::pin!(shutdown);
-    while let Some((local, peer)) = crate::listener::accept(&listener, shutdown.as_mut()).await {
+    while let Some((local, peer)) = ambos_tls::net::accept(&listener, shutdown.as_mut()).await {
         // Pick up renewed certificate files and new CRLs for this and later connections.
         let config = {
             let mut l = loaded.lock().expect("tunnel lock");

@@ -8,6 +8,7 @@ mod crl;
 mod failure;
 mod files;
 mod identity;
+pub mod net;
 mod server;
 mod signatures;
 mod strict;

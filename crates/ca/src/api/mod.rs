@@ -207,9 +207,8 @@ pub async fn serve(
     };
     let (state, tls, lifetime) = CaState::open(dir, passphrase, &opts)?;
     let tls = Arc::new(ArcSwap::from(tls));
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| CaError::Bind { addr: opts.listen, why: e.to_string() })?;
+    let listener =
+        ambos_tls::net::bind(opts.listen).map_err(|e| CaError::Bind { addr: opts.listen, why: e.to_string() })?;
     tracing::info!("CA API listening on https://{}", listener.local_addr().unwrap_or(opts.listen));
 
     // Re-sign the CRL at half its validity; renew our own certificate at 2/3 of its life.
@@ -262,18 +261,7 @@ pub async fn serve(
     let limits = Arc::new(opts.limits.clone());
     let slots = Slots::new(limits.max_connections, limits.max_connections_per_source);
     tokio::pin!(shutdown);
-    loop {
-        let (stream, addr) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
+    while let Some((stream, addr)) = ambos_tls::net::accept(&listener, shutdown.as_mut()).await {
         // Over a cap with nothing to evict: closed at once.
         let Some(guard) = slots.admit(addr.ip()) else { continue };
         let _ = stream.set_nodelay(true);
