@@ -244,6 +244,20 @@ fn curl_h2(ca: &TestCa, who: &str, port: u16, method: &str, target: &str) -> (u1
     (r.status.parse().unwrap_or(0), r.body)
 }
 
+/// `client.py` (written into the CA dir) as `who`: sends each `[method,
+/// target]` of the JSON file `requests` as raw HTTP/1.1 bytes; returns
+/// (status, body) per request.
+fn client_py(ca: &TestCa, port: u16, who: &str, requests: &Path) -> Vec<(u16, String)> {
+    let out = run(Command::new("python3")
+        .arg(ca.dir().join("client.py"))
+        .arg(port.to_string())
+        .arg(ca.path("ca.crt"))
+        .arg(ca.path(&format!("{who}.crt")))
+        .arg(ca.path(&format!("{who}.key")))
+        .arg(requests));
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr))
+}
+
 // One test per upstream kind, so that they run side by side and the first
 // failure does not hide the others.
 #[test]
@@ -295,28 +309,12 @@ fn no_path_variant_reaches_the_admin_secret(kind: &str) {
     let proxy = start_proxy(&ca, kind, up);
 
     // The admin identity gets the secret by the plain path, both protocols.
-    let out = run(Command::new("python3")
-        .arg(ca.dir().join("client.py"))
-        .arg(proxy.port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path("admin.crt"))
-        .arg(ca.path("admin.key"))
-        .arg(ca.write("admin.json", r#"[["GET", "/admin/secret.txt"]]"#)));
-    let got: Vec<(u16, String)> =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let got = client_py(&ca, proxy.port, "admin", &ca.write("admin.json", r#"[["GET", "/admin/secret.txt"]]"#));
     assert_eq!(got, vec![(200, SECRET.to_string())], "{kind}: admin over HTTP/1.1");
     assert_eq!(curl_h2(&ca, "admin", proxy.port, "GET", "/admin/secret.txt"), (200, SECRET.to_string()));
 
     // The unprivileged client, HTTP/1.1 with raw bytes.
-    let out = run(Command::new("python3")
-        .arg(ca.dir().join("client.py"))
-        .arg(proxy.port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path("user.crt"))
-        .arg(ca.path("user.key"))
-        .arg(&variants_file));
-    let h1: Vec<(u16, String)> =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let h1 = client_py(&ca, proxy.port, "user", &variants_file);
     assert_eq!(h1.len(), variants.len());
     // The same over HTTP/2 (curl cannot put a NUL in an argument).
     let h2: Vec<Option<(u16, String)>> =
@@ -427,15 +425,7 @@ fn the_upstream_gets_exactly_the_normalized_path_that_was_authorized() {
         ("/x?", "/x?"),
     ];
     let list: Vec<(&str, &str)> = cases.iter().map(|(t, _)| ("GET", *t)).collect();
-    let out = run(Command::new("python3")
-        .arg(ca.dir().join("client.py"))
-        .arg(proxy.port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path("user.crt"))
-        .arg(ca.path("user.key"))
-        .arg(ca.write("echo.json", serde_json::to_string(&list).unwrap())));
-    let got: Vec<(u16, String)> =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let got = client_py(&ca, proxy.port, "user", &ca.write("echo.json", serde_json::to_string(&list).unwrap()));
     for ((target, want), (status, body)) in cases.iter().zip(&got) {
         assert_eq!(*status, 200, "{target}: {body}");
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{target}: {body}: {e}"));
