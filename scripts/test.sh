@@ -18,6 +18,17 @@ cargo build --workspace --bins --locked
 AMBOS_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/ambos"
 export AMBOS_BIN
 
+echo "== benchmark smoke runs, in the background (tiny counts, so they cannot rot)"
+# In smoke mode the bench scripts check that their setup and arithmetic
+# work, not figures, and mostly wait on sockets, timeouts and fixed
+# durations: they run while the tests compile and run. Their output comes
+# at the end.
+smoke="$(mktemp -d)"
+benches="proxy enroll compare starvation audit-soak"
+for b in $benches; do
+    (rc=0; SMOKE=1 ./bench/$b.sh >"$smoke/$b.log" 2>&1 || rc=$?; echo "$rc" >"$smoke/$b.rc") &
+done
+
 echo "== tests (unit, then end-to-end against openssl, curl, keytool, java, nginx)"
 log="$(mktemp)"
 status=0
@@ -31,18 +42,12 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 if [ "$status" -ne 0 ] || [ "$passed" -eq 0 ]; then
     echo "tests: $passed passed, $failed failed"
+    wait
+    rm -rf "$smoke"
     exit 1
 fi
 
-echo "== x509-limbo, criterion benches and bench scripts (side by side)"
-# The bench scripts in smoke mode check that their setup and arithmetic
-# work, not figures, and mostly wait on sockets and timeouts: they run in
-# the background while limbo and the criterion benches use the CPU.
-smoke="$(mktemp -d)"
-benches="proxy enroll compare starvation audit-soak"
-for b in $benches; do
-    (rc=0; SMOKE=1 ./bench/$b.sh >"$smoke/$b.log" 2>&1 || rc=$?; echo "$rc" >"$smoke/$b.rc") &
-done
+echo "== x509-limbo and the criterion benches, then the bench scripts' results"
 later=""
 ./scripts/limbo.sh || later="$later limbo"
 # Every criterion bench once, in test mode and the test profile (a release
