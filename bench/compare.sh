@@ -16,9 +16,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SMOKE="${SMOKE:-0}"
 if [[ "$SMOKE" == 1 ]]; then
-    HANDSHAKES="${HANDSHAKES:-100}"; REQUESTS="${REQUESTS:-1000}"; HOLD="${HOLD:-200}"; ROUNDS="${ROUNDS:-1}"; CRL_ENTRIES="${CRL_ENTRIES:-1000}"; PROFILE=debug
+    HANDSHAKES="${HANDSHAKES:-100}"; REQUESTS="${REQUESTS:-1000}"; HOLD="${HOLD:-200}"; HOLD_FOR="${HOLD_FOR:-2}"; WARM="${WARM:-10}"; ROUNDS="${ROUNDS:-1}"; CRL_ENTRIES="${CRL_ENTRIES:-1000}"; PROFILE=debug
 else
-    HANDSHAKES="${HANDSHAKES:-4000}"; REQUESTS="${REQUESTS:-100000}"; HOLD="${HOLD:-10000}"; ROUNDS="${ROUNDS:-3}"; CRL_ENTRIES="${CRL_ENTRIES:-1000000}"; PROFILE=release
+    HANDSHAKES="${HANDSHAKES:-4000}"; REQUESTS="${REQUESTS:-100000}"; HOLD="${HOLD:-10000}"; HOLD_FOR="${HOLD_FOR:-6}"; WARM="${WARM:-50}"; ROUNDS="${ROUNDS:-3}"; CRL_ENTRIES="${CRL_ENTRIES:-1000000}"; PROFILE=release
 fi
 CONCURRENCY="${CONCURRENCY:-8}"
 # The load generator skips verifying the proxy's chain (it still checks the
@@ -82,9 +82,13 @@ UPORT="$(free_port)"; mkdir -p "$TMP/up"
 taskset -c 1 nginx -p "$TMP/up" -e "$TMP/up/startup.log" -c "$TMP/up/nginx.conf" >"$TMP/upstream.log" 2>&1 &
 PIDS+=($!); wait_port "$UPORT" upstream "$!"
 
+# start_proxy KIND: starts it on CPU 0; sets PROXY_PID and PROXY_PORT
+# (nginx and HAProxy on a port picked here, ambos on port 0 and the port it
+# reports).
 start_proxy() {
-    local kind="$1" port="$2" d="$TMP/$1"
+    local kind="$1" d="$TMP/$1" port=0
     mkdir -p "$d"
+    [[ "$kind" == nginx || "$kind" == haproxy ]] && port="$(free_port)"
     case "$kind" in
     nginx)
         { ngx_common "$d"; echo "http { access_log off; $(ngx_temp "$d")
@@ -141,7 +145,9 @@ EOF
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
+    if [[ "$port" == 0 ]]; then port="$(listen_port "$kind" "$PROXY_PID")"; fi
     wait_port "$port" "$kind" "$PROXY_PID"
+    PROXY_PORT="$port"
 }
 
 bench() {
@@ -165,14 +171,14 @@ declare -A HS_CPU HS_RATE HS_P99 RQ_CPU RQ_RATE RQ_P99 H2_CPU H2_RATE H2_P99 MEM
 # taken in ROUNDS rounds that alternate between the proxies, and each
 # proxy's best round counts: drift then hits all of them alike.
 for kind in $PROXIES; do
-    PORT[$kind]="$(free_port)"
     echo "== starting $kind on CPU 0" >&2
     KIND="$kind"
-    start_proxy "$kind" "${PORT[$kind]}"
+    start_proxy "$kind"
+    PORT[$kind]="$PROXY_PORT"
     PID_OF[$kind]="$PROXY_PID"
-    bench "${PORT[$kind]}" handshake 50 --concurrency 4 >/dev/null
-    bench "${PORT[$kind]}" http 500 --concurrency 4 >/dev/null
-    bench "${PORT[$kind]}" http 500 --concurrency 4 --http2 >/dev/null
+    bench "${PORT[$kind]}" handshake "$WARM" --concurrency 4 >/dev/null
+    bench "${PORT[$kind]}" http "$((WARM * 10))" --concurrency 4 >/dev/null
+    bench "${PORT[$kind]}" http "$((WARM * 10))" --concurrency 4 --http2 >/dev/null
 done
 better() { python3 -c 'import sys; print(1 if sys.argv[2] == "" or float(sys.argv[1]) < float(sys.argv[2]) else 0)' "$1" "$2"; }
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -200,7 +206,7 @@ for kind in $PROXIES; do
     held="$HOLD"; [[ "$kind" == haproxy ]] && held="$HOLD_HAPROXY"
     HELD[$kind]="$held"
     rss0="$(rss_kib "$PROXY_PID")"
-    bench "$port" hold "$held" --concurrency 64 --duration 6s >"$TMP/hold.json" &
+    bench "$port" hold "$held" --concurrency 64 --duration "${HOLD_FOR}s" >"$TMP/hold.json" &
     holder=$!
     sleep 1
     peak="$rss0"

@@ -10,34 +10,22 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SMOKE="${SMOKE:-0}"
 if [[ "$SMOKE" == 1 ]]; then
     COUNT="${COUNT:-200}"; PROFILE=debug
-    (cd "$ROOT" && cargo build -p ambos) >&2
 else
     COUNT="${COUNT:-20000}"; PROFILE=release
-    (cd "$ROOT" && cargo build --release -p ambos) >&2
 fi
 CONCURRENCY="${CONCURRENCY:-32}"
-AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
-TMP="$(mktemp -d /tmp/ambos-enroll.XXXXXX)"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+BENCH=enroll
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 
 "$AMBOS" --dir "$TMP/ca" init --no-passphrase >/dev/null 2>&1
 "$AMBOS" --dir "$TMP/ca" token create dev --count "$COUNT" --ttl 1h >"$TMP/tokens.txt"
-PORT="$(free_port)"
-taskset -c 0 "$AMBOS" --dir "$TMP/ca" serve --listen "127.0.0.1:$PORT" >"$TMP/serve.log" 2>&1 &
+taskset -c 0 "$AMBOS" --dir "$TMP/ca" serve --listen "127.0.0.1:0" >"$TMP/serve.log" 2>&1 &
 PID=$!
 PIDS+=("$PID")
-for _ in $(seq 100); do
-    (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    kill -0 "$PID" 2>/dev/null || { cat "$TMP/serve.log" >&2; exit 1; }
-    sleep 0.1
-done
+PORT="$(listen_port serve "$PID")"
+wait_port "$PORT" serve "$PID"
 before="$(cpu_ticks "$PID")"
 RESULT="$(taskset -c 1 "$AMBOS" bench enroll --target "127.0.0.1:$PORT" --ca "$TMP/ca/root.crt" \
     --tokens "$TMP/tokens.txt" --concurrency "$CONCURRENCY" --count "$COUNT" --json)"

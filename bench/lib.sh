@@ -2,8 +2,16 @@
 # What the bench scripts share, sourced after they set ROOT, PROFILE and
 # BENCH (their name): the ambos build, a temporary directory removed at exit
 # with every process recorded in PIDS stopped, and helpers for ports and JSON.
-if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build -p ambos) >&2; fi
-AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
+# AMBOS_BIN=/path/to/ambos skips the build (scripts/test.sh passes the one it
+# built); the debug build is the one scripts/test.sh makes (`--workspace
+# --bins`): `-p ambos` alone unifies features differently and would compile
+# every crate a second time.
+if [[ -n "${AMBOS_BIN:-}" ]]; then
+    AMBOS="$AMBOS_BIN"
+else
+    if [[ "$PROFILE" == release ]]; then (cd "$ROOT" && cargo build --release -p ambos) >&2; else (cd "$ROOT" && cargo build --workspace --bins) >&2; fi
+    AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
+fi
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-$BENCH.XXXXXX")"
 PIDS=()
@@ -15,7 +23,22 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A port that was free a moment ago, only for what cannot bind port 0 and
+# say which port it got (nginx, HAProxy, the metrics listener, the sink).
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# listen_port WHAT PID: the port an ambos server told to listen on
+# 127.0.0.1:0 got, read from its "listening on ADDR" line in $TMP/WHAT.log;
+# fails (showing the log) if PID exits first.
+listen_port() {
+    local what="$1" pid="$2" i port
+    for ((i = 0; i < 300; i++)); do
+        port="$(sed -nE '/listening on/{s/.*listening on (https:\/\/)?[0-9.]+:([0-9]+).*/\2/p;q}' "$TMP/$what.log" 2>/dev/null || true)"
+        [[ -n "$port" ]] && { echo "$port"; return 0; }
+        kill -0 "$pid" 2>/dev/null || { echo "bench/$BENCH.sh: $what exited:" >&2; cat "$TMP/$what.log" >&2 || true; exit 1; }
+        sleep 0.1
+    done
+    echo "bench/$BENCH.sh: $what logged no 'listening on' line" >&2; exit 1
+}
 # wait_port PORT WHAT PID: until PORT accepts; fails (showing $TMP/WHAT.log) if PID exits.
 wait_port() {
     local port="$1" what="$2" pid="$3" i

@@ -32,50 +32,9 @@ for tool in taskset python3 nginx getconf; do
     command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is required" >&2; exit 2; }
 done
 
-echo "== building ($PROFILE)" >&2
-if [[ "$PROFILE" == release ]]; then
-    (cd "$ROOT" && cargo build --release -p ambos) >&2
-else
-    (cd "$ROOT" && cargo build -p ambos) >&2
-fi
-AMBOS="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/ambos"
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/ambos-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until something accepts TCP connections on 127.0.0.1:$1.
-wait_port() {
-    local port="$1" what="$2" pid="$3" i
-    for ((i = 0; i < 300; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "bench/proxy.sh: $what exited; its log:" >&2
-            cat "$TMP/$what.log" >&2 || true
-            exit 1
-        fi
-        if python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close()' "$port" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench/proxy.sh: $what is not listening on port $port after 30 s" >&2
-    exit 1
-}
+BENCH=proxy
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # CPU time (user + system, all threads) of a process, in clock ticks.
 cpu_ticks() {
@@ -122,12 +81,12 @@ PIDS+=($!)
 wait_port "$UPORT" nginx "$!"
 
 echo "== proxy on core $PROXY_CORE" >&2
-PPORT="$(free_port)"
-taskset -c "$PROXY_CORE" "$AMBOS" proxy --listen "127.0.0.1:$PPORT" --upstream "http://127.0.0.1:$UPORT" \
+taskset -c "$PROXY_CORE" "$AMBOS" proxy --listen "127.0.0.1:0" --upstream "http://127.0.0.1:$UPORT" \
     --cert "$CERTS/localhost.crt" --key "$CERTS/localhost.key" --client-ca "$CERTS/ca.crt" \
     >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
+PPORT="$(listen_port proxy "$PROXY_PID")"
 wait_port "$PPORT" proxy "$PROXY_PID"
 
 # Runs `ambos bench MODE --count N` on the load core; prints its JSON line.
@@ -137,8 +96,6 @@ bench() {
         --cert "$CERTS/bench-client.crt" --key "$CERTS/bench-client.key" --ca "$CERTS/ca.crt" \
         --concurrency "$CONCURRENCY" --count "$count" --json
 }
-
-json() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 # Measures proxy CPU over one run; sets RESULT (bench JSON) and CPU_US (proxy µs per op).
 measure() {

@@ -99,11 +99,12 @@ echo 0 >"$TMP/sink.open"
 taskset -c 1 python3 "$TMP/sink.py" "$SINK_PORT" "$TMP/sink.open" >"$TMP/sink.log" 2>&1 &
 PIDS+=($!); wait_port "$SINK_PORT" sink "$!"
 
+# start_proxy NAME METRICS_PORT UPSTREAM_PORT LIMITS: listens on port 0; sets PROXY_PORT.
 start_proxy() {
-    local name="$1" port="$2" metrics="$3" upstream="$4" limits="$5"
+    local name="$1" metrics="$2" upstream="$3" limits="$4"
     cat >"$TMP/$name.toml" <<EOF
 [listen]
-address = "127.0.0.1:$port"
+address = "127.0.0.1:0"
 [tls]
 cert = "$C/localhost.crt"
 key = "$C/localhost.key"
@@ -120,7 +121,8 @@ $limits
 EOF
     taskset -c 0 "$AMBOS" proxy --config "$TMP/$name.toml" >"$TMP/$name.log" 2>&1 &
     PIDS+=($!)
-    wait_port "$port" "$name" "$!"
+    PROXY_PORT="$(listen_port "$name" "$!")"
+    wait_port "$PROXY_PORT" "$name" "$!"
 }
 
 # The attacker: SILENT connections spread over the given source addresses,
@@ -182,8 +184,9 @@ handshakes() {
 # Success rate (%) and p99 (µs) of one `ambos bench handshake` result.
 rate() { python3 -c 'import json, sys; r = json.loads(sys.argv[1]); t = r["ops"] + r["errors"]; print(f"{100.0 * r["ops"] / t:.2f}" if t else "0")' "$1"; }
 
-PORT="$(free_port)"; MPORT="$(free_port)"
-start_proxy defaults "$PORT" "$MPORT" "$UPORT" ""
+MPORT="$(free_port)"
+start_proxy defaults "$MPORT" "$UPORT" ""
+PORT="$PROXY_PORT"
 PROXY_PID="${PIDS[-1]}"
 # CPU seconds the proxy used (user + system), from /proc.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$PROXY_PID/stat"; }
@@ -222,9 +225,10 @@ attack same-address 127.0.0.1
 attack spread "$(python3 -c 'import sys; print(",".join(f"127.0.1.{i}" for i in range(1, int(sys.argv[1]) + 1)))' "$SOURCES")"
 
 # Slow bodies and a hanging upstream.
-PORT2="$(free_port)"; MPORT2="$(free_port)"
-start_proxy timeouts "$PORT2" "$MPORT2" "$SINK_PORT" "body_timeout = \"${BODY_TIMEOUT}s\"
+MPORT2="$(free_port)"
+start_proxy timeouts "$MPORT2" "$SINK_PORT" "body_timeout = \"${BODY_TIMEOUT}s\"
 upstream_timeout = \"${UPSTREAM_TIMEOUT}s\""
+PORT2="$PROXY_PORT"
 cat >"$TMP/slow.py" <<'EOF'
 import asyncio, json, ssl, sys, time
 port, sink, ca, cert, key, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])

@@ -112,6 +112,21 @@ impl TestCa {
         ca
     }
 
+    /// A CA made by the generated test PKI (ambos-testpki), not by the CLI,
+    /// for the cases where another CA is needed and the CLI is not the
+    /// subject: `certs/ca.crt` (its root) and, for each `(name, sans)`, a
+    /// client certificate `certs/NAME.crt` (with its intermediate) and `.key`.
+    pub fn generated(ca_name: &str, clients: &[(&str, &[&str])]) -> TestCa {
+        let ca = TestCa::empty();
+        std::fs::create_dir_all(ca.certs()).unwrap();
+        let pki = ambos_testpki::TestPki::new(ca_name);
+        pki.write_root(&ca.certs());
+        for (name, sans) in clients {
+            pki.client(name, sans).write(&ca.certs(), name);
+        }
+        ca
+    }
+
     /// A temp dir with no CA yet.
     pub fn empty() -> TestCa {
         TestCa { tmp: tempfile::tempdir().unwrap() }

@@ -5,9 +5,8 @@
 //! Also the time to load that CRL into a `Trust`.
 //! Run: cargo bench -p ambos-tls --bench verify  (CRL_ENTRIES=1000000 by default)
 //! Smoke: cargo bench -p ambos-tls --bench verify -- --test
-use ambos_pki::{
-    build_crl, Authority, LeafRequest, NewCa, OffsetDateTime, Profile, RevocationReason, RevokedEntry, Serial,
-};
+use ambos_pki::{build_crl, OffsetDateTime, Profile, RevocationReason, RevokedEntry, Serial};
+use ambos_testpki::{LeafSpec, TestPki};
 use ambos_tls::{ClientVerifier, Identity, Trust, TrustOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -33,18 +32,15 @@ fn trust(root: &[u8], crls: &[CertificateRevocationListDer<'static>]) -> Arc<Tru
 
 fn bench(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
-    let year = Duration::from_secs(86_400 * 365);
-    let ca = NewCa::create("bench", ambos_pki::KeyType::EcP256, year, year, now).unwrap();
-    let authority = Authority::new(&ca.intermediate_cert_der, ca.intermediate_key, &ca.root_cert_der).unwrap();
-    let root = Authority::new(&ca.root_cert_der, ca.root_key, &ca.root_cert_der).unwrap();
-    let mut req = LeafRequest::new("web", Profile::Client);
-    req.sans = vec!["spiffe://acme.test/ns/prod/web".parse().unwrap(), "dns:web.acme.test".parse().unwrap()];
-    req.organizational_units = vec!["payments".into()];
-    let leaf = authority.issue(&req, now).unwrap();
-    let ee = CertificateDer::from(leaf.cert_der.clone());
+    let pki = TestPki::with_key_type("bench", ambos_pki::KeyType::EcP256, 365);
+    let (authority, root) = (&pki.intermediate, &pki.root);
+    let mut spec = LeafSpec::new("web", Profile::Client).sans(&["spiffe://acme.test/ns/prod/web", "dns:web.acme.test"]);
+    spec.organizational_units = vec!["payments".into()];
+    let leaf = pki.issue(&spec);
+    let ee = CertificateDer::from(leaf.cert_der().to_vec());
     let chain = [CertificateDer::from(authority.cert_der().to_vec())];
 
-    c.bench_function("identity_from_der", |b| b.iter(|| Identity::from_der(&leaf.cert_der).unwrap()));
+    c.bench_function("identity_from_der", |b| b.iter(|| Identity::from_der(leaf.cert_der()).unwrap()));
 
     // The intermediate's CRL with n revoked serials (not ours), and the
     // root's (empty), so that the whole path has a CRL.
@@ -54,19 +50,19 @@ fn bench(c: &mut Criterion) {
     let revoked: Vec<RevokedEntry> = (0..n)
         .map(|_| RevokedEntry { serial: Serial::random(), revoked_at: now, reason: RevocationReason::KeyCompromise })
         .collect();
-    let big = CertificateRevocationListDer::from(build_crl(&authority, 1, &revoked, now, next).unwrap());
-    let root_crl = CertificateRevocationListDer::from(build_crl(&root, 1, &[], now, next).unwrap());
+    let big = CertificateRevocationListDer::from(build_crl(authority, 1, &revoked, now, next).unwrap());
+    let root_crl = CertificateRevocationListDer::from(build_crl(root, 1, &[], now, next).unwrap());
     eprintln!("built a {n}-entry CRL ({} bytes) in {:?}", big.len(), t.elapsed());
     let crls = [big, root_crl];
     let t = Instant::now();
-    let with_crl = trust(&ca.root_cert_der, &crls);
+    let with_crl = trust(&pki.root_der, &crls);
     eprintln!("loaded it into a Trust (one DER walk into a serial table) in {:?}", t.elapsed());
-    let no_crl = trust(&ca.root_cert_der, &[]);
+    let no_crl = trust(&pki.root_der, &[]);
     let at = UnixTime::now();
 
     let mut g = c.benchmark_group("crl_load");
     g.sample_size(10);
-    g.bench_function(format!("trust_with_crl_{n}"), |b| b.iter(|| trust(&ca.root_cert_der, &crls)));
+    g.bench_function(format!("trust_with_crl_{n}"), |b| b.iter(|| trust(&pki.root_der, &crls)));
     g.finish();
 
     let mut g = c.benchmark_group("verify_client_chain");

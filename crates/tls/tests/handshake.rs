@@ -1,6 +1,8 @@
 //! A real handshake over 127.0.0.1 between a rustls client and a server
-//! config built by `ServerTlsConfig::load`, with certificates from ambos-pki.
-use ambos_pki::{LeafRequest, NewCa, Profile};
+//! config built by `ServerTlsConfig::load`, with certificates from the
+//! generated test PKI (ambos-testpki).
+use ambos_pki::Profile;
+use ambos_testpki::{Leaf, LeafSpec, TestPki};
 use ambos_tls::{ClientAuth, HandshakeFailure, Identity, ServerTlsConfig, TlsVersion};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io::{Read, Write};
@@ -12,45 +14,30 @@ use std::time::Duration;
 struct Pki {
     dir: tempfile::TempDir,
     root: Vec<u8>,
-    authority: ambos_pki::Authority,
+    pki: TestPki,
+}
+
+type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// A leaf's chain and key as a rustls client sends them.
+fn client_cert(leaf: &Leaf) -> ClientCert {
+    let chain = leaf.chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+    (chain, PrivateKeyDer::Pkcs8(leaf.key_pkcs8_der.clone().into()))
 }
 
 impl Pki {
     fn new() -> Pki {
-        let now = ambos_pki::OffsetDateTime::now_utc();
-        let ca = NewCa::create(
-            "Hs",
-            ambos_pki::KeyType::EcP256,
-            Duration::from_secs(86_400 * 30),
-            Duration::from_secs(86_400 * 30),
-            now,
-        )
-        .unwrap();
-        let authority =
-            ambos_pki::Authority::new(&ca.intermediate_cert_der, ca.intermediate_key, &ca.root_cert_der).unwrap();
+        let pki = TestPki::new("Hs");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.crt"), ambos_pki::pem_encode("CERTIFICATE", &ca.root_cert_der)).unwrap();
-        Pki { dir, root: ca.root_cert_der, authority }
+        pki.write_root(dir.path());
+        Pki { dir, root: pki.root_der.clone(), pki }
     }
 
     /// Issues and writes NAME.crt / NAME.key; returns chain and key for a client.
-    fn issue(
-        &self,
-        name: &str,
-        profile: Profile,
-        sans: &[&str],
-    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let mut req = LeafRequest::new(name, profile);
-        req.sans = sans.iter().map(|s| s.parse().unwrap()).collect();
-        let issued = self.authority.issue(&req, ambos_pki::OffsetDateTime::now_utc()).unwrap();
-        let key = issued.key.unwrap();
-        std::fs::write(self.path(&format!("{name}.crt")), self.authority.chain_pem(&issued.cert_der)).unwrap();
-        std::fs::write(self.path(&format!("{name}.key")), key.pkcs8_pem().as_bytes()).unwrap();
-        let chain = vec![
-            CertificateDer::from(issued.cert_der.clone()),
-            CertificateDer::from(self.authority.cert_der().to_vec()),
-        ];
-        (chain, PrivateKeyDer::Pkcs8(key.pkcs8_der().to_vec().into()))
+    fn issue(&self, name: &str, profile: Profile, sans: &[&str]) -> ClientCert {
+        let leaf = self.pki.issue(&LeafSpec::new(name, profile).sans(sans));
+        leaf.write(self.dir.path(), name);
+        client_cert(&leaf)
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -77,7 +64,7 @@ impl Pki {
 fn handshake(
     server: Arc<rustls::ServerConfig>,
     root: &[u8],
-    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    client: Option<ClientCert>,
 ) -> (Option<String>, Result<Option<Identity>, HandshakeFailure>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -148,7 +135,7 @@ fn missing_or_wrong_purpose_client_certificates_are_named() {
     let loaded = pki.server(ClientAuth::Required).load(&[]).unwrap();
     let (_, result) = handshake(loaded.config.clone(), &pki.root, None);
     assert_eq!(result.unwrap_err(), HandshakeFailure::NoClientCertificate);
-    let server_cert = pki.issue("not-a-client", Profile::Server, &[]);
+    let server_cert = client_cert(&pki.pki.wrong_eku("not-a-client"));
     let (_, result) = handshake(loaded.config, &pki.root, Some(server_cert));
     assert_eq!(result.unwrap_err(), HandshakeFailure::WrongExtendedKeyUsage);
     // Optional client auth lets anonymous clients finish the handshake.
@@ -195,7 +182,8 @@ mod cache {
     #[test]
     fn a_cached_chain_is_still_checked_for_expiry_and_revocation() {
         let pki = Pki::new();
-        let (chain, _) = pki.issue("web", Profile::Client, &[]);
+        let leaf = pki.pki.client("web", &[]);
+        let (chain, _) = client_cert(&leaf);
         let (ee, rest) = chain.split_first().unwrap();
 
         // Expiry: verified now (a miss), refused as expired two days later.
@@ -205,23 +193,8 @@ mod cache {
         let err = v.verify_client_cert(ee, rest, at(2 * 86_400)).unwrap_err();
         assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)), "{err:?}");
 
-        let serial: ambos_pki::Serial = Identity::from_der(ee).unwrap().serial.parse().unwrap();
-        let revoke = |authority: &ambos_pki::Authority| {
-            let crl = ambos_pki::build_crl(
-                authority,
-                1,
-                &[ambos_pki::RevokedEntry {
-                    serial: serial.clone(),
-                    revoked_at: ambos_pki::OffsetDateTime::now_utc(),
-                    reason: ambos_pki::RevocationReason::KeyCompromise,
-                }],
-                ambos_pki::OffsetDateTime::now_utc(),
-                ambos_pki::OffsetDateTime::now_utc() + Duration::from_secs(3600),
-            )
-            .unwrap();
-            CertificateRevocationListDer::from(crl)
-        };
-        let v = verifier(&pki.root, vec![revoke(&pki.authority)]);
+        let revoke = |by: &TestPki| CertificateRevocationListDer::from(by.crl(&[&leaf]));
+        let v = verifier(&pki.root, vec![revoke(&pki.pki)]);
         for _ in 0..2 {
             let err = v.verify_client_cert(ee, rest, at(0)).unwrap_err();
             assert!(matches!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)), "{err:?}");
@@ -229,10 +202,37 @@ mod cache {
         // A CRL with the same issuer name but signed by another key is not used:
         // the status is unknown, and that refuses.
         let impostor = Pki::new();
-        let v = verifier(&pki.root, vec![revoke(&impostor.authority)]);
+        let v = verifier(&pki.root, vec![revoke(&impostor.pki)]);
         for _ in 0..2 {
             let err = HandshakeFailure::from_rustls(&v.verify_client_cert(ee, rest, at(0)).unwrap_err());
             assert_eq!(err.label(), "crl_unusable", "{err}");
+        }
+    }
+
+    /// Every identity the generated PKI makes gets its own verdict, twice
+    /// (the second answer may come from the cache and must agree).
+    #[test]
+    fn each_generated_identity_gets_its_verdict() {
+        let pki = Pki::new();
+        let (revoked, crl) = pki.pki.revoked("gone");
+        let cases = [
+            (pki.pki.client("ok", &[]), None),
+            (pki.pki.expired("old"), Some("expired")),
+            (pki.pki.not_yet_valid("early"), Some("not_yet_valid")),
+            (pki.pki.other_ca("stranger"), Some("unknown_ca")),
+            // Same names, other keys: the path is found, its signature fails.
+            (TestPki::new(&pki.pki.name).client("impostor", &[]), Some("bad_chain_signature")),
+            (pki.pki.leaf_only("alone"), Some("incomplete_chain")),
+            (revoked, Some("revoked")),
+        ];
+        let v = verifier(&pki.root, vec![CertificateRevocationListDer::from(crl)]);
+        for (leaf, want) in &cases {
+            let (chain, _) = client_cert(leaf);
+            for _ in 0..2 {
+                let got =
+                    v.verify_client_cert(&chain[0], &chain[1..], at(0)).map_err(|e| HandshakeFailure::from_rustls(&e));
+                assert_eq!(got.as_ref().err().map(|e| e.label()), *want, "{:?}", leaf.not_before);
+            }
         }
     }
 

@@ -244,8 +244,40 @@ fn curl_h2(ca: &TestCa, who: &str, port: u16, method: &str, target: &str) -> (u1
     (r.status.parse().unwrap_or(0), r.body)
 }
 
+/// `client.py` (written into the CA dir) as `who`: sends each `[method,
+/// target]` of the JSON file `requests` as raw HTTP/1.1 bytes; returns
+/// (status, body) per request.
+fn client_py(ca: &TestCa, port: u16, who: &str, requests: &Path) -> Vec<(u16, String)> {
+    let out = run(Command::new("python3")
+        .arg(ca.dir().join("client.py"))
+        .arg(port.to_string())
+        .arg(ca.path("ca.crt"))
+        .arg(ca.path(&format!("{who}.crt")))
+        .arg(ca.path(&format!("{who}.key")))
+        .arg(requests));
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr))
+}
+
+// One test per upstream kind, so that they run side by side and the first
+// failure does not hide the others.
 #[test]
-fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
+fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity_through_http_server() {
+    no_path_variant_reaches_the_admin_secret("http.server");
+}
+
+#[test]
+fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity_through_a_servlet_upstream() {
+    no_path_variant_reaches_the_admin_secret("servlet");
+}
+
+#[test]
+fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity_through_a_case_insensitive_upstream() {
+    no_path_variant_reaches_the_admin_secret("nocase");
+}
+
+/// Every variant of the admin path, sent by the unprivileged client through
+/// the proxy in front of a `kind` upstream, over HTTP/1.1 and HTTP/2.
+fn no_path_variant_reaches_the_admin_secret(kind: &str) {
     require("python3");
     require("curl");
     let ca = TestCa::new(&[]);
@@ -265,130 +297,112 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity() {
     let variants_file = ca.write("variants.json", serde_json::to_string(&list).unwrap());
 
     let mut table = String::new();
-    for kind in ["http.server", "servlet", "nocase"] {
-        let (up, _upstream) = start_upstream(ca.dir(), kind, &root);
-        // Each upstream does read some variant as the admin path: without
-        // the proxy's normalization they would leak.
-        let leaky = match kind {
-            "http.server" => "/%61dmin/secret.txt",
-            "servlet" => "/admin;x/secret.txt",
-            _ => "/ADMIN/secret.txt",
+    let (up, _upstream) = start_upstream(ca.dir(), kind, &root);
+    // Each upstream does read some variant as the admin path: without
+    // the proxy's normalization they would leak.
+    let leaky = match kind {
+        "http.server" => "/%61dmin/secret.txt",
+        "servlet" => "/admin;x/secret.txt",
+        _ => "/ADMIN/secret.txt",
+    };
+    assert_eq!(direct(up, leaky), (200, SECRET.to_string()), "{kind} reads {leaky} as the admin path");
+    let proxy = start_proxy(&ca, kind, up);
+
+    // The admin identity gets the secret by the plain path, both protocols.
+    let got = client_py(&ca, proxy.port, "admin", &ca.write("admin.json", r#"[["GET", "/admin/secret.txt"]]"#));
+    assert_eq!(got, vec![(200, SECRET.to_string())], "{kind}: admin over HTTP/1.1");
+    assert_eq!(curl_h2(&ca, "admin", proxy.port, "GET", "/admin/secret.txt"), (200, SECRET.to_string()));
+
+    // The unprivileged client, HTTP/1.1 with raw bytes.
+    let h1 = client_py(&ca, proxy.port, "user", &variants_file);
+    assert_eq!(h1.len(), variants.len());
+    // The same over HTTP/2 (curl cannot put a NUL in an argument).
+    let h2: Vec<Option<(u16, String)>> =
+        variants.iter().map(|(m, t, _)| (!t.contains('\0')).then(|| curl_h2(&ca, "user", proxy.port, m, t))).collect();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused_h1 = 0;
+    for (((method, target, expect), (status, body)), h2) in variants.iter().zip(&h1).zip(&h2) {
+        let what = format!("{kind}: {method} {target:?}");
+        assert!(!body.contains(SECRET), "{what} got the admin secret over HTTP/1.1");
+        if let Some((_, body2)) = h2 {
+            assert!(!body2.contains(SECRET), "{what} got the admin secret over HTTP/2");
+        }
+        let ours = !body.is_empty() || *status != 400;
+        let got = match (*status, body.as_str()) {
+            (400, "bad request\n") => Refused,
+            (405, _) => NotAllowed,
+            (403, _) => Admin,
+            (400, _) if !ours => Parser,
+            _ => Forwarded,
         };
-        assert_eq!(direct(up, leaky), (200, SECRET.to_string()), "{kind} reads {leaky} as the admin path");
-        let proxy = start_proxy(&ca, kind, up);
-
-        // The admin identity gets the secret by the plain path, both protocols.
-        let out = run(Command::new("python3")
-            .arg(ca.dir().join("client.py"))
-            .arg(proxy.port.to_string())
-            .arg(ca.path("ca.crt"))
-            .arg(ca.path("admin.crt"))
-            .arg(ca.path("admin.key"))
-            .arg(ca.write("admin.json", r#"[["GET", "/admin/secret.txt"]]"#)));
-        let got: Vec<(u16, String)> =
-            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
-        assert_eq!(got, vec![(200, SECRET.to_string())], "{kind}: admin over HTTP/1.1");
-        assert_eq!(curl_h2(&ca, "admin", proxy.port, "GET", "/admin/secret.txt"), (200, SECRET.to_string()));
-
-        // The unprivileged client, HTTP/1.1 with raw bytes.
-        let out = run(Command::new("python3")
-            .arg(ca.dir().join("client.py"))
-            .arg(proxy.port.to_string())
-            .arg(ca.path("ca.crt"))
-            .arg(ca.path("user.crt"))
-            .arg(ca.path("user.key"))
-            .arg(&variants_file));
-        let h1: Vec<(u16, String)> =
-            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
-        assert_eq!(h1.len(), variants.len());
-        // The same over HTTP/2 (curl cannot put a NUL in an argument).
-        let h2: Vec<Option<(u16, String)>> = variants
-            .iter()
-            .map(|(m, t, _)| (!t.contains('\0')).then(|| curl_h2(&ca, "user", proxy.port, m, t)))
-            .collect();
-
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut refused_h1 = 0;
-        for (((method, target, expect), (status, body)), h2) in variants.iter().zip(&h1).zip(&h2) {
-            let what = format!("{kind}: {method} {target:?}");
-            assert!(!body.contains(SECRET), "{what} got the admin secret over HTTP/1.1");
-            if let Some((_, body2)) = h2 {
-                assert!(!body2.contains(SECRET), "{what} got the admin secret over HTTP/2");
-            }
-            let ours = !body.is_empty() || *status != 400;
-            let got = match (*status, body.as_str()) {
-                (400, "bad request\n") => Refused,
-                (405, _) => NotAllowed,
-                (403, _) => Admin,
-                (400, _) if !ours => Parser,
-                _ => Forwarded,
-            };
-            if got != *expect {
-                std::thread::sleep(Duration::from_millis(300));
-                let last: Vec<_> = audit_lines(&proxy.audit).into_iter().filter(|l| l["method"] == *method).collect();
-                panic!("{what}: expected {expect:?}, got HTTP/1.1 status {status}, body {body:?}; last audit line {last:?}");
-            }
-            if kind == "http.server" {
-                let h2s = h2.as_ref().map(|(s, _)| s.to_string()).unwrap_or_else(|| "not sent".into());
-                table.push_str(&format!("{method} {target:?} | {expect:?} | h1 {status} | h2 {h2s}\n"));
-            }
-            // Every refusal by the proxy (either protocol) is audited with a reason
-            // (the parser's refusals are checked below, by count: they have no path).
-            let mut wanted: Vec<u16> = Vec::new();
-            if matches!(got, Refused | NotAllowed) {
-                refused_h1 += 1;
-                wanted.push(*status);
-            }
-            if let Some((s2 @ (400 | 405), b2)) = h2 {
-                if b2 == "bad request\n" || b2 == "method not allowed\n" {
-                    wanted.push(*s2);
-                }
-            }
-            let path = audited_path(target);
-            for s in wanted {
-                loop {
-                    let found = audit_lines(&proxy.audit).iter().any(|l| {
-                        l["status"] == s
-                            && l["decision"] == "deny"
-                            && l["path"].as_str() == Some(path.as_str())
-                            && l["reason"].as_str().is_some_and(|r| !r.is_empty())
-                    });
-                    if found {
-                        break;
-                    }
-                    assert!(Instant::now() < deadline, "{what}: no audit line with status {s} for path {path:?}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+        if got != *expect {
+            std::thread::sleep(Duration::from_millis(300));
+            let last: Vec<_> = audit_lines(&proxy.audit).into_iter().filter(|l| l["method"] == *method).collect();
+            panic!(
+                "{what}: expected {expect:?}, got HTTP/1.1 status {status}, body {body:?}; last audit line {last:?}"
+            );
+        }
+        if kind == "http.server" {
+            let h2s = h2.as_ref().map(|(s, _)| s.to_string()).unwrap_or_else(|| "not sent".into());
+            table.push_str(&format!("{method} {target:?} | {expect:?} | h1 {status} | h2 {h2s}\n"));
+        }
+        // Every refusal by the proxy (either protocol) is audited with a reason
+        // (the parser's refusals are checked below, by count: they have no path).
+        let mut wanted: Vec<u16> = Vec::new();
+        if matches!(got, Refused | NotAllowed) {
+            refused_h1 += 1;
+            wanted.push(*status);
+        }
+        if let Some((s2 @ (400 | 405), b2)) = h2 {
+            if b2 == "bad request\n" || b2 == "method not allowed\n" {
+                wanted.push(*s2);
             }
         }
-        assert!(refused_h1 >= 40, "{kind}: {refused_h1} refused");
-        // Heads the HTTP parser refused (400 before routing) are audited too.
-        let parser = variants.iter().filter(|v| v.2 == Parser).count();
-        loop {
-            let n = audit_lines(&proxy.audit)
-                .iter()
-                .filter(|l| {
-                    l["status"] == 400
+        let path = audited_path(target);
+        for s in wanted {
+            loop {
+                let found = audit_lines(&proxy.audit).iter().any(|l| {
+                    l["status"] == s
                         && l["decision"] == "deny"
-                        && l["reason"].as_str().is_some_and(|r| r.starts_with("request head does not parse"))
-                })
-                .count();
-            if n >= parser {
-                break;
+                        && l["path"].as_str() == Some(path.as_str())
+                        && l["reason"].as_str().is_some_and(|r| !r.is_empty())
+                });
+                if found {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{what}: no audit line with status {s} for path {path:?}");
+                std::thread::sleep(Duration::from_millis(50));
             }
-            assert!(Instant::now() < deadline, "{kind}: {n} audit lines for {parser} unparsable heads");
-            std::thread::sleep(Duration::from_millis(50));
         }
-        // Refusals before routing are counted (HTTP/1.1 and HTTP/2 together).
-        let text =
-            run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/metrics", proxy.metrics))).ok().stdout;
-        let refused: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ambos_proxy_requests_total{route=\"\",decision=\"refused\"} "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{kind}: no refused counter in\n{text}"));
-        assert!(refused >= refused_h1 as f64, "{kind}: {refused} counted, {refused_h1} refused over HTTP/1.1");
     }
+    assert!(refused_h1 >= 40, "{kind}: {refused_h1} refused");
+    // Heads the HTTP parser refused (400 before routing) are audited too.
+    let parser = variants.iter().filter(|v| v.2 == Parser).count();
+    loop {
+        let n = audit_lines(&proxy.audit)
+            .iter()
+            .filter(|l| {
+                l["status"] == 400
+                    && l["decision"] == "deny"
+                    && l["reason"].as_str().is_some_and(|r| r.starts_with("request head does not parse"))
+            })
+            .count();
+        if n >= parser {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{kind}: {n} audit lines for {parser} unparsable heads");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Refusals before routing are counted (HTTP/1.1 and HTTP/2 together).
+    let text =
+        run(Command::new("curl").arg("-sS").arg(format!("http://127.0.0.1:{}/metrics", proxy.metrics))).ok().stdout;
+    let refused: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ambos_proxy_requests_total{route=\"\",decision=\"refused\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{kind}: no refused counter in\n{text}"));
+    assert!(refused >= refused_h1 as f64, "{kind}: {refused} counted, {refused_h1} refused over HTTP/1.1");
     println!("{table}");
 }
 
@@ -411,15 +425,7 @@ fn the_upstream_gets_exactly_the_normalized_path_that_was_authorized() {
         ("/x?", "/x?"),
     ];
     let list: Vec<(&str, &str)> = cases.iter().map(|(t, _)| ("GET", *t)).collect();
-    let out = run(Command::new("python3")
-        .arg(ca.dir().join("client.py"))
-        .arg(proxy.port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path("user.crt"))
-        .arg(ca.path("user.key"))
-        .arg(ca.write("echo.json", serde_json::to_string(&list).unwrap())));
-    let got: Vec<(u16, String)> =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let got = client_py(&ca, proxy.port, "user", &ca.write("echo.json", serde_json::to_string(&list).unwrap()));
     for ((target, want), (status, body)) in cases.iter().zip(&got) {
         assert_eq!(*status, 200, "{target}: {body}");
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{target}: {body}: {e}"));

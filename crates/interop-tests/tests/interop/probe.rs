@@ -45,8 +45,7 @@ fn cast() -> Cast {
     ca.issue("server", "server-only", &["--san", "dns:server-only.test"]);
     ca.ambos(&["revoke", "carol"]).ok();
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
-    let other = TestCa::new(&["--name", "Elsewhere"]);
-    other.issue("client", "alice", &[]);
+    let other = TestCa::generated("Elsewhere", &[("alice", &[])]);
     Cast { ca, other }
 }
 

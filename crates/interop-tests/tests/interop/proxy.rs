@@ -245,8 +245,7 @@ fn openssl_python_and_java_clients_get_through() {
 fn clients_that_must_not_pass_are_refused_with_the_reason_logged() {
     require("curl");
     let f = Fixture::http(start_http_upstream());
-    let other = TestCa::new(&["--name", "Elsewhere"]);
-    other.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
+    let other = TestCa::generated("Elsewhere", &[("alice", &["spiffe://acme.test/alice"])]);
 
     // Identity not on the allow list: the handshake succeeds, the route says 403.
     let (code, status, _) = f.curl(Some("bob"), "/", &[]);
