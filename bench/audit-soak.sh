@@ -24,25 +24,8 @@ BENCH=audit-soak
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-"$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1
-"$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
-"$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
-C="$TMP/certs"
-
-UPORT="$(free_port)"; mkdir -p "$TMP/up"
-cat >"$TMP/up/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy; fastcgi_temp_path $TMP/up/fcgi;
-  uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi; keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$UPORT; location / { default_type text/plain; return 200 "ok"; } } }
-EOF
-nginx -p "$TMP/up" -e "$TMP/up/startup.log" -c "$TMP/up/nginx.conf" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!); wait_port "$UPORT" upstream "$!"
+bench_pki
+start_ok_upstream
 
 PORT="$(free_port)"; MPORT="$(free_port)"; LOGS="$TMP/logs"; mkdir -p "$LOGS"
 cat >"$TMP/proxy.toml" <<EOF

@@ -48,26 +48,9 @@ BENCH=starvation
 source "$ROOT/bench/lib.sh"
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { s += $NF } END { print s + 0 }'; }
 
-"$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1
-"$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
-"$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
-C="$TMP/certs"
-
+bench_pki
 # The upstream: nginx answering 200, on the load core.
-UPORT="$(free_port)"; mkdir -p "$TMP/up"
-cat >"$TMP/up/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $TMP/up/nginx.pid;
-error_log $TMP/up/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $TMP/up/body; proxy_temp_path $TMP/up/proxy; fastcgi_temp_path $TMP/up/fcgi;
-  uwsgi_temp_path $TMP/up/uwsgi; scgi_temp_path $TMP/up/scgi; keepalive_requests 100000000; keepalive_timeout 300s;
-  server { listen 127.0.0.1:$UPORT; location / { default_type text/plain; return 200 "ok"; } } }
-EOF
-taskset -c 1 nginx -p "$TMP/up" -e "$TMP/up/startup.log" -c "$TMP/up/nginx.conf" >"$TMP/upstream.log" 2>&1 &
-PIDS+=($!); wait_port "$UPORT" upstream "$!"
+start_ok_upstream taskset -c 1
 
 # An upstream that reads everything and never answers; it keeps the number
 # of connections it has open in $TMP/sink.open.
