@@ -181,6 +181,24 @@ impl TestCa {
         let cert = who.map(|w| (self.path(&format!("{w}.crt")), self.path(&format!("{w}.key"))));
         curl(url, Some(&self.path("ca.crt")), cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), extra)
     }
+    /// `ambos export truststore --format p12` to FILE (in the CA's
+    /// directory) with the password in `password_file`; its path.
+    pub fn export_truststore_p12(&self, file: &str, password_file: &Path) -> PathBuf {
+        let ts = self.dir().join(file);
+        let out = self.ambos(&[
+            "export",
+            "truststore",
+            "--format",
+            "p12",
+            "--out",
+            ts.to_str().unwrap(),
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "export truststore: {}", out.stderr);
+        ts
+    }
+
 
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.tmp.path().join(name);

@@ -74,18 +74,7 @@ fn pkcs12_truststore_lists_the_root_as_trusted_cert_entry() {
     require("keytool");
     let ca = TestCa::new(&[]);
     let pw = ca.write("pw.txt", "truststore-pw\n");
-    let ts = ca.dir().join("truststore.p12");
-    ca.ambos(&[
-        "export",
-        "truststore",
-        "--format",
-        "p12",
-        "--out",
-        ts.to_str().unwrap(),
-        "--password-file",
-        pw.to_str().unwrap(),
-    ])
-    .ok();
+    let ts = ca.export_truststore_p12("truststore.p12", &pw);
     let list = run(Command::new("keytool")
         .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
         .arg(&ts)
