@@ -199,7 +199,6 @@ impl TestCa {
         ts
     }
 
-
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.tmp.path().join(name);
         std::fs::write(&p, contents).unwrap();
