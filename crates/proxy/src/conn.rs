@@ -91,6 +91,34 @@ pub fn closed_revoked(shared: &Shared, ctx: &ConnCtx, started: Instant) {
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
 }
+/// After a refused handshake our alert has been written; closing now
+/// could lose it: a close with unread data in the socket (a TLS 1.3 client
+/// sends its request right after its Finished, before it learns its
+/// certificate was refused; curl over HTTP/2 its preface) makes the kernel
+/// send a reset, and the client's kernel drops the alert unread (curl then
+/// printed `getpeername() failed with errno 107` instead of `alert
+/// certificate required`). So: close the write side, read what the client
+/// sent, for at most 1 s and 64 KiB, then close.
+async fn close_after_alert(mut io: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+    const DRAIN_BYTES: usize = 64 * 1024;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    let drain = async {
+        while read < DRAIN_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    // Timing out is the bound, not a failure.
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+}
 
 /// The handshake and what the connection learns from it. A function of
 /// its own because an async function keeps every local that is alive
@@ -110,14 +138,22 @@ pub async fn handshake(
     let acceptor = &runtime.acceptor;
     let handshake = Box::pin(async move {
         // `peek`, not `readable`: readiness can be reported without data.
-        if stream.peek(&mut [0u8; 1]).await? > 0 {
-            slot.spoke();
+        match stream.peek(&mut [0u8; 1]).await {
+            Ok(n) if n > 0 => slot.spoke(),
+            Ok(_) => {}
+            Err(e) => return Err((e, None)),
         }
-        acceptor.accept(stream).await
+        acceptor.accept(stream).into_fallible().await.map_err(|(e, io)| (e, Some(io)))
     });
     let tls = match tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => Box::new(tls),
-        Ok(Err(e)) => return handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started),
+        Ok(Err((e, io))) => {
+            let refused = handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started);
+            if let Some(io) = io {
+                close_after_alert(io).await;
+            }
+            return refused;
+        }
         Err(_) => return handshake_failed(shared, peer, HandshakeFailure::Timeout, started),
     };
     let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {

@@ -297,6 +297,36 @@ fn clients_that_must_not_pass_are_refused_with_the_reason_logged() {
     assert_eq!(health.stdout.trim(), "ok");
 }
 
+/// curl with its defaults (ALPN h2, TLS 1.3: it sends its HTTP/2 preface
+/// before it learns its certificate was refused) prints the proxy's alert
+/// every time, not a reset: the proxy reads what the client sent before it
+/// closes (`conn::close_after_alert`).
+#[test]
+fn refused_clients_see_the_alert_with_curls_defaults_every_time() {
+    require("curl");
+    let f = Fixture::http(start_http_upstream());
+    let other = TestCa::generated("Elsewhere", &[("alice", &["spiffe://acme.test/alice"])]);
+    let url = format!("https://localhost:{}/", f.port);
+    let (other_cert, other_key) = (other.path("alice.crt"), other.path("alice.key"));
+    let (carol_cert, carol_key) = (f.ca.path("carol.crt"), f.ca.path("carol.key"));
+    let cases: [(&str, Option<(&Path, &Path)>, &str); 3] = [
+        ("no certificate", None, "alert certificate required"),
+        ("revoked", Some((&carol_cert, &carol_key)), "alert certificate revoked"),
+        ("other CA", Some((&other_cert, &other_key)), "alert unknown ca"),
+    ];
+    for (what, who, alert) in cases {
+        let mut missed = Vec::new();
+        for _ in 0..20 {
+            let out = curl(&url, Some(&f.ca.path("ca.crt")), who, &[]);
+            assert_ne!(out.code, 0, "{what}: got through");
+            if !out.stderr.contains(alert) {
+                missed.push(out.stderr.trim().to_string());
+            }
+        }
+        assert!(missed.is_empty(), "{what}: {} of 20 runs did not print '{alert}': {missed:?}", missed.len());
+    }
+}
+
 #[test]
 fn a_newly_revoked_client_is_refused_after_crl_reload_and_a_broken_cert_keeps_the_old_config() {
     require("curl");
