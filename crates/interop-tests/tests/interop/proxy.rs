@@ -309,7 +309,8 @@ fn refused_clients_see_the_alert_with_curls_defaults_every_time() {
     let url = format!("https://localhost:{}/", f.port);
     let (other_cert, other_key) = (other.path("alice.crt"), other.path("alice.key"));
     let (carol_cert, carol_key) = (f.ca.path("carol.crt"), f.ca.path("carol.key"));
-    let cases: [(&str, Option<(&Path, &Path)>, &str); 3] = [
+    type Case<'a> = (&'a str, Option<(&'a Path, &'a Path)>, &'a str);
+    let cases: [Case; 3] = [
         ("no certificate", None, "alert certificate required"),
         ("revoked", Some((&carol_cert, &carol_key)), "alert certificate revoked"),
         ("other CA", Some((&other_cert, &other_key)), "alert unknown ca"),
