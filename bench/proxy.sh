@@ -45,40 +45,11 @@ cpu_ticks() {
 CLK_TCK="$(getconf CLK_TCK)"
 
 echo "== CA and certificates in $TMP" >&2
-"$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null
-"$AMBOS" --dir "$TMP/ca" issue server localhost --san ip:127.0.0.1 --out "$TMP/certs" >/dev/null
-"$AMBOS" --dir "$TMP/ca" issue client bench-client --out "$TMP/certs" >/dev/null
-CERTS="$TMP/certs"
+bench_pki
+CERTS="$C"
 
 echo "== upstream: nginx" >&2
-UPORT="$(free_port)"
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:$UPORT;
-        location / { default_type text/plain; return 200 "ok"; }
-    }
-}
-EOF
-taskset -c "$LOAD_CORE" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" \
-    >"$TMP/nginx.log" 2>&1 &
-PIDS+=($!)
-wait_port "$UPORT" nginx "$!"
+start_ok_upstream taskset -c "$LOAD_CORE"
 
 echo "== proxy on core $PROXY_CORE" >&2
 taskset -c "$PROXY_CORE" "$AMBOS" proxy --listen "127.0.0.1:0" --upstream "http://127.0.0.1:$UPORT" \
