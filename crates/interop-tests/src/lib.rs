@@ -181,10 +181,9 @@ impl TestCa {
         let cert = who.map(|w| (self.path(&format!("{w}.crt")), self.path(&format!("{w}.key"))));
         curl(url, Some(&self.path("ca.crt")), cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())), extra)
     }
-    /// `ambos export truststore --format p12` to FILE (in the CA's
-    /// directory) with the password in `password_file`; its path.
-    pub fn export_truststore_p12(&self, file: &str, password_file: &Path) -> PathBuf {
-        let ts = self.dir().join(file);
+    /// `ambos export truststore --format p12` to `ts` with the password in
+    /// `password_file`.
+    pub fn export_truststore_p12(&self, ts: &Path, password_file: &Path) {
         let out = self.ambos(&[
             "export",
             "truststore",
@@ -196,7 +195,6 @@ impl TestCa {
             password_file.to_str().unwrap(),
         ]);
         assert_eq!(out.code, 0, "export truststore: {}", out.stderr);
-        ts
     }
 
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {

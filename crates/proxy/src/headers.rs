@@ -12,9 +12,15 @@ use hyper::body::SizeHint;
 
 pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// RFC 7239: never set by us, but it says the same as the X-Forwarded-*
+/// headers, so a client's copy would contradict ours.
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Every header the proxy sets; all are stripped from client requests.
-pub static OWNED: [&HeaderName; 2] = [&XFCC, &X_FORWARDED_PROTO];
+/// Every header the proxy sets (or, `Forwarded`, that would speak for
+/// ours); all are stripped from client requests.
+pub static OWNED: [&HeaderName; 5] = [&XFCC, &X_FORWARDED_PROTO, &X_FORWARDED_FOR, &X_FORWARDED_HOST, &FORWARDED];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) never forwarded.
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -57,7 +63,10 @@ fn field(s: &str) -> String {
 
 /// Removes hop-by-hop headers (and those named in `Connection`) and every
 /// header the proxy owns, then adds ours.
-pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
+/// `client_addr`: the connection's peer address, for X-Forwarded-For
+/// (replacing whatever the client sent: the proxy is the edge); the Host
+/// the request carries is repeated as X-Forwarded-Host.
+pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>, client_addr: &HeaderValue) {
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -73,6 +82,10 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>) {
         h.insert(XFCC.clone(), v.clone());
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    h.insert(X_FORWARDED_FOR.clone(), client_addr.clone());
+    if let Some(host) = h.get(http::header::HOST).cloned() {
+        h.insert(X_FORWARDED_HOST.clone(), host);
+    }
 }
 
 /// Whether `name` is, or folds to, one of the headers the proxy sets:
@@ -250,7 +263,7 @@ mod tests {
             ..Identity::default()
         };
         let ours = xfcc_value(&id).unwrap();
-        rewrite_request_headers(&mut h, Some(&ours));
+        rewrite_request_headers(&mut h, Some(&ours), &HeaderValue::from_static("192.0.2.7"));
         let all: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
         assert_eq!(all, vec![&ours]);
         assert_eq!(
@@ -259,7 +272,7 @@ mod tests {
         );
         assert!(h.get("x-secret").is_none() && h.get("connection").is_none());
         assert!(h.get("accept").is_some());
-        rewrite_request_headers(&mut h, None);
+        rewrite_request_headers(&mut h, None, &HeaderValue::from_static("192.0.2.7"));
         assert!(h.get("x-forwarded-client-cert").is_none(), "anonymous requests carry no XFCC");
     }
 
@@ -276,6 +289,25 @@ mod tests {
     }
 
     #[test]
+    fn the_client_address_and_host_replace_whatever_the_client_sent() {
+        let mut h = HeaderMap::new();
+        h.append("host", HeaderValue::from_static("api.acme.test"));
+        for (n, v) in [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("X-Forwarded-For", "6.6.6.7, 10.0.0.1"),
+            ("x_forwarded_for", "6.6.6.8"),
+            ("x-forwarded-host", "evil.test"),
+            ("forwarded", "for=6.6.6.9;host=evil.test"),
+        ] {
+            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static(v));
+        }
+        rewrite_request_headers(&mut h, None, &HeaderValue::from_static("2001:db8::1"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["2001:db8::1"]);
+        assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), vec!["api.acme.test"]);
+        assert!(h.get("forwarded").is_none() && h.get("x_forwarded_for").is_none());
+    }
+
+    #[test]
     fn names_that_fold_to_ours_are_stripped_whatever_the_underscores_setting() {
         let mut h = HeaderMap::new();
         for n in ["x_forwarded_client_cert", "x-forwarded_client-cert", "x_forwarded-proto", "x-forwarded-client-cert"]
@@ -284,9 +316,10 @@ mod tests {
         }
         h.append("x_other", HeaderValue::from_static("kept"));
         let ours = HeaderValue::from_static("Hash=ours");
-        rewrite_request_headers(&mut h, Some(&ours));
+        rewrite_request_headers(&mut h, Some(&ours), &HeaderValue::from_static("192.0.2.7"));
         let names: Vec<_> = h.keys().map(|n| n.as_str()).collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.7");
         assert_eq!(h.get_all("x-forwarded-client-cert").iter().collect::<Vec<_>>(), vec![&ours]);
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h.get("x_other").unwrap(), "kept");

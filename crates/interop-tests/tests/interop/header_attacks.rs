@@ -393,3 +393,28 @@ fn a_host_the_listener_does_not_serve_or_that_differs_from_sni_is_misdirected() 
     assert_eq!(status, "200", "{body}");
     assert!(!f.upstream_requests().contains("/m"), "misdirected requests never reach the upstream");
 }
+
+#[test]
+fn the_upstream_sees_the_clients_address_and_host_never_values_the_client_sent() {
+    let mut f = Fixture::new();
+    f.start(Some("allow"));
+    let spoof = [
+        "X-Forwarded-For: 6.6.6.6",
+        "x-forwarded-for: 6.6.6.7, 10.0.0.1",
+        "X_Forwarded_For: 6.6.6.8",
+        "Forwarded: for=6.6.6.9;host=evil.test",
+        "X-Forwarded-Host: evil.test",
+    ];
+    let (status, body) = f.raw(&get("/hello", &spoof));
+    assert_eq!(status, "200", "HTTP/1.1: {body}");
+    let v = assert_only_ours("HTTP/1.1 X-Forwarded-For", &body);
+    assert_eq!(v["HTTP_X_FORWARDED_FOR"], "127.0.0.1", "HTTP/1.1: {v}");
+    assert_eq!(v["HTTP_X_FORWARDED_HOST"], "localhost", "HTTP/1.1: {v}");
+    assert!(v.get("HTTP_FORWARDED").is_none(), "HTTP/1.1: {v}");
+    let (status, body) = f.h2("/hello", &spoof);
+    assert_eq!(status, "200", "HTTP/2: {body}");
+    let v = assert_only_ours("HTTP/2 X-Forwarded-For", &body);
+    assert_eq!(v["HTTP_X_FORWARDED_FOR"], "127.0.0.1", "HTTP/2: {v}");
+    assert_eq!(v["HTTP_X_FORWARDED_HOST"], format!("localhost:{}", f.port), "HTTP/2: {v}");
+    assert!(v.get("HTTP_FORWARDED").is_none(), "HTTP/2: {v}");
+}

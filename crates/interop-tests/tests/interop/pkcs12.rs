@@ -74,7 +74,8 @@ fn pkcs12_truststore_lists_the_root_as_trusted_cert_entry() {
     require("keytool");
     let ca = TestCa::new(&[]);
     let pw = ca.write("pw.txt", "truststore-pw\n");
-    let ts = ca.export_truststore_p12("truststore.p12", &pw);
+    let ts = ca.dir().join("truststore.p12");
+    ca.export_truststore_p12(&ts, &pw);
     let list = run(Command::new("keytool")
         .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
         .arg(&ts)

@@ -86,7 +86,7 @@ allow = ["spiffe://acme.test/alice", "cn:dave"]
         ca.issue("server", "server-only", &["--san", "dns:server-only.test"]);
         ca.ambos(&["revoke", "carol", "--reason", "key-compromise"]).ok();
         ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
-        ca.export_truststore_p12("truststore.p12", &pw);
+        ca.export_truststore_p12(&ca.path("truststore.p12"), &pw);
         let audit = ca.dir().join("audit.jsonl");
         // The metrics listener logs its configured address, not the bound one.
         Fixture { ca, port: 0, metrics: free_port(), proxy: None, audit }
