@@ -27,6 +27,11 @@ if ! python3 -c "import cryptography" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check cryptography 2>/dev/null \
         || python3 -m pip install -q --disable-pip-version-check --break-system-packages cryptography
 fi
+# grpcio: a real, outside gRPC stack for the proxy's gRPC tests.
+if ! python3 -c "import grpc" 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check grpcio 2>/dev/null \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio
+fi
 # Debian starts nginx on install; the tests run their own instances.
 for svc in nginx haproxy; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then

@@ -34,6 +34,7 @@ struct RawListen {
     address: String,
     mode: Option<String>,
     hosts: Option<Vec<String>>,
+    alpn: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -494,6 +495,7 @@ impl ProxyConfig {
             return Err(invalid("listen.hosts applies to http mode (tcp mode has no Host)"));
         }
         let hosts = listen_hosts(raw.listen.hosts)?;
+        let alpn = listen_alpn(mode, raw.listen.alpn)?;
         let mut routes = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = format!("route[{i}]");
@@ -615,7 +617,7 @@ impl ProxyConfig {
                 revocation,
                 client_auth,
                 min_version,
-                alpn: alpn(mode),
+                alpn,
                 session_resumption: raw.tls.session_resumption.unwrap_or(true),
             },
             crl_url: crl_source(raw.tls.crl_url.as_deref(), raw.tls.crl_refresh.as_deref(), "tls.crl")?,
@@ -710,6 +712,27 @@ fn alpn(mode: Mode) -> Vec<Vec<u8>> {
     }
 }
 
+/// `[listen] alpn`: the protocols a TCP-mode listener offers in ALPN, in
+/// preference order (gRPC clients require `h2`); HTTP mode offers its own.
+fn listen_alpn(mode: Mode, list: Option<Vec<String>>) -> Result<Vec<Vec<u8>>, ProxyError> {
+    let Some(list) = list else { return Ok(alpn(mode)) };
+    if mode == Mode::Http {
+        return Err(invalid("listen.alpn applies to tcp mode (http mode offers h2 and http/1.1 itself)"));
+    }
+    if list.is_empty() {
+        return Err(invalid("listen.alpn is empty (leave it out to offer no ALPN)"));
+    }
+    list.into_iter()
+        .map(|p| {
+            // RFC 7301: 1 to 255 bytes; printable ASCII keeps config and logs readable.
+            if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(format!("listen.alpn: '{p}' is not a protocol name like \"h2\" or \"http/1.1\"")));
+            }
+            Ok(p.into_bytes())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,6 +763,27 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         assert_eq!(c.routes.len(), 1);
         assert!(c.xfcc);
         assert_eq!(c.mode, Mode::Http);
+    }
+
+    #[test]
+    fn listen_alpn_is_for_tcp_mode_and_checked() {
+        let tcp = |alpn: &str| {
+            GOOD.replace(
+                "address = \"127.0.0.1:8443\"",
+                &format!("address = \"127.0.0.1:8443\"\nmode = \"tcp\"\n{alpn}"),
+            )
+            .replace("url = \"http://127.0.0.1:8080\"", "address = \"127.0.0.1:8080\"")
+        };
+        let c = ProxyConfig::from_toml(&tcp("alpn = [\"h2\", \"http/1.1\"]"), Path::new(".")).unwrap();
+        assert_eq!(c.tls.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(ProxyConfig::from_toml(&tcp(""), Path::new(".")).unwrap().tls.alpn.is_empty());
+        for bad in ["alpn = []", "alpn = [\"\"]", "alpn = [\"h 2\"]"] {
+            let err = ProxyConfig::from_toml(&tcp(bad), Path::new(".")).unwrap_err().to_string();
+            assert!(err.contains("listen.alpn"), "{bad}: {err}");
+        }
+        let http = GOOD.replace("address = \"127.0.0.1:8443\"", "address = \"127.0.0.1:8443\"\nalpn = [\"h2\"]");
+        let err = ProxyConfig::from_toml(&http, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("listen.alpn applies to tcp mode"), "{err}");
     }
 
     #[test]

@@ -379,6 +379,60 @@ fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_other
     f.wait_audit("alice's TCP connection", |l| l["event"] == "connection" && l["decision"] == "allow");
 }
 
+/// gRPC needs ALPN h2: through a TCP-mode proxy with `[listen] alpn`, a
+/// grpcio client reaches a plaintext grpcio server (unary and streaming);
+/// without it the client refuses the connection, as the issue saw.
+#[test]
+fn grpc_through_tcp_mode_needs_and_gets_alpn_h2() {
+    require("python3");
+    if run(Command::new("python3").args(["-c", "import grpc"])).code != 0 {
+        panic!("python3 grpcio is missing: scripts/install-deps.sh installs it");
+    }
+    let script = include_str!("../../scripts/proxy_grpc.py");
+    let f0 = Fixture::new();
+    // Not grpc.py: it would shadow the grpc package it imports.
+    let path = f0.ca.write("grpc_echo.py", script);
+    let mut server = Command::new("python3")
+        .arg(&path)
+        .arg("server")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(f0.ca.dir().join("grpc-server.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    let _server = ambos_interop_tests::ChildGuard(server);
+    let upstream: u16 = line.trim().parse().unwrap_or_else(|_| {
+        let err = std::fs::read_to_string(f0.ca.dir().join("grpc-server.err")).unwrap_or_default();
+        panic!("grpc server said {line:?}: {err}")
+    });
+    let call = |f: &Fixture| {
+        let out = run(Command::new("python3")
+            .arg(&path)
+            .arg("client")
+            .arg(f.port.to_string())
+            .arg(f.ca.path("ca.crt"))
+            .arg(f.ca.path("alice.crt"))
+            .arg(f.ca.path("alice.key")));
+        serde_json::from_str::<serde_json::Value>(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("grpc client: {e}: {} {}", out.stdout, out.stderr))
+    };
+    let routes = "[[route]]\nallow = [\"spiffe://acme.test/alice\"]\n";
+    for (alpn, works) in [("alpn = [\"h2\"]\n", true), ("", false)] {
+        let mut f = Fixture::new();
+        let cfg = fix_tcp_config(&f.config(&format!("address = \"127.0.0.1:{upstream}\""), routes))
+            .replace("mode = \"tcp\"\n", &format!("mode = \"tcp\"\n{alpn}"));
+        f.start(&cfg);
+        let v = call(&f);
+        if works {
+            assert_eq!(v["get"], "echo:ping", "{v}");
+            assert_eq!(v["stream"], serde_json::json!(["0:x", "1:x", "2:x"]), "{v}");
+        } else {
+            assert!(v["error"].as_str().is_some_and(|e| e.starts_with("UNAVAILABLE")), "without ALPN: {v}");
+        }
+    }
+}
+
 /// Puts `mode = "tcp"` in [listen] only.
 fn fix_tcp_config(cfg: &str) -> String {
     let mut out = String::new();
