@@ -224,6 +224,9 @@ pub struct ProxyConfig {
     pub crl_refresh: Duration,
     pub upstream: Upstream,
     pub xfcc: bool,
+    /// `[headers] client_cert = "rfc9440"|"both"`: Client-Cert and
+    /// Client-Cert-Chain (RFC 9440) to the upstream.
+    pub rfc9440: bool,
     pub underscores: Underscores,
     /// `[listen] hosts`: the host names this listener serves (lower case).
     /// When set, a request's `Host` must be one of them and match the
@@ -476,10 +479,16 @@ impl ProxyConfig {
             }
             (Mode::Tcp, _, _) => return Err(invalid("upstream: tcp mode needs address = \"host:port\" (and no url)")),
         };
-        let xfcc = match raw.headers.client_cert.as_deref().unwrap_or("xfcc") {
-            "xfcc" => true,
-            "none" => false,
-            other => return Err(invalid(format!("headers.client_cert: '{other}' (expected \"xfcc\" or \"none\")"))),
+        let (xfcc, rfc9440) = match raw.headers.client_cert.as_deref().unwrap_or("xfcc") {
+            "xfcc" => (true, false),
+            "rfc9440" => (false, true),
+            "both" => (true, true),
+            "none" => (false, false),
+            other => {
+                return Err(invalid(format!(
+                    "headers.client_cert: '{other}' (expected \"xfcc\", \"rfc9440\", \"both\" or \"none\")"
+                )))
+            }
         };
         let underscores = match raw.headers.underscores.as_deref().unwrap_or("drop") {
             "drop" => Underscores::Drop,
@@ -625,6 +634,7 @@ impl ProxyConfig {
             crl_refresh: refresh,
             upstream,
             xfcc,
+            rfc9440,
             underscores,
             hosts,
             routes,
@@ -687,6 +697,7 @@ impl ProxyConfig {
             })?,
             upstream,
             xfcc: true,
+            rfc9440: false,
             underscores: Underscores::Drop,
             hosts: Vec::new(),
             routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],

@@ -49,9 +49,8 @@ impl Shared {
 pub struct ConnCtx {
     pub peer: SocketAddr,
     pub identity: Option<Identity>,
-    pub xfcc: Option<HeaderValue>,
-    /// The client's IP address, as X-Forwarded-For carries it.
-    pub client_addr: HeaderValue,
+    /// Identity headers, rendered once for every request on the connection.
+    pub headers: headers::ConnHeaders,
     /// The server name the client asked for in its handshake (SNI), lower
     /// case; only kept when `[listen] hosts` is set.
     pub sni: Option<String>,
@@ -181,8 +180,13 @@ pub async fn handshake(
     let sni =
         if runtime.config.hosts.is_empty() { None } else { tls.get_ref().1.server_name().map(str::to_ascii_lowercase) };
     let close_after_response = false.into();
+    let client_cert = match (&chain, runtime.config.rfc9440) {
+        (Some(c), true) => headers::rfc9440_values(&c.path),
+        _ => None,
+    };
     let client_addr = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-    Some((tls, Arc::new(ConnCtx { peer, identity, xfcc, client_addr, sni, runtime, close_after_response }), chain))
+    let headers = headers::ConnHeaders { xfcc, client_cert, client_addr };
+    Some((tls, Arc::new(ConnCtx { peer, identity, headers, sni, runtime, close_after_response }), chain))
 }
 
 fn handshake_failed<T>(shared: &Shared, peer: SocketAddr, failure: HandshakeFailure, started: Instant) -> Option<T> {

@@ -14,13 +14,17 @@ pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert")
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// RFC 9440: the verified leaf, and the path's intermediates, as byte sequences.
+pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 /// RFC 7239: never set by us, but it says the same as the X-Forwarded-*
 /// headers, so a client's copy would contradict ours.
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Every header the proxy sets (or, `Forwarded`, that would speak for
 /// ours); all are stripped from client requests.
-pub static OWNED: [&HeaderName; 5] = [&XFCC, &X_FORWARDED_PROTO, &X_FORWARDED_FOR, &X_FORWARDED_HOST, &FORWARDED];
+pub static OWNED: [&HeaderName; 7] =
+    [&XFCC, &X_FORWARDED_PROTO, &X_FORWARDED_FOR, &X_FORWARDED_HOST, &FORWARDED, &CLIENT_CERT, &CLIENT_CERT_CHAIN];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) never forwarded.
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -61,12 +65,40 @@ fn field(s: &str) -> String {
     }
 }
 
+/// The identity headers of one connection, rendered once at its handshake.
+#[derive(Debug, Clone)]
+pub struct ConnHeaders {
+    pub xfcc: Option<HeaderValue>,
+    /// RFC 9440 Client-Cert, and Client-Cert-Chain when the path has
+    /// intermediates.
+    pub client_cert: Option<(HeaderValue, Option<HeaderValue>)>,
+    /// The client's IP address, as X-Forwarded-For carries it.
+    pub client_addr: HeaderValue,
+}
+
+/// RFC 9440 values from the verified path (leaf first, anchor last): the
+/// leaf as Client-Cert, the certificates between it and the anchor as
+/// Client-Cert-Chain (the anchor is left out, as the RFC advises), each an
+/// RFC 8941 byte sequence (`:base64:`).
+pub fn rfc9440_values(path: &[impl AsRef<[u8]>]) -> Option<(HeaderValue, Option<HeaderValue>)> {
+    use base64::Engine;
+    let seq = |der: &[u8]| format!(":{}:", base64::engine::general_purpose::STANDARD.encode(der));
+    let leaf = HeaderValue::try_from(seq(path.first()?.as_ref())).ok()?;
+    let between = path.get(1..path.len().saturating_sub(1)).unwrap_or_default();
+    let chain = if between.is_empty() {
+        None
+    } else {
+        HeaderValue::try_from(between.iter().map(|c| seq(c.as_ref())).collect::<Vec<_>>().join(", ")).ok()
+    };
+    Some((leaf, chain))
+}
+
 /// Removes hop-by-hop headers (and those named in `Connection`) and every
 /// header the proxy owns, then adds ours.
-/// `client_addr`: the connection's peer address, for X-Forwarded-For
-/// (replacing whatever the client sent: the proxy is the edge); the Host
-/// the request carries is repeated as X-Forwarded-Host.
-pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>, client_addr: &HeaderValue) {
+/// X-Forwarded-For is the connection's peer address (replacing whatever
+/// the client sent: the proxy is the edge); the Host the request carries
+/// is repeated as X-Forwarded-Host.
+pub fn rewrite_request_headers(h: &mut HeaderMap, ours: &ConnHeaders) {
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -78,11 +110,17 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, xfcc: Option<&HeaderValue>, cl
         h.remove(n);
     }
     strip(h, |n| HOP_BY_HOP.contains(n) || owned(n));
-    if let Some(v) = xfcc {
+    if let Some(v) = &ours.xfcc {
         h.insert(XFCC.clone(), v.clone());
     }
+    if let Some((cert, chain)) = &ours.client_cert {
+        h.insert(CLIENT_CERT.clone(), cert.clone());
+        if let Some(chain) = chain {
+            h.insert(CLIENT_CERT_CHAIN.clone(), chain.clone());
+        }
+    }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    h.insert(X_FORWARDED_FOR.clone(), client_addr.clone());
+    h.insert(X_FORWARDED_FOR.clone(), ours.client_addr.clone());
     if let Some(host) = h.get(http::header::HOST).cloned() {
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
@@ -263,7 +301,7 @@ mod tests {
             ..Identity::default()
         };
         let ours = xfcc_value(&id).unwrap();
-        rewrite_request_headers(&mut h, Some(&ours), &HeaderValue::from_static("192.0.2.7"));
+        rewrite_request_headers(&mut h, &conn(Some(&ours), "192.0.2.7"));
         let all: Vec<_> = h.get_all("x-forwarded-client-cert").iter().collect();
         assert_eq!(all, vec![&ours]);
         assert_eq!(
@@ -272,7 +310,7 @@ mod tests {
         );
         assert!(h.get("x-secret").is_none() && h.get("connection").is_none());
         assert!(h.get("accept").is_some());
-        rewrite_request_headers(&mut h, None, &HeaderValue::from_static("192.0.2.7"));
+        rewrite_request_headers(&mut h, &conn(None, "192.0.2.7"));
         assert!(h.get("x-forwarded-client-cert").is_none(), "anonymous requests carry no XFCC");
     }
 
@@ -282,6 +320,29 @@ mod tests {
             r = r.header(*n, *v);
         }
         r.body(()).unwrap()
+    }
+
+    fn conn(xfcc: Option<&HeaderValue>, addr: &'static str) -> ConnHeaders {
+        ConnHeaders { xfcc: xfcc.cloned(), client_cert: None, client_addr: HeaderValue::from_static(addr) }
+    }
+
+    #[test]
+    fn rfc9440_headers_carry_the_leaf_and_the_path_between_it_and_the_anchor() {
+        let path: [&[u8]; 3] = [b"leaf", b"inter", b"root"];
+        let (leaf, chain) = rfc9440_values(&path).unwrap();
+        assert_eq!(leaf, ":bGVhZg==:");
+        assert_eq!(chain.unwrap(), ":aW50ZXI=:");
+        let (_, chain) = rfc9440_values(&[b"leaf".as_slice(), b"root"]).unwrap();
+        assert!(chain.is_none(), "a leaf issued by the anchor has no chain");
+        let mut h = HeaderMap::new();
+        h.append("client-cert", HeaderValue::from_static(":ZXZpbA==:"));
+        h.append("client_cert_chain", HeaderValue::from_static(":ZXZpbA==:"));
+        let mut ours = conn(None, "192.0.2.7");
+        ours.client_cert = rfc9440_values(&path);
+        rewrite_request_headers(&mut h, &ours);
+        assert_eq!(h.get_all("client-cert").iter().collect::<Vec<_>>(), vec![":bGVhZg==:"]);
+        assert_eq!(h.get_all("client-cert-chain").iter().collect::<Vec<_>>(), vec![":aW50ZXI=:"]);
+        assert!(h.get("client_cert_chain").is_none());
     }
 
     fn check(r: &mut Request<()>) -> Result<(), Refusal> {
@@ -301,7 +362,7 @@ mod tests {
         ] {
             h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static(v));
         }
-        rewrite_request_headers(&mut h, None, &HeaderValue::from_static("2001:db8::1"));
+        rewrite_request_headers(&mut h, &conn(None, "2001:db8::1"));
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["2001:db8::1"]);
         assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), vec!["api.acme.test"]);
         assert!(h.get("forwarded").is_none() && h.get("x_forwarded_for").is_none());
@@ -316,7 +377,7 @@ mod tests {
         }
         h.append("x_other", HeaderValue::from_static("kept"));
         let ours = HeaderValue::from_static("Hash=ours");
-        rewrite_request_headers(&mut h, Some(&ours), &HeaderValue::from_static("192.0.2.7"));
+        rewrite_request_headers(&mut h, &conn(Some(&ours), "192.0.2.7"));
         let names: Vec<_> = h.keys().map(|n| n.as_str()).collect();
         assert_eq!(names.len(), 4, "{names:?}");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.7");

@@ -76,13 +76,18 @@ impl Fixture {
 
     /// The same, with extra `[listen]` lines.
     fn start_with(&mut self, underscores: Option<&str>, listen: &str) {
+        let headers = underscores.map(|u| format!("[headers]\nunderscores = \"{u}\"\n")).unwrap_or_default();
+        self.launch(&headers, listen);
+    }
+
+    /// (Re)starts the proxy with `headers` as its whole `[headers]` section.
+    fn launch(&mut self, headers: &str, listen: &str) {
         self.proxy = None;
         if self.audit.exists() {
             std::fs::remove_file(&self.audit).unwrap();
         }
         // The metrics listener logs its configured address, not the bound one.
         self.metrics = free_port();
-        let headers = underscores.map(|u| format!("[headers]\nunderscores = \"{u}\"\n")).unwrap_or_default();
         let config = format!(
             r#"
 [listen]
@@ -417,4 +422,42 @@ fn the_upstream_sees_the_clients_address_and_host_never_values_the_client_sent()
     assert_eq!(v["HTTP_X_FORWARDED_FOR"], "127.0.0.1", "HTTP/2: {v}");
     assert_eq!(v["HTTP_X_FORWARDED_HOST"], format!("localhost:{}", f.port), "HTTP/2: {v}");
     assert!(v.get("HTTP_FORWARDED").is_none(), "HTTP/2: {v}");
+}
+
+/// RFC 9440: with `client_cert = "both"` the upstream gets Client-Cert (the
+/// verified leaf, byte for byte) and Client-Cert-Chain (the intermediate,
+/// not the root) beside XFCC; a client's own Client-Cert never arrives.
+#[test]
+fn rfc9440_client_cert_headers_carry_the_verified_leaf_and_intermediate() {
+    use base64::Engine;
+    let mut f = Fixture::new();
+    f.launch("[headers]\nclient_cert = \"both\"\n", "");
+    let spoof = ["Client-Cert: :ZXZpbA==:", "Client-Cert-Chain: :ZXZpbA==:"];
+    let decode = |v: &serde_json::Value, key: &str| -> Vec<Vec<u8>> {
+        let text = v[key].as_str().unwrap_or_else(|| panic!("no {key}: {v}"));
+        text.split(", ")
+            .map(|item| {
+                let b64 = item.strip_prefix(':').and_then(|i| i.strip_suffix(':')).unwrap_or_else(|| panic!("{item}"));
+                base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+            })
+            .collect()
+    };
+    let pem_ders = |file: &str| -> Vec<Vec<u8>> {
+        let text = std::fs::read_to_string(f.ca.path(file)).unwrap();
+        text.split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|b| {
+                let b64: String = b.split("-----END").next().unwrap().chars().filter(|c| !c.is_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+            })
+            .collect()
+    };
+    // web.crt is the leaf then the intermediate.
+    let chain = pem_ders("web.crt");
+    assert_eq!(chain.len(), 2, "web.crt: leaf and intermediate");
+    for (what, body) in [("HTTP/1.1", f.raw(&get("/hello", &spoof)).1), ("HTTP/2", f.h2("/hello", &spoof).1)] {
+        let v = assert_only_ours(what, &body);
+        assert_eq!(decode(&v, "HTTP_CLIENT_CERT"), vec![chain[0].clone()], "{what}: the leaf");
+        assert_eq!(decode(&v, "HTTP_CLIENT_CERT_CHAIN"), vec![chain[1].clone()], "{what}: the intermediate only");
+    }
 }

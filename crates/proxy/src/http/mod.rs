@@ -569,7 +569,7 @@ async fn forward(
     // (`/path?query`), or `host:port` for CONNECT.
     parts.uri = target.to_uri()?;
     parts.version = Version::HTTP_11;
-    rewrite_request_headers(&mut parts.headers, ctx.xfcc.as_ref(), &ctx.client_addr);
+    rewrite_request_headers(&mut parts.headers, &ctx.headers);
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let timeouts = upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
     let resp = pool.send(authority, Request::from_parts(parts, body), timeouts).await?;
