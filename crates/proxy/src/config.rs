@@ -76,6 +76,7 @@ struct RawTls {
 struct RawUpstream {
     url: Option<String>,
     address: Option<String>,
+    proxy_protocol: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -227,6 +228,10 @@ pub struct ProxyConfig {
     /// `[headers] client_cert = "rfc9440"|"both"`: Client-Cert and
     /// Client-Cert-Chain (RFC 9440) to the upstream.
     pub rfc9440: bool,
+    /// `[upstream] proxy_protocol = "v2"` (TCP mode): a PROXY protocol v2
+    /// header with the client's address and identity opens each upstream
+    /// connection.
+    pub proxy_protocol: bool,
     pub underscores: Underscores,
     /// `[listen] hosts`: the host names this listener serves (lower case).
     /// When set, a request's `Host` must be one of them and match the
@@ -479,6 +484,14 @@ impl ProxyConfig {
             }
             (Mode::Tcp, _, _) => return Err(invalid("upstream: tcp mode needs address = \"host:port\" (and no url)")),
         };
+        let proxy_protocol = match (raw.upstream.proxy_protocol.as_deref(), mode) {
+            (None, _) => false,
+            (Some("v2"), Mode::Tcp) => true,
+            (Some("v2"), Mode::Http) => {
+                return Err(invalid("upstream.proxy_protocol applies to tcp mode (http mode sends X-Forwarded-For)"))
+            }
+            (Some(other), _) => return Err(invalid(format!("upstream.proxy_protocol: '{other}' (expected \"v2\")"))),
+        };
         let (xfcc, rfc9440) = match raw.headers.client_cert.as_deref().unwrap_or("xfcc") {
             "xfcc" => (true, false),
             "rfc9440" => (false, true),
@@ -635,6 +648,7 @@ impl ProxyConfig {
             upstream,
             xfcc,
             rfc9440,
+            proxy_protocol,
             underscores,
             hosts,
             routes,
@@ -698,6 +712,7 @@ impl ProxyConfig {
             upstream,
             xfcc: true,
             rfc9440: false,
+            proxy_protocol: false,
             underscores: Underscores::Drop,
             hosts: Vec::new(),
             routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],

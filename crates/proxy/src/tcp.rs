@@ -66,6 +66,21 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
         return;
     };
     let _ = upstream.set_nodelay(true);
+    if config.proxy_protocol {
+        let header = tls.get_ref().0.local_addr().map_err(|e| e.to_string()).and_then(|local| {
+            proxy_v2_header(ctx.peer, local, ctx.identity.as_ref(), tls.get_ref().1.protocol_version())
+        });
+        let sent = match header {
+            Ok(h) => tokio::io::AsyncWriteExt::write_all(&mut upstream, &h).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
+            tracing::warn!(peer = %ctx.peer, "upstream {address}: PROXY protocol header not sent: {e}");
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            return;
+        }
+    }
     // Bytes either way count as activity; `idle_timeout` without any closes both sides.
     let active = AtomicBool::new(false);
     let mut client = Watched { inner: &mut *tls, active: &active };
@@ -133,5 +148,89 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Custom TLV type (the spec's 0xE0-0xEF range) carrying the client's
+/// SPIFFE ID, or its first URI SAN.
+pub const PP2_TYPE_AMBOS_URI: u8 = 0xE0;
+
+/// A PROXY protocol v2 header: the client's address, the address it
+/// connected to, and PP2_TYPE_SSL (client sent a certificate that was
+/// verified: `verify` 0; TLS version and the leaf's CN) plus the identity's
+/// URI in [`PP2_TYPE_AMBOS_URI`]. An IPv4 client on an IPv6 listener is
+/// given as IPv6 (families must match).
+pub fn proxy_v2_header(
+    client: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    identity: Option<&ambos_tls::Identity>,
+    version: Option<rustls::ProtocolVersion>,
+) -> Result<Vec<u8>, String> {
+    use ppp::v2::{Builder, Command, Protocol, Type, Version};
+    use std::net::SocketAddr;
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    let (src, dst) = if client.is_ipv4() == local.is_ipv4() { (client, local) } else { (v6(client), v6(local)) };
+    let mut b = Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, (src, dst));
+    if let Some(id) = identity {
+        // PP2_TYPE_SSL: client flags (SSL | CERT_CONN), verify (0: verified), then sub-TLVs.
+        let mut ssl = vec![0x01 | 0x02, 0, 0, 0, 0];
+        let mut sub = |kind: Type, value: &[u8]| {
+            ssl.push(kind as u8);
+            ssl.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            ssl.extend_from_slice(value);
+        };
+        let tls = match version {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "TLSv1.2",
+        };
+        sub(Type::SSLVersion, tls.as_bytes());
+        if let Some(cn) = &id.cn {
+            sub(Type::SSLCommonName, cn.as_bytes());
+        }
+        b = b.write_tlv(Type::SSL, &ssl).map_err(|e| e.to_string())?;
+        if let Some(uri) = id.spiffe.as_ref().or(id.uris.first()) {
+            b = b.write_tlv(PP2_TYPE_AMBOS_URI, uri.as_bytes()).map_err(|e| e.to_string())?;
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod proxy_protocol_tests {
+    use super::*;
+
+    #[test]
+    fn the_header_carries_addresses_and_the_identity_and_parses_back() {
+        let id = ambos_tls::Identity {
+            cn: Some("web".into()),
+            spiffe: Some("spiffe://acme.test/web".into()),
+            ..Default::default()
+        };
+        let h = proxy_v2_header(
+            "192.0.2.7:40000".parse().unwrap(),
+            "198.51.100.1:8443".parse().unwrap(),
+            Some(&id),
+            Some(rustls::ProtocolVersion::TLSv1_3),
+        )
+        .unwrap();
+        let parsed = ppp::v2::Header::try_from(h.as_slice()).unwrap();
+        assert_eq!(
+            parsed.addresses,
+            ppp::v2::Addresses::from((
+                "192.0.2.7:40000".parse::<std::net::SocketAddr>().unwrap(),
+                "198.51.100.1:8443".parse::<std::net::SocketAddr>().unwrap()
+            ))
+        );
+        let tlvs: Vec<_> = parsed.tlvs().map(|t| t.unwrap()).collect();
+        assert_eq!(tlvs.len(), 2, "{tlvs:?}");
+        assert_eq!(tlvs[0].kind, 0x20);
+        assert!(tlvs[0].value.windows(3).any(|w| w == b"web"), "{tlvs:?}");
+        assert_eq!((tlvs[1].kind, &tlvs[1].value[..]), (PP2_TYPE_AMBOS_URI, &b"spiffe://acme.test/web"[..]));
+        // An IPv4 client on an IPv6 listener: both as IPv6.
+        let h = proxy_v2_header("192.0.2.7:1".parse().unwrap(), "[::1]:2".parse().unwrap(), None, None).unwrap();
+        assert!(ppp::v2::Header::try_from(h.as_slice()).is_ok());
     }
 }

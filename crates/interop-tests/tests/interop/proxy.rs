@@ -433,6 +433,45 @@ fn grpc_through_tcp_mode_needs_and_gets_alpn_h2() {
     }
 }
 
+/// `[upstream] proxy_protocol = "v2"` in TCP mode: nginx with
+/// `listen ... proxy_protocol` (a real PROXY v2 receiver) sees the client's
+/// address and port; without the header nginx refuses the connection.
+#[test]
+fn tcp_mode_tells_an_nginx_upstream_the_client_address_with_proxy_protocol_v2() {
+    require("nginx");
+    require("curl");
+    let f0 = Fixture::new();
+    let nginx_port = free_port();
+    let _nginx = ambos_interop_tests::start_nginx(
+        f0.ca.dir(),
+        &format!(
+            "server {{ listen 127.0.0.1:{nginx_port} proxy_protocol; \
+             location / {{ default_type text/plain; return 200 \"$proxy_protocol_addr $proxy_protocol_port\"; }} }}"
+        ),
+        nginx_port,
+    );
+    let routes = "[[route]]\nallow = [\"spiffe://acme.test/alice\"]\n";
+    for (extra, works) in [("proxy_protocol = \"v2\"\n", true), ("", false)] {
+        let mut f = Fixture::new();
+        let cfg = fix_tcp_config(&f.config(&format!("address = \"127.0.0.1:{nginx_port}\"\n{extra}"), routes));
+        f.start(&cfg);
+        let out = f.ca.curl(
+            Some("alice"),
+            &format!("https://localhost:{}/", f.port),
+            &["--http1.1", "--local-port", "45000-45999"],
+        );
+        if works {
+            assert_eq!(out.status, "200", "{} {}", out.body, out.stderr);
+            let (addr, port) = out.body.trim().split_once(' ').unwrap_or_else(|| panic!("nginx said {:?}", out.body));
+            assert_eq!(addr, "127.0.0.1", "{}", out.body);
+            let port: u16 = port.parse().unwrap();
+            assert!((45000..46000).contains(&port), "nginx saw curl's own port: {port}");
+        } else {
+            assert_ne!(out.status, "200", "nginx without a PROXY header: {} {}", out.body, out.stderr);
+        }
+    }
+}
+
 /// Puts `mode = "tcp"` in [listen] only.
 fn fix_tcp_config(cfg: &str) -> String {
     let mut out = String::new();
