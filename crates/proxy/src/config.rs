@@ -77,6 +77,16 @@ struct RawUpstream {
     url: Option<String>,
     address: Option<String>,
     proxy_protocol: Option<String>,
+    tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    ca: OneOrMany,
+    cert: Option<String>,
+    key: Option<String>,
+    server_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,10 +157,22 @@ pub enum Mode {
 }
 
 /// Where traffic goes after authorization.
+/// `[upstream.tls]`: TLS (and mTLS) to an `https://` upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates the upstream's certificate must chain to.
+    pub ca: Vec<PathBuf>,
+    /// The proxy's own client certificate chain and key, if the upstream asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name the upstream's certificate must carry (default: the URL's host).
+    pub server_name: String,
+}
+
 #[derive(Clone, Debug)]
 pub enum Upstream {
-    /// `http://host:port` (HTTP mode): its authority.
-    Http { authority: http::uri::Authority },
+    /// `http://host:port` or `https://host:port` (HTTP mode): its
+    /// authority, and for https how the upstream is verified and who we are.
+    Http { authority: http::uri::Authority, tls: Option<UpstreamTlsConfig> },
     /// `host:port` (TCP mode).
     Tcp { address: String },
 }
@@ -366,18 +388,40 @@ fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<O
     Ok(Some(CrlSource { url: uri, refresh }))
 }
 
-fn http_upstream(url: &str) -> Result<Upstream, ProxyError> {
+fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<Upstream, ProxyError> {
     let uri: http::Uri = url.parse().map_err(|_| invalid(format!("upstream.url: '{url}' is not a URL")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(invalid(format!(
-            "upstream.url: '{url}' must be http://host:port (TLS to the upstream is not supported)"
-        )));
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(invalid(format!("upstream.url: '{url}' must be http://host:port or https://host:port"))),
+    };
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(invalid(format!("upstream.url: '{url}' must not have a path")));
     }
     let authority = uri.authority().cloned().ok_or_else(|| invalid(format!("upstream.url: '{url}' has no host")))?;
-    Ok(Upstream::Http { authority })
+    let tls = match (https, tls) {
+        (false, None) => None,
+        (false, Some(_)) => return Err(invalid("upstream.tls needs an https:// upstream.url")),
+        // Fail closed: no CA, no way to know whom we talk to.
+        (true, None) => return Err(invalid("upstream.tls.ca is required for an https:// upstream")),
+        (true, Some(t)) => {
+            let client = match (t.cert, t.key) {
+                (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
+                (None, None) => None,
+                _ => return Err(invalid("upstream.tls: cert and key go together")),
+            };
+            let server_name = t.server_name.unwrap_or_else(|| authority.host().trim_matches(['[', ']']).to_string());
+            if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
+                return Err(invalid(format!("upstream.tls.server_name: '{server_name}' is not a host name")));
+            }
+            Some(UpstreamTlsConfig {
+                ca: t.ca.into_vec().iter().map(|p| resolve(base, p)).collect(),
+                client,
+                server_name,
+            })
+        }
+    };
+    Ok(Upstream::Http { authority, tls })
 }
 
 /// `[listen] hosts`: DNS names (or IP addresses) without ports, lower case.
@@ -476,8 +520,11 @@ impl ProxyConfig {
             "1.3" => TlsVersion::Tls13,
             other => return Err(invalid(format!("tls.min_version: '{other}' (expected \"1.2\" or \"1.3\")"))),
         };
+        if mode == Mode::Tcp && raw.upstream.tls.is_some() {
+            return Err(invalid("upstream.tls applies to http mode (TLS to a tcp-mode upstream is not supported yet)"));
+        }
         let upstream = match (mode, raw.upstream.url, raw.upstream.address) {
-            (Mode::Http, Some(url), None) => http_upstream(&url)?,
+            (Mode::Http, Some(url), None) => http_upstream(&url, raw.upstream.tls, base)?,
             (Mode::Tcp, None, Some(address)) => Upstream::Tcp { address },
             (Mode::Http, _, _) => {
                 return Err(invalid("upstream: http mode needs url = \"http://host:port\" (and no address)"))
@@ -663,7 +710,7 @@ impl ProxyConfig {
     pub fn from_flags(f: &ProxyFlags) -> Result<ProxyConfig, ProxyError> {
         let mode = if f.tcp { Mode::Tcp } else { Mode::Http };
         let upstream = match mode {
-            Mode::Http => http_upstream(&f.upstream)?,
+            Mode::Http => http_upstream(&f.upstream, None, Path::new("."))?,
             Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
         };
         let allow_entries = if f.allow.is_empty() { vec!["any".to_string()] } else { f.allow.clone() };
@@ -726,6 +773,10 @@ impl ProxyConfig {
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut v = self.tls.files();
+        if let Upstream::Http { tls: Some(t), .. } = &self.upstream {
+            v.extend(t.ca.iter().cloned());
+            v.extend(t.client.iter().flat_map(|(c, k)| [c.clone(), k.clone()]));
+        }
         v.extend(self.source.iter().cloned());
         v
     }
@@ -834,7 +885,18 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
     #[test]
     fn invalid_values_name_the_field() {
         for (from, to, field) in [
-            ("url = \"http://127.0.0.1:8080\"", "url = \"https://x\"", "upstream.url"),
+            ("url = \"http://127.0.0.1:8080\"", "url = \"ftp://x\"", "upstream.url"),
+            ("url = \"http://127.0.0.1:8080\"", "url = \"https://x\"", "upstream.tls.ca is required"),
+            (
+                "url = \"http://127.0.0.1:8080\"",
+                "url = \"https://x\"\n[upstream.tls]\nca = \"ca.crt\"\ncert = \"c.crt\"",
+                "cert and key go together",
+            ),
+            (
+                "url = \"http://127.0.0.1:8080\"",
+                "url = \"http://x\"\n[upstream.tls]\nca = \"ca.crt\"",
+                "needs an https://",
+            ),
             ("ou:payments", "team:payments", "route[0].allow"),
             ("\"GET\", \"post\"", "\"GET\", \"no such\"", "route[0].methods"),
             ("path = \"/payments/**\"", "path = \"/%70ayments/**\"", "write '/payments/**'"),

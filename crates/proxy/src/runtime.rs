@@ -25,6 +25,8 @@ pub struct Runtime {
     pub acceptor: TlsAcceptor,
     /// The client verifier inside `acceptor`, for post-handshake checks.
     pub verifier: Arc<ambos_tls::ClientVerifier>,
+    /// For an `https://` upstream: how to connect to it.
+    pub upstream_tls: Option<crate::http::upstream::UpstreamTls>,
 }
 
 /// CRLs pulled from URLs, each with the URL it came from.
@@ -100,7 +102,17 @@ impl Runtime {
             }
         }
         let routes = RouteTable::build(&config.routes);
-        Ok(Runtime { acceptor: TlsAcceptor::from(loaded.config), verifier: loaded.verifier, routes, config })
+        let upstream_tls = match &config.upstream {
+            crate::config::Upstream::Http { tls: Some(t), .. } => Some(crate::http::upstream::UpstreamTls::build(t)?),
+            _ => None,
+        };
+        Ok(Runtime {
+            acceptor: TlsAcceptor::from(loaded.config),
+            verifier: loaded.verifier,
+            routes,
+            config,
+            upstream_tls,
+        })
     }
 }
 

@@ -97,3 +97,65 @@ fn nginx_accepts_an_ambos_client_and_refuses_missing_or_revoked_ones() {
     let (code, _) = curl(&ca, port, Some("server"));
     assert_eq!(code, "400");
 }
+
+/// `ambos proxy` in front of an `https://` upstream that is nginx with
+/// `ssl_verify_client on` trusting the ambos CA: the proxy presents its own
+/// client certificate and verifies nginx's; with another CA, or a
+/// server_name nginx's certificate does not carry, the client gets 502 and
+/// the audit line says why.
+#[test]
+fn the_proxy_speaks_mtls_to_an_nginx_upstream_and_refuses_one_it_cannot_verify() {
+    require("nginx");
+    require("curl");
+    let ca = TestCa::new(&[]);
+    ca.issue("server", "upstream", &["--san", "dns:upstream.test"]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "proxy", &["--spiffe", "spiffe://acme.test/proxy"]);
+    ca.issue("client", "alice", &[]);
+    let other = TestCa::generated("Elsewhere", &[]);
+    let port = free_port();
+    let c = ca.certs();
+    let c = c.display();
+    let _nginx = ambos_interop_tests::start_nginx(
+        ca.dir(),
+        &format!(
+            "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {c}/upstream.crt; ssl_certificate_key {c}/upstream.key; \
+             ssl_client_certificate {c}/ca.crt; ssl_verify_client on; ssl_verify_depth 2; \
+             location / {{ default_type text/plain; return 200 \"upstream saw $ssl_client_s_dn\"; }} }}"
+        ),
+        port,
+    );
+    let other_ca = other.path("ca.crt");
+    for (what, ca_file, server_name, works) in [
+        ("right CA and name", c.to_string() + "/ca.crt", "upstream.test", true),
+        ("another CA", other_ca.display().to_string(), "upstream.test", false),
+        ("a name the certificate lacks", c.to_string() + "/ca.crt", "elsewhere.test", false),
+    ] {
+        let audit = ca.dir().join(format!("audit-{}.jsonl", server_name.len() + ca_file.len()));
+        let config = format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
+             client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"https://127.0.0.1:{port}\"\n\n[upstream.tls]\n\
+             ca = \"{ca_file}\"\ncert = \"certs/proxy.crt\"\nkey = \"certs/proxy.key\"\nserver_name = \"{server_name}\"\n\n\
+             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n",
+            audit.display()
+        );
+        let proxy = ambos_interop_tests::Daemon::proxy(ca.dir(), &config, &[]);
+        let out = ca.curl(Some("alice"), &format!("https://127.0.0.1:{}/", proxy.port), &[]);
+        if works {
+            assert_eq!(out.status, "200", "{what}: {} {}\n{}", out.body, out.stderr, proxy.log());
+            assert!(out.body.contains("CN=proxy"), "{what}: nginx saw the proxy's certificate: {}", out.body);
+        } else {
+            assert_eq!(out.status, "502", "{what}: {} {}", out.body, out.stderr);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let line = loop {
+                let text = std::fs::read_to_string(&audit).unwrap_or_default();
+                if let Some(l) = text.lines().find(|l| l.contains("\"status\":502")) {
+                    break l.to_string();
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: no 502 audit line: {text}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            };
+            assert!(line.contains("TLS handshake failed"), "{what}: the audit line says why: {line}");
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! (`upstream`); an idle HTTP/1.1 connection is parked (`idle`). Each
 //! request's decision is counted and audited here.
 mod idle;
-mod upstream;
+pub(crate) mod upstream;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
@@ -554,7 +554,7 @@ async fn forward(
     ctx: &ConnCtx,
     pool: &Arc<UpstreamPool>,
 ) -> Result<Response<ProxyBody>, String> {
-    let Upstream::Http { authority } = &ctx.runtime.config.upstream else {
+    let Upstream::Http { authority, .. } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
     };
     let (mut parts, body) = req.into_parts();
@@ -572,7 +572,8 @@ async fn forward(
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let timeouts = upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
-    let resp = pool.send(authority, Request::from_parts(parts, body), timeouts).await?;
+    let tls = ctx.runtime.upstream_tls.as_ref();
+    let resp = pool.send(authority, tls, Request::from_parts(parts, body), timeouts).await?;
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, Either::Left(body)))

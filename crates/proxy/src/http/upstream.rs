@@ -185,9 +185,91 @@ impl Body for ClientBody {
 /// machine that does the I/O, which whoever holds it must poll.
 pub struct UpstreamConn {
     authority: Authority,
+    /// Over TLS: a pooled connection is only reused for the same kind.
+    tls: bool,
     sender: http1::SendRequest<ClientBody>,
-    conn: http1::Connection<TokioIo<TcpStream>, ClientBody>,
+    conn: http1::Connection<TokioIo<UpstreamIo>, ClientBody>,
     idle_since: Instant,
+}
+
+/// How to reach an `https://` upstream: our client config (the one path
+/// verifier, our client certificate if any) and the name its certificate
+/// must carry. Built by `Runtime::build`, so a reload reloads the files.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl UpstreamTls {
+    pub fn build(cfg: &crate::config::UpstreamTlsConfig) -> Result<UpstreamTls, crate::ProxyError> {
+        let trust = crate::tunnel::server_trust(&cfg.ca, Vec::new(), false)?;
+        let client = match &cfg.client {
+            Some((cert, key)) => ambos_tls::ClientCert::Chain(ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?),
+            None => ambos_tls::ClientCert::None,
+        };
+        let mut config = ambos_tls::client_config(ambos_tls::ServerAuth::Trust(trust), client)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
+            .map_err(|_| crate::ProxyError::Invalid(format!("upstream.tls.server_name: '{}'", cfg.server_name)))?;
+        Ok(UpstreamTls { connector: tokio_rustls::TlsConnector::from(Arc::new(config)), server_name })
+    }
+}
+
+/// The upstream connection's transport.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 impl UpstreamConn {
@@ -219,12 +301,12 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    fn take(&self, authority: &Authority) -> Option<Box<UpstreamConn>> {
+    fn take(&self, authority: &Authority, tls: bool) -> Option<Box<UpstreamConn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             // After a reload the upstream may have changed.
             // Byte comparison: `Authority`'s `==` ignores ASCII case, slowly.
-            if c.authority.as_str() == authority.as_str() && c.idle_since.elapsed() < IDLE_TIMEOUT {
+            if c.authority.as_str() == authority.as_str() && c.tls == tls && c.idle_since.elapsed() < IDLE_TIMEOUT {
                 return Some(c);
             }
         }
@@ -239,16 +321,37 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(authority: &Authority, timeout: Duration) -> Result<Box<UpstreamConn>, String> {
+    async fn connect(
+        authority: &Authority,
+        tls: Option<&UpstreamTls>,
+        timeout: Duration,
+    ) -> Result<Box<UpstreamConn>, String> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
             Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
         };
         let _ = stream.set_nodelay(true);
+        let io = match tls {
+            None => UpstreamIo::Plain(stream),
+            Some(t) => {
+                let handshake = t.connector.connect(t.server_name.clone(), stream);
+                match tokio::time::timeout(timeout, handshake).await {
+                    Ok(Ok(s)) => UpstreamIo::Tls(Box::new(s)),
+                    Ok(Err(e)) => {
+                        let why = ambos_tls::HandshakeFailure::from_io(&e);
+                        return Err(format!("upstream {authority}: TLS handshake failed: {why}"));
+                    }
+                    Err(_) => {
+                        return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}"))
+                    }
+                }
+            }
+        };
         let (sender, conn) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
-        Ok(Box::new(UpstreamConn { authority: authority.clone(), sender, conn, idle_since: Instant::now() }))
+            http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
+        let tls = tls.is_some();
+        Ok(Box::new(UpstreamConn { authority: authority.clone(), tls, sender, conn, idle_since: Instant::now() }))
     }
 
     /// Sends `req` to the upstream and returns the response, whose body
@@ -260,6 +363,7 @@ impl UpstreamPool {
     pub async fn send(
         self: &Arc<Self>,
         authority: &Authority,
+        tls: Option<&UpstreamTls>,
         req: http::Request<Incoming>,
         timeouts: Timeouts,
     ) -> Result<http::Response<UpstreamBody>, String> {
@@ -270,9 +374,9 @@ impl UpstreamPool {
         let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.response));
         let mut timer_armed = false;
         loop {
-            let (mut up, pooled) = match self.take(authority) {
+            let (mut up, pooled) = match self.take(authority, tls.is_some()) {
                 Some(c) => (c, true),
-                None => (Self::connect(authority, timeouts.connect).await?, false),
+                None => (Self::connect(authority, tls, timeouts.connect).await?, false),
             };
             if !up.ready().await {
                 if pooled {
@@ -494,7 +598,7 @@ mod tests {
                     let svc = hyper::service::service_fn(move |req| {
                         let (pool, upstream, tx) = (pool.clone(), upstream.clone(), tx.clone());
                         async move {
-                            let outcome = match pool.send(&upstream, req, TIMEOUTS).await {
+                            let outcome = match pool.send(&upstream, None, req, TIMEOUTS).await {
                                 Ok(resp) => {
                                     let body = resp.into_body().collect().await.expect("upstream body").to_bytes();
                                     Ok(String::from_utf8_lossy(&body).into_owned())
