@@ -295,27 +295,40 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
 /// hyper has answered 400 (431, 414 when too large) and closes the
 /// connection; it is audited and counted like a refusal before routing.
 fn unparsable_head(e: &hyper::Error, ctx: &ConnCtx, shared: &Shared) {
-    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
-    if !shared.audit.enabled() {
-        return;
-    }
     let status = match e.to_string() {
         s if s.contains("URI too long") => 414,
         _ if e.is_parse_too_large() => 431,
         _ => 400,
     };
+    refused_before_routing(ctx, shared, None, &format!("request head does not parse: {e}"), status, 0.0);
+}
+
+/// Counts a request refused before routing and audits it (`head`: its
+/// method and path, when they could be read).
+fn refused_before_routing(
+    ctx: &ConnCtx,
+    shared: &Shared,
+    head: Option<(&str, &str)>,
+    reason: &str,
+    status: u16,
+    latency_ms: f64,
+) {
+    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+    if !shared.audit.enabled() {
+        return;
+    }
     shared.audit.record(&AuditEvent {
         time: audit::now(),
         event: "request",
         peer: ctx.peer,
         identity: ctx.audit_identity(),
         route: None,
-        method: None,
-        path: None,
+        method: head.map(|h| h.0),
+        path: head.map(|h| h.1),
         decision: "deny",
-        reason: &format!("request head does not parse: {e}"),
+        reason,
         status: Some(status),
-        latency_ms: 0.0,
+        latency_ms,
     });
 }
 
@@ -498,24 +511,15 @@ fn refuse_head(
     shared: &Shared,
     audit: Option<(Instant, http::Method, String)>,
 ) -> Response<ProxyBody> {
-    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
     tracing::debug!(peer = %ctx.peer, "refused: {why}");
     let text = if status == StatusCode::MISDIRECTED_REQUEST { "misdirected request\n" } else { "bad request\n" };
     let response = plain(status, text);
-    if let Some((started, method, path)) = audit {
-        shared.audit.record(&AuditEvent {
-            time: audit::now(),
-            event: "request",
-            peer: ctx.peer,
-            identity: ctx.audit_identity(),
-            route: None,
-            method: Some(method.as_str()),
-            path: Some(&path),
-            decision: "deny",
-            reason: why,
-            status: Some(status.as_u16()),
-            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-        });
+    match audit {
+        Some((started, method, path)) => {
+            let latency = started.elapsed().as_secs_f64() * 1000.0;
+            refused_before_routing(ctx, shared, Some((method.as_str(), &path)), why, status.as_u16(), latency)
+        }
+        None => metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1),
     }
     response
 }
