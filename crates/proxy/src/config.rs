@@ -290,6 +290,12 @@ pub struct ProxyFlags {
     /// `--unknown-revocation deny|allow`.
     pub unknown_revocation: Option<String>,
     pub crl_grace: Option<String>,
+    /// `--upstream-ca` (repeatable): for an https:// upstream, the CAs its
+    /// certificate must chain to.
+    pub upstream_ca: Vec<PathBuf>,
+    /// `--upstream-cert` / `--upstream-key`: the proxy's client certificate for it.
+    pub upstream_cert: Option<PathBuf>,
+    pub upstream_key: Option<PathBuf>,
 }
 
 fn invalid(msg: impl Into<String>) -> ProxyError {
@@ -405,6 +411,10 @@ fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<
         // Fail closed: no CA, no way to know whom we talk to.
         (true, None) => return Err(invalid("upstream.tls.ca is required for an https:// upstream")),
         (true, Some(t)) => {
+            let ca = t.ca.into_vec();
+            if ca.is_empty() {
+                return Err(invalid("upstream.tls.ca is required for an https:// upstream"));
+            }
             let client = match (t.cert, t.key) {
                 (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
                 (None, None) => None,
@@ -414,11 +424,7 @@ fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<
             if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
                 return Err(invalid(format!("upstream.tls.server_name: '{server_name}' is not a host name")));
             }
-            Some(UpstreamTlsConfig {
-                ca: t.ca.into_vec().iter().map(|p| resolve(base, p)).collect(),
-                client,
-                server_name,
-            })
+            Some(UpstreamTlsConfig { ca: ca.iter().map(|p| resolve(base, p)).collect(), client, server_name })
         }
     };
     Ok(Upstream::Http { authority, tls })
@@ -709,10 +715,21 @@ impl ProxyConfig {
     /// The flags-only form: one route `/**` with `--allow` entries (default `any`).
     pub fn from_flags(f: &ProxyFlags) -> Result<ProxyConfig, ProxyError> {
         let mode = if f.tcp { Mode::Tcp } else { Mode::Http };
-        let upstream = match mode {
-            Mode::Http => http_upstream(&f.upstream, None, Path::new("."))?,
-            Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
-        };
+        let upstream =
+            match mode {
+                Mode::Http => {
+                    let tls = (!f.upstream_ca.is_empty() || f.upstream_cert.is_some() || f.upstream_key.is_some())
+                        .then(|| RawUpstreamTls {
+                            ca: OneOrMany::Many(f.upstream_ca.iter().map(|p| p.display().to_string()).collect()),
+                            cert: f.upstream_cert.as_ref().map(|p| p.display().to_string()),
+                            key: f.upstream_key.as_ref().map(|p| p.display().to_string()),
+                            server_name: None,
+                        });
+                    http_upstream(&f.upstream, tls, Path::new(""))
+                        .map_err(|e| invalid(e.to_string().replace("upstream.tls.ca", "--upstream-ca")))?
+                }
+                Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
+            };
         let allow_entries = if f.allow.is_empty() { vec!["any".to_string()] } else { f.allow.clone() };
         let allow = parse_allow(&allow_entries, "--allow")?;
         if f.client_ca.is_empty() {
@@ -861,6 +878,29 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         let http = GOOD.replace("address = \"127.0.0.1:8443\"", "address = \"127.0.0.1:8443\"\nalpn = [\"h2\"]");
         let err = ProxyConfig::from_toml(&http, Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("listen.alpn applies to tcp mode"), "{err}");
+    }
+
+    #[test]
+    fn an_https_upstream_from_flags_needs_upstream_ca_and_takes_a_client_certificate() {
+        let flags = |ca: &[&str], cert: Option<&str>| ProxyFlags {
+            listen: "127.0.0.1:8443".into(),
+            upstream: "https://api.internal:9443".into(),
+            cert: "c.crt".into(),
+            key: "c.key".into(),
+            client_ca: vec!["ca.crt".into()],
+            upstream_ca: ca.iter().map(PathBuf::from).collect(),
+            upstream_cert: cert.map(PathBuf::from),
+            upstream_key: cert.map(|_| PathBuf::from("p.key")),
+            ..Default::default()
+        };
+        let err = ProxyConfig::from_flags(&flags(&[], None)).unwrap_err().to_string();
+        assert!(err.contains("--upstream-ca is required"), "{err}");
+        let c = ProxyConfig::from_flags(&flags(&["up-ca.crt"], Some("p.crt"))).unwrap();
+        let Upstream::Http { tls: Some(t), .. } = &c.upstream else { panic!("{:?}", c.upstream) };
+        assert_eq!(t.ca, vec![PathBuf::from("up-ca.crt")]);
+        assert_eq!(t.client, Some((PathBuf::from("p.crt"), PathBuf::from("p.key"))));
+        assert_eq!(t.server_name, "api.internal");
+        assert!(c.watched_files().contains(&PathBuf::from("p.key")), "reloaded like the listener's files");
     }
 
     #[test]

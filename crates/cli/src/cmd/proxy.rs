@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace", "crl_from_distribution_points"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace", "crl_from_distribution_points", "upstream_ca", "upstream_cert", "upstream_key"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
     listen: Option<String>,
-    /// http://host:port (HTTP mode) or host:port (with --tcp).
+    /// http://host:port or https://host:port (HTTP mode) or host:port (with --tcp).
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
     /// Server certificate chain (PEM, leaf first).
@@ -49,6 +49,15 @@ pub struct ProxyArgs {
     /// becomes unknown (default 1h).
     #[arg(long)]
     crl_grace: Option<String>,
+    /// For an https:// --upstream: CA certificate(s) its certificate must chain to (repeatable; required).
+    #[arg(long = "upstream-ca")]
+    upstream_ca: Vec<PathBuf>,
+    /// For an https:// --upstream: the proxy's own client certificate chain (mTLS to the upstream).
+    #[arg(long, requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+    /// The key of --upstream-cert (PEM, unencrypted).
+    #[arg(long, requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
     /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
     #[arg(long)]
     allow: Vec<String>,
@@ -87,11 +96,16 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             revocation: a.revocation.clone(),
             unknown_revocation: a.unknown_revocation.clone(),
             crl_grace: a.crl_grace.clone(),
+            upstream_ca: a.upstream_ca.clone(),
+            upstream_cert: a.upstream_cert.clone(),
+            upstream_key: a.upstream_key.clone(),
         })?,
     };
     ambos_tls::install_default_provider();
     // Load every file now so a bad one is reported before we listen.
     let loaded = config.tls.load(&[])?;
+    // And what the runtime builds from them (routes, the upstream's TLS).
+    ambos_proxy::runtime::Runtime::build(config.clone(), &[])?;
     if a.check {
         println!("configuration OK: {} route(s), listening on {}", config.routes.len(), config.listen);
         let trust = loaded.verifier.trust();
