@@ -22,7 +22,9 @@ mod listener;
 pub mod runtime;
 mod tcp;
 pub mod telemetry;
+mod trust;
 pub mod tunnel;
+mod upstream_tls;
 
 pub use config::{Mode, ProxyConfig, ProxyFlags};
 pub use listener::run;

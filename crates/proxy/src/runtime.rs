@@ -26,7 +26,7 @@ pub struct Runtime {
     /// The client verifier inside `acceptor`, for post-handshake checks.
     pub verifier: Arc<ambos_tls::ClientVerifier>,
     /// For an `https://` upstream: how to connect to it.
-    pub upstream_tls: Option<crate::http::upstream::UpstreamTls>,
+    pub upstream_tls: Option<crate::upstream_tls::UpstreamTls>,
 }
 
 /// CRLs pulled from URLs, each with the URL it came from.
@@ -103,7 +103,7 @@ impl Runtime {
         }
         let routes = RouteTable::build(&config.routes);
         let upstream_tls = match &config.upstream {
-            crate::config::Upstream::Http { tls: Some(t), .. } => Some(crate::http::upstream::UpstreamTls::build(t)?),
+            crate::config::Upstream::Http { tls: Some(t), .. } => Some(crate::upstream_tls::UpstreamTls::build(t)?),
             _ => None,
         };
         Ok(Runtime {

@@ -4,7 +4,7 @@
 //! (`upstream`); an idle HTTP/1.1 connection is parked (`idle`). Each
 //! request's decision is counted and audited here.
 mod idle;
-pub(crate) mod upstream;
+mod upstream;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
