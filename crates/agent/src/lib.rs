@@ -40,6 +40,21 @@ pub enum AgentError {
     Files(#[from] FilesError),
 }
 
+impl AgentError {
+    /// Whether what the caller gave was wrong (exit code 2); the CA's
+    /// answers and I/O failures are not.
+    pub fn is_input(&self) -> bool {
+        match self {
+            AgentError::Input(_) | AgentError::Tls(_) => true,
+            AgentError::Key { why, .. } => why.is_input(),
+            AgentError::Crls(e) => e.is_input(),
+            AgentError::Pki(e) => e.is_input(),
+            AgentError::Files(e) => e.is_input(),
+            AgentError::Client(_) => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, AgentError>;
 
 /// Where the CA API is and what its server certificate must chain to.

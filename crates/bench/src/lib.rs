@@ -50,6 +50,13 @@ pub enum BenchError {
     Worker(String),
 }
 
+impl BenchError {
+    /// Whether the plan was wrong (exit code 2), not the run (1).
+    pub fn is_input(&self) -> bool {
+        matches!(self, BenchError::Input(_))
+    }
+}
+
 fn input(msg: impl Into<String>) -> BenchError {
     BenchError::Input(msg.into())
 }
@@ -173,6 +180,26 @@ pub struct Outcome {
     pub workers: usize,
     /// The first failed operation, as `kind: detail`.
     pub first_error: Option<String>,
+}
+
+/// The human summary `ambos bench` prints (`--json` is the report's serde form).
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (r, s) = (&self.report, &self.report.summary);
+        writeln!(f, "{} ({}) against {}: {} workers, {:.2} s", r.mode, r.protocol, self.addr, self.workers, s.seconds)?;
+        writeln!(f, "  ops {}, {:.0} ops/s", s.ops, s.ops_per_sec)?;
+        writeln!(f, "  latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", s.p50_us, s.p90_us, s.p99_us, s.max_us)?;
+        if s.errors == 0 {
+            writeln!(f, "  errors 0")?;
+        } else {
+            let kinds: Vec<String> = s.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            writeln!(f, "  errors {} ({})", s.errors, kinds.join(", "))?;
+        }
+        if !r.server_verified {
+            writeln!(f, "  note: --cheap-client: the server's certificate chain was NOT verified")?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks the plan before any file is read.
@@ -426,5 +453,28 @@ mod tests {
         let why = refused(BenchPlan { tokens: Some(dir.join("empty")), ..base(Mode::Enroll) });
         assert!(why.ends_with(": no tokens"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_summary_names_errors_by_kind_and_an_unverified_server() {
+        let summary = tally::Summary {
+            ops: 10,
+            errors: 3,
+            errors_by_kind: [("connect".to_string(), 2), ("tls".to_string(), 1)].into(),
+            seconds: 2.0,
+            ops_per_sec: 5.0,
+            p50_us: 100,
+            p90_us: 200,
+            p99_us: 300,
+            max_us: 400,
+        };
+        let report = Report { mode: "http", protocol: "h2", server_verified: false, summary };
+        let out = Outcome { report, addr: ([127, 0, 0, 1], 8443).into(), workers: 4, first_error: None };
+        assert_eq!(
+            out.to_string(),
+            "http (h2) against 127.0.0.1:8443: 4 workers, 2.00 s\n  ops 10, 5 ops/s\n  \
+             latency p50 100 µs, p90 200 µs, p99 300 µs, max 400 µs\n  errors 3 (connect 2, tls 1)\n  \
+             note: --cheap-client: the server's certificate chain was NOT verified\n"
+        );
     }
 }

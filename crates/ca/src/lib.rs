@@ -48,17 +48,31 @@ pub enum CaError {
     Bind { addr: std::net::SocketAddr, why: String },
 }
 
+impl CaError {
+    /// Whether what the caller gave was wrong (exit code 2), not the operation (1).
+    pub fn is_input(&self) -> bool {
+        match self {
+            CaError::Pki(e) => e.is_input(),
+            CaError::Store(e) => e.is_input(),
+            CaError::AmbiguousName { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, CaError>;
 
 pub mod api;
 pub mod client;
 mod enrollment;
+mod listing;
 pub mod renewer;
 #[cfg(test)]
 mod test_ca;
 mod verifier;
 
 pub use enrollment::{Enrollment, TokenGrant, TokenOptions};
+pub use listing::Listing;
 
 /// Settings for `ambos init`.
 #[derive(Clone, Debug)]
@@ -375,6 +389,16 @@ impl<S: CertStore> CertificateAuthority<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_say_whether_the_input_was_wrong() {
+        assert!(CaError::Pki(PkiError::InvalidName("-x".into())).is_input());
+        assert!(!CaError::Pki(PkiError::Encryption("rng".into())).is_input());
+        assert!(CaError::Store(StoreError::UnknownCertificate("web".into())).is_input());
+        assert!(!CaError::Store(StoreError::Corrupt("x".into())).is_input());
+        assert!(CaError::AmbiguousName { name: "web".into(), serials: vec![] }.is_input());
+        assert!(!CaError::Random.is_input());
+    }
     use crate::test_ca::{csr, refused, spiffe, test_ca};
     use ambos_pki::San;
 

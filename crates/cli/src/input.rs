@@ -14,6 +14,12 @@ impl std::fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+impl InputError {
+    pub fn is_input(&self) -> bool {
+        true
+    }
+}
+
 pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
     InputError(msg.into()).into()
 }

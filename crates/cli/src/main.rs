@@ -180,89 +180,59 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<ProbeFailed>().is_some() => ExitCode::from(1),
         Err(err) => {
-            // One line: the context chain joined by ": ".
-            let line = format!("{err:#}").replace('\n', " ");
-            eprintln!("error: {line}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(exit_code(&err))
         }
     }
 }
 
-/// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed operation.
+/// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed
+/// operation. The outermost error of a type we know decides (each library
+/// error says whether it is about the input).
 fn exit_code(err: &anyhow::Error) -> u8 {
-    err.chain().find_map(code).unwrap_or(1)
-}
-
-/// The exit code a cause decides, if its type is one we know.
-fn code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
-    if cause.downcast_ref::<input::InputError>().is_some() || cause.downcast_ref::<ambos_tls::TlsError>().is_some() {
-        return Some(2);
-    }
-    if let Some(e) = cause.downcast_ref::<PkiError>() {
-        return Some(pki_code(e));
-    }
-    if let Some(e) = cause.downcast_ref::<StoreError>() {
-        return Some(store_code(e));
-    }
-    if let Some(e) = cause.downcast_ref::<ambos_proxy::ProxyError>() {
-        return Some(match e {
-            ambos_proxy::ProxyError::Bind { .. } | ambos_proxy::ProxyError::Watch { .. } => 1,
-            _ => 2,
-        });
-    }
-    if let Some(e) = cause.downcast_ref::<ambos_bench::BenchError>() {
-        return Some(if matches!(e, ambos_bench::BenchError::Input(_)) { 2 } else { 1 });
-    }
-    if let Some(e) = cause.downcast_ref::<ambos_probe::ProbeError>() {
-        return Some(if matches!(e, ambos_probe::ProbeError::Input(_)) { 2 } else { 1 });
-    }
-    if let Some(e) = cause.downcast_ref::<CaError>() {
-        return Some(match e {
-            CaError::Pki(p) => pki_code(p),
-            CaError::Store(s) => store_code(s),
-            CaError::AmbiguousName { .. } => 2,
-            _ => 1,
-        });
-    }
-    if let Some(FilesError::Pki(p)) = cause.downcast_ref::<FilesError>() {
-        return Some(pki_code(p));
-    }
-    // Transparent wrappers: the wrapped error decides.
-    if let Some(e) = cause.downcast_ref::<AgentError>() {
-        return match e {
-            AgentError::Input(_) => Some(2),
-            AgentError::Key { why, .. } => Some(pki_code(why)),
-            AgentError::Client(e) => code(e),
-            AgentError::Crls(e) => code(e),
-            AgentError::Tls(e) => code(e),
-            AgentError::Pki(e) => code(e),
-            AgentError::Files(e) => code(e),
-            _ => None,
-        };
-    }
-    match cause.downcast_ref::<QuickstartError>()? {
-        QuickstartError::Ca(e) => code(e),
-        QuickstartError::Pki(e) => code(e),
-        QuickstartError::Files(e) => code(e),
-        QuickstartError::Proxy(e) => code(e),
-        QuickstartError::Probe(e) => code(e),
-        _ => Some(1),
+    let input = err.chain().find_map(|cause| {
+        macro_rules! first_known {
+            ($($t:ty),*) => {{
+                $(if let Some(e) = cause.downcast_ref::<$t>() {
+                    return Some(e.is_input());
+                })*
+                None
+            }};
+        }
+        first_known!(
+            input::InputError,
+            ambos_tls::TlsError,
+            PkiError,
+            StoreError,
+            ambos_proxy::ProxyError,
+            ambos_bench::BenchError,
+            ambos_probe::ProbeError,
+            CaError,
+            FilesError,
+            AgentError,
+            QuickstartError
+        )
+    });
+    if input == Some(true) {
+        2
+    } else {
+        1
     }
 }
 
-fn pki_code(e: &PkiError) -> u8 {
-    match e {
-        PkiError::Generation(_) | PkiError::Encryption(_) | PkiError::IssuerExpired(_) => 1,
-        _ => 2,
+/// The context chain on one line, joined by ": ", leaving out a cause
+/// whose text its wrapper already ends with.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
     }
-}
-
-fn store_code(e: &StoreError) -> u8 {
-    match e {
-        StoreError::NotInitialised(_)
-        | StoreError::AlreadyInitialised(_)
-        | StoreError::UnknownCertificate(_)
-        | StoreError::AlreadyRevoked(_) => 2,
-        _ => 1,
-    }
+    line
 }

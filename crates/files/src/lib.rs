@@ -27,6 +27,13 @@ pub enum FilesError {
     Pki(#[from] PkiError),
 }
 
+impl FilesError {
+    /// Whether what the caller gave was wrong (exit code 2), not the write (1).
+    pub fn is_input(&self) -> bool {
+        matches!(self, FilesError::Pki(e) if e.is_input())
+    }
+}
+
 pub type Result<T> = std::result::Result<T, FilesError>;
 
 /// Mode for private keys and keystores.
@@ -129,6 +136,25 @@ pub struct WrittenLeaf {
     pub ca: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub p12: Option<PathBuf>,
+}
+
+/// What `ambos issue` prints for one certificate.
+impl std::fmt::Display for WrittenLeaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "issued {} certificate '{}' serial {}", self.profile, self.name, self.serial)?;
+        writeln!(f, "  subject:  {}", self.subject)?;
+        if !self.sans.is_empty() {
+            writeln!(f, "  SANs:     {}", self.sans.join(", "))?;
+        }
+        writeln!(f, "  valid:    {} .. {}", self.not_before, self.not_after)?;
+        writeln!(f, "  sha256:   {}", self.sha256)?;
+        let (cert, key, ca) = (self.cert.display(), self.key.display(), self.ca.display());
+        writeln!(f, "  wrote:    {cert} (chain), {key} (key, 0600), {ca} (root CA)")?;
+        if let Some(p) = &self.p12 {
+            writeln!(f, "            {} (PKCS#12)", p.display())?;
+        }
+        Ok(())
+    }
 }
 
 impl LeafFiles {
@@ -262,5 +288,28 @@ mod tests {
         for (p, mode) in [(&w.key, PRIVATE), (&w.cert, PUBLIC), (w.p12.as_ref().unwrap(), PRIVATE)] {
             assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, mode, "{}", p.display());
         }
+    }
+
+    #[test]
+    fn a_written_leaf_reads_as_the_files_it_wrote() {
+        let leaf = |sans: Vec<String>, p12: Option<PathBuf>| WrittenLeaf {
+            serial: "0a".into(),
+            name: "web".into(),
+            profile: "client",
+            subject: "CN=web".into(),
+            sans,
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2026-01-02T00:00:00Z".into(),
+            sha256: "ab".into(),
+            cert: "out/web.crt".into(),
+            key: "out/web.key".into(),
+            ca: "out/ca.crt".into(),
+            p12,
+        };
+        let text = leaf(vec![], None).to_string();
+        assert!(text.starts_with("issued client certificate 'web' serial 0a\n  subject:  CN=web\n  valid:"), "{text}");
+        assert!(text.ends_with("out/web.crt (chain), out/web.key (key, 0600), out/ca.crt (root CA)\n"), "{text}");
+        let text = leaf(vec!["dns:web.test".into()], Some("out/web.p12".into())).to_string();
+        assert!(text.contains("  SANs:     dns:web.test\n") && text.ends_with("out/web.p12 (PKCS#12)\n"), "{text}");
     }
 }

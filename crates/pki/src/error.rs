@@ -55,3 +55,10 @@ pub enum PkiError {
     #[error("key encryption failed: {0}")]
     Encryption(String),
 }
+
+impl PkiError {
+    /// Whether what the caller gave was wrong (exit code 2), not the operation (1).
+    pub fn is_input(&self) -> bool {
+        !matches!(self, PkiError::Generation(_) | PkiError::Encryption(_) | PkiError::IssuerExpired(_))
+    }
+}

@@ -69,6 +69,82 @@ pub struct InspectedRevocation {
     pub reason: String,
 }
 
+/// The human-readable form `ambos inspect` prints (`--json` is the serde form).
+impl std::fmt::Display for Inspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inspection::Certificates { certificates } => {
+                for (i, c) in certificates.iter().enumerate() {
+                    if certificates.len() > 1 {
+                        writeln!(f, "certificate {} of {}:", i + 1, certificates.len())?;
+                    }
+                    write!(f, "{c}")?;
+                }
+            }
+            Inspection::Csr(c) => {
+                writeln!(f, "certificate signing request")?;
+                writeln!(f, "  subject:    {}", c.subject)?;
+                writeln!(f, "  SANs:       {}", list_or_none(&c.sans))?;
+                writeln!(f, "  public key: {}", c.public_key)?;
+                writeln!(f, "  signature:  {}", if c.signature_valid { "valid" } else { "INVALID" })?;
+            }
+            Inspection::Crls { crls } => {
+                for c in crls {
+                    writeln!(f, "certificate revocation list")?;
+                    writeln!(f, "  issuer:      {}", c.issuer)?;
+                    writeln!(f, "  CRL number:  {}", c.crl_number.as_deref().unwrap_or("(none)"))?;
+                    writeln!(f, "  this update: {}", c.this_update)?;
+                    writeln!(f, "  next update: {}", c.next_update.as_deref().unwrap_or("(none)"))?;
+                    writeln!(f, "  revoked:     {}", c.revoked.len())?;
+                    for r in &c.revoked {
+                        writeln!(f, "    {}  {}  {}", r.serial, r.revoked_at, r.reason)?;
+                    }
+                }
+            }
+            Inspection::PrivateKey { key_type, encrypted } => {
+                writeln!(f, "private key")?;
+                writeln!(f, "  type:      {}", key_type.as_deref().unwrap_or("(encrypted)"))?;
+                writeln!(f, "  encrypted: {}", if *encrypted { "yes (PKCS#8 PBES2)" } else { "no" })?;
+            }
+            Inspection::Pkcs12 { certificates, private_keys } => {
+                let n = certificates.len();
+                writeln!(f, "PKCS#12 keystore: {private_keys} private key(s), {n} certificate(s)")?;
+                for c in certificates {
+                    write!(f, "{c}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for InspectedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "  subject:    {}", self.subject)?;
+        writeln!(f, "  issuer:     {}", self.issuer)?;
+        writeln!(f, "  serial:     {}", self.serial)?;
+        writeln!(f, "  validity:   {} .. {} ({})", self.not_before, self.not_after, self.status)?;
+        writeln!(f, "  SANs:       {}", list_or_none(&self.sans))?;
+        writeln!(f, "  EKU:        {}", list_or_none(&self.extended_key_usage))?;
+        writeln!(f, "  key usage:  {}", list_or_none(&self.key_usage))?;
+        match (self.is_ca, self.path_len) {
+            (true, Some(n)) => writeln!(f, "  CA:         yes, path length {n}")?,
+            (true, None) => writeln!(f, "  CA:         yes")?,
+            _ => writeln!(f, "  CA:         no")?,
+        }
+        writeln!(f, "  public key: {}  signature: {}", self.public_key, self.signature_algorithm)?;
+        writeln!(f, "  sha256:     {}", self.sha256)
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// Decodes PEM or DER: certificates, a CSR, CRLs, a private key or PKCS#12
 /// (opened with `p12_password`, or the empty password).
 pub fn inspect(bytes: &[u8], p12_password: Option<&str>, now: OffsetDateTime) -> Result<Inspection, PkiError> {
@@ -324,4 +400,31 @@ fn crl_from_der(der: &[u8]) -> Result<InspectedCrl, PkiError> {
         authority_key_id: aki,
         revoked,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyType, NewCa};
+    use std::time::Duration;
+
+    #[test]
+    fn a_ca_certificate_reads_as_text_with_its_fields() {
+        let now = OffsetDateTime::now_utc();
+        let day = Duration::from_secs(86_400);
+        let ca = NewCa::create("acme", KeyType::EcP256, day * 2, day, now).unwrap();
+        let text = inspect(&ca.intermediate_cert_der, None, now).unwrap().to_string();
+        assert!(text.contains("  subject:    O=acme, CN=acme Intermediate CA\n"), "{text}");
+        assert!(text.contains("  issuer:     O=acme, CN=acme Root CA\n"), "{text}");
+        assert!(text.contains("  CA:         yes, path length 0"), "{text}");
+        assert!(!text.contains("certificate 1 of"), "one certificate needs no count: {text}");
+        let pem = format!(
+            "{}{}",
+            crate::pem_encode("CERTIFICATE", &ca.intermediate_cert_der),
+            crate::pem_encode("CERTIFICATE", &ca.root_cert_der)
+        );
+        let text = inspect(pem.as_bytes(), None, now).unwrap().to_string();
+        assert!(text.starts_with("certificate 1 of 2:\n"), "{text}");
+        assert!(text.contains("certificate 2 of 2:\n"), "{text}");
+    }
 }

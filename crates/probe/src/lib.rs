@@ -41,6 +41,13 @@ pub enum ProbeError {
     Io(#[from] std::io::Error),
 }
 
+impl ProbeError {
+    /// Whether the options were wrong (exit code 2), not the probe (1).
+    pub fn is_input(&self) -> bool {
+        matches!(self, ProbeError::Input(_))
+    }
+}
+
 /// The CRLs a client checks a server's chain against: files and an
 /// `ambos serve` URL (whose server is verified against the same CA). With
 /// either, revocation fails closed: every CA level below the root needs a

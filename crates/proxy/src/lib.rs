@@ -50,3 +50,11 @@ pub enum ProxyError {
     #[error("cannot watch {path} for changes: {why}")]
     Watch { path: PathBuf, why: String },
 }
+
+impl ProxyError {
+    /// Whether the configuration or its files are wrong (exit code 2), not
+    /// the machine (1: a port taken, a watch that failed).
+    pub fn is_input(&self) -> bool {
+        !matches!(self, ProxyError::Bind { .. } | ProxyError::Watch { .. })
+    }
+}

@@ -38,6 +38,20 @@ pub enum QuickstartError {
     ProxyPanicked,
 }
 
+impl QuickstartError {
+    /// Whether what the caller gave was wrong (exit code 2), not the demo (1).
+    pub fn is_input(&self) -> bool {
+        match self {
+            QuickstartError::Ca(e) => e.is_input(),
+            QuickstartError::Pki(e) => e.is_input(),
+            QuickstartError::Files(e) => e.is_input(),
+            QuickstartError::Proxy(e) => e.is_input(),
+            QuickstartError::Probe(e) => e.is_input(),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, QuickstartError>;
 
 /// The demo's CA and files under one directory, and the proxy once started.

@@ -43,6 +43,19 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
 }
 
+impl StoreError {
+    /// Whether what the caller asked for was wrong (exit code 2), not the store (1).
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotInitialised(_)
+                | StoreError::AlreadyInitialised(_)
+                | StoreError::UnknownCertificate(_)
+                | StoreError::AlreadyRevoked(_)
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Which of the CA's two certificates a record belongs to or was signed by.

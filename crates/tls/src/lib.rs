@@ -48,6 +48,13 @@ pub enum TlsError {
     PeerCertificate(String),
 }
 
+impl TlsError {
+    /// Every TLS setup error is about the files or settings the caller gave.
+    pub fn is_input(&self) -> bool {
+        true
+    }
+}
+
 /// The crypto provider every ambos TLS endpoint uses: aws-lc-rs, whose
 /// defaults offer X25519MLKEM768 first and only AEAD suites with ECDHE.
 /// AES-128-GCM suites come first (servers use this order): as strong for

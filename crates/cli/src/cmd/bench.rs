@@ -131,18 +131,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(r)?);
     } else {
-        println!("{} ({}) against {}: {} workers, {:.2} s", r.mode, r.protocol, out.addr, out.workers, s.seconds);
-        println!("  ops {}, {:.0} ops/s", s.ops, s.ops_per_sec);
-        println!("  latency p50 {} µs, p90 {} µs, p99 {} µs, max {} µs", s.p50_us, s.p90_us, s.p99_us, s.max_us);
-        if s.errors == 0 {
-            println!("  errors 0");
-        } else {
-            let kinds: Vec<String> = s.errors_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-            println!("  errors {} ({})", s.errors, kinds.join(", "));
-        }
-        if !r.server_verified {
-            println!("  note: --cheap-client: the server's certificate chain was NOT verified");
-        }
+        print!("{out}");
     }
     if s.errors > 0 {
         let why = out.first_error.unwrap_or_default();

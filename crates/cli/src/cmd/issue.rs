@@ -120,22 +120,7 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
-            println!("issued {} certificate '{}' serial {}", c.profile, c.name, out.serial);
-            println!("  subject:  {}", c.subject);
-            if !out.sans.is_empty() {
-                println!("  SANs:     {}", out.sans.join(", "));
-            }
-            println!("  valid:    {} .. {}", out.not_before, out.not_after);
-            println!("  sha256:   {}", c.sha256);
-            println!(
-                "  wrote:    {} (chain), {} (key, 0600), {} (root CA)",
-                out.cert.display(),
-                out.key.display(),
-                out.ca.display()
-            );
-            if let Some(p) = &out.p12 {
-                println!("            {} (PKCS#12)", p.display());
-            }
+            print!("{out}");
         }
         return Ok(());
     }
