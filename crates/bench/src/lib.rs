@@ -63,10 +63,16 @@ fn input(msg: impl Into<String>) -> BenchError {
 
 /// What one operation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Mode {
+    /// New connection + full handshake + one request per operation.
     Handshake,
+    /// Keep-alive requests (HTTP/1.1, or HTTP/2 with --http2) over one connection per worker.
     Http,
+    /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
     Enroll,
+    /// Open --count mTLS connections (each with one keep-alive request),
+    /// hold them idle for --duration, then close: the server's memory per connection.
     Hold,
 }
 
@@ -83,8 +89,10 @@ impl Mode {
 
 /// A key exchange group to offer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum KxGroup {
     X25519,
+    #[cfg_attr(feature = "cli", value(name = "x25519mlkem768"))]
     X25519Mlkem768,
     P256,
     P384,

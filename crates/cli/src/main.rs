@@ -10,7 +10,6 @@
 mod cmd;
 mod input;
 mod process;
-mod secrets;
 
 use ambos_agent::AgentError;
 use ambos_ca::CaError;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
+pub mod secret;
+
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum FilesError {
@@ -25,12 +27,21 @@ pub enum FilesError {
     /// The PKCS#12 keystore could not be built.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// A secret's file or the answer at the prompt is unusable (the message names it).
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot read from the terminal")]
+    Prompt(#[source] std::io::Error),
 }
 
 impl FilesError {
     /// Whether what the caller gave was wrong (exit code 2), not the write (1).
     pub fn is_input(&self) -> bool {
-        matches!(self, FilesError::Pki(e) if e.is_input())
+        match self {
+            FilesError::Pki(e) => e.is_input(),
+            FilesError::Input(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -1,32 +1,9 @@
 //! `ambos bench`: flags to an `ambos_bench::BenchPlan`, then the run's
 //! summary (or `--json`); the load generator is the `ambos-bench` crate.
+use ambos_bench::{KxGroup, Mode};
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// New connection + full handshake + one request per operation.
-    Handshake,
-    /// Keep-alive requests (HTTP/1.1, or HTTP/2 with --http2) over one connection per worker.
-    Http,
-    /// Enrollments against `ambos serve` (POST /v1/enroll), one token each.
-    Enroll,
-    /// Open --count mTLS connections (each with one keep-alive request),
-    /// hold them idle for --duration, then close: the server's memory per connection.
-    Hold,
-}
-
-impl From<Mode> for ambos_bench::Mode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Handshake => ambos_bench::Mode::Handshake,
-            Mode::Http => ambos_bench::Mode::Http,
-            Mode::Enroll => ambos_bench::Mode::Enroll,
-            Mode::Hold => ambos_bench::Mode::Hold,
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -81,30 +58,11 @@ pub struct BenchArgs {
     json: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum KxGroup {
-    X25519,
-    X25519mlkem768,
-    P256,
-    P384,
-}
-
-impl From<KxGroup> for ambos_bench::KxGroup {
-    fn from(g: KxGroup) -> Self {
-        match g {
-            KxGroup::X25519 => ambos_bench::KxGroup::X25519,
-            KxGroup::X25519mlkem768 => ambos_bench::KxGroup::X25519Mlkem768,
-            KxGroup::P256 => ambos_bench::KxGroup::P256,
-            KxGroup::P384 => ambos_bench::KxGroup::P384,
-        }
-    }
-}
-
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     ambos_tls::install_default_provider();
-    let mode = ambos_bench::Mode::from(a.mode);
+    let mode = a.mode;
     // --duration is read only where it counts: hold, or a run without --count.
-    let duration = if mode == ambos_bench::Mode::Hold || a.count.is_none() {
+    let duration = if mode == Mode::Hold || a.count.is_none() {
         ambos_pki::parse_duration(&a.duration).context("--duration")?
     } else {
         std::time::Duration::ZERO
@@ -123,7 +81,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         path: a.path,
         http2: a.http2,
         cheap_client: a.cheap_client,
-        kx_groups: a.kx_group.into_iter().map(Into::into).collect(),
+        kx_groups: a.kx_group,
     })?;
     let out = plan.run()?;
     let r = &out.report;

@@ -1,7 +1,7 @@
 //! `ambos export truststore`: the root as PEM or as a PKCS#12 truststore.
-use crate::secrets::p12_password;
 use crate::Global;
 use ambos_ca::CertificateAuthority;
+use ambos_files::secret::p12_password;
 use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::pem_encode;
 use clap::{Args, Subcommand, ValueEnum};

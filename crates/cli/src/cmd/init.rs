@@ -1,7 +1,7 @@
 //! `ambos init`: create the root and the issuing intermediate CA.
+use crate::cmd::ca_passphrase;
 use crate::cmd::{crl_url_arg, duration, key_type};
 use crate::input::input_error;
-use crate::secrets::ca_passphrase;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, InitOptions};
 use ambos_files::{write_atomic, PUBLIC};

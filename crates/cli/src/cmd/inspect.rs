@@ -1,5 +1,5 @@
 //! `ambos inspect FILE`: what a certificate, chain, CSR, CRL, key or PKCS#12 holds.
-use crate::input::{input_error, read_input};
+use crate::input::read_input;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -18,14 +18,7 @@ pub struct InspectArgs {
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let bytes = read_input(&a.file)?;
     let password = match &a.password_file {
-        Some(p) => Some(
-            String::from_utf8(read_input(p)?)
-                .map_err(|_| input_error(format!("{} is not UTF-8", p.display())))?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        ),
+        Some(p) => Some(ambos_files::secret::first_line(p, true)?.to_string()),
         None => std::env::var("AMBOS_P12_PASSWORD").ok(),
     };
     let inspection = ambos_pki::inspect(&bytes, password.as_deref(), ambos_pki::OffsetDateTime::now_utc())

@@ -2,9 +2,9 @@
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
 use crate::cmd::{key_type, open_authority};
 use crate::input::{input_error, read_input};
-use crate::secrets::p12_password;
 use crate::Global;
 use ambos_ca::OffsetDateTime;
+use ambos_files::secret::p12_password;
 use ambos_files::LeafFiles;
 use ambos_pki::{LeafRequest, LeafSpec, Profile};
 use ambos_store::AuthorityRole;

@@ -20,7 +20,6 @@ pub mod token;
 pub mod tunnel;
 
 use crate::input::input_error;
-use crate::secrets::ca_passphrase;
 use crate::Global;
 use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
@@ -110,6 +109,11 @@ pub fn open_authority(g: &Global, role: AuthorityRole) -> anyhow::Result<(Certif
     let ca = CertificateAuthority::open(&g.dir)?;
     let signer = unlock(g, &ca, role)?;
     Ok((ca, signer))
+}
+
+/// The CA key passphrase from --passphrase-file, $AMBOS_PASSPHRASE or a prompt.
+pub fn ca_passphrase(g: &Global, confirm: bool) -> anyhow::Result<ambos_files::secret::Secret> {
+    Ok(ambos_files::secret::ca_passphrase(g.passphrase_file.as_deref(), confirm)?)
 }
 
 pub fn unlock(g: &Global, ca: &CertificateAuthority, role: AuthorityRole) -> anyhow::Result<Authority> {

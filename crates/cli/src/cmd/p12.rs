@@ -1,6 +1,6 @@
 //! `ambos p12`: a certificate chain and its key as a PKCS#12 keystore.
 use crate::input::{input_error, read_input};
-use crate::secrets::p12_password;
+use ambos_files::secret::p12_password;
 use ambos_files::{write_atomic, PRIVATE};
 use ambos_pki::PrivateKey;
 use anyhow::Context;

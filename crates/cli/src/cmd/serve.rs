@@ -1,8 +1,8 @@
 //! `ambos serve`: the CA's HTTPS API (`ambos_ca::api`).
+use crate::cmd::ca_passphrase;
 use crate::cmd::duration;
 use crate::input::input_error;
 use crate::process::{init_logging, runtime, shutdown_signal};
-use crate::secrets::ca_passphrase;
 use crate::Global;
 use ambos_ca::api::{ServeLimits, ServeOptions};
 use ambos_ca::CertificateAuthority;
