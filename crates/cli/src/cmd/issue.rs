@@ -1,6 +1,6 @@
 //! `ambos issue server|client`: one certificate from flags, or many from
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
-use crate::cmd::{key_type, open_authority};
+use crate::cmd::{key_type, open_authority, NameArgs};
 use crate::input::{input_error, read_input};
 use crate::Global;
 use ambos_ca::OffsetDateTime;
@@ -24,15 +24,8 @@ pub struct LeafArgs {
     /// Common name and file stem: writes NAME.crt, NAME.key, ca.crt.
     #[arg(required_unless_present = "batch")]
     name: Option<String>,
-    /// Subject alternative name: dns:H, ip:A, uri:U or email:E (repeatable).
-    #[arg(long = "san", value_name = "KIND:VALUE")]
-    sans: Vec<String>,
-    /// SPIFFE ID as URI SAN, e.g. spiffe://acme.test/checkout.
-    #[arg(long)]
-    spiffe: Option<String>,
-    /// Organizational unit (repeatable); allow lists can match it with ou:NAME.
-    #[arg(long = "ou")]
-    ous: Vec<String>,
+    #[command(flatten)]
+    names: NameArgs,
     /// Organization (defaults to the CA's name).
     #[arg(long = "o")]
     organization: Option<String>,
@@ -78,9 +71,9 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     let spec = LeafSpec {
         name: a.name.clone().unwrap_or_default(),
         profile,
-        sans: a.sans.clone(),
-        spiffe: a.spiffe.clone(),
-        ous: a.ous.clone(),
+        sans: a.names.sans.clone(),
+        spiffe: a.names.spiffe.clone(),
+        ous: a.names.ous.clone(),
         organization: a.organization.clone(),
         ttl: a.ttl.clone(),
         key_type,
@@ -110,45 +103,35 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     // Unlock (and fail on a wrong passphrase) before anything is issued.
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;
     outputs.write_root(ca.root_der())?;
-    if a.batch.is_none() {
-        let issued = ca.issue(&signer, &requests)?;
-        let c = &issued[0];
-        if a.admin {
-            ca.set_admin(&c.serial)?;
-        }
-        let out = outputs.write(&signer, c)?;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        } else {
-            print!("{out}");
-        }
-        return Ok(());
-    }
-
-    // Batch: keys and signatures per certificate, one durable transaction per chunk.
-    const CHUNK: usize = 500;
-    let bar = indicatif::ProgressBar::new(requests.len() as u64);
+    // A batch: keys and signatures per certificate, one durable transaction per chunk.
+    let batch = a.batch.is_some();
+    let bar = if batch { indicatif::ProgressBar::new(requests.len() as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} issuing [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let mut count = 0usize;
-    for chunk in requests.chunks(CHUNK) {
-        let issued = ca.issue(&signer, chunk)?;
-        for c in &issued {
+    for chunk in requests.chunks(500) {
+        for c in &ca.issue(&signer, chunk)? {
+            if a.admin {
+                ca.set_admin(&c.serial)?;
+            }
             let out = outputs.write(&signer, c)?;
-            if a.json {
-                println!("{}", serde_json::to_string(&out)?);
+            match (a.json, batch) {
+                (true, true) => println!("{}", serde_json::to_string(&out)?),
+                (true, false) => println!("{}", serde_json::to_string_pretty(&out)?),
+                (false, false) => print!("{out}"),
+                (false, true) => {}
             }
         }
-        count += issued.len();
-        bar.inc(issued.len() as u64);
+        bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    ambos_files::sync_dir(&a.out);
-    if !a.json {
-        println!("issued {count} certificates into {}", a.out.display());
+    if batch {
+        ambos_files::sync_dir(&a.out);
+        if !a.json {
+            println!("issued {} certificates into {}", requests.len(), a.out.display());
+        }
     }
     Ok(())
 }

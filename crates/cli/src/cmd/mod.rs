@@ -67,6 +67,20 @@ impl CrlArgs {
     }
 }
 
+/// The names a certificate carries besides its CN (issue, token create).
+#[derive(Args)]
+pub struct NameArgs {
+    /// Subject alternative name: dns:H, ip:A, uri:U or email:E (repeatable).
+    #[arg(long = "san", value_name = "KIND:VALUE")]
+    pub sans: Vec<String>,
+    /// SPIFFE ID as URI SAN, e.g. spiffe://acme.test/checkout.
+    #[arg(long)]
+    pub spiffe: Option<String>,
+    /// Organizational unit (repeatable); allow lists can match it with ou:NAME.
+    #[arg(long = "ou")]
+    pub ous: Vec<String>,
+}
+
 #[derive(Args)]
 pub struct CaConnection {
     /// Base URL of `ambos serve`, e.g. https://ca.internal:9443

@@ -1,5 +1,5 @@
 //! `ambos token create`: one-time enrollment tokens.
-use crate::cmd::{duration, ProfileArg};
+use crate::cmd::{duration, NameArgs, ProfileArg};
 use crate::input::input_error;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, TokenOptions};
@@ -21,12 +21,8 @@ pub struct TokenCreateArgs {
     name: String,
     #[arg(long, value_enum, default_value = "client")]
     profile: ProfileArg,
-    #[arg(long = "san", value_name = "KIND:VALUE")]
-    sans: Vec<String>,
-    #[arg(long)]
-    spiffe: Option<String>,
-    #[arg(long = "ou")]
-    ous: Vec<String>,
+    #[command(flatten)]
+    names: NameArgs,
     /// How long the token can be used.
     #[arg(long, default_value = "10m")]
     ttl: String,
@@ -41,8 +37,8 @@ pub struct TokenCreateArgs {
 pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
     let TokenKind::Create(a) = kind;
     let profile: Profile = a.profile.into();
-    let mut sans = a.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
-    if let Some(id) = &a.spiffe {
+    let mut sans = a.names.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
+    if let Some(id) = &a.names.spiffe {
         ambos_pki::validate_spiffe_id(id).map_err(|why| input_error(format!("--spiffe '{id}': {why}")))?;
         sans.push(San::Uri(id.clone()));
     }
@@ -50,7 +46,7 @@ pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
         name: a.name.clone(),
         profile,
         sans,
-        ous: a.ous.clone(),
+        ous: a.names.ous.clone(),
         cert_ttl: match &a.cert_ttl {
             Some(t) => duration(t, "cert-ttl")?,
             None => profile.default_ttl(),
