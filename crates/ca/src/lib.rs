@@ -89,6 +89,24 @@ pub struct InitOptions {
     pub crl_url: Option<String>,
 }
 
+impl InitOptions {
+    /// Checks the options and that `dir` holds no CA yet: called by
+    /// [`CertificateAuthority::init`], and before a passphrase is asked for.
+    pub fn check(&self, dir: &Path) -> Result<()> {
+        if self.name.trim().is_empty() || self.name.len() > 48 {
+            let why = format!("--name '{}' must be 1-48 characters", self.name);
+            return Err(PkiError::InvalidRequest(why).into());
+        }
+        if let Some(url) = &self.crl_url {
+            ambos_pki::check_crl_url(url, "--crl-url")?;
+        }
+        if dir.join(SqliteStore::FILE_NAME).exists() {
+            return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
+        }
+        Ok(())
+    }
+}
+
 /// Where the root's CRL is published, given the intermediate's CRL URL:
 /// `URL/root` (`ambos serve` answers `/v1/crl/root`).
 fn root_crl_url(crl_url: &str) -> String {
@@ -140,6 +158,7 @@ pub(crate) fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDa
 impl CertificateAuthority<SqliteStore> {
     /// Creates a CA in `dir`; refuses if one is already there.
     pub fn init(dir: &Path, opts: &InitOptions) -> Result<Self> {
+        opts.check(dir)?;
         // Check before the (slow, for RSA) key generation.
         let mut store = SqliteStore::open(dir, true)?;
         if store.authorities().is_ok() {
@@ -487,5 +506,33 @@ mod tests {
             CertificateAuthority::init(dir.path(), &opts),
             Err(CaError::Store(StoreError::AlreadyInitialised(_)))
         ));
+    }
+
+    #[test]
+    fn init_refuses_a_bad_name_or_crl_url_before_making_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            name: "acme".into(),
+            key_type: KeyType::EcP256,
+            root_ttl: Duration::from_secs(86_400),
+            intermediate_ttl: Duration::from_secs(3600),
+            passphrase: None,
+            crl_url: None,
+        };
+        for (bad, why) in [
+            (InitOptions { name: " ".into(), ..opts.clone() }, "--name ' ' must be 1-48 characters"),
+            (InitOptions { name: "a".repeat(49), ..opts.clone() }, "must be 1-48 characters"),
+            (InitOptions { crl_url: Some("ftp://ca/crl".into()), ..opts.clone() }, "is not an http:// or https:// URL"),
+            (InitOptions { crl_url: Some("https:///crl".into()), ..opts.clone() }, "is not an http:// or https:// URL"),
+            (
+                InitOptions { crl_url: Some("https://ca/ crl".into()), ..opts.clone() },
+                "is not an http:// or https:// URL",
+            ),
+        ] {
+            let e = CertificateAuthority::init(dir.path(), &bad).err().expect("refused");
+            assert!(e.is_input() && e.to_string().contains(why), "{e}");
+            assert!(!dir.path().join(SqliteStore::FILE_NAME).exists(), "nothing written for {e}");
+        }
+        opts.check(dir.path()).unwrap();
     }
 }

@@ -99,6 +99,18 @@ impl NewCa {
     }
 }
 
+/// A URL a CRL distribution point may name: http:// or https:// with a
+/// host and no white space; else an input error naming `flag`.
+pub fn check_crl_url(url: &str, flag: &str) -> Result<(), PkiError> {
+    let ok = url
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
+    if !ok || url.contains(char::is_whitespace) {
+        return Err(PkiError::InvalidRequest(format!("{flag} '{url}' is not an http:// or https:// URL")));
+    }
+    Ok(())
+}
+
 /// A CRL distribution point extension naming `url`, if any.
 fn distribution_points(url: Option<&str>) -> Vec<rcgen::CrlDistributionPoint> {
     url.map(|u| vec![rcgen::CrlDistributionPoint { uris: vec![u.to_string()] }]).unwrap_or_default()

@@ -1,5 +1,5 @@
 //! `ambos crl`: publish the CRLs, or set the distribution point named in new certificates.
-use crate::cmd::{crl_url_arg, duration, open_authority, unlock};
+use crate::cmd::{duration, open_authority, unlock};
 use crate::Global;
 use ambos_ca::CertificateAuthority;
 use ambos_files::{write_atomic, PUBLIC};
@@ -33,9 +33,12 @@ pub struct CrlArgs {
 
 pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {
     if let Some(url) = &a.set_url {
-        let url = if url == "none" { None } else { Some(crl_url_arg(url, "--set-url")?) };
+        let url = (url != "none").then_some(url);
+        if let Some(u) = url {
+            ambos_pki::check_crl_url(u, "--set-url")?;
+        }
         let mut ca = CertificateAuthority::open(&g.dir)?;
-        ca.set_crl_url(url.as_deref())?;
+        ca.set_crl_url(url.map(String::as_str))?;
         match url {
             Some(u) => eprintln!("certificates issued from now on name {u} as CRL distribution point"),
             None => eprintln!("certificates issued from now on name no CRL distribution point"),

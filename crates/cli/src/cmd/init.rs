@@ -1,7 +1,6 @@
 //! `ambos init`: create the root and the issuing intermediate CA.
 use crate::cmd::ca_passphrase;
-use crate::cmd::{crl_url_arg, duration, key_type};
-use crate::input::input_error;
+use crate::cmd::{duration, key_type};
 use crate::Global;
 use ambos_ca::{CertificateAuthority, InitOptions};
 use ambos_files::{write_atomic, PUBLIC};
@@ -36,20 +35,15 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     let key_type = key_type(&a.key_type)?;
     let root_ttl = duration(&a.root_ttl, "root-ttl")?;
     let intermediate_ttl = duration(&a.intermediate_ttl, "intermediate-ttl")?;
-    if a.name.trim().is_empty() || a.name.len() > 48 {
-        return Err(input_error(format!("--name '{}' must be 1-48 characters", a.name)));
-    }
-    if g.dir.join(ambos_store::SqliteStore::FILE_NAME).exists() {
-        return Err(ambos_store::StoreError::AlreadyInitialised(g.dir.clone()).into());
-    }
-    let passphrase = if a.no_passphrase {
+    let crl_url = a.crl_url.clone();
+    let mut opts =
+        InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase: None, crl_url };
+    opts.check(&g.dir)?;
+    if a.no_passphrase {
         eprintln!("warning: CA keys are stored UNENCRYPTED in {} (--no-passphrase); anyone who can read it can issue certificates", g.dir.display());
-        None
     } else {
-        Some(ca_passphrase(g, true)?.as_bytes().to_vec())
-    };
-    let crl_url = a.crl_url.as_deref().map(|u| crl_url_arg(u, "--crl-url")).transpose()?;
-    let opts = InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase, crl_url };
+        opts.passphrase = Some(ca_passphrase(g, true)?.as_bytes().to_vec());
+    }
     let ca = CertificateAuthority::init(&g.dir, &opts)?;
     let root_path = g.dir.join("root.crt");
     let inter_path = g.dir.join("intermediate.crt");

@@ -19,7 +19,6 @@ pub mod sign;
 pub mod token;
 pub mod tunnel;
 
-use crate::input::input_error;
 use crate::Global;
 use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
@@ -105,17 +104,6 @@ pub fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
 
 pub fn key_type(text: &str) -> anyhow::Result<KeyType> {
     text.parse::<KeyType>().context("--key-type")
-}
-
-/// A CRL URL for a distribution point: http:// or https:// with a host.
-pub fn crl_url_arg(url: &str, flag: &str) -> anyhow::Result<String> {
-    let ok = url
-        .split_once("://")
-        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.starts_with('/'));
-    if !ok || url.contains(char::is_whitespace) {
-        return Err(input_error(format!("{flag} '{url}' is not an http:// or https:// URL")));
-    }
-    Ok(url.to_string())
 }
 
 /// Opens the CA and unlocks the key of `role`, asking for the passphrase only if needed.
