@@ -4,7 +4,7 @@
 //! stored in one transaction, so a token is never spent on a certificate that
 //! could not be issued, and works once however many requests race for it.
 use crate::{now, record_of, CaError, CertificateAuthority, Result};
-use ambos_pki::{Authority, IssuedCert, LeafRequest, Profile, San};
+use ambos_pki::{Authority, IssuedCert, LeafRequest, PkiError, Profile, San};
 use ambos_store::{AuthorityRole, CertRecord, CertStore, StoreError, TokenRecord};
 use std::time::Duration;
 
@@ -67,6 +67,9 @@ impl<S: CertStore> CertificateAuthority<S> {
     /// returns their secrets (shown once, stored hashed).
     pub fn create_tokens(&mut self, opts: &TokenOptions, count: usize) -> Result<Vec<String>> {
         ambos_pki::validate_name(&opts.name)?;
+        if !(1..=1_000_000).contains(&count) {
+            return Err(PkiError::InvalidRequest("--count must be between 1 and 1000000".into()).into());
+        }
         let at = now();
         let mut secrets = Vec::with_capacity(count);
         let mut records = Vec::with_capacity(count);
@@ -168,6 +171,17 @@ mod tests {
         let err = refused(t.ca.enroll(&t.signer, &token, &again));
         assert!(matches!(err, CaError::Store(StoreError::TokenSpent)), "{err}");
         assert_eq!(stored(&t.ca, "dev"), 1, "a spent token stores nothing");
+    }
+
+    #[test]
+    fn tokens_come_one_to_a_million_at_a_time() {
+        let mut t = test_ca("enroll");
+        let opts = token_for("dev", Duration::from_secs(600));
+        for count in [0, 1_000_001] {
+            let e = t.ca.create_tokens(&opts, count).unwrap_err();
+            assert!(e.is_input() && e.to_string() == "--count must be between 1 and 1000000", "{e}");
+        }
+        assert_eq!(t.ca.create_tokens(&opts, 3).unwrap().len(), 3);
     }
 
     #[test]

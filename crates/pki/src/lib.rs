@@ -30,7 +30,7 @@ pub use pem::{
 pub use profile::{
     create_csr, general_name_text, san_ip, validate_name, validate_spiffe_id, LeafRequest, Profile, San,
 };
-pub use request::{parse_batch, LeafSpec};
+pub use request::{parse_batch, parse_names, LeafSpec};
 pub use rfc3339::{rfc3339, rfc3339_unix};
 pub use serial::Serial;
 

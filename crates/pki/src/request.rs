@@ -26,25 +26,27 @@ fn invalid(msg: String) -> PkiError {
     PkiError::InvalidRequest(msg)
 }
 
+/// The SANs (`--san` values, then the SPIFFE ID as URI SAN) and OUs a
+/// certificate or an enrollment token asks for, validated.
+pub fn parse_names(sans: &[String], spiffe: Option<&str>, ous: &[String]) -> Result<(Vec<San>, Vec<String>), PkiError> {
+    let mut parsed = sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
+    if let Some(id) = spiffe {
+        validate_spiffe_id(id).map_err(|why| invalid(format!("--spiffe '{id}': {why}")))?;
+        parsed.push(San::Uri(id.to_string()));
+    }
+    if let Some(ou) = ous.iter().find(|ou| ou.trim().is_empty() || ou.len() > 64) {
+        return Err(invalid(format!("--ou '{ou}' must be 1-64 characters")));
+    }
+    Ok((parsed, ous.to_vec()))
+}
+
 impl LeafRequest {
     /// Validates `spec`: a server needs a SAN or a host name as its name.
     pub fn from_spec(spec: &LeafSpec) -> Result<LeafRequest, PkiError> {
         let name = spec.name.as_str();
         validate_name(name)?;
         let mut req = LeafRequest::new(name, spec.profile);
-        for s in &spec.sans {
-            req.sans.push(s.parse::<San>()?);
-        }
-        if let Some(id) = &spec.spiffe {
-            validate_spiffe_id(id).map_err(|why| invalid(format!("--spiffe '{id}': {why}")))?;
-            req.sans.push(San::Uri(id.clone()));
-        }
-        for ou in &spec.ous {
-            if ou.trim().is_empty() || ou.len() > 64 {
-                return Err(invalid(format!("--ou '{ou}' must be 1-64 characters")));
-            }
-            req.organizational_units.push(ou.clone());
-        }
+        (req.sans, req.organizational_units) = parse_names(&spec.sans, spec.spiffe.as_deref(), &spec.ous)?;
         req.organization = spec.organization.clone();
         if let Some(t) = &spec.ttl {
             req.ttl = parse_duration(t).map_err(|e| invalid(format!("--ttl: {e}")))?;

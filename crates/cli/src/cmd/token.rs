@@ -1,9 +1,8 @@
 //! `ambos token create`: one-time enrollment tokens.
 use crate::cmd::{duration, NameArgs, ProfileArg};
-use crate::input::input_error;
 use crate::Global;
 use ambos_ca::{CertificateAuthority, TokenOptions};
-use ambos_pki::{Profile, San};
+use ambos_pki::Profile;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
@@ -37,32 +36,20 @@ pub struct TokenCreateArgs {
 pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
     let TokenKind::Create(a) = kind;
     let profile: Profile = a.profile.into();
-    let mut sans = a.names.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
-    if let Some(id) = &a.names.spiffe {
-        ambos_pki::validate_spiffe_id(id).map_err(|why| input_error(format!("--spiffe '{id}': {why}")))?;
-        sans.push(San::Uri(id.clone()));
-    }
+    let (sans, ous) = ambos_pki::parse_names(&a.names.sans, a.names.spiffe.as_deref(), &a.names.ous)?;
     let opts = TokenOptions {
         name: a.name.clone(),
         profile,
         sans,
-        ous: a.names.ous.clone(),
+        ous,
         cert_ttl: match &a.cert_ttl {
             Some(t) => duration(t, "cert-ttl")?,
             None => profile.default_ttl(),
         },
         ttl: duration(&a.ttl, "ttl")?,
     };
-    if a.count == 0 || a.count > 1_000_000 {
-        return Err(input_error("--count must be between 1 and 1000000"));
-    }
     let mut ca = CertificateAuthority::open(&g.dir)?;
     let secrets = ca.create_tokens(&opts, a.count)?;
-    let mut out = String::with_capacity(secrets.len() * 72);
-    for s in secrets {
-        out.push_str(&s);
-        out.push('\n');
-    }
-    print!("{out}");
+    print!("{}", secrets.iter().map(|s| format!("{s}\n")).collect::<String>());
     Ok(())
 }
