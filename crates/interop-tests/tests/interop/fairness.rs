@@ -385,3 +385,110 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
     assert_eq!(counter(&m, "ambos_proxy_timeouts_total{kind=\"upstream_queue\"}"), 3.0, "{m}");
     assert!(p.log().contains("upstream queue timed out"), "{}", p.log());
 }
+
+/// HTTP/2 abuse from one connection: `MODE PORT CA CERT KEY N` (see the script).
+const H2_ABUSE: &str = include_str!("../../scripts/fairness_h2_abuse.py");
+
+/// An HTTP/1.1 upstream that answers every request 200 and counts them.
+fn start_counting_upstream() -> (u16, Arc<AtomicUsize>) {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let requests = counted.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line.starts_with("GET ") {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if line == "\r\n" && writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, requests)
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What one abusive HTTP/2 client did to the proxy.
+struct Abuse {
+    /// The script's report: frames sent, closed by the server, its GOAWAY code.
+    report: serde_json::Value,
+    /// Requests that reached the upstream from the abuser.
+    upstream_requests: usize,
+    /// The proxy's resident memory growth, in kB.
+    rss_growth_kb: u64,
+    log: String,
+}
+
+/// Runs the abuse `mode` with `frames` frames while alice sends requests
+/// through the same proxy; every one of alice's requests must get 200.
+fn h2_abuse(mode: &str, frames: usize) -> Abuse {
+    let (upstream, requests) = start_counting_upstream();
+    let p = Proxy::start(upstream, "");
+    assert_eq!(p.curl("/", &["--http2"]).0, "200");
+    let before = (rss_kb(p.daemon.child.0.id()), requests.load(Ordering::SeqCst));
+    let mut args = vec![mode.to_string(), p.port.to_string()];
+    args.extend(p.tls_args());
+    args.push(frames.to_string());
+    let (_attacker, mut out, line) = p.python("h2_abuse.py", H2_ABUSE, &args);
+    assert_eq!(line, "open");
+    let report = std::thread::spawn(move || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line
+    });
+    let mut served = 0;
+    while !report.is_finished() || served < 3 {
+        let (status, secs) = p.curl("/", &["--http2"]);
+        assert_eq!(status, "200", "alice during the {mode} abuse, after {served} requests ({secs} s)");
+        served += 1;
+    }
+    let report: serde_json::Value = serde_json::from_str(&report.join().unwrap()).unwrap();
+    let rss_growth_kb = rss_kb(p.daemon.child.0.id()).saturating_sub(before.0);
+    let upstream_requests = requests.load(Ordering::SeqCst) - before.1 - served;
+    eprintln!("{mode}: {report}, upstream requests {upstream_requests}, RSS +{rss_growth_kb} kB, alice {served}");
+    assert!(rss_growth_kb < 64 * 1024, "{mode}: the proxy grew by {rss_growth_kb} kB");
+    Abuse { report, upstream_requests, rss_growth_kb, log: p.log() }
+}
+
+#[test]
+fn http2_rapid_reset_is_cut_off_with_enhance_your_calm_before_it_reaches_the_upstream() {
+    let a = h2_abuse("rapid_reset", 20_000);
+    assert_eq!(a.report["closed"], true, "{}", a.report);
+    // ENHANCE_YOUR_CALM, unless the reset that closing with unread data
+    // brings overtook the GOAWAY on its way to the client.
+    assert!(matches!(a.report["goaway"].as_u64(), Some(11) | None), "{}\n{}", a.report, a.log);
+    assert!(a.report["sent"].as_u64().unwrap() < 5_000, "cut off early: {}", a.report);
+    assert!(a.upstream_requests < 100, "{} reset streams reached the upstream", a.upstream_requests);
+}
+
+#[test]
+fn an_http2_header_block_that_never_ends_is_cut_off_after_a_bounded_size() {
+    let a = h2_abuse("continuation", 2_000);
+    assert_eq!(a.report["closed"], true, "{}", a.report);
+    // 16 KiB a frame: the proxy stops reading a header block at a few MiB.
+    assert!(a.report["sent"].as_u64().unwrap() < 256, "{}", a.report);
+    assert_eq!(a.upstream_requests, 0);
+}
+
+#[test]
+fn an_http2_settings_flood_does_not_grow_the_proxy_or_slow_others() {
+    let a = h2_abuse("settings", 300_000);
+    assert!(a.rss_growth_kb < 16 * 1024, "SETTINGS ACKs queued: +{} kB", a.rss_growth_kb);
+    assert_eq!(a.upstream_requests, 0);
+}
