@@ -94,6 +94,8 @@ struct RawUpstreamTls {
 struct RawHeaders {
     client_cert: Option<String>,
     underscores: Option<String>,
+    forwarded: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +257,11 @@ pub struct ProxyConfig {
     /// connection.
     pub proxy_protocol: bool,
     pub underscores: Underscores,
+    /// `[headers] forwarded`: X-Forwarded-* (default), RFC 7239 `Forwarded`, or both.
+    pub forwarded: crate::headers::Forwarded,
+    /// `[headers] trusted_proxies`: clients whose X-Forwarded-For and
+    /// Forwarded are kept (this hop appended) instead of replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[listen] hosts`: the host names this listener serves (lower case).
     /// When set, a request's `Host` must be one of them and match the
     /// client's SNI, else 421. Empty: any `Host`.
@@ -430,6 +437,16 @@ fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<
     Ok(Upstream::Http { authority, tls })
 }
 
+/// `[headers] trusted_proxies`: addresses or CIDR blocks (`10.0.0.0/8`).
+fn trusted_proxies(entries: Vec<String>) -> Result<Vec<ipnet::IpNet>, ProxyError> {
+    let parse = |(i, e): (usize, &String)| {
+        e.parse::<ipnet::IpNet>()
+            .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| invalid(format!("headers.trusted_proxies[{i}]: '{e}' is not an address or CIDR block")))
+    };
+    entries.iter().enumerate().map(parse).collect()
+}
+
 /// `[listen] hosts`: DNS names (or IP addresses) without ports, lower case.
 fn listen_hosts(list: Option<Vec<String>>) -> Result<Vec<String>, ProxyError> {
     let Some(list) = list else { return Ok(Vec::new()) };
@@ -566,6 +583,17 @@ impl ProxyConfig {
                 )))
             }
         };
+        let forwarded = match raw.headers.forwarded.as_deref().unwrap_or("x-forwarded") {
+            "x-forwarded" => crate::headers::Forwarded::XForwarded,
+            "rfc7239" => crate::headers::Forwarded::Rfc7239,
+            "both" => crate::headers::Forwarded::Both,
+            other => {
+                return Err(invalid(format!(
+                    "headers.forwarded: '{other}' (expected \"x-forwarded\", \"rfc7239\" or \"both\")"
+                )))
+            }
+        };
+        let trusted_proxies = trusted_proxies(raw.headers.trusted_proxies.unwrap_or_default())?;
         if mode == Mode::Tcp && raw.listen.hosts.is_some() {
             return Err(invalid("listen.hosts applies to http mode (tcp mode has no Host)"));
         }
@@ -703,6 +731,8 @@ impl ProxyConfig {
             rfc9440,
             proxy_protocol,
             underscores,
+            forwarded,
+            trusted_proxies,
             hosts,
             routes,
             audit: raw.audit.map(|a| audit_config(base, a)).transpose()?,
@@ -778,6 +808,8 @@ impl ProxyConfig {
             rfc9440: false,
             proxy_protocol: false,
             underscores: Underscores::Drop,
+            forwarded: crate::headers::Forwarded::XForwarded,
+            trusted_proxies: Vec::new(),
             hosts: Vec::new(),
             routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],
             audit: f.audit.clone().map(AuditConfig::new),
@@ -1026,6 +1058,29 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         let text = format!("{GOOD}\n[headers]\nunderscores = \"keep\"\n");
         let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("headers.underscores"), "{err}");
+    }
+
+    #[test]
+    fn forwarded_headers_and_trusted_proxies_are_checked() {
+        let with = |body: &str| ProxyConfig::from_toml(&format!("{GOOD}\n[headers]\n{body}\n"), Path::new("."));
+        let c = with("forwarded = \"both\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]").unwrap();
+        assert_eq!(c.forwarded, crate::headers::Forwarded::Both);
+        let ips: [std::net::IpAddr; 4] =
+            ["10.9.8.7".parse().unwrap(), "::1".parse().unwrap(), [192, 0, 2, 7].into(), [192, 0, 2, 8].into()];
+        let trusted: Vec<bool> = ips.iter().map(|ip| c.trusted_proxies.iter().any(|n| n.contains(ip))).collect();
+        assert_eq!(trusted, [true, true, true, false]);
+        assert_eq!(
+            ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap().forwarded,
+            crate::headers::Forwarded::XForwarded
+        );
+        for (body, want) in [
+            ("forwarded = \"7239\"", "headers.forwarded: '7239'"),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "headers.trusted_proxies[0]: '10.0.0.0/33'"),
+            ("trusted_proxies = [\"::1\", \"proxy.internal\"]", "headers.trusted_proxies[1]"),
+        ] {
+            let err = with(body).unwrap_err().to_string();
+            assert!(err.contains(want), "{body}: {err}");
+        }
     }
 
     #[test]

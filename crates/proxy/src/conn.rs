@@ -9,7 +9,6 @@ use crate::audit::{self, AuditEvent, AuditIdentity, AuditLog};
 use crate::headers;
 use crate::runtime::{Reloader, Runtime};
 use ambos_tls::{HandshakeFailure, Identity, VerifiedChain};
-use hyper::header::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,8 +183,13 @@ pub async fn handshake(
         (Some(c), true) => headers::rfc9440_values(&c.path),
         _ => None,
     };
-    let client_addr = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-    let headers = headers::ConnHeaders { xfcc, client_cert, client_addr };
+    let ip = peer.ip().to_canonical();
+    let trusted_peer = runtime.config.trusted_proxies.iter().any(|net| net.contains(&ip));
+    let headers = headers::ConnHeaders {
+        xfcc,
+        client_cert,
+        ..headers::ConnHeaders::from_peer(ip, runtime.config.forwarded, trusted_peer)
+    };
     Some((tls, Arc::new(ConnCtx { peer, identity, headers, sni, runtime, close_after_response }), chain))
 }
 

@@ -17,9 +17,22 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// RFC 9440: the verified leaf, and the path's intermediates, as byte sequences.
 pub static CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
-/// RFC 7239: never set by us, but it says the same as the X-Forwarded-*
-/// headers, so a client's copy would contradict ours.
+/// RFC 7239: says the same as the X-Forwarded-* headers (`[headers]
+/// forwarded` picks which the upstream gets), so a client's copy is
+/// stripped like theirs.
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// `[headers] forwarded`: which headers tell the upstream the client's
+/// address, the Host it asked for and the scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Forwarded {
+    /// X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=...;host=...;proto=https`.
+    Rfc7239,
+    Both,
+}
 
 /// Every header the proxy sets (or, `Forwarded`, that would speak for
 /// ours); all are stripped from client requests.
@@ -74,6 +87,62 @@ pub struct ConnHeaders {
     pub client_cert: Option<(HeaderValue, Option<HeaderValue>)>,
     /// The client's IP address, as X-Forwarded-For carries it.
     pub client_addr: HeaderValue,
+    /// The same as an RFC 7239 node (`192.0.2.7` or `"[2001:db8::1]"`).
+    pub client_node: String,
+    pub forwarded: Forwarded,
+    /// The client is a proxy listed in `[headers] trusted_proxies`: the
+    /// forwarding headers it sent are kept and this hop appended.
+    pub trusted_peer: bool,
+}
+
+impl ConnHeaders {
+    /// Forwarding headers for a connection from `ip`, without identity headers.
+    pub fn from_peer(ip: std::net::IpAddr, forwarded: Forwarded, trusted_peer: bool) -> ConnHeaders {
+        ConnHeaders {
+            xfcc: None,
+            client_cert: None,
+            client_addr: HeaderValue::try_from(ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            client_node: match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+            },
+            forwarded,
+            trusted_peer,
+        }
+    }
+}
+
+/// What a trusted proxy said about the client before this hop.
+struct Earlier {
+    xff: Option<String>,
+    forwarded: Option<String>,
+    proto: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
+
+impl Earlier {
+    fn take(h: &HeaderMap) -> Earlier {
+        let joined = |name: &HeaderName| {
+            let parts: Vec<&str> = h.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+            (!parts.is_empty()).then(|| parts.join(", "))
+        };
+        Earlier {
+            xff: joined(&X_FORWARDED_FOR),
+            forwarded: joined(&FORWARDED),
+            proto: h.get(&X_FORWARDED_PROTO).cloned(),
+            host: h.get(&X_FORWARDED_HOST).cloned(),
+        }
+    }
+}
+
+/// A value as an RFC 7239 token, quoted unless every byte is a tchar.
+fn rfc7239_value(v: &str) -> String {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !v.is_empty() && v.chars().all(tchar) {
+        v.to_string()
+    } else {
+        format!("\"{}\"", quote(v))
+    }
 }
 
 /// RFC 9440 values from the verified path (leaf first, anchor last): the
@@ -95,10 +164,12 @@ pub fn rfc9440_values(path: &[impl AsRef<[u8]>]) -> Option<(HeaderValue, Option<
 
 /// Removes hop-by-hop headers (and those named in `Connection`) and every
 /// header the proxy owns, then adds ours.
-/// X-Forwarded-For is the connection's peer address (replacing whatever
-/// the client sent: the proxy is the edge); the Host the request carries
-/// is repeated as X-Forwarded-Host.
+/// X-Forwarded-For (or RFC 7239 `for=`) is the connection's peer address,
+/// replacing whatever the client sent (the proxy is the edge) unless the
+/// client is a trusted proxy, whose list is kept and this hop appended; the
+/// Host the request carries is repeated as X-Forwarded-Host (`host=`).
 pub fn rewrite_request_headers(h: &mut HeaderMap, ours: &ConnHeaders) {
+    let before = ours.trusted_peer.then(|| Earlier::take(h));
     let named: Vec<HeaderName> = h
         .get_all(http::header::CONNECTION)
         .iter()
@@ -119,10 +190,33 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, ours: &ConnHeaders) {
             h.insert(CLIENT_CERT_CHAIN.clone(), chain.clone());
         }
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    h.insert(X_FORWARDED_FOR.clone(), ours.client_addr.clone());
-    if let Some(host) = h.get(http::header::HOST).cloned() {
-        h.insert(X_FORWARDED_HOST.clone(), host);
+    let host = h.get(http::header::HOST).cloned();
+    if ours.forwarded != Forwarded::Rfc7239 {
+        let (proto, for_, fhost) = match &before {
+            Some(b) => (b.proto.clone(), b.xff.as_ref().map(|x| format!("{x}, ")), b.host.clone()),
+            None => (None, None, None),
+        };
+        h.insert(X_FORWARDED_PROTO.clone(), proto.unwrap_or(HeaderValue::from_static("https")));
+        let xff = match for_ {
+            Some(earlier) => HeaderValue::try_from(earlier + ours.client_addr.to_str().unwrap_or("unknown")).ok(),
+            None => Some(ours.client_addr.clone()),
+        };
+        h.insert(X_FORWARDED_FOR.clone(), xff.unwrap_or_else(|| ours.client_addr.clone()));
+        if let Some(host) = fhost.or_else(|| host.clone()) {
+            h.insert(X_FORWARDED_HOST.clone(), host);
+        }
+    }
+    if ours.forwarded != Forwarded::XForwarded {
+        let mut element = format!("for={};proto=https", ours.client_node);
+        if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
+            element = format!("for={};host={};proto=https", ours.client_node, rfc7239_value(host));
+        }
+        if let Some(earlier) = before.as_ref().and_then(|b| b.forwarded.as_ref()) {
+            element = format!("{earlier}, {element}");
+        }
+        if let Ok(v) = HeaderValue::try_from(element) {
+            h.insert(FORWARDED.clone(), v);
+        }
     }
 }
 
@@ -323,7 +417,10 @@ mod tests {
     }
 
     fn conn(xfcc: Option<&HeaderValue>, addr: &'static str) -> ConnHeaders {
-        ConnHeaders { xfcc: xfcc.cloned(), client_cert: None, client_addr: HeaderValue::from_static(addr) }
+        ConnHeaders {
+            xfcc: xfcc.cloned(),
+            ..ConnHeaders::from_peer(addr.parse().unwrap(), Forwarded::XForwarded, false)
+        }
     }
 
     #[test]
@@ -347,6 +444,46 @@ mod tests {
 
     fn check(r: &mut Request<()>) -> Result<(), Refusal> {
         check_request_head(r, Underscores::Drop)
+    }
+
+    fn spoofed() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.append("host", HeaderValue::from_static("api.acme.test:8443"));
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.append("forwarded", HeaderValue::from_static("for=6.6.6.9"));
+        h.append("x_forwarded_for", HeaderValue::from_static("6.6.6.8"));
+        h
+    }
+
+    fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn rfc7239_forwarded_replaces_the_x_forwarded_headers_when_configured() {
+        let ip = "2001:db8::1".parse().unwrap();
+        let mut h = spoofed();
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer(ip, Forwarded::Rfc7239, false));
+        assert_eq!(values(&h, "forwarded"), vec![r#"for="[2001:db8::1]";host="api.acme.test:8443";proto=https"#]);
+        assert!(h.get("x-forwarded-for").is_none() && h.get("x-forwarded-proto").is_none());
+        let mut h = spoofed();
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([192, 0, 2, 7].into(), Forwarded::Both, false));
+        assert_eq!(values(&h, "forwarded"), vec![r#"for=192.0.2.7;host="api.acme.test:8443";proto=https"#]);
+        assert_eq!(values(&h, "x-forwarded-for"), vec!["192.0.2.7"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), vec!["https"]);
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarding_headers_are_kept_and_this_hop_appended() {
+        let mut h = spoofed();
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([10, 1, 2, 3].into(), Forwarded::Both, true));
+        assert_eq!(values(&h, "x-forwarded-for"), vec!["6.6.6.6, 10.0.0.1, 10.1.2.3"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), vec!["http"], "the scheme the first hop saw");
+        assert_eq!(values(&h, "x-forwarded-host"), vec!["api.acme.test:8443"]);
+        assert_eq!(values(&h, "forwarded"), vec![r#"for=6.6.6.9, for=10.1.2.3;host="api.acme.test:8443";proto=https"#]);
+        assert!(h.get("x_forwarded_for").is_none(), "a misspelling is never kept");
     }
 
     #[test]

@@ -424,6 +424,29 @@ fn the_upstream_sees_the_clients_address_and_host_never_values_the_client_sent()
     assert!(v.get("HTTP_FORWARDED").is_none(), "HTTP/2: {v}");
 }
 
+/// `[headers] trusted_proxies`: a proxy in front of ambos (127.0.0.1 here)
+/// keeps the client list it sent, this hop appended, in X-Forwarded-For and
+/// (with `forwarded = "both"`) RFC 7239 `Forwarded`; when the client is not
+/// in the list, `forwarded = "rfc7239"` replaces what it sent.
+#[test]
+fn a_trusted_proxys_forwarded_list_is_extended_and_an_untrusted_clients_replaced() {
+    let sent = ["X-Forwarded-For: 203.0.113.5", "Forwarded: for=203.0.113.5"];
+    let mut f = Fixture::new();
+    f.launch("[headers]\nforwarded = \"both\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n", "");
+    let (status, body) = f.raw(&get("/hello", &sent));
+    assert_eq!(status, "200", "{body}");
+    let v = assert_only_ours("trusted", &body);
+    assert_eq!(v["HTTP_X_FORWARDED_FOR"], "203.0.113.5, 127.0.0.1", "{v}");
+    assert_eq!(v["HTTP_FORWARDED"], "for=203.0.113.5, for=127.0.0.1;host=localhost;proto=https", "{v}");
+    let mut f = Fixture::new();
+    f.launch("[headers]\nforwarded = \"rfc7239\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n", "");
+    let (status, body) = f.h2("/hello", &sent);
+    assert_eq!(status, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["HTTP_FORWARDED"], format!("for=127.0.0.1;host=\"localhost:{}\";proto=https", f.port), "{v}");
+    assert!(v.get("HTTP_X_FORWARDED_FOR").is_none() && v.get("HTTP_X_FORWARDED_HOST").is_none(), "{v}");
+}
+
 /// RFC 9440: with `client_cert = "both"` the upstream gets Client-Cert (the
 /// verified leaf, byte for byte) and Client-Cert-Chain (the intermediate,
 /// not the root) beside XFCC; a client's own Client-Cert never arrives.
