@@ -25,7 +25,7 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// `[headers] forwarded`: which headers tell the upstream the client's
 /// address, the Host it asked for and the scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Forwarded {
+pub enum ForwardedHeaders {
     /// X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto.
     #[default]
     XForwarded,
@@ -89,7 +89,7 @@ pub struct ConnHeaders {
     pub client_addr: HeaderValue,
     /// The same as an RFC 7239 node (`192.0.2.7` or `"[2001:db8::1]"`).
     pub client_node: String,
-    pub forwarded: Forwarded,
+    pub forwarded: ForwardedHeaders,
     /// The client is a proxy listed in `[headers] trusted_proxies`: the
     /// forwarding headers it sent are kept and this hop appended.
     pub trusted_peer: bool,
@@ -97,7 +97,7 @@ pub struct ConnHeaders {
 
 impl ConnHeaders {
     /// Forwarding headers for a connection from `ip`, without identity headers.
-    pub fn from_peer(ip: std::net::IpAddr, forwarded: Forwarded, trusted_peer: bool) -> ConnHeaders {
+    pub fn from_peer(ip: std::net::IpAddr, forwarded: ForwardedHeaders, trusted_peer: bool) -> ConnHeaders {
         ConnHeaders {
             xfcc: None,
             client_cert: None,
@@ -191,7 +191,7 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, ours: &ConnHeaders) {
         }
     }
     let host = h.get(http::header::HOST).cloned();
-    if ours.forwarded != Forwarded::Rfc7239 {
+    if ours.forwarded != ForwardedHeaders::Rfc7239 {
         let (proto, for_, fhost) = match &before {
             Some(b) => (b.proto.clone(), b.xff.as_ref().map(|x| format!("{x}, ")), b.host.clone()),
             None => (None, None, None),
@@ -206,7 +206,7 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, ours: &ConnHeaders) {
             h.insert(X_FORWARDED_HOST.clone(), host);
         }
     }
-    if ours.forwarded != Forwarded::XForwarded {
+    if ours.forwarded != ForwardedHeaders::XForwarded {
         let mut element = format!("for={};proto=https", ours.client_node);
         if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
             element = format!("for={};host={};proto=https", ours.client_node, rfc7239_value(host));
@@ -419,7 +419,7 @@ mod tests {
     fn conn(xfcc: Option<&HeaderValue>, addr: &'static str) -> ConnHeaders {
         ConnHeaders {
             xfcc: xfcc.cloned(),
-            ..ConnHeaders::from_peer(addr.parse().unwrap(), Forwarded::XForwarded, false)
+            ..ConnHeaders::from_peer(addr.parse().unwrap(), ForwardedHeaders::XForwarded, false)
         }
     }
 
@@ -465,11 +465,11 @@ mod tests {
     fn rfc7239_forwarded_replaces_the_x_forwarded_headers_when_configured() {
         let ip = "2001:db8::1".parse().unwrap();
         let mut h = spoofed();
-        rewrite_request_headers(&mut h, &ConnHeaders::from_peer(ip, Forwarded::Rfc7239, false));
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer(ip, ForwardedHeaders::Rfc7239, false));
         assert_eq!(values(&h, "forwarded"), vec![r#"for="[2001:db8::1]";host="api.acme.test:8443";proto=https"#]);
         assert!(h.get("x-forwarded-for").is_none() && h.get("x-forwarded-proto").is_none());
         let mut h = spoofed();
-        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([192, 0, 2, 7].into(), Forwarded::Both, false));
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([192, 0, 2, 7].into(), ForwardedHeaders::Both, false));
         assert_eq!(values(&h, "forwarded"), vec![r#"for=192.0.2.7;host="api.acme.test:8443";proto=https"#]);
         assert_eq!(values(&h, "x-forwarded-for"), vec!["192.0.2.7"]);
         assert_eq!(values(&h, "x-forwarded-proto"), vec!["https"]);
@@ -478,7 +478,7 @@ mod tests {
     #[test]
     fn a_trusted_proxys_forwarding_headers_are_kept_and_this_hop_appended() {
         let mut h = spoofed();
-        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([10, 1, 2, 3].into(), Forwarded::Both, true));
+        rewrite_request_headers(&mut h, &ConnHeaders::from_peer([10, 1, 2, 3].into(), ForwardedHeaders::Both, true));
         assert_eq!(values(&h, "x-forwarded-for"), vec!["6.6.6.6, 10.0.0.1, 10.1.2.3"]);
         assert_eq!(values(&h, "x-forwarded-proto"), vec!["http"], "the scheme the first hop saw");
         assert_eq!(values(&h, "x-forwarded-host"), vec!["api.acme.test:8443"]);
