@@ -46,6 +46,9 @@ pub enum CaError {
     Tls(String),
     #[error("cannot listen on {addr}: {why}")]
     Bind { addr: std::net::SocketAddr, why: String },
+    /// A setting of `ambos serve` that does not parse or is out of range (the message names the flag).
+    #[error("{0}")]
+    InvalidSetting(String),
 }
 
 impl CaError {
@@ -54,7 +57,7 @@ impl CaError {
         match self {
             CaError::Pki(e) => e.is_input(),
             CaError::Store(e) => e.is_input(),
-            CaError::AmbiguousName { .. } => true,
+            CaError::AmbiguousName { .. } | CaError::InvalidSetting(_) => true,
             _ => false,
         }
     }
