@@ -43,7 +43,48 @@ pub struct TunnelConfig {
     pub crl_url: Option<String>,
 }
 
+/// `ambos tunnel`'s settings as given; [`TunnelConfig::from_options`] checks them.
+#[derive(Clone, Debug, Default)]
+pub struct TunnelOptions {
+    pub listen: String,
+    /// host:port of the mTLS server.
+    pub connect: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// Name the server's certificate must match (default: the host of `connect`).
+    pub server_name: Option<String>,
+    pub expect: Option<String>,
+    pub crl: Vec<PathBuf>,
+    pub crl_url: Option<String>,
+}
+
 impl TunnelConfig {
+    /// Parses the listen address and the server name (the host of
+    /// `connect` unless given; an IPv6 host without its brackets).
+    pub fn from_options(o: &TunnelOptions) -> Result<TunnelConfig, ProxyError> {
+        let listen =
+            o.listen.parse().map_err(|_| ProxyError::Invalid(format!("--listen '{}' is not an address", o.listen)))?;
+        let host = match &o.server_name {
+            Some(name) => name.as_str(),
+            None => o.connect.rsplit_once(':').map_or(o.connect.as_str(), |(h, _)| h),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| ProxyError::Invalid(format!("--server-name '{host}' is not a DNS name or IP")))?;
+        Ok(TunnelConfig {
+            listen,
+            connect: o.connect.clone(),
+            cert: o.cert.clone(),
+            key: o.key.clone(),
+            ca: o.ca.clone(),
+            server_name,
+            expect: o.expect.clone(),
+            crl: o.crl.clone(),
+            crl_url: o.crl_url.clone(),
+        })
+    }
+
     /// Whether the server's chain is checked against CRLs (fail closed).
     pub fn checks_revocation(&self) -> bool {
         !self.crl.is_empty() || self.crl_url.is_some()
@@ -237,4 +278,49 @@ async fn forward(
         }
     }
     tokio::io::copy_bidirectional(&mut local, &mut tls).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(connect: &str, server_name: Option<&str>) -> TunnelOptions {
+        TunnelOptions {
+            listen: "127.0.0.1:8080".into(),
+            connect: connect.into(),
+            server_name: server_name.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    fn name(connect: &str, server_name: Option<&str>) -> String {
+        let cfg = TunnelConfig::from_options(&options(connect, server_name)).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:8080".parse().unwrap());
+        cfg.server_name.to_str().into_owned()
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_of_connect_unless_given() {
+        assert_eq!(name("api.acme.test:8443", None), "api.acme.test");
+        assert_eq!(name("127.0.0.1:8443", None), "127.0.0.1");
+        assert_eq!(name("[::1]:8443", None), "::1");
+        assert_eq!(name("api.acme.test", None), "api.acme.test");
+        assert_eq!(name("10.0.0.5:8443", Some("api.acme.test")), "api.acme.test");
+        assert_eq!(name("10.0.0.5:8443", Some("[::1]")), "::1");
+    }
+
+    #[test]
+    fn a_bad_listen_address_or_server_name_names_its_flag() {
+        let err = |o: TunnelOptions| {
+            let e = TunnelConfig::from_options(&o).unwrap_err();
+            assert!(e.is_input(), "{e}");
+            e.to_string()
+        };
+        assert_eq!(
+            err(TunnelOptions { listen: "nope".into(), ..options("a:1", None) }),
+            "--listen 'nope' is not an address"
+        );
+        assert_eq!(err(options("a b:1", None)), "--server-name 'a b' is not a DNS name or IP");
+        assert_eq!(err(options("a:1", Some("x_y z"))), "--server-name 'x_y z' is not a DNS name or IP");
+    }
 }
