@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
-use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity};
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
 use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
 use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
@@ -133,6 +133,11 @@ fn read_key(path: &Path) -> Result<PrivateKey> {
     PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
 }
 
+/// `ambos renew`: one renewal with the CRLs read now.
+pub async fn renew(ca: &CaEndpoint, o: &RenewOptions) -> Result<Issued> {
+    renew_once(ca, &ca.load_crls().await?, o).await
+}
+
 /// One renewal over mTLS with the current files and `crls`; a new key
 /// unless `keep_key`. The files change only on success.
 pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -> Result<Issued> {
@@ -201,13 +206,16 @@ pub fn validity(path: &Path) -> Result<Validity> {
 }
 
 /// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `stop`
-/// resolves during a wait. Bad CRL files or URL: an error now; later they
+/// resolves during a wait; `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
 /// are read again before each renewal (a failure then keeps the previous ones).
 pub async fn run_agent<S, F>(ca: CaEndpoint, opts: RenewOptions, stop: S) -> Result<()>
 where
     S: Fn() -> F,
     F: Future<Output = ()>,
 {
+    if !RENEW_AT.contains(&opts.renew_at) {
+        return Err(AgentError::Input("--renew-at must be between 0.1 and 0.95".into()));
+    }
     let crls = ca.load_crls().await?;
     let mut agent = Agent { opts: opts.clone(), ca, crls, stop };
     Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0)
@@ -324,6 +332,19 @@ mod tests {
         let err = run(&o);
         assert!(matches!(&err, AgentError::Client(ClientError::Unreachable { .. })), "{err}");
         assert!(!err.is_input(), "{err}");
+    }
+
+    #[test]
+    fn the_agent_refuses_a_renewal_point_outside_its_range_before_anything_else() {
+        let ca = CaEndpoint { url: "https://127.0.0.1:1".into(), root: "none.crt".into(), crls: CrlSources::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for renew_at in [0.05, 0.96] {
+            let opts =
+                RenewOptions { cert: "a.crt".into(), key: "a.key".into(), keep_key: false, renew_at, exec: None };
+            let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
+            assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
+            assert!(err.is_input());
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 use crate::input::input_error;
 use crate::Global;
 use ambos_agent::RemoteRevoke;
-use ambos_ca::{CertSelector, CertificateAuthority};
-use ambos_pki::{RevocationReason, Serial};
+use ambos_ca::CertificateAuthority;
+use ambos_pki::RevocationReason;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -42,17 +42,7 @@ pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut ca = CertificateAuthority::open(&g.dir)?;
-    let selector = match a.target.parse::<Serial>() {
-        Ok(s) if ca.resolve(&CertSelector::Serial(s.clone())).is_ok() => CertSelector::Serial(s),
-        _ => CertSelector::Name(a.target.clone()),
-    };
-    let rec = ca.revoke(&selector, reason).map_err(|e| match e {
-        ambos_ca::CaError::Store(ambos_store::StoreError::UnknownCertificate(_)) => {
-            ambos_store::StoreError::UnknownCertificate(a.target.clone()).into()
-        }
-        other => anyhow::Error::from(other),
-    })?;
+    let rec = CertificateAuthority::open(&g.dir)?.revoke_target(&a.target, reason)?;
     if a.json {
         println!("{}", serde_json::json!({"serial": rec.serial, "name": rec.name, "reason": reason.as_str()}));
     } else {
