@@ -25,16 +25,18 @@ pub const CRL_URL_REFRESH: Duration = Duration::from_secs(60);
 /// CRLs with where each came from (a file or a URL).
 pub type SourcedCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
 
-#[derive(Clone, Debug)]
+/// `ambos tunnel`'s settings; [`run`] checks the listen address and the server name first.
+#[derive(Clone, Debug, Default)]
 pub struct TunnelConfig {
-    pub listen: SocketAddr,
+    pub listen: String,
     /// host:port of the mTLS server.
     pub connect: String,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// CA certificate(s) the server must chain to.
     pub ca: PathBuf,
-    pub server_name: ServerName<'static>,
+    /// Name the server's certificate must match (default: the host of `connect`).
+    pub server_name: Option<String>,
     /// The server's identity must match this (e.g. a SPIFFE ID), beyond the CA check.
     pub expect: Option<String>,
     /// CRL files (PEM or DER), re-read when they change.
@@ -43,46 +45,23 @@ pub struct TunnelConfig {
     pub crl_url: Option<String>,
 }
 
-/// `ambos tunnel`'s settings as given; [`TunnelConfig::from_options`] checks them.
-#[derive(Clone, Debug, Default)]
-pub struct TunnelOptions {
-    pub listen: String,
-    /// host:port of the mTLS server.
-    pub connect: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-    /// Name the server's certificate must match (default: the host of `connect`).
-    pub server_name: Option<String>,
-    pub expect: Option<String>,
-    pub crl: Vec<PathBuf>,
-    pub crl_url: Option<String>,
-}
-
 impl TunnelConfig {
-    /// Parses the listen address and the server name (the host of
-    /// `connect` unless given; an IPv6 host without its brackets).
-    pub fn from_options(o: &TunnelOptions) -> Result<TunnelConfig, ProxyError> {
-        let listen =
-            o.listen.parse().map_err(|_| ProxyError::Invalid(format!("--listen '{}' is not an address", o.listen)))?;
-        let host = match &o.server_name {
+    /// The address to listen on, and the name the server's certificate
+    /// must match: the host of `connect` unless given (an IPv6 host
+    /// without its brackets).
+    pub fn endpoints(&self) -> Result<(SocketAddr, ServerName<'static>), ProxyError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|_| ProxyError::Invalid(format!("--listen '{}' is not an address", self.listen)))?;
+        let host = match &self.server_name {
             Some(name) => name.as_str(),
-            None => o.connect.rsplit_once(':').map_or(o.connect.as_str(), |(h, _)| h),
+            None => self.connect.rsplit_once(':').map_or(self.connect.as_str(), |(h, _)| h),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| ProxyError::Invalid(format!("--server-name '{host}' is not a DNS name or IP")))?;
-        Ok(TunnelConfig {
-            listen,
-            connect: o.connect.clone(),
-            cert: o.cert.clone(),
-            key: o.key.clone(),
-            ca: o.ca.clone(),
-            server_name,
-            expect: o.expect.clone(),
-            crl: o.crl.clone(),
-            crl_url: o.crl_url.clone(),
-        })
+        Ok((listen, server_name))
     }
 
     /// Whether the server's chain is checked against CRLs (fail closed).
@@ -186,6 +165,7 @@ fn spawn_crl_pull(cfg: Arc<TunnelConfig>, url: String, pulled: Arc<Mutex<Pulled>
 
 /// Runs until `shutdown` resolves.
 pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProxyError> {
+    let (listen, server_name) = cfg.endpoints()?;
     ambos_tls::install_default_provider();
     let expect = cfg
         .expect
@@ -204,10 +184,10 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     }
     let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
     let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
-    let listener = ambos_tls::net::bind(cfg.listen).map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
+    let listener = ambos_tls::net::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
     tracing::info!(
         "tunnel listening on {} -> mTLS {}{}",
-        listener.local_addr().unwrap_or(cfg.listen),
+        listener.local_addr().unwrap_or(listen),
         cfg.connect,
         if cfg.checks_revocation() { " (server checked against CRLs)" } else { "" }
     );
@@ -239,10 +219,9 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
             }
             l.config.clone()
         };
-        let cfg = cfg.clone();
-        let expect = expect.clone();
+        let (cfg, name, expect) = (cfg.clone(), server_name.clone(), expect.clone());
         tokio::spawn(async move {
-            if let Err(why) = forward(local, config, &cfg, expect.as_ref().as_ref()).await {
+            if let Err(why) = forward(local, config, &cfg, name, expect.as_ref().as_ref()).await {
                 tracing::warn!(%peer, "tunnel to {} failed: {why}", cfg.connect);
             }
         });
@@ -254,6 +233,7 @@ async fn forward(
     mut local: TcpStream,
     config: Arc<rustls::ClientConfig>,
     cfg: &TunnelConfig,
+    server_name: ServerName<'static>,
     expect: Option<&AllowRule>,
 ) -> Result<(), String> {
     let _ = local.set_nodelay(true);
@@ -263,7 +243,7 @@ async fn forward(
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let connector = tokio_rustls::TlsConnector::from(config);
-    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(cfg.server_name.clone(), tcp))
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(server_name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| {
@@ -284,8 +264,8 @@ async fn forward(
 mod tests {
     use super::*;
 
-    fn options(connect: &str, server_name: Option<&str>) -> TunnelOptions {
-        TunnelOptions {
+    fn config(connect: &str, server_name: Option<&str>) -> TunnelConfig {
+        TunnelConfig {
             listen: "127.0.0.1:8080".into(),
             connect: connect.into(),
             server_name: server_name.map(String::from),
@@ -294,9 +274,9 @@ mod tests {
     }
 
     fn name(connect: &str, server_name: Option<&str>) -> String {
-        let cfg = TunnelConfig::from_options(&options(connect, server_name)).unwrap();
-        assert_eq!(cfg.listen, "127.0.0.1:8080".parse().unwrap());
-        cfg.server_name.to_str().into_owned()
+        let (listen, name) = config(connect, server_name).endpoints().unwrap();
+        assert_eq!(listen, "127.0.0.1:8080".parse().unwrap());
+        name.to_str().into_owned()
     }
 
     #[test]
@@ -311,16 +291,16 @@ mod tests {
 
     #[test]
     fn a_bad_listen_address_or_server_name_names_its_flag() {
-        let err = |o: TunnelOptions| {
-            let e = TunnelConfig::from_options(&o).unwrap_err();
+        let err = |c: TunnelConfig| {
+            let e = c.endpoints().unwrap_err();
             assert!(e.is_input(), "{e}");
             e.to_string()
         };
         assert_eq!(
-            err(TunnelOptions { listen: "nope".into(), ..options("a:1", None) }),
+            err(TunnelConfig { listen: "nope".into(), ..config("a:1", None) }),
             "--listen 'nope' is not an address"
         );
-        assert_eq!(err(options("a b:1", None)), "--server-name 'a b' is not a DNS name or IP");
-        assert_eq!(err(options("a:1", Some("x_y z"))), "--server-name 'x_y z' is not a DNS name or IP");
+        assert_eq!(err(config("a b:1", None)), "--server-name 'a b' is not a DNS name or IP");
+        assert_eq!(err(config("a:1", Some("x_y z"))), "--server-name 'x_y z' is not a DNS name or IP");
     }
 }

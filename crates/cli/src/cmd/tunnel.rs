@@ -1,7 +1,7 @@
 //! `ambos tunnel`: a local plaintext listener that connects out with mTLS.
 use crate::cmd::CrlArgs;
 use crate::process;
-use ambos_proxy::tunnel::{TunnelConfig, TunnelOptions};
+use ambos_proxy::tunnel::TunnelConfig;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -33,7 +33,7 @@ pub struct TunnelArgs {
 }
 
 pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
-    let cfg = TunnelConfig::from_options(&TunnelOptions {
+    let cfg = TunnelConfig {
         listen: a.listen,
         connect: a.connect,
         cert: a.cert,
@@ -43,7 +43,7 @@ pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
         expect: a.expect,
         crl: a.revocation.crl,
         crl_url: a.revocation.crl_url,
-    })?;
+    };
     process::init_logging();
     process::runtime()?.block_on(ambos_proxy::tunnel::run(cfg, process::shutdown_signal()))?;
     Ok(())
