@@ -1,15 +1,16 @@
 //! The machine side of the CA API (`ambos enroll`, `renew`, `agent`): a
 //! first certificate for a one-time token, renewal over mTLS with the
-//! current certificate, and the files both write (key first, then chain).
+//! current certificate, and the files both write (key first, then chain);
+//! and an administrator's remote revocation (`ambos revoke --ca-url`).
 //! The agent's schedule is `ambos_ca::renewer`; this crate supplies the
 //! renewal it runs. The CA server is verified against its root and, when
 //! given, CRLs (fail closed).
 #![forbid(unsafe_code)]
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
-use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity};
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
 use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
-use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey};
+use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
 use ambos_tls::TlsError;
@@ -25,9 +26,9 @@ pub enum AgentError {
     /// A file or value the user gave: unreadable, not PEM, not a certificate.
     #[error("{0}")]
     Input(String),
-    /// The key file does not hold a key we can use.
+    /// A key or certificate file that does not hold one we can use.
     #[error("{}: {why}", path.display())]
-    Key { path: PathBuf, why: PkiError },
+    Pem { path: PathBuf, why: PkiError },
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
@@ -46,7 +47,7 @@ impl AgentError {
     pub fn is_input(&self) -> bool {
         match self {
             AgentError::Input(_) | AgentError::Tls(_) => true,
-            AgentError::Key { why, .. } => why.is_input(),
+            AgentError::Pem { why, .. } => why.is_input(),
             AgentError::Crls(e) => e.is_input(),
             AgentError::Pki(e) => e.is_input(),
             AgentError::Files(e) => e.is_input(),
@@ -121,10 +122,20 @@ pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
     Ok(Enrolled { issued, cert })
 }
 
+/// A file the user named; a missing or unreadable one is an input error.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| AgentError::Input(format!("cannot read {}: {e}", path.display())))
+}
+
 fn read_key(path: &Path) -> Result<PrivateKey> {
-    let bytes = std::fs::read(path).map_err(|e| AgentError::Input(format!("cannot read {}: {e}", path.display())))?;
-    let text = String::from_utf8(bytes).map_err(|_| AgentError::Input(format!("{} is not PEM", path.display())))?;
-    PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Key { path: path.to_path_buf(), why })
+    let text = String::from_utf8(read_input(path)?)
+        .map_err(|_| AgentError::Input(format!("{} is not PEM", path.display())))?;
+    PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
+}
+
+/// `ambos renew`: one renewal with the CRLs read now.
+pub async fn renew(ca: &CaEndpoint, o: &RenewOptions) -> Result<Issued> {
+    renew_once(ca, &ca.load_crls().await?, o).await
 }
 
 /// One renewal over mTLS with the current files and `crls`; a new key
@@ -147,6 +158,42 @@ pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -
     Ok(issued)
 }
 
+/// `ambos revoke --ca-url`: a revocation through a remote `ambos serve` by
+/// an administrator.
+#[derive(Clone, Debug)]
+pub struct RemoteRevoke {
+    /// Base URL of `ambos serve`.
+    pub url: String,
+    /// The CA root (PEM); its last certificate is the server's trust anchor.
+    pub root: PathBuf,
+    /// The administrator's client certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The serial to revoke, as given (hex, colons allowed).
+    pub serial: String,
+    pub reason: RevocationReason,
+}
+
+/// What the CA revoked: the serial, the certificate's name, its JSON answer.
+pub struct RemoteRevoked {
+    pub serial: Serial,
+    pub name: String,
+    pub answer: String,
+}
+
+/// Revokes `o.serial` at `o.url` as the administrator of `o.cert`.
+pub async fn revoke_remote(o: &RemoteRevoke) -> Result<RemoteRevoked> {
+    let serial: Serial =
+        o.serial.parse().map_err(|e| AgentError::Input(format!("with --ca-url, give a serial: {e}")))?;
+    let root = ambos_pki::certs_from_pem(&read_input(&o.root)?)
+        .map_err(|why| AgentError::Pem { path: o.root.clone(), why })?;
+    let admin = (ambos_tls::load_certs(&o.cert)?, ambos_tls::load_key(&o.key)?);
+    let client = CaClient::new(&o.url, root.last().map(Vec::as_slice).unwrap_or_default(), Some(admin))?;
+    let answer = client.revoke(&serial.to_hex(), o.reason.as_str()).await?;
+    let name = answer["name"].as_str().unwrap_or_default().to_string();
+    Ok(RemoteRevoked { serial, name, answer: answer.to_string() })
+}
+
 /// The validity of the certificate in `path` (its first certificate).
 pub fn validity(path: &Path) -> Result<Validity> {
     let chain = ambos_tls::load_certs(path)?;
@@ -159,13 +206,16 @@ pub fn validity(path: &Path) -> Result<Validity> {
 }
 
 /// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `stop`
-/// resolves during a wait. Bad CRL files or URL: an error now; later they
+/// resolves during a wait; `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
 /// are read again before each renewal (a failure then keeps the previous ones).
 pub async fn run_agent<S, F>(ca: CaEndpoint, opts: RenewOptions, stop: S) -> Result<()>
 where
     S: Fn() -> F,
     F: Future<Output = ()>,
 {
+    if !RENEW_AT.contains(&opts.renew_at) {
+        return Err(AgentError::Input("--renew-at must be between 0.1 and 0.95".into()));
+    }
     let crls = ca.load_crls().await?;
     let mut agent = Agent { opts: opts.clone(), ca, crls, stop };
     Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0)
@@ -241,10 +291,60 @@ mod tests {
         let path = dir.path().join("web.key");
         std::fs::write(&path, "not a key").unwrap();
         let err = read_key(&path).err().expect("not a key");
-        assert!(matches!(&err, AgentError::Key { path: p, .. } if *p == path), "{err}");
+        assert!(matches!(&err, AgentError::Pem { path: p, .. } if *p == path), "{err}");
         assert!(err.to_string().starts_with(&format!("{}: ", path.display())), "{err}");
         let missing = read_key(&dir.path().join("none.key")).err().expect("no file");
         assert!(matches!(&missing, AgentError::Input(m) if m.starts_with("cannot read ")), "{missing}");
+    }
+
+    #[test]
+    fn a_remote_revocation_checks_serial_and_files_before_calling_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let o = RemoteRevoke {
+            url: "https://127.0.0.1:1".into(),
+            root: path("ca.crt"),
+            cert: path("admin.crt"),
+            key: path("admin.key"),
+            serial: "web".into(),
+            reason: RevocationReason::KeyCompromise,
+        };
+        let run = |o: &RemoteRevoke| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(revoke_remote(o)).err().expect("fails")
+        };
+        let err = run(&o);
+        assert!(
+            err.is_input() && err.to_string().starts_with("with --ca-url, give a serial: invalid serial 'web'"),
+            "{err}"
+        );
+        let o = RemoteRevoke { serial: "4a:1f".into(), ..o };
+        let err = run(&o);
+        assert!(err.is_input() && err.to_string().starts_with("cannot read "), "{err}");
+        std::fs::write(path("ca.crt"), "not PEM").unwrap();
+        let err = run(&o);
+        assert!(matches!(&err, AgentError::Pem { path: p, .. } if *p == path("ca.crt")), "{err}");
+        let pki = ambos_testpki::TestPki::new("Remote");
+        pki.write_root(dir.path());
+        let err = run(&o);
+        assert!(matches!(err, AgentError::Tls(_)), "the admin's files are read next: {err}");
+        pki.client("admin", &[]).write(dir.path(), "admin");
+        let err = run(&o);
+        assert!(matches!(&err, AgentError::Client(ClientError::Unreachable { .. })), "{err}");
+        assert!(!err.is_input(), "{err}");
+    }
+
+    #[test]
+    fn the_agent_refuses_a_renewal_point_outside_its_range_before_anything_else() {
+        let ca = CaEndpoint { url: "https://127.0.0.1:1".into(), root: "none.crt".into(), crls: CrlSources::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for renew_at in [0.05, 0.96] {
+            let opts =
+                RenewOptions { cert: "a.crt".into(), key: "a.key".into(), keep_key: false, renew_at, exec: None };
+            let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
+            assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
+            assert!(err.is_input());
+        }
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum CaError {
     Tls(String),
     #[error("cannot listen on {addr}: {why}")]
     Bind { addr: std::net::SocketAddr, why: String },
+    /// A setting of `ambos serve` that does not parse or is out of range (the message names the flag).
+    #[error("{0}")]
+    InvalidSetting(String),
 }
 
 impl CaError {
@@ -54,7 +57,7 @@ impl CaError {
         match self {
             CaError::Pki(e) => e.is_input(),
             CaError::Store(e) => e.is_input(),
-            CaError::AmbiguousName { .. } => true,
+            CaError::AmbiguousName { .. } | CaError::InvalidSetting(_) => true,
             _ => false,
         }
     }
@@ -310,6 +313,20 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(self.store.revoke(&target.serial, revocation)?)
     }
 
+    /// Revokes what `target` names (`ambos revoke TARGET`): the serial of a
+    /// certificate issued here (hex, any case, colons allowed), else a
+    /// name; an unknown one is named as given.
+    pub fn revoke_target(&mut self, target: &str, reason: RevocationReason) -> Result<CertRecord> {
+        let selector = match target.parse::<Serial>() {
+            Ok(s) if self.resolve(&CertSelector::Serial(s.clone())).is_ok() => CertSelector::Serial(s),
+            _ => CertSelector::Name(target.to_string()),
+        };
+        self.revoke(&selector, reason).map_err(|e| match e {
+            CaError::Store(StoreError::UnknownCertificate(_)) => StoreError::UnknownCertificate(target.into()).into(),
+            other => other,
+        })
+    }
+
     /// Builds the next CRL of `role`'s CA, signed by `signer`, valid for `validity`.
     pub fn crl(&mut self, role: AuthorityRole, signer: &Authority, validity: Duration) -> Result<Vec<u8>> {
         self.crl_with_synthetic(role, signer, validity, 0)
@@ -534,5 +551,31 @@ mod tests {
             assert!(!dir.path().join(SqliteStore::FILE_NAME).exists(), "nothing written for {e}");
         }
         opts.check(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_revocation_target_is_a_known_serial_else_a_name() {
+        let mut t = test_ca("target");
+        let web = t.issue_client("web");
+        let api = t.issue_client("api");
+        // The serial with colons and in lower case; then by name.
+        let hex = web.serial.to_hex();
+        let colons: Vec<&str> = hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let rec = t.ca.revoke_target(&colons.join(":").to_lowercase(), RevocationReason::Superseded).unwrap();
+        assert_eq!((rec.name.as_str(), rec.serial.as_str()), ("web", web.serial.to_hex().as_str()));
+        assert_eq!(t.ca.revoke_target("api", RevocationReason::KeyCompromise).unwrap().serial, api.serial.to_hex());
+        // A certificate named like a serial, and targets nothing here knows.
+        t.issue_client("abcd");
+        assert_eq!(t.ca.revoke_target("abcd", RevocationReason::Unspecified).unwrap().name, "abcd");
+        for unknown in ["nosuch", "00:ff"] {
+            match t.ca.revoke_target(unknown, RevocationReason::Unspecified) {
+                Err(CaError::Store(StoreError::UnknownCertificate(s))) => assert_eq!(s, unknown),
+                other => panic!("{unknown}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            t.ca.revoke_target("web", RevocationReason::Unspecified),
+            Err(CaError::Store(StoreError::UnknownCertificate(_)))
+        ));
     }
 }

@@ -7,12 +7,14 @@
 //! `telemetry`. `config` turns proxy.toml or flags into pure data;
 //! `runtime` builds from it what connections use (TLS config, verifier,
 //! route table with its counters) and reloads it; `crl_pull` keeps pulled
-//! CRLs fresh. `tunnel` is `ambos tunnel`, the client side.
+//! CRLs fresh. `tunnel` is `ambos tunnel`, the client side; `check` is what
+//! `ambos proxy --check` loads and says.
 #![forbid(unsafe_code)]
 
 mod admission;
 pub mod audit;
 pub mod authorize;
+pub mod check;
 pub mod config;
 mod conn;
 mod crl_pull;

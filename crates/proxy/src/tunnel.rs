@@ -25,16 +25,18 @@ pub const CRL_URL_REFRESH: Duration = Duration::from_secs(60);
 /// CRLs with where each came from (a file or a URL).
 pub type SourcedCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
 
-#[derive(Clone, Debug)]
+/// `ambos tunnel`'s settings; [`run`] checks the listen address and the server name first.
+#[derive(Clone, Debug, Default)]
 pub struct TunnelConfig {
-    pub listen: SocketAddr,
+    pub listen: String,
     /// host:port of the mTLS server.
     pub connect: String,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// CA certificate(s) the server must chain to.
     pub ca: PathBuf,
-    pub server_name: ServerName<'static>,
+    /// Name the server's certificate must match (default: the host of `connect`).
+    pub server_name: Option<String>,
     /// The server's identity must match this (e.g. a SPIFFE ID), beyond the CA check.
     pub expect: Option<String>,
     /// CRL files (PEM or DER), re-read when they change.
@@ -44,6 +46,24 @@ pub struct TunnelConfig {
 }
 
 impl TunnelConfig {
+    /// The address to listen on, and the name the server's certificate
+    /// must match: the host of `connect` unless given (an IPv6 host
+    /// without its brackets).
+    pub fn endpoints(&self) -> Result<(SocketAddr, ServerName<'static>), ProxyError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|_| ProxyError::Invalid(format!("--listen '{}' is not an address", self.listen)))?;
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => self.connect.rsplit_once(':').map_or(self.connect.as_str(), |(h, _)| h),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let server_name = ServerName::try_from(host.clone())
+            .map_err(|_| ProxyError::Invalid(format!("--server-name '{host}' is not a DNS name or IP")))?;
+        Ok((listen, server_name))
+    }
+
     /// Whether the server's chain is checked against CRLs (fail closed).
     pub fn checks_revocation(&self) -> bool {
         !self.crl.is_empty() || self.crl_url.is_some()
@@ -145,6 +165,7 @@ fn spawn_crl_pull(cfg: Arc<TunnelConfig>, url: String, pulled: Arc<Mutex<Pulled>
 
 /// Runs until `shutdown` resolves.
 pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProxyError> {
+    let (listen, server_name) = cfg.endpoints()?;
     ambos_tls::install_default_provider();
     let expect = cfg
         .expect
@@ -163,10 +184,10 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     }
     let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
     let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
-    let listener = ambos_tls::net::bind(cfg.listen).map_err(|source| ProxyError::Bind { addr: cfg.listen, source })?;
+    let listener = ambos_tls::net::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
     tracing::info!(
         "tunnel listening on {} -> mTLS {}{}",
-        listener.local_addr().unwrap_or(cfg.listen),
+        listener.local_addr().unwrap_or(listen),
         cfg.connect,
         if cfg.checks_revocation() { " (server checked against CRLs)" } else { "" }
     );
@@ -198,10 +219,9 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
             }
             l.config.clone()
         };
-        let cfg = cfg.clone();
-        let expect = expect.clone();
+        let (cfg, name, expect) = (cfg.clone(), server_name.clone(), expect.clone());
         tokio::spawn(async move {
-            if let Err(why) = forward(local, config, &cfg, expect.as_ref().as_ref()).await {
+            if let Err(why) = forward(local, config, &cfg, name, expect.as_ref().as_ref()).await {
                 tracing::warn!(%peer, "tunnel to {} failed: {why}", cfg.connect);
             }
         });
@@ -213,6 +233,7 @@ async fn forward(
     mut local: TcpStream,
     config: Arc<rustls::ClientConfig>,
     cfg: &TunnelConfig,
+    server_name: ServerName<'static>,
     expect: Option<&AllowRule>,
 ) -> Result<(), String> {
     let _ = local.set_nodelay(true);
@@ -222,7 +243,7 @@ async fn forward(
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
     let connector = tokio_rustls::TlsConnector::from(config);
-    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(cfg.server_name.clone(), tcp))
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(server_name, tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
         .map_err(|e| {
@@ -237,4 +258,49 @@ async fn forward(
         }
     }
     tokio::io::copy_bidirectional(&mut local, &mut tls).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(connect: &str, server_name: Option<&str>) -> TunnelConfig {
+        TunnelConfig {
+            listen: "127.0.0.1:8080".into(),
+            connect: connect.into(),
+            server_name: server_name.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    fn name(connect: &str, server_name: Option<&str>) -> String {
+        let (listen, name) = config(connect, server_name).endpoints().unwrap();
+        assert_eq!(listen, "127.0.0.1:8080".parse().unwrap());
+        name.to_str().into_owned()
+    }
+
+    #[test]
+    fn the_server_name_is_the_host_of_connect_unless_given() {
+        assert_eq!(name("api.acme.test:8443", None), "api.acme.test");
+        assert_eq!(name("127.0.0.1:8443", None), "127.0.0.1");
+        assert_eq!(name("[::1]:8443", None), "::1");
+        assert_eq!(name("api.acme.test", None), "api.acme.test");
+        assert_eq!(name("10.0.0.5:8443", Some("api.acme.test")), "api.acme.test");
+        assert_eq!(name("10.0.0.5:8443", Some("[::1]")), "::1");
+    }
+
+    #[test]
+    fn a_bad_listen_address_or_server_name_names_its_flag() {
+        let err = |c: TunnelConfig| {
+            let e = c.endpoints().unwrap_err();
+            assert!(e.is_input(), "{e}");
+            e.to_string()
+        };
+        assert_eq!(
+            err(TunnelConfig { listen: "nope".into(), ..config("a:1", None) }),
+            "--listen 'nope' is not an address"
+        );
+        assert_eq!(err(config("a b:1", None)), "--server-name 'a b' is not a DNS name or IP");
+        assert_eq!(err(config("a:1", Some("x_y z"))), "--server-name 'x_y z' is not a DNS name or IP");
+    }
 }

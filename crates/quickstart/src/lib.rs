@@ -1,4 +1,4 @@
-//! `ambos quickstart` as steps the binary narrates: a CA, a server and two
+//! `ambos quickstart` as steps `narration` tells: a CA, a server and two
 //! client certificates, a tiny upstream, `ambos proxy` with a policy that
 //! admits one client, calls through it with `ambos_probe`, and a revocation
 //! the running proxy picks up from its CRL file.
@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+mod narration;
+pub use narration::{narrate, Narrated, QuickstartOptions};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -36,6 +39,10 @@ pub enum QuickstartError {
     ProxyDidNotStart(u16),
     #[error("the proxy thread panicked")]
     ProxyPanicked,
+    #[error("{} already holds a quickstart: remove it or pass --dir", .0.display())]
+    AlreadyThere(PathBuf),
+    #[error("the demo did not go as expected (see above)")]
+    NotAsExpected,
 }
 
 impl QuickstartError {
@@ -47,6 +54,7 @@ impl QuickstartError {
             QuickstartError::Files(e) => e.is_input(),
             QuickstartError::Proxy(e) => e.is_input(),
             QuickstartError::Probe(e) => e.is_input(),
+            QuickstartError::AlreadyThere(_) => true,
             _ => false,
         }
     }

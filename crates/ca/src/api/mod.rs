@@ -25,11 +25,13 @@ mod crl;
 mod enroll;
 mod error;
 mod limits;
+mod options;
 mod renew;
 mod revoke;
 
 use error::ApiError;
 pub use limits::ServeLimits;
+pub use options::ServeFlags;
 
 /// Settings of `ambos serve`.
 #[derive(Clone, Debug)]

@@ -1,9 +1,7 @@
 //! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::CaConnection;
+use crate::cmd::{key_type, CaConnection};
 use crate::process::runtime;
 use ambos_agent::EnrollOptions;
-use ambos_pki::KeyType;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -24,8 +22,7 @@ pub struct EnrollArgs {
 }
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
-    let key_type: KeyType = a.key_type.parse().context("--key-type")?;
-    let opts = EnrollOptions { token: a.token, name: a.name, key_type, out: a.out };
+    let opts = EnrollOptions { token: a.token, name: a.name, key_type: key_type(&a.key_type)?, out: a.out };
     let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
     let issued = &done.issued;
     println!(

@@ -56,17 +56,13 @@ impl ProbeArgs {
     }
 }
 
-/// The report as text, ticks coloured on a terminal.
-pub fn print(r: &ambos_probe::Report) {
-    print!("{}", r.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
-}
-
 pub fn run(cmd: ProbeCmd) -> anyhow::Result<()> {
     let report = ambos_probe::probe(&cmd.probe.options(cmd.revocation.sources()))?;
     if cmd.probe.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print(&report);
+        // Ticks coloured on a terminal.
+        print!("{}", report.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
     }
     if report.ok {
         Ok(())

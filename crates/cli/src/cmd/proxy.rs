@@ -101,43 +101,10 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             upstream_key: a.upstream_key.clone(),
         })?,
     };
-    ambos_tls::install_default_provider();
-    // Load every file now so a bad one is reported before we listen.
-    let loaded = config.tls.load(&[])?;
-    // And what the runtime builds from them (routes, the upstream's TLS).
-    ambos_proxy::runtime::Runtime::build(config.clone(), &[])?;
+    // Every file is loaded now, so a bad one is reported before we listen.
+    let report = ambos_proxy::check::describe(&config)?;
     if a.check {
-        println!("configuration OK: {} route(s), listening on {}", config.routes.len(), config.listen);
-        let trust = loaded.verifier.trust();
-        println!(
-            "client CAs: {} trust anchor(s), {} known intermediate(s)",
-            trust.anchor_count(),
-            trust.intermediate_count()
-        );
-        match trust.revocation() {
-            None => println!("revocation: not checked (no crl or crl_url)"),
-            Some(p) => {
-                println!(
-                    "revocation: CRLs checked for {}, unknown status {}, grace {} s past nextUpdate",
-                    if p.scope == ambos_tls::CrlScope::Chain { "every CA level" } else { "the leaf only" },
-                    if p.unknown == ambos_tls::UnknownStatus::Deny { "refused" } else { "allowed" },
-                    p.grace.as_secs()
-                );
-                if p.scope == ambos_tls::CrlScope::Leaf {
-                    println!("warning: revocation = \"leaf\": a revoked intermediate CA is not detected");
-                }
-                if p.unknown == ambos_tls::UnknownStatus::Allow {
-                    println!("warning: unknown_revocation = \"allow\": clients whose CRL is missing, unusable or stale get in");
-                }
-                for crl in trust.crls().summaries() {
-                    let state = match &crl.problem {
-                        Some(p) => format!("UNUSABLE: {p}"),
-                        None => "ok".to_string(),
-                    };
-                    println!("  CRL {} of '{}': {} entries, {state}", crl.source, crl.issuer, crl.entries);
-                }
-            }
-        }
+        print!("{report}");
         return Ok(());
     }
     process::init_logging();

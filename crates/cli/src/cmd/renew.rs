@@ -2,9 +2,8 @@
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate,
 //! by `ambos_agent`.
 use crate::cmd::CaConnection;
-use crate::input::input_error;
 use crate::process::{init_logging, runtime, shutdown_signal};
-use ambos_ca::renewer::{RenewOptions, RENEW_AT};
+use ambos_ca::renewer::RenewOptions;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -41,16 +40,13 @@ fn renew_options(a: &RenewArgs, exec: Option<String>, renew_at: f64) -> RenewOpt
 }
 
 pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
-    let (ca, o) = (a.ca.endpoint(), renew_options(&a, None, 2.0 / 3.0));
-    let issued = runtime()?.block_on(async { ambos_agent::renew_once(&ca, &ca.load_crls().await?, &o).await })?;
+    let o = renew_options(&a, None, 2.0 / 3.0);
+    let issued = runtime()?.block_on(ambos_agent::renew(&a.ca.endpoint(), &o))?;
     println!("renewed '{}' serial {} valid until {}", issued.name, issued.serial, issued.not_after);
     Ok(())
 }
 
 pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    if !RENEW_AT.contains(&a.renew_at) {
-        return Err(input_error("--renew-at must be between 0.1 and 0.95"));
-    }
     init_logging();
     let opts = renew_options(&a.renew, a.exec, a.renew_at);
     Ok(runtime()?.block_on(ambos_agent::run_agent(a.renew.ca.endpoint(), opts, shutdown_signal))?)

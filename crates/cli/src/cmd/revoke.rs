@@ -1,9 +1,9 @@
 //! `ambos revoke`: in the local store, or through `ambos serve` with an admin certificate.
-use crate::input::{input_error, read_input};
+use crate::input::input_error;
 use crate::Global;
-use ambos_ca::{CertSelector, CertificateAuthority};
-use ambos_pki::{RevocationReason, Serial};
-use anyhow::Context;
+use ambos_agent::RemoteRevoke;
+use ambos_ca::CertificateAuthority;
+use ambos_pki::RevocationReason;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -32,31 +32,17 @@ pub struct RevokeArgs {
 
 pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
     let reason: RevocationReason = a.reason.parse().map_err(|e: String| input_error(format!("--reason: {e}")))?;
-    if let (Some(url), Some(root), Some(cert), Some(key)) = (&a.ca_url, &a.root, &a.cert, &a.key) {
-        let serial: Serial = a.target.parse().context("with --ca-url, give a serial")?;
-        let root = ambos_pki::certs_from_pem(&read_input(root)?).with_context(|| root.display().to_string())?;
-        let chain = (ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?);
-        let client =
-            ambos_ca::client::CaClient::new(url, root.last().map(Vec::as_slice).unwrap_or_default(), Some(chain))?;
-        let v = crate::process::small_runtime()?.block_on(client.revoke(&serial.to_hex(), reason.as_str()))?;
+    if let (Some(url), Some(root), Some(cert), Some(key)) = (a.ca_url, a.root, a.cert, a.key) {
+        let o = RemoteRevoke { url, root, cert, key, serial: a.target, reason };
+        let done = crate::process::small_runtime()?.block_on(ambos_agent::revoke_remote(&o))?;
         if a.json {
-            println!("{v}");
+            println!("{}", done.answer);
         } else {
-            println!("revoked {} '{}' ({}) at {url}", serial, v["name"].as_str().unwrap_or(""), reason);
+            println!("revoked {} '{}' ({}) at {}", done.serial, done.name, reason, o.url);
         }
         return Ok(());
     }
-    let mut ca = CertificateAuthority::open(&g.dir)?;
-    let selector = match a.target.parse::<Serial>() {
-        Ok(s) if ca.resolve(&CertSelector::Serial(s.clone())).is_ok() => CertSelector::Serial(s),
-        _ => CertSelector::Name(a.target.clone()),
-    };
-    let rec = ca.revoke(&selector, reason).map_err(|e| match e {
-        ambos_ca::CaError::Store(ambos_store::StoreError::UnknownCertificate(_)) => {
-            ambos_store::StoreError::UnknownCertificate(a.target.clone()).into()
-        }
-        other => anyhow::Error::from(other),
-    })?;
+    let rec = CertificateAuthority::open(&g.dir)?.revoke_target(&a.target, reason)?;
     if a.json {
         println!("{}", serde_json::json!({"serial": rec.serial, "name": rec.name, "reason": reason.as_str()}));
     } else {

@@ -1,14 +1,10 @@
 //! `ambos serve`: the CA's HTTPS API (`ambos_ca::api`).
 use crate::cmd::ca_passphrase;
-use crate::cmd::duration;
-use crate::input::input_error;
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::Global;
-use ambos_ca::api::{ServeLimits, ServeOptions};
+use ambos_ca::api::{ServeFlags, ServeOptions};
 use ambos_ca::CertificateAuthority;
-use ambos_pki::San;
 use clap::Args;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,40 +36,18 @@ pub struct ServeArgs {
     token_failure_window: String,
 }
 
-/// A duration between 1 s and 24 h (0 would close every connection or
-/// never count a failure; a huge one would overflow the timers).
-fn bounded(text: &str, flag: &str) -> anyhow::Result<Duration> {
-    let d = duration(text, flag)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-        return Err(input_error(format!("--{flag} '{text}' must be between 1s and 24h")));
-    }
-    Ok(d)
-}
-
-fn positive(n: usize, flag: &str) -> anyhow::Result<usize> {
-    if n == 0 {
-        return Err(input_error(format!("--{flag} must be at least 1")));
-    }
-    Ok(n)
-}
-
 pub fn serve(g: &Global, a: ServeArgs) -> anyhow::Result<()> {
-    let listen = a.listen.parse().map_err(|_| input_error(format!("--listen '{}' is not an address", a.listen)))?;
-    let sans = a.sans.iter().map(|s| s.parse::<San>()).collect::<Result<Vec<_>, _>>()?;
-    let opts = ServeOptions {
-        listen,
-        sans,
-        crl_validity: duration(&a.crl_validity, "crl-validity")?,
-        server_cert_ttl: duration(&a.server_cert_ttl, "server-cert-ttl")?,
-        limits: ServeLimits {
-            max_connections: positive(a.max_connections, "max-connections")?,
-            max_connections_per_source: positive(a.max_connections_per_source, "max-connections-per-source")?,
-            header_timeout: bounded(&a.header_timeout, "header-timeout")?,
-            token_failure_limit: positive(a.token_failure_limit, "token-failure-limit")?,
-            token_failure_window: bounded(&a.token_failure_window, "token-failure-window")?,
-            ..ServeLimits::default()
-        },
-    };
+    let opts = ServeOptions::from_flags(&ServeFlags {
+        listen: a.listen,
+        sans: a.sans,
+        crl_validity: a.crl_validity,
+        server_cert_ttl: a.server_cert_ttl,
+        max_connections: a.max_connections,
+        max_connections_per_source: a.max_connections_per_source,
+        header_timeout: a.header_timeout,
+        token_failure_limit: a.token_failure_limit,
+        token_failure_window: a.token_failure_window,
+    })?;
     let ca = CertificateAuthority::open(&g.dir)?;
     let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
     drop(ca);

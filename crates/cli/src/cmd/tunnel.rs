@@ -1,6 +1,7 @@
 //! `ambos tunnel`: a local plaintext listener that connects out with mTLS.
 use crate::cmd::CrlArgs;
 use crate::process;
+use ambos_proxy::tunnel::TunnelConfig;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -32,25 +33,16 @@ pub struct TunnelArgs {
 }
 
 pub fn tunnel(a: TunnelArgs) -> anyhow::Result<()> {
-    use crate::input::input_error;
-    let listen = a.listen.parse().map_err(|_| input_error(format!("--listen '{}' is not an address", a.listen)))?;
-    let host = a
-        .server_name
-        .clone()
-        .unwrap_or_else(|| a.connect.rsplit_once(':').map(|(h, _)| h).unwrap_or(&a.connect).to_string());
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
-        .map_err(|_| input_error(format!("--server-name '{host}' is not a DNS name or IP")))?;
-    let cfg = ambos_proxy::tunnel::TunnelConfig {
-        listen,
-        connect: a.connect.clone(),
-        cert: a.cert.clone(),
-        key: a.key.clone(),
-        ca: a.ca.clone(),
-        server_name,
-        expect: a.expect.clone(),
-        crl: a.revocation.crl.clone(),
-        crl_url: a.revocation.crl_url.clone(),
+    let cfg = TunnelConfig {
+        listen: a.listen,
+        connect: a.connect,
+        cert: a.cert,
+        key: a.key,
+        ca: a.ca,
+        server_name: a.server_name,
+        expect: a.expect,
+        crl: a.revocation.crl,
+        crl_url: a.revocation.crl_url,
     };
     process::init_logging();
     process::runtime()?.block_on(ambos_proxy::tunnel::run(cfg, process::shutdown_signal()))?;
