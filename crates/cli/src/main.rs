@@ -12,12 +12,17 @@ mod input;
 mod process;
 
 use ambos_agent::AgentError;
+use ambos_bench::BenchError;
 use ambos_ca::CaError;
 use ambos_files::FilesError;
 use ambos_pki::PkiError;
+use ambos_probe::ProbeError;
+use ambos_proxy::ProxyError;
 use ambos_quickstart::QuickstartError;
 use ambos_store::StoreError;
+use ambos_tls::TlsError;
 use clap::{Parser, Subcommand};
+use input::InputError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,7 +125,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt\n  ambos probe api.acme.test:443 --ca ca.crt --json\n  ambos probe localhost:8443 --cert alice.crt --key alice.key --ca ca.crt --crl crls.pem   # is the server revoked? (crls.pem: ambos crl --all)"
     )]
-    Probe(cmd::probe::ProbeCmd),
+    Probe(cmd::probe::ProbeArgs),
     /// Local plaintext listener that connects out with mTLS, for clients without certificates.
     #[command(
         after_help = "Examples:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 --cert web.crt --key web.key \\\n      --ca ca.crt --crl crls.pem   # refuse a revoked server; crls.pem (ambos crl --all) re-read when it changes\n  ambos tunnel ... --crl-url https://ca:9443/v1/crl   # pulled every 60 s"
@@ -134,16 +139,9 @@ enum Command {
 }
 
 /// `probe` found a failure: the report is printed already; exit 1 quietly.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct ProbeFailed(pub String);
-
-impl std::fmt::Display for ProbeFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ProbeFailed {}
 
 /// Settings every CA command shares.
 pub struct Global {
@@ -189,30 +187,15 @@ fn main() -> ExitCode {
 /// operation. The outermost error of a type we know decides (each library
 /// error says whether it is about the input).
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let input = err.chain().find_map(|cause| {
-        macro_rules! first_known {
-            ($($t:ty),*) => {{
-                $(if let Some(e) = cause.downcast_ref::<$t>() {
-                    return Some(e.is_input());
-                })*
-                None
-            }};
+    fn known(cause: &(dyn std::error::Error + 'static)) -> Option<bool> {
+        macro_rules! first_of {
+            ($($t:ty),*) => { $(if let Some(e) = cause.downcast_ref::<$t>() { return Some(e.is_input()); })* };
         }
-        first_known!(
-            input::InputError,
-            ambos_tls::TlsError,
-            PkiError,
-            StoreError,
-            ambos_proxy::ProxyError,
-            ambos_bench::BenchError,
-            ambos_probe::ProbeError,
-            CaError,
-            FilesError,
-            AgentError,
-            QuickstartError
-        )
-    });
-    if input == Some(true) {
+        first_of!(InputError, TlsError, PkiError, StoreError, ProxyError, BenchError, ProbeError, CaError);
+        first_of!(FilesError, AgentError, QuickstartError);
+        None
+    }
+    if err.chain().find_map(known) == Some(true) {
         2
     } else {
         1

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 /// What a leaf certificate is for; decides EKU, key usage and default SANs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     Server,
     Client,
     /// An intermediate CA certificate (only `ambos init` makes these).
+    #[cfg_attr(feature = "cli", value(skip))]
     Ca,
 }
 

@@ -63,10 +63,7 @@ pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {
             write_atomic(p, &bytes, PUBLIC, true)?;
             eprintln!("wrote {}", p.display());
         }
-        None => {
-            use std::io::Write;
-            std::io::stdout().write_all(&bytes)?;
-        }
+        None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
     }
     Ok(())
 }

@@ -22,28 +22,13 @@ pub mod tunnel;
 use crate::Global;
 use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
-use ambos_pki::{parse_duration, Authority, KeyType, Profile};
+use ambos_pki::{parse_duration, Authority, KeyType};
 use ambos_probe::CrlSources;
 use ambos_store::AuthorityRole;
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ProfileArg {
-    Server,
-    Client,
-}
-
-impl From<ProfileArg> for Profile {
-    fn from(p: ProfileArg) -> Profile {
-        match p {
-            ProfileArg::Server => Profile::Server,
-            ProfileArg::Client => Profile::Client,
-        }
-    }
-}
 
 /// `--crl` / `--crl-url`: check the server's chain against CRLs (tunnel,
 /// probe, enroll, renew, agent). With either, revocation fails closed: every

@@ -1,6 +1,6 @@
 //! `ambos probe HOST:PORT`: flags to `ambos_probe::probe`, then the report as text or JSON.
 use crate::cmd::CrlArgs;
-use ambos_probe::{CrlSources, ProbeOptions};
+use ambos_probe::ProbeOptions;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -30,35 +30,22 @@ pub struct ProbeArgs {
     pub path: String,
     #[arg(long)]
     pub json: bool,
-}
-
-/// `ambos probe`'s flags: [`ProbeArgs`] and the CRLs to check the server against.
-#[derive(Args, Clone)]
-pub struct ProbeCmd {
-    #[command(flatten)]
-    pub probe: ProbeArgs,
     #[command(flatten)]
     pub revocation: CrlArgs,
 }
 
-impl ProbeArgs {
-    pub fn options(&self, crls: CrlSources) -> ProbeOptions {
-        ProbeOptions {
-            target: self.target.clone(),
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            ca: self.ca.clone(),
-            server_name: self.server_name.clone(),
-            tls_version: self.tls_version.clone(),
-            http_path: (!self.no_http).then(|| self.path.clone()),
-            crls,
-        }
-    }
-}
-
-pub fn run(cmd: ProbeCmd) -> anyhow::Result<()> {
-    let report = ambos_probe::probe(&cmd.probe.options(cmd.revocation.sources()))?;
-    if cmd.probe.json {
+pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
+    let report = ambos_probe::probe(&ProbeOptions {
+        http_path: (!a.no_http).then_some(a.path),
+        crls: a.revocation.sources(),
+        target: a.target,
+        cert: a.cert,
+        key: a.key,
+        ca: a.ca,
+        server_name: a.server_name,
+        tls_version: a.tls_version,
+    })?;
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         // Ticks coloured on a terminal.

@@ -1,5 +1,5 @@
 //! `ambos sign CSR`: sign an external certificate signing request.
-use crate::cmd::{duration, open_authority, ProfileArg};
+use crate::cmd::{duration, open_authority};
 use crate::input::read_input;
 use crate::Global;
 use ambos_ca::OffsetDateTime;
@@ -15,7 +15,7 @@ pub struct SignArgs {
     /// The CSR, PEM or DER.
     csr: PathBuf,
     #[arg(long, value_enum)]
-    profile: ProfileArg,
+    profile: Profile,
     #[arg(long)]
     ttl: Option<String>,
     /// Where to write the chain (leaf + intermediate); stdout if absent.
@@ -28,11 +28,8 @@ pub struct SignArgs {
 pub fn sign(g: &Global, a: SignArgs) -> anyhow::Result<()> {
     let bytes = read_input(&a.csr)?;
     let der = ambos_pki::csr_from_pem_or_der(&bytes).with_context(|| a.csr.display().to_string())?;
-    let profile: Profile = a.profile.into();
-    let ttl = match &a.ttl {
-        Some(t) => duration(t, "ttl")?,
-        None => profile.default_ttl(),
-    };
+    let profile = a.profile;
+    let ttl = a.ttl.as_deref().map(|t| duration(t, "ttl")).transpose()?.unwrap_or(profile.default_ttl());
     // Check the request before asking for the passphrase.
     ambos_pki::inspect(&der, None, OffsetDateTime::now_utc()).with_context(|| a.csr.display().to_string())?;
     let (mut ca, signer) = open_authority(g, AuthorityRole::Intermediate)?;

@@ -1,5 +1,5 @@
 //! `ambos token create`: one-time enrollment tokens.
-use crate::cmd::{duration, NameArgs, ProfileArg};
+use crate::cmd::{duration, NameArgs};
 use crate::Global;
 use ambos_ca::{CertificateAuthority, TokenOptions};
 use ambos_pki::Profile;
@@ -19,7 +19,7 @@ pub struct TokenCreateArgs {
     /// Name the certificate will carry (CN; for servers also the first DNS SAN).
     name: String,
     #[arg(long, value_enum, default_value = "client")]
-    profile: ProfileArg,
+    profile: Profile,
     #[command(flatten)]
     names: NameArgs,
     /// How long the token can be used.
@@ -35,17 +35,14 @@ pub struct TokenCreateArgs {
 
 pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
     let TokenKind::Create(a) = kind;
-    let profile: Profile = a.profile.into();
+    let profile = a.profile;
     let (sans, ous) = ambos_pki::parse_names(&a.names.sans, a.names.spiffe.as_deref(), &a.names.ous)?;
     let opts = TokenOptions {
         name: a.name.clone(),
         profile,
         sans,
         ous,
-        cert_ttl: match &a.cert_ttl {
-            Some(t) => duration(t, "cert-ttl")?,
-            None => profile.default_ttl(),
-        },
+        cert_ttl: a.cert_ttl.as_deref().map(|t| duration(t, "cert-ttl")).transpose()?.unwrap_or(profile.default_ttl()),
         ttl: duration(&a.ttl, "ttl")?,
     };
     let mut ca = CertificateAuthority::open(&g.dir)?;
