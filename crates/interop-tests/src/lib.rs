@@ -3,6 +3,7 @@
 //! A missing program fails the test: nothing here skips.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,6 +19,13 @@ pub fn ambos_bin() -> PathBuf {
     let bin = dir.join("ambos");
     assert!(bin.exists(), "{} not found: run `cargo build -p ambos` first (scripts/test.sh does)", bin.display());
     bin
+}
+
+/// `--cert DIR/NAME.crt --key DIR/NAME.key`: the certificate and key an
+/// ambos command presents.
+pub fn cert_flags(dir: &Path, name: &str) -> [OsString; 4] {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).into_os_string();
+    ["--cert".into(), file("crt"), "--key".into(), file("key")]
 }
 
 /// Panics with a clear message if `program` is not on PATH.
@@ -146,6 +154,11 @@ impl TestCa {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.certs().join(name)
+    }
+
+    /// `--cert certs/NAME.crt --key certs/NAME.key`.
+    pub fn cert_flags(&self, name: &str) -> [OsString; 4] {
+        cert_flags(&self.certs(), name)
     }
 
     pub fn cmd(&self) -> Command {

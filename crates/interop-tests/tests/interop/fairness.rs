@@ -352,10 +352,7 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
             "--cacert",
         ])
         .arg(p.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(p.ca.path("alice.crt"))
-        .arg("--key")
-        .arg(p.ca.path("alice.key"))
+        .args(p.ca.cert_flags("alice"))
         .args(["--resolve", &format!("localhost:{}:127.0.0.1", p.port)]);
     for i in 0..5 {
         cmd.args(["-o", "/dev/null"]).arg(format!("https://localhost:{}/hold/{i}", p.port));

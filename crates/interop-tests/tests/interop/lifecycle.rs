@@ -2,7 +2,8 @@
 //! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
 //! `crl_url`, and `ambos tunnel`.
 use ambos_interop_tests::{
-    ambos_bin, curl, openssl_csr, require, run, s_client, spawn_logged, start_http_upstream, Daemon, Run, TestCa,
+    ambos_bin, cert_flags, curl, openssl_csr, require, run, s_client, spawn_logged, start_http_upstream, Daemon, Run,
+    TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -222,21 +223,18 @@ allow = ["spiffe://acme.test/web"]
     );
     let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
     let port = proxy.port;
-    let agent = |cert: &str, key: &str, log: &str| {
+    let agent = |name: &str, log: &str| {
         spawn_logged(
             Command::new(ambos_bin())
                 .args(["agent", "--ca-url", &c.url(), "--root"])
                 .arg(d.join("ca.crt"))
-                .arg("--cert")
-                .arg(d.join(cert))
-                .arg("--key")
-                .arg(d.join(key))
+                .args(cert_flags(&d, name))
                 .args(["--exec", &format!("touch {}", c.ca.dir().join(format!("{log}.renewed")).display())]),
             &c.ca.dir().join(log),
         )
     };
-    let _server_agent = agent("localhost.crt", "localhost.key", "agent-server.log");
-    let _client_agent = agent("web.crt", "web.key", "agent-web.log");
+    let _server_agent = agent("localhost", "agent-server.log");
+    let _client_agent = agent("web", "agent-web.log");
 
     let (web_crt, web_key) = (d.join("web.crt"), d.join("web.key"));
     let get = || {
@@ -284,10 +282,7 @@ allow = ["spiffe://acme.test/web"]
     let mut cmd = c.ca.cmd();
     cmd.args(["revoke", &current, "--reason", "key-compromise", "--ca-url", &c.url(), "--root"])
         .arg(c.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(c.ca.path("admin.crt"))
-        .arg("--key")
-        .arg(c.ca.path("admin.key"));
+        .args(c.ca.cert_flags("admin"));
     run(&mut cmd).ok();
     let revoked_at = Instant::now();
     loop {
@@ -318,10 +313,7 @@ fn the_agent_keeps_its_files_while_the_ca_is_away_and_renews_when_it_returns() {
         Command::new(ambos_bin())
             .args(["agent", "--ca-url", &c.url(), "--root"])
             .arg(d.join("ca.crt"))
-            .arg("--cert")
-            .arg(d.join("device.crt"))
-            .arg("--key")
-            .arg(d.join("device.key"))
+            .args(cert_flags(&d, "device"))
             .args(["--renew-at", "0.1"]),
         &log,
     );
@@ -426,10 +418,7 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
     let proxy = Daemon::spawn(
         Command::new(ambos_bin())
             .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &format!("http://127.0.0.1:{upstream}")])
-            .arg("--cert")
-            .arg(certs.join("localhost.crt"))
-            .arg("--key")
-            .arg(certs.join("localhost.key"))
+            .args(cert_flags(&certs, "localhost"))
             .arg("--client-ca")
             .arg(certs.join("ca.crt"))
             .arg("--crl")
@@ -442,10 +431,7 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
         tunnels.set(tunnels.get() + 1);
         let mut cmd = Command::new(ambos_bin());
         cmd.args(["tunnel", "--listen", "127.0.0.1:0", "--connect", &format!("localhost:{port}")])
-            .arg("--cert")
-            .arg(dir.join(format!("{who}.crt")))
-            .arg("--key")
-            .arg(dir.join(format!("{who}.key")))
+            .args(cert_flags(dir, who))
             .arg("--ca")
             .arg(certs.join("ca.crt"));
         if let Some(e) = expect {

@@ -43,7 +43,7 @@ fn curl(ca: &TestCa, port: u16, client: Option<&str>) -> (String, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "--cacert"]).arg(ca.path("ca.crt"));
     if let Some(name) = client {
-        cmd.arg("--cert").arg(ca.path(&format!("{name}.crt"))).arg("--key").arg(ca.path(&format!("{name}.key")));
+        cmd.args(ca.cert_flags(name));
     }
     cmd.arg(format!("https://localhost:{port}/"));
     let out = run(&mut cmd);

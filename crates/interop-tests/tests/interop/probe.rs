@@ -10,7 +10,7 @@ fn probe(ca: &TestCa, port: u16, who: Option<(&TestCa, &str)>, extra: &[&str]) -
     let mut cmd = Command::new(ambos_bin());
     cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"]).arg(ca.path("ca.crt"));
     if let Some((owner, name)) = who {
-        cmd.arg("--cert").arg(owner.path(&format!("{name}.crt"))).arg("--key").arg(owner.path(&format!("{name}.key")));
+        cmd.args(owner.cert_flags(name));
     }
     cmd.args(extra);
     let out = run(&mut cmd);

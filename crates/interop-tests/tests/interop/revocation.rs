@@ -401,10 +401,7 @@ fn the_proxy_fetches_crls_from_distribution_points_and_follows_revocations() {
         .args(["revoke", &serial, "--reason", "key-compromise", "--ca-url", &format!("https://127.0.0.1:{port}")])
         .arg("--root")
         .arg(ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(ca.path("admin.crt"))
-        .arg("--key")
-        .arg(ca.path("admin.key"));
+        .args(ca.cert_flags("admin"));
     run(&mut revoke).ok();
     let started = Instant::now();
     while curl("alice") == "200" {
