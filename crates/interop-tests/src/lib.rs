@@ -393,6 +393,100 @@ fn listening_port(line: &str) -> Option<u16> {
     addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
+/// The proxy.toml of a test, as text: `[listen]` on 127.0.0.1:0, `[tls]`
+/// serving `certs/localhost.crt` to clients of `certs/ca.crt`, `[upstream]`,
+/// the routes added and then one letting any client through `/**` (unless
+/// all routes are given as text), then the sections added, in order. Each
+/// part takes TOML lines.
+#[derive(Clone, Debug)]
+pub struct ProxyToml {
+    listen: String,
+    tls: String,
+    upstream: String,
+    routes: String,
+    /// The last route lets any client through `/**`.
+    any_client: bool,
+    sections: String,
+}
+
+const ANY_CLIENT_ROUTE: &str = "[[route]]\npath = \"/**\"\nallow = [\"any\"]\n";
+
+impl ProxyToml {
+    /// Forwarding to an `[upstream]` of these lines.
+    pub fn upstream(lines: &str) -> ProxyToml {
+        ProxyToml {
+            listen: String::new(),
+            tls: String::new(),
+            upstream: lines.to_string(),
+            routes: String::new(),
+            any_client: true,
+            sections: String::new(),
+        }
+    }
+
+    /// Forwarding to plain HTTP on 127.0.0.1:`port`.
+    pub fn http(port: u16) -> ProxyToml {
+        ProxyToml::upstream(&format!("url = \"http://127.0.0.1:{port}\""))
+    }
+
+    /// More `[listen]` lines (`mode`, `alpn`, ...).
+    pub fn listen(mut self, lines: &str) -> ProxyToml {
+        self.listen = lines.to_string();
+        self
+    }
+
+    /// More `[tls]` lines (`crl`, `min_version`, ...).
+    pub fn tls(mut self, lines: &str) -> ProxyToml {
+        self.tls = lines.to_string();
+        self
+    }
+
+    /// A route for `path` allowing `allow` (one rule), before the one for
+    /// any client.
+    pub fn route(mut self, path: &str, allow: &str) -> ProxyToml {
+        self.routes += &format!("[[route]]\npath = \"{path}\"\nallow = [\"{allow}\"]\n\n");
+        self
+    }
+
+    /// These `[[route]]` tables, and no other.
+    pub fn routes(mut self, routes: &str) -> ProxyToml {
+        self.routes = routes.to_string();
+        self.any_client = false;
+        self
+    }
+
+    /// Appends a section (`[limits]`, `[headers]`, ...) as text.
+    pub fn section(mut self, text: &str) -> ProxyToml {
+        self.sections.push('\n');
+        self.sections.push_str(text);
+        self.sections.push('\n');
+        self
+    }
+
+    /// `[audit]` writing to `path`, with `more` lines (`max_size`, ...).
+    pub fn audit(self, path: &Path, more: &str) -> ProxyToml {
+        self.section(&format!("[audit]\npath = \"{}\"\n{more}", path.display()))
+    }
+
+    /// `[metrics]` on 127.0.0.1:`port`.
+    pub fn metrics(self, port: u16) -> ProxyToml {
+        self.section(&format!("[metrics]\naddress = \"127.0.0.1:{port}\""))
+    }
+}
+
+impl std::fmt::Display for ProxyToml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProxyToml { listen, tls, upstream, routes, any_client, sections } = self;
+        let last = if *any_client { ANY_CLIENT_ROUTE } else { "" };
+        write!(
+            f,
+            "[listen]\naddress = \"127.0.0.1:0\"\n{listen}\n\n\
+             [tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n{tls}\n\n\
+             [upstream]\n{upstream}\n\n{routes}{last}\n{sections}"
+        )
+    }
+}
+
 /// A running `ambos` server (`proxy`, `tunnel` or `serve`), stopped when
 /// dropped: the one fixture for them all. It binds port 0 and reports the
 /// port it got on stderr, which goes to `log`.

@@ -2,7 +2,7 @@
 //! logrotate-style: rename + SIGUSR1) with no line lost or split; SPIFFE IDs
 //! held to the SPIFFE spec; XFCC quoting of awkward subjects; and `ambos
 //! serve` under token guessing and idle connections.
-use ambos_interop_tests::{require, run, start_http_upstream, Daemon, TestCa};
+use ambos_interop_tests::{require, run, start_http_upstream, Daemon, ProxyToml, TestCa};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 /// `ambos proxy` (HTTP, `/**` for any client) whose `[audit]` section is
 /// `audit` (without the path).
 fn start_proxy(ca: &TestCa, audit_path: &Path, audit: &str) -> Daemon {
-    let config = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-         client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:{}\"\n\n\
-         [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n{audit}\n",
-        start_http_upstream(),
-        audit_path.display()
-    );
+    let config = ProxyToml::http(start_http_upstream()).audit(audit_path, audit).to_string();
     Daemon::proxy(ca.dir(), &config, &[])
 }
 
@@ -163,11 +157,7 @@ fn audit_settings_are_checked() {
         ("max_size = \"99999999999TB\"", "audit.max_size"),
         ("max_size = \"1MB\"\nkeep = 0", "audit.keep"),
     ] {
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:1\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-             client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:2\"\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"a.jsonl\"\n{audit}\n"
-        );
+        let config = ProxyToml::http(2).audit(Path::new("a.jsonl"), audit).to_string();
         let path = ca.write("bad.toml", config);
         ca.ambos(&["proxy", "--config", path.to_str().unwrap(), "--check"]).fails_with(2, needle);
     }

@@ -1,7 +1,9 @@
 //! Fair under load: `ambos proxy` with small `[limits]` against clients
 //! that hold connections silent, send bodies that never finish, upstreams
 //! that never answer and HTTP/2 connections kept up with PINGs alone.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, ChildGuard, Daemon, TestCa};
+use ambos_interop_tests::{
+    ambos_bin, free_port, require, run, start_http_upstream, ChildGuard, Daemon, ProxyToml, TestCa,
+};
 use std::io::{BufRead, BufReader, Read};
 
 type Output = BufReader<std::process::ChildStdout>;
@@ -34,12 +36,11 @@ impl Proxy {
         ca.issue("client", "alice", &[]);
         // The metrics listener logs its configured address, not the bound one.
         let metrics = free_port();
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
-             key = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\n\
-             [upstream]\n{upstream}\n\n[limits]\n{limits}\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n"
-        );
+        let config = ProxyToml::upstream(upstream)
+            .listen(&format!("mode = \"{mode}\""))
+            .section(&format!("[limits]\n{limits}"))
+            .metrics(metrics)
+            .to_string();
         let path = Daemon::proxy_config(ca.dir(), &config);
         run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
         let daemon = Daemon::proxy(ca.dir(), &config, &[("AMBOS_LOG", "debug")]);

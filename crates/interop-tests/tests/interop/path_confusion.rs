@@ -4,7 +4,7 @@
 //! over HTTP/1.1 (raw bytes through Python ssl) or HTTP/2 (curl
 //! `--request-target`), may get the admin secret; every variant the proxy
 //! refuses gets 400 and an audit line with the reason.
-use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, Daemon, TestCa};
+use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, Daemon, ProxyToml, TestCa};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,35 +153,8 @@ fn start_proxy(ca: &TestCa, tag: &str, upstream: u16) -> Proxy {
     // The metrics listener logs its configured address, not the bound one.
     let metrics = free_port();
     let audit = ca.dir().join(format!("audit-{tag}.jsonl"));
-    let config = format!(
-        r#"
-[listen]
-address = "127.0.0.1:0"
-
-[tls]
-cert = "certs/localhost.crt"
-key = "certs/localhost.key"
-client_ca = "certs/ca.crt"
-
-[upstream]
-url = "http://127.0.0.1:{upstream}"
-
-[[route]]
-path = "/admin/**"
-allow = ["cn:admin"]
-
-[[route]]
-path = "/**"
-allow = ["any"]
-
-[audit]
-path = "{}"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-"#,
-        audit.display()
-    );
+    let config =
+        ProxyToml::http(upstream).route("/admin/**", "cn:admin").audit(&audit, "").metrics(metrics).to_string();
     let daemon = Daemon::proxy(ca.dir(), &config, &[]);
     Proxy { port: daemon.port, metrics, audit, _daemon: daemon }
 }
