@@ -120,6 +120,18 @@ impl TestCa {
         ca
     }
 
+    /// `ambos init`, a server certificate for localhost (SAN ip:127.0.0.1),
+    /// then a client certificate for each of `clients`: what a proxy test
+    /// starts from.
+    pub fn with_localhost(clients: &[&str]) -> TestCa {
+        let ca = TestCa::new(&[]);
+        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        for name in clients {
+            ca.issue("client", name, &[]);
+        }
+        ca
+    }
+
     /// A CA made by the generated test PKI (ambos-testpki), not by the CLI,
     /// for the cases where another CA is needed and the CLI is not the
     /// subject: `certs/ca.crt` (its root) and, for each `(name, sans)`, a
@@ -539,6 +551,19 @@ impl Daemon {
     #[track_caller]
     pub fn wait_log(&self, needle: &str, secs: u64) -> String {
         wait_file_contains(&self.log, needle, secs)
+    }
+}
+
+/// Calls `probe` every `every` until its answer satisfies `done` or `secs`
+/// have passed; returns the last answer, for the caller to assert on.
+pub fn poll<T>(secs: u64, every: Duration, mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = probe();
+        if done(&answer) || Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(every);
     }
 }
 

@@ -2,8 +2,8 @@
 //! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
 //! `crl_url`, and `ambos tunnel`.
 use ambos_interop_tests::{
-    ambos_bin, cert_flags, curl, openssl_csr, require, run, s_client, spawn_logged, start_http_upstream, Daemon, Run,
-    TestCa,
+    ambos_bin, cert_flags, curl, openssl_csr, poll, require, run, s_client, spawn_logged, start_http_upstream,
+    wait_file_contains, Daemon, Run, TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -317,34 +317,22 @@ fn the_agent_keeps_its_files_while_the_ca_is_away_and_renews_when_it_returns() {
             .args(["--renew-at", "0.1"]),
         &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&log).unwrap().contains("renewal failed") {
-        assert!(Instant::now() < deadline, "agent did not try: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_file_contains(&log, "renewal failed", 15);
     // The first retry comes within the 1 s backoff: 2 s at the most.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while std::fs::read_to_string(&log).unwrap().matches("renewal failed").count() < 2 {
-        assert!(Instant::now() < deadline, "no retry: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let text = poll(
+        2,
+        Duration::from_millis(100),
+        || std::fs::read_to_string(&log).unwrap(),
+        |t| t.matches("renewal failed").count() >= 2,
+    );
+    assert!(text.matches("renewal failed").count() >= 2, "no retry: {text}");
     assert_eq!((std::fs::read(d.join("device.crt")).unwrap(), std::fs::read(d.join("device.key")).unwrap()), before);
     c.start(); // back on the same port
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::fs::read(d.join("device.crt")).unwrap() == before.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no renewal after the CA came back: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let cert =
+        poll(15, Duration::from_millis(200), || std::fs::read(d.join("device.crt")).unwrap(), |c| *c != before.0);
+    assert!(cert != before.0, "no renewal after the CA came back: {}", std::fs::read_to_string(&log).unwrap());
     // The log line follows the file writes.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&log).unwrap().contains("renewed;") {
-        assert!(Instant::now() < deadline, "no 'renewed' log line: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_file_contains(&log, "renewed;", 5);
 }
 
 #[test]
@@ -405,8 +393,7 @@ fn kill_9_of_serve_during_an_enrollment_burst_keeps_every_serial_exactly_once() 
 #[test]
 fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web"]);
     ca.issue("client", "gone", &[]);
     ca.ambos(&["revoke", "gone"]).ok();
