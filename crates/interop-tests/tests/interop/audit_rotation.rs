@@ -78,8 +78,7 @@ fn check_lines(dir: &Path, stem: &str, n: usize) -> Vec<(String, String)> {
 }
 
 fn ca_with_certs() -> TestCa {
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     ca.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
     ca
 }
@@ -256,8 +255,7 @@ fn dn_values(dn: &str) -> Vec<(String, String)> {
 #[test]
 fn xfcc_quotes_subjects_that_need_it() {
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     let ou = "pay,ments\"x;y=z";
     let o = "Acme; \"Evil\", Inc=1";
     ca.issue("client", "carol", &["--spiffe", "spiffe://acme.test/carol", "--ou", ou, "--o", o]);

@@ -37,8 +37,7 @@ impl Fixture {
     fn new() -> Fixture {
         require("python3");
         require("curl");
-        let ca = TestCa::new(&[]);
-        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        let ca = TestCa::with_localhost(&[]);
         ca.issue("client", "admin", &["--spiffe", ADMIN]);
         ca.issue("client", "web", &["--spiffe", WEB]);
         let script = ca.write("wsgi_upstream.py", WSGI_UPSTREAM);

@@ -253,10 +253,7 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity_through_a
 fn no_path_variant_reaches_the_admin_secret(kind: &str) {
     require("python3");
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "admin", &[]);
-    ca.issue("client", "user", &[]);
+    let ca = TestCa::with_localhost(&["admin", "user"]);
     let root = ca.dir().join("www");
     std::fs::create_dir_all(root.join("admin")).unwrap();
     std::fs::create_dir_all(root.join("public")).unwrap();
@@ -383,9 +380,7 @@ fn no_path_variant_reaches_the_admin_secret(kind: &str) {
 fn the_upstream_gets_exactly_the_normalized_path_that_was_authorized() {
     require("python3");
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "user", &[]);
+    let ca = TestCa::with_localhost(&["user"]);
     ca.write("client.py", CLIENT_PY);
     let proxy = start_proxy(&ca, "echo", ambos_interop_tests::start_http_upstream());
     let cases = [
