@@ -168,6 +168,12 @@ impl TestCa {
         self.certs().join(name)
     }
 
+    /// `certs/ca.crt`, `certs/WHO.crt`, `certs/WHO.key`: the trust and the
+    /// identity the tests' Python clients take as arguments.
+    pub fn client_files(&self, who: &str) -> [PathBuf; 3] {
+        [self.path("ca.crt"), self.path(&format!("{who}.crt")), self.path(&format!("{who}.key"))]
+    }
+
     /// `--cert certs/NAME.crt --key certs/NAME.key`.
     pub fn cert_flags(&self, name: &str) -> [OsString; 4] {
         cert_flags(&self.certs(), name)

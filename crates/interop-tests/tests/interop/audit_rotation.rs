@@ -24,9 +24,7 @@ fn load(ca: &TestCa, port: u16, who: &str, n: usize, conns: usize) -> usize {
         .arg("-c")
         .arg(LOAD)
         .arg(port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path(&format!("{who}.crt")))
-        .arg(ca.path(&format!("{who}.key")))
+        .args(ca.client_files(who))
         .arg(n.to_string())
         .arg(conns.to_string()));
     assert_eq!(out.code, 0, "load failed: {}{}", out.stdout, out.stderr);

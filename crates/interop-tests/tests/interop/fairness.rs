@@ -82,15 +82,11 @@ impl Proxy {
         (ChildGuard(child), out, line.trim().to_string())
     }
 
-    fn tls_args(&self) -> Vec<String> {
-        ["ca.crt", "alice.crt", "alice.key"].iter().map(|f| self.ca.path(f).to_string_lossy().into_owned()).collect()
-    }
-
     /// [`Proxy::python`] with the client script's arguments: the proxy's
     /// port, then the CA, alice's certificate and key.
     fn tls_client(&self, name: &str, script: &str) -> (ChildGuard, Output, String) {
         let mut args = vec![self.port.to_string()];
-        args.extend(self.tls_args());
+        args.extend(self.ca.client_files("alice").map(|f| f.to_string_lossy().into_owned()));
         self.python(name, script, &args)
     }
 }

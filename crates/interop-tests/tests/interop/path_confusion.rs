@@ -224,9 +224,7 @@ fn client_py(ca: &TestCa, port: u16, who: &str, requests: &Path) -> Vec<(u16, St
     let out = run(Command::new("python3")
         .arg(ca.dir().join("client.py"))
         .arg(port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path(&format!("{who}.crt")))
-        .arg(ca.path(&format!("{who}.key")))
+        .args(ca.client_files(who))
         .arg(requests));
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr))
 }
