@@ -351,12 +351,9 @@ mod tests {
     fn validity_is_read_from_the_first_certificate() {
         let dir = tempfile::tempdir().unwrap();
         let opts = ambos_ca::InitOptions {
-            name: "acme".into(),
-            key_type: KeyType::EcP256,
             root_ttl: Duration::from_secs(10 * 86_400),
             intermediate_ttl: Duration::from_secs(5 * 86_400),
-            passphrase: None,
-            crl_url: None,
+            ..ambos_ca::InitOptions::unencrypted("acme")
         };
         let mut ca = ambos_ca::CertificateAuthority::init(&dir.path().join("ca"), &opts).unwrap();
         let signer = ca.authority(ambos_store::AuthorityRole::Intermediate, None).unwrap();

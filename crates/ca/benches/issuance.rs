@@ -3,12 +3,11 @@
 //! next to the crypto floor (one P-256 key generation + one ECDSA signature).
 //! Run: taskset -c 0 cargo bench -p ambos-ca --bench issuance
 use ambos_ca::{CertificateAuthority, InitOptions};
-use ambos_pki::{KeyType, LeafRequest, Profile};
+use ambos_pki::{LeafRequest, Profile};
 use ambos_store::AuthorityRole;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use std::time::Duration;
 
 const BATCH: usize = 500;
 
@@ -24,15 +23,7 @@ fn requests(round: usize) -> Vec<LeafRequest> {
 
 fn issuance(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = InitOptions {
-        name: "bench".into(),
-        key_type: KeyType::EcP256,
-        root_ttl: Duration::from_secs(10 * 365 * 86_400),
-        intermediate_ttl: Duration::from_secs(5 * 365 * 86_400),
-        passphrase: None,
-        crl_url: None,
-    };
-    let mut ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
+    let mut ca = CertificateAuthority::init(dir.path(), &InitOptions::unencrypted("bench")).unwrap();
     let signer = ca.authority(AuthorityRole::Intermediate, None).unwrap();
 
     let mut group = c.benchmark_group("issuance");

@@ -108,6 +108,20 @@ impl InitOptions {
         }
         Ok(())
     }
+
+    /// A P-256 CA with `ambos init`'s default lifetimes (root 10 years,
+    /// intermediate 5), keys unencrypted and no CRL URL: for demos, tests
+    /// and benches.
+    pub fn unencrypted(name: &str) -> InitOptions {
+        InitOptions {
+            name: name.into(),
+            key_type: KeyType::EcP256,
+            root_ttl: Duration::from_secs(10 * 365 * 86_400),
+            intermediate_ttl: Duration::from_secs(5 * 365 * 86_400),
+            passphrase: None,
+            crl_url: None,
+        }
+    }
 }
 
 /// Where the root's CRL is published, given the intermediate's CRL URL:
@@ -507,12 +521,10 @@ mod tests {
     fn init_stores_the_intermediate_as_a_root_issued_certificate_and_the_crl_url() {
         let dir = tempfile::tempdir().unwrap();
         let opts = InitOptions {
-            name: "init".into(),
-            key_type: KeyType::EcP256,
             root_ttl: Duration::from_secs(86_400),
             intermediate_ttl: Duration::from_secs(3600),
-            passphrase: None,
             crl_url: Some("https://ca.test/v1/crl".into()),
+            ..InitOptions::unencrypted("init")
         };
         let ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
         let listed = ca.list(&CertFilter::default()).unwrap();

@@ -14,12 +14,9 @@ pub(crate) struct TestCa {
 pub(crate) fn test_ca(name: &str) -> TestCa {
     let dir = tempfile::tempdir().unwrap();
     let opts = InitOptions {
-        name: name.into(),
-        key_type: KeyType::EcP256,
         root_ttl: Duration::from_secs(10 * 86_400),
         intermediate_ttl: Duration::from_secs(5 * 86_400),
-        passphrase: None,
-        crl_url: None,
+        ..InitOptions::unencrypted(name)
     };
     let ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
     let signer = ca.authority(AuthorityRole::Intermediate, None).unwrap();

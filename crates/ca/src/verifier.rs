@@ -4,7 +4,7 @@
 //! (not revoked, admin) is decided by the authority against the store.
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DistinguishedName, Error};
-use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 #[derive(Debug)]
 pub struct AnyPurposeVerifier {
@@ -35,43 +35,29 @@ fn map(e: webpki::Error) -> Error {
 }
 
 impl ClientCertVerifier for AnyPurposeVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false // enrollment, roots and CRL need no certificate
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(map)?;
-        let mut last = Error::InvalidCertificate(CertificateError::InvalidPurpose);
-        for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
-            match cert.verify_for_usage(
-                ambos_tls::signature_algorithms().all,
-                &self.anchors,
-                intermediates,
-                now,
-                usage,
-                None,
-                None,
-            ) {
-                Ok(_) => return Ok(ClientCertVerified::assertion()),
-                Err(webpki::Error::RequiredEkuNotFoundContext(_)) => continue,
-                Err(e) => last = map(e),
+    ambos_tls::client_cert_verifier! {
+        // Enrollment, roots and CRL need no certificate.
+        mandatory: |self| false,
+        hints: |self| &self.hints,
+        verify: |self, end_entity, intermediates, now| {
+            let cert = webpki::EndEntityCert::try_from(end_entity).map_err(map)?;
+            let mut last = Error::InvalidCertificate(CertificateError::InvalidPurpose);
+            for usage in [webpki::KeyUsage::client_auth(), webpki::KeyUsage::server_auth()] {
+                match cert.verify_for_usage(
+                    ambos_tls::signature_algorithms().all,
+                    &self.anchors,
+                    intermediates,
+                    now,
+                    usage,
+                    None,
+                    None,
+                ) {
+                    Ok(_) => return Ok(ClientCertVerified::assertion()),
+                    Err(webpki::Error::RequiredEkuNotFoundContext(_)) => continue,
+                    Err(e) => last = map(e),
+                }
             }
-        }
-        Err(last)
+            Err(last)
+        },
     }
-
-    ambos_tls::handshake_signatures!();
 }

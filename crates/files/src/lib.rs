@@ -228,7 +228,7 @@ impl LeafFiles {
 mod tests {
     use super::*;
     use ambos_ca::{CertificateAuthority, InitOptions};
-    use ambos_pki::{KeyType, LeafRequest, Profile};
+    use ambos_pki::{LeafRequest, Profile};
     use ambos_store::AuthorityRole;
     #[cfg(unix)]
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -272,12 +272,9 @@ mod tests {
     fn issued_certificates_are_written_as_key_chain_root_and_keystore() {
         let dir = tempfile::tempdir().unwrap();
         let opts = InitOptions {
-            name: "acme".into(),
-            key_type: KeyType::EcP256,
             root_ttl: std::time::Duration::from_secs(10 * 86_400),
             intermediate_ttl: std::time::Duration::from_secs(5 * 86_400),
-            passphrase: None,
-            crl_url: None,
+            ..InitOptions::unencrypted("acme")
         };
         let mut ca = CertificateAuthority::init(&dir.path().join("ca"), &opts).unwrap();
         let signer = ca.authority(AuthorityRole::Intermediate, None).unwrap();

@@ -6,7 +6,7 @@ then one JSON line: frames sent, whether the server closed the connection,
 the GOAWAY error code it sent (if any) and the seconds taken."""
 import json, socket, ssl, struct, sys, threading, time
 
-mode, port, ca, cert, key, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+port, ca, cert, key, mode, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
 ctx = ssl.create_default_context(cafile=ca)
 ctx.load_cert_chain(cert, key)
 ctx.set_alpn_protocols(["h2"])

@@ -3,6 +3,7 @@
 //! A missing program fails the test: nothing here skips.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,6 +19,13 @@ pub fn ambos_bin() -> PathBuf {
     let bin = dir.join("ambos");
     assert!(bin.exists(), "{} not found: run `cargo build -p ambos` first (scripts/test.sh does)", bin.display());
     bin
+}
+
+/// `--cert DIR/NAME.crt --key DIR/NAME.key`: the certificate and key an
+/// ambos command presents.
+pub fn cert_flags(dir: &Path, name: &str) -> [OsString; 4] {
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).into_os_string();
+    ["--cert".into(), file("crt"), "--key".into(), file("key")]
 }
 
 /// Panics with a clear message if `program` is not on PATH.
@@ -112,6 +120,18 @@ impl TestCa {
         ca
     }
 
+    /// `ambos init`, a server certificate for localhost (SAN ip:127.0.0.1),
+    /// then a client certificate for each of `clients`: what a proxy test
+    /// starts from.
+    pub fn with_localhost(clients: &[&str]) -> TestCa {
+        let ca = TestCa::new(&[]);
+        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        for name in clients {
+            ca.issue("client", name, &[]);
+        }
+        ca
+    }
+
     /// A CA made by the generated test PKI (ambos-testpki), not by the CLI,
     /// for the cases where another CA is needed and the CLI is not the
     /// subject: `certs/ca.crt` (its root) and, for each `(name, sans)`, a
@@ -146,6 +166,17 @@ impl TestCa {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.certs().join(name)
+    }
+
+    /// `certs/ca.crt`, `certs/WHO.crt`, `certs/WHO.key`: the trust and the
+    /// identity the tests' Python clients take as arguments.
+    pub fn client_files(&self, who: &str) -> [PathBuf; 3] {
+        [self.path("ca.crt"), self.path(&format!("{who}.crt")), self.path(&format!("{who}.key"))]
+    }
+
+    /// `--cert certs/NAME.crt --key certs/NAME.key`.
+    pub fn cert_flags(&self, name: &str) -> [OsString; 4] {
+        cert_flags(&self.certs(), name)
     }
 
     pub fn cmd(&self) -> Command {
@@ -380,6 +411,100 @@ fn listening_port(line: &str) -> Option<u16> {
     addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
 }
 
+/// The proxy.toml of a test, as text: `[listen]` on 127.0.0.1:0, `[tls]`
+/// serving `certs/localhost.crt` to clients of `certs/ca.crt`, `[upstream]`,
+/// the routes added and then one letting any client through `/**` (unless
+/// all routes are given as text), then the sections added, in order. Each
+/// part takes TOML lines.
+#[derive(Clone, Debug)]
+pub struct ProxyToml {
+    listen: String,
+    tls: String,
+    upstream: String,
+    routes: String,
+    /// The last route lets any client through `/**`.
+    any_client: bool,
+    sections: String,
+}
+
+const ANY_CLIENT_ROUTE: &str = "[[route]]\npath = \"/**\"\nallow = [\"any\"]\n";
+
+impl ProxyToml {
+    /// Forwarding to an `[upstream]` of these lines.
+    pub fn upstream(lines: &str) -> ProxyToml {
+        ProxyToml {
+            listen: String::new(),
+            tls: String::new(),
+            upstream: lines.to_string(),
+            routes: String::new(),
+            any_client: true,
+            sections: String::new(),
+        }
+    }
+
+    /// Forwarding to plain HTTP on 127.0.0.1:`port`.
+    pub fn http(port: u16) -> ProxyToml {
+        ProxyToml::upstream(&format!("url = \"http://127.0.0.1:{port}\""))
+    }
+
+    /// More `[listen]` lines (`mode`, `alpn`, ...).
+    pub fn listen(mut self, lines: &str) -> ProxyToml {
+        self.listen = lines.to_string();
+        self
+    }
+
+    /// More `[tls]` lines (`crl`, `min_version`, ...).
+    pub fn tls(mut self, lines: &str) -> ProxyToml {
+        self.tls = lines.to_string();
+        self
+    }
+
+    /// A route for `path` allowing `allow` (one rule), before the one for
+    /// any client.
+    pub fn route(mut self, path: &str, allow: &str) -> ProxyToml {
+        self.routes += &format!("[[route]]\npath = \"{path}\"\nallow = [\"{allow}\"]\n\n");
+        self
+    }
+
+    /// These `[[route]]` tables, and no other.
+    pub fn routes(mut self, routes: &str) -> ProxyToml {
+        self.routes = routes.to_string();
+        self.any_client = false;
+        self
+    }
+
+    /// Appends a section (`[limits]`, `[headers]`, ...) as text.
+    pub fn section(mut self, text: &str) -> ProxyToml {
+        self.sections.push('\n');
+        self.sections.push_str(text);
+        self.sections.push('\n');
+        self
+    }
+
+    /// `[audit]` writing to `path`, with `more` lines (`max_size`, ...).
+    pub fn audit(self, path: &Path, more: &str) -> ProxyToml {
+        self.section(&format!("[audit]\npath = \"{}\"\n{more}", path.display()))
+    }
+
+    /// `[metrics]` on 127.0.0.1:`port`.
+    pub fn metrics(self, port: u16) -> ProxyToml {
+        self.section(&format!("[metrics]\naddress = \"127.0.0.1:{port}\""))
+    }
+}
+
+impl std::fmt::Display for ProxyToml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProxyToml { listen, tls, upstream, routes, any_client, sections } = self;
+        let last = if *any_client { ANY_CLIENT_ROUTE } else { "" };
+        write!(
+            f,
+            "[listen]\naddress = \"127.0.0.1:0\"\n{listen}\n\n\
+             [tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n{tls}\n\n\
+             [upstream]\n{upstream}\n\n{routes}{last}\n{sections}"
+        )
+    }
+}
+
 /// A running `ambos` server (`proxy`, `tunnel` or `serve`), stopped when
 /// dropped: the one fixture for them all. It binds port 0 and reports the
 /// port it got on stderr, which goes to `log`.
@@ -432,6 +557,19 @@ impl Daemon {
     #[track_caller]
     pub fn wait_log(&self, needle: &str, secs: u64) -> String {
         wait_file_contains(&self.log, needle, secs)
+    }
+}
+
+/// Calls `probe` every `every` until its answer satisfies `done` or `secs`
+/// have passed; returns the last answer, for the caller to assert on.
+pub fn poll<T>(secs: u64, every: Duration, mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let answer = probe();
+        if done(&answer) || Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(every);
     }
 }
 

@@ -18,19 +18,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-#[derive(Serialize)]
-pub struct AuditIdentity<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub spiffe: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cn: Option<&'a str>,
-    pub serial: &'a str,
-    pub sha256: &'a str,
-}
+/// The client in an audit line: its SPIFFE ID and CN where the certificate
+/// has them, its serial and SHA-256 fingerprint.
+pub struct AuditIdentity<'a>(&'a Identity);
 
 impl<'a> From<&'a Identity> for AuditIdentity<'a> {
     fn from(id: &'a Identity) -> Self {
-        AuditIdentity { spiffe: id.spiffe.as_deref(), cn: id.cn.as_deref(), serial: &id.serial, sha256: &id.sha256 }
+        AuditIdentity(id)
+    }
+}
+
+impl Serialize for AuditIdentity<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let id = self.0;
+        let mut map = s.serialize_map(None)?;
+        for (key, name) in [("spiffe", &id.spiffe), ("cn", &id.cn)] {
+            if let Some(name) = name {
+                map.serialize_entry(key, name)?;
+            }
+        }
+        map.serialize_entry("serial", &id.serial)?;
+        map.serialize_entry("sha256", &id.sha256)?;
+        map.end()
     }
 }
 
@@ -295,6 +305,35 @@ mod tests {
         for bad in ["", "MB", "10 parsecs", "-1MB", "1.5MB", "99999999999999999999TB", "18446744073709551615G"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_audit_line_names_only_what_the_event_and_certificate_have() {
+        let mut id = Identity { serial: "0a".into(), sha256: "ff".into(), ..Identity::default() };
+        fn event<'a>(id: &'a Identity, route: Option<&'a str>) -> AuditEvent<'a> {
+            AuditEvent {
+                time: "t".into(),
+                event: "connection",
+                peer: "127.0.0.1:9".parse().unwrap(),
+                identity: Some(AuditIdentity::from(id)),
+                route,
+                method: None,
+                path: None,
+                decision: "allow",
+                reason: "allowed",
+                status: None,
+                latency_ms: 1.5,
+            }
+        }
+        assert_eq!(
+            serde_json::to_string(&event(&id, None)).unwrap(),
+            r#"{"time":"t","event":"connection","peer":"127.0.0.1:9","identity":{"serial":"0a","sha256":"ff"},"decision":"allow","reason":"allowed","latency_ms":1.5}"#
+        );
+        (id.spiffe, id.cn) = (Some("spiffe://acme.test/web".into()), Some("web".into()));
+        assert_eq!(
+            serde_json::to_string(&event(&id, Some("db"))).unwrap(),
+            r#"{"time":"t","event":"connection","peer":"127.0.0.1:9","identity":{"spiffe":"spiffe://acme.test/web","cn":"web","serial":"0a","sha256":"ff"},"route":"db","decision":"allow","reason":"allowed","latency_ms":1.5}"#
+        );
     }
 
     fn lines(p: &Path) -> Vec<String> {

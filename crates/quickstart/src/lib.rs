@@ -6,7 +6,7 @@
 
 use ambos_ca::{CaError, CertSelector, CertificateAuthority, InitOptions};
 use ambos_files::{write_atomic, write_identity, FilesError, PUBLIC};
-use ambos_pki::{pem_encode, Authority, KeyType, LeafRequest, PkiError, Profile, RevocationReason};
+use ambos_pki::{pem_encode, Authority, LeafRequest, PkiError, Profile, RevocationReason};
 use ambos_probe::{ProbeError, ProbeOptions, Report};
 use ambos_proxy::ProxyError;
 use ambos_store::AuthorityRole;
@@ -86,15 +86,7 @@ impl Demo {
     /// both CRLs in DIR/certs, which must exist.
     pub fn create(dir: &Path) -> Result<Demo> {
         let certs = dir.join("certs");
-        let opts = InitOptions {
-            name: "quickstart".into(),
-            key_type: KeyType::EcP256,
-            root_ttl: Duration::from_secs(10 * 365 * 86_400),
-            intermediate_ttl: Duration::from_secs(5 * 365 * 86_400),
-            passphrase: None,
-            crl_url: None,
-        };
-        let mut ca = CertificateAuthority::init(&dir.join("ca"), &opts)?;
+        let mut ca = CertificateAuthority::init(&dir.join("ca"), &InitOptions::unencrypted("quickstart"))?;
         let signer = ca.authority(AuthorityRole::Intermediate, None)?;
         let root = ca.authority(AuthorityRole::Root, None)?;
         let mut server = LeafRequest::new("localhost", Profile::Server);

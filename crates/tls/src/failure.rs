@@ -149,9 +149,15 @@ pub struct Verdict {
     pub fix: &'static str,
 }
 
-const SEND_A_CERT: &str = "pass --cert and --key with a client certificate from a CA the server trusts";
-const VERSION_MISMATCH: &str = "TLS version or cipher mismatch: no protocol version, cipher suite or group in common";
-const VERSION_FIX: &str = "enable TLS 1.2 or 1.3 with AEAD suites on the server (ambos accepts nothing weaker)";
+// (cause, fix) pairs that both sides of the verdict give.
+const NO_CERT_SENT: (&str, &str) = (
+    "no client certificate sent: the server requires one",
+    "pass --cert and --key with a client certificate from a CA the server trusts",
+);
+const VERSION_MISMATCH: (&str, &str) = (
+    "TLS version or cipher mismatch: no protocol version, cipher suite or group in common",
+    "enable TLS 1.2 or 1.3 with AEAD suites on the server (ambos accepts nothing weaker)",
+);
 
 impl HandshakeFailure {
     pub fn direction(&self) -> Direction {
@@ -178,68 +184,73 @@ impl HandshakeFailure {
     /// certificate, a received alert about ours.
     pub fn client_verdict(&self) -> Verdict {
         use HandshakeFailure as F;
-        let v = |cause: &str, fix: &'static str| Verdict { cause: cause.to_string(), fix };
-        match self {
-            F::PeerRejectedUs(alert) => alert_verdict(*alert),
-            F::NoClientCertificate => v("no client certificate sent: the server requires one", SEND_A_CERT),
-            F::UnknownCa => v(
+        let (cause, fix) = match self {
+            F::PeerRejectedUs(alert) => return alert_verdict(*alert),
+            F::NoClientCertificate => NO_CERT_SENT,
+            F::UnknownCa => (
                 "the server's certificate is not trusted by --ca (issued by another CA)",
                 "pass the CA that issued the server's certificate with --ca (ambos export truststore)",
             ),
-            F::WrongName => v(
+            F::WrongName => (
                 "server name mismatch: the server's certificate does not name the host we asked for",
                 "connect with a name from its SANs (--server-name), or reissue it with --san for this name",
             ),
-            F::Expired => v("the server's certificate has expired", "renew the server's certificate"),
-            F::NotYetValid => v("the server's certificate is not valid yet", "check the clocks of both machines"),
-            F::Revoked => v(
+            F::Expired => ("the server's certificate has expired", "renew the server's certificate"),
+            F::NotYetValid => ("the server's certificate is not valid yet", "check the clocks of both machines"),
+            F::Revoked => (
                 "the server's certificate is revoked (listed in the CRL given with --crl/--crl-url), or one of its CAs is",
                 "the server needs a new certificate (ambos issue server NAME --force, or ambos enroll)",
             ),
-            F::CrlMissing(ca) => v(
-                &format!(
-                    "revocation of the server's chain cannot be checked: no CRL of CA '{ca}' among --crl/--crl-url (the missing CRL: every CA level needs its issuer's CRL)"
-                ),
+            F::CrlMissing(_) => (
+                "revocation of the server's chain cannot be checked: no CRL of CA '{}' among --crl/--crl-url (the missing CRL: every CA level needs its issuer's CRL)",
                 "give the CRLs of every CA level: ambos crl --all --out crls.pem, or --crl-url https://CA:9443/v1/crl",
             ),
-            F::CrlUnusable(why) => v(
-                &format!("revocation of the server's chain cannot be checked: {why}"),
+            F::CrlUnusable(_) => (
+                "revocation of the server's chain cannot be checked: {}",
                 "give a CRL signed by the CA in the server's chain (ambos crl --all from the same CA)",
             ),
-            F::CrlStale(why) => v(
-                &format!("revocation of the server's chain cannot be checked (stale CRL): {why}"),
+            F::CrlStale(_) => (
+                "revocation of the server's chain cannot be checked (stale CRL): {}",
                 "publish a new CRL (ambos crl --all) and pass it, or use --crl-url",
             ),
-            F::IncompleteChain(ca) => v(
-                &format!(
-                    "the server's chain is incomplete: it did not send its issuer '{ca}', which --ca does not hold either"
-                ),
+            F::IncompleteChain(_) => (
+                "the server's chain is incomplete: it did not send its issuer '{}', which --ca does not hold either",
                 "configure the server with its full chain (NAME.crt holds leaf + intermediate), or add the intermediate to the --ca file",
             ),
-            F::ChainSignature(ca) => v(
-                &format!(
-                    "a certificate in the server's chain does not verify with the key of the CA named '{ca}' (a decoy CA with the same name, or a CA re-keyed under the same name)"
-                ),
+            F::ChainSignature(_) => (
+                "a certificate in the server's chain does not verify with the key of the CA named '{}' (a decoy CA with the same name, or a CA re-keyed under the same name)",
                 "check that --ca is the CA that issued the server's certificate (same name is not enough)",
             ),
-            F::ProofOfPossession => v(
+            F::ProofOfPossession => (
                 "the server's handshake signature does not verify with its certificate's key (failed proof of possession: the server's key does not match its certificate)",
                 "configure the server with the key of its certificate",
             ),
-            F::WrongExtendedKeyUsage => v(
+            F::WrongExtendedKeyUsage => (
                 "the server's certificate is not a server certificate (no serverAuth extended key usage)",
                 "issue a server certificate: ambos issue server NAME",
             ),
-            F::BadCertificate(_) => {
-                v(&format!("the server's certificate is invalid: {self}"), "reissue the server's certificate")
-            }
-            F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) => v(VERSION_MISMATCH, VERSION_FIX),
-            F::NotTls => v("the server did not answer in TLS", "check the port: is this the TLS port (not plain HTTP)?"),
-            F::Timeout | F::PeerClosed => v(
+            F::BadCertificate(_) => ("the server's certificate is invalid: {}", "reissue the server's certificate"),
+            F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) => VERSION_MISMATCH,
+            F::NotTls => ("the server did not answer in TLS", "check the port: is this the TLS port (not plain HTTP)?"),
+            F::Timeout | F::PeerClosed => (
                 "the server closed the connection during the handshake without saying why",
                 "look at the server's log; check the TLS version and that this is a TLS port",
             ),
-            F::Other(d) => v(&format!("TLS failed: {d}"), "look at the server's log for the reason"),
+            F::Other(_) => ("TLS failed: {}", "look at the server's log for the reason"),
+        };
+        Verdict { cause: cause.replace("{}", &self.detail()), fix }
+    }
+
+    /// What a `{}` in a verdict's cause stands for.
+    fn detail(&self) -> String {
+        use HandshakeFailure as F;
+        match self {
+            F::CrlMissing(d) | F::CrlUnusable(d) | F::CrlStale(d) | F::IncompleteChain(d) | F::ChainSignature(d) => {
+                d.clone()
+            }
+            F::Other(d) => d.clone(),
+            F::BadCertificate(_) => self.to_string(),
+            _ => String::new(),
         }
     }
 }
@@ -247,31 +258,31 @@ impl HandshakeFailure {
 /// What the server's alert says about our client certificate.
 fn alert_verdict(alert: AlertDescription) -> Verdict {
     use AlertDescription as A;
-    let v = |cause: &str, fix: &'static str| Verdict { cause: cause.to_string(), fix };
-    match alert {
-        A::CertificateRequired => v("no client certificate sent: the server requires one", SEND_A_CERT),
-        A::UnknownCA | A::DecryptError => v(
+    let (cause, fix) = match alert {
+        A::CertificateRequired => NO_CERT_SENT,
+        A::UnknownCA | A::DecryptError => (
             "the server does not trust the CA that issued our client certificate",
             "use a client certificate from one of the CAs the server lists (see 'accepted CAs'), or add our CA to the server's client_ca",
         ),
-        A::CertificateExpired => v(
+        A::CertificateExpired => (
             "the server says our client certificate has expired (or is not valid yet)",
             "renew it (ambos renew) and check both clocks",
         ),
-        A::CertificateRevoked => v(
+        A::CertificateRevoked => (
             "our client certificate is revoked (listed in the server's CRL)",
             "get a new certificate (ambos enroll / ambos issue client); a revoked one cannot be renewed",
         ),
-        A::UnsupportedCertificate => v(
+        A::UnsupportedCertificate => (
             "the server rejects our certificate's purpose: it lacks the clientAuth extended key usage",
             "issue a client certificate: ambos issue client NAME",
         ),
-        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity => v(VERSION_MISMATCH, VERSION_FIX),
-        other => v(
-            &format!("the server aborted the handshake with alert {other:?}"),
-            "look at the server's log for the reason",
-        ),
-    }
+        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity => VERSION_MISMATCH,
+        other => {
+            let cause = format!("the server aborted the handshake with alert {other:?}");
+            return Verdict { cause, fix: "look at the server's log for the reason" };
+        }
+    };
+    Verdict { cause: cause.to_string(), fix }
 }
 
 impl std::error::Error for HandshakeFailure {}
@@ -365,6 +376,18 @@ mod tests {
         // Labelled as before the variant existed.
         let f = HandshakeFailure::from_rustls(&Error::PeerIncompatible(PeerIncompatible::NoSignatureSchemesInCommon));
         assert_eq!((f.label(), f.to_string().as_str()), ("other", "handshake failed: NoSignatureSchemesInCommon"));
+    }
+
+    #[test]
+    fn a_verdict_names_the_detail_of_its_failure() {
+        let missing = HandshakeFailure::CrlMissing("Acme Root CA".into()).client_verdict();
+        assert!(missing.cause.contains("no CRL of CA 'Acme Root CA' among --crl/--crl-url"), "{}", missing.cause);
+        assert_eq!(HandshakeFailure::Other("x".into()).client_verdict().cause, "TLS failed: x");
+        let bad = HandshakeFailure::BadCertificate("d".into()).client_verdict();
+        assert_eq!(bad.cause, "the server's certificate is invalid: the certificate is invalid (d)");
+        assert_eq!(HandshakeFailure::Expired.client_verdict().cause, "the server's certificate has expired");
+        let other = HandshakeFailure::PeerRejectedUs(AlertDescription::BadRecordMac).client_verdict();
+        assert_eq!(other.cause, "the server aborted the handshake with alert BadRecordMac");
     }
 
     #[test]

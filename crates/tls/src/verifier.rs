@@ -592,28 +592,13 @@ impl ClientVerifier {
 }
 
 impl ClientCertVerifier for ClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
+    crate::client_cert_verifier! {
+        mandatory: |self| self.mandatory,
+        hints: |self| self.trust.hints(),
+        verify: |self, end_entity, intermediates, now| {
+            self.verified(end_entity, intermediates, now).map(|_| ClientCertVerified::assertion()).map_err(to_rustls)
+        },
     }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.trust.hints()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, Error> {
-        self.verified(end_entity, intermediates, now).map(|_| ClientCertVerified::assertion()).map_err(to_rustls)
-    }
-
-    crate::handshake_signatures!();
 }
 
 /// Verifies servers for a TLS client (tunnel, probe, agent, enroll, renew).

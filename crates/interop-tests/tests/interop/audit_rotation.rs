@@ -2,7 +2,7 @@
 //! logrotate-style: rename + SIGUSR1) with no line lost or split; SPIFFE IDs
 //! held to the SPIFFE spec; XFCC quoting of awkward subjects; and `ambos
 //! serve` under token guessing and idle connections.
-use ambos_interop_tests::{require, run, start_http_upstream, Daemon, TestCa};
+use ambos_interop_tests::{require, run, start_http_upstream, Daemon, ProxyToml, TestCa};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 /// `ambos proxy` (HTTP, `/**` for any client) whose `[audit]` section is
 /// `audit` (without the path).
 fn start_proxy(ca: &TestCa, audit_path: &Path, audit: &str) -> Daemon {
-    let config = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-         client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:{}\"\n\n\
-         [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n{audit}\n",
-        start_http_upstream(),
-        audit_path.display()
-    );
+    let config = ProxyToml::http(start_http_upstream()).audit(audit_path, audit).to_string();
     Daemon::proxy(ca.dir(), &config, &[])
 }
 
@@ -30,9 +24,7 @@ fn load(ca: &TestCa, port: u16, who: &str, n: usize, conns: usize) -> usize {
         .arg("-c")
         .arg(LOAD)
         .arg(port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path(&format!("{who}.crt")))
-        .arg(ca.path(&format!("{who}.key")))
+        .args(ca.client_files(who))
         .arg(n.to_string())
         .arg(conns.to_string()));
     assert_eq!(out.code, 0, "load failed: {}{}", out.stdout, out.stderr);
@@ -84,8 +76,7 @@ fn check_lines(dir: &Path, stem: &str, n: usize) -> Vec<(String, String)> {
 }
 
 fn ca_with_certs() -> TestCa {
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     ca.issue("client", "alice", &["--spiffe", "spiffe://acme.test/alice"]);
     ca
 }
@@ -163,11 +154,7 @@ fn audit_settings_are_checked() {
         ("max_size = \"99999999999TB\"", "audit.max_size"),
         ("max_size = \"1MB\"\nkeep = 0", "audit.keep"),
     ] {
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:1\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-             client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"http://127.0.0.1:2\"\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"a.jsonl\"\n{audit}\n"
-        );
+        let config = ProxyToml::http(2).audit(Path::new("a.jsonl"), audit).to_string();
         let path = ca.write("bad.toml", config);
         ca.ambos(&["proxy", "--config", path.to_str().unwrap(), "--check"]).fails_with(2, needle);
     }
@@ -266,8 +253,7 @@ fn dn_values(dn: &str) -> Vec<(String, String)> {
 #[test]
 fn xfcc_quotes_subjects_that_need_it() {
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     let ou = "pay,ments\"x;y=z";
     let o = "Acme; \"Evil\", Inc=1";
     ca.issue("client", "carol", &["--spiffe", "spiffe://acme.test/carol", "--ou", ou, "--o", o]);

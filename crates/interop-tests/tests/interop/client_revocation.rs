@@ -4,7 +4,8 @@
 //! level needs its CRL), and a client that sends only its leaf is completed
 //! by the intermediate in the proxy's client CA file.
 use ambos_interop_tests::{
-    ambos_bin, curl, free_port, require, run, start_http_upstream, wait_file_contains, Daemon, Reply, Run, TestCa,
+    ambos_bin, cert_flags, curl, free_port, require, run, start_http_upstream, wait_file_contains, Daemon, Reply, Run,
+    TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,10 +33,7 @@ fn proxy(ca: &TestCa, server: &str, client_ca: &Path) -> (Daemon, u16) {
         Command::new(ambos_bin())
             .args(["proxy", "--listen", "127.0.0.1:0"])
             .args(["--upstream", &format!("http://127.0.0.1:{upstream}")])
-            .arg("--cert")
-            .arg(ca.path(&format!("{server}.crt")))
-            .arg("--key")
-            .arg(ca.path(&format!("{server}.key")))
+            .args(ca.cert_flags(server))
             .arg("--client-ca")
             .arg(client_ca),
         ca.dir().join(format!("proxy-{n}.log")),
@@ -49,10 +47,7 @@ fn probe(ca: &TestCa, port: u16, extra: &[&str]) -> (Run, serde_json::Value) {
     let mut cmd = ca.cmd();
     cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"])
         .arg(ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(ca.path("alice.crt"))
-        .arg("--key")
-        .arg(ca.path("alice.key"))
+        .args(ca.cert_flags("alice"))
         .args(extra);
     let out = run(&mut cmd);
     let v: serde_json::Value =
@@ -216,10 +211,7 @@ fn tunnel_with_crl_closes_on_a_revoked_server_and_reloads_the_crl_file() {
     // A CRL file that cannot be read: the tunnel does not start.
     let r = run(Command::new(ambos_bin())
         .args(["tunnel", "--listen", &format!("127.0.0.1:{}", free_port()), "--connect", &format!("127.0.0.1:{good}")])
-        .arg("--cert")
-        .arg(ca.path("alice.crt"))
-        .arg("--key")
-        .arg(ca.path("alice.key"))
+        .args(ca.cert_flags("alice"))
         .arg("--ca")
         .arg(ca.path("ca.crt"))
         .args(["--crl", "missing-crls.pem"]));
@@ -292,10 +284,7 @@ fn enroll_renew_and_tunnel_check_servers_against_crls_pulled_from_the_ca() {
         let mut cmd = ca.cmd();
         cmd.args(["renew", "--ca-url", &url, "--root"])
             .arg(ca.path("root.crt"))
-            .arg("--cert")
-            .arg(out.join("web.crt"))
-            .arg("--key")
-            .arg(out.join("web.key"))
+            .args(cert_flags(&out, "web"))
             .args(extra);
         run(&mut cmd)
     };
@@ -320,10 +309,7 @@ fn enroll_renew_and_tunnel_check_servers_against_crls_pulled_from_the_ca() {
     let mut cmd = ca.cmd();
     cmd.args(["agent", "--ca-url", &url, "--root"])
         .arg(ca.path("root.crt"))
-        .arg("--cert")
-        .arg(out.join("web.crt"))
-        .arg("--key")
-        .arg(out.join("web.key"))
+        .args(cert_flags(&out, "web"))
         .args(["--crl", "gone.pem"]);
     run(&mut cmd).fails_with(2, "gone.pem");
 }

@@ -1,7 +1,9 @@
 //! Fair under load: `ambos proxy` with small `[limits]` against clients
 //! that hold connections silent, send bodies that never finish, upstreams
 //! that never answer and HTTP/2 connections kept up with PINGs alone.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, start_http_upstream, ChildGuard, Daemon, TestCa};
+use ambos_interop_tests::{
+    ambos_bin, free_port, poll, require, run, start_http_upstream, ChildGuard, Daemon, ProxyToml, TestCa,
+};
 use std::io::{BufRead, BufReader, Read};
 
 type Output = BufReader<std::process::ChildStdout>;
@@ -9,7 +11,7 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `ambos proxy` (stopped when dropped) with its CA and metrics port.
 struct Proxy {
@@ -29,17 +31,14 @@ impl Proxy {
     /// The same in `mode` ("http" or "tcp") with `upstream` as the
     /// `[upstream]` body.
     fn start_mode(mode: &str, upstream: &str, limits: &str) -> Proxy {
-        let ca = TestCa::new(&[]);
-        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-        ca.issue("client", "alice", &[]);
+        let ca = TestCa::with_localhost(&["alice"]);
         // The metrics listener logs its configured address, not the bound one.
         let metrics = free_port();
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n\n[tls]\ncert = \"certs/localhost.crt\"\n\
-             key = \"certs/localhost.key\"\nclient_ca = \"certs/ca.crt\"\n\n\
-             [upstream]\n{upstream}\n\n[limits]\n{limits}\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[metrics]\naddress = \"127.0.0.1:{metrics}\"\n"
-        );
+        let config = ProxyToml::upstream(upstream)
+            .listen(&format!("mode = \"{mode}\""))
+            .section(&format!("[limits]\n{limits}"))
+            .metrics(metrics)
+            .to_string();
         let path = Daemon::proxy_config(ca.dir(), &config);
         run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
         let daemon = Daemon::proxy(ca.dir(), &config, &[("AMBOS_LOG", "debug")]);
@@ -83,9 +82,19 @@ impl Proxy {
         (ChildGuard(child), out, line.trim().to_string())
     }
 
-    fn tls_args(&self) -> Vec<String> {
-        ["ca.crt", "alice.crt", "alice.key"].iter().map(|f| self.ca.path(f).to_string_lossy().into_owned()).collect()
+    /// [`Proxy::python`] with the client script's arguments: the proxy's
+    /// port, then the CA, alice's certificate and key.
+    fn tls_client(&self, name: &str, script: &str) -> (ChildGuard, Output, String) {
+        let mut args = vec![self.port.to_string()];
+        args.extend(self.ca.client_files("alice").map(|f| f.to_string_lossy().into_owned()));
+        self.python(name, script, &args)
     }
+}
+
+/// Seconds a client script printed; -1 when it printed none (fails the
+/// range checks).
+fn seconds(field: Option<&str>) -> f64 {
+    field.and_then(|s| s.parse().ok()).unwrap_or(-1.0)
 }
 
 /// The value of a counter line `name{labels} value` in /metrics text.
@@ -139,12 +148,7 @@ fn silent_connections_past_the_cap_do_not_lock_out_a_client_with_a_certificate()
         assert_eq!(status, "200", "request {i} ({secs} s); proxy log:\n{}", p.log());
     }
     let name = "ambos_proxy_connections_evicted_total{reason=\"max_connections\"}";
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut m = p.metrics();
-    while counter(&m, name) < 150.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        m = p.metrics();
-    }
+    let m = poll(5, Duration::from_millis(100), || p.metrics(), |m| counter(m, name) >= 150.0);
     let evicted = counter(&m, name);
     assert!(evicted >= 150.0, "silent connections evicted at the cap: {evicted}\n{m}");
     assert_eq!(counter(&m, "ambos_proxy_connections_rejected_total"), 0.0, "{m}");
@@ -162,12 +166,7 @@ fn silent_connections_from_one_source_past_its_handshake_limit_are_refused_and_a
     let (_silent, _, ready) = p.python("silent.py", SILENT, &[p.port.to_string(), "200".into(), "halves".into()]);
     assert_eq!(ready, "open");
     let rejected = "ambos_proxy_connections_rejected_total{reason=\"source_handshakes\"}";
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut m = p.metrics();
-    while counter(&m, rejected) < 100.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        m = p.metrics();
-    }
+    let m = poll(5, Duration::from_millis(100), || p.metrics(), |m| counter(m, rejected) >= 100.0);
     assert!(
         counter(&m, rejected) >= 100.0,
         "refused by the per-source handshake limit: {}\n{m}",
@@ -192,11 +191,8 @@ fn an_upstream_that_never_answers_gets_504_at_upstream_timeout() {
         assert!((1.4..4.0).contains(&secs), "{version}: 504 after {secs} s, upstream_timeout is 1.5 s");
     }
     // The timed-out upstream connections are closed, not pooled.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "upstream connections still open");
+    let still_open = poll(3, Duration::from_millis(50), || open.load(Ordering::SeqCst), |n| *n == 0);
+    assert_eq!(still_open, 0, "upstream connections still open");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"upstream\"}"), 2.0);
 }
 
@@ -210,32 +206,23 @@ fn a_body_at_3_bytes_per_second_is_cut_off_at_body_timeout_and_frees_its_upstrea
     require("python3");
     let (upstream, open) = start_silent_upstream();
     let p = Proxy::start(upstream, "body_timeout = \"1500ms\"\nupstream_timeout = \"30s\"");
-    let mut args = vec![p.port.to_string()];
-    args.extend(p.tls_args());
-    let (_client, mut client_out, ready) = p.python("slow_body.py", SLOW_BODY, &args);
+    let (_client, mut client_out, ready) = p.tls_client("slow_body.py", SLOW_BODY);
     assert_eq!(ready, "sent");
     // The upstream got the request and holds a connection while the body trickles.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while open.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 1, "the upstream has the request");
+    let opened = poll(3, Duration::from_millis(20), || open.load(Ordering::SeqCst), |n| *n > 0);
+    assert_eq!(opened, 1, "the upstream has the request");
     let mut out = String::new();
     client_out.read_line(&mut out).unwrap();
     let mut parts = out.trim().splitn(3, ' ');
-    let answered: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
-    let closed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    let (answered, closed) = (seconds(parts.next()), seconds(parts.next()));
     let status = parts.next().unwrap_or("");
     assert_eq!(status, "HTTP/1.1 408 Request Timeout", "{out}\n{}", p.log());
     assert!((1.4..4.0).contains(&answered), "408 after {answered} s, body_timeout is 1.5 s");
     assert!(closed < 5.0, "the client connection closed after {closed} s");
     // The proxy closes the upstream side as it answers; the upstream sees
     // it a moment later.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "the upstream connection was closed");
+    let still_open = poll(3, Duration::from_millis(20), || open.load(Ordering::SeqCst), |n| *n == 0);
+    assert_eq!(still_open, 0, "the upstream connection was closed");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"body\"}"), 1.0);
 }
 
@@ -248,15 +235,12 @@ const IDLE_H2: &str = include_str!("../../scripts/fairness_idle_h2.py");
 fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
     require("python3");
     let p = Proxy::start(start_http_upstream(), "idle_timeout = \"2s\"");
-    let mut args = vec![p.port.to_string()];
-    args.extend(p.tls_args());
-    let (_client, mut client_out, ready) = p.python("idle_h2.py", IDLE_H2, &args);
+    let (_client, mut client_out, ready) = p.tls_client("idle_h2.py", IDLE_H2);
     assert_eq!(ready, "open", "{}", p.log());
     let mut out = String::new();
     client_out.read_to_string(&mut out).unwrap();
     let mut parts = out.split_whitespace();
-    let goaway: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
-    let closed: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1.0);
+    let (goaway, closed) = (seconds(parts.next()), seconds(parts.next()));
     assert!((1.9..4.0).contains(&goaway), "GOAWAY after {goaway} s, idle_timeout is 2 s: {out}\n{}", p.log());
     assert!((goaway..5.0).contains(&closed), "closed after {closed} s: {out}");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
@@ -271,20 +255,15 @@ fn a_tcp_mode_connection_without_a_byte_either_way_closes_at_idle_timeout() {
     require("python3");
     let (upstream, open) = start_silent_upstream();
     let p = Proxy::start_mode("tcp", &format!("address = \"127.0.0.1:{upstream}\""), "idle_timeout = \"2s\"");
-    let mut args = vec![p.port.to_string()];
-    args.extend(p.tls_args());
-    let (_client, mut client_out, ready) = p.python("idle_tcp.py", IDLE_TCP, &args);
+    let (_client, mut client_out, ready) = p.tls_client("idle_tcp.py", IDLE_TCP);
     assert_eq!(ready, "sent", "{}", p.log());
     let mut out = String::new();
     client_out.read_line(&mut out).unwrap();
-    let closed: f64 = out.trim().parse().unwrap_or(-1.0);
+    let closed = seconds(Some(out.trim()));
     // Checked every quarter of idle_timeout (0.5 s): closed within 2-2.5 s.
     assert!((1.9..3.5).contains(&closed), "closed after {closed} s, idle_timeout is 2 s\n{}", p.log());
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "the upstream side was closed too");
+    let still_open = poll(2, Duration::from_millis(20), || open.load(Ordering::SeqCst), |n| *n == 0);
+    assert_eq!(still_open, 0, "the upstream side was closed too");
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"idle\"}"), 1.0);
 }
 
@@ -352,10 +331,7 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
             "--cacert",
         ])
         .arg(p.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(p.ca.path("alice.crt"))
-        .arg("--key")
-        .arg(p.ca.path("alice.key"))
+        .args(p.ca.cert_flags("alice"))
         .args(["--resolve", &format!("localhost:{}:127.0.0.1", p.port)]);
     for i in 0..5 {
         cmd.args(["-o", "/dev/null"]).arg(format!("https://localhost:{}/hold/{i}", p.port));
@@ -386,7 +362,7 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
     assert!(p.log().contains("upstream queue timed out"), "{}", p.log());
 }
 
-/// HTTP/2 abuse from one connection: `MODE PORT CA CERT KEY N` (see the script).
+/// HTTP/2 abuse from one connection: `PORT CA CERT KEY MODE N` (see the script).
 const H2_ABUSE: &str = include_str!("../../scripts/fairness_h2_abuse.py");
 
 /// An HTTP/1.1 upstream that answers every request 200 and counts them.
@@ -442,9 +418,9 @@ fn h2_abuse(mode: &str, frames: usize) -> Abuse {
     let p = Proxy::start(upstream, "");
     assert_eq!(p.curl("/", &["--http2"]).0, "200");
     let before = (rss_kb(p.daemon.child.0.id()), requests.load(Ordering::SeqCst));
-    let mut args = vec![mode.to_string(), p.port.to_string()];
-    args.extend(p.tls_args());
-    args.push(frames.to_string());
+    let mut args = vec![p.port.to_string()];
+    args.extend(p.ca.client_files("alice").map(|f| f.to_string_lossy().into_owned()));
+    args.extend([mode.to_string(), frames.to_string()]);
     let (_attacker, mut out, line) = p.python("h2_abuse.py", H2_ABUSE, &args);
     assert_eq!(line, "open");
     let report = std::thread::spawn(move || {

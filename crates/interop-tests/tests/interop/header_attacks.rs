@@ -4,8 +4,8 @@
 //! its own `X-Forwarded-Client-Cert` through under any spelling; Host,
 //! `Connection` and `Transfer-Encoding` tricks are refused; a malformed
 //! request body is the client's 400, not an upstream error.
-use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, Daemon, TestCa};
-use std::path::PathBuf;
+use ambos_interop_tests::{ambos_bin, free_port, require, run, wait_for_port, ChildGuard, Daemon, ProxyToml, TestCa};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,7 @@ impl Fixture {
     fn new() -> Fixture {
         require("python3");
         require("curl");
-        let ca = TestCa::new(&[]);
-        ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+        let ca = TestCa::with_localhost(&[]);
         ca.issue("client", "admin", &["--spiffe", ADMIN]);
         ca.issue("client", "web", &["--spiffe", WEB]);
         let script = ca.write("wsgi_upstream.py", WSGI_UPSTREAM);
@@ -88,38 +87,13 @@ impl Fixture {
         }
         // The metrics listener logs its configured address, not the bound one.
         self.metrics = free_port();
-        let config = format!(
-            r#"
-[listen]
-address = "127.0.0.1:0"
-{listen}
-
-[tls]
-cert = "certs/localhost.crt"
-key = "certs/localhost.key"
-client_ca = "certs/ca.crt"
-
-[upstream]
-url = "http://127.0.0.1:{}"
-
-{headers}
-
-[[route]]
-path = "/admin/**"
-allow = ["{ADMIN}"]
-
-[[route]]
-path = "/**"
-allow = ["any"]
-
-[audit]
-path = "audit.jsonl"
-
-[metrics]
-address = "127.0.0.1:{}"
-"#,
-            self.upstream_port, self.metrics
-        );
+        let config = ProxyToml::http(self.upstream_port)
+            .listen(listen)
+            .section(headers)
+            .route("/admin/**", ADMIN)
+            .audit(Path::new("audit.jsonl"), "")
+            .metrics(self.metrics)
+            .to_string();
         let path = Daemon::proxy_config(self.ca.dir(), &config);
         run(Command::new(ambos_bin()).args(["proxy", "--check", "--config", path.to_str().unwrap()])).ok();
         let proxy = Daemon::proxy(self.ca.dir(), &config, &[]);
@@ -282,40 +256,49 @@ fn client_sent_identity_headers_never_reach_a_wsgi_upstream_under_any_spelling()
 fn host_connection_and_framing_tricks_are_refused_and_bad_bodies_are_the_clients_fault() {
     let mut f = Fixture::new();
     f.start(None);
+    // Each refused request: what it is, its header lines and body, and the
+    // audit reason. The Nth goes to /hN; one with a body is a POST.
+    const CHUNKED_HELLO: &str = "5\r\nhello\r\n0\r\n\r\n";
     let refused = [
-        ("two Host", "GET /h1 HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n", "more than one Host"),
-        ("two Hosts", "GET /h2 HTTP/1.1\r\nHost: localhost\r\nHost: admin.test\r\n\r\n", "more than one Host"),
-        ("no Host", "GET /h3 HTTP/1.1\r\n\r\n", "no Host"),
-        ("userinfo Host", "GET /h4 HTTP/1.1\r\nHost: admin@localhost\r\n\r\n", "malformed Host"),
-        ("Connection: host", "GET /h5 HTTP/1.1\r\nHost: localhost\r\nConnection: host\r\n\r\n", "Connection"),
-        ("Connection: close, Host", "GET /h6 HTTP/1.1\r\nHost: localhost\r\nConnection: close, Host\r\n\r\n", "Connection"),
+        ("two Host", "Host: localhost\r\nHost: localhost\r\n", "", "more than one Host"),
+        ("two Hosts", "Host: localhost\r\nHost: admin.test\r\n", "", "more than one Host"),
+        ("no Host", "", "", "no Host"),
+        ("userinfo Host", "Host: admin@localhost\r\n", "", "malformed Host"),
+        ("Connection: host", "Host: localhost\r\nConnection: host\r\n", "", "Connection"),
+        ("Connection: close, Host", "Host: localhost\r\nConnection: close, Host\r\n", "", "Connection"),
         (
             "Connection: content-length",
-            "POST /h7 HTTP/1.1\r\nHost: localhost\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nhi",
+            "Host: localhost\r\nConnection: Content-Length\r\nContent-Length: 2\r\n",
+            "hi",
             "Connection",
         ),
         (
             "Connection: x_forwarded_client_cert",
-            "GET /h8 HTTP/1.1\r\nHost: localhost\r\nConnection: x_forwarded_client_cert\r\n\r\n",
+            "Host: localhost\r\nConnection: x_forwarded_client_cert\r\n",
+            "",
             "Connection",
         ),
         (
             "identity, chunked",
-            "POST /h9 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Host: localhost\r\nTransfer-Encoding: identity, chunked\r\n",
+            CHUNKED_HELLO,
             "Transfer-Encoding",
         ),
         (
             "two Transfer-Encoding lines",
-            "POST /h10 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "Host: localhost\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+            CHUNKED_HELLO,
             "Transfer-Encoding",
         ),
-        ("absolute form, other Host", "GET http://admin.test/h11 HTTP/1.1\r\nHost: localhost\r\n\r\n", ""),
     ];
-    for (what, request, _) in refused {
-        let (status, body) = f.raw(request);
-        assert_eq!(status, "400", "{what}: {body}");
+    for (i, (what, headers, body, _)) in refused.iter().enumerate() {
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        let (status, answer) = f.raw(&format!("{method} /h{} HTTP/1.1\r\n{headers}\r\n{body}", i + 1));
+        assert_eq!(status, "400", "{what}: {answer}");
     }
-    for (i, (what, _, reason)) in refused.iter().enumerate().take(10) {
+    let (status, body) = f.raw("GET http://admin.test/h11 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, "400", "absolute form, other Host: {body}");
+    for (i, (what, _, _, reason)) in refused.iter().enumerate() {
         let path = format!("/h{}", i + 1);
         let line = f.wait_audit(what, |l| l["path"] == path.as_str());
         assert!(line["reason"].as_str().unwrap().contains(reason), "{what}: {line}");

@@ -2,7 +2,8 @@
 //! `enroll`, `renew`, `agent`, revocation through the API, the proxy pulling
 //! `crl_url`, and `ambos tunnel`.
 use ambos_interop_tests::{
-    ambos_bin, curl, openssl_csr, require, run, s_client, spawn_logged, start_http_upstream, Daemon, Run, TestCa,
+    ambos_bin, cert_flags, curl, openssl_csr, poll, require, run, s_client, spawn_logged, start_http_upstream,
+    wait_file_contains, Daemon, Run, TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -222,21 +223,18 @@ allow = ["spiffe://acme.test/web"]
     );
     let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
     let port = proxy.port;
-    let agent = |cert: &str, key: &str, log: &str| {
+    let agent = |name: &str, log: &str| {
         spawn_logged(
             Command::new(ambos_bin())
                 .args(["agent", "--ca-url", &c.url(), "--root"])
                 .arg(d.join("ca.crt"))
-                .arg("--cert")
-                .arg(d.join(cert))
-                .arg("--key")
-                .arg(d.join(key))
+                .args(cert_flags(&d, name))
                 .args(["--exec", &format!("touch {}", c.ca.dir().join(format!("{log}.renewed")).display())]),
             &c.ca.dir().join(log),
         )
     };
-    let _server_agent = agent("localhost.crt", "localhost.key", "agent-server.log");
-    let _client_agent = agent("web.crt", "web.key", "agent-web.log");
+    let _server_agent = agent("localhost", "agent-server.log");
+    let _client_agent = agent("web", "agent-web.log");
 
     let (web_crt, web_key) = (d.join("web.crt"), d.join("web.key"));
     let get = || {
@@ -284,10 +282,7 @@ allow = ["spiffe://acme.test/web"]
     let mut cmd = c.ca.cmd();
     cmd.args(["revoke", &current, "--reason", "key-compromise", "--ca-url", &c.url(), "--root"])
         .arg(c.ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(c.ca.path("admin.crt"))
-        .arg("--key")
-        .arg(c.ca.path("admin.key"));
+        .args(c.ca.cert_flags("admin"));
     run(&mut cmd).ok();
     let revoked_at = Instant::now();
     loop {
@@ -318,41 +313,26 @@ fn the_agent_keeps_its_files_while_the_ca_is_away_and_renews_when_it_returns() {
         Command::new(ambos_bin())
             .args(["agent", "--ca-url", &c.url(), "--root"])
             .arg(d.join("ca.crt"))
-            .arg("--cert")
-            .arg(d.join("device.crt"))
-            .arg("--key")
-            .arg(d.join("device.key"))
+            .args(cert_flags(&d, "device"))
             .args(["--renew-at", "0.1"]),
         &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !std::fs::read_to_string(&log).unwrap().contains("renewal failed") {
-        assert!(Instant::now() < deadline, "agent did not try: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_file_contains(&log, "renewal failed", 15);
     // The first retry comes within the 1 s backoff: 2 s at the most.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while std::fs::read_to_string(&log).unwrap().matches("renewal failed").count() < 2 {
-        assert!(Instant::now() < deadline, "no retry: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let text = poll(
+        2,
+        Duration::from_millis(100),
+        || std::fs::read_to_string(&log).unwrap(),
+        |t| t.matches("renewal failed").count() >= 2,
+    );
+    assert!(text.matches("renewal failed").count() >= 2, "no retry: {text}");
     assert_eq!((std::fs::read(d.join("device.crt")).unwrap(), std::fs::read(d.join("device.key")).unwrap()), before);
     c.start(); // back on the same port
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::fs::read(d.join("device.crt")).unwrap() == before.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no renewal after the CA came back: {}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let cert =
+        poll(15, Duration::from_millis(200), || std::fs::read(d.join("device.crt")).unwrap(), |c| *c != before.0);
+    assert!(cert != before.0, "no renewal after the CA came back: {}", std::fs::read_to_string(&log).unwrap());
     // The log line follows the file writes.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !std::fs::read_to_string(&log).unwrap().contains("renewed;") {
-        assert!(Instant::now() < deadline, "no 'renewed' log line: {}", std::fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_file_contains(&log, "renewed;", 5);
 }
 
 #[test]
@@ -413,8 +393,7 @@ fn kill_9_of_serve_during_an_enrollment_burst_keeps_every_serial_exactly_once() 
 #[test]
 fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let ca = TestCa::with_localhost(&[]);
     ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web"]);
     ca.issue("client", "gone", &[]);
     ca.ambos(&["revoke", "gone"]).ok();
@@ -426,10 +405,7 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
     let proxy = Daemon::spawn(
         Command::new(ambos_bin())
             .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &format!("http://127.0.0.1:{upstream}")])
-            .arg("--cert")
-            .arg(certs.join("localhost.crt"))
-            .arg("--key")
-            .arg(certs.join("localhost.key"))
+            .args(cert_flags(&certs, "localhost"))
             .arg("--client-ca")
             .arg(certs.join("ca.crt"))
             .arg("--crl")
@@ -442,10 +418,7 @@ fn a_plaintext_client_reaches_an_mtls_service_through_the_tunnel() {
         tunnels.set(tunnels.get() + 1);
         let mut cmd = Command::new(ambos_bin());
         cmd.args(["tunnel", "--listen", "127.0.0.1:0", "--connect", &format!("localhost:{port}")])
-            .arg("--cert")
-            .arg(dir.join(format!("{who}.crt")))
-            .arg("--key")
-            .arg(dir.join(format!("{who}.key")))
+            .args(cert_flags(dir, who))
             .arg("--ca")
             .arg(certs.join("ca.crt"));
         if let Some(e) = expect {

@@ -1,5 +1,5 @@
 //! nginx with `ssl_verify_client on` and ambos certificates, called with curl.
-use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, TestCa};
+use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, ProxyToml, TestCa};
 use std::process::{Command, Stdio};
 
 fn nginx_conf(ca: &TestCa, port: u16) -> String {
@@ -43,7 +43,7 @@ fn curl(ca: &TestCa, port: u16, client: Option<&str>) -> (String, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", "--cacert"]).arg(ca.path("ca.crt"));
     if let Some(name) = client {
-        cmd.arg("--cert").arg(ca.path(&format!("{name}.crt"))).arg("--key").arg(ca.path(&format!("{name}.key")));
+        cmd.args(ca.cert_flags(name));
     }
     cmd.arg(format!("https://localhost:{port}/"));
     let out = run(&mut cmd);
@@ -132,13 +132,12 @@ fn the_proxy_speaks_mtls_to_an_nginx_upstream_and_refuses_one_it_cannot_verify()
         ("a name the certificate lacks", c.to_string() + "/ca.crt", "elsewhere.test", false),
     ] {
         let audit = ca.dir().join(format!("audit-{}.jsonl", server_name.len() + ca_file.len()));
-        let config = format!(
-            "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-             client_ca = \"certs/ca.crt\"\n\n[upstream]\nurl = \"https://127.0.0.1:{port}\"\n\n[upstream.tls]\n\
-             ca = \"{ca_file}\"\ncert = \"certs/proxy.crt\"\nkey = \"certs/proxy.key\"\nserver_name = \"{server_name}\"\n\n\
-             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n[audit]\npath = \"{}\"\n",
-            audit.display()
-        );
+        let config = ProxyToml::upstream(&format!(
+            "url = \"https://127.0.0.1:{port}\"\n\n[upstream.tls]\nca = \"{ca_file}\"\n\
+             cert = \"certs/proxy.crt\"\nkey = \"certs/proxy.key\"\nserver_name = \"{server_name}\""
+        ))
+        .audit(&audit, "")
+        .to_string();
         let proxy = ambos_interop_tests::Daemon::proxy(ca.dir(), &config, &[]);
         let out = ca.curl(Some("alice"), &format!("https://127.0.0.1:{}/", proxy.port), &[]);
         if works {

@@ -4,7 +4,7 @@
 //! over HTTP/1.1 (raw bytes through Python ssl) or HTTP/2 (curl
 //! `--request-target`), may get the admin secret; every variant the proxy
 //! refuses gets 400 and an audit line with the reason.
-use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, Daemon, TestCa};
+use ambos_interop_tests::{free_port, require, run, wait_for_port, ChildGuard, Daemon, ProxyToml, TestCa};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -153,35 +153,8 @@ fn start_proxy(ca: &TestCa, tag: &str, upstream: u16) -> Proxy {
     // The metrics listener logs its configured address, not the bound one.
     let metrics = free_port();
     let audit = ca.dir().join(format!("audit-{tag}.jsonl"));
-    let config = format!(
-        r#"
-[listen]
-address = "127.0.0.1:0"
-
-[tls]
-cert = "certs/localhost.crt"
-key = "certs/localhost.key"
-client_ca = "certs/ca.crt"
-
-[upstream]
-url = "http://127.0.0.1:{upstream}"
-
-[[route]]
-path = "/admin/**"
-allow = ["cn:admin"]
-
-[[route]]
-path = "/**"
-allow = ["any"]
-
-[audit]
-path = "{}"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-"#,
-        audit.display()
-    );
+    let config =
+        ProxyToml::http(upstream).route("/admin/**", "cn:admin").audit(&audit, "").metrics(metrics).to_string();
     let daemon = Daemon::proxy(ca.dir(), &config, &[]);
     Proxy { port: daemon.port, metrics, audit, _daemon: daemon }
 }
@@ -251,9 +224,7 @@ fn client_py(ca: &TestCa, port: u16, who: &str, requests: &Path) -> Vec<(u16, St
     let out = run(Command::new("python3")
         .arg(ca.dir().join("client.py"))
         .arg(port.to_string())
-        .arg(ca.path("ca.crt"))
-        .arg(ca.path(&format!("{who}.crt")))
-        .arg(ca.path(&format!("{who}.key")))
+        .args(ca.client_files(who))
         .arg(requests));
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr))
 }
@@ -280,10 +251,7 @@ fn no_path_variant_reaches_the_admin_secret_without_the_admin_identity_through_a
 fn no_path_variant_reaches_the_admin_secret(kind: &str) {
     require("python3");
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "admin", &[]);
-    ca.issue("client", "user", &[]);
+    let ca = TestCa::with_localhost(&["admin", "user"]);
     let root = ca.dir().join("www");
     std::fs::create_dir_all(root.join("admin")).unwrap();
     std::fs::create_dir_all(root.join("public")).unwrap();
@@ -410,9 +378,7 @@ fn no_path_variant_reaches_the_admin_secret(kind: &str) {
 fn the_upstream_gets_exactly_the_normalized_path_that_was_authorized() {
     require("python3");
     require("curl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "user", &[]);
+    let ca = TestCa::with_localhost(&["user"]);
     ca.write("client.py", CLIENT_PY);
     let proxy = start_proxy(&ca, "echo", ambos_interop_tests::start_http_upstream());
     let cases = [

@@ -1,6 +1,22 @@
 //! PKCS#12 keystores and truststores from ambos, opened by OpenSSL 3 and Java keytool.
-use ambos_interop_tests::{require, run, TestCa};
+use ambos_interop_tests::{require, run, Run, TestCa};
+use std::path::Path;
 use std::process::Command;
+
+/// `openssl pkcs12 -in STORE -passin PASSIN` with `args` before them.
+fn openssl_pkcs12(args: &[&str], store: &Path, passin: &str) -> Run {
+    run(Command::new("openssl").arg("pkcs12").args(args).arg("-in").arg(store).args(["-passin", passin]))
+}
+
+/// `keytool -list` (with `-v`: every certificate in full) of a PKCS#12 store.
+fn keytool_list(store: &Path, password: &str, verbose: bool) -> Run {
+    let mut cmd = Command::new("keytool");
+    cmd.arg("-list");
+    if verbose {
+        cmd.arg("-v");
+    }
+    run(cmd.args(["-storetype", "PKCS12", "-keystore"]).arg(store).args(["-storepass", password]))
+}
 
 #[test]
 fn pkcs12_keystore_opens_in_openssl_without_legacy_and_in_keytool() {
@@ -12,39 +28,23 @@ fn pkcs12_keystore_opens_in_openssl_without_legacy_and_in_keytool() {
     ca.issue("client", "web", &["--spiffe", "spiffe://acme.test/web", "--p12", "--p12-password-file", pw_s]);
     let p12 = ca.path("web.p12");
 
-    let info = run(Command::new("openssl")
-        .args(["pkcs12", "-info", "-noout", "-in"])
-        .arg(&p12)
-        .args(["-passin", &format!("file:{pw_s}")]));
-    let info = info.ok();
+    let passin = format!("file:{pw_s}");
+    let info = openssl_pkcs12(&["-info", "-noout"], &p12, &passin).ok();
     let all = format!("{}{}", info.stdout, info.stderr);
     assert!(all.contains("PBES2") && all.contains("AES-256-CBC"), "{all}");
     assert!(all.contains("sha256"), "MAC should be HMAC-SHA256: {all}");
     assert!(!all.contains("RC2") && !all.contains("3DES"), "{all}");
     // The key and both certificates come out again.
-    let dump = run(Command::new("openssl")
-        .args(["pkcs12", "-nodes", "-in"])
-        .arg(&p12)
-        .args(["-passin", &format!("file:{pw_s}")]))
-    .ok()
-    .stdout;
+    let dump = openssl_pkcs12(&["-nodes"], &p12, &passin).ok().stdout;
     assert_eq!(dump.matches("BEGIN CERTIFICATE").count(), 2, "{dump}");
     assert!(dump.contains("BEGIN PRIVATE KEY"), "{dump}");
 
-    let list = run(Command::new("keytool")
-        .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
-        .arg(&p12)
-        .args(["-storepass", "changeit-not"]))
-    .ok()
-    .stdout;
+    let list = keytool_list(&p12, "changeit-not", true).ok().stdout;
     assert!(list.contains("PrivateKeyEntry"), "{list}");
     assert!(list.contains("Certificate chain length: 2"), "{list}");
 
     // A wrong password is refused by keytool, not silently accepted.
-    let bad = run(Command::new("keytool")
-        .args(["-list", "-storetype", "PKCS12", "-keystore"])
-        .arg(&p12)
-        .args(["-storepass", "wrong-password"]));
+    let bad = keytool_list(&p12, "wrong-password", false);
     assert_ne!(bad.code, 0);
 
     // `ambos p12` builds the same from PEM files.
@@ -61,11 +61,7 @@ fn pkcs12_keystore_opens_in_openssl_without_legacy_and_in_keytool() {
         pw_s,
     ])
     .ok();
-    run(Command::new("keytool")
-        .args(["-list", "-storetype", "PKCS12", "-keystore"])
-        .arg(&out)
-        .args(["-storepass", "changeit-not"]))
-    .ok();
+    keytool_list(&out, "changeit-not", false).ok();
 }
 
 #[test]
@@ -76,19 +72,10 @@ fn pkcs12_truststore_lists_the_root_as_trusted_cert_entry() {
     let pw = ca.write("pw.txt", "truststore-pw\n");
     let ts = ca.dir().join("truststore.p12");
     ca.export_truststore_p12(&ts, &pw);
-    let list = run(Command::new("keytool")
-        .args(["-list", "-v", "-storetype", "PKCS12", "-keystore"])
-        .arg(&ts)
-        .args(["-storepass", "truststore-pw"]))
-    .ok()
-    .stdout;
+    let list = keytool_list(&ts, "truststore-pw", true).ok().stdout;
     assert!(list.contains("trustedCertEntry"), "{list}");
     assert!(list.contains("Interop Root CA"), "{list}");
-    run(Command::new("openssl")
-        .args(["pkcs12", "-info", "-noout", "-in"])
-        .arg(&ts)
-        .args(["-passin", "pass:truststore-pw"]))
-    .ok();
+    openssl_pkcs12(&["-info", "-noout"], &ts, "pass:truststore-pw").ok();
 
     let pem = ca.dir().join("truststore.pem");
     ca.ambos(&["export", "truststore", "--out", pem.to_str().unwrap()]).ok();

@@ -2,15 +2,16 @@
 //! ambos proxy and against nginx with `ssl_verify_client on` (including
 //! nginx's 400 after a TLS 1.3 handshake). Plus `ambos quickstart --exit`.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_file_contains, Daemon, TestCa,
+    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_file_contains, Daemon, ProxyToml, TestCa,
 };
+use std::path::Path;
 use std::process::Command;
 
 fn probe(ca: &TestCa, port: u16, who: Option<(&TestCa, &str)>, extra: &[&str]) -> serde_json::Value {
     let mut cmd = Command::new(ambos_bin());
     cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"]).arg(ca.path("ca.crt"));
     if let Some((owner, name)) = who {
-        cmd.arg("--cert").arg(owner.path(&format!("{name}.crt"))).arg("--key").arg(owner.path(&format!("{name}.key")));
+        cmd.args(owner.cert_flags(name));
     }
     cmd.args(extra);
     let out = run(&mut cmd);
@@ -101,11 +102,11 @@ fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
 fn probe_names_every_catalog_entry_against_the_ambos_proxy() {
     let c = cast();
     let upstream = start_http_upstream();
-    let config = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
-         client_ca = \"certs/ca.crt\"\ncrl = \"certs/crls.pem\"\nmin_version = \"1.3\"\n[upstream]\nurl = \"http://127.0.0.1:{upstream}\"\n\
-         [[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n[audit]\npath = \"audit.jsonl\"\n"
-    );
+    let config = ProxyToml::http(upstream)
+        .tls("crl = \"certs/crls.pem\"\nmin_version = \"1.3\"")
+        .routes("[[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n")
+        .audit(Path::new("audit.jsonl"), "")
+        .to_string();
     let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
     catalog(&c, proxy.port, (proxy.port, &["--tls-version", "1.2"]), "ambos proxy");
     // The server side names the same causes in its audit log (written by a

@@ -2,7 +2,7 @@
 //! s_client, Python ssl, a Java 17 JSSE client) with ambos certificates.
 use ambos_interop_tests::{
     ambos_bin, curl, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, Daemon,
-    TestCa,
+    ProxyToml, TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,34 +21,13 @@ struct Fixture {
 
 impl Fixture {
     fn config(&self, upstream: &str, extra_routes: &str) -> String {
-        format!(
-            r#"
-[listen]
-address = "127.0.0.1:0"
-
-[tls]
-cert = "certs/localhost.crt"
-key = "certs/localhost.key"
-client_ca = "certs/ca.crt"
-crl = ["certs/crls.pem"]
-
-[upstream]
-{upstream}
-
-{extra_routes}
-
-[audit]
-path = "audit.jsonl"
-
-[metrics]
-address = "127.0.0.1:{}"
-
-[limits]
-handshake_timeout = "5s"
-shutdown_grace = "10s"
-"#,
-            self.metrics
-        )
+        ProxyToml::upstream(upstream)
+            .tls("crl = [\"certs/crls.pem\"]")
+            .routes(extra_routes)
+            .audit(Path::new("audit.jsonl"), "")
+            .metrics(self.metrics)
+            .section("[limits]\nhandshake_timeout = \"5s\"\nshutdown_grace = \"10s\"")
+            .to_string()
     }
 
     const HTTP_ROUTES: &'static str = r#"
@@ -718,10 +697,7 @@ impl Fixture {
             .arg(mode)
             .arg("--target")
             .arg(format!("127.0.0.1:{target_port}"))
-            .arg("--cert")
-            .arg(self.ca.path(&format!("{client}.crt")))
-            .arg("--key")
-            .arg(self.ca.path(&format!("{client}.key")))
+            .args(self.ca.cert_flags(client))
             .arg("--ca")
             .arg(self.ca.path("ca.crt"))
             .args(["--concurrency", "2", "--json"])

@@ -96,10 +96,7 @@ const DECOYS: &str = include_str!("../../scripts/revocation_decoys.py");
 fn decoys_and_extra_certificates_do_not_hide_a_revoked_client() {
     require("openssl");
     require("python3");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "alice", &[]);
-    ca.issue("client", "bob", &[]);
+    let ca = TestCa::with_localhost(&["alice", "bob"]);
     ca.ambos(&["revoke", "alice", "--reason", "key-compromise"]).ok();
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
     let inter = ca.write("inter.pem", &blocks(&ca.path("alice.crt"))[1]);
@@ -146,9 +143,7 @@ fn decoys_and_extra_certificates_do_not_hide_a_revoked_client() {
 #[test]
 fn leaf_only_clients_are_completed_from_configured_intermediates() {
     require("openssl");
-    let ca = TestCa::new(&[]);
-    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
-    ca.issue("client", "alice", &[]);
+    let ca = TestCa::with_localhost(&["alice"]);
     ca.ambos(&["crl", "--all", "--out", "certs/crls.pem"]).ok();
     let alice = blocks(&ca.path("alice.crt"));
     let leaf = ca.write("alice-leaf.pem", &alice[0]);
@@ -215,9 +210,7 @@ fn open_connections_of_a_newly_revoked_client_close_within_a_second() {
                 .arg("-c")
                 .arg(HOLD)
                 .arg(port.to_string())
-                .arg(ca.path("ca.crt"))
-                .arg(ca.path(&format!("{who}.crt")))
-                .arg(ca.path(&format!("{who}.key")))
+                .args(ca.client_files(who))
                 .arg(mode)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -401,10 +394,7 @@ fn the_proxy_fetches_crls_from_distribution_points_and_follows_revocations() {
         .args(["revoke", &serial, "--reason", "key-compromise", "--ca-url", &format!("https://127.0.0.1:{port}")])
         .arg("--root")
         .arg(ca.path("ca.crt"))
-        .arg("--cert")
-        .arg(ca.path("admin.crt"))
-        .arg("--key")
-        .arg(ca.path("admin.key"));
+        .args(ca.cert_flags("admin"));
     run(&mut revoke).ok();
     let started = Instant::now();
     while curl("alice") == "200" {
