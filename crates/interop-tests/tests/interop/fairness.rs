@@ -226,16 +226,17 @@ fn a_body_at_3_bytes_per_second_is_cut_off_at_body_timeout_and_frees_its_upstrea
     assert_eq!(counter(&p.metrics(), "ambos_proxy_timeouts_total{kind=\"body\"}"), 1.0);
 }
 
-/// Opens an HTTP/2 connection (raw frames), never opens a stream, answers
-/// the server's SETTINGS and PINGs and sends its own PING every 300 ms;
-/// prints the seconds until a GOAWAY came and until the connection closed.
-const IDLE_H2: &str = include_str!("../../scripts/fairness_idle_h2.py");
+/// One HTTP/2 client of raw frames (`PORT CA CERT KEY [MODE N]`). Without
+/// a mode it never opens a stream, answers the server's SETTINGS and PINGs
+/// and sends its own PING every 300 ms; prints the seconds until a GOAWAY
+/// came and until the connection closed. With a mode it abuses the proxy.
+const H2_CLIENT: &str = include_str!("../../scripts/fairness_h2.py");
 
 #[test]
 fn an_http2_connection_without_streams_closes_at_idle_timeout_despite_pings() {
     require("python3");
     let p = Proxy::start(start_http_upstream(), "idle_timeout = \"2s\"");
-    let (_client, mut client_out, ready) = p.tls_client("idle_h2.py", IDLE_H2);
+    let (_client, mut client_out, ready) = p.tls_client("h2_client.py", H2_CLIENT);
     assert_eq!(ready, "open", "{}", p.log());
     let mut out = String::new();
     client_out.read_to_string(&mut out).unwrap();
@@ -362,9 +363,6 @@ fn one_http2_connection_holds_at_most_max_upstream_per_connection_and_the_rest_g
     assert!(p.log().contains("upstream queue timed out"), "{}", p.log());
 }
 
-/// HTTP/2 abuse from one connection: `PORT CA CERT KEY MODE N` (see the script).
-const H2_ABUSE: &str = include_str!("../../scripts/fairness_h2_abuse.py");
-
 /// An HTTP/1.1 upstream that answers every request 200 and counts them.
 fn start_counting_upstream() -> (u16, Arc<AtomicUsize>) {
     use std::io::Write;
@@ -421,7 +419,7 @@ fn h2_abuse(mode: &str, frames: usize) -> Abuse {
     let mut args = vec![p.port.to_string()];
     args.extend(p.ca.client_files("alice").map(|f| f.to_string_lossy().into_owned()));
     args.extend([mode.to_string(), frames.to_string()]);
-    let (_attacker, mut out, line) = p.python("h2_abuse.py", H2_ABUSE, &args);
+    let (_attacker, mut out, line) = p.python("h2_client.py", H2_CLIENT, &args);
     assert_eq!(line, "open");
     let report = std::thread::spawn(move || {
         let mut line = String::new();

@@ -1,12 +1,17 @@
-"""HTTP/2 abuse from one client: MODE is rapid_reset (HEADERS then
-RST_STREAM, N streams), continuation (one HEADERS, then up to N
-CONTINUATION frames of 16 KiB that never end the header block) or settings
-(N SETTINGS frames, never reading the ACKs). Prints "open" once connected,
-then one JSON line: frames sent, whether the server closed the connection,
-the GOAWAY error code it sent (if any) and the seconds taken."""
+"""One HTTP/2 client: `PORT CA CERT KEY [MODE N]`.
+Without MODE it idles: sends the preface and SETTINGS, prints "open",
+answers SETTINGS and PINGs and sends a PING whenever the server is quiet
+for 0.3 s, then prints when the GOAWAY came and when the connection closed.
+With MODE it abuses: rapid_reset (HEADERS then RST_STREAM, N streams),
+continuation (one HEADERS, then up to N CONTINUATION frames of 16 KiB that
+never end the header block) or settings (N SETTINGS frames, never reading
+the ACKs); it prints "open" once connected, then one JSON line: frames
+sent, whether the server closed the connection, the GOAWAY error code it
+sent (if any) and the seconds taken."""
 import json, socket, ssl, struct, sys, threading, time
 
-port, ca, cert, key, mode, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6])
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+mode, n = (sys.argv[5], int(sys.argv[6])) if len(sys.argv) > 6 else ("idle", 0)
 ctx = ssl.create_default_context(cafile=ca)
 ctx.load_cert_chain(cert, key)
 ctx.set_alpn_protocols(["h2"])
@@ -17,6 +22,44 @@ assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
 def frame(kind, flags, stream, payload=b""):
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
 
+
+def idle():
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+    print("open", flush=True)
+    start = time.monotonic()
+    s.settimeout(0.3)
+    buf, goaway, closed = b"", None, None
+    while time.monotonic() - start < 20:
+        try:
+            chunk = s.recv(65536)
+            if not chunk:
+                closed = time.monotonic() - start
+                break
+            buf += chunk
+        except socket.timeout:
+            s.sendall(frame(6, 0, 0, b"12345678"))
+            continue
+        except (ConnectionError, ssl.SSLError):
+            closed = time.monotonic() - start
+            break
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + length:
+                break
+            kind, flags, payload = buf[3], buf[4], buf[9:9 + length]
+            buf = buf[9 + length:]
+            if kind == 4 and not flags & 1:
+                s.sendall(frame(4, 1, 0))
+            elif kind == 6 and not flags & 1:
+                s.sendall(frame(6, 1, 0, payload))
+            elif kind == 7 and goaway is None:
+                goaway = time.monotonic() - start
+    print(f"{goaway} {closed}", flush=True)
+
+
+if mode == "idle":
+    idle()
+    sys.exit(0)
 
 # HPACK: :method GET, :scheme https, :path /, :authority localhost (literal, indexed name 1).
 REQUEST = bytes([0x82, 0x87, 0x84, 0x01, 9]) + b"localhost"
