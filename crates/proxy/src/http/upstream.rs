@@ -107,7 +107,13 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    fn new(inner: Incoming, t: &Timeouts) -> ClientBody {
+    /// Whether the body has ended (a body empty from the start has).
+    pub(super) fn ended(&self) -> impl Fn() -> bool {
+        let ended = self.ended.clone();
+        move || ended.as_ref().is_none_or(|e| e.load(Relaxed))
+    }
+
+    pub(super) fn new(inner: Incoming, t: &Timeouts) -> ClientBody {
         let ended = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         let min_bytes = (t.body_min_rate as f64 * t.body.as_secs_f64()).ceil().max(1.0) as u64;
         ClientBody { inner, timeout: t.body, min_bytes, window: None, ended }
@@ -248,6 +254,13 @@ impl tokio::io::AsyncWrite for UpstreamIo {
     }
 }
 
+impl UpstreamIo {
+    /// Whether TLS ALPN chose HTTP/2.
+    pub(super) fn alpn_h2(&self) -> bool {
+        matches!(self, UpstreamIo::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2"))
+    }
+}
+
 impl UpstreamConn {
     /// Polls the connection; true once it has ended (closed or failed).
     fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
@@ -302,28 +315,7 @@ impl UpstreamPool {
         tls: Option<&crate::upstream_tls::UpstreamTls>,
         timeout: Duration,
     ) -> Result<Box<UpstreamConn>, String> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
-            Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
-        };
-        let _ = stream.set_nodelay(true);
-        let io = match tls {
-            None => UpstreamIo::Plain(stream),
-            Some(t) => {
-                let handshake = t.connector.connect(t.server_name.clone(), stream);
-                match tokio::time::timeout(timeout, handshake).await {
-                    Ok(Ok(s)) => UpstreamIo::Tls(Box::new(s)),
-                    Ok(Err(e)) => {
-                        let why = ambos_tls::HandshakeFailure::from_io(&e);
-                        return Err(format!("upstream {authority}: TLS handshake failed: {why}"));
-                    }
-                    Err(_) => {
-                        return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}"))
-                    }
-                }
-            }
-        };
+        let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeout).await?;
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
         let tls = tls.is_some();
@@ -398,26 +390,54 @@ impl UpstreamPool {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the pooled connection was closing. Try again.
                     Some(unsent) if pooled => req = unsent,
-                    _ if e.error().is_user()
-                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<BodyTimedOut>()) =>
-                    {
-                        return Err(format!(
-                            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
-                            timeouts.body_min_rate, timeouts.body
-                        ))
-                    }
-                    // The body is the client's `Incoming`: a hyper error inside
-                    // a body error is the client's request failing to parse.
-                    _ if e.error().is_user()
-                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<hyper::Error>()) =>
-                    {
-                        return Err(format!("{CLIENT_BODY_ERROR}: {}", error_chain(e.error())))
-                    }
-                    _ => return Err(format!("upstream {authority}: {}", error_chain(e.error()))),
+                    _ => return Err(send_error(e.error(), authority, &timeouts)),
                 },
             }
         }
     }
+}
+
+/// Connects to the upstream: TCP, then TLS with `tls`'s connector when
+/// given (its ALPN list is the connector's).
+pub(super) async fn connect_io(
+    authority: &Authority,
+    tls: Option<(&tokio_rustls::TlsConnector, &crate::upstream_tls::UpstreamTls)>,
+    timeout: Duration,
+) -> Result<UpstreamIo, String> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
+        Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
+    };
+    let _ = stream.set_nodelay(true);
+    let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
+    match tokio::time::timeout(timeout, connector.connect(t.server_name.clone(), stream)).await {
+        Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            let why = ambos_tls::HandshakeFailure::from_io(&e);
+            Err(format!("upstream {authority}: TLS handshake failed: {why}"))
+        }
+        Err(_) => Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}")),
+    }
+}
+
+/// What a request that failed on its way to the upstream is audited as:
+/// the client's body too slow ([`BODY_TIMEOUT`]) or malformed
+/// ([`CLIENT_BODY_ERROR`]), else the upstream's failure.
+pub(super) fn send_error(e: &hyper::Error, authority: &Authority, timeouts: &Timeouts) -> String {
+    let source = std::error::Error::source(e);
+    if e.is_user() && source.is_some_and(|c| c.is::<BodyTimedOut>()) {
+        return format!(
+            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
+            timeouts.body_min_rate, timeouts.body
+        );
+    }
+    // The body is the client's `Incoming`: a hyper error inside a body
+    // error is the client's request failing to parse.
+    if e.is_user() && source.is_some_and(|c| c.is::<hyper::Error>()) {
+        return format!("{CLIENT_BODY_ERROR}: {}", error_chain(e));
+    }
+    format!("upstream {authority}: {}", error_chain(e))
 }
 
 /// A response body from the upstream. Polling it also polls the upstream
@@ -427,6 +447,13 @@ pub struct UpstreamBody {
     body: Incoming,
     up: Option<Box<UpstreamConn>>,
     pool: Arc<UpstreamPool>,
+}
+
+impl UpstreamBody {
+    /// A body whose connection someone else drives (HTTP/2: its own task).
+    pub(super) fn detached(body: Incoming, pool: Arc<UpstreamPool>) -> UpstreamBody {
+        UpstreamBody { body, up: None, pool }
+    }
 }
 
 impl Body for UpstreamBody {

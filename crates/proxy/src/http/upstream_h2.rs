@@ -1,0 +1,278 @@
+//! HTTP/2 to the upstream: `h2c://` (prior knowledge) or `https://` with h2
+//! chosen in ALPN. One connection per upstream carries every request as a
+//! stream (hyper's `SendRequest`, cloned per request); the connection runs
+//! on its own task and a closed one is replaced at the next request.
+//!
+//! Bodies stream both ways under HTTP/2 flow control and are never
+//! collected: hyper reads the client's body only as the upstream's window
+//! opens, and the upstream's as the client takes it. Dropping a response
+//! (the client reset its stream or went away) resets the upstream's stream;
+//! an upstream reset ends the client's response with an error, which
+//! resets the client's stream. Trailers (gRPC's `grpc-status`) pass as
+//! body frames.
+use super::upstream::{connect_io, send_error, ClientBody, Timeouts, UpstreamIo, UPSTREAM_TIMEOUT};
+use crate::upstream_tls::UpstreamTls;
+use ambos_tls::error_chain;
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// An upstream, and the TLS build (reload) its connection was made with.
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    authority: Authority,
+    tls_build: Option<u64>,
+}
+
+impl Key {
+    fn is(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> bool {
+        // Byte comparison: `Authority`'s `==` ignores ASCII case, slowly.
+        self.authority.as_str() == authority.as_str() && self.tls_build == tls.map(|t| t.build)
+    }
+}
+
+/// The request side of a shared connection.
+#[derive(Clone)]
+pub struct H2Sender {
+    sender: http2::SendRequest<ClientBody>,
+    /// The first bytes the upstream sent, to say what it speaks when it fails.
+    first_bytes: Arc<OnceLock<Vec<u8>>>,
+}
+
+/// The shared HTTP/2 connection to the upstream.
+#[derive(Default)]
+pub struct H2Upstream {
+    current: Mutex<Option<(Key, H2Sender)>>,
+    /// `protocol = "auto"`: this upstream (with this TLS build) chose
+    /// http/1.1 in ALPN, so requests go to the HTTP/1.1 pool.
+    chose_http1: Mutex<Option<Key>>,
+    /// One connect at a time: requests arriving meanwhile wait for it.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// How often a request waiting for its response head looks whether its
+/// body has ended (the body is sent by hyper's task, which does not wake
+/// ours): the `upstream_timeout` is kept to within this.
+const HEAD_CHECK: Duration = Duration::from_secs(1);
+
+impl H2Upstream {
+    fn live(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> Option<H2Sender> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match &*current {
+            Some((k, s)) if k.is(authority, tls) && !s.sender.is_closed() => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn chose_http1(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> bool {
+        self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|k| k.is(authority, tls))
+    }
+
+    /// The shared connection to `authority`, made if there is none or it
+    /// has closed; `None` when, with `auto`, the upstream chose http/1.1.
+    pub async fn connection(
+        &self,
+        authority: &Authority,
+        tls: Option<&UpstreamTls>,
+        auto: bool,
+        timeout: Duration,
+    ) -> Result<Option<H2Sender>, String> {
+        if auto && self.chose_http1(authority, tls) {
+            return Ok(None);
+        }
+        if let Some(s) = self.live(authority, tls) {
+            return Ok(Some(s));
+        }
+        let _one = self.connecting.lock().await;
+        if auto && self.chose_http1(authority, tls) {
+            return Ok(None);
+        }
+        if let Some(s) = self.live(authority, tls) {
+            return Ok(Some(s));
+        }
+        let key = Key { authority: authority.clone(), tls_build: tls.map(|t| t.build) };
+        let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await?;
+        if tls.is_some() && !io.alpn_h2() {
+            if auto {
+                tracing::info!("upstream {authority} chose http/1.1 in ALPN: HTTP/1.1 to it");
+                *self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+                return Ok(None);
+            }
+            return Err(format!(
+                "upstream {authority}: did not choose h2 in ALPN (upstream.protocol = \"h2\"; \"auto\" would fall back to HTTP/1.1)"
+            ));
+        }
+        let first_bytes = Arc::new(OnceLock::new());
+        let io = FirstBytes { inner: io, seen: first_bytes.clone() };
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // A dead connection is found by a missing PING answer, not by a request hanging on it.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("upstream {authority}: HTTP/2 handshake: {}", error_chain(&e)))?;
+        let name = authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP/2 connection to upstream {name} ended: {}", error_chain(&e));
+            }
+        });
+        let s = H2Sender { sender, first_bytes };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, s.clone()));
+        Ok(Some(s))
+    }
+
+    /// Sends `req` (its URI absolute, as HTTP/2 wants) as a new stream on
+    /// `s`'s connection. A request that was never sent, because that
+    /// connection had closed, is sent once more on a new one. No response
+    /// head within `timeouts.response` of the request's end:
+    /// [`UPSTREAM_TIMEOUT`], and the stream is reset.
+    pub async fn send(
+        &self,
+        mut s: H2Sender,
+        authority: &Authority,
+        tls: Option<&UpstreamTls>,
+        req: http::Request<Incoming>,
+        timeouts: Timeouts,
+    ) -> Result<http::Response<Incoming>, String> {
+        let mut req = req.map(|b| ClientBody::new(b, &timeouts));
+        let ended = req.body().ended();
+        let mut retried = false;
+        loop {
+            if s.sender.ready().await.is_err() {
+                if retried {
+                    return Err(s.explain(format!("upstream {authority}: HTTP/2 connection closed")));
+                }
+                retried = true;
+                s = self.reconnect(authority, tls, timeouts.connect).await?;
+                continue;
+            }
+            let Some(result) = within_head_timeout(s.sender.try_send_request(req), &ended, timeouts.response).await
+            else {
+                return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
+            };
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        req = unsent;
+                        s = self.reconnect(authority, tls, timeouts.connect).await?;
+                    }
+                    _ => return Err(s.explain(send_error(e.error(), authority, &timeouts))),
+                },
+            }
+        }
+    }
+
+    async fn reconnect(
+        &self,
+        authority: &Authority,
+        tls: Option<&UpstreamTls>,
+        timeout: Duration,
+    ) -> Result<H2Sender, String> {
+        // The request is already in HTTP/2 form: no falling back to HTTP/1.1 now.
+        self.connection(authority, tls, false, timeout)
+            .await?
+            .ok_or_else(|| format!("upstream {authority}: chose http/1.1 in ALPN"))
+    }
+}
+
+impl H2Sender {
+    /// `why`, and what the upstream sent if that was not HTTP/2: an h2c
+    /// upstream that speaks HTTP/1.1 answers our preface with an error
+    /// page, which hyper reports as a frame error.
+    fn explain(&self, why: String) -> String {
+        let Some(first) = self.first_bytes.get() else { return why };
+        if first.starts_with(b"HTTP/") {
+            format!("{why} (the upstream answered in HTTP/1.x, not HTTP/2: h2c:// needs prior-knowledge HTTP/2)")
+        } else if first.len() >= 4 && first[3] != 4 {
+            // RFC 9113 3.4: a server's first frame is SETTINGS (type 4).
+            format!(
+                "{why} (the upstream does not speak HTTP/2: its first bytes were {:?})",
+                String::from_utf8_lossy(first)
+            )
+        } else {
+            why
+        }
+    }
+}
+
+/// `fut`, or `None` once `timeout` has passed since the request's body
+/// ended (`ended`), checked every [`HEAD_CHECK`].
+async fn within_head_timeout<F: Future>(fut: F, ended: &impl Fn() -> bool, timeout: Duration) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let period = timeout.min(HEAD_CHECK);
+    let mut tick = std::pin::pin!(tokio::time::sleep(period));
+    let mut ended_at: Option<tokio::time::Instant> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        while tick.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            if ended_at.is_none() && ended() {
+                ended_at = Some(now);
+            }
+            match ended_at {
+                Some(t) if now.duration_since(t) >= timeout => return Poll::Ready(None),
+                Some(t) => tick.as_mut().reset((t + timeout).min(now + period)),
+                None => tick.as_mut().reset(now + period),
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The upstream connection, keeping the first bytes the upstream sent.
+struct FirstBytes {
+    inner: UpstreamIo,
+    seen: Arc<OnceLock<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for FirstBytes {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.seen.get().is_none() && buf.filled().len() > before {
+            let got = &buf.filled()[before..];
+            let _ = self.seen.set(got[..got.len().min(16)].to_vec());
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for FirstBytes {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
