@@ -276,3 +276,207 @@ impl tokio::io::AsyncWrite for FirstBytes {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        response: Duration::from_secs(5),
+        body: Duration::from_secs(5),
+        body_min_rate: 0,
+    };
+
+    type Outcome = Result<String, String>;
+
+    /// The proxy's side: a local HTTP/1.1 listener whose requests (real
+    /// hyper bodies, as the proxy gets them) go to `upstream` through `h2`;
+    /// what came of each comes back on the channel: the response body
+    /// read to its end (at most `frames` frames of it), or the error.
+    async fn front(h2: Arc<H2Upstream>, upstream: Authority, frames: usize) -> (SocketAddr, mpsc::Receiver<Outcome>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (h2, upstream, tx) = (h2.clone(), upstream.clone(), tx.clone());
+                let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                    let (h2, upstream, tx) = (h2.clone(), upstream.clone(), tx.clone());
+                    async move {
+                        *req.uri_mut() = format!("http://{upstream}{}", req.uri()).parse().unwrap();
+                        *req.version_mut() = http::Version::HTTP_2;
+                        req.headers_mut().remove(http::header::HOST);
+                        let outcome = read(&h2, &upstream, req, frames).await;
+                        tx.send(outcome).await.expect("test listens");
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+                    }
+                });
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
+        (addr, rx)
+    }
+
+    async fn read(h2: &H2Upstream, upstream: &Authority, req: http::Request<Incoming>, frames: usize) -> Outcome {
+        let s = h2.connection(upstream, None, false, TIMEOUTS.connect).await?.expect("h2c");
+        let mut body = h2.send(s, upstream, None, req, TIMEOUTS).await?.into_body();
+        let mut got = Vec::new();
+        for _ in 0..frames {
+            match body.frame().await {
+                Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| d)),
+                Some(Err(e)) => return Err(error_chain(&e)),
+                None => break,
+            }
+        }
+        // Dropping the body here: the rest, if any, is abandoned.
+        Ok(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    /// One GET from a new client connection; what came of it.
+    async fn get(addr: SocketAddr, rx: &mut mpsc::Receiver<Outcome>) -> Outcome {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an outcome within 10 s").unwrap()
+    }
+
+    type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+    /// An h2c upstream answering each request with `respond`'s body; counts
+    /// its connections, and aborting the returned tasks closes them.
+    async fn upstream(
+        respond: impl Fn() -> UpstreamBody + Send + Sync + Clone + 'static,
+    ) -> (Authority, Arc<AtomicUsize>, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let (count, handles) = (conns.clone(), tasks.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                let respond = respond.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = respond();
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc);
+                handles.lock().unwrap().push(tokio::spawn(async move {
+                    let _ = conn.await;
+                }));
+            }
+        });
+        (authority, conns, tasks)
+    }
+
+    fn full(text: &'static str) -> UpstreamBody {
+        http_body_util::Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed()
+    }
+
+    /// A body from a channel: what the test sends, until it drops the sender.
+    struct ChannelBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl hyper::body::Body for ChannelBody {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    fn channel_body(rx: mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> UpstreamBody {
+        BodyExt::boxed(ChannelBody(rx))
+    }
+
+    #[tokio::test]
+    async fn requests_share_one_connection_and_a_closed_one_is_replaced() {
+        let (authority, conns, tasks) = upstream(|| full("ok")).await;
+        let h2 = Arc::new(H2Upstream::default());
+        let (addr, mut rx) = front(h2.clone(), authority.clone(), 8).await;
+        for _ in 0..3 {
+            assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("ok"));
+        }
+        assert_eq!(conns.load(SeqCst), 1, "three requests, one connection");
+        // The upstream goes away; once our side has seen it, the next request reconnects.
+        for t in tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while h2.live(&authority, None).is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the closed connection is noticed");
+        assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("ok"));
+        assert_eq!(conns.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_reset_ends_the_response_body_with_an_error() {
+        let (authority, _, _) = upstream(|| {
+            let (tx, rx) = mpsc::channel(4);
+            tx.try_send(Ok(Frame::data(Bytes::from_static(b"half")))).unwrap();
+            // A body error: hyper resets the stream (RST_STREAM).
+            tx.try_send(Err(std::io::Error::other("upstream gives up"))).unwrap();
+            channel_body(rx)
+        })
+        .await;
+        let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority, 8).await;
+        let err = get(addr, &mut rx).await.unwrap_err();
+        assert!(err.contains("stream error"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_response_resets_the_upstream_stream() {
+        let (gone_tx, mut gone) = mpsc::channel::<()>(1);
+        let (authority, _, _) = upstream(move || {
+            let (tx, rx) = mpsc::channel(1);
+            let gone = gone_tx.clone();
+            // Endless: only the stream's reset (the body dropped) stops it.
+            tokio::spawn(async move {
+                while tx.send(Ok(Frame::data(Bytes::from_static(b"tick")))).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let _ = gone.send(()).await;
+            });
+            channel_body(rx)
+        })
+        .await;
+        let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority, 1).await;
+        assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("tick"));
+        tokio::time::timeout(Duration::from_secs(5), gone.recv()).await.expect("the upstream's stream was reset");
+    }
+
+    #[tokio::test]
+    async fn an_h2c_upstream_answering_in_http1_is_named_as_such() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                // As an HTTP/1.1 server does: read the "request" (our preface), answer, close.
+                let mut buf = [0u8; 24];
+                let _ = tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n").await;
+                let _ = s.shutdown().await;
+                tokio::spawn(async move { tokio::io::AsyncReadExt::read_to_end(&mut s, &mut Vec::new()).await });
+            }
+        });
+        let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority.clone(), 8).await;
+        let err = get(addr, &mut rx).await.unwrap_err();
+        assert!(err.starts_with(&format!("upstream {authority}: ")), "{err}");
+        assert!(err.contains("the upstream answered in HTTP/1.x, not HTTP/2"), "{err}");
+    }
+}
