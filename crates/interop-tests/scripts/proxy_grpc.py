@@ -120,6 +120,8 @@ def run_call(ch, name):
         data = bytes(range(256)) * (BIG // 256)
         back = ch.unary_unary("/echo.Echo/Big")(data, timeout=10)
         return {"len": len(back), "same": hashlib.sha256(back).digest() == hashlib.sha256(data).digest()}
+    if name == "huge":
+        return len(ch.unary_unary("/echo.Echo/Big")(b"x" * (20 * 1024 * 1024), timeout=10))
     if name == "deadline":
         return ch.unary_unary("/echo.Echo/Sleep")(b"", timeout=1.5).decode()
     if name == "cancel":

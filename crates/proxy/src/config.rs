@@ -135,6 +135,7 @@ struct RawLimits {
     max_upstream_per_connection: Option<usize>,
     upstream_queue_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    max_grpc_message: Option<String>,
 }
 
 /// What happens to a request header whose name contains `_`
@@ -218,6 +219,9 @@ pub struct Limits {
     /// How long a queued request waits for one of them: 503 after it.
     pub upstream_queue_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The largest message a gRPC request (`application/grpc*`) may carry
+    /// to the upstream; 0: no limit.
+    pub max_grpc_message: u64,
 }
 
 impl Default for Limits {
@@ -236,6 +240,7 @@ impl Default for Limits {
             max_upstream_per_connection: 32,
             upstream_queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            max_grpc_message: 0,
         }
     }
 }
@@ -707,6 +712,13 @@ impl ProxyConfig {
         if let Some(r) = raw.limits.body_min_rate {
             limits.body_min_rate = r;
         }
+        if let Some(m) = &raw.limits.max_grpc_message {
+            let n = crate::audit::parse_size(m).map_err(|e| invalid(format!("limits.max_grpc_message: {e}")))?;
+            if n == 0 || n > u64::from(u32::MAX) {
+                return Err(invalid(format!("limits.max_grpc_message: '{m}' is not in 1B..4GB")));
+            }
+            limits.max_grpc_message = n;
+        }
         let from_dps = raw.tls.crl_from_distribution_points.unwrap_or(false);
         let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some() || from_dps;
         let refresh = crl_refresh(raw.tls.crl_refresh.as_deref(), raw.tls.crl_url.is_some() || from_dps, "tls.crl")?;
@@ -1102,6 +1114,9 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ("body_timeout = \"11y\"", "limits.body_timeout"),
             ("max_upstream_per_connection = 0", "limits.max_upstream_per_connection"),
             ("upstream_queue_timeout = \"0s\"", "limits.upstream_queue_timeout"),
+            ("max_grpc_message = \"0\"", "limits.max_grpc_message"),
+            ("max_grpc_message = \"5GB\"", "limits.max_grpc_message"),
+            ("max_grpc_message = \"4 parsecs\"", "limits.max_grpc_message"),
         ] {
             let err = ProxyConfig::from_toml(&with(limits), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(field), "{limits}: {err}");
@@ -1111,6 +1126,8 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ProxyConfig::from_toml(&with("shutdown_grace = \"0s\"\nidle_timeout = \"10y\""), Path::new(".")).unwrap();
         assert_eq!(c.limits.shutdown_grace, Duration::ZERO);
         assert_eq!(c.limits.idle_timeout, MAX_DURATION);
+        let c = ProxyConfig::from_toml(&with("max_grpc_message = \"4MB\""), Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_grpc_message, 4 << 20);
         let crl =
             GOOD.replace("crl = [\"crl.pem\"]", "crl_url = \"https://ca.test/v1/crl\"\ncrl_refresh = \"99999999999d\"");
         let err = ProxyConfig::from_toml(&crl, Path::new(".")).unwrap_err().to_string();

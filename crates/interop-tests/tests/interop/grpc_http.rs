@@ -34,6 +34,11 @@ struct Grpc {
 
 impl Grpc {
     fn start(upstream: Upstream, routes: &str) -> Grpc {
+        Self::start_with(upstream, routes, "")
+    }
+
+    /// With `limits` added to `[limits]`.
+    fn start_with(upstream: Upstream, routes: &str, limits: &str) -> Grpc {
         require("python3");
         if run(Command::new("python3").args(["-c", "import grpc"])).code != 0 {
             panic!("python3 grpcio is missing: scripts/install-deps.sh installs it");
@@ -71,6 +76,7 @@ path = "audit.jsonl"
 
 [limits]
 shutdown_grace = "1s"
+{limits}
 
 {routes}
 
@@ -192,6 +198,22 @@ fn a_16_mb_message_passes_both_ways() {
     let g = Grpc::start(Upstream::H2c, ALICE);
     let v = g.call("alice", &["big"]);
     assert_eq!(v["big"], json!({"len": 16 * 1024 * 1024, "same": true}), "{v}");
+}
+
+/// `[limits] max_grpc_message`: a 20 MB message is refused from its
+/// prefix with RESOURCE_EXHAUSTED (audited as 413), 16 MB passes, and the
+/// channel goes on.
+#[test]
+fn a_message_over_max_grpc_message_is_resource_exhausted() {
+    let g = Grpc::start_with(Upstream::H2c, ALICE, "max_grpc_message = \"16MB\"");
+    let v = g.call("alice", &["huge", "big", "get"]);
+    assert_eq!(v["huge"], "RESOURCE_EXHAUSTED: ambos proxy: 413 Payload Too Large", "{v}");
+    assert_eq!(v["big"], json!({"len": 16 * 1024 * 1024, "same": true}), "{v}");
+    assert_eq!(v["get"], "echo:ping", "{v}");
+    let line = g.audit().into_iter().find(|l| l["status"] == 413).unwrap_or_else(|| panic!("{:?}", g.audit()));
+    assert_eq!((line["path"].as_str(), line["decision"].as_str()), (Some("/echo.Echo/Big"), Some("deny")), "{line}");
+    let reason = line["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("gRPC message too large: over limits.max_grpc_message (16777216 bytes)"), "{line}");
 }
 
 /// Per-method authorization: the proxy's own 403 is gRPC's PERMISSION_DENIED

@@ -110,7 +110,7 @@ fn service(
         Box::pin(async move {
             let mut slot = None;
             let response = handle(req, &ctx, &http, slots, &mut slot).await;
-            if response.status() == StatusCode::REQUEST_TIMEOUT {
+            if matches!(response.status(), StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
                 // The client's body is unread: the connection cannot be reused.
                 ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -472,6 +472,11 @@ async fn handle(
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 (resp, why.into())
             }
+            // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
+            Err(why) if why.starts_with(upstream::GRPC_MESSAGE_TOO_LARGE) => {
+                tracing::debug!(peer = %ctx.peer, "{why}");
+                (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
+            }
             // The client connection holds all the upstream connections it may.
             Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
                 metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
@@ -527,7 +532,8 @@ fn is_grpc(h: &http::HeaderMap) -> bool {
 /// status as an opaque failure (`UNAVAILABLE ... 403`), so the answer is
 /// HTTP 200 with a trailers-only `grpc-status` and `grpc-message`, mapped
 /// as gRPC's own HTTP-to-gRPC table does (403: PERMISSION_DENIED, 502,
-/// 503 and 504: UNAVAILABLE).
+/// 503 and 504: UNAVAILABLE), and 413 (`max_grpc_message`) as
+/// RESOURCE_EXHAUSTED.
 fn grpc_refusal(status: StatusCode, unauthenticated: bool) -> Response<ProxyBody> {
     let code = match status.as_u16() {
         _ if unauthenticated => "16",
@@ -640,7 +646,10 @@ async fn forward(
     parts.uri = target.to_uri()?;
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
-    let timeouts = upstream::Timeouts::from_limits(limits);
+    let mut timeouts = upstream::Timeouts::from_limits(limits);
+    if limits.max_grpc_message > 0 && is_grpc(&parts.headers) {
+        timeouts.grpc_message_max = limits.max_grpc_message;
+    }
     let resp = match h2 {
         None => {
             parts.version = Version::HTTP_11;

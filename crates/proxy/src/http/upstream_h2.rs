@@ -10,7 +10,7 @@
 //! an upstream reset ends the client's response with an error, which
 //! resets the client's stream. Trailers (gRPC's `grpc-status`) pass as
 //! body frames.
-use super::upstream::{connect_io, send_error, ClientBody, Timeouts, UpstreamIo, UPSTREAM_TIMEOUT};
+use super::upstream::{connect_io, send_error, BodyOutcome, ClientBody, Timeouts, UpstreamIo, UPSTREAM_TIMEOUT};
 use crate::upstream_tls::UpstreamTls;
 use ambos_tls::error_chain;
 use http::uri::Authority;
@@ -144,7 +144,7 @@ impl H2Upstream {
         timeouts: Timeouts,
     ) -> Result<http::Response<Incoming>, String> {
         let mut req = req.map(|b| ClientBody::new(b, &timeouts));
-        let ended = req.body().ended();
+        let outcome = req.body().outcome();
         let mut retried = false;
         loop {
             if s.sender.ready().await.is_err() {
@@ -155,7 +155,7 @@ impl H2Upstream {
                 s = self.reconnect(authority, tls, timeouts.connect).await?;
                 continue;
             }
-            let Some(result) = within_head_timeout(s.sender.try_send_request(req), &ended, timeouts.response).await
+            let Some(result) = within_head_timeout(s.sender.try_send_request(req), &outcome, timeouts.response).await
             else {
                 return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
             };
@@ -167,7 +167,7 @@ impl H2Upstream {
                         req = unsent;
                         s = self.reconnect(authority, tls, timeouts.connect).await?;
                     }
-                    _ => return Err(s.explain(send_error(e.error(), authority, &timeouts))),
+                    _ => return Err(s.explain(send_error(e.error(), &outcome, authority, &timeouts))),
                 },
             }
         }
@@ -207,8 +207,8 @@ impl H2Sender {
 }
 
 /// `fut`, or `None` once `timeout` has passed since the request's body
-/// ended (`ended`), checked every [`HEAD_CHECK`].
-async fn within_head_timeout<F: Future>(fut: F, ended: &impl Fn() -> bool, timeout: Duration) -> Option<F::Output> {
+/// ended, checked every [`HEAD_CHECK`].
+async fn within_head_timeout<F: Future>(fut: F, body: &BodyOutcome, timeout: Duration) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     let period = timeout.min(HEAD_CHECK);
     let mut tick = std::pin::pin!(tokio::time::sleep(period));
@@ -219,7 +219,7 @@ async fn within_head_timeout<F: Future>(fut: F, ended: &impl Fn() -> bool, timeo
         }
         while tick.as_mut().poll(cx).is_ready() {
             let now = tokio::time::Instant::now();
-            if ended_at.is_none() && ended() {
+            if ended_at.is_none() && body.ended() {
                 ended_at = Some(now);
             }
             match ended_at {
@@ -294,6 +294,7 @@ mod tests {
         response: Duration::from_secs(5),
         body: Duration::from_secs(5),
         body_min_rate: 0,
+        grpc_message_max: 0,
     };
 
     type Outcome = Result<String, String>;
