@@ -79,6 +79,16 @@ impl Timeouts {
     }
 }
 
+/// Timeouts for tests: 5 s each, no minimum rate, no gRPC limit.
+#[cfg(test)]
+pub(super) const TEST_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    response: Duration::from_secs(5),
+    body: Duration::from_secs(5),
+    body_min_rate: 0,
+    grpc_message_max: 0,
+};
+
 /// The client's request body cut off: too little of it in a `body_timeout` window.
 #[derive(Debug)]
 struct BodyTimedOut;
@@ -675,13 +685,7 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    const TIMEOUTS: Timeouts = Timeouts {
-        connect: Duration::from_secs(5),
-        response: Duration::from_secs(5),
-        body: Duration::from_secs(5),
-        body_min_rate: 0,
-        grpc_message_max: 0,
-    };
+    const TIMEOUTS: Timeouts = TEST_TIMEOUTS;
 
     /// The proxy's side: a local HTTP/1.1 listener whose requests (real
     /// hyper bodies, as the proxy gets them) go through `pool`; what the

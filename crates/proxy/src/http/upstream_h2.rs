@@ -109,7 +109,8 @@ impl H2Upstream {
             ));
         }
         let first_bytes = Arc::new(OnceLock::new());
-        let io = FirstBytes { inner: io, seen: first_bytes.clone() };
+        let (read, write) = tokio::io::split(io);
+        let io = tokio::io::join(FirstBytes { inner: read, seen: first_bytes.clone() }, write);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // A dead connection is found by a missing PING answer, not by a request hanging on it.
@@ -233,9 +234,9 @@ async fn within_head_timeout<F: Future>(fut: F, body: &BodyOutcome, timeout: Dur
     .await
 }
 
-/// The upstream connection, keeping the first bytes the upstream sent.
+/// The upstream connection's read side, keeping the first bytes the upstream sent.
 struct FirstBytes {
-    inner: UpstreamIo,
+    inner: tokio::io::ReadHalf<UpstreamIo>,
     seen: Arc<OnceLock<Vec<u8>>>,
 }
 
@@ -255,28 +256,6 @@ impl tokio::io::AsyncRead for FirstBytes {
     }
 }
 
-impl tokio::io::AsyncWrite for FirstBytes {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,13 +268,7 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::mpsc;
 
-    const TIMEOUTS: Timeouts = Timeouts {
-        connect: Duration::from_secs(5),
-        response: Duration::from_secs(5),
-        body: Duration::from_secs(5),
-        body_min_rate: 0,
-        grpc_message_max: 0,
-    };
+    const TIMEOUTS: Timeouts = super::super::upstream::TEST_TIMEOUTS;
 
     type Outcome = Result<String, String>;
 
@@ -304,6 +277,15 @@ mod tests {
     /// what came of each comes back on the channel: the response body
     /// read to its end (at most `frames` frames of it), or the error.
     async fn front(h2: Arc<H2Upstream>, upstream: Authority, frames: usize) -> (SocketAddr, mpsc::Receiver<Outcome>) {
+        front_with(h2, upstream, frames, TIMEOUTS).await
+    }
+
+    async fn front_with(
+        h2: Arc<H2Upstream>,
+        upstream: Authority,
+        frames: usize,
+        timeouts: Timeouts,
+    ) -> (SocketAddr, mpsc::Receiver<Outcome>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::channel(16);
@@ -316,7 +298,7 @@ mod tests {
                         *req.uri_mut() = format!("http://{upstream}{}", req.uri()).parse().unwrap();
                         *req.version_mut() = http::Version::HTTP_2;
                         req.headers_mut().remove(http::header::HOST);
-                        let outcome = read(&h2, &upstream, req, frames).await;
+                        let outcome = read(&h2, &upstream, req, frames, timeouts).await;
                         tx.send(outcome).await.expect("test listens");
                         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
                     }
@@ -327,9 +309,15 @@ mod tests {
         (addr, rx)
     }
 
-    async fn read(h2: &H2Upstream, upstream: &Authority, req: http::Request<Incoming>, frames: usize) -> Outcome {
-        let s = h2.connection(upstream, None, false, TIMEOUTS.connect).await?.expect("h2c");
-        let mut body = h2.send(s, upstream, None, req, TIMEOUTS).await?.into_body();
+    async fn read(
+        h2: &H2Upstream,
+        upstream: &Authority,
+        req: http::Request<Incoming>,
+        frames: usize,
+        timeouts: Timeouts,
+    ) -> Outcome {
+        let s = h2.connection(upstream, None, false, timeouts.connect).await?.expect("h2c");
+        let mut body = h2.send(s, upstream, None, req, timeouts).await?.into_body();
         let mut got = Vec::new();
         for _ in 0..frames {
             match body.frame().await {
@@ -344,9 +332,16 @@ mod tests {
 
     /// One GET from a new client connection; what came of it.
     async fn get(addr: SocketAddr, rx: &mut mpsc::Receiver<Outcome>) -> Outcome {
+        send_raw(addr, rx, b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n").await
+    }
+
+    /// `raw` from a new client connection, kept open; what came of it.
+    async fn send_raw(addr: SocketAddr, rx: &mut mpsc::Receiver<Outcome>, raw: &[u8]) -> Outcome {
         let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an outcome within 10 s").unwrap()
+        client.write_all(raw).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        drop(client);
+        outcome.expect("an outcome within 10 s").unwrap()
     }
 
     type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -459,6 +454,56 @@ mod tests {
         let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority, 1).await;
         assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("tick"));
         tokio::time::timeout(Duration::from_secs(5), gone.recv()).await.expect("the upstream's stream was reset");
+    }
+
+    /// The request body's and the response head's timeouts hold over HTTP/2
+    /// too, though hyper sends the body from its own task.
+    #[tokio::test]
+    async fn a_stalled_body_and_a_silent_upstream_time_out() {
+        let short = Timeouts { body: Duration::from_millis(300), response: Duration::from_millis(300), ..TIMEOUTS };
+        // An upstream that reads the whole request before answering, and
+        // one that reads the request and never answers.
+        let reader = h2c_server(|req| async move {
+            req.into_body().collect().await.map_err(std::io::Error::other)?;
+            Ok(http::Response::new(full("read")))
+        })
+        .await;
+        let silent = h2c_server(|_req| async {
+            std::future::pending::<()>().await;
+            Ok(http::Response::new(full("never")))
+        })
+        .await;
+        let (addr, mut rx) = front_with(Arc::new(H2Upstream::default()), reader, 8, short).await;
+        // 2 bytes of 10, then silence.
+        let stalled = send_raw(addr, &mut rx, b"POST /x HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\nab").await;
+        let err = stalled.unwrap_err();
+        assert!(err.starts_with(super::super::upstream::BODY_TIMEOUT), "{err}");
+
+        let (addr, mut rx) = front_with(Arc::new(H2Upstream::default()), silent.clone(), 8, short).await;
+        let started = std::time::Instant::now();
+        let err = get(addr, &mut rx).await.unwrap_err();
+        assert!(err.starts_with(&format!("{UPSTREAM_TIMEOUT}: {silent}: no response within 300ms")), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// An h2c upstream serving each request with `handle`.
+    async fn h2c_server<F, Fut>(handle: F) -> Authority
+    where
+        F: Fn(http::Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Result<http::Response<UpstreamBody>, std::io::Error>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(handle.clone());
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        authority
     }
 
     #[tokio::test]
