@@ -519,6 +519,13 @@ pub(super) async fn connect_io(
         Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
     };
     let _ = stream.set_nodelay(true);
+    // A connection the upstream's host lost (crash, network) is found within
+    // about 90 s of silence, not at the next request that hangs on it.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
     match tokio::time::timeout(timeout, connector.connect(t.server_name.clone(), stream)).await {
         Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),

@@ -111,12 +111,11 @@ impl H2Upstream {
         let first_bytes = Arc::new(OnceLock::new());
         let (read, write) = tokio::io::split(io);
         let io = tokio::io::join(FirstBytes { inner: read, seen: first_bytes.clone() }, write);
+        // No HTTP/2 PINGs of ours: gRPC servers answer a client that pings
+        // more often than every 5 minutes with GOAWAY "too_many_pings".
+        // TCP keepalive (`connect_io`) finds a dead connection instead.
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            // A dead connection is found by a missing PING answer, not by a request hanging on it.
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| format!("upstream {authority}: HTTP/2 handshake: {}", error_chain(&e)))?;
