@@ -110,10 +110,6 @@ fn service(
         Box::pin(async move {
             let mut slot = None;
             let response = handle(req, &ctx, &http, slots, &mut slot).await;
-            if matches!(response.status(), StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
-                // The client's body is unread: the connection cannot be reused.
-                ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
             Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight, _upstream_slot: slot }))
         })
     })
@@ -514,6 +510,10 @@ async fn handle(
             status: Some(response.status().as_u16()),
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
+    }
+    if matches!(response.status(), StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+        // The client's body is unread: the connection cannot be reused.
+        ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     if grpc && reason != "allowed" {
         // Audited and counted as the refusal it is; answered as gRPC clients read it.
