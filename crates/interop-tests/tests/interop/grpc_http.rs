@@ -1,9 +1,11 @@
 //! gRPC through `ambos proxy` in HTTP mode, HTTP/2 to the upstream: Python
 //! grpcio on both sides (scripts/proxy_grpc.py), the upstream over h2c
 //! (prior knowledge) or TLS with ALPN h2, the client with its mTLS
-//! certificate. Each test runs its own upstream and proxy.
+//! certificate; and the ALPN choice against nginx. Each test runs its own
+//! upstream and proxy.
 use ambos_interop_tests::{
-    require, run, start_echo_server, start_http_upstream, wait_file_contains, ChildGuard, Daemon, TestCa,
+    free_port, require, run, start_echo_server, start_http_upstream, start_nginx, wait_file_contains, ChildGuard,
+    Daemon, TestCa,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -279,4 +281,56 @@ fn an_http1_client_reaches_an_h2c_upstream() {
     );
     assert_eq!((r.code, r.status.as_str(), r.version.as_str()), (0, "200", "1.1"), "{r:?}");
     assert!(r.body.ends_with("echo:ping"), "{r:?}");
+}
+
+/// `https://` upstreams and ALPN, against nginx: with the default
+/// `protocol = "auto"` the proxy speaks HTTP/2 to an nginx that offers h2
+/// and HTTP/1.1 to one that does not; `protocol = "h2"` refuses the latter
+/// with a 502 that says why, `protocol = "http1"` keeps the former on HTTP/1.1.
+#[test]
+fn alpn_picks_http2_when_nginx_offers_it_and_http1_when_not() {
+    require("nginx");
+    require("curl");
+    let ca = TestCa::new(&[]);
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    ca.issue("client", "alice", &[]);
+    let (h2, h1) = (free_port(), free_port());
+    let c = ca.certs();
+    let c = c.display();
+    let server = |port: u16, http2: &str| {
+        format!(
+            "server {{ listen 127.0.0.1:{port} ssl{http2}; ssl_certificate {c}/localhost.crt; \
+             ssl_certificate_key {c}/localhost.key; \
+             location / {{ default_type text/plain; return 200 \"$server_protocol\"; }} }}\n"
+        )
+    };
+    let _nginx = start_nginx(ca.dir(), &(server(h2, " http2") + &server(h1, "")), h2);
+    for (port, protocol, want) in [
+        (h2, "", "HTTP/2.0"),
+        (h1, "", "HTTP/1.1"),
+        (h2, "protocol = \"http1\"", "HTTP/1.1"),
+        (h1, "protocol = \"h2\"", "502"),
+    ] {
+        let config = format!(
+            "[listen]\naddress = \"127.0.0.1:0\"\n\n[tls]\ncert = \"certs/localhost.crt\"\nkey = \"certs/localhost.key\"\n\
+             client_ca = \"certs/ca.crt\"\n\n[audit]\npath = \"audit-{port}-{}.jsonl\"\n\n\
+             [[route]]\npath = \"/**\"\nallow = [\"any\"]\n\n\
+             [upstream]\nurl = \"https://localhost:{port}\"\n{protocol}\n\n[upstream.tls]\nca = \"certs/ca.crt\"\n",
+            protocol.len()
+        );
+        let proxy = Daemon::proxy(ca.dir(), &config, &[]);
+        let what = format!("upstream {} with '{protocol}'", if port == h2 { "offering h2" } else { "without h2" });
+        let out = ca.curl(Some("alice"), &format!("https://localhost:{}/", proxy.port), &[]);
+        if want == "502" {
+            assert_eq!(out.status, "502", "{what}: {out:?}");
+            let audit = ca.dir().join(format!("audit-{port}-{}.jsonl", protocol.len()));
+            let text = wait_file_contains(&audit, "\"status\":502", 5);
+            assert!(
+                text.contains("it does not speak h2, which upstream.protocol = \\\"h2\\\" requires"),
+                "{what}: {text}"
+            );
+        } else {
+            assert_eq!((out.status.as_str(), out.body.as_str()), ("200", want), "{what}: {out:?}\n{}", proxy.log());
+        }
+    }
 }

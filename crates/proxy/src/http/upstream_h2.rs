@@ -56,6 +56,9 @@ pub struct H2Upstream {
     connecting: tokio::sync::Mutex<()>,
 }
 
+/// Why an `https://` upstream that does not choose h2 is refused.
+const NO_H2: &str = "it does not speak h2, which upstream.protocol = \"h2\" requires (\"auto\" falls back to HTTP/1.1)";
+
 /// How often a request waiting for its response head looks whether its
 /// body has ended (the body is sent by hyper's task, which does not wake
 /// ours): the `upstream_timeout` is kept to within this.
@@ -97,16 +100,21 @@ impl H2Upstream {
             return Ok(Some(s));
         }
         let key = Key { authority: authority.clone(), tls_build: tls.map(|t| t.build) };
-        let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await?;
+        // An upstream that knows none of the protocols offered may refuse the handshake (RFC 7301).
+        let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await.map_err(|e| {
+            if e.contains("NoApplicationProtocol") {
+                format!("{e}: {NO_H2}")
+            } else {
+                e
+            }
+        })?;
         if tls.is_some() && !io.alpn_h2() {
             if auto {
                 tracing::info!("upstream {authority} chose http/1.1 in ALPN: HTTP/1.1 to it");
                 *self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
                 return Ok(None);
             }
-            return Err(format!(
-                "upstream {authority}: did not choose h2 in ALPN (upstream.protocol = \"h2\"; \"auto\" would fall back to HTTP/1.1)"
-            ));
+            return Err(format!("upstream {authority}: did not choose h2 in ALPN: {NO_H2}"));
         }
         let first_bytes = Arc::new(OnceLock::new());
         let (read, write) = tokio::io::split(io);
