@@ -34,7 +34,8 @@ use tokio::io::AsyncRead;
 use tokio::sync::watch;
 use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
 
-pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+/// An HTTP/1.1 upstream's body, an HTTP/2 upstream's, or the proxy's own.
+pub type ProxyBody = Either<UpstreamBody, Either<upstream_h2::H2Body, Full<Bytes>>>;
 
 /// What HTTP mode shares across all connections.
 pub struct HttpShared {
@@ -382,7 +383,7 @@ fn read_target(req: &Request<Incoming>, routes: &RouteTable) -> Result<Target, (
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(Either::Right(Either::Right(Full::new(Bytes::from_static(text.as_bytes())))));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -545,7 +546,7 @@ fn grpc_refusal(status: StatusCode, unauthenticated: bool) -> Response<ProxyBody
         429 | 502 | 503 | 504 => "14",
         _ => "2",
     };
-    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut r = Response::new(Either::Right(Either::Right(Full::new(Bytes::new()))));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     h.insert("grpc-status", HeaderValue::from_static(code));
@@ -653,7 +654,7 @@ async fn forward(
     let resp = match h2 {
         None => {
             parts.version = Version::HTTP_11;
-            http.upstream.send(authority, tls, Request::from_parts(parts, body), timeouts).await?
+            http.upstream.send(authority, tls, Request::from_parts(parts, body), timeouts).await?.map(Either::Left)
         }
         Some(sender) => {
             // HTTP/2 wants the URI absolute (:scheme, :authority) and no Host,
@@ -672,10 +673,10 @@ async fn forward(
             }
             let resp =
                 http.upstream_h2.send(sender, authority, tls, Request::from_parts(parts, body), timeouts).await?;
-            resp.map(|b| upstream::UpstreamBody::detached(b, http.upstream.clone()))
+            resp.map(|b| Either::Right(Either::Left(b)))
         }
     };
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(parts, body))
 }

@@ -566,13 +566,6 @@ pub struct UpstreamBody {
     pool: Arc<UpstreamPool>,
 }
 
-impl UpstreamBody {
-    /// A body whose connection someone else drives (HTTP/2: its own task).
-    pub(super) fn detached(body: Incoming, pool: Arc<UpstreamPool>) -> UpstreamBody {
-        UpstreamBody { body, up: None, pool }
-    }
-}
-
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;

@@ -1,7 +1,8 @@
 //! HTTP/2 to the upstream: `h2c://` (prior knowledge) or `https://` with h2
-//! chosen in ALPN. One connection per upstream carries every request as a
-//! stream (hyper's `SendRequest`, cloned per request); the connection runs
-//! on its own task and a closed one is replaced at the next request.
+//! chosen in ALPN. One connection per upstream carries the requests as
+//! streams (hyper's `SendRequest`, cloned per request), a few when the
+//! upstream's stream limit is reached; each runs on its own task, and a
+//! closed one is replaced at the next request.
 //!
 //! Bodies stream both ways under HTTP/2 flow control and are never
 //! collected: hyper reads the client's body only as the upstream's window
@@ -19,6 +20,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,12 +45,31 @@ pub struct H2Sender {
     sender: http2::SendRequest<ClientBody>,
     /// The first bytes the upstream sent, to say what it speaks when it fails.
     first_bytes: Arc<OnceLock<Vec<u8>>>,
+    /// Its streams open now (responses not yet done).
+    streams: Arc<AtomicUsize>,
+    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS as of the last
+    /// request dispatched (hyper's dispatcher reads it; 100 until then).
+    max_streams: Arc<AtomicUsize>,
 }
 
-/// The shared HTTP/2 connection to the upstream.
+impl H2Sender {
+    /// Whether it has room for another stream under the upstream's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    fn has_room(&self) -> bool {
+        self.streams.load(Relaxed) < self.max_streams.load(Relaxed)
+    }
+}
+
+/// Connections to one upstream at most. A second opens only when every
+/// one has as many streams open as the upstream allows (nginx: 128), so
+/// that long streams (gRPC streaming) do not hold other requests back in
+/// hyper's queue; past this many, requests queue there.
+const MAX_CONNECTIONS: usize = 8;
+
+/// The shared HTTP/2 connections to the upstream.
 #[derive(Default)]
 pub struct H2Upstream {
-    current: Mutex<Option<(Key, H2Sender)>>,
+    conns: Mutex<Vec<(Key, H2Sender)>>,
     /// `protocol = "auto"`: this upstream (with this TLS build) chose
     /// http/1.1 in ALPN, so requests go to the HTTP/1.1 pool.
     chose_http1: Mutex<Option<Key>>,
@@ -65,20 +86,22 @@ const NO_H2: &str = "it does not speak h2, which upstream.protocol = \"h2\" requ
 const HEAD_CHECK: Duration = Duration::from_secs(1);
 
 impl H2Upstream {
+    /// The open connection with the fewest streams, if it has room for
+    /// one more or no other may be opened. Closed connections, and those
+    /// to another upstream or made before a reload, are dropped here.
     fn live(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> Option<H2Sender> {
-        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        match &*current {
-            Some((k, s)) if k.is(authority, tls) && !s.sender.is_closed() => Some(s.clone()),
-            _ => None,
-        }
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|(k, s)| k.is(authority, tls) && !s.sender.is_closed());
+        let (_, least) = conns.iter().min_by_key(|(_, s)| s.streams.load(Relaxed))?;
+        (least.has_room() || conns.len() >= MAX_CONNECTIONS).then(|| least.clone())
     }
 
     fn chose_http1(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> bool {
         self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|k| k.is(authority, tls))
     }
 
-    /// The shared connection to `authority`, made if there is none or it
-    /// has closed; `None` when, with `auto`, the upstream chose http/1.1.
+    /// A shared connection to `authority`, made if there is none with room
+    /// for a stream; `None` when, with `auto`, the upstream chose http/1.1.
     pub async fn connection(
         &self,
         authority: &Authority,
@@ -128,13 +151,31 @@ impl H2Upstream {
             .await
             .map_err(|e| format!("upstream {authority}: HTTP/2 handshake: {}", error_chain(&e)))?;
         let name = authority.clone();
+        let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
+        let limit = max_streams.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            // hyper runs the connection's I/O on a task of its own; this one
+            // dispatches requests, and reads the limit (any SETTINGS frame
+            // may change it) at each.
+            let ended = poll_fn(|cx| {
+                let r = conn.as_mut().poll(cx);
+                limit.store(conn.current_max_send_streams(), Relaxed);
+                r
+            });
+            if let Err(e) = ended.await {
                 tracing::debug!("HTTP/2 connection to upstream {name} ended: {}", error_chain(&e));
             }
         });
-        let s = H2Sender { sender, first_bytes };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, s.clone()));
+        let s = H2Sender { sender, first_bytes, streams: Arc::default(), max_streams };
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if !conns.is_empty() {
+            tracing::debug!(
+                "upstream {authority}: HTTP/2 connection {} (the others are at their stream limit)",
+                conns.len() + 1
+            );
+        }
+        conns.push((key, s.clone()));
         Ok(Some(s))
     }
 
@@ -150,7 +191,7 @@ impl H2Upstream {
         tls: Option<&UpstreamTls>,
         req: http::Request<Incoming>,
         timeouts: Timeouts,
-    ) -> Result<http::Response<Incoming>, String> {
+    ) -> Result<http::Response<H2Body>, String> {
         let mut req = req.map(|b| ClientBody::new(b, &timeouts));
         let outcome = req.body().outcome();
         let mut retried = false;
@@ -163,12 +204,13 @@ impl H2Upstream {
                 s = self.reconnect(authority, tls, timeouts.connect).await?;
                 continue;
             }
+            let stream = StreamGuard::new(&s.streams);
             let Some(result) = within_head_timeout(s.sender.try_send_request(req), &outcome, timeouts.response).await
             else {
                 return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
             };
             match result {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok(resp.map(|body| H2Body { body, _stream: stream })),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !retried => {
                         retried = true;
@@ -211,6 +253,49 @@ impl H2Sender {
         } else {
             why
         }
+    }
+}
+
+/// One open stream of a connection, counted until its response is done.
+struct StreamGuard(Arc<AtomicUsize>);
+
+impl StreamGuard {
+    fn new(streams: &Arc<AtomicUsize>) -> StreamGuard {
+        streams.fetch_add(1, Relaxed);
+        StreamGuard(streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A response body from an HTTP/2 upstream; its stream counts as open
+/// until it is done or dropped.
+pub struct H2Body {
+    body: Incoming,
+    _stream: StreamGuard,
+}
+
+impl hyper::body::Body for H2Body {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -358,6 +443,14 @@ mod tests {
     async fn upstream(
         respond: impl Fn() -> UpstreamBody + Send + Sync + Clone + 'static,
     ) -> (Authority, Arc<AtomicUsize>, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
+        upstream_with_limit(respond, 200).await
+    }
+
+    /// [`upstream`] with its SETTINGS_MAX_CONCURRENT_STREAMS.
+    async fn upstream_with_limit(
+        respond: impl Fn() -> UpstreamBody + Send + Sync + Clone + 'static,
+        max_streams: u32,
+    ) -> (Authority, Arc<AtomicUsize>, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -372,6 +465,7 @@ mod tests {
                     async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(max_streams)
                     .serve_connection(TokioIo::new(stream), svc);
                 handles.lock().unwrap().push(tokio::spawn(async move {
                     let _ = conn.await;
@@ -425,6 +519,41 @@ mod tests {
         .expect("the closed connection is noticed");
         assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("ok"));
         assert_eq!(conns.load(SeqCst), 2);
+    }
+
+    /// A second connection opens only when the first has as many streams
+    /// open as the upstream allows; after that, the least busy one is used.
+    #[tokio::test]
+    async fn another_connection_opens_at_the_upstreams_stream_limit() {
+        let (authority, conns, _tasks) = upstream_with_limit(|| full("ok"), 2).await;
+        let h2 = Arc::new(H2Upstream::default());
+        // Two requests: the second is dispatched after the upstream's
+        // SETTINGS came (before its first response), and reads the limit.
+        let (addr, mut rx) = front(h2.clone(), authority.clone(), 8).await;
+        for _ in 0..2 {
+            assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("ok"));
+        }
+        let connect = || h2.connection(&authority, None, false, TIMEOUTS.connect);
+        let first = connect().await.unwrap().expect("h2c");
+        assert_eq!(first.max_streams.load(Relaxed), 2, "the upstream's SETTINGS_MAX_CONCURRENT_STREAMS");
+        let one = StreamGuard::new(&first.streams);
+        let again = connect().await.unwrap().expect("h2c");
+        assert!(Arc::ptr_eq(&again.streams, &first.streams), "room for one more stream");
+        let two = StreamGuard::new(&first.streams);
+        let second = connect().await.unwrap().expect("h2c");
+        assert!(!Arc::ptr_eq(&second.streams, &first.streams), "the first is full: a new connection");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while conns.load(SeqCst) != 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the upstream sees the second connection");
+        drop((one, two));
+        let _busy = StreamGuard::new(&second.streams);
+        let least = connect().await.unwrap().expect("h2c");
+        assert!(Arc::ptr_eq(&least.streams, &first.streams), "the least busy one");
+        assert_eq!(conns.load(SeqCst), 2, "no third connection");
     }
 
     #[tokio::test]
