@@ -4,8 +4,7 @@
 //! certificate; and the ALPN choice against nginx. Each test runs its own
 //! upstream and proxy.
 use ambos_interop_tests::{
-    free_port, require, run, start_echo_server, start_http_upstream, start_nginx, wait_file_contains, ChildGuard,
-    Daemon, TestCa,
+    free_port, require, run, start_http_upstream, start_nginx, wait_file_contains, ChildGuard, Daemon, TestCa,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -244,7 +243,7 @@ fn an_h2c_upstream_that_is_not_http2_is_unavailable_with_the_reason() {
     require("curl");
     for (port, says) in [
         (start_http_upstream(), "the upstream answered in HTTP/1.x, not HTTP/2"),
-        (start_echo_server(), "the upstream does not speak HTTP/2"),
+        (start_ssh_like_server(), "the upstream does not speak HTTP/2: its first bytes were \"SSH-2.0-OpenSSH_\""),
     ] {
         let g = Grpc::start(Upstream::Other(port), ALICE);
         let v = g.call("alice", &["get"]);
@@ -256,6 +255,24 @@ fn an_h2c_upstream_that_is_not_http2_is_unavailable_with_the_reason() {
         assert_eq!(r.status, "502", "{r:?}");
         assert!(g.proxy.log().contains(says), "{}", g.proxy.log());
     }
+}
+
+/// A server that greets every connection with an SSH banner (a wrong port
+/// in the config) and then reads until the client closes: closing at once,
+/// with our bytes unread, would reset the connection before we read it.
+fn start_ssh_like_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stream.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
+        }
+    });
+    port
 }
 
 /// An HTTP/1.1 client (curl) to an h2c upstream: its request goes out as an
