@@ -2,12 +2,8 @@
 //! `Runtime::build`, used by the HTTP upstream pool and the HTTP/2
 //! upstream. A module of its own so that `runtime` need not import `http`.
 use crate::config::UpstreamProtocol;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
-/// Numbers each build, so that a shared HTTP/2 connection made with the
-/// files before a reload is not used after it.
-static BUILDS: AtomicU64 = AtomicU64::new(0);
 
 /// How to reach an `https://` upstream: our client config (the one path
 /// verifier, our client certificate if any) and the name its certificate
@@ -19,8 +15,11 @@ pub struct UpstreamTls {
     /// ALPN h2 (and http/1.1 with `protocol = "auto"`): for HTTP/2.
     pub(crate) h2_connector: tokio_rustls::TlsConnector,
     pub(crate) server_name: rustls::pki_types::ServerName<'static>,
-    /// Which build this is (see `BUILDS`).
-    pub(crate) build: u64,
+    /// A hash of what the connectors were built from (files' contents,
+    /// server name, ALPN): a shared HTTP/2 connection made before a reload
+    /// that changed any of it is not used after it; one made with the same
+    /// files is (a reload comes with every CRL refresh).
+    pub(crate) fingerprint: u64,
 }
 
 impl UpstreamTls {
@@ -38,6 +37,11 @@ impl UpstreamTls {
             UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             _ => vec![b"h2".to_vec()],
         };
+        let mut hash = std::collections::hash_map::DefaultHasher::new();
+        (&cfg.server_name, &h2_alpn).hash(&mut hash);
+        for file in cfg.ca.iter().chain(cfg.client.iter().flat_map(|(c, k)| [c, k])) {
+            std::fs::read(file).ok().hash(&mut hash);
+        }
         let mut h2_config = config.clone();
         h2_config.alpn_protocols = h2_alpn;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -47,7 +51,7 @@ impl UpstreamTls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             h2_connector: tokio_rustls::TlsConnector::from(Arc::new(h2_config)),
             server_name,
-            build: BUILDS.fetch_add(1, Relaxed),
+            fingerprint: hash.finish(),
         })
     }
 }

@@ -180,7 +180,8 @@ fn a_deadline_reaches_the_upstream_and_expires_there() {
         .find_map(|l| l.strip_prefix("Sleep deadline "))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("the upstream saw no deadline: {events}"));
-    assert!(left > 0.5 && left <= 1.5, "the upstream's deadline: {left} s of the client's 1.5 s");
+    // Less the time the call took to get there (generous: test machines are busy).
+    assert!(left > 0.2 && left <= 1.5, "the upstream's deadline: {left} s of the client's 1.5 s");
 }
 
 /// A cancelled server stream: the client resets its stream, the proxy the

@@ -25,17 +25,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// An upstream, and the TLS build (reload) its connection was made with.
+/// An upstream, and the TLS files (their fingerprint) its connection was made with.
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
     authority: Authority,
-    tls_build: Option<u64>,
+    tls_files: Option<u64>,
 }
 
 impl Key {
     fn is(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> bool {
         // Byte comparison: `Authority`'s `==` ignores ASCII case, slowly.
-        self.authority.as_str() == authority.as_str() && self.tls_build == tls.map(|t| t.build)
+        self.authority.as_str() == authority.as_str() && self.tls_files == tls.map(|t| t.fingerprint)
     }
 }
 
@@ -70,12 +70,17 @@ const MAX_CONNECTIONS: usize = 8;
 #[derive(Default)]
 pub struct H2Upstream {
     conns: Mutex<Vec<(Key, H2Sender)>>,
-    /// `protocol = "auto"`: this upstream (with this TLS build) chose
-    /// http/1.1 in ALPN, so requests go to the HTTP/1.1 pool.
-    chose_http1: Mutex<Option<Key>>,
+    /// `protocol = "auto"`: this upstream (with these TLS files) chose
+    /// http/1.1 in ALPN, and when: requests go to the HTTP/1.1 pool until
+    /// [`RECHECK_ALPN`] has passed.
+    chose_http1: Mutex<Option<(Key, std::time::Instant)>>,
     /// One connect at a time: requests arriving meanwhile wait for it.
     connecting: tokio::sync::Mutex<()>,
 }
+
+/// How long an upstream's choice of http/1.1 is kept before the next
+/// request offers h2 again (an upstream may be upgraded meanwhile).
+const RECHECK_ALPN: Duration = Duration::from_secs(300);
 
 /// Why an `https://` upstream that does not choose h2 is refused.
 const NO_H2: &str = "it does not speak h2, which upstream.protocol = \"h2\" requires (\"auto\" falls back to HTTP/1.1)";
@@ -97,7 +102,8 @@ impl H2Upstream {
     }
 
     fn chose_http1(&self, authority: &Authority, tls: Option<&UpstreamTls>) -> bool {
-        self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|k| k.is(authority, tls))
+        let chose = self.chose_http1.lock().unwrap_or_else(|e| e.into_inner());
+        chose.as_ref().is_some_and(|(k, when)| k.is(authority, tls) && when.elapsed() < RECHECK_ALPN)
     }
 
     /// A shared connection to `authority`, made if there is none with room
@@ -122,7 +128,7 @@ impl H2Upstream {
         if let Some(s) = self.live(authority, tls) {
             return Ok(Some(s));
         }
-        let key = Key { authority: authority.clone(), tls_build: tls.map(|t| t.build) };
+        let key = Key { authority: authority.clone(), tls_files: tls.map(|t| t.fingerprint) };
         // An upstream that knows none of the protocols offered may refuse the handshake (RFC 7301).
         let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await.map_err(|e| {
             if e.contains("NoApplicationProtocol") {
@@ -134,7 +140,7 @@ impl H2Upstream {
         if tls.is_some() && !io.alpn_h2() {
             if auto {
                 tracing::info!("upstream {authority} chose http/1.1 in ALPN: HTTP/1.1 to it");
-                *self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+                *self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, std::time::Instant::now()));
                 return Ok(None);
             }
             return Err(format!("upstream {authority}: did not choose h2 in ALPN: {NO_H2}"));
