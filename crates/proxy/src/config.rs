@@ -77,6 +77,7 @@ struct RawUpstream {
     url: Option<String>,
     address: Option<String>,
     proxy_protocol: Option<String>,
+    protocol: Option<String>,
     tls: Option<RawUpstreamTls>,
 }
 
@@ -136,6 +137,7 @@ struct RawLimits {
     max_upstream_per_connection: Option<usize>,
     upstream_queue_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    max_grpc_message: Option<String>,
 }
 
 /// What happens to a request header whose name contains `_`
@@ -170,11 +172,24 @@ pub struct UpstreamTlsConfig {
     pub server_name: String,
 }
 
+/// The HTTP version spoken to an HTTP-mode upstream (`[upstream] protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections (`http://`).
+    Http1,
+    /// HTTP/2 over one shared, multiplexed connection: prior knowledge in
+    /// cleartext (`h2c://`), or `h2` required in ALPN (`https://`).
+    H2,
+    /// `https://` only: ALPN offers h2 and http/1.1, the upstream chooses.
+    Auto,
+}
+
 #[derive(Clone, Debug)]
 pub enum Upstream {
-    /// `http://host:port` or `https://host:port` (HTTP mode): its
-    /// authority, and for https how the upstream is verified and who we are.
-    Http { authority: http::uri::Authority, tls: Option<UpstreamTlsConfig> },
+    /// `http://`, `h2c://` or `https://host:port` (HTTP mode): its
+    /// authority, for https how the upstream is verified and who we are,
+    /// and the HTTP version to speak.
+    Http { authority: http::uri::Authority, tls: Option<UpstreamTlsConfig>, protocol: UpstreamProtocol },
     /// `host:port` (TCP mode).
     Tcp { address: String },
 }
@@ -206,6 +221,9 @@ pub struct Limits {
     /// How long a queued request waits for one of them: 503 after it.
     pub upstream_queue_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The largest message a gRPC request (`application/grpc*`) may carry
+    /// to the upstream; 0: no limit.
+    pub max_grpc_message: u64,
 }
 
 impl Default for Limits {
@@ -224,6 +242,7 @@ impl Default for Limits {
             max_upstream_per_connection: 32,
             upstream_queue_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            max_grpc_message: 0,
         }
     }
 }
@@ -401,12 +420,36 @@ fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<O
     Ok(Some(CrlSource { url: uri, refresh }))
 }
 
-fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<Upstream, ProxyError> {
+fn http_upstream(
+    url: &str,
+    protocol: Option<&str>,
+    tls: Option<RawUpstreamTls>,
+    base: &Path,
+) -> Result<Upstream, ProxyError> {
     let uri: http::Uri = url.parse().map_err(|_| invalid(format!("upstream.url: '{url}' is not a URL")))?;
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(invalid(format!("upstream.url: '{url}' must be http://host:port or https://host:port"))),
+    let scheme = uri.scheme_str().unwrap_or("");
+    let https = match scheme {
+        "http" | "h2c" => false,
+        "https" => true,
+        _ => {
+            return Err(invalid(format!(
+                "upstream.url: '{url}' must be http://host:port, h2c://host:port or https://host:port"
+            )))
+        }
+    };
+    let protocol = match (scheme, protocol) {
+        ("http", None | Some("http1")) | ("https", Some("http1")) => UpstreamProtocol::Http1,
+        ("http" | "h2c" | "https", Some("h2")) | ("h2c", None) => UpstreamProtocol::H2,
+        ("https", None | Some("auto")) => UpstreamProtocol::Auto,
+        (_, Some(p @ ("http1" | "h2" | "auto"))) => {
+            return Err(invalid(format!(
+            "upstream.protocol: '{p}' does not go with a {scheme}:// url (auto needs https:// for ALPN; h2c:// is h2)"
+        )))
+        }
+        (_, Some(other)) => {
+            return Err(invalid(format!("upstream.protocol: '{other}' (expected \"http1\", \"h2\" or \"auto\")")))
+        }
+        (_, None) => unreachable!("schemes checked above"),
     };
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(invalid(format!("upstream.url: '{url}' must not have a path")));
@@ -434,7 +477,7 @@ fn http_upstream(url: &str, tls: Option<RawUpstreamTls>, base: &Path) -> Result<
             Some(UpstreamTlsConfig { ca: ca.iter().map(|p| resolve(base, p)).collect(), client, server_name })
         }
     };
-    Ok(Upstream::Http { authority, tls })
+    Ok(Upstream::Http { authority, tls, protocol })
 }
 
 /// `[headers] trusted_proxies`: addresses or CIDR blocks (`10.0.0.0/8`).
@@ -547,13 +590,18 @@ impl ProxyConfig {
             return Err(invalid("upstream.tls applies to http mode (TLS to a tcp-mode upstream is not supported yet)"));
         }
         let upstream = match (mode, raw.upstream.url, raw.upstream.address) {
-            (Mode::Http, Some(url), None) => http_upstream(&url, raw.upstream.tls, base)?,
+            (Mode::Http, Some(url), None) => {
+                http_upstream(&url, raw.upstream.protocol.as_deref(), raw.upstream.tls, base)?
+            }
             (Mode::Tcp, None, Some(address)) => Upstream::Tcp { address },
             (Mode::Http, _, _) => {
                 return Err(invalid("upstream: http mode needs url = \"http://host:port\" (and no address)"))
             }
             (Mode::Tcp, _, _) => return Err(invalid("upstream: tcp mode needs address = \"host:port\" (and no url)")),
         };
+        if mode == Mode::Tcp && raw.upstream.protocol.is_some() {
+            return Err(invalid("upstream.protocol applies to http mode"));
+        }
         let proxy_protocol = match (raw.upstream.proxy_protocol.as_deref(), mode) {
             (None, _) => false,
             (Some("v2"), Mode::Tcp) => true,
@@ -692,6 +740,13 @@ impl ProxyConfig {
         if let Some(r) = raw.limits.body_min_rate {
             limits.body_min_rate = r;
         }
+        if let Some(m) = &raw.limits.max_grpc_message {
+            let n = crate::audit::parse_size(m).map_err(|e| invalid(format!("limits.max_grpc_message: {e}")))?;
+            if n == 0 || n > u64::from(u32::MAX) {
+                return Err(invalid(format!("limits.max_grpc_message: '{m}' is not in 1B..4GB")));
+            }
+            limits.max_grpc_message = n;
+        }
         let from_dps = raw.tls.crl_from_distribution_points.unwrap_or(false);
         let crl_configured = raw.tls.crl.is_some() || raw.tls.crl_url.is_some() || from_dps;
         let refresh = crl_refresh(raw.tls.crl_refresh.as_deref(), raw.tls.crl_url.is_some() || from_dps, "tls.crl")?;
@@ -755,7 +810,7 @@ impl ProxyConfig {
                             key: f.upstream_key.as_ref().map(|p| p.display().to_string()),
                             server_name: None,
                         });
-                    http_upstream(&f.upstream, tls, Path::new(""))
+                    http_upstream(&f.upstream, None, tls, Path::new(""))
                         .map_err(|e| invalid(e.to_string().replace("upstream.tls.ca", "--upstream-ca")))?
                 }
                 Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
@@ -936,6 +991,65 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
     }
 
     #[test]
+    fn upstream_protocol_follows_the_scheme_and_can_be_forced() {
+        let with = |url: &str, protocol: &str, tls: bool| {
+            let mut t = GOOD.replace("url = \"http://127.0.0.1:8080\"", &format!("url = \"{url}\"\n{protocol}"));
+            if tls {
+                t = t.replace("[[route]]", "[upstream.tls]\nca = \"up.crt\"\n\n[[route]]");
+            }
+            ProxyConfig::from_toml(&t, Path::new("."))
+        };
+        let protocol = |c: ProxyConfig| match c.upstream {
+            Upstream::Http { protocol, .. } => protocol,
+            other => panic!("{other:?}"),
+        };
+        for (url, line, tls, want) in [
+            ("http://127.0.0.1:8080", "", false, UpstreamProtocol::Http1),
+            ("h2c://127.0.0.1:8080", "", false, UpstreamProtocol::H2),
+            ("h2c://127.0.0.1:8080", "protocol = \"h2\"", false, UpstreamProtocol::H2),
+            ("http://127.0.0.1:8080", "protocol = \"h2\"", false, UpstreamProtocol::H2),
+            ("https://api.internal:9443", "", true, UpstreamProtocol::Auto),
+            ("https://api.internal:9443", "protocol = \"auto\"", true, UpstreamProtocol::Auto),
+            ("https://api.internal:9443", "protocol = \"h2\"", true, UpstreamProtocol::H2),
+            ("https://api.internal:9443", "protocol = \"http1\"", true, UpstreamProtocol::Http1),
+        ] {
+            let c = with(url, line, tls).unwrap_or_else(|e| panic!("{url} {line}: {e}"));
+            assert_eq!(protocol(c), want, "{url} {line}");
+        }
+        for (url, line, tls, needle) in [
+            (
+                "h2c://127.0.0.1:8080",
+                "protocol = \"http1\"",
+                false,
+                "upstream.protocol: 'http1' does not go with a h2c://",
+            ),
+            ("http://127.0.0.1:8080", "protocol = \"auto\"", false, "auto needs https://"),
+            ("https://api.internal:9443", "protocol = \"h3\"", true, "upstream.protocol: 'h3' (expected"),
+            ("h2c://127.0.0.1:8080", "", true, "upstream.tls needs an https://"),
+            ("h2c://127.0.0.1:8080/x", "", false, "must not have a path"),
+            ("h3://127.0.0.1:8080", "", false, "h2c://host:port"),
+        ] {
+            let err = with(url, line, tls).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url} {line}: {err}");
+        }
+        let tcp = GOOD
+            .replace("address = \"127.0.0.1:8443\"", "address = \"127.0.0.1:8443\"\nmode = \"tcp\"")
+            .replace("url = \"http://127.0.0.1:8080\"", "address = \"127.0.0.1:8080\"\nprotocol = \"h2\"");
+        let err = ProxyConfig::from_toml(&tcp, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("upstream.protocol applies to http mode"), "{err}");
+        // The flag takes h2c:// as it is.
+        let flags = ProxyFlags {
+            listen: "127.0.0.1:8443".into(),
+            upstream: "h2c://127.0.0.1:50051".into(),
+            cert: "c.crt".into(),
+            key: "c.key".into(),
+            client_ca: vec!["ca.crt".into()],
+            ..Default::default()
+        };
+        assert_eq!(protocol(ProxyConfig::from_flags(&flags).unwrap()), UpstreamProtocol::H2);
+    }
+
+    #[test]
     fn unknown_key_names_line_and_field() {
         let text = GOOD.replace("key = \"api.key\"", "key = \"api.key\"\nclient_certs = \"x\"");
         let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err();
@@ -1032,6 +1146,9 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ("body_timeout = \"11y\"", "limits.body_timeout"),
             ("max_upstream_per_connection = 0", "limits.max_upstream_per_connection"),
             ("upstream_queue_timeout = \"0s\"", "limits.upstream_queue_timeout"),
+            ("max_grpc_message = \"0\"", "limits.max_grpc_message"),
+            ("max_grpc_message = \"5GB\"", "limits.max_grpc_message"),
+            ("max_grpc_message = \"4 parsecs\"", "limits.max_grpc_message"),
         ] {
             let err = ProxyConfig::from_toml(&with(limits), Path::new(".")).unwrap_err().to_string();
             assert!(err.contains(field), "{limits}: {err}");
@@ -1041,6 +1158,8 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             ProxyConfig::from_toml(&with("shutdown_grace = \"0s\"\nidle_timeout = \"10y\""), Path::new(".")).unwrap();
         assert_eq!(c.limits.shutdown_grace, Duration::ZERO);
         assert_eq!(c.limits.idle_timeout, MAX_DURATION);
+        let c = ProxyConfig::from_toml(&with("max_grpc_message = \"4MB\""), Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_grpc_message, 4 << 20);
         let crl =
             GOOD.replace("crl = [\"crl.pem\"]", "crl_url = \"https://ca.test/v1/crl\"\ncrl_refresh = \"99999999999d\"");
         let err = ProxyConfig::from_toml(&crl, Path::new(".")).unwrap_err().to_string();

@@ -103,7 +103,9 @@ impl Runtime {
         }
         let routes = RouteTable::build(&config.routes);
         let upstream_tls = match &config.upstream {
-            crate::config::Upstream::Http { tls: Some(t), .. } => Some(crate::upstream_tls::UpstreamTls::build(t)?),
+            crate::config::Upstream::Http { tls: Some(t), protocol, .. } => {
+                Some(crate::upstream_tls::UpstreamTls::build(t, *protocol)?)
+            }
             _ => None,
         };
         Ok(Runtime {

@@ -12,7 +12,7 @@ pub struct ProxyArgs {
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
     listen: Option<String>,
-    /// http://host:port or https://host:port (HTTP mode) or host:port (with --tcp).
+    /// http://, h2c:// (HTTP/2) or https://host:port (HTTP mode), or host:port (with --tcp).
     #[arg(long, required_unless_present = "config")]
     upstream: Option<String>,
     /// Server certificate chain (PEM, leaf first).

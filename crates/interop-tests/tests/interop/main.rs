@@ -4,6 +4,7 @@ mod ca_cli;
 mod client_revocation;
 mod crash;
 mod fairness;
+mod grpc_http;
 mod header_attacks;
 mod lifecycle;
 mod nginx;

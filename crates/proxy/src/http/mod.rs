@@ -1,15 +1,18 @@
 //! HTTP mode: HTTP/1.1 and HTTP/2 (ALPN) from clients, the checks on each
 //! request head, authorization per request, identity headers, and
 //! forwarding over pooled keep-alive HTTP/1.1 connections to the upstream
-//! (`upstream`); an idle HTTP/1.1 connection is parked (`idle`). Each
-//! request's decision is counted and audited here.
+//! (`upstream`) or one shared HTTP/2 connection (`upstream_h2`); an idle
+//! HTTP/1.1 connection is parked (`idle`). Each request's decision is
+//! counted and audited here; a gRPC request the proxy refuses gets a gRPC
+//! status (`grpc_refusal`).
 mod idle;
 mod upstream;
+mod upstream_h2;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
 use crate::authorize::{Decision, RouteTable};
-use crate::config::Upstream;
+use crate::config::{Upstream, UpstreamProtocol};
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
 use crate::telemetry::GaugeGuard;
@@ -31,20 +34,28 @@ use tokio::io::AsyncRead;
 use tokio::sync::watch;
 use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
 
-pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+/// An HTTP/1.1 upstream's body, an HTTP/2 upstream's, or the proxy's own.
+pub type ProxyBody = Either<UpstreamBody, Either<upstream_h2::H2Body, Full<Bytes>>>;
 
 /// What HTTP mode shares across all connections.
 pub struct HttpShared {
     shared: Arc<Shared>,
-    /// Keep-alive connections to the upstream.
+    /// Keep-alive HTTP/1.1 connections to the upstream.
     pub upstream: Arc<UpstreamPool>,
+    /// The shared HTTP/2 connection to the upstream.
+    upstream_h2: upstream_h2::H2Upstream,
     /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
     parked: metrics::Gauge,
 }
 
 impl HttpShared {
     pub fn new(shared: Arc<Shared>) -> HttpShared {
-        HttpShared { shared, upstream: Arc::default(), parked: metrics::gauge!("ambos_proxy_parked_connections") }
+        HttpShared {
+            shared,
+            upstream: Arc::default(),
+            upstream_h2: Default::default(),
+            parked: metrics::gauge!("ambos_proxy_parked_connections"),
+        }
     }
 }
 
@@ -100,10 +111,6 @@ fn service(
         Box::pin(async move {
             let mut slot = None;
             let response = handle(req, &ctx, &http, slots, &mut slot).await;
-            if response.status() == StatusCode::REQUEST_TIMEOUT {
-                // The client's body is unread: the connection cannot be reused.
-                ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
             Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight, _upstream_slot: slot }))
         })
     })
@@ -376,7 +383,7 @@ fn read_target(req: &Request<Incoming>, routes: &RouteTable) -> Result<Target, (
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(text.as_bytes()))));
+    let mut r = Response::new(Either::Right(Either::Right(Full::new(Bytes::from_static(text.as_bytes())))));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
@@ -393,6 +400,7 @@ async fn handle(
     slot: &mut Option<UpstreamSlot>,
 ) -> Response<ProxyBody> {
     let shared = &*http.shared;
+    let grpc = is_grpc(req.headers());
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
@@ -446,7 +454,7 @@ async fn handle(
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, &http.upstream, slots, slot).await {
+        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, http, slots, slot).await {
             Ok(resp) => (resp, "allowed".into()),
             // The client's body broke off or did not parse: its fault, not the upstream's.
             Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
@@ -460,6 +468,11 @@ async fn handle(
                 let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
                 resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 (resp, why.into())
+            }
+            // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
+            Err(why) if why.starts_with(upstream::GRPC_MESSAGE_TOO_LARGE) => {
+                tracing::debug!(peer = %ctx.peer, "{why}");
+                (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
             }
             // The client connection holds all the upstream connections it may.
             Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
@@ -499,7 +512,50 @@ async fn handle(
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
     }
+    if matches!(response.status(), StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+        // The client's body is unread: the connection cannot be reused.
+        ctx.close_after_response.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if grpc && reason != "allowed" {
+        // Audited and counted as the refusal it is; answered as gRPC clients read it.
+        let unauthenticated = reason == "no client certificate";
+        return grpc_refusal(response.status(), unauthenticated);
+    }
     response
+}
+
+/// gRPC's content types: `application/grpc`, `application/grpc+proto`, ...
+fn is_grpc(h: &http::HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The proxy's own refusal of a gRPC call: gRPC clients read a non-200
+/// status as an opaque failure (`UNAVAILABLE ... 403`), so the answer is
+/// HTTP 200 with a trailers-only `grpc-status` and `grpc-message`, mapped
+/// as gRPC's own HTTP-to-gRPC table does (403: PERMISSION_DENIED, 502,
+/// 503 and 504: UNAVAILABLE), and 413 (`max_grpc_message`) as
+/// RESOURCE_EXHAUSTED.
+fn grpc_refusal(status: StatusCode, unauthenticated: bool) -> Response<ProxyBody> {
+    let code = match status.as_u16() {
+        _ if unauthenticated => "16",
+        400 => "13",
+        401 => "16",
+        403 => "7",
+        404 => "12",
+        413 => "8",
+        429 | 502 | 503 | 504 => "14",
+        _ => "2",
+    };
+    let mut r = Response::new(Either::Right(Either::Right(Full::new(Bytes::new()))));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    // ASCII without '%': no percent-encoding needed (gRPC's grpc-message rule).
+    let message = format!("ambos proxy: {} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    if let Ok(v) = HeaderValue::from_str(message.trim_end()) {
+        h.insert("grpc-message", v);
+    }
+    r
 }
 
 /// A request refused for its head (`headers::check_request_head`), before
@@ -535,7 +591,7 @@ async fn forward_in_slot(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    pool: &Arc<UpstreamPool>,
+    http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
 ) -> Result<Response<ProxyBody>, String> {
@@ -549,19 +605,36 @@ async fn forward_in_slot(
             ))
         }
     }
-    forward(req, target, ctx, pool).await
+    forward(req, target, ctx, http).await
 }
 
 async fn forward(
     req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
-    pool: &Arc<UpstreamPool>,
+    http: &HttpShared,
 ) -> Result<Response<ProxyBody>, String> {
-    let Upstream::Http { authority, .. } = &ctx.runtime.config.upstream else {
+    let Upstream::Http { authority, protocol, .. } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
     };
+    let tls = ctx.runtime.upstream_tls.as_ref();
+    let limits = &ctx.runtime.config.limits;
+    let h2 = match protocol {
+        UpstreamProtocol::Http1 => None,
+        UpstreamProtocol::H2 | UpstreamProtocol::Auto => {
+            let auto = *protocol == UpstreamProtocol::Auto;
+            http.upstream_h2.connection(authority, tls, auto, limits.upstream_connect_timeout).await?
+        }
+    };
     let (mut parts, body) = req.into_parts();
+    // gRPC servers want TE: trailers (HTTP/2 allows no other TE); it is
+    // hop-by-hop, so it is stripped below and set again for HTTP/2.
+    let te_trailers = h2.is_some()
+        && parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers")));
     if !parts.headers.contains_key(header::HOST) {
         // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need Host.
         let host = parts.uri.authority().unwrap_or(authority);
@@ -572,13 +645,38 @@ async fn forward(
     // Exactly what was authorized: the normalized path in origin form
     // (`/path?query`), or `host:port` for CONNECT.
     parts.uri = target.to_uri()?;
-    parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
-    let timeouts = upstream::Timeouts::from_limits(&ctx.runtime.config.limits);
-    let tls = ctx.runtime.upstream_tls.as_ref();
-    let resp = pool.send(authority, tls, Request::from_parts(parts, body), timeouts).await?;
+    let mut timeouts = upstream::Timeouts::from_limits(limits);
+    if limits.max_grpc_message > 0 && is_grpc(&parts.headers) {
+        timeouts.grpc_message_max = limits.max_grpc_message;
+    }
+    let resp = match h2 {
+        None => {
+            parts.version = Version::HTTP_11;
+            http.upstream.send(authority, tls, Request::from_parts(parts, body), timeouts).await?.map(Either::Left)
+        }
+        Some(sender) => {
+            // HTTP/2 wants the URI absolute (:scheme, :authority) and no Host,
+            // Transfer-Encoding or other connection headers.
+            parts.version = Version::HTTP_2;
+            let host = parts.headers.remove(header::HOST);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            if te_trailers {
+                parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            if parts.method != http::Method::CONNECT {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(authority.as_str());
+                parts.uri = format!("{scheme}://{host}{path}").parse().map_err(|e| format!("bad request URI: {e}"))?;
+            }
+            let resp =
+                http.upstream_h2.send(sender, authority, tls, Request::from_parts(parts, body), timeouts).await?;
+            resp.map(|b| Either::Right(Either::Left(b)))
+        }
+    };
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    Ok(Response::from_parts(parts, body))
 }

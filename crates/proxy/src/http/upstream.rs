@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{
-    AtomicBool, AtomicUsize,
+    AtomicU8, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,9 @@ pub const BODY_TIMEOUT: &str = "request body timed out";
 /// answer within `upstream_timeout` (or connect within
 /// `upstream_connect_timeout`): 504.
 pub const UPSTREAM_TIMEOUT: &str = "upstream timed out";
+/// How a send error starts when a gRPC request's body carried a message
+/// over `max_grpc_message`: RESOURCE_EXHAUSTED (413).
+pub const GRPC_MESSAGE_TOO_LARGE: &str = "gRPC message too large";
 
 /// The `[limits]` timeouts that apply to one request.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +62,9 @@ pub struct Timeouts {
     pub body: Duration,
     /// Bytes per second the client's body must average over each window.
     pub body_min_rate: u64,
+    /// The largest gRPC message the body may carry (`max_grpc_message`);
+    /// 0: not a gRPC request, or no limit.
+    pub grpc_message_max: u64,
 }
 
 impl Timeouts {
@@ -68,9 +74,20 @@ impl Timeouts {
             response: l.upstream_timeout,
             body: l.body_timeout,
             body_min_rate: l.body_min_rate,
+            grpc_message_max: 0,
         }
     }
 }
+
+/// Timeouts for tests: 5 s each, no minimum rate, no gRPC limit.
+#[cfg(test)]
+pub(super) const TEST_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    response: Duration::from_secs(5),
+    body: Duration::from_secs(5),
+    body_min_rate: 0,
+    grpc_message_max: 0,
+};
 
 /// The client's request body cut off: too little of it in a `body_timeout` window.
 #[derive(Debug)]
@@ -83,6 +100,86 @@ impl std::fmt::Display for BodyTimedOut {
 }
 
 impl std::error::Error for BodyTimedOut {}
+
+/// The client's gRPC request carried a message over `max_grpc_message`.
+#[derive(Debug)]
+struct MessageTooLarge(u64);
+
+impl std::fmt::Display for MessageTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a gRPC message of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for MessageTooLarge {}
+
+/// What became of a request body: the request's sender reads it, since an
+/// HTTP/2 upstream connection reports a failed body only as a reset stream.
+const SENDING: u8 = 0;
+const ENDED: u8 = 1;
+const TIMED_OUT: u8 = 2;
+const MALFORMED: u8 = 3;
+const TOO_LARGE: u8 = 4;
+
+/// A [`ClientBody`]'s outcome, for whoever waits for its response.
+#[derive(Clone)]
+pub struct BodyOutcome(Option<Arc<AtomicU8>>);
+
+impl BodyOutcome {
+    /// Whether the body is over (a body empty from the start is).
+    pub(super) fn ended(&self) -> bool {
+        self.0.as_ref().is_none_or(|s| s.load(Relaxed) != SENDING)
+    }
+
+    fn get(&self) -> u8 {
+        self.0.as_ref().map_or(ENDED, |s| s.load(Relaxed))
+    }
+
+    fn set(&self, state: u8) {
+        if let Some(s) = &self.0 {
+            s.store(state, Relaxed);
+        }
+    }
+}
+
+/// Reads gRPC's length-prefixed messages (a flag byte, a 4-byte length)
+/// as the body passes, to refuse one over the limit from its prefix,
+/// before its bytes are read.
+struct GrpcMessages {
+    max: u64,
+    /// The prefix read so far, and how much of it.
+    prefix: [u8; 5],
+    have: usize,
+    /// Bytes of the current message still to pass.
+    rest: u64,
+}
+
+impl GrpcMessages {
+    /// Walks `data`; the size of a message over the limit, if one starts.
+    fn over_limit(&mut self, mut data: &[u8]) -> Option<u64> {
+        while !data.is_empty() {
+            if self.rest > 0 {
+                let n = self.rest.min(data.len() as u64);
+                self.rest -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == 5 {
+                self.have = 0;
+                let [_, a, b, c, d] = self.prefix;
+                self.rest = u64::from(u32::from_be_bytes([a, b, c, d]));
+                if self.rest > self.max {
+                    return Some(self.rest);
+                }
+            }
+        }
+        None
+    }
+}
 
 /// The client's request body on its way to the upstream. A body that
 /// makes the upstream connection wait (most never do: they come with the
@@ -102,15 +199,30 @@ pub struct ClientBody {
     /// bytes received in the window, and whether the last poll waited for
     /// the client.
     window: Option<(Pin<Box<Sleep>>, u64, bool)>,
-    /// Set when the body has ended; `None` for a body empty from the start.
-    ended: Option<Arc<AtomicBool>>,
+    /// How the body ended; nothing to tell for a body empty from the start.
+    outcome: BodyOutcome,
+    /// For a gRPC request under `max_grpc_message`.
+    grpc: Option<Box<GrpcMessages>>,
 }
 
+type FramePoll = Poll<Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>>;
+
 impl ClientBody {
-    fn new(inner: Incoming, t: &Timeouts) -> ClientBody {
-        let ended = (!inner.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    pub(super) fn outcome(&self) -> BodyOutcome {
+        self.outcome.clone()
+    }
+
+    pub(super) fn new(inner: Incoming, t: &Timeouts) -> ClientBody {
+        let outcome = BodyOutcome((!inner.is_end_stream()).then(|| Arc::new(AtomicU8::new(SENDING))));
         let min_bytes = (t.body_min_rate as f64 * t.body.as_secs_f64()).ceil().max(1.0) as u64;
-        ClientBody { inner, timeout: t.body, min_bytes, window: None, ended }
+        let grpc = (t.grpc_message_max > 0)
+            .then(|| Box::new(GrpcMessages { max: t.grpc_message_max, prefix: [0; 5], have: 0, rest: 0 }));
+        ClientBody { inner, timeout: t.body, min_bytes, window: None, outcome, grpc }
+    }
+
+    fn fail(&self, state: u8, e: Box<dyn std::error::Error + Send + Sync>) -> FramePoll {
+        self.outcome.set(state);
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -122,6 +234,11 @@ impl Body for ClientBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(grpc), Some(data)) = (&mut this.grpc, frame.data_ref()) {
+                    if let Some(size) = grpc.over_limit(data) {
+                        return this.fail(TOO_LARGE, Box::new(MessageTooLarge(size)));
+                    }
+                }
                 if let Some((timer, bytes, waiting)) = &mut this.window {
                     *bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
                     let now = tokio::time::Instant::now();
@@ -131,6 +248,7 @@ impl Body for ClientBody {
                         // too little; if it was not polled (the upstream was
                         // not taking data), that was not the client's fault.
                         if *waiting && *bytes < this.min_bytes {
+                            this.outcome.set(TIMED_OUT);
                             return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
                         }
                         timer.as_mut().reset(now + this.timeout);
@@ -140,11 +258,9 @@ impl Body for ClientBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => this.fail(MALFORMED, e.into()),
             Poll::Ready(None) => {
-                if let Some(ended) = &this.ended {
-                    ended.store(true, Relaxed);
-                }
+                this.outcome.set(ENDED);
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -157,6 +273,7 @@ impl Body for ClientBody {
                         return Poll::Pending;
                     }
                     if *bytes < this.min_bytes {
+                        this.outcome.set(TIMED_OUT);
                         return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
                     }
                     *bytes = 0;
@@ -169,9 +286,7 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
         if end {
-            if let Some(ended) = &self.ended {
-                ended.store(true, Relaxed);
-            }
+            self.outcome.set(ENDED);
         }
         end
     }
@@ -248,6 +363,13 @@ impl tokio::io::AsyncWrite for UpstreamIo {
     }
 }
 
+impl UpstreamIo {
+    /// Whether TLS ALPN chose HTTP/2.
+    pub(super) fn alpn_h2(&self) -> bool {
+        matches!(self, UpstreamIo::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2"))
+    }
+}
+
 impl UpstreamConn {
     /// Polls the connection; true once it has ended (closed or failed).
     fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
@@ -302,28 +424,7 @@ impl UpstreamPool {
         tls: Option<&crate::upstream_tls::UpstreamTls>,
         timeout: Duration,
     ) -> Result<Box<UpstreamConn>, String> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
-            Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
-        };
-        let _ = stream.set_nodelay(true);
-        let io = match tls {
-            None => UpstreamIo::Plain(stream),
-            Some(t) => {
-                let handshake = t.connector.connect(t.server_name.clone(), stream);
-                match tokio::time::timeout(timeout, handshake).await {
-                    Ok(Ok(s)) => UpstreamIo::Tls(Box::new(s)),
-                    Ok(Err(e)) => {
-                        let why = ambos_tls::HandshakeFailure::from_io(&e);
-                        return Err(format!("upstream {authority}: TLS handshake failed: {why}"));
-                    }
-                    Err(_) => {
-                        return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}"))
-                    }
-                }
-            }
-        };
+        let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeout).await?;
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
         let tls = tls.is_some();
@@ -346,7 +447,7 @@ impl UpstreamPool {
         let mut req = req.map(|b| ClientBody::new(b, &timeouts));
         // The one timer of the request: polled (armed) once the request
         // has ended, i.e. at once for a request without a body.
-        let ended = req.body().ended.clone();
+        let outcome = req.body().outcome();
         let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.response));
         let mut timer_armed = false;
         loop {
@@ -373,9 +474,9 @@ impl UpstreamPool {
                 if let Poll::Ready(r) = sent.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
                 }
-                if !timer_armed && ended.as_ref().is_none_or(|e| e.load(Relaxed)) {
+                if !timer_armed && outcome.ended() {
                     timer_armed = true;
-                    if ended.is_some() {
+                    if outcome.0.is_some() {
                         timer.as_mut().reset(tokio::time::Instant::now() + timeouts.response);
                     }
                 }
@@ -398,25 +499,61 @@ impl UpstreamPool {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the pooled connection was closing. Try again.
                     Some(unsent) if pooled => req = unsent,
-                    _ if e.error().is_user()
-                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<BodyTimedOut>()) =>
-                    {
-                        return Err(format!(
-                            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
-                            timeouts.body_min_rate, timeouts.body
-                        ))
-                    }
-                    // The body is the client's `Incoming`: a hyper error inside
-                    // a body error is the client's request failing to parse.
-                    _ if e.error().is_user()
-                        && std::error::Error::source(e.error()).is_some_and(|c| c.is::<hyper::Error>()) =>
-                    {
-                        return Err(format!("{CLIENT_BODY_ERROR}: {}", error_chain(e.error())))
-                    }
-                    _ => return Err(format!("upstream {authority}: {}", error_chain(e.error()))),
+                    _ => return Err(send_error(e.error(), &outcome, authority, &timeouts)),
                 },
             }
         }
+    }
+}
+
+/// Connects to the upstream: TCP, then TLS with `tls`'s connector when
+/// given (its ALPN list is the connector's).
+pub(super) async fn connect_io(
+    authority: &Authority,
+    tls: Option<(&tokio_rustls::TlsConnector, &crate::upstream_tls::UpstreamTls)>,
+    timeout: Duration,
+) -> Result<UpstreamIo, String> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
+        Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
+    };
+    let _ = stream.set_nodelay(true);
+    // A connection the upstream's host lost (crash, network) is found within
+    // about 90 s of silence, not at the next request that hangs on it.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
+    match tokio::time::timeout(timeout, connector.connect(t.server_name.clone(), stream)).await {
+        Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            let why = ambos_tls::HandshakeFailure::from_io(&e);
+            Err(format!("upstream {authority}: TLS handshake failed: {why}"))
+        }
+        Err(_) => Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}")),
+    }
+}
+
+/// What a request that failed on its way to the upstream is audited as:
+/// the client's body too slow ([`BODY_TIMEOUT`]), malformed
+/// ([`CLIENT_BODY_ERROR`]) or carrying too large a gRPC message
+/// ([`GRPC_MESSAGE_TOO_LARGE`]), else the upstream's failure.
+pub(super) fn send_error(e: &hyper::Error, body: &BodyOutcome, authority: &Authority, timeouts: &Timeouts) -> String {
+    match body.get() {
+        TIMED_OUT => format!(
+            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
+            timeouts.body_min_rate, timeouts.body
+        ),
+        // The body is the client's `Incoming`: its error is the client's
+        // request failing to parse (or the client resetting its stream).
+        MALFORMED => format!("{CLIENT_BODY_ERROR}: {}", error_chain(e)),
+        TOO_LARGE => {
+            format!("{GRPC_MESSAGE_TOO_LARGE}: over limits.max_grpc_message ({} bytes)", timeouts.grpc_message_max)
+        }
+        _ => format!("upstream {authority}: {}", error_chain(e)),
     }
 }
 
@@ -548,12 +685,7 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    const TIMEOUTS: Timeouts = Timeouts {
-        connect: Duration::from_secs(5),
-        response: Duration::from_secs(5),
-        body: Duration::from_secs(5),
-        body_min_rate: 0,
-    };
+    const TIMEOUTS: Timeouts = TEST_TIMEOUTS;
 
     /// The proxy's side: a local HTTP/1.1 listener whose requests (real
     /// hyper bodies, as the proxy gets them) go through `pool`; what the
@@ -699,6 +831,20 @@ mod tests {
         let err = out.unwrap_err();
         assert!(err.starts_with(&format!("upstream {authority}: ")), "{err}");
         no_new_connection(upstream);
+    }
+
+    #[test]
+    fn grpc_message_prefixes_are_read_across_frames() {
+        let mut m = GrpcMessages { max: 10, prefix: [0; 5], have: 0, rest: 0 };
+        // A 3-byte message, then a 10-byte one whose prefix is split over three frames.
+        assert_eq!(m.over_limit(b"\0\0\0\0\x03abc\0\0"), None);
+        assert_eq!(m.over_limit(b"\0"), None);
+        assert_eq!(m.over_limit(b"\0\x0a0123"), None);
+        assert_eq!(m.over_limit(b"456789"), None);
+        // An 11-byte one: refused from its prefix, before its bytes.
+        assert_eq!(m.over_limit(b"\x01\0\0\0\x0b"), Some(11));
+        let mut m = GrpcMessages { max: 4 << 20, prefix: [0; 5], have: 0, rest: 0 };
+        assert_eq!(m.over_limit(&[0, 0x01, 0x40, 0, 0]), Some(20 << 20));
     }
 
     #[tokio::test]
