@@ -32,6 +32,11 @@ if ! python3 -c "import grpc" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check grpcio 2>/dev/null \
         || python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio
 fi
+# websockets: a real WebSocket client and server for the proxy's WebSocket tests.
+if ! python3 -c "import websockets" 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check websockets 2>/dev/null \
+        || python3 -m pip install -q --disable-pip-version-check --break-system-packages websockets
+fi
 # Debian starts nginx on install; the tests run their own instances.
 for svc in nginx haproxy; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then

@@ -105,6 +105,7 @@ struct RawRoute {
     path: Option<String>,
     methods: Option<Vec<String>>,
     allow: Vec<String>,
+    websocket: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -674,7 +675,15 @@ impl ProxyConfig {
                 }
                 Ok(_) => {}
             }
-            routes.push(RouteConfig { path, methods: methods(r.methods, &at)?, allow });
+            let methods = methods(r.methods, &at)?;
+            let websocket = r.websocket.unwrap_or(false);
+            if websocket && mode == Mode::Tcp {
+                return Err(invalid(format!("{at}.websocket applies to http mode")));
+            }
+            if websocket && methods.as_ref().is_some_and(|m| !m.contains(&http::Method::GET)) {
+                return Err(invalid(format!("{at}.websocket needs GET in methods (the WebSocket handshake is a GET)")));
+            }
+            routes.push(RouteConfig { path, methods, allow, websocket });
         }
         if routes.is_empty() {
             return Err(invalid(
@@ -866,7 +875,7 @@ impl ProxyConfig {
             forwarded: crate::headers::ForwardedHeaders::XForwarded,
             trusted_proxies: Vec::new(),
             hosts: Vec::new(),
-            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow }],
+            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow, websocket: false }],
             audit: f.audit.clone().map(AuditConfig::new),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
             limits: Limits::default(),
@@ -1177,6 +1186,28 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         let text = format!("{GOOD}\n[headers]\nunderscores = \"keep\"\n");
         let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("headers.underscores"), "{err}");
+    }
+
+    #[test]
+    fn websocket_routes_are_http_mode_get_routes() {
+        let route = |extra: &str| {
+            GOOD.replace(
+                "allow = [\"spiffe://acme.test/checkout\", \"ou:payments\"]",
+                &format!("allow = [\"any\"]\n{extra}"),
+            )
+        };
+        let c = ProxyConfig::from_toml(&route("websocket = true"), Path::new(".")).unwrap();
+        assert!(c.routes[0].websocket);
+        assert!(!ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap().routes[0].websocket);
+        let err = ProxyConfig::from_toml(&route("websocket = true").replace("\"GET\", ", ""), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("route[0].websocket needs GET in methods"), "{err}");
+        let tcp = route("websocket = true")
+            .replace("[listen]\n", "[listen]\nmode = \"tcp\"\n")
+            .replace("url = \"http://", "address = \"");
+        let err = ProxyConfig::from_toml(&tcp, Path::new(".")).unwrap_err().to_string();
+        assert!(err.contains("route[0].websocket applies to http mode"), "{err}");
     }
 
     #[test]

@@ -120,6 +120,19 @@ pub(crate) async fn until_idle<F: std::future::Future>(
     }
 }
 
+/// Copies both ways between `a` and `b` until either side closes, or
+/// `idle` passes without a byte either way (`false`).
+pub(crate) async fn pipe<A, B>(a: &mut A, b: &mut B, idle: Duration) -> bool
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let active = AtomicBool::new(false);
+    let mut a = Watched { inner: a, active: &active };
+    let mut b = Watched { inner: b, active: &active };
+    until_idle(tokio::io::copy_bidirectional(&mut a, &mut b), &active, idle).await.is_some()
+}
+
 /// A stream that flags any bytes read from it as activity.
 struct Watched<'a, T> {
     inner: &'a mut T,

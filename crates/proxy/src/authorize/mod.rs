@@ -298,6 +298,8 @@ pub struct RouteConfig {
     /// None: every method.
     pub methods: Option<Vec<Method>>,
     pub allow: Vec<AllowRule>,
+    /// `websocket = true`: an `Upgrade: websocket` request may pass.
+    pub websocket: bool,
 }
 
 /// A route: which requests it covers and who may make them.
@@ -309,6 +311,8 @@ pub struct Route {
     /// None: every method.
     methods: Option<Vec<Method>>,
     allow: Vec<AllowRule>,
+    /// `Upgrade: websocket` allowed on this route.
+    pub websocket: bool,
     /// Handles resolved once, so the request path does no metric lookup;
     /// they bind to the recorder installed when the route is built
     /// (`run` installs it before `Runtime::build`).
@@ -325,6 +329,7 @@ impl Route {
             path: Glob::new_ignore_case(path, b'/'),
             methods,
             allow,
+            websocket: false,
             name,
         }
     }
@@ -390,7 +395,12 @@ impl RouteTable {
 
     /// The table of the configured routes, in config order.
     pub fn build(routes: &[RouteConfig]) -> RouteTable {
-        RouteTable::new(routes.iter().map(|r| Route::new(&r.path, r.methods.clone(), r.allow.clone())).collect())
+        RouteTable::new(
+            routes
+                .iter()
+                .map(|r| Route { websocket: r.websocket, ..Route::new(&r.path, r.methods.clone(), r.allow.clone()) })
+                .collect(),
+        )
     }
 
     pub fn len(&self) -> usize {

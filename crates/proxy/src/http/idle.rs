@@ -46,6 +46,9 @@ pub struct Activity {
     park: AtomicBool,
     /// A read was answered with our end-of-file.
     parked: AtomicBool,
+    /// The upstream's stream of a WebSocket upgrade, for the serving loop
+    /// to pipe once hyper hands the client's stream back.
+    upgraded: std::sync::Mutex<Option<hyper::upgrade::Upgraded>>,
 }
 
 impl Activity {
@@ -85,6 +88,15 @@ impl Activity {
     /// Park at the next read that would block.
     pub fn request_park(&self) {
         self.park.store(true, Relaxed);
+    }
+
+    /// The upstream switched protocols (WebSocket): its stream waits here.
+    pub fn hand_over(&self, upstream: hyper::upgrade::Upgraded) {
+        *self.upgraded.lock().unwrap_or_else(|e| e.into_inner()) = Some(upstream);
+    }
+
+    pub fn take_upgraded(&self) -> Option<hyper::upgrade::Upgraded> {
+        self.upgraded.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -137,6 +149,11 @@ impl<T> ParkableIo<T> {
 
     pub fn has_unread(&self) -> bool {
         !self.prefix.is_empty()
+    }
+
+    /// The stream and the bytes not yet read again from it.
+    pub fn into_parts(self) -> (T, Bytes) {
+        (self.inner, self.prefix)
     }
 
     /// Whether the last end-of-file hyper saw was ours (parking), and

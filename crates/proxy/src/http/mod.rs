@@ -8,6 +8,7 @@
 mod idle;
 mod upstream;
 mod upstream_h2;
+mod websocket;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
+use websocket::UpgradeRequest;
 
 /// An HTTP/1.1 upstream's body, an HTTP/2 upstream's, or the proxy's own.
 pub type ProxyBody = Either<UpstreamBody, Either<upstream_h2::H2Body, Full<Bytes>>>;
@@ -108,9 +110,10 @@ fn service(
         let ctx = ctx.clone();
         let http = http.clone();
         let slots = slots.clone();
+        let activity = activity.clone();
         Box::pin(async move {
             let mut slot = None;
-            let response = handle(req, &ctx, &http, slots, &mut slot).await;
+            let response = handle(req, &ctx, &http, slots, &mut slot, &activity).await;
             Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight, _upstream_slot: slot }))
         })
     })
@@ -250,6 +253,17 @@ async fn serve_h1(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
         }
         let parts = conn.into_parts();
         io = parts.io.into_inner();
+        if let Some(upstream) = activity.take_upgraded() {
+            // A WebSocket: hyper wrote the 101 and gave the stream back.
+            let (mut tls, unread) = io.into_parts();
+            let read_ahead = if unread.is_empty() { parts.read_buf } else { [parts.read_buf, unread].concat().into() };
+            if !websocket::pipe(&mut tls, read_ahead, upstream, idle).await {
+                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "idle").increment(1);
+                tracing::debug!("WebSocket idle for {idle:?}: closed");
+            }
+            close(&mut tls).await;
+            return;
+        }
         let must_close = head_ctx.close_after_response.load(std::sync::atomic::Ordering::Relaxed);
         if !io.parked() || draining || must_close {
             // The client closed, asked to close, or we are stopping.
@@ -398,9 +412,11 @@ async fn handle(
     http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
+    activity: &Activity,
 ) -> Response<ProxyBody> {
     let shared = &*http.shared;
     let grpc = is_grpc(req.headers());
+    let upgrade = websocket::requested(&req);
     // What the audit line needs is kept only when there is an audit log.
     let audit = shared.audit.enabled().then(|| (Instant::now(), req.method().clone(), req.uri().path().to_string()));
     let config = &ctx.runtime.config;
@@ -418,6 +434,14 @@ async fn handle(
             (Err((*status, *why)), None)
         }
         Ok(t) => match ctx.runtime.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
+            Decision::Allow(r) if upgrade == UpgradeRequest::Other => {
+                r.denied.increment(1);
+                (Err((StatusCode::BAD_REQUEST, "Upgrade to a protocol other than websocket")), Some(r))
+            }
+            Decision::Allow(r) if upgrade == UpgradeRequest::WebSocket && !r.websocket => {
+                r.denied.increment(1);
+                (Err((StatusCode::FORBIDDEN, "WebSocket is not allowed on this route")), Some(r))
+            }
             Decision::Allow(r) => {
                 r.allowed.increment(1);
                 (Ok(()), Some(r))
@@ -454,47 +478,49 @@ async fn handle(
             }
             (resp, why.into())
         }
-        (Ok(()), Ok(target)) => match forward_in_slot(req, &target, ctx, http, slots, slot).await {
-            Ok(resp) => (resp, "allowed".into()),
-            // The client's body broke off or did not parse: its fault, not the upstream's.
-            Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
-                tracing::debug!(peer = %ctx.peer, "{why}");
-                (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
+        (Ok(()), Ok(target)) => {
+            match forward_in_slot(req, &target, ctx, http, slots, slot, (upgrade, activity)).await {
+                Ok(resp) => (resp, "allowed".into()),
+                // The client's body broke off or did not parse: its fault, not the upstream's.
+                Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
+                    tracing::debug!(peer = %ctx.peer, "{why}");
+                    (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
+                }
+                // The client's body stalled: 408, and the connection closes (its body is unread).
+                Err(why) if why.starts_with(upstream::BODY_TIMEOUT) => {
+                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
+                    tracing::debug!(peer = %ctx.peer, "{why}");
+                    let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    (resp, why.into())
+                }
+                // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
+                Err(why) if why.starts_with(upstream::GRPC_MESSAGE_TOO_LARGE) => {
+                    tracing::debug!(peer = %ctx.peer, "{why}");
+                    (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
+                }
+                // The client connection holds all the upstream connections it may.
+                Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
+                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
+                    tracing::debug!(peer = %ctx.peer, "{why}");
+                    let mut resp =
+                        plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n");
+                    // A slot frees when one of this connection's own requests ends: soon, so retry soon.
+                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    (resp, why.into())
+                }
+                Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
+                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
+                    tracing::warn!(peer = %ctx.peer, "{why}");
+                    (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
+                }
+                Err(why) => {
+                    metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
+                    tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
+                    (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
+                }
             }
-            // The client's body stalled: 408, and the connection closes (its body is unread).
-            Err(why) if why.starts_with(upstream::BODY_TIMEOUT) => {
-                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
-                tracing::debug!(peer = %ctx.peer, "{why}");
-                let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                (resp, why.into())
-            }
-            // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
-            Err(why) if why.starts_with(upstream::GRPC_MESSAGE_TOO_LARGE) => {
-                tracing::debug!(peer = %ctx.peer, "{why}");
-                (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
-            }
-            // The client connection holds all the upstream connections it may.
-            Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
-                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
-                tracing::debug!(peer = %ctx.peer, "{why}");
-                let mut resp =
-                    plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n");
-                // A slot frees when one of this connection's own requests ends: soon, so retry soon.
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                (resp, why.into())
-            }
-            Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
-                metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
-                tracing::warn!(peer = %ctx.peer, "{why}");
-                (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
-            }
-            Err(why) => {
-                metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
-                tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
-                (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
-            }
-        },
+        }
         (Ok(()), Err(_)) => unreachable!("a refused target has no decision"),
     };
     if let Some((started, method, path)) = audit {
@@ -594,6 +620,7 @@ async fn forward_in_slot(
     http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
+    upgrade: (UpgradeRequest, &Activity),
 ) -> Result<Response<ProxyBody>, String> {
     let limits = &ctx.runtime.config.limits;
     match UpstreamSlots::take(slots, limits.upstream_queue_timeout).await {
@@ -605,7 +632,7 @@ async fn forward_in_slot(
             ))
         }
     }
-    forward(req, target, ctx, http).await
+    forward(req, target, ctx, http, upgrade).await
 }
 
 async fn forward(
@@ -613,13 +640,19 @@ async fn forward(
     target: &Target,
     ctx: &ConnCtx,
     http: &HttpShared,
+    (upgrade, activity): (UpgradeRequest, &Activity),
 ) -> Result<Response<ProxyBody>, String> {
     let Upstream::Http { authority, protocol, .. } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
     };
     let tls = ctx.runtime.upstream_tls.as_ref();
     let limits = &ctx.runtime.config.limits;
+    let websocket = upgrade == UpgradeRequest::WebSocket;
+    if websocket && *protocol == UpstreamProtocol::H2 && tls.is_none() {
+        return Err(format!("upstream {authority}: WebSocket needs HTTP/1.1 to the upstream (h2c:// is HTTP/2 only)"));
+    }
     let h2 = match protocol {
+        _ if websocket => None,
         UpstreamProtocol::Http1 => None,
         UpstreamProtocol::H2 | UpstreamProtocol::Auto => {
             let auto = *protocol == UpstreamProtocol::Auto;
@@ -648,6 +681,13 @@ async fn forward(
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let mut timeouts = upstream::Timeouts::from_limits(limits);
+    if websocket {
+        let (resp, upgraded) = websocket::forward(parts, authority, tls, &timeouts).await?;
+        if let Some(u) = upgraded {
+            activity.hand_over(u);
+        }
+        return Ok(resp);
+    }
     if limits.max_grpc_message > 0 && is_grpc(&parts.headers) {
         timeouts.grpc_message_max = limits.max_grpc_message;
     }
