@@ -141,6 +141,18 @@ struct RawLimits {
     max_grpc_message: Option<String>,
 }
 
+/// `[headers] forwarded`: which headers tell the upstream the client's
+/// address, the Host it asked for and the scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ForwardedHeaders {
+    /// X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=...;host=...;proto=https`.
+    Rfc7239,
+    Both,
+}
+
 /// What happens to a request header whose name contains `_`
 /// (`[headers] underscores`). CGI, WSGI, PHP and Django fold `_` and `-`
 /// into one variable, so such a name can shadow a header the proxy sets.
@@ -278,7 +290,7 @@ pub struct ProxyConfig {
     pub proxy_protocol: bool,
     pub underscores: Underscores,
     /// `[headers] forwarded`: X-Forwarded-* (default), RFC 7239 `Forwarded`, or both.
-    pub forwarded: crate::headers::ForwardedHeaders,
+    pub forwarded: ForwardedHeaders,
     /// `[headers] trusted_proxies`: clients whose X-Forwarded-For and
     /// Forwarded are kept (this hop appended) instead of replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -633,9 +645,9 @@ impl ProxyConfig {
             }
         };
         let forwarded = match raw.headers.forwarded.as_deref().unwrap_or("x-forwarded") {
-            "x-forwarded" => crate::headers::ForwardedHeaders::XForwarded,
-            "rfc7239" => crate::headers::ForwardedHeaders::Rfc7239,
-            "both" => crate::headers::ForwardedHeaders::Both,
+            "x-forwarded" => ForwardedHeaders::XForwarded,
+            "rfc7239" => ForwardedHeaders::Rfc7239,
+            "both" => ForwardedHeaders::Both,
             other => {
                 return Err(invalid(format!(
                     "headers.forwarded: '{other}' (expected \"x-forwarded\", \"rfc7239\" or \"both\")"
@@ -872,7 +884,7 @@ impl ProxyConfig {
             rfc9440: false,
             proxy_protocol: false,
             underscores: Underscores::Drop,
-            forwarded: crate::headers::ForwardedHeaders::XForwarded,
+            forwarded: ForwardedHeaders::XForwarded,
             trusted_proxies: Vec::new(),
             hosts: Vec::new(),
             routes: vec![RouteConfig { path: "/**".into(), methods: None, allow, websocket: false }],
@@ -1214,15 +1226,12 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
     fn forwarded_headers_and_trusted_proxies_are_checked() {
         let with = |body: &str| ProxyConfig::from_toml(&format!("{GOOD}\n[headers]\n{body}\n"), Path::new("."));
         let c = with("forwarded = \"both\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]").unwrap();
-        assert_eq!(c.forwarded, crate::headers::ForwardedHeaders::Both);
+        assert_eq!(c.forwarded, ForwardedHeaders::Both);
         let ips: [std::net::IpAddr; 4] =
             ["10.9.8.7".parse().unwrap(), "::1".parse().unwrap(), [192, 0, 2, 7].into(), [192, 0, 2, 8].into()];
         let trusted: Vec<bool> = ips.iter().map(|ip| c.trusted_proxies.iter().any(|n| n.contains(ip))).collect();
         assert_eq!(trusted, [true, true, true, false]);
-        assert_eq!(
-            ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap().forwarded,
-            crate::headers::ForwardedHeaders::XForwarded
-        );
+        assert_eq!(ProxyConfig::from_toml(GOOD, Path::new(".")).unwrap().forwarded, ForwardedHeaders::XForwarded);
         for (body, want) in [
             ("forwarded = \"7239\"", "headers.forwarded: '7239'"),
             ("trusted_proxies = [\"10.0.0.0/33\"]", "headers.trusted_proxies[0]: '10.0.0.0/33'"),

@@ -4,7 +4,7 @@
 //! CGI, WSGI, PHP and Django read `_` and `-` as one). Also the checks on a
 //! request head before it is routed: header names with `_`, exactly one
 //! `Host`, `Connection` and `Transfer-Encoding`; and the framing sent on.
-use crate::config::Underscores;
+use crate::config::{ForwardedHeaders, Underscores};
 use ambos_tls::Identity;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Version};
@@ -21,18 +21,6 @@ pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-
 /// forwarded` picks which the upstream gets), so a client's copy is
 /// stripped like theirs.
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-
-/// `[headers] forwarded`: which headers tell the upstream the client's
-/// address, the Host it asked for and the scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ForwardedHeaders {
-    /// X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Proto.
-    #[default]
-    XForwarded,
-    /// RFC 7239 `Forwarded: for=...;host=...;proto=https`.
-    Rfc7239,
-    Both,
-}
 
 /// Every header the proxy sets (or, `Forwarded`, that would speak for
 /// ours); all are stripped from client requests.
