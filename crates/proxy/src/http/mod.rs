@@ -424,7 +424,8 @@ async fn handle(
     if let Err((status, why)) = crate::headers::check_request_head(&mut req, config.underscores)
         .and_then(|()| crate::headers::check_host_served(&req, &config.hosts, ctx.sni.as_deref()))
     {
-        return refuse_head(status, why, ctx, shared, audit);
+        let response = refuse_head(status, why, ctx, shared, audit);
+        return if grpc { grpc_refusal(status, false) } else { response };
     }
     // The target as it will be forwarded; routes are matched on its path.
     let target = read_target(&req, &ctx.runtime.routes);
@@ -719,4 +720,38 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
     Ok(Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_refusals_are_trailers_only_with_grpcs_own_mapping() {
+        for (status, unauthenticated, code) in [
+            (StatusCode::FORBIDDEN, false, "7"),
+            (StatusCode::FORBIDDEN, true, "16"),
+            (StatusCode::BAD_GATEWAY, false, "14"),
+            (StatusCode::SERVICE_UNAVAILABLE, false, "14"),
+            (StatusCode::GATEWAY_TIMEOUT, false, "14"),
+            (StatusCode::PAYLOAD_TOO_LARGE, false, "8"),
+            (StatusCode::BAD_REQUEST, false, "13"),
+            (StatusCode::MISDIRECTED_REQUEST, false, "2"),
+        ] {
+            let r = grpc_refusal(status, unauthenticated);
+            assert_eq!(r.status(), StatusCode::OK, "{status}");
+            assert!(r.body().is_end_stream(), "{status}: trailers-only, no body");
+            let h = r.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["grpc-status"], code, "{status}");
+            let message = format!("ambos proxy: {} {}", status.as_u16(), status.canonical_reason().unwrap());
+            assert_eq!(h["grpc-message"], message.as_str());
+        }
+        let mut h = http::HeaderMap::new();
+        assert!(!is_grpc(&h));
+        for (ct, grpc) in [("application/grpc", true), ("application/grpc+proto", true), ("application/json", false)] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&h), grpc, "{ct}");
+        }
+    }
 }

@@ -74,8 +74,10 @@ pub struct H2Upstream {
     /// http/1.1 in ALPN, and when: requests go to the HTTP/1.1 pool until
     /// [`RECHECK_ALPN`] has passed.
     chose_http1: Mutex<Option<(Key, std::time::Instant)>>,
-    /// One connect at a time: requests arriving meanwhile wait for it.
-    connecting: tokio::sync::Mutex<()>,
+    /// One connect at a time: requests arriving meanwhile wait for it,
+    /// and share its failure (when it came, why) rather than each trying
+    /// (and timing out) in turn.
+    connecting: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// How long an upstream's choice of http/1.1 is kept before the next
@@ -121,13 +123,34 @@ impl H2Upstream {
         if let Some(s) = self.live(authority, tls) {
             return Ok(Some(s));
         }
-        let _one = self.connecting.lock().await;
+        let asked = std::time::Instant::now();
+        let mut failed = self.connecting.lock().await;
         if auto && self.chose_http1(authority, tls) {
             return Ok(None);
         }
         if let Some(s) = self.live(authority, tls) {
             return Ok(Some(s));
         }
+        if let Some((when, why)) = &*failed {
+            if *when >= asked {
+                return Err(why.clone());
+            }
+        }
+        let result = self.connect(authority, tls, auto, timeout).await;
+        if let Err(why) = &result {
+            *failed = Some((std::time::Instant::now(), why.clone()));
+        }
+        result
+    }
+
+    /// Opens a connection to `authority` (TLS with ALPN h2 when `tls`).
+    async fn connect(
+        &self,
+        authority: &Authority,
+        tls: Option<&UpstreamTls>,
+        auto: bool,
+        timeout: Duration,
+    ) -> Result<Option<H2Sender>, String> {
         let key = Key { authority: authority.clone(), tls_files: tls.map(|t| t.fingerprint) };
         // An upstream that knows none of the protocols offered may refuse the handshake (RFC 7301).
         let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await.map_err(|e| {
