@@ -32,11 +32,14 @@ if ! python3 -c "import grpc" 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check grpcio 2>/dev/null \
         || python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio
 fi
-# websockets: a real WebSocket client and server for the proxy's WebSocket tests.
-if ! python3 -c "import websockets" 2>/dev/null; then
-    python3 -m pip install -q --disable-pip-version-check websockets 2>/dev/null \
-        || python3 -m pip install -q --disable-pip-version-check --break-system-packages websockets
-fi
+# websockets: a real WebSocket client and server for the proxy's WebSocket
+# tests; h2: an HTTP/2 client stack for WebSocket over HTTP/2 (RFC 8441).
+for mod in websockets h2; do
+    if ! python3 -c "import $mod" 2>/dev/null; then
+        python3 -m pip install -q --disable-pip-version-check "$mod" 2>/dev/null \
+            || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"
+    fi
+done
 # Debian starts nginx on install; the tests run their own instances.
 for svc in nginx haproxy; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then

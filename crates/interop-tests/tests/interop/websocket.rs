@@ -53,9 +53,14 @@ impl Ws {
     }
 
     fn client(&self, who: &str, path: &str, steps: &[&str]) -> Value {
+        self.client_as("client", who, path, steps)
+    }
+
+    /// `mode` "client" (HTTP/1.1, websockets) or "client-h2" (RFC 8441, h2).
+    fn client_as(&self, mode: &str, who: &str, path: &str, steps: &[&str]) -> Value {
         let out = run(Command::new("python3")
             .arg(&self.script)
-            .arg("client")
+            .arg(mode)
             .arg(self.proxy.port.to_string())
             .args(self.ca.client_files(who))
             .arg(path)
@@ -79,6 +84,24 @@ fn text_and_binary_frames_and_a_close_code_pass_and_the_upstream_sees_the_identi
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{headers}");
     assert_eq!(headers["upgrade"], "websocket", "{headers}");
     assert_eq!(r[3]["close"], 4001, "{v}");
+}
+
+/// RFC 8441: an HTTP/2 client's extended CONNECT becomes an HTTP/1.1
+/// upgrade to the upstream; frames, close code and refusals as over HTTP/1.1.
+#[test]
+fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    if run(Command::new("python3").args(["-c", "import h2"])).code != 0 {
+        panic!("python3 h2 is missing: scripts/install-deps.sh installs it");
+    }
+    let ws = Ws::start(CHAT, "");
+    let v = ws.client_as("client-h2", "alice", "/chat", &["text:hello", "bin:00ff10", "headers", "close:4002"]);
+    let r = &v["results"];
+    assert_eq!((r[0].as_str(), r[1].as_str()), (Some("hello"), Some("00ff10")), "{v}");
+    assert!(r[2]["x-forwarded-client-cert"].as_str().unwrap_or("").contains("Hash="), "{v}");
+    assert_eq!(r[2]["upgrade"], "websocket", "the upstream got an HTTP/1.1 upgrade: {v}");
+    assert_eq!(r[3]["close"], 4002, "{v}");
+    assert_eq!(ws.client_as("client-h2", "alice", "/plain", &["text:x"])["status"], 403);
+    assert_eq!(ws.client_as("client-h2", "bob", "/chat", &["text:x"])["status"], 403);
 }
 
 #[test]

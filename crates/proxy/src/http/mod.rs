@@ -138,6 +138,8 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
     let mut conn = Box::pin(
         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // RFC 8441: WebSocket over HTTP/2 (extended CONNECT).
+            .enable_connect_protocol()
             .keep_alive_interval(Some(idle / 2))
             .keep_alive_timeout(Duration::from_secs(20))
             .serve_connection(TokioIo::new(tls), svc),
@@ -428,18 +430,24 @@ async fn handle(
         return if grpc { grpc_refusal(status, false) } else { response };
     }
     // The target as it will be forwarded; routes are matched on its path.
-    let target = read_target(&req, &ctx.runtime.routes);
+    // An RFC 8441 CONNECT is routed as the GET it becomes upstream.
+    let over_h2 = upgrade == UpgradeRequest::WebSocketOverH2;
+    let target = match over_h2 {
+        false => read_target(&req, &ctx.runtime.routes),
+        true => target::parse_target(&http::Method::GET, req.uri(), true).map_err(|why| (StatusCode::BAD_REQUEST, why)),
+    };
+    let method = if over_h2 { &http::Method::GET } else { req.method() };
     let (decision, route) = match &target {
         Err((status, why)) => {
             metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
             (Err((*status, *why)), None)
         }
-        Ok(t) => match ctx.runtime.routes.decide(req.method(), t.path(), ctx.identity.as_ref()) {
+        Ok(t) => match ctx.runtime.routes.decide(method, t.path(), ctx.identity.as_ref()) {
             Decision::Allow(r) if upgrade == UpgradeRequest::Other => {
                 r.denied.increment(1);
                 (Err((StatusCode::BAD_REQUEST, "Upgrade to a protocol other than websocket")), Some(r))
             }
-            Decision::Allow(r) if upgrade == UpgradeRequest::WebSocket && !r.websocket => {
+            Decision::Allow(r) if upgrade.is_websocket() && !r.websocket => {
                 r.denied.increment(1);
                 (Err((StatusCode::FORBIDDEN, "WebSocket is not allowed on this route")), Some(r))
             }
@@ -637,7 +645,7 @@ async fn forward_in_slot(
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     target: &Target,
     ctx: &ConnCtx,
     http: &HttpShared,
@@ -648,7 +656,7 @@ async fn forward(
     };
     let tls = ctx.runtime.upstream_tls.as_ref();
     let limits = &ctx.runtime.config.limits;
-    let websocket = upgrade == UpgradeRequest::WebSocket;
+    let websocket = upgrade.is_websocket();
     if websocket && *protocol == UpstreamProtocol::H2 && tls.is_none() {
         return Err(format!("upstream {authority}: WebSocket needs HTTP/1.1 to the upstream (h2c:// is HTTP/2 only)"));
     }
@@ -660,6 +668,8 @@ async fn forward(
             http.upstream_h2.connection(authority, tls, auto, limits.upstream_connect_timeout).await?
         }
     };
+    // RFC 8441: the client's HTTP/2 stream, once our 200 is sent.
+    let client_stream = (upgrade == UpgradeRequest::WebSocketOverH2).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // gRPC servers want TE: trailers (HTTP/2 allows no other TE); it is
     // hop-by-hop, so it is stripped below and set again for HTTP/2.
@@ -683,9 +693,19 @@ async fn forward(
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let mut timeouts = upstream::Timeouts::from_limits(limits);
     if websocket {
-        let (resp, upgraded) = websocket::forward(parts, authority, tls, &timeouts).await?;
-        if let Some(u) = upgraded {
-            activity.hand_over(u);
+        let (resp, upgraded) = websocket::forward(parts, authority, tls, &timeouts, client_stream.is_some()).await?;
+        match (upgraded, client_stream) {
+            (Some(u), None) => activity.hand_over(u),
+            // An HTTP/2 stream: piped in a task of its own, which ends with the connection.
+            (Some(u), Some(client)) => {
+                let idle = limits.idle_timeout;
+                tokio::spawn(async move {
+                    if let Ok(client) = client.await {
+                        websocket::pipe(&mut TokioIo::new(client), Bytes::new(), u, idle).await;
+                    }
+                });
+            }
+            (None, _) => {}
         }
         return Ok(resp);
     }

@@ -6,7 +6,12 @@
 //! the client's stream back (`serve_h1`) the two streams are piped until
 //! either side closes or `idle_timeout` passes without a byte; like every
 //! connection, it is closed when a newly loaded CRL revokes the client.
-//! An upgrade to anything else is refused.
+//! An HTTP/2 client asks with RFC 8441's extended CONNECT (`:protocol
+//! websocket`, enabled in our SETTINGS): the upstream still gets an
+//! HTTP/1.1 upgrade (with a `Sec-WebSocket-Key` of ours, its answer
+//! checked), the client a 200, and the HTTP/2 stream is piped in a task of
+//! its own, which ends when the connection does. An upgrade to anything
+//! else is refused.
 use super::upstream::{connect_io, Timeouts, UPSTREAM_TIMEOUT};
 use super::ProxyBody;
 use crate::headers::strip_response_headers;
@@ -24,13 +29,30 @@ use std::time::Duration;
 pub enum UpgradeRequest {
     None,
     WebSocket,
+    /// RFC 8441: `CONNECT` with `:protocol websocket` over HTTP/2.
+    WebSocketOverH2,
     /// `h2c`, `TLS/1.2` or anything else: refused.
     Other,
+}
+
+impl UpgradeRequest {
+    pub fn is_websocket(self) -> bool {
+        matches!(self, UpgradeRequest::WebSocket | UpgradeRequest::WebSocketOverH2)
+    }
 }
 
 /// HTTP/1.1 only: an upgrade needs `upgrade` among the `Connection`
 /// tokens (RFC 9110 7.8); an `Upgrade` header alone is hop-by-hop noise.
 pub fn requested<B>(req: &Request<B>) -> UpgradeRequest {
+    if req.version() == Version::HTTP_2 {
+        return match req.extensions().get::<hyper::ext::Protocol>() {
+            None => UpgradeRequest::None,
+            Some(p) if req.method() == http::Method::CONNECT && p.as_str().eq_ignore_ascii_case("websocket") => {
+                UpgradeRequest::WebSocketOverH2
+            }
+            Some(_) => UpgradeRequest::Other,
+        };
+    }
     if req.version() != Version::HTTP_11 || !has_token(req.headers(), header::CONNECTION, b"upgrade") {
         return UpgradeRequest::None;
     }
@@ -59,7 +81,15 @@ pub async fn forward(
     authority: &Authority,
     tls: Option<&UpstreamTls>,
     timeouts: &Timeouts,
+    over_h2: bool,
 ) -> Result<(Response<ProxyBody>, Option<Upgraded>), String> {
+    // RFC 8441 has no key: the handshake with the upstream is ours.
+    let key = if over_h2 { Some(new_key()?) } else { None };
+    if let Some(k) = &key {
+        parts.method = http::Method::GET;
+        parts.headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(k).map_err(|e| e.to_string())?);
+        parts.headers.entry(header::SEC_WEBSOCKET_VERSION).or_insert(HeaderValue::from_static("13"));
+    }
     let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeouts.connect).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
         .await
@@ -99,15 +129,47 @@ pub async fn forward(
     };
     let (mut parts, _) = resp.into_parts();
     strip_response_headers(&mut parts.headers);
-    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    match &key {
+        None => {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        Some(k) => {
+            let accept = parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            if accept.as_ref().map(|a| a.as_bytes()) != Some(accept_for(k).as_bytes()) {
+                return Err(format!("upstream {authority}: wrong Sec-WebSocket-Accept {accept:?} for our key"));
+            }
+            // RFC 8441 5: the CONNECT succeeds with a 2xx.
+            parts.status = StatusCode::OK;
+        }
+    }
     Ok((Response::from_parts(parts, Either::Right(Either::Right(Full::new(Bytes::new())))), Some(upgraded)))
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
+fn new_key() -> Result<String, String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system random number generator failed".to_string())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// RFC 6455 4.2.2: base64(SHA-1(key + the protocol's GUID)).
+fn accept_for(key: &str) -> String {
+    use base64::Engine;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
 /// Pipes the client's stream, `read_ahead` (what it sent past the request
 /// head) first, and the upstream's until either side closes or `idle`
 /// passes without a byte either way.
-pub async fn pipe(client: &mut crate::conn::Tls, read_ahead: Bytes, upstream: Upgraded, idle: Duration) -> bool {
+pub async fn pipe<C>(client: &mut C, read_ahead: Bytes, upstream: Upgraded, idle: Duration) -> bool
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut upstream = TokioIo::new(upstream);
     if !read_ahead.is_empty() && tokio::io::AsyncWriteExt::write_all(&mut upstream, &read_ahead).await.is_err() {
         return true;
@@ -125,6 +187,13 @@ mod tests {
             r = r.header(*n, *v);
         }
         r.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_accept_value_is_rfc_6455s() {
+        // RFC 6455 1.3's example.
+        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_ne!(new_key().unwrap(), new_key().unwrap());
     }
 
     #[test]
