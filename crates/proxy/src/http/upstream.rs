@@ -507,7 +507,7 @@ impl UpstreamPool {
 }
 
 /// Connects to the upstream: TCP, then TLS with `tls`'s connector when
-/// given (its ALPN list is the connector's).
+/// given (its ALPN list is the connector's) and its `expect` check.
 pub(super) async fn connect_io(
     authority: &Authority,
     tls: Option<(&tokio_rustls::TlsConnector, &crate::upstream_tls::UpstreamTls)>,
@@ -527,12 +527,9 @@ pub(super) async fn connect_io(
         .with_retries(3);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
-    match tokio::time::timeout(timeout, connector.connect(t.server_name.clone(), stream)).await {
+    match tokio::time::timeout(timeout, t.handshake(connector, stream)).await {
         Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
-        Ok(Err(e)) => {
-            let why = ambos_tls::HandshakeFailure::from_io(&e);
-            Err(format!("upstream {authority}: TLS handshake failed: {why}"))
-        }
+        Ok(Err(why)) => Err(format!("upstream {authority}: {why}")),
         Err(_) => Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}")),
     }
 }
