@@ -14,3 +14,4 @@ mod pkcs12;
 mod probe;
 mod proxy;
 mod revocation;
+mod upstream_tls;
