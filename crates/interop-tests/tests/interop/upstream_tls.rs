@@ -104,23 +104,39 @@ fn expect_pins_the_upstream_identity_in_tcp_mode_with_the_flags() {
     }
 }
 
+/// One proxy whose `expect` changes by reload: a keep-alive connection
+/// pooled under one `expect` (the HTTP/1.1 pool: `protocol = "http1"`) is
+/// not reused under the next.
 #[test]
 fn expect_pins_the_upstream_identity_in_http_mode_with_502_and_the_reason() {
     require("nginx");
     require("curl");
     let ca = pki();
     let (port, _nginx) = crate::nginx::start_mtls_upstream(&ca);
-    for (expect, works) in
-        [("spiffe://acme.test/api", true), ("dns:upstream.test", true), ("spiffe://acme.test/other", false)]
-    {
-        let audit = ca.dir().join(format!("audit-{}.jsonl", expect.len()));
-        let config = ProxyToml::upstream(&format!(
-            "url = \"https://127.0.0.1:{port}\"\n\n[upstream.tls]\nca = \"certs/ca.crt\"\ncert = \"certs/proxy.crt\"\n\
+    let audit = ca.dir().join("audit.jsonl");
+    let config = |expect: &str| {
+        ProxyToml::upstream(&format!(
+            "url = \"https://127.0.0.1:{port}\"\nprotocol = \"http1\"\n\n[upstream.tls]\nca = \"certs/ca.crt\"\ncert = \"certs/proxy.crt\"\n\
              key = \"certs/proxy.key\"\nserver_name = \"upstream.test\"\nexpect = \"{expect}\""
         ))
         .audit(&audit, "")
-        .to_string();
-        let proxy = Daemon::proxy(ca.dir(), &config, &[]);
+        .to_string()
+    };
+    let proxy = Daemon::proxy(ca.dir(), &config("spiffe://acme.test/api"), &[]);
+    let path = proxy.config.clone().unwrap();
+    for (i, (expect, works)) in
+        [("spiffe://acme.test/api", true), ("dns:upstream.test", true), ("spiffe://acme.test/other", false)]
+            .into_iter()
+            .enumerate()
+    {
+        if i > 0 {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, config(expect)).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            let reloaded = |log: &String| log.matches("configuration reloaded").count() >= i;
+            let log = ambos_interop_tests::poll(10, std::time::Duration::from_millis(50), || proxy.log(), reloaded);
+            assert!(reloaded(&log), "{expect}: not reloaded: {log}");
+        }
         let out = ca.curl(Some("alice"), &format!("https://127.0.0.1:{}/", proxy.port), &[]);
         if works {
             assert_eq!(out.status, "200", "{expect}: {} {}\n{}", out.body, out.stderr, proxy.log());
