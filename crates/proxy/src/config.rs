@@ -88,6 +88,8 @@ struct RawUpstreamTls {
     cert: Option<String>,
     key: Option<String>,
     server_name: Option<String>,
+    expect: Option<String>,
+    alpn: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,16 +175,21 @@ pub enum Mode {
     Tcp,
 }
 
-/// Where traffic goes after authorization.
-/// `[upstream.tls]`: TLS (and mTLS) to an `https://` upstream.
+/// `[upstream.tls]`: TLS (and mTLS) to an `https://` upstream, or to a
+/// TCP-mode one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamTlsConfig {
     /// CA certificates the upstream's certificate must chain to.
     pub ca: Vec<PathBuf>,
     /// The proxy's own client certificate chain and key, if the upstream asks for one.
     pub client: Option<(PathBuf, PathBuf)>,
-    /// The name the upstream's certificate must carry (default: the URL's host).
+    /// The name the upstream's certificate must carry (default: the URL's or address's host).
     pub server_name: String,
+    /// An identity the upstream's verified leaf must also carry (`expect`).
+    pub expect: Option<crate::authorize::Expected>,
+    /// TCP mode: the protocols offered in ALPN (none by default). HTTP
+    /// mode offers its own, from `protocol`.
+    pub alpn: Vec<Vec<u8>>,
 }
 
 /// The HTTP version spoken to an HTTP-mode upstream (`[upstream] protocol`).
@@ -203,8 +210,23 @@ pub enum Upstream {
     /// authority, for https how the upstream is verified and who we are,
     /// and the HTTP version to speak.
     Http { authority: http::uri::Authority, tls: Option<UpstreamTlsConfig>, protocol: UpstreamProtocol },
-    /// `host:port` (TCP mode).
-    Tcp { address: String },
+    /// `host:port` (TCP mode), with TLS to it when `[upstream.tls]` is given.
+    Tcp { address: String, tls: Option<UpstreamTlsConfig> },
+}
+
+impl Upstream {
+    /// `[upstream.tls]`, in either mode.
+    pub fn tls(&self) -> Option<&UpstreamTlsConfig> {
+        match self {
+            Upstream::Http { tls, .. } | Upstream::Tcp { tls, .. } => tls.as_ref(),
+        }
+    }
+}
+
+/// The host of a `host:port` address, an IPv6 one without its brackets.
+pub fn address_host(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[derive(Clone, Debug)]
@@ -335,6 +357,10 @@ pub struct ProxyFlags {
     /// `--upstream-cert` / `--upstream-key`: the proxy's client certificate for it.
     pub upstream_cert: Option<PathBuf>,
     pub upstream_key: Option<PathBuf>,
+    /// `--upstream-server-name`: the name its certificate must carry (default: its host).
+    pub upstream_server_name: Option<String>,
+    /// `--upstream-expect`: an identity its certificate must also carry.
+    pub upstream_expect: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ProxyError {
@@ -473,24 +499,42 @@ fn http_upstream(
         (false, Some(_)) => return Err(invalid("upstream.tls needs an https:// upstream.url")),
         // Fail closed: no CA, no way to know whom we talk to.
         (true, None) => return Err(invalid("upstream.tls.ca is required for an https:// upstream")),
-        (true, Some(t)) => {
-            let ca = t.ca.into_vec();
-            if ca.is_empty() {
-                return Err(invalid("upstream.tls.ca is required for an https:// upstream"));
-            }
-            let client = match (t.cert, t.key) {
-                (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
-                (None, None) => None,
-                _ => return Err(invalid("upstream.tls: cert and key go together")),
-            };
-            let server_name = t.server_name.unwrap_or_else(|| authority.host().trim_matches(['[', ']']).to_string());
-            if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
-                return Err(invalid(format!("upstream.tls.server_name: '{server_name}' is not a host name")));
-            }
-            Some(UpstreamTlsConfig { ca: ca.iter().map(|p| resolve(base, p)).collect(), client, server_name })
+        (true, Some(t)) if t.alpn.is_some() => {
+            return Err(invalid("upstream.tls.alpn applies to tcp mode (http mode offers what upstream.protocol says)"))
         }
+        (true, Some(t)) => Some(upstream_tls(t, authority.host(), base)?),
     };
     Ok(Upstream::Http { authority, tls, protocol })
+}
+
+/// `[upstream.tls]` of either mode; `host` is the upstream's, the default server name.
+fn upstream_tls(t: RawUpstreamTls, host: &str, base: &Path) -> Result<UpstreamTlsConfig, ProxyError> {
+    let ca = t.ca.into_vec();
+    if ca.is_empty() {
+        return Err(invalid("upstream.tls.ca is required for a TLS upstream"));
+    }
+    let client = match (t.cert, t.key) {
+        (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
+        (None, None) => None,
+        _ => return Err(invalid("upstream.tls: cert and key go together")),
+    };
+    let server_name = t.server_name.unwrap_or_else(|| host.trim_matches(['[', ']']).to_string());
+    if rustls::pki_types::ServerName::try_from(server_name.clone()).is_err() {
+        return Err(invalid(format!("upstream.tls.server_name: '{server_name}' is not a host name")));
+    }
+    let expect = t.expect.map(|e| crate::authorize::Expected::parse(&e)).transpose();
+    let expect = expect.map_err(|why| invalid(format!("upstream.tls.expect: {why}")))?;
+    let alpn = match t.alpn {
+        Some(list) => alpn_list(list, "upstream.tls.alpn")?,
+        None => Vec::new(),
+    };
+    Ok(UpstreamTlsConfig { ca: ca.iter().map(|p| resolve(base, p)).collect(), client, server_name, expect, alpn })
+}
+
+/// `[upstream] address` (TCP mode), TLS to it with `[upstream.tls]`.
+fn tcp_upstream(address: String, tls: Option<RawUpstreamTls>, base: &Path) -> Result<Upstream, ProxyError> {
+    let tls = tls.map(|t| upstream_tls(t, address_host(&address), base)).transpose()?;
+    Ok(Upstream::Tcp { address, tls })
 }
 
 /// `[headers] trusted_proxies`: addresses or CIDR blocks (`10.0.0.0/8`).
@@ -599,14 +643,11 @@ impl ProxyConfig {
             "1.3" => TlsVersion::Tls13,
             other => return Err(invalid(format!("tls.min_version: '{other}' (expected \"1.2\" or \"1.3\")"))),
         };
-        if mode == Mode::Tcp && raw.upstream.tls.is_some() {
-            return Err(invalid("upstream.tls applies to http mode (TLS to a tcp-mode upstream is not supported yet)"));
-        }
         let upstream = match (mode, raw.upstream.url, raw.upstream.address) {
             (Mode::Http, Some(url), None) => {
                 http_upstream(&url, raw.upstream.protocol.as_deref(), raw.upstream.tls, base)?
             }
-            (Mode::Tcp, None, Some(address)) => Upstream::Tcp { address },
+            (Mode::Tcp, None, Some(address)) => tcp_upstream(address, raw.upstream.tls, base)?,
             (Mode::Http, _, _) => {
                 return Err(invalid("upstream: http mode needs url = \"http://host:port\" (and no address)"))
             }
@@ -821,21 +862,30 @@ impl ProxyConfig {
     /// The flags-only form: one route `/**` with `--allow` entries (default `any`).
     pub fn from_flags(f: &ProxyFlags) -> Result<ProxyConfig, ProxyError> {
         let mode = if f.tcp { Mode::Tcp } else { Mode::Http };
-        let upstream =
-            match mode {
-                Mode::Http => {
-                    let tls = (!f.upstream_ca.is_empty() || f.upstream_cert.is_some() || f.upstream_key.is_some())
-                        .then(|| RawUpstreamTls {
-                            ca: OneOrMany::Many(f.upstream_ca.iter().map(|p| p.display().to_string()).collect()),
-                            cert: f.upstream_cert.as_ref().map(|p| p.display().to_string()),
-                            key: f.upstream_key.as_ref().map(|p| p.display().to_string()),
-                            server_name: None,
-                        });
-                    http_upstream(&f.upstream, None, tls, Path::new(""))
-                        .map_err(|e| invalid(e.to_string().replace("upstream.tls.ca", "--upstream-ca")))?
-                }
-                Mode::Tcp => Upstream::Tcp { address: f.upstream.trim_start_matches("tcp://").to_string() },
-            };
+        let tls = (!f.upstream_ca.is_empty()
+            || f.upstream_cert.is_some()
+            || f.upstream_key.is_some()
+            || f.upstream_server_name.is_some()
+            || f.upstream_expect.is_some())
+        .then(|| RawUpstreamTls {
+            ca: OneOrMany::Many(f.upstream_ca.iter().map(|p| p.display().to_string()).collect()),
+            cert: f.upstream_cert.as_ref().map(|p| p.display().to_string()),
+            key: f.upstream_key.as_ref().map(|p| p.display().to_string()),
+            server_name: f.upstream_server_name.clone(),
+            expect: f.upstream_expect.clone(),
+            alpn: None,
+        });
+        let upstream = match mode {
+            Mode::Http => http_upstream(&f.upstream, None, tls, Path::new("")),
+            Mode::Tcp => tcp_upstream(f.upstream.trim_start_matches("tcp://").to_string(), tls, Path::new("")),
+        }
+        .map_err(|e| {
+            let e = e.to_string().replace("upstream.tls.ca", "--upstream-ca");
+            invalid(
+                e.replace("upstream.tls.server_name", "--upstream-server-name")
+                    .replace("upstream.tls.expect", "--upstream-expect"),
+            )
+        })?;
         let allow_entries = if f.allow.is_empty() { vec!["any".to_string()] } else { f.allow.clone() };
         let allow = parse_allow(&allow_entries, "--allow")?;
         if f.client_ca.is_empty() {
@@ -898,7 +948,7 @@ impl ProxyConfig {
     /// Files whose change triggers a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut v = self.tls.files();
-        if let Upstream::Http { tls: Some(t), .. } = &self.upstream {
+        if let Some(t) = self.upstream.tls() {
             v.extend(t.ca.iter().cloned());
             v.extend(t.client.iter().flat_map(|(c, k)| [c.clone(), k.clone()]));
         }
@@ -921,14 +971,19 @@ fn listen_alpn(mode: Mode, list: Option<Vec<String>>) -> Result<Vec<Vec<u8>>, Pr
     if mode == Mode::Http {
         return Err(invalid("listen.alpn applies to tcp mode (http mode offers h2 and http/1.1 itself)"));
     }
+    alpn_list(list, "listen.alpn")
+}
+
+/// A configured ALPN list (`listen.alpn`, `upstream.tls.alpn`), in preference order.
+fn alpn_list(list: Vec<String>, field: &str) -> Result<Vec<Vec<u8>>, ProxyError> {
     if list.is_empty() {
-        return Err(invalid("listen.alpn is empty (leave it out to offer no ALPN)"));
+        return Err(invalid(format!("{field} is empty (leave it out to offer no ALPN)")));
     }
     list.into_iter()
         .map(|p| {
             // RFC 7301: 1 to 255 bytes; printable ASCII keeps config and logs readable.
             if p.is_empty() || p.len() > 255 || !p.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(format!("listen.alpn: '{p}' is not a protocol name like \"h2\" or \"http/1.1\"")));
+                return Err(invalid(format!("{field}: '{p}' is not a protocol name like \"h2\" or \"http/1.1\"")));
             }
             Ok(p.into_bytes())
         })
@@ -1009,6 +1064,108 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         assert_eq!(t.client, Some((PathBuf::from("p.crt"), PathBuf::from("p.key"))));
         assert_eq!(t.server_name, "api.internal");
         assert!(c.watched_files().contains(&PathBuf::from("p.key")), "reloaded like the listener's files");
+    }
+
+    #[test]
+    fn a_tcp_mode_upstream_takes_tls_with_alpn_and_expect() {
+        let tcp = |address: &str, tls: &str| {
+            let t = GOOD
+                .replace("address = \"127.0.0.1:8443\"", "address = \"127.0.0.1:8443\"\nmode = \"tcp\"")
+                .replace("url = \"http://127.0.0.1:8080\"", &format!("address = \"{address}\""))
+                .replace("[[route]]", &format!("{tls}\n\n[[route]]"));
+            ProxyConfig::from_toml(&t, Path::new("/etc/ambos"))
+        };
+        let c = tcp(
+            "db.internal:5432",
+            "[upstream.tls]\nca = \"up.crt\"\ncert = \"p.crt\"\nkey = \"p.key\"\nalpn = [\"postgresql\"]\n\
+             expect = \"spiffe://acme.test/db\"",
+        )
+        .unwrap();
+        let Upstream::Tcp { address, tls: Some(t) } = &c.upstream else { panic!("{:?}", c.upstream) };
+        assert_eq!(address, "db.internal:5432");
+        assert_eq!(t.ca, vec![PathBuf::from("/etc/ambos/up.crt")]);
+        assert_eq!(t.server_name, "db.internal", "the address's host");
+        assert_eq!(t.alpn, vec![b"postgresql".to_vec()]);
+        assert_eq!(t.expect.as_ref().map(|e| e.text.as_str()), Some("spiffe://acme.test/db"));
+        assert!(c.watched_files().contains(&PathBuf::from("/etc/ambos/p.key")), "reloaded like the listener's files");
+        // No [upstream.tls]: plaintext, as before.
+        assert!(matches!(tcp("db.internal:5432", "").unwrap().upstream, Upstream::Tcp { tls: None, .. }));
+        let name = |address: &str, tls: &str| match tcp(address, tls).unwrap().upstream {
+            Upstream::Tcp { tls: Some(t), .. } => (t.server_name, t.alpn.is_empty(), t.expect.is_none()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(name("[::1]:5432", "[upstream.tls]\nca = \"up.crt\""), ("::1".to_string(), true, true));
+        assert_eq!(
+            name("10.0.0.5:5432", "[upstream.tls]\nca = \"up.crt\"\nserver_name = \"db.internal\"").0,
+            "db.internal"
+        );
+        for (tls, needle) in [
+            ("[upstream.tls]\nca = []", "upstream.tls.ca is required"),
+            ("[upstream.tls]\ncert = \"p.crt\"", "missing field `ca`"),
+            ("[upstream.tls]\nca = \"up.crt\"\nkey = \"p.key\"", "cert and key go together"),
+            ("[upstream.tls]\nca = \"up.crt\"\nserver_name = \"a b\"", "upstream.tls.server_name: 'a b'"),
+            ("[upstream.tls]\nca = \"up.crt\"\nalpn = []", "upstream.tls.alpn is empty"),
+            ("[upstream.tls]\nca = \"up.crt\"\nalpn = [\"h 2\"]", "upstream.tls.alpn: 'h 2'"),
+            ("[upstream.tls]\nca = \"up.crt\"\nexpect = \"team:db\"", "upstream.tls.expect: 'team:db'"),
+            ("[upstream.tls]\nca = \"up.crt\"\nexpect = \"anonymous\"", "upstream.tls.expect: 'anonymous' never"),
+            ("[upstream.tls]\nca = \"up.crt\"\nexpect = \"sha256:ab\"", "upstream.tls.expect: 'sha256:ab'"),
+        ] {
+            let err = tcp("db.internal:5432", tls).unwrap_err().to_string();
+            assert!(err.contains(needle), "{tls}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_https_upstream_takes_expect_but_not_alpn() {
+        let https = |tls: &str| {
+            let t = GOOD
+                .replace("url = \"http://127.0.0.1:8080\"", "url = \"https://api.internal:9443\"")
+                .replace("[[route]]", &format!("[upstream.tls]\nca = \"up.crt\"\n{tls}\n\n[[route]]"));
+            ProxyConfig::from_toml(&t, Path::new("."))
+        };
+        let c = https("expect = \"dns:api.internal\"").unwrap();
+        let t = c.upstream.tls().unwrap();
+        assert_eq!(
+            (t.server_name.as_str(), t.expect.as_ref().unwrap().text.as_str()),
+            ("api.internal", "dns:api.internal")
+        );
+        let err = https("expect = \"dns:\"").unwrap_err().to_string();
+        assert!(err.contains("upstream.tls.expect: 'dns:' has an empty value"), "{err}");
+        let err = https("alpn = [\"h2\"]").unwrap_err().to_string();
+        assert!(err.contains("upstream.tls.alpn applies to tcp mode"), "{err}");
+    }
+
+    #[test]
+    fn the_upstream_tls_flags_work_with_tcp_and_name_themselves_in_errors() {
+        let flags = |tcp: bool, server_name: Option<&str>, expect: Option<&str>| ProxyFlags {
+            listen: "127.0.0.1:8443".into(),
+            upstream: if tcp { "db.internal:5432".into() } else { "https://api.internal:9443".into() },
+            tcp,
+            cert: "c.crt".into(),
+            key: "c.key".into(),
+            client_ca: vec!["ca.crt".into()],
+            upstream_ca: vec!["up-ca.crt".into()],
+            upstream_cert: Some("p.crt".into()),
+            upstream_key: Some("p.key".into()),
+            upstream_server_name: server_name.map(String::from),
+            upstream_expect: expect.map(String::from),
+            ..Default::default()
+        };
+        let c = ProxyConfig::from_flags(&flags(true, None, Some("spiffe://acme.test/db"))).unwrap();
+        let Upstream::Tcp { address, tls: Some(t) } = &c.upstream else { panic!("{:?}", c.upstream) };
+        assert_eq!((address.as_str(), t.server_name.as_str()), ("db.internal:5432", "db.internal"));
+        assert_eq!(t.client, Some((PathBuf::from("p.crt"), PathBuf::from("p.key"))));
+        assert_eq!(t.expect.as_ref().unwrap().text, "spiffe://acme.test/db");
+        let c = ProxyConfig::from_flags(&flags(false, Some("api.test"), None)).unwrap();
+        assert_eq!(c.upstream.tls().unwrap().server_name, "api.test");
+        for (f, needle) in [
+            (flags(true, Some("a b"), None), "--upstream-server-name: 'a b'"),
+            (flags(false, None, Some("team:x")), "--upstream-expect: 'team:x'"),
+            (ProxyFlags { upstream_ca: Vec::new(), ..flags(true, None, None) }, "--upstream-ca is required"),
+        ] {
+            let err = ProxyConfig::from_flags(&f).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

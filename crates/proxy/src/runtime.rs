@@ -25,7 +25,7 @@ pub struct Runtime {
     pub acceptor: TlsAcceptor,
     /// The client verifier inside `acceptor`, for post-handshake checks.
     pub verifier: Arc<ambos_tls::ClientVerifier>,
-    /// For an `https://` upstream: how to connect to it.
+    /// For a TLS upstream (`https://`, or TCP mode with `[upstream.tls]`): how to connect to it.
     pub upstream_tls: Option<crate::upstream_tls::UpstreamTls>,
 }
 
@@ -104,7 +104,10 @@ impl Runtime {
         let routes = RouteTable::build(&config.routes);
         let upstream_tls = match &config.upstream {
             crate::config::Upstream::Http { tls: Some(t), protocol, .. } => {
-                Some(crate::upstream_tls::UpstreamTls::build(t, *protocol)?)
+                Some(crate::upstream_tls::UpstreamTls::build(t, Some(*protocol))?)
+            }
+            crate::config::Upstream::Tcp { tls: Some(t), .. } => {
+                Some(crate::upstream_tls::UpstreamTls::build(t, None)?)
             }
             _ => None,
         };

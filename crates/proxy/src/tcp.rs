@@ -1,6 +1,7 @@
-//! TCP mode: the connection is authorized once (as `GET /`), audited, and
-//! then bytes flow both ways between the client and the upstream until
-//! either side closes or `idle_timeout` passes without any.
+//! TCP mode: the connection is authorized once (as `GET /`), connected to
+//! the upstream (plain or TLS), audited, and then bytes flow both ways
+//! between the client and the upstream until either side closes or
+//! `idle_timeout` passes without any.
 use crate::audit::{self, AuditEvent};
 use crate::authorize::Decision;
 use crate::config::Upstream;
@@ -27,20 +28,15 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
         }
         Decision::NoRoute => (None, false, "no route".to_string()),
     };
-    let Upstream::Tcp { address } = &config.upstream else { return };
+    let Upstream::Tcp { address, .. } = &config.upstream else { return };
     let mut outcome = (allowed, reason);
     let upstream = if allowed {
-        let connect_timeout = config.limits.upstream_connect_timeout;
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(address.as_str())).await {
-            Ok(Ok(s)) => Some(s),
-            Ok(Err(e)) => {
+        match connect(&tls, &ctx, address.as_str()).await {
+            Ok(s) => Some(s),
+            Err(why) => {
                 metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
-                outcome = (false, format!("upstream {address}: {e}"));
-                None
-            }
-            Err(_) => {
-                metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
-                outcome = (false, format!("upstream {address}: connect timed out"));
+                tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
+                outcome = (false, why);
                 None
             }
         }
@@ -60,10 +56,32 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
         status: None,
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
-    let Some(mut upstream) = upstream else {
-        // Denied: close with a TLS close_notify so the client sees a clean end.
-        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-        return;
+    let idle = config.limits.idle_timeout;
+    match upstream {
+        Some(UpstreamStream::Plain(mut s)) => pipe(&mut tls, &mut s, idle, &ctx).await,
+        Some(UpstreamStream::Tls(mut s)) => pipe(&mut tls, &mut *s, idle, &ctx).await,
+        None => {
+            // Denied: close with a TLS close_notify so the client sees a clean end.
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        }
+    }
+}
+
+enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects to the upstream: TCP, the PROXY protocol header if configured
+/// (before TLS, as HAProxy's `send-proxy-v2 ssl`), then TLS with
+/// `[upstream.tls]`. The error is the audit reason.
+async fn connect(tls: &Tls, ctx: &ConnCtx, address: &str) -> Result<UpstreamStream, String> {
+    let config = &ctx.runtime.config;
+    let timeout = config.limits.upstream_connect_timeout;
+    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("upstream {address}: {e}")),
+        Err(_) => return Err(format!("upstream {address}: connect timed out")),
     };
     let _ = upstream.set_nodelay(true);
     if config.proxy_protocol {
@@ -74,21 +92,21 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
             Ok(h) => tokio::io::AsyncWriteExt::write_all(&mut upstream, &h).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        if let Err(e) = sent {
-            metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
-            tracing::warn!(peer = %ctx.peer, "upstream {address}: PROXY protocol header not sent: {e}");
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            return;
-        }
+        sent.map_err(|e| format!("upstream {address}: PROXY protocol header not sent: {e}"))?;
     }
-    // Bytes either way count as activity; `idle_timeout` without any closes both sides.
-    let active = AtomicBool::new(false);
-    let mut client = Watched { inner: &mut *tls, active: &active };
-    let mut server = Watched { inner: &mut upstream, active: &active };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
-    if until_idle(copy, &active, config.limits.idle_timeout).await.is_none() {
+    let Some(t) = &ctx.runtime.upstream_tls else { return Ok(UpstreamStream::Plain(upstream)) };
+    match tokio::time::timeout(timeout, t.handshake(&t.connector, upstream)).await {
+        Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
+        Ok(Err(why)) => Err(format!("upstream {address}: {why}")),
+        Err(_) => Err(format!("upstream {address}: no TLS handshake within {timeout:?}")),
+    }
+}
+
+/// Bytes either way until either side closes; `idle` without any closes both.
+async fn pipe<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut Tls, upstream: &mut S, idle: Duration, ctx: &ConnCtx) {
+    if !pipe_until_idle(tls, upstream, idle).await {
         metrics::counter!("ambos_proxy_timeouts_total", "kind" => "idle").increment(1);
-        tracing::debug!(peer = %ctx.peer, "TCP connection idle for {:?}: closed", config.limits.idle_timeout);
+        tracing::debug!(peer = %ctx.peer, "TCP connection idle for {idle:?}: closed");
     }
 }
 
@@ -122,7 +140,7 @@ pub(crate) async fn until_idle<F: std::future::Future>(
 
 /// Copies both ways between `a` and `b` until either side closes, or
 /// `idle` passes without a byte either way (`false`).
-pub(crate) async fn pipe<A, B>(a: &mut A, b: &mut B, idle: Duration) -> bool
+pub(crate) async fn pipe_until_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> bool
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

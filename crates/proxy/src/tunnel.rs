@@ -7,11 +7,11 @@
 //! `ambos_tls::net::accept`. Also the client side's CRL loading and server trust
 //! (`load_crl_files`, `fetch_crl_url`, `server_trust`), which `probe` and
 //! the CLI use.
-use crate::authorize::AllowRule;
+use crate::authorize::Expected;
 use crate::config::CrlSource;
 use crate::ProxyError;
+use ambos_tls::HandshakeFailure;
 use ambos_tls::{ClientCert, ServerAuth};
-use ambos_tls::{HandshakeFailure, Identity};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,10 +55,9 @@ impl TunnelConfig {
             .parse()
             .map_err(|_| ProxyError::Invalid(format!("--listen '{}' is not an address", self.listen)))?;
         let host = match &self.server_name {
-            Some(name) => name.as_str(),
-            None => self.connect.rsplit_once(':').map_or(self.connect.as_str(), |(h, _)| h),
+            Some(name) => name.trim_start_matches('[').trim_end_matches(']').to_string(),
+            None => crate::config::address_host(&self.connect).to_string(),
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let server_name = ServerName::try_from(host.clone())
             .map_err(|_| ProxyError::Invalid(format!("--server-name '{host}' is not a DNS name or IP")))?;
         Ok((listen, server_name))
@@ -170,7 +169,7 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
     let expect = cfg
         .expect
         .as_deref()
-        .map(AllowRule::parse)
+        .map(Expected::parse)
         .transpose()
         .map_err(|e| ProxyError::Invalid(format!("--expect: {e}")))?;
     let pulled = Arc::new(Mutex::new(Pulled::default()));
@@ -234,7 +233,7 @@ async fn forward(
     config: Arc<rustls::ClientConfig>,
     cfg: &TunnelConfig,
     server_name: ServerName<'static>,
-    expect: Option<&AllowRule>,
+    expect: Option<&Expected>,
 ) -> Result<(), String> {
     let _ = local.set_nodelay(true);
     let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&cfg.connect))
@@ -250,12 +249,8 @@ async fn forward(
             let f = HandshakeFailure::from_io(&e);
             format!("TLS handshake failed ({}): {f}", f.label())
         })?;
-    if let Some(rule) = expect {
-        let der = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("server sent no certificate")?;
-        let id = Identity::from_der(der).map_err(|e| e.to_string())?;
-        if !rule.matches(Some(&id)) {
-            return Err(format!("server identity {} does not match --expect", id.display_name()));
-        }
+    if let Some(expect) = expect {
+        expect.check(tls.get_ref().1).map_err(|why| format!("server {why} (--expect)"))?;
     }
     tokio::io::copy_bidirectional(&mut local, &mut tls).await.map(|_| ()).map_err(|e| e.to_string())
 }

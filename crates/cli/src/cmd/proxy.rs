@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ProxyArgs {
     /// proxy.toml (see docs/proxy.md); the flags below are the simple alternative.
-    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace", "crl_from_distribution_points", "upstream_ca", "upstream_cert", "upstream_key"])]
+    #[arg(long, conflicts_with_all = ["listen", "upstream", "cert", "key", "client_ca", "crl", "allow", "tcp", "crl_url", "revocation", "unknown_revocation", "crl_grace", "crl_from_distribution_points", "upstream_ca", "upstream_cert", "upstream_key", "upstream_server_name", "upstream_expect"])]
     config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8443.
     #[arg(long, required_unless_present = "config")]
@@ -49,15 +49,8 @@ pub struct ProxyArgs {
     /// becomes unknown (default 1h).
     #[arg(long)]
     crl_grace: Option<String>,
-    /// For an https:// --upstream: CA certificate(s) its certificate must chain to (repeatable; required).
-    #[arg(long = "upstream-ca")]
-    upstream_ca: Vec<PathBuf>,
-    /// For an https:// --upstream: the proxy's own client certificate chain (mTLS to the upstream).
-    #[arg(long, requires = "upstream_key")]
-    upstream_cert: Option<PathBuf>,
-    /// The key of --upstream-cert (PEM, unencrypted).
-    #[arg(long, requires = "upstream_cert")]
-    upstream_key: Option<PathBuf>,
+    #[command(flatten)]
+    upstream_tls: Box<UpstreamTlsArgs>,
     /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
     #[arg(long)]
     allow: Vec<String>,
@@ -73,6 +66,26 @@ pub struct ProxyArgs {
     /// Validate the configuration and its files, then exit.
     #[arg(long)]
     check: bool,
+}
+
+/// Boxed in `ProxyArgs`: keeps the command enum's variants of similar size.
+#[derive(Args)]
+struct UpstreamTlsArgs {
+    /// TLS to the upstream (https://, or with --tcp): CA certificate(s) its certificate must chain to (repeatable).
+    #[arg(long = "upstream-ca")]
+    upstream_ca: Vec<PathBuf>,
+    /// For a TLS upstream: the proxy's own client certificate chain (mTLS to the upstream).
+    #[arg(long, requires = "upstream_key")]
+    upstream_cert: Option<PathBuf>,
+    /// The key of --upstream-cert (PEM, unencrypted).
+    #[arg(long, requires = "upstream_cert")]
+    upstream_key: Option<PathBuf>,
+    /// For a TLS upstream: the name its certificate must carry (default: the host of --upstream).
+    #[arg(long)]
+    upstream_server_name: Option<String>,
+    /// For a TLS upstream: an identity its certificate must also carry, as `ambos tunnel --expect`.
+    #[arg(long)]
+    upstream_expect: Option<String>,
 }
 
 pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
@@ -96,9 +109,11 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
             revocation: a.revocation.clone(),
             unknown_revocation: a.unknown_revocation.clone(),
             crl_grace: a.crl_grace.clone(),
-            upstream_ca: a.upstream_ca.clone(),
-            upstream_cert: a.upstream_cert.clone(),
-            upstream_key: a.upstream_key.clone(),
+            upstream_ca: a.upstream_tls.upstream_ca.clone(),
+            upstream_cert: a.upstream_tls.upstream_cert.clone(),
+            upstream_key: a.upstream_tls.upstream_key.clone(),
+            upstream_server_name: a.upstream_tls.upstream_server_name.clone(),
+            upstream_expect: a.upstream_tls.upstream_expect.clone(),
         })?,
     };
     // Every file is loaded now, so a bad one is reported before we listen.

@@ -14,4 +14,5 @@ mod pkcs12;
 mod probe;
 mod proxy;
 mod revocation;
+mod upstream_tls;
 mod websocket;

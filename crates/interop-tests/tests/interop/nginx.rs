@@ -98,6 +98,24 @@ fn nginx_accepts_an_ambos_client_and_refuses_missing_or_revoked_ones() {
     assert_eq!(code, "400");
 }
 
+/// nginx serving `certs/upstream.crt` with `ssl_verify_client on` trusting
+/// `certs/ca.crt`, answering `upstream saw <client DN>`; its port.
+pub(crate) fn start_mtls_upstream(ca: &TestCa) -> (u16, ChildGuard) {
+    let port = free_port();
+    let c = ca.certs();
+    let c = c.display();
+    let nginx = ambos_interop_tests::start_nginx(
+        ca.dir(),
+        &format!(
+            "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {c}/upstream.crt; ssl_certificate_key {c}/upstream.key; \
+             ssl_client_certificate {c}/ca.crt; ssl_verify_client on; ssl_verify_depth 2; \
+             location / {{ default_type text/plain; return 200 \"upstream saw $ssl_client_s_dn\"; }} }}"
+        ),
+        port,
+    );
+    (port, nginx)
+}
+
 /// `ambos proxy` in front of an `https://` upstream that is nginx with
 /// `ssl_verify_client on` trusting the ambos CA: the proxy presents its own
 /// client certificate and verifies nginx's; with another CA, or a
@@ -113,18 +131,9 @@ fn the_proxy_speaks_mtls_to_an_nginx_upstream_and_refuses_one_it_cannot_verify()
     ca.issue("client", "proxy", &["--spiffe", "spiffe://acme.test/proxy"]);
     ca.issue("client", "alice", &[]);
     let other = TestCa::generated("Elsewhere", &[]);
-    let port = free_port();
+    let (port, _nginx) = start_mtls_upstream(&ca);
     let c = ca.certs();
     let c = c.display();
-    let _nginx = ambos_interop_tests::start_nginx(
-        ca.dir(),
-        &format!(
-            "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {c}/upstream.crt; ssl_certificate_key {c}/upstream.key; \
-             ssl_client_certificate {c}/ca.crt; ssl_verify_client on; ssl_verify_depth 2; \
-             location / {{ default_type text/plain; return 200 \"upstream saw $ssl_client_s_dn\"; }} }}"
-        ),
-        port,
-    );
     let other_ca = other.path("ca.crt");
     for (what, ca_file, server_name, works) in [
         ("right CA and name", c.to_string() + "/ca.crt", "upstream.test", true),

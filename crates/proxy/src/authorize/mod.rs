@@ -460,6 +460,45 @@ impl RouteTable {
     }
 }
 
+/// The identity a server we connect to must carry beyond its CA and name
+/// (`ambos tunnel --expect`, `[upstream.tls] expect`): one allow-list entry,
+/// checked against the verified leaf after the handshake.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// As written, for messages.
+    pub text: String,
+    rule: AllowRule,
+}
+
+impl PartialEq for Expected {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Expected {}
+
+impl Expected {
+    pub fn parse(text: &str) -> Result<Expected, String> {
+        let rule = AllowRule::parse(text)?;
+        if matches!(rule, AllowRule::Anonymous) {
+            return Err("'anonymous' never matches: a server always has a certificate".into());
+        }
+        Ok(Expected { text: text.trim().to_string(), rule })
+    }
+
+    /// Whether the peer's verified leaf carries the identity; else why not
+    /// (`identity X is not the expected Y`, or `sent no certificate`).
+    pub fn check(&self, peer: &rustls::CommonState) -> Result<(), String> {
+        let der = peer.peer_certificates().and_then(|c| c.first()).ok_or("sent no certificate")?;
+        let id = Identity::from_der(der).map_err(|e| format!("certificate unreadable: {e}"))?;
+        if !self.rule.matches(Some(&id)) {
+            return Err(format!("identity {} is not the expected {}", id.display_name(), self.text));
+        }
+        Ok(())
+    }
+}
+
 /// Parses an allow list, naming the offending entry.
 pub fn parse_allow(entries: &[String], context: &str) -> Result<Vec<AllowRule>, ProxyError> {
     entries

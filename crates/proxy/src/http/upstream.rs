@@ -300,8 +300,10 @@ impl Body for ClientBody {
 /// machine that does the I/O, which whoever holds it must poll.
 pub struct UpstreamConn {
     authority: Authority,
-    /// Over TLS: a pooled connection is only reused for the same kind.
-    tls: bool,
+    /// Over TLS, the `UpstreamTls::fingerprint` it was made with: a pooled
+    /// connection is only reused for the same kind, and not after a reload
+    /// that changed the CA, certificate or `expect` it was checked with.
+    tls: Option<u64>,
     sender: http1::SendRequest<ClientBody>,
     conn: http1::Connection<TokioIo<UpstreamIo>, ClientBody>,
     idle_since: Instant,
@@ -399,7 +401,7 @@ pub struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    fn take(&self, authority: &Authority, tls: bool) -> Option<Box<UpstreamConn>> {
+    fn take(&self, authority: &Authority, tls: Option<u64>) -> Option<Box<UpstreamConn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             // After a reload the upstream may have changed.
@@ -427,7 +429,7 @@ impl UpstreamPool {
         let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeout).await?;
         let (sender, conn) =
             http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
-        let tls = tls.is_some();
+        let tls = tls.map(|t| t.fingerprint);
         Ok(Box::new(UpstreamConn { authority: authority.clone(), tls, sender, conn, idle_since: Instant::now() }))
     }
 
@@ -451,7 +453,7 @@ impl UpstreamPool {
         let mut timer = std::pin::pin!(tokio::time::sleep(timeouts.response));
         let mut timer_armed = false;
         loop {
-            let (mut up, pooled) = match self.take(authority, tls.is_some()) {
+            let (mut up, pooled) = match self.take(authority, tls.map(|t| t.fingerprint)) {
                 Some(c) => (c, true),
                 None => (Self::connect(authority, tls, timeouts.connect).await?, false),
             };
@@ -507,7 +509,7 @@ impl UpstreamPool {
 }
 
 /// Connects to the upstream: TCP, then TLS with `tls`'s connector when
-/// given (its ALPN list is the connector's).
+/// given (its ALPN list is the connector's) and its `expect` check.
 pub(super) async fn connect_io(
     authority: &Authority,
     tls: Option<(&tokio_rustls::TlsConnector, &crate::upstream_tls::UpstreamTls)>,
@@ -527,12 +529,9 @@ pub(super) async fn connect_io(
         .with_retries(3);
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
-    match tokio::time::timeout(timeout, connector.connect(t.server_name.clone(), stream)).await {
+    match tokio::time::timeout(timeout, t.handshake(connector, stream)).await {
         Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
-        Ok(Err(e)) => {
-            let why = ambos_tls::HandshakeFailure::from_io(&e);
-            Err(format!("upstream {authority}: TLS handshake failed: {why}"))
-        }
+        Ok(Err(why)) => Err(format!("upstream {authority}: {why}")),
         Err(_) => Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}")),
     }
 }

@@ -174,7 +174,7 @@ where
     if !read_ahead.is_empty() && tokio::io::AsyncWriteExt::write_all(&mut upstream, &read_ahead).await.is_err() {
         return true;
     }
-    crate::tcp::pipe(client, &mut upstream, idle).await
+    crate::tcp::pipe_until_idle(client, &mut upstream, idle).await
 }
 
 #[cfg(test)]
