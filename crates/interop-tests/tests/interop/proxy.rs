@@ -359,8 +359,9 @@ fn tcp_mode_carries_a_line_protocol_for_an_allowed_identity_and_closes_for_other
 }
 
 /// gRPC needs ALPN h2: through a TCP-mode proxy with `[listen] alpn`, a
-/// grpcio client reaches a plaintext grpcio server (unary and streaming);
-/// without it the client refuses the connection, as the issue saw.
+/// grpcio client reaches a plaintext grpcio server (all four call kinds and
+/// a 16 MB message); without it the client refuses the connection, as the
+/// issue saw.
 #[test]
 fn grpc_through_tcp_mode_needs_and_gets_alpn_h2() {
     require("python3");
@@ -385,14 +386,15 @@ fn grpc_through_tcp_mode_needs_and_gets_alpn_h2() {
         let err = std::fs::read_to_string(f0.ca.dir().join("grpc-server.err")).unwrap_or_default();
         panic!("grpc server said {line:?}: {err}")
     });
-    let call = |f: &Fixture| {
+    let call = |f: &Fixture, calls: &[&str]| {
         let out = run(Command::new("python3")
             .arg(&path)
             .arg("client")
             .arg(f.port.to_string())
             .arg(f.ca.path("ca.crt"))
             .arg(f.ca.path("alice.crt"))
-            .arg(f.ca.path("alice.key")));
+            .arg(f.ca.path("alice.key"))
+            .args(calls));
         serde_json::from_str::<serde_json::Value>(out.stdout.trim())
             .unwrap_or_else(|e| panic!("grpc client: {e}: {} {}", out.stdout, out.stderr))
     };
@@ -402,10 +404,14 @@ fn grpc_through_tcp_mode_needs_and_gets_alpn_h2() {
         let cfg = fix_tcp_config(&f.config(&format!("address = \"127.0.0.1:{upstream}\""), routes))
             .replace("mode = \"tcp\"\n", &format!("mode = \"tcp\"\n{alpn}"));
         f.start(&cfg);
-        let v = call(&f);
+        let v = call(&f, &[]);
         if works {
             assert_eq!(v["get"], "echo:ping", "{v}");
             assert_eq!(v["stream"], serde_json::json!(["0:x", "1:x", "2:x"]), "{v}");
+            let v = call(&f, &["collect", "chat", "big"]);
+            assert_eq!(v["collect"], "a+b+c", "client streaming: {v}");
+            assert_eq!(v["chat"], serde_json::json!(["re:1", "re:2", "re:3"]), "bidi: {v}");
+            assert_eq!(v["big"], serde_json::json!({"len": 16 * 1024 * 1024, "same": true}), "{v}");
         } else {
             assert!(v["error"].as_str().is_some_and(|e| e.starts_with("UNAVAILABLE")), "without ALPN: {v}");
         }
