@@ -392,6 +392,15 @@ fn start_counting_upstream() -> (u16, Arc<AtomicUsize>) {
     (port, requests)
 }
 
+/// The process's CPU time (user + system), in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th and 13th.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
@@ -406,6 +415,8 @@ struct Abuse {
     upstream_requests: usize,
     /// The proxy's resident memory growth, in kB.
     rss_growth_kb: u64,
+    /// The proxy's CPU time while it lasted (alice's requests included), in ms.
+    cpu_ms: u64,
     log: String,
 }
 
@@ -415,7 +426,8 @@ fn h2_abuse(mode: &str, frames: usize) -> Abuse {
     let (upstream, requests) = start_counting_upstream();
     let p = Proxy::start(upstream, "");
     assert_eq!(p.curl("/", &["--http2"]).0, "200");
-    let before = (rss_kb(p.daemon.child.0.id()), requests.load(Ordering::SeqCst));
+    let pid = p.daemon.child.0.id();
+    let before = (rss_kb(pid), requests.load(Ordering::SeqCst), cpu_ticks(pid));
     let mut args = vec![p.port.to_string()];
     args.extend(p.ca.client_files("alice").map(|f| f.to_string_lossy().into_owned()));
     args.extend([mode.to_string(), frames.to_string()]);
@@ -433,11 +445,12 @@ fn h2_abuse(mode: &str, frames: usize) -> Abuse {
         served += 1;
     }
     let report: serde_json::Value = serde_json::from_str(&report.join().unwrap()).unwrap();
-    let rss_growth_kb = rss_kb(p.daemon.child.0.id()).saturating_sub(before.0);
+    let rss_growth_kb = rss_kb(pid).saturating_sub(before.0);
+    let cpu_ms = (cpu_ticks(pid) - before.2) * 10;
     let upstream_requests = requests.load(Ordering::SeqCst) - before.1 - served;
-    eprintln!("{mode}: {report}, upstream requests {upstream_requests}, RSS +{rss_growth_kb} kB, alice {served}");
+    eprintln!("{mode}: {report}, upstream requests {upstream_requests}, RSS +{rss_growth_kb} kB, CPU {cpu_ms} ms, alice {served}");
     assert!(rss_growth_kb < 64 * 1024, "{mode}: the proxy grew by {rss_growth_kb} kB");
-    Abuse { report, upstream_requests, rss_growth_kb, log: p.log() }
+    Abuse { report, upstream_requests, rss_growth_kb, cpu_ms, log: p.log() }
 }
 
 #[test]
@@ -449,6 +462,7 @@ fn http2_rapid_reset_is_cut_off_with_enhance_your_calm_before_it_reaches_the_ups
     assert!(matches!(a.report["goaway"].as_u64(), Some(11) | None), "{}\n{}", a.report, a.log);
     assert!(a.report["sent"].as_u64().unwrap() < 5_000, "cut off early: {}", a.report);
     assert!(a.upstream_requests < 100, "{} reset streams reached the upstream", a.upstream_requests);
+    assert!(a.cpu_ms < 2_000, "the proxy spent {} ms of CPU on it", a.cpu_ms);
 }
 
 #[test]
@@ -458,6 +472,7 @@ fn an_http2_header_block_that_never_ends_is_cut_off_after_a_bounded_size() {
     // 16 KiB a frame: the proxy stops reading a header block at a few MiB.
     assert!(a.report["sent"].as_u64().unwrap() < 256, "{}", a.report);
     assert_eq!(a.upstream_requests, 0);
+    assert!(a.cpu_ms < 2_000, "the proxy spent {} ms of CPU on it", a.cpu_ms);
 }
 
 #[test]
