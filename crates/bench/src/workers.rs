@@ -1,6 +1,6 @@
-//! The four kinds of worker; each runs operations until the plan says stop.
+//! The six kinds of worker; each runs operations until the plan says stop.
 use crate::tally::{Failure, Kind, Tally};
-use crate::{Limit, Mode, Plan};
+use crate::{grpc, websocket, Limit, Mode, Plan};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,6 +19,8 @@ pub async fn work(plan: Arc<Plan>) -> Tally {
         Mode::Http => http_worker(&plan).await,
         Mode::Enroll => enroll_worker(&plan).await,
         Mode::Hold => hold_worker(&plan).await,
+        Mode::Grpc => grpc_worker(&plan).await,
+        Mode::Websocket => websocket_worker(&plan).await,
     }
 }
 
@@ -206,18 +208,34 @@ async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &
 }
 
 /// Opens connections (each completes one keep-alive request, so the server
-/// has fully set it up), then, once every worker is done opening, keeps them
-/// all idle for `hold_for`.
+/// has fully set it up), then holds them all idle.
 async fn hold_worker(plan: &Plan) -> Tally {
+    hold(plan, || async {
+        let mut sender: Option<Sender> = None;
+        one_request(plan, &mut sender).await.map(|()| sender)
+    })
+    .await
+}
+
+/// Opens connections upgraded to WebSocket, then holds them all open.
+async fn websocket_worker(plan: &Plan) -> Tally {
+    hold(plan, || one_upgrade(plan)).await
+}
+
+/// Opens connections with `open` until the plan's count is claimed, then,
+/// once every worker is done opening, keeps them all for `hold_for`.
+async fn hold<T, F, Fut>(plan: &Plan, open: F) -> Tally
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
     let mut tally = Tally::new();
     let mut held = Vec::new();
     while plan.next() {
         let started = Instant::now();
-        let mut sender: Option<Sender> = None;
-        let outcome = timed(one_request(plan, &mut sender)).await;
-        if outcome.is_ok() {
-            held.extend(sender);
-        }
+        let mut kept = None;
+        let outcome = timed(async { open().await.map(|c| kept = Some(c)) }).await;
+        held.extend(kept);
         plan.opened.fetch_add(1, Ordering::Relaxed); // attempts, failed ones too
         plan.record(&mut tally, started, outcome);
     }
@@ -231,4 +249,67 @@ async fn hold_worker(plan: &Plan) -> Tally {
     tokio::time::sleep(plan.hold_for).await;
     drop(held);
     tally
+}
+
+/// A TLS connection (ALPN http/1.1) upgraded to WebSocket, ready to hold.
+async fn one_upgrade(plan: &Plan) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let mut tls = plan.connect().await?;
+    tls.write_all(websocket::request(&plan.path, &plan.host).as_bytes()).await.context_kind("send upgrade", "send")?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        let n = tls.read(&mut buf).await.context_kind("read upgrade response", "read")?;
+        if n == 0 {
+            return Err(Failure::new("read", "connection closed before the upgrade response"));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = websocket::head_end(&head) {
+            break end;
+        }
+        if head.len() > websocket::MAX_HEAD {
+            return Err(Failure::new("protocol", "upgrade response head longer than 8 KiB"));
+        }
+    };
+    websocket::switched(&head[..end])?;
+    Ok(tls)
+}
+
+type GrpcSender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn grpc_worker(plan: &Plan) -> Tally {
+    let mut tally = Tally::new();
+    let mut sender: Option<GrpcSender> = None;
+    while plan.next() {
+        let started = Instant::now();
+        let outcome = timed(one_call(plan, &mut sender)).await;
+        if outcome.as_ref().is_err_and(|f| !f.kind.starts_with("grpc-status")) {
+            // Start over on a fresh connection (a gRPC error is the call's, not the connection's).
+            sender = None;
+        }
+        plan.record(&mut tally, started, outcome);
+    }
+    tally
+}
+
+async fn one_call(plan: &Plan, sender: &mut Option<GrpcSender>) -> Result<(), Failure> {
+    let s = match sender {
+        Some(s) => s,
+        None => {
+            let tls = plan.connect().await?;
+            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
+            }
+            let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .context_kind("HTTP/2 handshake", "protocol")?;
+            tokio::spawn(conn);
+            sender.insert(s)
+        }
+    };
+    s.ready().await.context_kind("connection closed", "send")?;
+    let request = grpc::request(&plan.h2_uri).context_kind("build request", "protocol")?;
+    let response = s.send_request(request).await.context_kind("send request", "send")?;
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.context_kind("read response body", "read")?;
+    grpc::outcome(head.status, &head.headers, body.trailers())
 }
