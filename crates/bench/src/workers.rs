@@ -16,10 +16,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn work(plan: Arc<Plan>) -> Tally {
     match plan.mode {
         Mode::Handshake => handshake_worker(&plan).await,
-        Mode::Http => http_worker(&plan).await,
+        Mode::Http => keepalive_worker::<Sender>(&plan).await,
         Mode::Enroll => enroll_worker(&plan).await,
         Mode::Hold => hold_worker(&plan).await,
-        Mode::Grpc => grpc_worker(&plan).await,
+        Mode::Grpc => keepalive_worker::<GrpcSender>(&plan).await,
         Mode::Websocket => websocket_worker(&plan).await,
     }
 }
@@ -87,14 +87,7 @@ enum Sender {
 async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
     let tls = plan.connect().await?;
     if plan.http2 {
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
-        }
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .context_kind("HTTP/2 handshake", "protocol")?;
-        tokio::spawn(conn);
-        Ok(Sender::Http2(sender))
+        Ok(Sender::Http2(h2_handshake(tls).await?))
     } else {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
@@ -104,14 +97,61 @@ async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
     }
 }
 
-async fn http_worker(plan: &Plan) -> Tally {
+/// HTTP/2 over a connection that agreed to it in ALPN.
+async fn h2_handshake<B>(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, Failure>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
+    }
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .context_kind("HTTP/2 handshake", "protocol")?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// A connection's sender that operations run over, one at a time.
+trait KeepAlive: Sized {
+    /// One operation, connecting first if `sender` is None.
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure>;
+    /// Whether a failure was the operation's alone, so the connection stays.
+    fn call_only(_failure: &Failure) -> bool {
+        false
+    }
+}
+
+impl KeepAlive for Sender {
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
+        one_request(plan, sender).await
+    }
+}
+
+impl KeepAlive for GrpcSender {
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
+        one_call(plan, sender).await
+    }
+
+    /// A gRPC status is the call's answer.
+    fn call_only(failure: &Failure) -> bool {
+        failure.kind.starts_with("grpc-status")
+    }
+}
+
+/// Runs operations over one connection kept between them, started over
+/// after a failure that was not the operation's alone.
+async fn keepalive_worker<S: KeepAlive>(plan: &Plan) -> Tally {
     let mut tally = Tally::new();
-    let mut sender: Option<Sender> = None;
+    let mut sender: Option<S> = None;
     while plan.next() {
         let started = Instant::now();
-        let outcome = timed(one_request(plan, &mut sender)).await;
-        if outcome.is_err() {
-            // Start over on a fresh connection.
+        let outcome = timed(S::op(plan, &mut sender)).await;
+        if outcome.as_ref().is_err_and(|f| !S::call_only(f)) {
             sender = None;
         }
         plan.record(&mut tally, started, outcome);
@@ -276,35 +316,10 @@ async fn one_upgrade(plan: &Plan) -> Result<tokio_rustls::client::TlsStream<TcpS
 
 type GrpcSender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
-async fn grpc_worker(plan: &Plan) -> Tally {
-    let mut tally = Tally::new();
-    let mut sender: Option<GrpcSender> = None;
-    while plan.next() {
-        let started = Instant::now();
-        let outcome = timed(one_call(plan, &mut sender)).await;
-        if outcome.as_ref().is_err_and(|f| !f.kind.starts_with("grpc-status")) {
-            // Start over on a fresh connection (a gRPC error is the call's, not the connection's).
-            sender = None;
-        }
-        plan.record(&mut tally, started, outcome);
-    }
-    tally
-}
-
 async fn one_call(plan: &Plan, sender: &mut Option<GrpcSender>) -> Result<(), Failure> {
     let s = match sender {
         Some(s) => s,
-        None => {
-            let tls = plan.connect().await?;
-            if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
-            }
-            let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .context_kind("HTTP/2 handshake", "protocol")?;
-            tokio::spawn(conn);
-            sender.insert(s)
-        }
+        None => sender.insert(h2_handshake(plan.connect().await?).await?),
     };
     s.ready().await.context_kind("connection closed", "send")?;
     let request = grpc::request(&plan.h2_uri).context_kind("build request", "protocol")?;
