@@ -10,6 +10,10 @@
 //! [`Mode::Enroll`]: against `ambos serve`, every operation generates a P-256
 //! key and a CSR and spends one token (keep-alive, no client certificate).
 //! [`Mode::Hold`]: open connections, hold them idle, close: the server's memory per connection.
+//! [`Mode::Grpc`]: unary gRPC calls (HTTP/2 POST to `--path`), one at a time
+//! over one connection per worker; a call counts when it ends in `grpc-status: 0`.
+//! [`Mode::Websocket`]: open connections upgraded to WebSocket, hold them,
+//! close: the server's memory per open WebSocket.
 //!
 //! Latencies go into an HDR histogram (3 significant digits), so a run of
 //! millions of operations costs the generator kilobytes, not a sample each.
@@ -17,7 +21,9 @@
 //! `status NNN`), so a run that half-fails says how.
 #![forbid(unsafe_code)]
 
+mod grpc;
 mod tally;
+mod websocket;
 mod workers;
 
 pub use tally::Summary;
@@ -74,6 +80,12 @@ pub enum Mode {
     /// Open --count mTLS connections (each with one keep-alive request),
     /// hold them idle for --duration, then close: the server's memory per connection.
     Hold,
+    /// Unary gRPC calls (HTTP/2 POST to --path, e.g. /bench.Echo/Call) over one
+    /// connection per worker; a call succeeds on grpc-status 0.
+    Grpc,
+    /// Open --count connections upgraded to WebSocket (HTTP/1.1 GET --path,
+    /// 101 expected), hold them for --duration, then close: the server's memory per WebSocket.
+    Websocket,
 }
 
 impl Mode {
@@ -83,6 +95,8 @@ impl Mode {
             Mode::Http => "http",
             Mode::Enroll => "enroll",
             Mode::Hold => "hold",
+            Mode::Grpc => "grpc",
+            Mode::Websocket => "websocket",
         }
     }
 }
@@ -131,7 +145,7 @@ pub struct BenchPlan {
     /// Operations in total (hold: connections to open).
     pub count: Option<u64>,
     pub path: String,
-    /// http, hold: HTTP/2 instead of HTTP/1.1.
+    /// http, hold: HTTP/2 instead of HTTP/1.1 (grpc always speaks HTTP/2).
     pub http2: bool,
     /// Do not verify the server's chain (its handshake signature still is), so the server is the bottleneck.
     pub cheap_client: bool,
@@ -215,11 +229,11 @@ fn check(p: &BenchPlan) -> Result<(), BenchError> {
     if p.concurrency == 0 {
         return Err(input("--concurrency must be at least 1"));
     }
-    if p.http2 && !matches!(p.mode, Mode::Http | Mode::Hold) {
+    if p.http2 && !matches!(p.mode, Mode::Http | Mode::Hold | Mode::Grpc) {
         return Err(input(format!("--http2 is for http and hold, not {}", p.mode.name())));
     }
-    if p.mode == Mode::Hold && p.count.is_none() {
-        return Err(input("hold needs --count (connections to open)"));
+    if matches!(p.mode, Mode::Hold | Mode::Websocket) && p.count.is_none() {
+        return Err(input(format!("{} needs --count (connections to open)", p.mode.name())));
     }
     if p.count == Some(0) {
         return Err(input("--count must be at least 1"));
@@ -233,7 +247,8 @@ fn check(p: &BenchPlan) -> Result<(), BenchError> {
 /// Checks every setting and file, and builds the TLS client configuration.
 pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
     check(p)?;
-    let hold_for = if p.mode == Mode::Hold { p.duration } else { Duration::ZERO };
+    let hold_for = if matches!(p.mode, Mode::Hold | Mode::Websocket) { p.duration } else { Duration::ZERO };
+    let http2 = p.http2 || p.mode == Mode::Grpc;
     let limit = match p.count {
         Some(n) => Limit::Count(n),
         None => Limit::Until(Instant::now() + p.duration),
@@ -271,7 +286,7 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
             let k = ambos_tls::load_key(key).map_err(|e| input(format!("--key: {e}")))?;
             ClientCert::Chain(chain, k)
         }
-        _ => return Err(input("--cert and --key are required for handshake and http")),
+        _ => return Err(input(format!("--cert and --key are required for {}", p.mode.name()))),
     };
     let key_pair = match (&client, &p.cert, &p.key) {
         (ClientCert::Chain(..), Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
@@ -287,7 +302,7 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
         })?;
     // Every handshake full: a benchmark of resumed handshakes would measure something else.
     config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![if p.http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    config.alpn_protocols = vec![if http2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
 
     Ok(Plan {
         mode: p.mode,
@@ -296,7 +311,7 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
         server_name,
         host: p.server_name.clone(),
         path: p.path.clone(),
-        http2: p.http2,
+        http2,
         h2_uri,
         limit,
         concurrency: p.concurrency,
@@ -424,6 +439,11 @@ mod tests {
             "--http2 is for http and hold, not handshake"
         );
         assert_eq!(refused(base(Mode::Hold)), "hold needs --count (connections to open)");
+        assert_eq!(refused(base(Mode::Websocket)), "websocket needs --count (connections to open)");
+        assert_eq!(
+            refused(BenchPlan { http2: true, count: Some(1), ..base(Mode::Websocket) }),
+            "--http2 is for http and hold, not websocket"
+        );
         assert_eq!(refused(BenchPlan { count: Some(0), ..base(Mode::Http) }), "--count must be at least 1");
         assert_eq!(
             refused(BenchPlan { path: "/a b".into(), ..base(Mode::Http) }),
@@ -438,7 +458,8 @@ mod tests {
             refused(BenchPlan { cheap_client: false, ..base(Mode::Http) }),
             "--ca is required (or --cheap-client)"
         );
-        assert_eq!(refused(base(Mode::Handshake)), "--cert and --key are required for handshake and http");
+        assert_eq!(refused(base(Mode::Handshake)), "--cert and --key are required for handshake");
+        assert_eq!(refused(base(Mode::Grpc)), "--cert and --key are required for grpc");
         assert_eq!(refused(base(Mode::Enroll)), "enroll needs --tokens FILE");
         assert!(refused(BenchPlan { server_name: "bad name".into(), ..base(Mode::Http) }).starts_with("--server-name"));
         assert!(refused(BenchPlan { target: "no-port".into(), ..base(Mode::Http) }).starts_with("--target \"no-port\""));

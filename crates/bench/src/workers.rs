@@ -1,6 +1,6 @@
-//! The four kinds of worker; each runs operations until the plan says stop.
+//! The six kinds of worker; each runs operations until the plan says stop.
 use crate::tally::{Failure, Kind, Tally};
-use crate::{Limit, Mode, Plan};
+use crate::{grpc, websocket, Limit, Mode, Plan};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,9 +16,11 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn work(plan: Arc<Plan>) -> Tally {
     match plan.mode {
         Mode::Handshake => handshake_worker(&plan).await,
-        Mode::Http => http_worker(&plan).await,
+        Mode::Http => keepalive_worker::<Sender>(&plan).await,
         Mode::Enroll => enroll_worker(&plan).await,
         Mode::Hold => hold_worker(&plan).await,
+        Mode::Grpc => keepalive_worker::<GrpcSender>(&plan).await,
+        Mode::Websocket => websocket_worker(&plan).await,
     }
 }
 
@@ -85,14 +87,7 @@ enum Sender {
 async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
     let tls = plan.connect().await?;
     if plan.http2 {
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
-        }
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .context_kind("HTTP/2 handshake", "protocol")?;
-        tokio::spawn(conn);
-        Ok(Sender::Http2(sender))
+        Ok(Sender::Http2(h2_handshake(tls).await?))
     } else {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
@@ -102,14 +97,61 @@ async fn http_connect(plan: &Plan) -> Result<Sender, Failure> {
     }
 }
 
-async fn http_worker(plan: &Plan) -> Tally {
+/// HTTP/2 over a connection that agreed to it in ALPN.
+async fn h2_handshake<B>(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> Result<hyper::client::conn::http2::SendRequest<B>, Failure>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Failure::new("protocol", "the server did not agree to HTTP/2 (ALPN h2)"));
+    }
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .context_kind("HTTP/2 handshake", "protocol")?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// A connection's sender that operations run over, one at a time.
+trait KeepAlive: Sized {
+    /// One operation, connecting first if `sender` is None.
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure>;
+    /// Whether a failure was the operation's alone, so the connection stays.
+    fn call_only(_failure: &Failure) -> bool {
+        false
+    }
+}
+
+impl KeepAlive for Sender {
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
+        one_request(plan, sender).await
+    }
+}
+
+impl KeepAlive for GrpcSender {
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
+        one_call(plan, sender).await
+    }
+
+    /// A gRPC status is the call's answer.
+    fn call_only(failure: &Failure) -> bool {
+        failure.kind.starts_with("grpc-status")
+    }
+}
+
+/// Runs operations over one connection kept between them, started over
+/// after a failure that was not the operation's alone.
+async fn keepalive_worker<S: KeepAlive>(plan: &Plan) -> Tally {
     let mut tally = Tally::new();
-    let mut sender: Option<Sender> = None;
+    let mut sender: Option<S> = None;
     while plan.next() {
         let started = Instant::now();
-        let outcome = timed(one_request(plan, &mut sender)).await;
-        if outcome.is_err() {
-            // Start over on a fresh connection.
+        let outcome = timed(S::op(plan, &mut sender)).await;
+        if outcome.as_ref().is_err_and(|f| !S::call_only(f)) {
             sender = None;
         }
         plan.record(&mut tally, started, outcome);
@@ -206,18 +248,34 @@ async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &
 }
 
 /// Opens connections (each completes one keep-alive request, so the server
-/// has fully set it up), then, once every worker is done opening, keeps them
-/// all idle for `hold_for`.
+/// has fully set it up), then holds them all idle.
 async fn hold_worker(plan: &Plan) -> Tally {
+    hold(plan, || async {
+        let mut sender: Option<Sender> = None;
+        one_request(plan, &mut sender).await.map(|()| sender)
+    })
+    .await
+}
+
+/// Opens connections upgraded to WebSocket, then holds them all open.
+async fn websocket_worker(plan: &Plan) -> Tally {
+    hold(plan, || one_upgrade(plan)).await
+}
+
+/// Opens connections with `open` until the plan's count is claimed, then,
+/// once every worker is done opening, keeps them all for `hold_for`.
+async fn hold<T, F, Fut>(plan: &Plan, open: F) -> Tally
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
     let mut tally = Tally::new();
     let mut held = Vec::new();
     while plan.next() {
         let started = Instant::now();
-        let mut sender: Option<Sender> = None;
-        let outcome = timed(one_request(plan, &mut sender)).await;
-        if outcome.is_ok() {
-            held.extend(sender);
-        }
+        let mut kept = None;
+        let outcome = timed(async { open().await.map(|c| kept = Some(c)) }).await;
+        held.extend(kept);
         plan.opened.fetch_add(1, Ordering::Relaxed); // attempts, failed ones too
         plan.record(&mut tally, started, outcome);
     }
@@ -231,4 +289,42 @@ async fn hold_worker(plan: &Plan) -> Tally {
     tokio::time::sleep(plan.hold_for).await;
     drop(held);
     tally
+}
+
+/// A TLS connection (ALPN http/1.1) upgraded to WebSocket, ready to hold.
+async fn one_upgrade(plan: &Plan) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+    let mut tls = plan.connect().await?;
+    tls.write_all(websocket::request(&plan.path, &plan.host).as_bytes()).await.context_kind("send upgrade", "send")?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        let n = tls.read(&mut buf).await.context_kind("read upgrade response", "read")?;
+        if n == 0 {
+            return Err(Failure::new("read", "connection closed before the upgrade response"));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = websocket::head_end(&head) {
+            break end;
+        }
+        if head.len() > websocket::MAX_HEAD {
+            return Err(Failure::new("protocol", "upgrade response head longer than 8 KiB"));
+        }
+    };
+    websocket::switched(&head[..end])?;
+    Ok(tls)
+}
+
+type GrpcSender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+async fn one_call(plan: &Plan, sender: &mut Option<GrpcSender>) -> Result<(), Failure> {
+    let s = match sender {
+        Some(s) => s,
+        None => sender.insert(h2_handshake(plan.connect().await?).await?),
+    };
+    s.ready().await.context_kind("connection closed", "send")?;
+    let request = grpc::request(&plan.h2_uri).context_kind("build request", "protocol")?;
+    let response = s.send_request(request).await.context_kind("send request", "send")?;
+    let (head, body) = response.into_parts();
+    let body = body.collect().await.context_kind("read response body", "read")?;
+    grpc::outcome(head.status, &head.headers, body.trailers())
 }

@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Stop after this many operations in total (overrides --duration).
     #[arg(long)]
     count: Option<u64>,
-    /// Request path.
+    /// Request path (grpc: the method, e.g. /bench.Echo/Call).
     #[arg(long, default_value = "/")]
     path: String,
     /// http, hold: speak HTTP/2 (ALPN h2) instead of HTTP/1.1.
@@ -61,8 +61,8 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     ambos_tls::install_default_provider();
     let mode = a.mode;
-    // --duration is read only where it counts: hold, or a run without --count.
-    let duration = if mode == Mode::Hold || a.count.is_none() {
+    // --duration is read only where it counts: hold and websocket, or a run without --count.
+    let duration = if matches!(mode, Mode::Hold | Mode::Websocket) || a.count.is_none() {
         ambos_pki::parse_duration(&a.duration).context("--duration")?
     } else {
         std::time::Duration::ZERO
