@@ -108,6 +108,20 @@ struct RawRoute {
     methods: Option<Vec<String>>,
     allow: Vec<String>,
     websocket: Option<bool>,
+    token: Option<RawToken>,
+}
+
+/// `[[route]] token = { issuer, jwks, audience, scopes, bound, forward }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    issuer: String,
+    jwks: String,
+    audience: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    bound: Option<bool>,
+    forward: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -736,7 +750,29 @@ impl ProxyConfig {
             if websocket && methods.as_ref().is_some_and(|m| !m.contains(&http::Method::GET)) {
                 return Err(invalid(format!("{at}.websocket needs GET in methods (the WebSocket handshake is a GET)")));
             }
-            routes.push(RouteConfig { path, methods, allow, websocket });
+            let token = match r.token {
+                None => None,
+                Some(_) if mode == Mode::Tcp => return Err(invalid(format!("{at}.token applies to http mode"))),
+                Some(t) => {
+                    for (field, value) in [("issuer", &t.issuer), ("jwks", &t.jwks), ("audience", &t.audience)] {
+                        if value.trim().is_empty() {
+                            return Err(invalid(format!("{at}.token.{field} is empty")));
+                        }
+                    }
+                    if t.jwks.starts_with("http://") || t.jwks.starts_with("https://") {
+                        return Err(invalid(format!("{at}.token.jwks: a JWKS URL is not supported yet; give a file")));
+                    }
+                    Some(crate::authorize::token::TokenConfig {
+                        issuer: t.issuer,
+                        jwks: resolve(base, &t.jwks),
+                        audience: t.audience,
+                        scopes: t.scopes,
+                        bound: t.bound.unwrap_or(true),
+                        forward: t.forward.unwrap_or(false),
+                    })
+                }
+            };
+            routes.push(RouteConfig { path, methods, allow, websocket, token });
         }
         if routes.is_empty() {
             return Err(invalid(
@@ -937,7 +973,7 @@ impl ProxyConfig {
             forwarded: ForwardedHeaders::XForwarded,
             trusted_proxies: Vec::new(),
             hosts: Vec::new(),
-            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow, websocket: false }],
+            routes: vec![RouteConfig { path: "/**".into(), methods: None, allow, websocket: false, token: None }],
             audit: f.audit.clone().map(AuditConfig::new),
             metrics: f.metrics.as_deref().map(|m| socket_addr(m, "--metrics")).transpose()?,
             limits: Limits::default(),
@@ -1355,6 +1391,32 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         let text = format!("{GOOD}\n[headers]\nunderscores = \"keep\"\n");
         let err = ProxyConfig::from_toml(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.contains("headers.underscores"), "{err}");
+    }
+
+    #[test]
+    fn a_route_token_rule_is_checked_and_its_jwks_resolved() {
+        let with = |token: &str| {
+            let text = GOOD.replace(
+                "allow = [\"spiffe://acme.test/checkout\", \"ou:payments\"]",
+                &format!("allow = [\"any\"]\n{token}"),
+            );
+            ProxyConfig::from_toml(&text, Path::new("/etc/ambos"))
+        };
+        let c = with("token = { issuer = \"https://ca\", jwks = \"jwks.json\", audience = \"pay\" }").unwrap();
+        let t = c.routes[0].token.as_ref().unwrap();
+        assert_eq!((t.jwks.as_path(), t.bound, t.forward), (Path::new("/etc/ambos/jwks.json"), true, false));
+        for (token, want) in [
+            ("token = { issuer = \"\", jwks = \"j\", audience = \"a\" }", "route[0].token.issuer is empty"),
+            (
+                "token = { issuer = \"i\", jwks = \"https://ca/jwks\", audience = \"a\" }",
+                "JWKS URL is not supported yet",
+            ),
+            ("token = { issuer = \"i\", jwks = \"j\" }", "audience"),
+            ("token = { issuer = \"i\", jwks = \"j\", audience = \"a\", bount = true }", "bount"),
+        ] {
+            let err = with(token).unwrap_err().to_string();
+            assert!(err.contains(want), "{token}: {err}");
+        }
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl Runtime {
                 tracing::warn!(source = %crl.source, issuer = %crl.issuer, "CRL cannot be used: {problem}");
             }
         }
-        let routes = RouteTable::build(&config.routes);
+        let routes = RouteTable::build(&config.routes).map_err(crate::ProxyError::Invalid)?;
         let upstream_tls = match &config.upstream {
             crate::config::Upstream::Http { tls: Some(t), protocol, .. } => {
                 Some(crate::upstream_tls::UpstreamTls::build(t, Some(*protocol))?)

@@ -14,5 +14,6 @@ mod pkcs12;
 mod probe;
 mod proxy;
 mod revocation;
+mod token;
 mod upstream_tls;
 mod websocket;

@@ -4,6 +4,7 @@
 //! compiles the globs (a linear-time matcher, [`Glob`]) and resolves each
 //! route's counters. `target` reads the request target that routes match.
 pub mod target;
+pub mod token;
 
 use crate::ProxyError;
 use ambos_tls::Identity;
@@ -300,6 +301,8 @@ pub struct RouteConfig {
     pub allow: Vec<AllowRule>,
     /// `websocket = true`: an `Upgrade: websocket` request may pass.
     pub websocket: bool,
+    /// `token = {...}`: a bound access token is needed too.
+    pub token: Option<token::TokenConfig>,
 }
 
 /// A route: which requests it covers and who may make them.
@@ -313,6 +316,8 @@ pub struct Route {
     allow: Vec<AllowRule>,
     /// `Upgrade: websocket` allowed on this route.
     pub websocket: bool,
+    /// The route's token rule, its JWKS loaded.
+    pub token: Option<Arc<token::TokenPolicy>>,
     /// Handles resolved once, so the request path does no metric lookup;
     /// they bind to the recorder installed when the route is built
     /// (`run` installs it before `Runtime::build`).
@@ -330,6 +335,7 @@ impl Route {
             methods,
             allow,
             websocket: false,
+            token: None,
             name,
         }
     }
@@ -393,14 +399,19 @@ impl RouteTable {
         RouteTable { routes, by_first_segment, wildcard_first, listed_methods }
     }
 
-    /// The table of the configured routes, in config order.
-    pub fn build(routes: &[RouteConfig]) -> RouteTable {
-        RouteTable::new(
-            routes
-                .iter()
-                .map(|r| Route { websocket: r.websocket, ..Route::new(&r.path, r.methods.clone(), r.allow.clone()) })
-                .collect(),
-        )
+    /// The table of the configured routes, in config order; a route's JWKS
+    /// file that cannot be used is an error naming it.
+    pub fn build(routes: &[RouteConfig]) -> Result<RouteTable, String> {
+        let mut built = Vec::with_capacity(routes.len());
+        for r in routes {
+            let token = r.token.as_ref().map(token::TokenPolicy::load).transpose()?.map(Arc::new);
+            built.push(Route {
+                websocket: r.websocket,
+                token,
+                ..Route::new(&r.path, r.methods.clone(), r.allow.clone())
+            });
+        }
+        Ok(RouteTable::new(built))
     }
 
     pub fn len(&self) -> usize {

@@ -437,6 +437,7 @@ async fn handle(
         true => target::parse_target(&http::Method::GET, req.uri(), true).map_err(|why| (StatusCode::BAD_REQUEST, why)),
     };
     let method = if over_h2 { &http::Method::GET } else { req.method() };
+    let mut token_refused = None;
     let (decision, route) = match &target {
         Err((status, why)) => {
             metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
@@ -451,10 +452,21 @@ async fn handle(
                 r.denied.increment(1);
                 (Err((StatusCode::FORBIDDEN, "WebSocket is not allowed on this route")), Some(r))
             }
-            Decision::Allow(r) => {
-                r.allowed.increment(1);
-                (Ok(()), Some(r))
-            }
+            Decision::Allow(r) => match r.token.as_ref().map(|t| {
+                let leaf = ctx.identity.as_ref().map(|i| i.sha256.as_str());
+                t.check(req.headers().get(header::AUTHORIZATION), leaf)
+            }) {
+                Some(Err(refusal)) => {
+                    r.denied.increment(1);
+                    metrics::counter!("ambos_proxy_token_refusals_total", "reason" => refusal.label()).increment(1);
+                    token_refused = Some(refusal);
+                    (Err((refusal.status(), refusal.description())), Some(r))
+                }
+                _ => {
+                    r.allowed.increment(1);
+                    (Ok(()), Some(r))
+                }
+            },
             Decision::NotAllowed(r) => {
                 r.denied.increment(1);
                 (
@@ -477,8 +489,13 @@ async fn handle(
             let mut resp = match status {
                 StatusCode::BAD_REQUEST => plain(status, "bad request\n"),
                 StatusCode::METHOD_NOT_ALLOWED => plain(status, "method not allowed\n"),
+                StatusCode::UNAUTHORIZED => plain(status, "unauthorized\n"),
                 _ => plain(status, "forbidden\n"),
             };
+            if let Some(refusal) = token_refused {
+                // RFC 6750 3: say why, so a client can tell a stale token from a stolen one.
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, refusal.challenge());
+            }
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 resp.headers_mut().insert(
                     header::ALLOW,
@@ -488,6 +505,10 @@ async fn handle(
             (resp, why.into())
         }
         (Ok(()), Ok(target)) => {
+            // The token is for this proxy: it goes no further unless the route says so.
+            if route.and_then(|r| r.token.as_ref()).is_some_and(|t| !t.config().forward) {
+                req.headers_mut().remove(header::AUTHORIZATION);
+            }
             match forward_in_slot(req, &target, ctx, http, slots, slot, (upgrade, activity)).await {
                 Ok(resp) => (resp, "allowed".into()),
                 // The client's body broke off or did not parse: its fault, not the upstream's.

@@ -1,0 +1,401 @@
+//! Certificate-bound access tokens on a route (RFC 8705, RFC 6750): a route
+//! with `token = { issuer, jwks, audience, scopes, bound }` takes
+//! `Authorization: Bearer` and lets the request through only when the JWT
+//! verifies with a key of the JWKS (the algorithm the key is for; never
+//! `none` or HMAC), `iss`, `aud`, `exp`/`nbf` (60 s leeway) and the scopes
+//! hold, and, with `bound`, its `cnf.x5t#S256` is the SHA-256 thumbprint of
+//! the client certificate verified on this connection. A stolen token is
+//! then useless without the certificate's private key.
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::path::PathBuf;
+
+/// `[[route]] token = {...}`, validated: plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub issuer: String,
+    /// A JWKS file (RFC 7517), read when the runtime is built (and on reload).
+    pub jwks: PathBuf,
+    pub audience: String,
+    /// Every one must be in the token's `scope`.
+    pub scopes: Vec<String>,
+    /// `cnf.x5t#S256` must name this connection's client certificate.
+    pub bound: bool,
+    /// Pass `Authorization` on to the upstream (default: removed).
+    pub forward: bool,
+}
+
+/// Why a token was refused: the audit reason and metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Missing,
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    InsufficientScope,
+    /// The route wants a bound token and this one has no `cnf.x5t#S256`.
+    Unbound,
+    /// Bound to another certificate than this connection's (a replayed token).
+    OtherCertificate,
+}
+
+impl TokenRefusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenRefusal::Missing => "missing",
+            TokenRefusal::Malformed => "malformed",
+            TokenRefusal::UnknownKey => "unknown_key",
+            TokenRefusal::BadSignature => "bad_signature",
+            TokenRefusal::Expired => "expired",
+            TokenRefusal::NotYetValid => "not_yet_valid",
+            TokenRefusal::WrongIssuer => "wrong_issuer",
+            TokenRefusal::WrongAudience => "wrong_audience",
+            TokenRefusal::InsufficientScope => "insufficient_scope",
+            TokenRefusal::Unbound => "unbound",
+            TokenRefusal::OtherCertificate => "bound_to_another_certificate",
+        }
+    }
+
+    /// The `error_description` and audit reason.
+    pub fn description(self) -> &'static str {
+        match self {
+            TokenRefusal::Missing => "no bearer token",
+            TokenRefusal::Malformed => "the token is not a JWT this route accepts",
+            TokenRefusal::UnknownKey => "the token is signed by a key not in the route's JWKS",
+            TokenRefusal::BadSignature => "the token's signature does not verify",
+            TokenRefusal::Expired => "the token has expired",
+            TokenRefusal::NotYetValid => "the token is not valid yet",
+            TokenRefusal::WrongIssuer => "the token is from another issuer",
+            TokenRefusal::WrongAudience => "the token is for another audience",
+            TokenRefusal::InsufficientScope => "the token lacks a scope this route needs",
+            TokenRefusal::Unbound => "the token is not bound to a certificate",
+            TokenRefusal::OtherCertificate => "the token is bound to another certificate",
+        }
+    }
+
+    /// RFC 6750 3.1: 403 for a scope, 401 for everything else.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            TokenRefusal::InsufficientScope => http::StatusCode::FORBIDDEN,
+            _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The `WWW-Authenticate` value.
+    pub fn challenge(self) -> http::HeaderValue {
+        let error = match self {
+            TokenRefusal::Missing => return http::HeaderValue::from_static("Bearer"),
+            TokenRefusal::InsufficientScope => "insufficient_scope",
+            _ => "invalid_token",
+        };
+        http::HeaderValue::try_from(format!("Bearer error=\"{error}\", error_description=\"{}\"", self.description()))
+            .unwrap_or(http::HeaderValue::from_static("Bearer error=\"invalid_token\""))
+    }
+}
+
+/// A verifying key of the JWKS and the algorithms it is for.
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+/// A route's token rule with its keys loaded.
+pub struct TokenPolicy {
+    config: TokenConfig,
+    keys: Vec<Key>,
+}
+
+impl std::fmt::Debug for TokenPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPolicy").field("config", &self.config).field("keys", &self.keys.len()).finish()
+    }
+}
+
+/// Tokens above this size are refused unread (a JWT with a few claims is well under 2 KiB).
+const MAX_TOKEN: usize = 16 * 1024;
+/// Clock skew allowed on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 60;
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+#[derive(serde::Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    x5t_s256: Option<String>,
+}
+
+impl TokenPolicy {
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    /// Reads the JWKS file; keys of a kind that cannot be pinned to one
+    /// asymmetric algorithm (HMAC `oct`, unknown curves) are refused.
+    pub fn load(config: &TokenConfig) -> Result<TokenPolicy, String> {
+        let path = config.jwks.display();
+        let bytes = std::fs::read(&config.jwks).map_err(|e| format!("cannot read JWKS {path}: {e}"))?;
+        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| format!("JWKS {path}: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let algorithms = match (&jwk.algorithm, &jwk.common.key_algorithm) {
+                (AlgorithmParameters::OctetKey(_), _) => {
+                    return Err(format!("JWKS {path}: key {i} is a shared secret (oct): not accepted"))
+                }
+                (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
+                    EllipticCurve::P256 => vec![Algorithm::ES256],
+                    EllipticCurve::P384 => vec![Algorithm::ES384],
+                    _ => return Err(format!("JWKS {path}: key {i}: unsupported curve")),
+                },
+                (AlgorithmParameters::OctetKeyPair(_), _) => vec![Algorithm::EdDSA],
+                (AlgorithmParameters::RSA(_), Some(alg)) => match alg {
+                    KeyAlgorithm::RS256 => vec![Algorithm::RS256],
+                    KeyAlgorithm::RS384 => vec![Algorithm::RS384],
+                    KeyAlgorithm::RS512 => vec![Algorithm::RS512],
+                    KeyAlgorithm::PS256 => vec![Algorithm::PS256],
+                    KeyAlgorithm::PS384 => vec![Algorithm::PS384],
+                    KeyAlgorithm::PS512 => vec![Algorithm::PS512],
+                    other => return Err(format!("JWKS {path}: key {i}: RSA key for {other:?}")),
+                },
+                (AlgorithmParameters::RSA(_), None) => vec![Algorithm::RS256, Algorithm::PS256],
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS {path}: key {i}: {e}"))?;
+            keys.push(Key { kid: jwk.common.key_id.clone(), key, algorithms });
+        }
+        if keys.is_empty() {
+            return Err(format!("JWKS {path} has no keys"));
+        }
+        Ok(TokenPolicy { config: config.clone(), keys })
+    }
+
+    /// Checks the request's `Authorization` against the rule; `leaf_sha256`
+    /// is the lowercase hex SHA-256 of this connection's verified client
+    /// certificate.
+    pub fn check(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        leaf_sha256: Option<&str>,
+    ) -> Result<(), TokenRefusal> {
+        let value = authorization.ok_or(TokenRefusal::Missing)?.as_bytes();
+        if value.len() > MAX_TOKEN + 7 {
+            return Err(TokenRefusal::Malformed);
+        }
+        let token = match value.split_first_chunk::<7>() {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
+            _ => return Err(TokenRefusal::Missing),
+        };
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefusal::Malformed)?;
+        // The key: by kid when the token names one, else the only key for its algorithm.
+        let candidates = self.keys.iter().filter(|k| k.algorithms.contains(&header.alg));
+        let key = match &header.kid {
+            Some(kid) => candidates.into_iter().find(|k| k.kid.as_deref() == Some(kid)),
+            None => candidates.into_iter().next(),
+        }
+        .ok_or(TokenRefusal::UnknownKey)?;
+        let mut v = Validation::new(header.alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.config.issuer]);
+        v.set_audience(&[&self.config.audience]);
+        v.required_spec_claims = ["exp", "iss", "aud"].iter().map(|c| c.to_string()).collect();
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::InvalidSignature => TokenRefusal::BadSignature,
+                K::ExpiredSignature => TokenRefusal::Expired,
+                K::ImmatureSignature => TokenRefusal::NotYetValid,
+                K::InvalidIssuer => TokenRefusal::WrongIssuer,
+                K::InvalidAudience => TokenRefusal::WrongAudience,
+                _ => TokenRefusal::Malformed,
+            }
+        })?;
+        let granted = claims.claims.scope.unwrap_or_default();
+        if !self.config.scopes.iter().all(|s| granted.split(' ').any(|g| g == s)) {
+            return Err(TokenRefusal::InsufficientScope);
+        }
+        if self.config.bound {
+            let thumbprint = claims.claims.cnf.and_then(|c| c.x5t_s256).ok_or(TokenRefusal::Unbound)?;
+            if !bound_to(&thumbprint, leaf_sha256) {
+                return Err(TokenRefusal::OtherCertificate);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `x5t#S256` (base64url SHA-256, RFC 8705 3.1) is the thumbprint
+/// of the certificate whose hex SHA-256 is `leaf_sha256`; constant time.
+fn bound_to(thumbprint: &str, leaf_sha256: Option<&str>) -> bool {
+    use base64::Engine;
+    let (Some(leaf), Ok(claimed)) =
+        (leaf_sha256, base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(thumbprint.trim_end_matches('=')))
+    else {
+        return false;
+    };
+    let Ok(leaf) = hex::decode(leaf) else { return false };
+    leaf.len() == 32 && aws_lc_rs::constant_time::verify_slices_are_equal(&claimed, &leaf).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    struct Issuer {
+        key: EncodingKey,
+        policy: TokenPolicy,
+        _dir: tempfile::TempDir,
+    }
+
+    const ALICE: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+    const BOB: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+
+    fn issuer() -> Issuer {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+        let config = TokenConfig {
+            issuer: "https://ca.test".into(),
+            jwks,
+            audience: "payments".into(),
+            scopes: vec!["payments:write".into()],
+            bound: true,
+            forward: false,
+        };
+        Issuer { key, policy: TokenPolicy::load(&config).unwrap(), _dir: dir }
+    }
+
+    fn thumbprint(hex: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(hex).unwrap())
+    }
+
+    fn claims(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut c = serde_json::json!({
+            "iss": "https://ca.test", "sub": "spiffe://acme.test/alice", "aud": "payments",
+            "iat": now, "exp": now + 300, "scope": "payments:read payments:write",
+            "cnf": {"x5t#S256": thumbprint(ALICE)},
+        });
+        edit(&mut c);
+        c
+    }
+
+    impl Issuer {
+        fn token(&self, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+            let header = Header { kid: Some("k1".into()), ..Header::new(Algorithm::ES256) };
+            jsonwebtoken::encode(&header, &claims(edit), &self.key).unwrap()
+        }
+
+        fn check(&self, token: &str, leaf: Option<&str>) -> Result<(), TokenRefusal> {
+            let v = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
+            self.policy.check(Some(&v), leaf)
+        }
+    }
+
+    #[test]
+    fn a_bound_token_passes_only_with_its_own_certificate() {
+        let i = issuer();
+        let t = i.token(|_| {});
+        assert_eq!(i.check(&t, Some(ALICE)), Ok(()));
+        assert_eq!(i.check(&t, Some(BOB)), Err(TokenRefusal::OtherCertificate), "replayed by bob");
+        assert_eq!(i.check(&t, None), Err(TokenRefusal::OtherCertificate), "replayed without a certificate");
+        let unbound = i.token(|c| drop(c.as_object_mut().unwrap().remove("cnf")));
+        assert_eq!(i.check(&unbound, Some(ALICE)), Err(TokenRefusal::Unbound));
+    }
+
+    #[test]
+    fn claims_out_of_policy_are_refused_with_their_reason() {
+        let i = issuer();
+        let now = claims(|_| {})["iat"].as_u64().unwrap();
+        for (edit, want) in [
+            (serde_json::json!({"exp": now - 3600}), TokenRefusal::Expired),
+            (serde_json::json!({"nbf": now + 3600}), TokenRefusal::NotYetValid),
+            (serde_json::json!({"aud": "shipping"}), TokenRefusal::WrongAudience),
+            (serde_json::json!({"iss": "https://evil.test"}), TokenRefusal::WrongIssuer),
+            (serde_json::json!({"scope": "payments:read"}), TokenRefusal::InsufficientScope),
+        ] {
+            let t = i.token(|c| {
+                for (k, v) in edit.as_object().unwrap() {
+                    c[k] = v.clone();
+                }
+            });
+            assert_eq!(i.check(&t, Some(ALICE)), Err(want), "{edit}");
+        }
+        assert_eq!(TokenRefusal::InsufficientScope.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(TokenRefusal::Expired.status(), http::StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn forged_tokens_are_refused() {
+        let i = issuer();
+        let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let good = i.token(|_| {});
+        // A flipped signature byte.
+        let mut parts: Vec<String> = good.split('.').map(String::from).collect();
+        let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
+        sig[10] ^= 1;
+        parts[2] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
+        assert_eq!(i.check(&parts.join("."), Some(ALICE)), Err(TokenRefusal::BadSignature));
+        // Claims changed under the old signature.
+        let forged = format!("{}.{}.{}", parts[0], b64(&claims(|c| c["aud"] = "payments".into())), parts[2]);
+        assert!(i.check(&forged, Some(ALICE)).is_err());
+        // alg none, unsigned.
+        let none = format!("{}.{}.", b64(&serde_json::json!({"alg": "none", "typ": "JWT"})), b64(&claims(|_| {})));
+        assert_eq!(i.check(&none, Some(ALICE)), Err(TokenRefusal::Malformed));
+        // HS256 with the public JWK's bytes as the secret: no HMAC key is ever accepted.
+        let hs = jsonwebtoken::encode(
+            &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
+            &claims(|_| {}),
+            &EncodingKey::from_secret(&std::fs::read(&i.policy.config.jwks).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(i.check(&hs, Some(ALICE)), Err(TokenRefusal::UnknownKey));
+        // Junk, a huge token, no header, another scheme.
+        assert_eq!(i.check("not.a.jwt", Some(ALICE)), Err(TokenRefusal::Malformed));
+        assert_eq!(i.check(&"a".repeat(1 << 20), Some(ALICE)), Err(TokenRefusal::Malformed));
+        assert_eq!(i.policy.check(None, Some(ALICE)), Err(TokenRefusal::Missing));
+        let basic = http::HeaderValue::from_static("Basic YWxpY2U6cHc=");
+        assert_eq!(i.policy.check(Some(&basic), Some(ALICE)), Err(TokenRefusal::Missing));
+    }
+
+    #[test]
+    fn a_jwks_with_a_shared_secret_or_no_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |body: &str| {
+            let path = dir.path().join("jwks.json");
+            std::fs::write(&path, body).unwrap();
+            TokenConfig {
+                issuer: "i".into(),
+                jwks: path,
+                audience: "a".into(),
+                scopes: vec![],
+                bound: true,
+                forward: false,
+            }
+        };
+        let oct = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
+        assert!(TokenPolicy::load(&config(oct)).unwrap_err().contains("shared secret"));
+        assert!(TokenPolicy::load(&config(r#"{"keys":[]}"#)).unwrap_err().contains("no keys"));
+        assert!(TokenPolicy::load(&config("garbage")).unwrap_err().contains("JWKS"));
+    }
+}
