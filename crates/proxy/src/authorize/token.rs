@@ -108,7 +108,25 @@ struct Key {
 pub struct TokenPolicy {
     config: TokenConfig,
     keys: Vec<Key>,
+    /// Tokens that verified, by the SHA-256 of their text: a known token
+    /// costs a hash and a lookup, not a signature check. A reload builds a
+    /// new policy, so a JWKS change starts an empty cache.
+    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
+
+/// What a token's verification proved once and for all (signature, issuer,
+/// audience, scopes). Its times and its binding are checked again on every
+/// use: the binding is to the connection, which the cache never remembers.
+#[derive(Clone)]
+struct Verified {
+    exp: u64,
+    nbf: Option<u64>,
+    /// `cnf.x5t#S256`, decoded (empty when it was not base64url).
+    thumbprint: Option<Vec<u8>>,
+}
+
+/// Verified tokens remembered at most; past it the expired ones go, then all.
+const CACHE_MAX: usize = 10_000;
 
 impl std::fmt::Debug for TokenPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,6 +141,9 @@ const LEEWAY_SECS: u64 = 60;
 
 #[derive(serde::Deserialize)]
 struct Claims {
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -175,7 +196,7 @@ impl TokenPolicy {
         if keys.is_empty() {
             return Err(format!("JWKS {path} has no keys"));
         }
-        Ok(TokenPolicy { config: config.clone(), keys })
+        Ok(TokenPolicy { config: config.clone(), keys, cache: Default::default() })
     }
 
     /// Checks the request's `Authorization` against the rule; `leaf_sha256`
@@ -186,6 +207,16 @@ impl TokenPolicy {
         authorization: Option<&http::HeaderValue>,
         leaf_sha256: Option<&str>,
     ) -> Result<(), TokenRefusal> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.check_at(authorization, leaf_sha256, now)
+    }
+
+    fn check_at(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        leaf_sha256: Option<&str>,
+        now: u64,
+    ) -> Result<(), TokenRefusal> {
         let value = authorization.ok_or(TokenRefusal::Missing)?.as_bytes();
         if value.len() > MAX_TOKEN + 7 {
             return Err(TokenRefusal::Malformed);
@@ -194,6 +225,34 @@ impl TokenPolicy {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest.trim_ascii(),
             _ => return Err(TokenRefusal::Missing),
         };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token).as_ref());
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+        let verified = match cached {
+            Some(v) => v,
+            None => {
+                let v = self.verify(token)?;
+                self.remember(digest, v.clone(), now);
+                v
+            }
+        };
+        if now > verified.exp.saturating_add(LEEWAY_SECS) {
+            return Err(TokenRefusal::Expired);
+        }
+        if verified.nbf.is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS)) {
+            return Err(TokenRefusal::NotYetValid);
+        }
+        if self.config.bound {
+            let thumbprint = verified.thumbprint.as_deref().ok_or(TokenRefusal::Unbound)?;
+            if !bound_to(thumbprint, leaf_sha256) {
+                return Err(TokenRefusal::OtherCertificate);
+            }
+        }
+        Ok(())
+    }
+
+    /// The full check of a token not seen before: key, signature, claims, scopes.
+    fn verify(&self, token: &[u8]) -> Result<Verified, TokenRefusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefusal::Malformed)?;
         // The key: by kid when the token names one, else the only key for its algorithm.
         let candidates = self.keys.iter().filter(|k| k.algorithms.contains(&header.alg));
@@ -208,42 +267,47 @@ impl TokenPolicy {
         v.set_issuer(&[&self.config.issuer]);
         v.set_audience(&[&self.config.audience]);
         v.required_spec_claims = ["exp", "iss", "aud"].iter().map(|c| c.to_string()).collect();
-        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            match e.kind() {
-                K::InvalidSignature => TokenRefusal::BadSignature,
-                K::ExpiredSignature => TokenRefusal::Expired,
-                K::ImmatureSignature => TokenRefusal::NotYetValid,
-                K::InvalidIssuer => TokenRefusal::WrongIssuer,
-                K::InvalidAudience => TokenRefusal::WrongAudience,
-                _ => TokenRefusal::Malformed,
-            }
-        })?;
-        let granted = claims.claims.scope.unwrap_or_default();
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &v)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => TokenRefusal::BadSignature,
+                    K::ExpiredSignature => TokenRefusal::Expired,
+                    K::ImmatureSignature => TokenRefusal::NotYetValid,
+                    K::InvalidIssuer => TokenRefusal::WrongIssuer,
+                    K::InvalidAudience => TokenRefusal::WrongAudience,
+                    _ => TokenRefusal::Malformed,
+                }
+            })?
+            .claims;
+        let granted = claims.scope.unwrap_or_default();
         if !self.config.scopes.iter().all(|s| granted.split(' ').any(|g| g == s)) {
             return Err(TokenRefusal::InsufficientScope);
         }
-        if self.config.bound {
-            let thumbprint = claims.claims.cnf.and_then(|c| c.x5t_s256).ok_or(TokenRefusal::Unbound)?;
-            if !bound_to(&thumbprint, leaf_sha256) {
-                return Err(TokenRefusal::OtherCertificate);
+        let thumbprint = claims.cnf.and_then(|c| c.x5t_s256).map(|t| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')).unwrap_or_default()
+        });
+        Ok(Verified { exp: claims.exp, nbf: claims.nbf, thumbprint })
+    }
+
+    fn remember(&self, digest: [u8; 32], v: Verified, now: u64) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, v| v.exp.saturating_add(LEEWAY_SECS) >= now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
             }
         }
-        Ok(())
+        cache.insert(digest, v);
     }
 }
 
-/// Whether `x5t#S256` (base64url SHA-256, RFC 8705 3.1) is the thumbprint
+/// Whether the decoded `x5t#S256` (SHA-256, RFC 8705 3.1) is the thumbprint
 /// of the certificate whose hex SHA-256 is `leaf_sha256`; constant time.
-fn bound_to(thumbprint: &str, leaf_sha256: Option<&str>) -> bool {
-    use base64::Engine;
-    let (Some(leaf), Ok(claimed)) =
-        (leaf_sha256, base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(thumbprint.trim_end_matches('=')))
-    else {
-        return false;
-    };
-    let Ok(leaf) = hex::decode(leaf) else { return false };
-    leaf.len() == 32 && aws_lc_rs::constant_time::verify_slices_are_equal(&claimed, &leaf).is_ok()
+fn bound_to(claimed: &[u8], leaf_sha256: Option<&str>) -> bool {
+    let Some(Ok(leaf)) = leaf_sha256.map(hex::decode) else { return false };
+    leaf.len() == 32 && aws_lc_rs::constant_time::verify_slices_are_equal(claimed, &leaf).is_ok()
 }
 
 #[cfg(test)]
@@ -376,6 +440,43 @@ mod tests {
         assert_eq!(i.policy.check(None, Some(ALICE)), Err(TokenRefusal::Missing));
         let basic = http::HeaderValue::from_static("Basic YWxpY2U6cHc=");
         assert_eq!(i.policy.check(Some(&basic), Some(ALICE)), Err(TokenRefusal::Missing));
+    }
+
+    #[test]
+    fn the_cache_remembers_a_verification_never_the_connection_or_the_time() {
+        let i = issuer();
+        let t = i.token(|_| {});
+        let auth = http::HeaderValue::try_from(format!("Bearer {t}")).unwrap();
+        let now = claims(|_| {})["iat"].as_u64().unwrap();
+        assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now), Ok(()));
+        assert_eq!(i.policy.cache.lock().unwrap().len(), 1, "remembered");
+        // A hit, replayed by bob or without a certificate: refused as before.
+        assert_eq!(i.policy.check_at(Some(&auth), Some(BOB), now), Err(TokenRefusal::OtherCertificate));
+        assert_eq!(i.policy.check_at(Some(&auth), None, now), Err(TokenRefusal::OtherCertificate));
+        // A hit after exp (+ leeway): expired, though its signature was checked.
+        assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now + 300 + 61), Err(TokenRefusal::Expired));
+        assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now + 300 + 59), Ok(()));
+        // A forged twin (other signature) is another text: verified in full, refused, not remembered.
+        let mut parts: Vec<String> = t.split('.').map(String::from).collect();
+        let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
+        sig[3] ^= 0x40;
+        parts[2] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
+        assert_eq!(i.check(&parts.join("."), Some(ALICE)), Err(TokenRefusal::BadSignature));
+        assert_eq!(i.check(&parts.join("."), Some(ALICE)), Err(TokenRefusal::BadSignature));
+        assert_eq!(i.policy.cache.lock().unwrap().len(), 1, "refusals are not cached");
+        // Bounded: past CACHE_MAX the expired entries go first, then all.
+        {
+            let mut cache = i.policy.cache.lock().unwrap();
+            for n in 0..CACHE_MAX as u32 {
+                let mut k = [0u8; 32];
+                k[..4].copy_from_slice(&n.to_be_bytes());
+                k[31] = 1;
+                cache.insert(k, Verified { exp: 0, nbf: None, thumbprint: None });
+            }
+        }
+        let other = i.token(|c| c["sub"] = "again".into());
+        assert_eq!(i.check(&other, Some(ALICE)), Ok(()));
+        assert_eq!(i.policy.cache.lock().unwrap().len(), 2, "the expired entries were dropped");
     }
 
     #[test]
