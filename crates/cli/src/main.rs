@@ -87,7 +87,7 @@ enum Command {
     /// Bundle a certificate chain and key into a PKCS#12 keystore.
     #[command(after_help = "Example:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt")]
     P12(cmd::p12::P12Args),
-    /// Show what a certificate, chain, CSR, CRL, key or PKCS#12 file holds.
+    /// Show what a certificate, chain, CSR, CRL, key, PKCS#12 file or JWT holds.
     #[command(
         after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
     )]

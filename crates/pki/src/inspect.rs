@@ -13,11 +13,61 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 #[derive(Debug, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Inspection {
-    Certificates { certificates: Vec<InspectedCert> },
+    Certificates {
+        certificates: Vec<InspectedCert>,
+    },
     Csr(InspectedCsr),
-    Crls { crls: Vec<InspectedCrl> },
-    PrivateKey { key_type: Option<String>, encrypted: bool },
-    Pkcs12 { certificates: Vec<InspectedCert>, private_keys: usize },
+    Crls {
+        crls: Vec<InspectedCrl>,
+    },
+    PrivateKey {
+        key_type: Option<String>,
+        encrypted: bool,
+    },
+    Pkcs12 {
+        certificates: Vec<InspectedCert>,
+        private_keys: usize,
+    },
+    /// A JWT access token, decoded; its signature is not checked.
+    Jwt(InspectedJwt),
+}
+
+#[derive(Debug, Serialize)]
+pub struct InspectedJwt {
+    pub header: serde_json::Value,
+    pub claims: serde_json::Value,
+    /// RFC 8705 `cnf.x5t#S256` as the hex SHA-256 `ambos inspect` shows for
+    /// a certificate, so the two can be compared by eye.
+    pub bound_to_sha256: Option<String>,
+    /// `valid`, `expired` or `not yet valid` at inspection time, from `exp` and `nbf`.
+    pub status: String,
+}
+
+/// A JWS compact serialization (`header.payload.signature`, base64url), decoded.
+fn jwt(bytes: &[u8], now: OffsetDateTime) -> Option<InspectedJwt> {
+    use base64::Engine;
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let text = text.strip_prefix("Bearer ").unwrap_or(text);
+    let mut parts = text.split('.');
+    let (h, c, _sig, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else { return None };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: serde_json::Value = serde_json::from_slice(&b64.decode(h).ok()?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&b64.decode(c).ok()?).ok()?;
+    if !header.is_object() || !claims.is_object() {
+        return None;
+    }
+    let bound_to_sha256 = claims["cnf"]["x5t#S256"]
+        .as_str()
+        .and_then(|t| b64.decode(t.trim_end_matches('=')).ok())
+        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect());
+    let t = now.unix_timestamp();
+    let status = match (claims["exp"].as_i64(), claims["nbf"].as_i64()) {
+        (Some(exp), _) if exp < t => "expired",
+        (_, Some(nbf)) if nbf > t => "not yet valid",
+        (None, _) => "no exp",
+        _ => "valid",
+    };
+    Some(InspectedJwt { header, claims, bound_to_sha256, status: status.into() })
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +156,28 @@ impl std::fmt::Display for Inspection {
                 writeln!(f, "  type:      {}", key_type.as_deref().unwrap_or("(encrypted)"))?;
                 writeln!(f, "  encrypted: {}", if *encrypted { "yes (PKCS#8 PBES2)" } else { "no" })?;
             }
+            Inspection::Jwt(j) => {
+                let time = |name: &str| match j.claims[name].as_i64() {
+                    Some(t) => rfc3339_unix(t),
+                    None => "(none)".into(),
+                };
+                let text = |v: &serde_json::Value| match v {
+                    serde_json::Value::Null => "(none)".to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                writeln!(f, "JWT (signature not checked)")?;
+                writeln!(f, "  algorithm:  {}  key id: {}", text(&j.header["alg"]), text(&j.header["kid"]))?;
+                writeln!(f, "  issuer:     {}", text(&j.claims["iss"]))?;
+                writeln!(f, "  subject:    {}", text(&j.claims["sub"]))?;
+                writeln!(f, "  audience:   {}", text(&j.claims["aud"]))?;
+                writeln!(f, "  scope:      {}", text(&j.claims["scope"]))?;
+                writeln!(f, "  validity:   {} .. {} ({})", time("iat"), time("exp"), j.status)?;
+                match &j.bound_to_sha256 {
+                    Some(h) => writeln!(f, "  bound to:   the certificate with sha256 {h} (cnf.x5t#S256)")?,
+                    None => writeln!(f, "  bound to:   no certificate (a bearer token: whoever holds it can use it)")?,
+                }
+            }
             Inspection::Pkcs12 { certificates, private_keys } => {
                 let n = certificates.len();
                 writeln!(f, "PKCS#12 keystore: {private_keys} private key(s), {n} certificate(s)")?;
@@ -148,6 +220,9 @@ fn list_or_none(items: &[String]) -> String {
 /// Decodes PEM or DER: certificates, a CSR, CRLs, a private key or PKCS#12
 /// (opened with `p12_password`, or the empty password).
 pub fn inspect(bytes: &[u8], p12_password: Option<&str>, now: OffsetDateTime) -> Result<Inspection, PkiError> {
+    if let Some(j) = jwt(bytes, now) {
+        return Ok(Inspection::Jwt(j));
+    }
     if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
         let blocks = blocks(bytes)?;
         let first = blocks.first().ok_or(PkiError::UnrecognisedInput)?;
@@ -426,5 +501,30 @@ mod tests {
         let text = inspect(pem.as_bytes(), None, now).unwrap().to_string();
         assert!(text.starts_with("certificate 1 of 2:\n"), "{text}");
         assert!(text.contains("certificate 2 of 2:\n"), "{text}");
+    }
+
+    #[test]
+    fn a_jwt_shows_its_claims_and_the_certificate_it_is_bound_to() {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let now = OffsetDateTime::now_utc();
+        let t = now.unix_timestamp();
+        let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xab; 32]);
+        let token = format!(
+            "{}.{}.c2ln",
+            b64(serde_json::json!({"alg": "ES256", "kid": "k1"})),
+            b64(serde_json::json!({"iss": "https://ca.test", "sub": "spiffe://acme.test/alice", "aud": "payments",
+                "scope": "payments:write", "iat": t, "exp": t + 300, "cnf": {"x5t#S256": thumb}}))
+        );
+        let Inspection::Jwt(j) = inspect(format!("{token}\n").as_bytes(), None, now).unwrap() else { panic!() };
+        assert_eq!((j.bound_to_sha256.as_deref(), j.status.as_str()), (Some("ab".repeat(32).as_str()), "valid"));
+        let text = Inspection::Jwt(j).to_string();
+        assert!(text.contains("  subject:    spiffe://acme.test/alice\n"), "{text}");
+        assert!(text.contains(&format!("sha256 {}", "ab".repeat(32))), "{text}");
+        let unbound =
+            format!("{}.{}.", b64(serde_json::json!({"alg": "none"})), b64(serde_json::json!({"exp": t - 1})));
+        let text = inspect(unbound.as_bytes(), None, now).unwrap().to_string();
+        assert!(text.contains("(expired)") && text.contains("a bearer token"), "{text}");
+        assert!(inspect(b"a.b.c", None, now).is_err(), "not base64url JSON: not a JWT");
     }
 }

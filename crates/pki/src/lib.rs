@@ -20,7 +20,9 @@ pub use authority::{check_crl_url, issued_ttl, Authority, IssuedCert, NewCa};
 pub use crl::{build_crl, RevocationReason, RevokedEntry};
 pub use duration::{format_duration, parse_duration, parse_duration_within, MAX_DURATION};
 pub use error::PkiError;
-pub use inspect::{inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedRevocation, Inspection, SanEntry};
+pub use inspect::{
+    inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedJwt, InspectedRevocation, Inspection, SanEntry,
+};
 pub use key::{encrypt_private_key, KeyType, PrivateKey};
 pub use p12::{keystore, truststore};
 pub use pem::{

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// PEM or DER file: certificate(s), CSR, CRL, private key or PKCS#12.
+    /// PEM or DER file: certificate(s), CSR, CRL, private key or PKCS#12; or a JWT access token.
     file: PathBuf,
     /// Password of a PKCS#12 file (first line of this file; else $AMBOS_P12_PASSWORD, else empty).
     #[arg(long)]

@@ -95,6 +95,15 @@ fn a_bound_token_works_for_its_certificate_and_is_worthless_to_anyone_else() {
     );
     let audit = std::fs::read_to_string(f.ca.dir().join("audit.jsonl")).unwrap();
     assert!(audit.contains("the token is bound to another certificate"), "{audit}");
+    // `ambos inspect` shows whom the token is bound to: alice's certificate, by the same SHA-256.
+    let file = f.ca.write("token.txt", &token);
+    let jwt: serde_json::Value =
+        serde_json::from_str(&f.ca.ambos(&["inspect", file.to_str().unwrap(), "--json"]).stdout).unwrap();
+    let cert: serde_json::Value =
+        serde_json::from_str(&f.ca.ambos(&["inspect", f.ca.path("alice.crt").to_str().unwrap(), "--json"]).stdout)
+            .unwrap();
+    assert_eq!(jwt["kind"], "jwt", "{jwt}");
+    assert_eq!(jwt["bound_to_sha256"], cert["certificates"][0]["sha256"], "{jwt}\n{cert}");
 }
 
 #[test]
