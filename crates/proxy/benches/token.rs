@@ -1,0 +1,51 @@
+//! A token route's cost per request: a token seen before (hash, lookup,
+//! binding compare) against its first use (one ES256 signature check and
+//! the claims), on a route with `bound = true`.
+use ambos_proxy::authorize::token::{TokenConfig, TokenPolicy};
+use base64::Engine;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+fn bench(c: &mut Criterion) {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 =
+        aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap();
+    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+    let config = TokenConfig {
+        issuer: "https://ca.test".into(),
+        jwks,
+        audience: "payments".into(),
+        scopes: vec!["payments:write".into()],
+        bound: true,
+        forward: false,
+    };
+    let leaf = "a1".repeat(32);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://ca.test", "sub": "alice", "aud": "payments", "iat": now, "exp": now + 3600,
+        "scope": "payments:write",
+        "cnf": {"x5t#S256": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hex::decode(&leaf).unwrap())},
+    });
+    let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+    let auth = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
+    let policy = TokenPolicy::load(&config).unwrap();
+    assert!(policy.check(Some(&auth), Some(&leaf)).is_ok());
+    let mut g = c.benchmark_group("token_route");
+    g.bench_function("cached", |b| b.iter(|| policy.check(Some(&auth), Some(&leaf)).is_ok()));
+    g.bench_function("first_use", |b| {
+        b.iter_batched(
+            || TokenPolicy::load(&config).unwrap(),
+            |fresh| fresh.check(Some(&auth), Some(&leaf)).is_ok(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
