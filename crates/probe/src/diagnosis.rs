@@ -108,8 +108,71 @@ pub fn diagnose_http(
     }
 }
 
+/// The `WWW-Authenticate: Bearer ...` value of an HTTP response head, if any.
+pub fn bearer_challenge(response: &str) -> Option<String> {
+    let head = response.split("\r\n\r\n").next().unwrap_or(response);
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, v)| n.trim().eq_ignore_ascii_case("www-authenticate") && v.trim_start().starts_with("Bearer"))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// A route that wants an access token (RFC 6750 challenge) said no: why,
+/// in plain words; a token bound to another certificate is named by whom
+/// it was issued to (its `sub`) and whom this connection presents.
+pub fn token_refused(
+    r: Report,
+    status: u16,
+    challenge: &str,
+    token: Option<&str>,
+    ours: Option<&ambos_tls::Identity>,
+) -> Report {
+    let Some(token) = token else {
+        return r.fail(
+            &format!("the route needs an access token (HTTP {status}, WWW-Authenticate: {challenge})"),
+            "get a token bound to our certificate and pass it with --token",
+        );
+    };
+    let description = challenge
+        .split("error_description=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("no reason given");
+    if description.contains("bound to another certificate") {
+        let claims = match ambos_pki::inspect(token.as_bytes(), None, ambos_pki::OffsetDateTime::now_utc()) {
+            Ok(ambos_pki::Inspection::Jwt(j)) => Some(j.claims),
+            _ => None,
+        };
+        let issued_to = claims.as_ref().and_then(|c| c["sub"].as_str()).unwrap_or("someone else").to_string();
+        let presents = ours.map(|id| id.spiffe.clone().or(id.cn.clone()).unwrap_or(id.subject.clone()));
+        let presents = presents.unwrap_or_else(|| "no certificate".into());
+        return r.fail(
+            &format!("the token is bound to another certificate: it was issued to {issued_to}, this connection presents {presents}"),
+            "use the certificate the token was issued for, or get a token for this certificate",
+        );
+    }
+    let fix = if description.contains("expired") {
+        "get a new token (tokens are short-lived)"
+    } else if status == 403 {
+        "ask the issuer for a token with the scope this route needs"
+    } else {
+        "get a token from the issuer and for the audience the route trusts"
+    };
+    r.fail(&format!("the proxy refused the token (HTTP {status}): {description}"), fix)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bearer_challenge_is_read_from_the_head_only() {
+        let resp = "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer error=\"invalid_token\", error_description=\"the token has expired\"\r\n\r\nbody: WWW-Authenticate: Bearer x";
+        let c = super::bearer_challenge(resp).unwrap();
+        assert!(c.ends_with("error_description=\"the token has expired\""), "{c}");
+        let r = super::token_refused(crate::Report::default(), 401, &c, Some("t"), None);
+        assert_eq!(r.cause.as_deref(), Some("the proxy refused the token (HTTP 401): the token has expired"));
+        assert_eq!(super::bearer_challenge("HTTP/1.1 403 Forbidden\r\n\r\nWWW-Authenticate: Bearer"), None);
+    }
+
     use super::*;
     use rustls::{CertificateError, Error};
 

@@ -119,6 +119,8 @@ pub struct ProbeOptions {
     pub http_path: Option<String>,
     /// CRLs to check the server's chain against (needs `ca`).
     pub crls: CrlSources,
+    /// An access token sent as `Authorization: Bearer` with the request.
+    pub token: Option<String>,
 }
 
 /// Runs the probe; the report says what happened (never an Err for a failed handshake).
@@ -342,8 +344,9 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
         }
         return Ok(r.pass("OK: mTLS handshake completed".into()));
     };
+    let auth = a.token.as_deref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: ambos-probe\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\nUser-Agent: ambos-probe\r\n\r\n");
     let mut stream = rustls::Stream::new(&mut conn, &mut sock);
     let mut response = Vec::new();
     let io = stream.write_all(request.as_bytes()).and_then(|_| {
@@ -371,5 +374,9 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
     r.http_status = status;
     let first = text.lines().next().unwrap_or("").to_string();
     r.step("HTTP GET", status.is_some_and(|s| s < 400), first);
+    if let (Some(s @ (401 | 403)), Some(challenge)) = (status, diagnosis::bearer_challenge(&text)) {
+        let ours = local.as_ref().and_then(|l| l.key.cert.first()).and_then(|c| ambos_tls::Identity::from_der(c).ok());
+        return Ok(diagnosis::token_refused(r, s, &challenge, a.token.as_deref(), ours.as_ref()));
+    }
     Ok(diagnose_http(r, status, &text, issuers, &seen))
 }

@@ -28,6 +28,9 @@ pub struct ProbeArgs {
     /// Path of the HTTP request.
     #[arg(long, default_value = "/")]
     pub path: String,
+    /// Access token sent as `Authorization: Bearer` (a route with `token = {...}`); says why it is refused.
+    #[arg(long, env = "AMBOS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -44,6 +47,7 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
         ca: a.ca,
         server_name: a.server_name,
         tls_version: a.tls_version,
+        token: a.token,
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -51,9 +55,6 @@ pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
         // Ticks coloured on a terminal.
         print!("{}", report.render(std::io::IsTerminal::is_terminal(&std::io::stdout())));
     }
-    if report.ok {
-        Ok(())
-    } else {
-        Err(crate::ProbeFailed(report.cause.unwrap_or_default()).into())
-    }
+    anyhow::ensure!(report.ok, crate::ProbeFailed(report.cause.unwrap_or_default()));
+    Ok(())
 }

@@ -106,6 +106,31 @@ fn a_bound_token_works_for_its_certificate_and_is_worthless_to_anyone_else() {
     assert_eq!(jwt["bound_to_sha256"], cert["certificates"][0]["sha256"], "{jwt}\n{cert}");
 }
 
+/// `ambos probe --token` says in plain words why a route refuses a token.
+#[test]
+fn probe_says_whom_a_replayed_token_was_issued_to() {
+    let f = Fixture::start();
+    let token = f.token("good", &["sub=\"alice\""]);
+    let probe = |who: &str, token: Option<&str>| -> serde_json::Value {
+        let target = format!("localhost:{}", f.proxy.port);
+        let mut args = vec!["probe", target.as_str(), "--path", "/pay/now", "--json"];
+        let (cert, key, ca) = (f.ca.path(&format!("{who}.crt")), f.ca.path(&format!("{who}.key")), f.ca.path("ca.crt"));
+        args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        serde_json::from_str(&f.ca.ambos(&args).stdout).unwrap()
+    };
+    assert_eq!(probe("alice", Some(&token))["ok"], true);
+    let v = probe("bob", Some(&token));
+    assert_eq!(
+        v["cause"], "the token is bound to another certificate: it was issued to alice, this connection presents bob",
+        "{v}"
+    );
+    let v = probe("alice", None);
+    assert!(v["cause"].as_str().unwrap_or("").starts_with("the route needs an access token (HTTP 401"), "{v}");
+}
+
 #[test]
 fn missing_stale_foreign_and_forged_tokens_get_401_and_a_missing_scope_403() {
     let f = Fixture::start();
