@@ -22,10 +22,23 @@ pub static CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-
 /// stripped like theirs.
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+/// On a route with `token`: the verified access token's `sub` and `scope`.
+pub static TOKEN_SUBJECT: HeaderName = HeaderName::from_static("x-token-subject");
+pub static TOKEN_SCOPE: HeaderName = HeaderName::from_static("x-token-scope");
+
 /// Every header the proxy sets (or, `Forwarded`, that would speak for
 /// ours); all are stripped from client requests.
-pub static OWNED: [&HeaderName; 7] =
-    [&XFCC, &X_FORWARDED_PROTO, &X_FORWARDED_FOR, &X_FORWARDED_HOST, &FORWARDED, &CLIENT_CERT, &CLIENT_CERT_CHAIN];
+pub static OWNED: [&HeaderName; 9] = [
+    &XFCC,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_HOST,
+    &FORWARDED,
+    &CLIENT_CERT,
+    &CLIENT_CERT_CHAIN,
+    &TOKEN_SUBJECT,
+    &TOKEN_SCOPE,
+];
 
 /// Hop-by-hop headers (RFC 9110 7.6.1) never forwarded.
 static HOP_BY_HOP: [HeaderName; 8] = [

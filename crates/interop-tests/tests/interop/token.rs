@@ -40,7 +40,8 @@ impl Fixture {
             .unwrap();
         wait_for_port(port, &mut child, &err);
         let routes = "[[route]]\npath = \"/pay/**\"\nallow = [\"any\"]\n\
-                      token = { issuer = \"https://ca.test\", jwks = \"jwks.json\", audience = \"payments\", scopes = [\"payments:write\"] }\n";
+                      token = { issuer = \"https://ca.test\", jwks = \"jwks.json\", audience = \"payments\", scopes = [\"payments:write\"] }\n\n\
+                      [[route]]\npath = \"/other\"\nallow = [\"any\"]\n";
         let config = ProxyToml::http(port).routes(routes).section("[audit]\npath = \"audit.jsonl\"").to_string();
         let proxy = Daemon::proxy(ca.dir(), &config, &[]);
         Fixture { ca, _upstream: ChildGuard(child), proxy }
@@ -61,13 +62,18 @@ impl Fixture {
 
     /// curl as `who` with `token`: (status, WWW-Authenticate, body).
     fn call(&self, who: &str, token: Option<&str>) -> (String, String, String) {
-        let url = format!("https://localhost:{}/pay/now", self.proxy.port);
+        self.call_at("/pay/now", who, token, &[])
+    }
+
+    fn call_at(&self, path: &str, who: &str, token: Option<&str>, more: &[&str]) -> (String, String, String) {
+        let url = format!("https://localhost:{}{path}", self.proxy.port);
         let headers = self.ca.dir().join("headers.txt");
         let auth = token.map(|t| format!("Authorization: Bearer {t}"));
         let mut extra = vec!["-D", headers.to_str().unwrap()];
         if let Some(a) = &auth {
             extra.extend(["-H", a.as_str()]);
         }
+        extra.extend(more);
         let r = self.ca.curl(Some(who), &url, &extra);
         let head = std::fs::read_to_string(&headers).unwrap_or_default();
         let challenge = head
@@ -82,11 +88,19 @@ impl Fixture {
 #[test]
 fn a_bound_token_works_for_its_certificate_and_is_worthless_to_anyone_else() {
     let f = Fixture::start();
-    let token = f.token("good", &[]);
-    let (status, _, body) = f.call("alice", Some(&token));
+    let token = f.token("good", &["sub=\"alice\""]);
+    let spoof = ["-H", "X-Token-Subject: admin", "-H", "X_Token_Scope: everything"];
+    let (status, _, body) = f.call_at("/pay/now", "alice", Some(&token), &spoof);
     assert_eq!(status, "200", "{body}\n{}", f.proxy.log());
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(seen.get("HTTP_AUTHORIZATION").is_none(), "the token went upstream: {seen}");
+    // The verified claims, never the client's copies of their headers.
+    assert_eq!(seen["HTTP_X_TOKEN_SUBJECT"], "alice", "{seen}");
+    assert_eq!(seen["HTTP_X_TOKEN_SCOPE"], "payments:read payments:write", "{seen}");
+    let (status, _, body) = f.call_at("/other", "alice", None, &spoof);
+    assert_eq!(status, "200", "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(seen.get("HTTP_X_TOKEN_SUBJECT").is_none() && seen.get("HTTP_X_TOKEN_SCOPE").is_none(), "{seen}");
     let (status, challenge, _) = f.call("bob", Some(&token));
     assert_eq!(status, "401");
     assert!(

@@ -123,6 +123,15 @@ struct Verified {
     nbf: Option<u64>,
     /// `cnf.x5t#S256`, decoded (empty when it was not base64url).
     thumbprint: Option<Vec<u8>>,
+    claims: TokenClaims,
+}
+
+/// What the upstream is told of a verified token (`X-Token-Subject`,
+/// `X-Token-Scope`), made once per token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub subject: Option<http::HeaderValue>,
+    pub scope: Option<http::HeaderValue>,
 }
 
 /// Verified tokens remembered at most; past it the expired ones go, then all.
@@ -141,6 +150,8 @@ const LEEWAY_SECS: u64 = 60;
 
 #[derive(serde::Deserialize)]
 struct Claims {
+    #[serde(default)]
+    sub: Option<String>,
     exp: u64,
     #[serde(default)]
     nbf: Option<u64>,
@@ -206,7 +217,7 @@ impl TokenPolicy {
         &self,
         authorization: Option<&http::HeaderValue>,
         leaf_sha256: Option<&str>,
-    ) -> Result<(), TokenRefusal> {
+    ) -> Result<TokenClaims, TokenRefusal> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         self.check_at(authorization, leaf_sha256, now)
     }
@@ -216,7 +227,7 @@ impl TokenPolicy {
         authorization: Option<&http::HeaderValue>,
         leaf_sha256: Option<&str>,
         now: u64,
-    ) -> Result<(), TokenRefusal> {
+    ) -> Result<TokenClaims, TokenRefusal> {
         let value = authorization.ok_or(TokenRefusal::Missing)?.as_bytes();
         if value.len() > MAX_TOKEN + 7 {
             return Err(TokenRefusal::Malformed);
@@ -248,7 +259,7 @@ impl TokenPolicy {
                 return Err(TokenRefusal::OtherCertificate);
             }
         }
-        Ok(())
+        Ok(verified.claims)
     }
 
     /// The full check of a token not seen before: key, signature, claims, scopes.
@@ -284,11 +295,14 @@ impl TokenPolicy {
         if !self.config.scopes.iter().all(|s| granted.split(' ').any(|g| g == s)) {
             return Err(TokenRefusal::InsufficientScope);
         }
+        // Values that are not header-safe are left out rather than passed on mangled.
+        let header = |v: &str| http::HeaderValue::from_str(v).ok().filter(|_| !v.is_empty());
+        let told = TokenClaims { subject: claims.sub.as_deref().and_then(header), scope: header(&granted) };
         let thumbprint = claims.cnf.and_then(|c| c.x5t_s256).map(|t| {
             use base64::Engine;
             base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')).unwrap_or_default()
         });
-        Ok(Verified { exp: claims.exp, nbf: claims.nbf, thumbprint })
+        Ok(Verified { exp: claims.exp, nbf: claims.nbf, thumbprint, claims: told })
     }
 
     fn remember(&self, digest: [u8; 32], v: Verified, now: u64) {
@@ -372,7 +386,7 @@ mod tests {
 
         fn check(&self, token: &str, leaf: Option<&str>) -> Result<(), TokenRefusal> {
             let v = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
-            self.policy.check(Some(&v), leaf)
+            self.policy.check(Some(&v), leaf).map(|_| ())
         }
     }
 
@@ -448,14 +462,16 @@ mod tests {
         let t = i.token(|_| {});
         let auth = http::HeaderValue::try_from(format!("Bearer {t}")).unwrap();
         let now = claims(|_| {})["iat"].as_u64().unwrap();
-        assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now), Ok(()));
+        let told = i.policy.check_at(Some(&auth), Some(ALICE), now).unwrap();
+        assert_eq!(told.subject.unwrap(), "spiffe://acme.test/alice");
+        assert_eq!(told.scope.unwrap(), "payments:read payments:write");
         assert_eq!(i.policy.cache.lock().unwrap().len(), 1, "remembered");
         // A hit, replayed by bob or without a certificate: refused as before.
         assert_eq!(i.policy.check_at(Some(&auth), Some(BOB), now), Err(TokenRefusal::OtherCertificate));
         assert_eq!(i.policy.check_at(Some(&auth), None, now), Err(TokenRefusal::OtherCertificate));
         // A hit after exp (+ leeway): expired, though its signature was checked.
         assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now + 300 + 61), Err(TokenRefusal::Expired));
-        assert_eq!(i.policy.check_at(Some(&auth), Some(ALICE), now + 300 + 59), Ok(()));
+        assert!(i.policy.check_at(Some(&auth), Some(ALICE), now + 300 + 59).is_ok());
         // A forged twin (other signature) is another text: verified in full, refused, not remembered.
         let mut parts: Vec<String> = t.split('.').map(String::from).collect();
         let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
@@ -471,7 +487,7 @@ mod tests {
                 let mut k = [0u8; 32];
                 k[..4].copy_from_slice(&n.to_be_bytes());
                 k[31] = 1;
-                cache.insert(k, Verified { exp: 0, nbf: None, thumbprint: None });
+                cache.insert(k, Verified { exp: 0, nbf: None, thumbprint: None, claims: TokenClaims::default() });
             }
         }
         let other = i.token(|c| c["sub"] = "again".into());

@@ -12,6 +12,7 @@ mod websocket;
 
 use crate::audit::{self, AuditEvent};
 use crate::authorize::target::{self, Target};
+use crate::authorize::token::TokenClaims;
 use crate::authorize::{Decision, RouteTable};
 use crate::config::{Upstream, UpstreamProtocol};
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
@@ -437,7 +438,7 @@ async fn handle(
         true => target::parse_target(&http::Method::GET, req.uri(), true).map_err(|why| (StatusCode::BAD_REQUEST, why)),
     };
     let method = if over_h2 { &http::Method::GET } else { req.method() };
-    let mut token_refused = None;
+    let (mut token_refused, mut token_claims) = (None, None);
     let (decision, route) = match &target {
         Err((status, why)) => {
             metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
@@ -462,7 +463,8 @@ async fn handle(
                     token_refused = Some(refusal);
                     (Err((refusal.status(), refusal.description())), Some(r))
                 }
-                _ => {
+                verified => {
+                    token_claims = verified.and_then(Result::ok);
                     r.allowed.increment(1);
                     (Ok(()), Some(r))
                 }
@@ -509,7 +511,7 @@ async fn handle(
             if route.and_then(|r| r.token.as_ref()).is_some_and(|t| !t.config().forward) {
                 req.headers_mut().remove(header::AUTHORIZATION);
             }
-            match forward_in_slot(req, &target, ctx, http, slots, slot, (upgrade, activity)).await {
+            match forward_in_slot(req, &target, ctx, http, slots, slot, (upgrade, activity, token_claims)).await {
                 Ok(resp) => (resp, "allowed".into()),
                 // The client's body broke off or did not parse: its fault, not the upstream's.
                 Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
@@ -650,7 +652,7 @@ async fn forward_in_slot(
     http: &HttpShared,
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
-    upgrade: (UpgradeRequest, &Activity),
+    extra: (UpgradeRequest, &Activity, Option<TokenClaims>),
 ) -> Result<Response<ProxyBody>, String> {
     let limits = &ctx.runtime.config.limits;
     match UpstreamSlots::take(slots, limits.upstream_queue_timeout).await {
@@ -662,7 +664,7 @@ async fn forward_in_slot(
             ))
         }
     }
-    forward(req, target, ctx, http, upgrade).await
+    forward(req, target, ctx, http, extra).await
 }
 
 async fn forward(
@@ -670,7 +672,7 @@ async fn forward(
     target: &Target,
     ctx: &ConnCtx,
     http: &HttpShared,
-    (upgrade, activity): (UpgradeRequest, &Activity),
+    (upgrade, activity, token_claims): (UpgradeRequest, &Activity, Option<TokenClaims>),
 ) -> Result<Response<ProxyBody>, String> {
     let Upstream::Http { authority, protocol, .. } = &ctx.runtime.config.upstream else {
         return Err("no HTTP upstream".into());
@@ -711,6 +713,15 @@ async fn forward(
     // (`/path?query`), or `host:port` for CONNECT.
     parts.uri = target.to_uri()?;
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
+    if let Some(told) = token_claims {
+        for (name, value) in
+            [(&crate::headers::TOKEN_SUBJECT, told.subject), (&crate::headers::TOKEN_SCOPE, told.scope)]
+        {
+            if let Some(v) = value {
+                parts.headers.insert(name.clone(), v);
+            }
+        }
+    }
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let mut timeouts = upstream::Timeouts::from_limits(limits);
     if websocket {
