@@ -7,17 +7,9 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 fn bench(c: &mut Criterion) {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-        &rng,
-    )
-    .unwrap();
-    let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::to_vec(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+    let (pkcs8, jwks) = ambos_testpki::jwt_signer(dir.path());
+    let key = EncodingKey::from_ec_der(&pkcs8);
     let config = TokenConfig {
         issuer: "https://ca.test".into(),
         jwks,

@@ -242,6 +242,28 @@ impl TestPkiDir {
     }
 }
 
+/// A token issuer for tests and benches: a fresh P-256 key (PKCS#8 DER,
+/// for signing ES256 JWTs) and its public JWKS (RFC 7517, `kid` "k1")
+/// written to `dir/jwks.json`.
+pub fn jwt_signer(dir: &Path) -> (Vec<u8>, PathBuf) {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("P-256 key");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).expect("P-256 key");
+    // The public key is the uncompressed point 0x04 || x || y.
+    let point = pair.public_key().as_ref();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","kid":"k1","use":"sig","x":"{}","y":"{}"}}]}}"#,
+        b64(&point[1..33]),
+        b64(&point[33..65])
+    );
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, jwks).expect("write jwks.json");
+    (pkcs8.as_ref().to_vec(), path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

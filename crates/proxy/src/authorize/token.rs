@@ -340,18 +340,9 @@ mod tests {
     const BOB: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 
     fn issuer() -> Issuer {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &rng,
-        )
-        .unwrap();
-        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some("k1".into());
         let dir = tempfile::tempdir().unwrap();
-        let jwks = dir.path().join("jwks.json");
-        std::fs::write(&jwks, serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap()).unwrap();
+        let (pkcs8, jwks) = ambos_testpki::jwt_signer(dir.path());
+        let key = EncodingKey::from_ec_der(&pkcs8);
         let config = TokenConfig {
             issuer: "https://ca.test".into(),
             jwks,

@@ -688,7 +688,8 @@ async fn forward(
         UpstreamProtocol::Http1 => None,
         UpstreamProtocol::H2 | UpstreamProtocol::Auto => {
             let auto = *protocol == UpstreamProtocol::Auto;
-            http.upstream_h2.connection(authority, tls, auto, limits.upstream_connect_timeout).await?
+            let dial = upstream_h2::Dial { authority, tls, auto, timeout: limits.upstream_connect_timeout };
+            http.upstream_h2.connection(dial).await?
         }
     };
     // RFC 8441: the client's HTTP/2 stream, once our 200 is sent.

@@ -92,6 +92,16 @@ const NO_H2: &str = "it does not speak h2, which upstream.protocol = \"h2\" requ
 /// ours): the `upstream_timeout` is kept to within this.
 const HEAD_CHECK: Duration = Duration::from_secs(1);
 
+/// Where and how to reach the upstream over HTTP/2: `auto` accepts an
+/// upstream that chooses http/1.1 in ALPN (then `None`, HTTP/1.1 to it).
+#[derive(Clone, Copy)]
+pub struct Dial<'a> {
+    pub authority: &'a Authority,
+    pub tls: Option<&'a UpstreamTls>,
+    pub auto: bool,
+    pub timeout: Duration,
+}
+
 impl H2Upstream {
     /// The open connection with the fewest streams, if it has room for
     /// one more or no other may be opened. Closed connections, and those
@@ -110,13 +120,8 @@ impl H2Upstream {
 
     /// A shared connection to `authority`, made if there is none with room
     /// for a stream; `None` when, with `auto`, the upstream chose http/1.1.
-    pub async fn connection(
-        &self,
-        authority: &Authority,
-        tls: Option<&UpstreamTls>,
-        auto: bool,
-        timeout: Duration,
-    ) -> Result<Option<H2Sender>, String> {
+    pub async fn connection(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, String> {
+        let Dial { authority, tls, auto, .. } = dial;
         if auto && self.chose_http1(authority, tls) {
             return Ok(None);
         }
@@ -136,7 +141,7 @@ impl H2Upstream {
                 return Err(why.clone());
             }
         }
-        let result = self.connect(authority, tls, auto, timeout).await;
+        let result = self.connect(dial).await;
         if let Err(why) = &result {
             *failed = Some((std::time::Instant::now(), why.clone()));
         }
@@ -144,13 +149,8 @@ impl H2Upstream {
     }
 
     /// Opens a connection to `authority` (TLS with ALPN h2 when `tls`).
-    async fn connect(
-        &self,
-        authority: &Authority,
-        tls: Option<&UpstreamTls>,
-        auto: bool,
-        timeout: Duration,
-    ) -> Result<Option<H2Sender>, String> {
+    async fn connect(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, String> {
+        let Dial { authority, tls, auto, timeout } = dial;
         let key = Key { authority: authority.clone(), tls_files: tls.map(|t| t.fingerprint) };
         // An upstream that knows none of the protocols offered may refuse the handshake (RFC 7301).
         let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await.map_err(|e| {
@@ -259,7 +259,7 @@ impl H2Upstream {
         timeout: Duration,
     ) -> Result<H2Sender, String> {
         // The request is already in HTTP/2 form: no falling back to HTTP/1.1 now.
-        self.connection(authority, tls, false, timeout)
+        self.connection(Dial { authority, tls, auto: false, timeout })
             .await?
             .ok_or_else(|| format!("upstream {authority}: chose http/1.1 in ALPN"))
     }
@@ -437,7 +437,8 @@ mod tests {
         frames: usize,
         timeouts: Timeouts,
     ) -> Outcome {
-        let s = h2.connection(upstream, None, false, timeouts.connect).await?.expect("h2c");
+        let dial = Dial { authority: upstream, tls: None, auto: false, timeout: timeouts.connect };
+        let s = h2.connection(dial).await?.expect("h2c");
         let mut body = h2.send(s, upstream, None, req, timeouts).await?.into_body();
         let mut got = Vec::new();
         for _ in 0..frames {
@@ -562,7 +563,8 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(get(addr, &mut rx).await.as_deref(), Ok("ok"));
         }
-        let connect = || h2.connection(&authority, None, false, TIMEOUTS.connect);
+        let connect =
+            || h2.connection(Dial { authority: &authority, tls: None, auto: false, timeout: TIMEOUTS.connect });
         let first = connect().await.unwrap().expect("h2c");
         assert_eq!(first.max_streams.load(Relaxed), 2, "the upstream's SETTINGS_MAX_CONCURRENT_STREAMS");
         let one = StreamGuard::new(&first.streams);
