@@ -300,14 +300,16 @@ pub(super) async fn idle_for(last: Arc<AtomicU64>, start: Instant, idle: Duratio
 /// 408 past `body_timeout`.
 pub(super) async fn read_body(body: hyper::body::Incoming, limits: &ServeLimits) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
+    use hyper::body::Body;
+    // A declared length over the limit is refused before the body is polled:
+    // polling would send `100 Continue` and invite the client to send it.
+    if body.size_hint().lower() > limits.max_body as u64 {
+        return Err(too_large(limits));
+    }
     let limited = http_body_util::Limited::new(body, limits.max_body);
     match tokio::time::timeout(limits.body_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large",
-            format!("at most {} bytes", limits.max_body),
-        )),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limits)),
         Ok(Err(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad request", e.to_string())),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -315,6 +317,10 @@ pub(super) async fn read_body(body: hyper::body::Incoming, limits: &ServeLimits)
             format!("the body must arrive within {} s", limits.body_timeout.as_secs_f64()),
         )),
     }
+}
+
+fn too_large(limits: &ServeLimits) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body too large", format!("at most {} bytes", limits.max_body))
 }
 
 #[cfg(test)]
