@@ -39,6 +39,10 @@ pub enum StoreError {
     TokenSpent,
     #[error("the enrollment token has expired")]
     TokenExpired,
+    #[error("no access-token grant with id {0}")]
+    UnknownGrant(i64),
+    #[error("access-token grant {0} is already revoked")]
+    GrantRevoked(i64),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
 }
@@ -52,6 +56,8 @@ impl StoreError {
                 | StoreError::AlreadyInitialised(_)
                 | StoreError::UnknownCertificate(_)
                 | StoreError::AlreadyRevoked(_)
+                | StoreError::UnknownGrant(_)
+                | StoreError::GrantRevoked(_)
         )
     }
 }
@@ -163,6 +169,31 @@ pub struct TokenRecord {
     pub spent_serial: Option<String>,
 }
 
+/// A key that signs access tokens (`ambos serve`'s token endpoint), with
+/// its public JWK. The newest unretired key signs; a retired one is still
+/// published until `publish_until`, when its last token has expired.
+#[derive(Clone, Debug)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub key_pem: String,
+    pub key_encrypted: bool,
+    pub public_jwk: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub publish_until: Option<i64>,
+}
+
+/// Which audience and scopes an identity may get access tokens for.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GrantRecord {
+    pub id: i64,
+    pub identity: String,
+    pub audience: String,
+    pub scopes: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
 /// Selects certificates for `ambos list`.
 #[derive(Clone, Debug, Default)]
 pub struct CertFilter {
@@ -204,4 +235,14 @@ pub trait CertStore {
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>>;
     /// Marks a certificate as an administrator of the CA API.
     fn set_admin(&mut self, serial: &str) -> Result<()>;
+    /// Every token-signing key, oldest first.
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Adds a signing key and, in the same transaction, retires the current
+    /// one (published until `publish_old_until`).
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()>;
+    /// Stores a grant; returns its id.
+    fn insert_grant(&mut self, grant: &GrantRecord) -> Result<i64>;
+    /// With an identity, its grants in force; without, every grant (revoked too).
+    fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>>;
+    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord>;
 }

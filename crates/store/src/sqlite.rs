@@ -1,6 +1,6 @@
 use crate::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Result, Revocation,
-    StoreError, TokenRecord,
+    GrantRecord, SigningKeyRecord, StoreError, TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,26 @@ CREATE TABLE setting (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+CREATE TABLE signing_key (
+    kid           TEXT PRIMARY KEY,
+    key_pem       TEXT NOT NULL,
+    key_encrypted INTEGER NOT NULL,
+    public_jwk    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    retired_at    INTEGER,
+    publish_until INTEGER
+) WITHOUT ROWID;
+CREATE TABLE oauth_grant (
+    id          INTEGER PRIMARY KEY,
+    identity    TEXT NOT NULL,
+    audience    TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX oauth_grant_identity ON oauth_grant(identity) WHERE revoked_at IS NULL;
 "#,
 ];
 
@@ -136,6 +156,20 @@ const TOKEN_COLUMNS: &str = "hash, name, profile, sans, ous, cert_ttl, expires_a
 
 fn split_lines(s: String) -> Vec<String> {
     s.split('\n').filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+const GRANT_COLUMNS: &str = "id, identity, audience, scopes, created_at, revoked_at";
+
+fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<GrantRecord> {
+    let scopes: String = r.get(3)?;
+    Ok(GrantRecord {
+        id: r.get(0)?,
+        identity: r.get(1)?,
+        audience: r.get(2)?,
+        scopes: scopes.split_whitespace().map(str::to_string).collect(),
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
 }
 
 fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
@@ -462,6 +496,72 @@ impl CertStore for SqliteStore {
         Ok(n as u64)
     }
 
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
+             FROM signing_key ORDER BY created_at, kid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SigningKeyRecord {
+                kid: r.get(0)?,
+                key_pem: r.get(1)?,
+                key_encrypted: r.get(2)?,
+                public_jwk: r.get(3)?,
+                created_at: r.get(4)?,
+                retired_at: r.get(5)?,
+                publish_until: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE signing_key SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
+            params![key.created_at, publish_old_until],
+        )?;
+        tx.execute(
+            "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.kid, key.key_pem, key.key_encrypted, key.public_jwk, key.created_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_grant(&mut self, grant: &GrantRecord) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![grant.identity, grant.audience, grant.scopes.join(" "), grant.created_at],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE ?1 IS NULL OR (identity = ?1 AND revoked_at IS NULL) ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([identity], grant_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let revoked: Option<Option<i64>> = tx
+            .query_row("SELECT revoked_at FROM oauth_grant WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        match revoked {
+            None => return Err(StoreError::UnknownGrant(id)),
+            Some(Some(_)) => return Err(StoreError::GrantRevoked(id)),
+            Some(None) => {}
+        }
+        tx.execute("UPDATE oauth_grant SET revoked_at = ?1 WHERE id = ?2", params![now, id])?;
+        let grant =
+            tx.query_row(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = ?1"), [id], grant_from_row)?;
+        tx.commit()?;
+        Ok(grant)
+    }
+
     fn count(&self) -> Result<u64> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)
@@ -591,6 +691,7 @@ mod tests {
 
 #[cfg(test)]
 mod token_tests {
+    use super::tests::initialised;
     use super::*;
 
     fn token(hash: &str, expires_at: i64) -> TokenRecord {
@@ -651,5 +752,58 @@ mod token_tests {
         assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"));
         s.set_admin("s1").unwrap();
         assert!(s.cert_by_serial("s1").unwrap().unwrap().admin);
+    }
+
+    fn signing_key(kid: &str, at: i64) -> SigningKeyRecord {
+        SigningKeyRecord {
+            kid: kid.into(),
+            key_pem: format!("PEM {kid}"),
+            key_encrypted: true,
+            public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+            created_at: at,
+            retired_at: None,
+            publish_until: None,
+        }
+    }
+
+    #[test]
+    fn a_new_signing_key_retires_the_current_one_in_the_same_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = initialised(dir.path());
+        assert!(s.signing_keys().unwrap().is_empty());
+        s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
+        s.add_signing_key(&signing_key("k2", 200), 3800).unwrap();
+        let keys = s.signing_keys().unwrap();
+        let view: Vec<_> = keys.iter().map(|k| (k.kid.as_str(), k.retired_at, k.publish_until)).collect();
+        assert_eq!(view, [("k1", Some(200), Some(3800)), ("k2", None, None)]);
+        // A duplicate kid aborts the whole change: k2 stays the signing key.
+        assert!(s.add_signing_key(&signing_key("k1", 300), 9999).is_err());
+        assert_eq!(s.signing_keys().unwrap()[1].retired_at, None);
+    }
+
+    #[test]
+    fn grants_in_force_per_identity_and_revoked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = initialised(dir.path());
+        let grant = |identity: &str, audience: &str| GrantRecord {
+            id: 0,
+            identity: identity.into(),
+            audience: audience.into(),
+            scopes: vec!["read".into(), "write".into()],
+            created_at: 10,
+            revoked_at: None,
+        };
+        let a = s.insert_grant(&grant("spiffe://t/alice", "pay")).unwrap();
+        let b = s.insert_grant(&grant("spiffe://t/alice", "ship")).unwrap();
+        s.insert_grant(&grant("bob", "pay")).unwrap();
+        assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap().len(), 2);
+        assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap()[0].scopes, ["read", "write"]);
+        let revoked = s.revoke_grant(a, 20).unwrap();
+        assert_eq!((revoked.identity.as_str(), revoked.revoked_at), ("spiffe://t/alice", Some(20)));
+        let left: Vec<i64> = s.grants(Some("spiffe://t/alice")).unwrap().iter().map(|g| g.id).collect();
+        assert_eq!(left, [b]);
+        assert_eq!(s.grants(None).unwrap().len(), 3, "the list keeps revoked grants");
+        assert!(matches!(s.revoke_grant(a, 30), Err(StoreError::GrantRevoked(_))));
+        assert!(matches!(s.revoke_grant(99, 30), Err(StoreError::UnknownGrant(99))));
     }
 }
