@@ -46,6 +46,11 @@ pub enum CaError {
     Tls(String),
     #[error("cannot listen on {addr}: {why}")]
     Bind { addr: std::net::SocketAddr, why: String },
+    /// A token request the policy refuses: the RFC 6749 §5.2 error code and why.
+    #[error("{error}: {description}")]
+    OAuth { error: &'static str, description: String },
+    #[error("token-signing key: {0}")]
+    SigningKey(String),
     /// A setting of `ambos serve` that does not parse or is out of range (the message names the flag).
     #[error("{0}")]
     InvalidSetting(String),
@@ -57,7 +62,7 @@ impl CaError {
         match self {
             CaError::Pki(e) => e.is_input(),
             CaError::Store(e) => e.is_input(),
-            CaError::AmbiguousName { .. } | CaError::InvalidSetting(_) => true,
+            CaError::AmbiguousName { .. } | CaError::InvalidSetting(_) | CaError::OAuth { .. } => true,
             _ => false,
         }
     }
@@ -69,6 +74,7 @@ pub mod api;
 pub mod client;
 mod enrollment;
 mod listing;
+pub mod oauth;
 pub mod renewer;
 #[cfg(test)]
 mod test_ca;
