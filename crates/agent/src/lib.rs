@@ -194,6 +194,20 @@ pub async fn revoke_remote(o: &RemoteRevoke) -> Result<RemoteRevoked> {
     Ok(RemoteRevoked { serial, name, answer: answer.to_string() })
 }
 
+/// `ambos oauth token`: an access token from `ambos serve` for the
+/// certificate `cert`/`key` (the token endpoint's JSON answer).
+pub async fn access_token(
+    ca: &CaEndpoint,
+    cert: &Path,
+    key: &Path,
+    scope: Option<&str>,
+    audience: Option<&str>,
+) -> Result<serde_json::Value> {
+    let identity = (ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?);
+    let client = ca.client(ca.load_crls().await?, Some(identity))?;
+    Ok(client.access_token(scope, audience).await?)
+}
+
 /// The validity of the certificate in `path` (its first certificate).
 pub fn validity(path: &Path) -> Result<Validity> {
     let chain = ambos_tls::load_certs(path)?;

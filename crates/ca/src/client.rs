@@ -85,18 +85,17 @@ impl CaClient {
         Ok(CaClient { base: base_url.trim_end_matches('/').to_string(), client })
     }
 
-    async fn send(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<(u16, Bytes), ClientError> {
+    async fn send(&self, method: http::Method, path: &str, body: Option<Body>) -> Result<(u16, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = http::Request::builder().method(method).uri(&url);
         let body = match body {
-            Some(v) => {
+            Some(Body::Json(v)) => {
                 req = req.header(http::header::CONTENT_TYPE, "application/json");
                 Full::new(Bytes::from(v.to_string()))
+            }
+            Some(Body::Form(text)) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Full::new(Bytes::from(text))
             }
             None => Full::new(Bytes::new()),
         };
@@ -119,7 +118,7 @@ impl CaClient {
         &self,
         method: http::Method,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<Body>,
     ) -> Result<T, ClientError> {
         let (status, bytes) = self.send(method, path, body).await?;
         if !(200..300).contains(&status) {
@@ -127,26 +126,48 @@ impl CaClient {
             return Err(ClientError::Refused {
                 status,
                 error: v["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}")),
-                detail: v["detail"].as_str().unwrap_or_default().to_string(),
+                // OAuth's errors (RFC 6749 §5.2) say it in error_description.
+                detail: v["detail"].as_str().or(v["error_description"].as_str()).unwrap_or_default().to_string(),
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
     pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, ClientError> {
-        self.json(http::Method::POST, "/v1/enroll", Some(serde_json::json!({"token": token.trim(), "csr": csr_pem})))
-            .await
+        let body = serde_json::json!({"token": token.trim(), "csr": csr_pem});
+        self.json(http::Method::POST, "/v1/enroll", Some(Body::Json(body))).await
     }
 
     /// Renews the certificate we connect with; `csr_pem` carries a new key.
     pub async fn renew(&self, csr_pem: Option<&str>) -> Result<Issued, ClientError> {
         let body = csr_pem.map(|c| serde_json::json!({"csr": c})).unwrap_or_else(|| serde_json::json!({}));
-        self.json(http::Method::POST, "/v1/renew", Some(body)).await
+        self.json(http::Method::POST, "/v1/renew", Some(Body::Json(body))).await
     }
 
     pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, ClientError> {
-        self.json(http::Method::POST, "/v1/revoke", Some(serde_json::json!({"serial": serial, "reason": reason}))).await
+        let body = serde_json::json!({"serial": serial, "reason": reason});
+        self.json(http::Method::POST, "/v1/revoke", Some(Body::Json(body))).await
     }
+
+    /// An access token for the certificate we connect with (client
+    /// credentials, RFC 8705): the token endpoint's JSON answer.
+    pub async fn access_token(
+        &self,
+        scope: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut form = vec![("grant_type", "client_credentials")];
+        form.extend(scope.map(|s| ("scope", s)));
+        form.extend(audience.map(|a| ("audience", a)));
+        let text = serde_urlencoded::to_string(&form).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        self.json(http::Method::POST, "/v1/oauth/token", Some(Body::Form(text))).await
+    }
+}
+
+/// A request body: JSON for the CA's own endpoints, a form for OAuth's.
+enum Body {
+    Json(serde_json::Value),
+    Form(String),
 }
 
 /// Why a request failed; a server certificate we refused is named in words

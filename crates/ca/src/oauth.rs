@@ -252,8 +252,9 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
             return Err(bad(format!("--audience '{audience}' must be one word")));
         }
         // RFC 6749 §3.3: scope tokens are printable ASCII without space, '"' or '\'.
-        if let Some(s) =
-            scopes.iter().find(|s| s.is_empty() || !s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'))
+        if let Some(s) = scopes
+            .iter()
+            .find(|s| s.is_empty() || !s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'))
         {
             return Err(bad(format!("--scope '{s}' is not an OAuth scope (printable ASCII, no spaces or quotes)")));
         }
@@ -289,6 +290,38 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
         let identity = token_identity(&id)
             .ok_or_else(|| refusal("invalid_client", "the certificate has no SPIFFE ID, DNS name or CN"))?;
         decide(identity, &self.store.grants(Some(identity))?, req)
+    }
+}
+
+/// `ambos oauth list`: the grants as a table, or as JSON rows.
+pub struct Grants(pub Vec<GrantRecord>);
+
+impl Grants {
+    pub fn json(&self) -> serde_json::Value {
+        let row = |g: &GrantRecord| {
+            json!({
+                "id": g.id, "identity": g.identity, "audience": g.audience, "scopes": g.scopes,
+                "created_at": ambos_pki::rfc3339_unix(g.created_at),
+                "revoked_at": g.revoked_at.map(ambos_pki::rfc3339_unix),
+            })
+        };
+        serde_json::Value::Array(self.0.iter().map(row).collect())
+    }
+}
+
+impl std::fmt::Display for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no grants (ambos oauth allow IDENTITY --audience A --scope S)");
+        }
+        let w = self.0.iter().map(|g| g.identity.len()).max().unwrap_or(8).max(8);
+        let aw = self.0.iter().map(|g| g.audience.len()).max().unwrap_or(8).max(8);
+        writeln!(f, "{:>4}  {:<w$}  {:<aw$}  {:<8}  SCOPES", "ID", "IDENTITY", "AUDIENCE", "STATUS")?;
+        for g in &self.0 {
+            let status = if g.revoked_at.is_some() { "revoked" } else { "active" };
+            writeln!(f, "{:>4}  {:<w$}  {:<aw$}  {status:<8}  {}", g.id, g.identity, g.audience, g.scopes.join(" "))?;
+        }
+        Ok(())
     }
 }
 
@@ -375,7 +408,8 @@ mod tests {
     #[test]
     fn the_signing_key_is_encrypted_with_the_ca_passphrase() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = crate::InitOptions { passphrase: Some(b"pass phrase".to_vec()), ..crate::InitOptions::unencrypted("enc") };
+        let opts =
+            crate::InitOptions { passphrase: Some(b"pass phrase".to_vec()), ..crate::InitOptions::unencrypted("enc") };
         let mut ca = CertificateAuthority::init(dir.path(), &opts).unwrap();
         assert!(ca.rotate_signing_key(Some(b"wrong")).is_err(), "not the CA's passphrase");
         ca.rotate_signing_key(Some(b"pass phrase")).unwrap();
@@ -404,6 +438,15 @@ mod tests {
             .unwrap();
         assert!(matches!(t.ca.grant_for(&alice.cert_der, &TokenRequest::default()), Err(CaError::PeerRevoked(_))));
         assert!(t.ca.allow("two words", "pay", &[]).is_err());
+        let table = Grants(t.ca.grants().unwrap()).to_string();
+        assert!(
+            table
+                .lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("spiffe://acme.test/alice  pay") && l.ends_with("pay:read")),
+            "{table}"
+        );
+        assert_eq!(Grants(t.ca.grants().unwrap()).json()[0]["revoked_at"], serde_json::Value::Null);
         assert!(t.ca.allow("alice", "pay", &["a\"b".into()]).is_err());
     }
 }

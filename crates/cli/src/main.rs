@@ -92,12 +92,15 @@ enum Command {
         after_help = "Examples:\n  ambos inspect api.crt\n  ambos inspect crl.pem --json\n  ambos inspect web.p12 --password-file pw.txt"
     )]
     Inspect(cmd::inspect::InspectArgs),
-    /// Run the CA's HTTPS API: enrollment with tokens, renewal over mTLS, revocation, CRL.
+    /// Run the CA's HTTPS API: enrollment with tokens, renewal over mTLS, revocation, CRL, OAuth access tokens.
     #[command(after_help = "Example:\n  ambos serve --listen 0.0.0.0:9443 --san dns:ca.acme.test")]
-    Serve(cmd::serve::ServeArgs),
+    Serve(ambos_ca::api::ServeFlags),
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenKind),
+    /// Access tokens bound to certificates: grants, the signing key, a token for scripts.
+    #[command(subcommand)]
+    Oauth(cmd::oauth::OauthKind),
     /// Get a first certificate from `ambos serve` with a one-time token (key made locally).
     #[command(
         after_help = "Examples:\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --token $TOKEN --out /etc/ambos web\n  ambos enroll --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --token $TOKEN web   # refuse a revoked CA server"
@@ -130,7 +133,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 \\\n      --cert web.crt --key web.key --ca ca.crt --expect dns:api.acme.test\n  curl http://127.0.0.1:8080/\n  ambos tunnel --listen 127.0.0.1:8080 --connect api.acme.test:8443 --cert web.crt --key web.key \\\n      --ca ca.crt --crl crls.pem   # refuse a revoked server; crls.pem (ambos crl --all) re-read when it changes\n  ambos tunnel ... --crl-url https://ca:9443/v1/crl   # pulled every 60 s"
     )]
-    Tunnel(cmd::tunnel::TunnelArgs),
+    Tunnel(ambos_proxy::tunnel::TunnelConfig),
     /// Load generator: mTLS handshakes or keep-alive requests per second against a TLS endpoint.
     #[command(
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json\n  ambos bench http --http2 --cheap-client --target 127.0.0.1:8443 --cert ... --key ... --duration 30s"
@@ -168,6 +171,7 @@ fn main() -> ExitCode {
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Serve(a) => cmd::serve::serve(&global, a),
         Command::Token(k) => cmd::token::token(&global, k),
+        Command::Oauth(k) => cmd::oauth::oauth(&global, k),
         Command::Enroll(a) => cmd::enroll::enroll(a),
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),
@@ -177,7 +181,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<ProbeFailed>().is_some() => ExitCode::from(1),
         Err(err) => {
-            eprintln!("error: {}", one_line(&err));
+            eprintln!("error: {}", ambos_tls::error_chain(err.as_ref()));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -200,21 +204,4 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     } else {
         1
     }
-}
-
-/// The context chain on one line, joined by ": ", leaving out a cause
-/// whose text its wrapper already ends with.
-fn one_line(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if line.ends_with(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }

@@ -25,23 +25,38 @@ pub const CRL_URL_REFRESH: Duration = Duration::from_secs(60);
 /// CRLs with where each came from (a file or a URL).
 pub type SourcedCrls = Vec<(String, CertificateRevocationListDer<'static>)>;
 
-/// `ambos tunnel`'s settings; [`run`] checks the listen address and the server name first.
+/// `ambos tunnel`'s settings; [`run`] checks the listen address and the
+/// server name first. With the `cli` feature, the binary's flags.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TunnelConfig {
+    /// Local plaintext address, e.g. 127.0.0.1:8080.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub listen: String,
-    /// host:port of the mTLS server.
+    /// The mTLS server, HOST:PORT.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub connect: String,
+    /// Our client certificate chain (re-read when it changes).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub cert: PathBuf,
+    #[cfg_attr(feature = "cli", arg(long))]
     pub key: PathBuf,
-    /// CA certificate(s) the server must chain to.
+    /// CA the server's certificate must chain to.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub ca: PathBuf,
-    /// Name the server's certificate must match (default: the host of `connect`).
+    /// Name to verify the server's certificate against (default: HOST of --connect).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub server_name: Option<String>,
-    /// The server's identity must match this (e.g. a SPIFFE ID), beyond the CA check.
+    /// Required server identity, e.g. spiffe://acme.test/api or dns:api.acme.test.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub expect: Option<String>,
-    /// CRL files (PEM or DER), re-read when they change.
+    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
+    /// (repeatable), re-read when they change. Every CA level needs its CRL: use `ambos crl --all`.
+    #[cfg_attr(feature = "cli", arg(long = "crl", value_name = "FILE"))]
     pub crl: Vec<PathBuf>,
-    /// An https:// URL serving CRLs (`ambos serve`'s /v1/crl), pulled every 60 s.
+    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
+    /// (that server is verified against the same CA file); pulled every 60 s.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
     pub crl_url: Option<String>,
 }
 

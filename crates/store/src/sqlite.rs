@@ -1,6 +1,6 @@
 use crate::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Result, Revocation,
-    GrantRecord, SigningKeyRecord, StoreError, TokenRecord,
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
+    Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -547,9 +547,8 @@ impl CertStore for SqliteStore {
 
     fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let revoked: Option<Option<i64>> = tx
-            .query_row("SELECT revoked_at FROM oauth_grant WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
+        let revoked: Option<Option<i64>> =
+            tx.query_row("SELECT revoked_at FROM oauth_grant WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         match revoked {
             None => return Err(StoreError::UnknownGrant(id)),
             Some(Some(_)) => return Err(StoreError::GrantRevoked(id)),

@@ -81,11 +81,17 @@ pub fn install_default_provider() {
 /// An error and its sources on one line (`a: b: c`): hyper and rustls keep
 /// the useful part of a connection failure in the sources.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
+    let mut s = String::new();
+    let mut cur = Some(e);
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let text = c.to_string().replace('\n', " ");
+        // A wrapper that already ends with its cause's text says it once.
+        if !s.ends_with(&text) {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

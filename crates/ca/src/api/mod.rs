@@ -25,6 +25,7 @@ mod crl;
 mod enroll;
 mod error;
 mod limits;
+mod oauth;
 mod options;
 mod renew;
 mod revoke;
@@ -45,6 +46,11 @@ pub struct ServeOptions {
     /// Lifetime of the API's own certificate; renewed at 2/3 of it.
     pub server_cert_ttl: Duration,
     pub limits: ServeLimits,
+    /// The OAuth issuer identifier (`iss` of access tokens, RFC 8414);
+    /// `None`: `https://NAME:PORT` with the first `--san` DNS name, else localhost.
+    pub issuer: Option<String>,
+    /// Lifetime of access tokens (at most [`crate::oauth::MAX_TOKEN_TTL`]).
+    pub token_ttl: Duration,
 }
 
 /// The verified client certificate of a connection, if any.
@@ -88,19 +94,28 @@ struct CaState {
     crl_validity: Duration,
     enroll: mpsc::Sender<enroll::EnrollJob>,
     failures: TokenFailures,
+    /// The access-token signer and the JWKS.
+    tokens: ArcSwap<oauth::Published>,
+    issuer: String,
+    token_ttl: Duration,
+    /// To unlock a signing key rotated while the server runs.
+    passphrase: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl CaState {
-    /// Opens the CA in `dir`, unlocks both keys, issues the API's own
-    /// certificate and signs the first CRLs.
+    /// Opens the CA in `dir`, unlocks both keys and the token-signing key
+    /// (made if there is none), issues the API's own certificate and signs
+    /// the first CRLs.
     fn open(
         dir: &Path,
         passphrase: Option<&[u8]>,
         opts: &ServeOptions,
+        issuer: String,
     ) -> Result<(Arc<CaState>, Arc<rustls::ServerConfig>, Duration), CaError> {
         let mut ca = CertificateAuthority::open(dir)?;
         let signer = ca.authority(AuthorityRole::Intermediate, passphrase)?;
         let root_signer = ca.authority(AuthorityRole::Root, passphrase)?;
+        let tokens = ca.token_keys(passphrase)?;
         let (tls, lifetime) = server_tls(&mut ca, &signer, opts)?;
         let crl = crl::build_crl(&mut ca, &signer, &root_signer, opts.crl_validity)?;
         let root_pem = pem_encode("CERTIFICATE", ca.root_der());
@@ -113,6 +128,10 @@ impl CaState {
             crl_validity: opts.crl_validity,
             enroll: enroll::spawn_writer(dir)?,
             failures: TokenFailures::new(opts.limits.token_failure_limit, opts.limits.token_failure_window),
+            tokens: ArcSwap::from_pointee(oauth::Published::new(tokens)),
+            issuer,
+            token_ttl: opts.token_ttl,
+            passphrase: passphrase.map(|p| zeroize::Zeroizing::new(p.to_vec())),
         });
         Ok((state, tls, lifetime))
     }
@@ -153,6 +172,9 @@ fn router(state: Arc<CaState>, prometheus: metrics_exporter_prometheus::Promethe
         .route("/v1/renew", post(renew::renew))
         .route("/v1/revoke", post(revoke::revoke))
         .route("/v1/certs", get(certs::certs))
+        .route("/v1/oauth/token", post(oauth::token))
+        .route("/v1/oauth/jwks", get(oauth::jwks))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .with_state(state)
@@ -207,11 +229,19 @@ pub async fn serve(
         let _ = metrics::set_global_recorder(recorder);
         handle
     };
-    let (state, tls, lifetime) = CaState::open(dir, passphrase, &opts)?;
-    let tls = Arc::new(ArcSwap::from(tls));
     let listener =
         ambos_tls::net::bind(opts.listen).map_err(|e| CaError::Bind { addr: opts.listen, why: e.to_string() })?;
-    tracing::info!("CA API listening on https://{}", listener.local_addr().unwrap_or(opts.listen));
+    let bound = listener.local_addr().unwrap_or(opts.listen);
+    let issuer = opts.issuer.clone().unwrap_or_else(|| {
+        let host = opts.sans.iter().find_map(|s| match s {
+            San::Dns(name) => Some(name.as_str()),
+            _ => None,
+        });
+        format!("https://{}:{}", host.unwrap_or("localhost"), bound.port())
+    });
+    let (state, tls, lifetime) = CaState::open(dir, passphrase, &opts, issuer)?;
+    let tls = Arc::new(ArcSwap::from(tls));
+    tracing::info!("CA API listening on https://{bound}; OAuth issuer {}", state.issuer);
 
     // Re-sign the CRL at half its validity; renew our own certificate at 2/3 of its life.
     {
@@ -223,6 +253,19 @@ pub async fn serve(
                 let st = state.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.refresh_crl()).await {
                     tracing::error!("CRL refresh failed: {e}");
+                }
+            }
+        });
+    }
+    // A signing key rotated by `ambos oauth rotate-key` is picked up within 10 s.
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let st = state.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.refresh_token_keys()).await {
+                    tracing::error!("reloading the token-signing keys failed: {e}");
                 }
             }
         });
@@ -340,8 +383,10 @@ mod test_api {
             crl_validity: Duration::from_secs(3600),
             server_cert_ttl: Duration::from_secs(3600),
             limits,
+            issuer: None,
+            token_ttl: Duration::from_secs(300),
         };
-        CaState::open(t.dir.path(), None, &opts).unwrap().0
+        CaState::open(t.dir.path(), None, &opts, "https://ca.test".into()).unwrap().0
     }
 
     /// A running API with two clients of its CA: `user`, and `admin` marked administrator.

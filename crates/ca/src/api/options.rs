@@ -5,18 +5,44 @@ use crate::CaError;
 use ambos_pki::{parse_duration, San};
 use std::time::Duration;
 
-/// The flags of `ambos serve`, unparsed.
+/// The flags of `ambos serve`, unparsed (with the `cli` feature, the
+/// binary's own flags: clap reads them into this).
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ServeFlags {
+    /// Address of the HTTPS API.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "127.0.0.1:9443"))]
     pub listen: String,
+    /// Extra SANs for the API's own certificate (localhost, 127.0.0.1, ::1 and the host name are always in).
+    #[cfg_attr(feature = "cli", arg(long = "san", value_name = "KIND:VALUE"))]
     pub sans: Vec<String>,
+    /// nextUpdate of the published CRLs (re-signed at half of it and on every revocation).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "24h"))]
     pub crl_validity: String,
+    /// Lifetime of the API's own certificate (renewed by itself at 2/3).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "24h"))]
     pub server_cert_ttl: String,
+    /// Connections open at once; at the cap the oldest idle or handshaking one is closed for a new one.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 1000))]
     pub max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 256))]
     pub max_connections_per_source: usize,
+    /// Time for a request head, from when the connection waits for a request (also the keep-alive idle time).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "10s"))]
     pub header_timeout: String,
+    /// Failed enrollment tokens from one address within --token-failure-window before it gets 429.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = 10))]
     pub token_failure_limit: usize,
+    #[cfg_attr(feature = "cli", arg(long, default_value = "1m"))]
     pub token_failure_window: String,
+    /// OAuth issuer identifier: `iss` of access tokens and the base of the
+    /// RFC 8414 metadata [default: https://<first --san DNS name, else localhost>:<port>].
+    #[cfg_attr(feature = "cli", arg(long, value_name = "URL"))]
+    pub issuer: Option<String>,
+    /// Lifetime of access tokens from /v1/oauth/token (10s to 1h).
+    #[cfg_attr(feature = "cli", arg(long, default_value = "5m"))]
+    pub access_token_ttl: String,
 }
 
 impl ServeOptions {
@@ -36,6 +62,8 @@ impl ServeOptions {
                 token_failure_window: bounded(&f.token_failure_window, "token-failure-window")?,
                 ..ServeLimits::default()
             },
+            issuer: f.issuer.as_deref().map(issuer).transpose()?,
+            token_ttl: token_ttl(&f.access_token_ttl)?,
         })
     }
 }
@@ -54,6 +82,27 @@ fn bounded(text: &str, flag: &str) -> Result<Duration, CaError> {
     let d = duration(text, flag)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
         return Err(invalid(format!("--{flag} '{text}' must be between 1s and 24h")));
+    }
+    Ok(d)
+}
+
+/// An https URL without query or fragment, kept without a trailing `/`
+/// (RFC 8414 §2); tokens' `iss` must be exactly this.
+fn issuer(url: &str) -> Result<String, CaError> {
+    let ok = url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#', ' ']));
+    if !ok {
+        return Err(invalid(format!("--issuer '{url}' must be an https:// URL without query or fragment")));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Access tokens live between 10 s and [`crate::oauth::MAX_TOKEN_TTL`].
+fn token_ttl(text: &str) -> Result<Duration, CaError> {
+    let d = duration(text, "access-token-ttl")?;
+    if d < Duration::from_secs(10) || d > crate::oauth::MAX_TOKEN_TTL {
+        return Err(invalid(format!("--access-token-ttl '{text}' must be between 10s and 1h")));
     }
     Ok(d)
 }
@@ -81,6 +130,8 @@ mod tests {
             header_timeout: "10s".into(),
             token_failure_limit: 10,
             token_failure_window: "1m".into(),
+            issuer: None,
+            access_token_ttl: "5m".into(),
         }
     }
 
@@ -133,6 +184,16 @@ mod tests {
             .starts_with("--crl-validity: invalid duration '7q'"));
         assert!(error(ServeFlags { server_cert_ttl: "x".into(), ..defaults() }).starts_with("--server-cert-ttl: "));
         assert!(error(ServeFlags { sans: vec!["foo:bar".into()], ..defaults() }).contains("'foo:bar'"));
+        for bad in ["http://ca.test", "https://", "https://ca.test/?x=1", "ca.test"] {
+            let e = error(ServeFlags { issuer: Some(bad.into()), ..defaults() });
+            assert!(e.starts_with("--issuer "), "{bad}: {e}");
+        }
+        assert_eq!(
+            error(ServeFlags { access_token_ttl: "2h".into(), ..defaults() }),
+            "--access-token-ttl '2h' must be between 10s and 1h"
+        );
+        let o = ServeOptions::from_flags(&ServeFlags { issuer: Some("https://ca.test:9443/".into()), ..defaults() });
+        assert_eq!(o.unwrap().issuer.as_deref(), Some("https://ca.test:9443"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod init;
 pub mod inspect;
 pub mod issue;
 pub mod list;
+pub mod oauth;
 pub mod p12;
 pub mod probe;
 pub mod proxy;
