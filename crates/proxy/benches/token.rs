@@ -1,7 +1,7 @@
 //! A token route's cost per request: a token seen before (hash, lookup,
 //! binding compare) against its first use (one ES256 signature check and
 //! the claims), on a route with `bound = true`.
-use ambos_proxy::authorize::token::{TokenConfig, TokenPolicy};
+use ambos_proxy::authorize::token::{JwksSource, TokenConfig, TokenPolicy};
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     let key = EncodingKey::from_ec_der(&pkcs8);
     let config = TokenConfig {
         issuer: "https://ca.test".into(),
-        jwks,
+        jwks: JwksSource::File(jwks),
         audience: "payments".into(),
         scopes: vec!["payments:write".into()],
         bound: true,
@@ -27,13 +27,13 @@ fn bench(c: &mut Criterion) {
     });
     let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
     let auth = http::HeaderValue::try_from(format!("Bearer {token}")).unwrap();
-    let policy = TokenPolicy::load(&config).unwrap();
+    let policy = TokenPolicy::load(&config, &Default::default(), &[]).unwrap();
     assert!(policy.check(Some(&auth), Some(&leaf)).is_ok());
     let mut g = c.benchmark_group("token_route");
     g.bench_function("cached", |b| b.iter(|| policy.check(Some(&auth), Some(&leaf)).is_ok()));
     g.bench_function("first_use", |b| {
         b.iter_batched(
-            || TokenPolicy::load(&config).unwrap(),
+            || TokenPolicy::load(&config, &Default::default(), &[]).unwrap(),
             |fresh| fresh.check(Some(&auth), Some(&leaf)).is_ok(),
             BatchSize::SmallInput,
         )

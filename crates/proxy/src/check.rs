@@ -11,7 +11,7 @@ use ambos_tls::{CrlScope, UnknownStatus};
 pub fn describe(config: &ProxyConfig) -> Result<String, ProxyError> {
     ambos_tls::install_default_provider();
     let loaded = config.tls.load(&[])?;
-    Runtime::build(config.clone(), &[])?;
+    Runtime::build(config.clone(), &[], &Default::default())?;
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);

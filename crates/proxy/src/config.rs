@@ -111,12 +111,13 @@ struct RawRoute {
     token: Option<RawToken>,
 }
 
-/// `[[route]] token = { issuer, jwks, audience, scopes, bound, forward }`.
+/// `[[route]] token = { issuer, jwks, jwks_refresh, audience, scopes, bound, forward }`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
     issuer: String,
     jwks: String,
+    jwks_refresh: Option<String>,
     audience: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -473,6 +474,31 @@ fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<O
     Ok(Some(CrlSource { url: uri, refresh }))
 }
 
+/// `token.jwks`: a file, or an http(s):// URL refreshed every `jwks_refresh` (default 5m).
+fn jwks_source(
+    jwks: &str,
+    refresh: Option<&str>,
+    base: &Path,
+    at: &str,
+) -> Result<crate::authorize::token::JwksSource, ProxyError> {
+    use crate::authorize::token::JwksSource;
+    if !(jwks.starts_with("http://") || jwks.starts_with("https://")) {
+        if refresh.is_some() {
+            return Err(invalid(format!("{at}.jwks_refresh needs {at}.jwks to be a URL")));
+        }
+        return Ok(JwksSource::File(resolve(base, jwks)));
+    }
+    let url: http::Uri = jwks.parse().map_err(|_| invalid(format!("{at}.jwks: '{jwks}' is not a URL")))?;
+    if url.host().is_none() {
+        return Err(invalid(format!("{at}.jwks: '{jwks}' has no host")));
+    }
+    let refresh = match refresh {
+        Some(r) => positive(r, &format!("{at}.jwks_refresh"))?,
+        None => Duration::from_secs(300),
+    };
+    Ok(JwksSource::Url { url, refresh })
+}
+
 fn http_upstream(
     url: &str,
     protocol: Option<&str>,
@@ -759,12 +785,9 @@ impl ProxyConfig {
                             return Err(invalid(format!("{at}.token.{field} is empty")));
                         }
                     }
-                    if t.jwks.starts_with("http://") || t.jwks.starts_with("https://") {
-                        return Err(invalid(format!("{at}.token.jwks: a JWKS URL is not supported yet; give a file")));
-                    }
                     Some(crate::authorize::token::TokenConfig {
+                        jwks: jwks_source(&t.jwks, t.jwks_refresh.as_deref(), base, &format!("{at}.token"))?,
                         issuer: t.issuer,
-                        jwks: resolve(base, &t.jwks),
                         audience: t.audience,
                         scopes: t.scopes,
                         bound: t.bound.unwrap_or(true),
@@ -1029,6 +1052,7 @@ fn alpn_list(list: Vec<String>, field: &str) -> Result<Vec<Vec<u8>>, ProxyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::authorize::token::JwksSource;
 
     const GOOD: &str = r#"
 [listen]
@@ -1404,13 +1428,27 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         };
         let c = with("token = { issuer = \"https://ca\", jwks = \"jwks.json\", audience = \"pay\" }").unwrap();
         let t = c.routes[0].token.as_ref().unwrap();
-        assert_eq!((t.jwks.as_path(), t.bound, t.forward), (Path::new("/etc/ambos/jwks.json"), true, false));
+        let file = JwksSource::File("/etc/ambos/jwks.json".into());
+        assert_eq!((&t.jwks, t.bound, t.forward), (&file, true, false));
+        let c = with("token = { issuer = \"i\", jwks = \"https://ca:9443/v1/jwks\", audience = \"a\" }").unwrap();
+        let url =
+            JwksSource::Url { url: "https://ca:9443/v1/jwks".parse().unwrap(), refresh: Duration::from_secs(300) };
+        assert_eq!(c.routes[0].token.as_ref().unwrap().jwks, url, "5m by default");
+        let c = with("token = { issuer = \"i\", jwks = \"http://ca/jwks\", jwks_refresh = \"30s\", audience = \"a\" }")
+            .unwrap();
+        let url = JwksSource::Url { url: "http://ca/jwks".parse().unwrap(), refresh: Duration::from_secs(30) };
+        assert_eq!(c.routes[0].token.as_ref().unwrap().jwks, url);
         for (token, want) in [
             ("token = { issuer = \"\", jwks = \"j\", audience = \"a\" }", "route[0].token.issuer is empty"),
             (
-                "token = { issuer = \"i\", jwks = \"https://ca/jwks\", audience = \"a\" }",
-                "JWKS URL is not supported yet",
+                "token = { issuer = \"i\", jwks = \"j\", jwks_refresh = \"1m\", audience = \"a\" }",
+                "route[0].token.jwks_refresh needs route[0].token.jwks to be a URL",
             ),
+            (
+                "token = { issuer = \"i\", jwks = \"https://ca/j\", jwks_refresh = \"0s\", audience = \"a\" }",
+                "route[0].token.jwks_refresh",
+            ),
+            ("token = { issuer = \"i\", jwks = \"https://\", audience = \"a\" }", "route[0].token.jwks"),
             ("token = { issuer = \"i\", jwks = \"j\" }", "audience"),
             ("token = { issuer = \"i\", jwks = \"j\", audience = \"a\", bount = true }", "bount"),
         ] {

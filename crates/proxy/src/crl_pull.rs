@@ -2,10 +2,9 @@
 //! conditional GETs, so a fleet of proxies learns of revocations without
 //! copying files. A failed pull keeps the previous CRL.
 use crate::config::CrlSource;
+use crate::pull::{get_if_changed, Pull};
 use crate::runtime::Reloader;
 use crate::ProxyError;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,32 +18,11 @@ pub async fn fetch(
     client_ca: &[PathBuf],
     etag: Option<&str>,
 ) -> Result<Option<(Crls, String)>, ProxyError> {
-    let fail = |why: String| ProxyError::Invalid(format!("CRL {}: {why}", src.url));
-    let roots = ambos_tls::root_store(client_ca)?;
-    let config = ambos_tls::client_config(ambos_tls::ServerAuth::Roots(roots), ambos_tls::ClientCert::None)
-        .map_err(|e| fail(e.to_string()))?;
+    let pull =
+        Pull { what: "CRL", url: &src.url, accept: "application/x-pem-file", max_body: usize::MAX, body_timeout: None };
     // http:// too: distribution points usually are; the CRL is signed, and
     // its signature is checked against the CA in the verified path.
-    let https =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-    let mut req = http::Request::get(src.url.clone()).header(http::header::ACCEPT, "application/x-pem-file");
-    if let Some(tag) = etag {
-        req = req.header(http::header::IF_NONE_MATCH, tag);
-    }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| fail(e.to_string()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if resp.status() == http::StatusCode::NOT_MODIFIED {
-        return Ok(None);
-    }
-    if !resp.status().is_success() {
-        return Err(fail(format!("HTTP {}", resp.status())));
-    }
-    let tag = resp.headers().get(http::header::ETAG).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let body = resp.into_body().collect().await.map_err(|e| fail(e.to_string()))?.to_bytes();
+    let Some((body, tag)) = get_if_changed(&pull, client_ca, etag).await? else { return Ok(None) };
     let url = src.url.to_string();
     let crls = ambos_tls::parse_crls(&body, Path::new(&url))?.into_iter().map(|c| (url.clone(), c)).collect();
     Ok(Some((crls, tag)))

@@ -7,7 +7,7 @@
 //! `telemetry`. `config` turns proxy.toml or flags into pure data;
 //! `runtime` builds from it what connections use (TLS config, verifier,
 //! route table with its counters) and reloads it; `crl_pull` keeps pulled
-//! CRLs fresh. `tunnel` is `ambos tunnel`, the client side; `check` is what
+//! CRLs fresh and `jwks_pull` the JWKS of token routes, both through `pull`. `tunnel` is `ambos tunnel`, the client side; `check` is what
 //! `ambos proxy --check` loads and says.
 #![forbid(unsafe_code)]
 
@@ -20,7 +20,9 @@ mod conn;
 mod crl_pull;
 mod headers;
 mod http;
+pub mod jwks_pull;
 mod listener;
+mod pull;
 pub mod runtime;
 mod tcp;
 pub mod telemetry;

@@ -1,4 +1,4 @@
-//! The listening side: `run` binds, pulls the first CRL, builds the first
+//! The listening side: `run` binds, pulls the first CRL and the JWKS, builds the first
 //! runtime and the reloader, and accepts until shutdown, each connection
 //! admitted under the limits (`admission`) and served on its own task
 //! (`conn` for the handshake, then `http` or `tcp`); at shutdown it stops
@@ -62,8 +62,12 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     if let Some(src) = &crl_source {
         by_url.insert(src.url.to_string(), pulled.clone());
     }
-    let reloader = Reloader::new(Runtime::build(config, &pulled)?, source, by_url);
+    // Unlike a CRL, a route's JWKS must be had before serving (`jwks_pull`).
+    let pulled_jwks = crate::jwks_pull::PulledJwks::default();
+    crate::jwks_pull::fetch_at_start(&config, &pulled_jwks).await?;
+    let reloader = Reloader::new(Runtime::build(config, &pulled, &pulled_jwks)?, source, by_url, pulled_jwks);
     reloader.start()?;
+    crate::jwks_pull::spawn(reloader.clone());
     if crl_source.is_some() {
         crate::crl_pull::spawn(reloader.clone(), etag);
     }

@@ -7,6 +7,7 @@
 //! connections' verified chains, so new CRLs close the revoked ones.
 use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
+use crate::jwks_pull::PulledJwks;
 use crate::ProxyError;
 use arc_swap::ArcSwap;
 use notify::Watcher;
@@ -88,11 +89,12 @@ impl Connections {
 
 impl Runtime {
     /// Loads every TLS file (plus CRLs pulled from `crl_url`) and builds the
-    /// route table and its counters; fails without side effects if a file
-    /// is bad.
+    /// route table and its counters (with the JWKS pulled from URLs); fails
+    /// without side effects if a file is bad.
     pub fn build(
         config: ProxyConfig,
         pulled_crls: &[(String, CertificateRevocationListDer<'static>)],
+        pulled_jwks: &PulledJwks,
     ) -> Result<Runtime, ProxyError> {
         let loaded = config.tls.load(pulled_crls)?;
         metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
@@ -101,7 +103,8 @@ impl Runtime {
                 tracing::warn!(source = %crl.source, issuer = %crl.issuer, "CRL cannot be used: {problem}");
             }
         }
-        let routes = RouteTable::build(&config.routes).map_err(crate::ProxyError::Invalid)?;
+        let routes = RouteTable::build(&config.routes, pulled_jwks, &config.tls.client_ca)
+            .map_err(crate::ProxyError::Invalid)?;
         let upstream_tls = match &config.upstream {
             crate::config::Upstream::Http { tls: Some(t), protocol, .. } => {
                 Some(crate::upstream_tls::UpstreamTls::build(t, Some(*protocol))?)
@@ -162,6 +165,8 @@ pub struct Reloader {
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// The last CRLs pulled, by URL (`crl_url`, distribution points).
     pulled_crls: Mutex<std::collections::BTreeMap<String, PulledCrls>>,
+    /// The last JWKS pulled, by URL (`[[route]] token.jwks`).
+    pub pulled_jwks: PulledJwks,
     /// Open connections with a client certificate.
     pub connections: Connections,
 }
@@ -197,6 +202,7 @@ impl Reloader {
         runtime: Runtime,
         source: ConfigSource,
         pulled: std::collections::BTreeMap<String, PulledCrls>,
+        pulled_jwks: PulledJwks,
     ) -> Arc<Reloader> {
         let fp = fingerprint(&runtime.config.watched_files());
         Arc::new(Reloader {
@@ -206,6 +212,7 @@ impl Reloader {
             watched_dirs: Mutex::new(HashSet::new()),
             watcher: Mutex::new(None),
             pulled_crls: Mutex::new(pulled),
+            pulled_jwks,
             connections: Connections::default(),
         })
     }
@@ -229,9 +236,12 @@ impl Reloader {
             }
             let files = config.watched_files();
             let pulled: PulledCrls = self.pulled_crls.lock().expect("crl lock").values().flatten().cloned().collect();
-            let rt = Arc::new(Runtime::build(config, &pulled)?);
+            let rt = Arc::new(Runtime::build(config, &pulled, &self.pulled_jwks)?);
             report_crls(&rt);
             self.current.store(rt.clone());
+            let urls: Vec<String> =
+                rt.routes.token_policies().filter_map(|p| p.remote()).map(|(r, ..)| r.url().to_string()).collect();
+            self.pulled_jwks.retain(&urls);
             let closed = self.connections.sweep(rt.verifier.trust());
             if closed > 0 {
                 tracing::warn!("closing {closed} open connection(s) whose client certificate the new CRLs revoke");
@@ -395,8 +405,8 @@ mod tests {
         fn reloader(&self, route: &str) -> Arc<Reloader> {
             self.replace("proxy.toml", &self.config(route));
             let path = self.path("proxy.toml");
-            let runtime = Runtime::build(ProxyConfig::from_file(&path).unwrap(), &[]).unwrap();
-            Reloader::new(runtime, ConfigSource::File(path), Default::default())
+            let runtime = Runtime::build(ProxyConfig::from_file(&path).unwrap(), &[], &PulledJwks::default()).unwrap();
+            Reloader::new(runtime, ConfigSource::File(path), Default::default(), PulledJwks::default())
         }
     }
 

@@ -400,11 +400,19 @@ impl RouteTable {
     }
 
     /// The table of the configured routes, in config order; a route's JWKS
-    /// file that cannot be used is an error naming it.
-    pub fn build(routes: &[RouteConfig]) -> Result<RouteTable, String> {
+    /// file that cannot be used is an error naming it. A JWKS URL's keys
+    /// are taken from `pulled` (`client_ca`: what its server must chain to).
+    pub fn build(
+        routes: &[RouteConfig],
+        pulled: &crate::jwks_pull::PulledJwks,
+        client_ca: &[std::path::PathBuf],
+    ) -> Result<RouteTable, String> {
         let mut built = Vec::with_capacity(routes.len());
         for r in routes {
-            let token = r.token.as_ref().map(token::TokenPolicy::load).transpose()?.map(Arc::new);
+            let token = match &r.token {
+                Some(t) => Some(Arc::new(token::TokenPolicy::load(t, pulled, client_ca)?)),
+                None => None,
+            };
             built.push(Route {
                 websocket: r.websocket,
                 token,
@@ -416,6 +424,11 @@ impl RouteTable {
 
     pub fn len(&self) -> usize {
         self.routes.len()
+    }
+
+    /// The token rules of the routes that have one.
+    pub fn token_policies(&self) -> impl Iterator<Item = &Arc<token::TokenPolicy>> {
+        self.routes.iter().filter_map(|r| r.token.as_ref())
     }
 
     pub fn is_empty(&self) -> bool {

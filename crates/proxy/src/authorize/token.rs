@@ -5,17 +5,20 @@
 //! `none` or HMAC), `iss`, `aud`, `exp`/`nbf` (60 s leeway) and the scopes
 //! hold, and, with `bound`, its `cnf.x5t#S256` is the SHA-256 thumbprint of
 //! the client certificate verified on this connection. A stolen token is
-//! then useless without the certificate's private key.
+//! then useless without the certificate's private key. The JWKS is a file,
+//! or a URL that `jwks_pull` fetches and refreshes ([`JwksSource`]).
+use crate::jwks_pull::RemoteJwks;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// `[[route]] token = {...}`, validated: plain data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenConfig {
     pub issuer: String,
-    /// A JWKS file (RFC 7517), read when the runtime is built (and on reload).
-    pub jwks: PathBuf,
+    pub jwks: JwksSource,
     pub audience: String,
     /// Every one must be in the token's `scope`.
     pub scopes: Vec<String>,
@@ -23,6 +26,27 @@ pub struct TokenConfig {
     pub bound: bool,
     /// Pass `Authorization` on to the upstream (default: removed).
     pub forward: bool,
+}
+
+/// Where a route's JWKS (RFC 7517) comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    /// Read when the runtime is built (and on reload).
+    File(PathBuf),
+    /// Fetched before the proxy listens, then every `refresh` with
+    /// conditional GETs, and at once for a token whose key is unknown (at
+    /// most every `refresh`, 30 s at most); the server's certificate must
+    /// chain to `tls.client_ca`.
+    Url { url: http::Uri, refresh: Duration },
+}
+
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "{}", p.display()),
+            JwksSource::Url { url, .. } => write!(f, "{url}"),
+        }
+    }
 }
 
 /// Why a token was refused: the audit reason and metric label.
@@ -104,14 +128,39 @@ struct Key {
     algorithms: Vec<Algorithm>,
 }
 
+/// The keys of one version of a JWKS. `generation` tells versions of a
+/// pulled JWKS apart: the token cache is emptied when it changes.
+pub struct KeySet {
+    keys: Vec<Key>,
+    generation: u64,
+}
+
+/// Where a policy's keys are now.
+enum Keys {
+    File(Arc<KeySet>),
+    /// Swapped by `jwks_pull`; shared with the policies of later reloads.
+    Url {
+        remote: Arc<RemoteJwks>,
+        refresh: Duration,
+        client_ca: Vec<PathBuf>,
+    },
+}
+
 /// A route's token rule with its keys loaded.
 pub struct TokenPolicy {
     config: TokenConfig,
-    keys: Vec<Key>,
+    keys: Keys,
     /// Tokens that verified, by the SHA-256 of their text: a known token
-    /// costs a hash and a lookup, not a signature check. A reload builds a
-    /// new policy, so a JWKS change starts an empty cache.
-    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+    /// costs a hash and a lookup, not a signature check.
+    cache: std::sync::Mutex<Cache>,
+}
+
+/// Verified tokens, valid for the key set of `generation` only: a token
+/// verified under a key since removed from the JWKS must be verified again.
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    tokens: std::collections::HashMap<[u8; 32], Verified>,
 }
 
 /// What a token's verification proved once and for all (signature, issuer,
@@ -139,7 +188,7 @@ const CACHE_MAX: usize = 10_000;
 
 impl std::fmt::Debug for TokenPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenPolicy").field("config", &self.config).field("keys", &self.keys.len()).finish()
+        f.debug_struct("TokenPolicy").field("config", &self.config).field("keys", &self.key_set().keys.len()).finish()
     }
 }
 
@@ -172,42 +221,61 @@ impl TokenPolicy {
         &self.config
     }
 
-    /// Reads the JWKS file; keys of a kind that cannot be pinned to one
-    /// asymmetric algorithm (HMAC `oct`, unknown curves) are refused.
-    pub fn load(config: &TokenConfig) -> Result<TokenPolicy, String> {
-        let path = config.jwks.display();
-        let bytes = std::fs::read(&config.jwks).map_err(|e| format!("cannot read JWKS {path}: {e}"))?;
-        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| format!("JWKS {path}: {e}"))?;
-        let mut keys = Vec::new();
-        for (i, jwk) in set.keys.iter().enumerate() {
-            let algorithms = match (&jwk.algorithm, &jwk.common.key_algorithm) {
-                (AlgorithmParameters::OctetKey(_), _) => {
-                    return Err(format!("JWKS {path}: key {i} is a shared secret (oct): not accepted"))
-                }
-                (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
-                    EllipticCurve::P256 => vec![Algorithm::ES256],
-                    EllipticCurve::P384 => vec![Algorithm::ES384],
-                    _ => return Err(format!("JWKS {path}: key {i}: unsupported curve")),
-                },
-                (AlgorithmParameters::OctetKeyPair(_), _) => vec![Algorithm::EdDSA],
-                (AlgorithmParameters::RSA(_), Some(alg)) => match alg {
-                    KeyAlgorithm::RS256 => vec![Algorithm::RS256],
-                    KeyAlgorithm::RS384 => vec![Algorithm::RS384],
-                    KeyAlgorithm::RS512 => vec![Algorithm::RS512],
-                    KeyAlgorithm::PS256 => vec![Algorithm::PS256],
-                    KeyAlgorithm::PS384 => vec![Algorithm::PS384],
-                    KeyAlgorithm::PS512 => vec![Algorithm::PS512],
-                    other => return Err(format!("JWKS {path}: key {i}: RSA key for {other:?}")),
-                },
-                (AlgorithmParameters::RSA(_), None) => vec![Algorithm::RS256, Algorithm::PS256],
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS {path}: key {i}: {e}"))?;
-            keys.push(Key { kid: jwk.common.key_id.clone(), key, algorithms });
-        }
-        if keys.is_empty() {
-            return Err(format!("JWKS {path} has no keys"));
-        }
+    /// Reads the JWKS file, or takes the pulled keys of its URL from
+    /// `pulled` (`client_ca`: what an on-demand fetch trusts).
+    pub fn load(
+        config: &TokenConfig,
+        pulled: &crate::jwks_pull::PulledJwks,
+        client_ca: &[PathBuf],
+    ) -> Result<TokenPolicy, String> {
+        let keys = match &config.jwks {
+            JwksSource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+                Keys::File(Arc::new(KeySet::parse(&bytes, &path.display().to_string(), 0)?))
+            }
+            JwksSource::Url { url, refresh } => {
+                Keys::Url { remote: pulled.get(url), refresh: *refresh, client_ca: client_ca.to_vec() }
+            }
+        };
         Ok(TokenPolicy { config: config.clone(), keys, cache: Default::default() })
+    }
+
+    /// The keys tokens are verified with now.
+    fn key_set(&self) -> Arc<KeySet> {
+        match &self.keys {
+            Keys::File(k) => k.clone(),
+            Keys::Url { remote, .. } => remote.keys(),
+        }
+    }
+
+    /// The pulled JWKS this policy uses and how often it is refreshed.
+    pub fn remote(&self) -> Option<(&Arc<RemoteJwks>, Duration, &[PathBuf])> {
+        match &self.keys {
+            Keys::File(_) => None,
+            Keys::Url { remote, refresh, client_ca } => Some((remote, *refresh, client_ca)),
+        }
+    }
+
+    /// [`check`](Self::check); a token whose key is not in a pulled JWKS
+    /// first refreshes it (at most once per interval, whatever the tokens)
+    /// and is checked again with the new keys.
+    pub async fn check_or_refresh(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        leaf_sha256: Option<&str>,
+    ) -> Result<TokenClaims, TokenRefusal> {
+        let seen = self.key_set().generation;
+        let first = self.check(authorization, leaf_sha256);
+        match (&first, &self.keys) {
+            (Err(TokenRefusal::UnknownKey), Keys::Url { remote, refresh, client_ca }) => {
+                if remote.refresh_for_unknown_key(seen, client_ca, *refresh).await {
+                    self.check(authorization, leaf_sha256)
+                } else {
+                    first
+                }
+            }
+            _ => first,
+        }
     }
 
     /// Checks the request's `Authorization` against the rule; `leaf_sha256`
@@ -238,12 +306,20 @@ impl TokenPolicy {
         };
         let mut digest = [0u8; 32];
         digest.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token).as_ref());
-        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).cloned();
+        let keys = self.key_set();
+        let cached = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.generation != keys.generation {
+                cache.tokens.clear();
+                cache.generation = keys.generation;
+            }
+            cache.tokens.get(&digest).cloned()
+        };
         let verified = match cached {
             Some(v) => v,
             None => {
-                let v = self.verify(token)?;
-                self.remember(digest, v.clone(), now);
+                let v = self.verify(&keys, token)?;
+                self.remember(digest, v.clone(), now, keys.generation);
                 v
             }
         };
@@ -263,10 +339,10 @@ impl TokenPolicy {
     }
 
     /// The full check of a token not seen before: key, signature, claims, scopes.
-    fn verify(&self, token: &[u8]) -> Result<Verified, TokenRefusal> {
+    fn verify(&self, keys: &KeySet, token: &[u8]) -> Result<Verified, TokenRefusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefusal::Malformed)?;
         // The key: by kid when the token names one, else the only key for its algorithm.
-        let candidates = self.keys.iter().filter(|k| k.algorithms.contains(&header.alg));
+        let candidates = keys.keys.iter().filter(|k| k.algorithms.contains(&header.alg));
         let key = match &header.kid {
             Some(kid) => candidates.into_iter().find(|k| k.kid.as_deref() == Some(kid)),
             None => candidates.into_iter().next(),
@@ -305,15 +381,71 @@ impl TokenPolicy {
         Ok(Verified { exp: claims.exp, nbf: claims.nbf, thumbprint, claims: told })
     }
 
-    fn remember(&self, digest: [u8; 32], v: Verified, now: u64) {
+    /// Caches `v`, unless the keys changed since it was verified.
+    fn remember(&self, digest: [u8; 32], v: Verified, now: u64, generation: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, v| v.exp.saturating_add(LEEWAY_SECS) >= now);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
+        if cache.generation != generation {
+            return;
+        }
+        if cache.tokens.len() >= CACHE_MAX {
+            cache.tokens.retain(|_, v| v.exp.saturating_add(LEEWAY_SECS) >= now);
+            if cache.tokens.len() >= CACHE_MAX {
+                cache.tokens.clear();
             }
         }
-        cache.insert(digest, v);
+        cache.tokens.insert(digest, v);
+    }
+}
+
+impl KeySet {
+    /// No keys: a pulled JWKS not fetched yet.
+    pub fn empty() -> KeySet {
+        KeySet { keys: Vec::new(), generation: 0 }
+    }
+
+    /// Parses a JWKS document (`name` says where it came from in errors);
+    /// keys of a kind that cannot be pinned to one asymmetric algorithm
+    /// (HMAC `oct`, unknown curves) are refused, and so is a JWKS without keys.
+    pub fn parse(bytes: &[u8], name: &str, generation: u64) -> Result<KeySet, String> {
+        let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("JWKS {name}: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let algorithms = match (&jwk.algorithm, &jwk.common.key_algorithm) {
+                (AlgorithmParameters::OctetKey(_), _) => {
+                    return Err(format!("JWKS {name}: key {i} is a shared secret (oct): not accepted"))
+                }
+                (AlgorithmParameters::EllipticCurve(p), _) => match p.curve {
+                    EllipticCurve::P256 => vec![Algorithm::ES256],
+                    EllipticCurve::P384 => vec![Algorithm::ES384],
+                    _ => return Err(format!("JWKS {name}: key {i}: unsupported curve")),
+                },
+                (AlgorithmParameters::OctetKeyPair(_), _) => vec![Algorithm::EdDSA],
+                (AlgorithmParameters::RSA(_), Some(alg)) => match alg {
+                    KeyAlgorithm::RS256 => vec![Algorithm::RS256],
+                    KeyAlgorithm::RS384 => vec![Algorithm::RS384],
+                    KeyAlgorithm::RS512 => vec![Algorithm::RS512],
+                    KeyAlgorithm::PS256 => vec![Algorithm::PS256],
+                    KeyAlgorithm::PS384 => vec![Algorithm::PS384],
+                    KeyAlgorithm::PS512 => vec![Algorithm::PS512],
+                    other => return Err(format!("JWKS {name}: key {i}: RSA key for {other:?}")),
+                },
+                (AlgorithmParameters::RSA(_), None) => vec![Algorithm::RS256, Algorithm::PS256],
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS {name}: key {i}: {e}"))?;
+            keys.push(Key { kid: jwk.common.key_id.clone(), key, algorithms });
+        }
+        if keys.is_empty() {
+            return Err(format!("JWKS {name} has no keys"));
+        }
+        Ok(KeySet { keys, generation })
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -345,13 +477,13 @@ mod tests {
         let key = EncodingKey::from_ec_der(&pkcs8);
         let config = TokenConfig {
             issuer: "https://ca.test".into(),
-            jwks,
+            jwks: JwksSource::File(jwks),
             audience: "payments".into(),
             scopes: vec!["payments:write".into()],
             bound: true,
             forward: false,
         };
-        Issuer { key, policy: TokenPolicy::load(&config).unwrap(), _dir: dir }
+        Issuer { key, policy: TokenPolicy::load(&config, &Default::default(), &[]).unwrap(), _dir: dir }
     }
 
     fn thumbprint(hex: &str) -> String {
@@ -435,7 +567,7 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &Header { kid: Some("k1".into()), ..Header::new(Algorithm::HS256) },
             &claims(|_| {}),
-            &EncodingKey::from_secret(&std::fs::read(&i.policy.config.jwks).unwrap()),
+            &EncodingKey::from_secret(&std::fs::read(i.policy.config.jwks.to_string()).unwrap()),
         )
         .unwrap();
         assert_eq!(i.check(&hs, Some(ALICE)), Err(TokenRefusal::UnknownKey));
@@ -456,7 +588,7 @@ mod tests {
         let told = i.policy.check_at(Some(&auth), Some(ALICE), now).unwrap();
         assert_eq!(told.subject.unwrap(), "spiffe://acme.test/alice");
         assert_eq!(told.scope.unwrap(), "payments:read payments:write");
-        assert_eq!(i.policy.cache.lock().unwrap().len(), 1, "remembered");
+        assert_eq!(i.policy.cache.lock().unwrap().tokens.len(), 1, "remembered");
         // A hit, replayed by bob or without a certificate: refused as before.
         assert_eq!(i.policy.check_at(Some(&auth), Some(BOB), now), Err(TokenRefusal::OtherCertificate));
         assert_eq!(i.policy.check_at(Some(&auth), None, now), Err(TokenRefusal::OtherCertificate));
@@ -470,7 +602,7 @@ mod tests {
         parts[2] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig);
         assert_eq!(i.check(&parts.join("."), Some(ALICE)), Err(TokenRefusal::BadSignature));
         assert_eq!(i.check(&parts.join("."), Some(ALICE)), Err(TokenRefusal::BadSignature));
-        assert_eq!(i.policy.cache.lock().unwrap().len(), 1, "refusals are not cached");
+        assert_eq!(i.policy.cache.lock().unwrap().tokens.len(), 1, "refusals are not cached");
         // Bounded: past CACHE_MAX the expired entries go first, then all.
         {
             let mut cache = i.policy.cache.lock().unwrap();
@@ -478,12 +610,14 @@ mod tests {
                 let mut k = [0u8; 32];
                 k[..4].copy_from_slice(&n.to_be_bytes());
                 k[31] = 1;
-                cache.insert(k, Verified { exp: 0, nbf: None, thumbprint: None, claims: TokenClaims::default() });
+                cache
+                    .tokens
+                    .insert(k, Verified { exp: 0, nbf: None, thumbprint: None, claims: TokenClaims::default() });
             }
         }
         let other = i.token(|c| c["sub"] = "again".into());
         assert_eq!(i.check(&other, Some(ALICE)), Ok(()));
-        assert_eq!(i.policy.cache.lock().unwrap().len(), 2, "the expired entries were dropped");
+        assert_eq!(i.policy.cache.lock().unwrap().tokens.len(), 2, "the expired entries were dropped");
     }
 
     #[test]
@@ -494,7 +628,7 @@ mod tests {
             std::fs::write(&path, body).unwrap();
             TokenConfig {
                 issuer: "i".into(),
-                jwks: path,
+                jwks: JwksSource::File(path),
                 audience: "a".into(),
                 scopes: vec![],
                 bound: true,
@@ -502,8 +636,10 @@ mod tests {
             }
         };
         let oct = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
-        assert!(TokenPolicy::load(&config(oct)).unwrap_err().contains("shared secret"));
-        assert!(TokenPolicy::load(&config(r#"{"keys":[]}"#)).unwrap_err().contains("no keys"));
-        assert!(TokenPolicy::load(&config("garbage")).unwrap_err().contains("JWKS"));
+        assert!(TokenPolicy::load(&config(oct), &Default::default(), &[]).unwrap_err().contains("shared secret"));
+        assert!(TokenPolicy::load(&config(r#"{"keys":[]}"#), &Default::default(), &[])
+            .unwrap_err()
+            .contains("no keys"));
+        assert!(TokenPolicy::load(&config("garbage"), &Default::default(), &[]).unwrap_err().contains("JWKS"));
     }
 }

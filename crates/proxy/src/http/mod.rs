@@ -453,10 +453,13 @@ async fn handle(
                 r.denied.increment(1);
                 (Err((StatusCode::FORBIDDEN, "WebSocket is not allowed on this route")), Some(r))
             }
-            Decision::Allow(r) => match r.token.as_ref().map(|t| {
-                let leaf = ctx.identity.as_ref().map(|i| i.sha256.as_str());
-                t.check(req.headers().get(header::AUTHORIZATION), leaf)
-            }) {
+            Decision::Allow(r) => match match &r.token {
+                Some(t) => {
+                    let leaf = ctx.identity.as_ref().map(|i| i.sha256.as_str());
+                    Some(t.check_or_refresh(req.headers().get(header::AUTHORIZATION), leaf).await)
+                }
+                None => None,
+            } {
                 Some(Err(refusal)) => {
                     r.denied.increment(1);
                     metrics::counter!("ambos_proxy_token_refusals_total", "reason" => refusal.label()).increment(1);
