@@ -34,8 +34,10 @@ if ! python3 -c "import grpc" 2>/dev/null; then
 fi
 # websockets: a real WebSocket client and server for the proxy's WebSocket
 # tests; h2: an HTTP/2 client stack for WebSocket over HTTP/2 (RFC 8441);
-# jwcrypto: an independent JOSE library minting the tokens the proxy checks.
-for mod in websockets h2 jwcrypto; do
+# jwcrypto: an independent JOSE library minting the tokens the proxy checks;
+# authlib (with requests): an OAuth client checking ambos serve's metadata
+# and token endpoint.
+for mod in websockets h2 jwcrypto authlib requests; do
     if ! python3 -c "import $mod" 2>/dev/null; then
         python3 -m pip install -q --disable-pip-version-check "$mod" 2>/dev/null \
             || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"

@@ -406,6 +406,30 @@ mod tests {
     }
 
     #[test]
+    fn a_retired_key_is_published_until_its_last_token_expired_then_dropped() {
+        let mut t = test_ca("oauth");
+        let first = t.ca.token_keys(None).unwrap().signer.kid().to_string();
+        // A rotation whose old key's last token expired a second ago.
+        let key = KeyType::EcP256.generate().unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, key.pkcs8_der()).unwrap();
+        let (kid, jwk) = public_jwk(&pair);
+        let at = now().unix_timestamp();
+        let record = SigningKeyRecord {
+            kid: kid.clone(),
+            key_pem: key.pkcs8_pem().to_string(),
+            key_encrypted: false,
+            public_jwk: jwk.to_string(),
+            created_at: at,
+            retired_at: None,
+            publish_until: None,
+        };
+        ambos_store::CertStore::add_signing_key(&mut t.ca.store, &record, at - 1).unwrap();
+        let keys = t.ca.token_keys(None).unwrap();
+        assert_eq!(keys.published, [kid], "{first} no longer published");
+        assert!(!keys.jwks.contains(&first));
+    }
+
+    #[test]
     fn the_signing_key_is_encrypted_with_the_ca_passphrase() {
         let dir = tempfile::tempdir().unwrap();
         let opts =

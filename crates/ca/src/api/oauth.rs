@@ -181,8 +181,9 @@ pub(super) async fn metadata(State(st): State<Arc<CaState>>) -> Response {
         "token_endpoint": token_endpoint,
         "jwks_uri": format!("{}/v1/oauth/jwks", st.issuer),
         "grant_types_supported": ["client_credentials"],
-        // No authorization endpoint: no response type is served.
-        "response_types_supported": [],
+        // RFC 8414 requires a non-empty list though there is no
+        // authorization endpoint: "token", what the token endpoint gives.
+        "response_types_supported": ["token"],
         "token_endpoint_auth_methods_supported": ["tls_client_auth"],
         "tls_client_certificate_bound_access_tokens": true,
         "mtls_endpoint_aliases": {"token_endpoint": token_endpoint},

@@ -32,7 +32,7 @@ pub enum OauthKind {
     #[command(after_help = "Example:\n  ambos oauth revoke 3")]
     Revoke { id: i64 },
     /// New token-signing key; the old one stays published until its last token has expired.
-    #[command(after_help = "Example:\n  ambos oauth rotate-key   # a running `ambos serve` signs with it within 10 s")]
+    #[command(after_help = "Example:\n  ambos oauth rotate-key   # a running `ambos serve` signs with it within 2 s")]
     RotateKey,
     /// Get an access token bound to your certificate from `ambos serve`, and print it.
     #[command(
