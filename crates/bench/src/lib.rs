@@ -86,6 +86,9 @@ pub enum Mode {
     /// Open --count connections upgraded to WebSocket (HTTP/1.1 GET --path,
     /// 101 expected), hold them for --duration, then close: the server's memory per WebSocket.
     Websocket,
+    /// Access tokens from `ambos serve` (POST /v1/oauth/token, client
+    /// credentials) over one keep-alive mTLS connection per worker.
+    Token,
 }
 
 impl Mode {
@@ -97,6 +100,7 @@ impl Mode {
             Mode::Hold => "hold",
             Mode::Grpc => "grpc",
             Mode::Websocket => "websocket",
+            Mode::Token => "token",
         }
     }
 }

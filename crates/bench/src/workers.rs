@@ -1,4 +1,4 @@
-//! The six kinds of worker; each runs operations until the plan says stop.
+//! The seven kinds of worker; each runs operations until the plan says stop.
 use crate::tally::{Failure, Kind, Tally};
 use crate::{grpc, websocket, Limit, Mode, Plan};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ pub async fn work(plan: Arc<Plan>) -> Tally {
         Mode::Hold => hold_worker(&plan).await,
         Mode::Grpc => keepalive_worker::<GrpcSender>(&plan).await,
         Mode::Websocket => websocket_worker(&plan).await,
+        Mode::Token => keepalive_worker::<TokenSender>(&plan).await,
     }
 }
 
@@ -214,6 +215,39 @@ async fn enroll_worker(plan: &Plan) -> Tally {
 }
 
 async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> Result<(), Failure> {
+    let key = ambos_pki::KeyType::EcP256.generate().kind("client")?;
+    let csr = ambos_pki::create_csr(&key, None, &[]).kind("client")?;
+    let body =
+        serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
+    post(plan, sender, "/v1/enroll", "application/json", Bytes::from(body), http::StatusCode::CREATED).await
+}
+
+/// `token` mode: one access token from `ambos serve` per operation (client
+/// credentials over this connection's certificate).
+struct TokenSender(EnrollSender);
+
+impl KeepAlive for TokenSender {
+    async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
+        let mut inner = sender.take().map(|s| s.0);
+        let form = Bytes::from_static(b"grant_type=client_credentials");
+        let r =
+            post(plan, &mut inner, "/v1/oauth/token", "application/x-www-form-urlencoded", form, http::StatusCode::OK);
+        let outcome = r.await;
+        *sender = inner.map(TokenSender);
+        outcome
+    }
+}
+
+/// POSTs `body` to `path` over the worker's HTTP/1.1 connection (opened
+/// if there is none); anything but `expect` is a failure with the answer.
+async fn post(
+    plan: &Plan,
+    sender: &mut Option<EnrollSender>,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+    expect: http::StatusCode,
+) -> Result<(), Failure> {
     let s = match sender {
         Some(s) => s,
         None => {
@@ -225,20 +259,16 @@ async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &
             sender.insert(s)
         }
     };
-    let key = ambos_pki::KeyType::EcP256.generate().kind("client")?;
-    let csr = ambos_pki::create_csr(&key, None, &[]).kind("client")?;
-    let body =
-        serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
     s.ready().await.context_kind("connection closed", "send")?;
-    let request = http::Request::post("/v1/enroll")
+    let request = http::Request::post(path)
         .header(http::header::HOST, plan.host.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body))
         .context_kind("build request", "protocol")?;
     let response = s.send_request(request).await.context_kind("send request", "send")?;
     let status = response.status();
     let body = response.into_body().collect().await.context_kind("read response body", "read")?.to_bytes();
-    if status != http::StatusCode::CREATED {
+    if status != expect {
         return Err(Failure::new(
             format!("status {}", status.as_u16()),
             format!("unexpected status {status}: {}", String::from_utf8_lossy(&body)),

@@ -235,7 +235,7 @@ pub trait CertStore {
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>>;
     /// Marks a certificate as an administrator of the CA API.
     fn set_admin(&mut self, serial: &str) -> Result<()>;
-    /// Every token-signing key, oldest first.
+    /// Every token-signing key: the retired ones oldest first, then the current one.
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Adds a signing key and, in the same transaction, retires the current
     /// one (published until `publish_old_until`).

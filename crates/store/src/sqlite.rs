@@ -499,7 +499,7 @@ impl CertStore for SqliteStore {
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
-             FROM signing_key ORDER BY created_at, kid",
+             FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(SigningKeyRecord {

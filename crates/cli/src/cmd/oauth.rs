@@ -29,6 +29,7 @@ pub enum OauthKind {
         json: bool,
     },
     /// Revoke a grant: no new tokens from it (tokens already issued live until they expire).
+    #[command(alias = "deny")]
     #[command(after_help = "Example:\n  ambos oauth revoke 3")]
     Revoke { id: i64 },
     /// New token-signing key; the old one stays published until its last token has expired.
