@@ -155,6 +155,8 @@ pub struct BenchPlan {
     pub cheap_client: bool,
     /// Key exchange groups in preference order; empty: ambos's own list.
     pub kx_groups: Vec<KxGroup>,
+    /// http: an access token sent as `Authorization: Bearer` with each request.
+    pub bearer: Option<String>,
 }
 
 /// When the workers stop.
@@ -185,6 +187,8 @@ pub struct Plan {
     hold_for: Duration,
     /// hold: connection attempts finished so far (all workers).
     opened: AtomicU64,
+    /// http: `Authorization: Bearer TOKEN`, made once.
+    authorization: Option<http::HeaderValue>,
 }
 
 /// The `--json` output, fields in this order.
@@ -246,6 +250,15 @@ fn check(p: &BenchPlan) -> Result<(), BenchError> {
         return Err(input(format!("--path {:?}: must start with / and hold no spaces", p.path)));
     }
     Ok(())
+}
+
+/// `--duration` as given, read only where it counts: hold and websocket,
+/// or a run without `--count` (else zero).
+pub fn duration_flag(mode: Mode, count: Option<u64>, text: &str) -> Result<Duration, BenchError> {
+    if matches!(mode, Mode::Hold | Mode::Websocket) || count.is_none() {
+        return ambos_pki::parse_duration(text).map_err(|e| input(format!("--duration: {e}")));
+    }
+    Ok(Duration::ZERO)
 }
 
 /// Checks every setting and file, and builds the TLS client configuration.
@@ -325,6 +338,13 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
         tokens,
         hold_for,
         opened: AtomicU64::new(0),
+        authorization: match &p.bearer {
+            Some(t) => Some(
+                http::HeaderValue::try_from(format!("Bearer {}", t.trim()))
+                    .map_err(|_| input("--token: not a token (header-safe text)"))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -424,6 +444,7 @@ mod tests {
             http2: false,
             cheap_client: true,
             kx_groups: Vec::new(),
+            bearer: None,
         }
     }
 
@@ -449,6 +470,9 @@ mod tests {
             "--http2 is for http and hold, not websocket"
         );
         assert_eq!(refused(BenchPlan { count: Some(0), ..base(Mode::Http) }), "--count must be at least 1");
+        assert_eq!(duration_flag(Mode::Http, Some(5), "junk").unwrap(), Duration::ZERO, "--count decides");
+        assert_eq!(duration_flag(Mode::Hold, Some(5), "2s").unwrap(), Duration::from_secs(2), "hold holds");
+        assert!(duration_flag(Mode::Http, None, "junk").unwrap_err().to_string().starts_with("--duration: "));
         assert_eq!(
             refused(BenchPlan { path: "/a b".into(), ..base(Mode::Http) }),
             "--path \"/a b\": must start with / and hold no spaces"

@@ -32,6 +32,12 @@ impl Plan {
         self.connector.connect(self.server_name.clone(), tcp).await.context_kind("TLS handshake", "tls")
     }
 
+    fn authorize<B>(&self, request: &mut http::Request<B>) {
+        if let Some(v) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, v.clone());
+        }
+    }
+
     fn record(&self, tally: &mut Tally, started: Instant, outcome: Result<(), Failure>) {
         tally.record(&self.first_error, started, outcome);
     }
@@ -168,18 +174,20 @@ async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> Result<(), Fai
     let response = match s {
         Sender::Http1(s) => {
             s.ready().await.context_kind("connection closed", "send")?;
-            let request = http::Request::get(plan.path.as_str())
+            let mut request = http::Request::get(plan.path.as_str())
                 .header(http::header::HOST, plan.host.as_str())
                 .body(Empty::<Bytes>::new())
                 .context_kind("build request", "protocol")?;
+            plan.authorize(&mut request);
             s.send_request(request).await.context_kind("send request", "send")?
         }
         Sender::Http2(s) => {
             s.ready().await.context_kind("connection closed", "send")?;
-            let request = http::Request::get(plan.h2_uri.clone())
+            let mut request = http::Request::get(plan.h2_uri.clone())
                 .version(http::Version::HTTP_2)
                 .body(Empty::<Bytes>::new())
                 .context_kind("build request", "protocol")?;
+            plan.authorize(&mut request);
             s.send_request(request).await.context_kind("send request", "send")?
         }
     };

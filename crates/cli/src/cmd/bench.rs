@@ -1,7 +1,6 @@
 //! `ambos bench`: flags to an `ambos_bench::BenchPlan`, then the run's
 //! summary (or `--json`); the load generator is the `ambos-bench` crate.
 use ambos_bench::{KxGroup, Mode};
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -53,6 +52,9 @@ pub struct BenchArgs {
     /// is what an OpenSSL 3.0 client such as Debian 12's curl offers.
     #[arg(long, value_enum)]
     kx_group: Vec<KxGroup>,
+    /// http: access token sent as `Authorization: Bearer` (a route with `token = {...}`).
+    #[arg(long, env = "AMBOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// One JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -60,15 +62,8 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     ambos_tls::install_default_provider();
-    let mode = a.mode;
-    // --duration is read only where it counts: hold and websocket, or a run without --count.
-    let duration = if matches!(mode, Mode::Hold | Mode::Websocket) || a.count.is_none() {
-        ambos_pki::parse_duration(&a.duration).context("--duration")?
-    } else {
-        std::time::Duration::ZERO
-    };
     let plan = ambos_bench::plan(&ambos_bench::BenchPlan {
-        mode,
+        mode: a.mode,
         target: a.target,
         cert: a.cert,
         key: a.key,
@@ -76,12 +71,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ca: a.ca,
         server_name: a.server_name,
         concurrency: a.concurrency,
-        duration,
+        duration: ambos_bench::duration_flag(a.mode, a.count, &a.duration)?,
         count: a.count,
         path: a.path,
         http2: a.http2,
         cheap_client: a.cheap_client,
         kx_groups: a.kx_group,
+        bearer: a.token,
     })?;
     let out = plan.run()?;
     let r = &out.report;
