@@ -66,5 +66,31 @@ fn issuance(c: &mut Criterion) {
     floor.finish();
 }
 
-criterion_group!(benches, issuance);
+/// Signing one access token: ours (the parsed key kept) against
+/// `jsonwebtoken::encode` with the same key as PKCS#8 (parsed per call).
+fn access_token(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = CertificateAuthority::init(dir.path(), &InitOptions::unencrypted("bench")).unwrap();
+    let keys = ca.token_keys(None).unwrap();
+    let granted = ambos_ca::oauth::Granted {
+        subject: "spiffe://acme.test/alice".into(),
+        audience: "payments".into(),
+        scopes: vec!["pay:write".into()],
+    };
+    let ttl = std::time::Duration::from_secs(300);
+    let mut group = c.benchmark_group("access_token");
+    group.bench_function("sign_es256_kept_key", |b| {
+        b.iter(|| keys.signer.sign("https://ca.test", granted.clone(), &[7u8; 32], ttl).unwrap())
+    });
+    let (pkcs8, _) = ambos_testpki::jwt_signer(dir.path());
+    let key = jsonwebtoken::EncodingKey::from_ec_der(&pkcs8);
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    let claims = serde_json::json!({"iss": "https://ca.test", "sub": "spiffe://acme.test/alice", "aud": "payments", "exp": 4102444800u64});
+    group.bench_function("sign_es256_jsonwebtoken", |b| {
+        b.iter(|| jsonwebtoken::encode(&header, &claims, &key).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, issuance, access_token);
 criterion_main!(benches);
