@@ -80,7 +80,7 @@ fn access_token(c: &mut Criterion) {
     let ttl = std::time::Duration::from_secs(300);
     let mut group = c.benchmark_group("access_token");
     group.bench_function("sign_es256_kept_key", |b| {
-        b.iter(|| keys.signer.sign("https://ca.test", granted.clone(), &[7u8; 32], ttl).unwrap())
+        b.iter(|| keys.signer.sign("https://ca.test", granted.clone(), &[7u8; 600], ttl).unwrap())
     });
     let (pkcs8, _) = ambos_testpki::jwt_signer(dir.path());
     let key = jsonwebtoken::EncodingKey::from_ec_der(&pkcs8);

@@ -119,9 +119,10 @@ impl TokenSigner {
         &self.kid
     }
 
-    /// Signs an RFC 9068 access token for `granted`, bound (`cnf.x5t#S256`)
-    /// to the certificate whose DER has SHA-256 `cert_sha256`.
-    pub fn sign(&self, issuer: &str, granted: Granted, cert_sha256: &[u8], ttl: Duration) -> Result<AccessToken> {
+    /// Signs an RFC 9068 access token for `granted`, bound (`cnf.x5t#S256`,
+    /// the SHA-256 of its DER) to the certificate `cert_der`.
+    pub fn sign(&self, issuer: &str, granted: Granted, cert_der: &[u8], ttl: Duration) -> Result<AccessToken> {
+        let cert_sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert_der);
         let mut id = [0u8; 16];
         aws_lc_rs::rand::fill(&mut id).map_err(|_| CaError::Random)?;
         let jti = b64(&id);
@@ -135,7 +136,7 @@ impl TokenSigner {
             "iat": iat,
             "exp": iat + ttl.as_secs() as i64,
             "jti": jti,
-            "cnf": {"x5t#S256": b64(cert_sha256)},
+            "cnf": {"x5t#S256": b64(cert_sha256.as_ref())},
         });
         // JWS compact serialisation (RFC 7515): ES256's signature is the
         // fixed-size r || s that aws-lc-rs's FIXED signing gives.
@@ -372,7 +373,7 @@ mod tests {
         let mut t = test_ca("oauth");
         let keys = t.ca.token_keys(None).unwrap();
         let granted = Granted { subject: "spiffe://t/alice".into(), audience: "pay".into(), scopes: vec!["a".into()] };
-        let tok = keys.signer.sign("https://ca.test", granted, &[7u8; 32], Duration::from_secs(300)).unwrap();
+        let tok = keys.signer.sign("https://ca.test", granted, b"DER", Duration::from_secs(300)).unwrap();
         let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&keys.jwks).unwrap();
         let header = jsonwebtoken::decode_header(&tok.token).unwrap();
         assert_eq!((header.alg, header.typ.as_deref()), (jsonwebtoken::Algorithm::ES256, Some("at+jwt")));
@@ -387,7 +388,8 @@ mod tests {
         )
         .unwrap()
         .claims;
-        assert_eq!(claims["cnf"]["x5t#S256"], b64(&[7u8; 32]));
+        let thumbprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"DER");
+        assert_eq!(claims["cnf"]["x5t#S256"], b64(thumbprint.as_ref()));
         assert_eq!((claims["sub"].as_str(), claims["scope"].as_str()), (Some("spiffe://t/alice"), Some("a")));
         assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
     }

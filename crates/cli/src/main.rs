@@ -121,7 +121,7 @@ enum Command {
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
     Proxy(cmd::proxy::ProxyArgs),
-    /// See the whole system work on this machine: CA, certificates, proxy, and four calls.
+    /// See the whole system work on this machine: CA, certificates, proxy, and six calls.
     #[command(after_help = "Examples:\n  ambos quickstart\n  ambos quickstart --dir /tmp/demo --exit")]
     Quickstart(cmd::quickstart::QuickstartArgs),
     /// Walk a real mTLS handshake step by step and say why it fails.

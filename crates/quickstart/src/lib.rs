@@ -1,7 +1,8 @@
 //! `ambos quickstart` as steps `narration` tells: a CA, a server and two
 //! client certificates, a tiny upstream, `ambos proxy` with a policy that
-//! admits one client, calls through it with `ambos_probe`, and a revocation
-//! the running proxy picks up from its CRL file.
+//! admits one client, calls through it with `ambos_probe`, an access token
+//! bound to alice's certificate that is worthless when bob replays it, and
+//! a revocation the running proxy picks up from its CRL file.
 #![forbid(unsafe_code)]
 
 use ambos_ca::{CaError, CertSelector, CertificateAuthority, InitOptions};
@@ -70,7 +71,12 @@ pub struct Demo {
     signer: Authority,
     root: Authority,
     proxy: Option<RunningProxy>,
+    /// Alice's access token for `/pay/` (bound to her certificate).
+    pub alice_token: String,
 }
+
+/// The `iss` of the demo's access tokens (made in-process: no `ambos serve`).
+const ISSUER: &str = "https://quickstart.test";
 
 /// `ambos proxy` on a thread of its own, and the upstream behind it.
 pub struct RunningProxy {
@@ -95,14 +101,25 @@ impl Demo {
         alice.sans.push("spiffe://quickstart.test/alice".parse()?);
         let mut bob = LeafRequest::new("bob", Profile::Client);
         bob.sans.push("spiffe://quickstart.test/bob".parse()?);
+        let mut alice_der = Vec::new();
         for issued in ca.issue(&signer, &[server, alice, bob])? {
+            if issued.name == "alice" {
+                alice_der = issued.cert_der.clone();
+            }
             let key = issued.key.as_ref().ok_or(FilesError::NoGeneratedKey)?;
             let (key_path, cert_path) =
                 (certs.join(format!("{}.key", issued.name)), certs.join(format!("{}.crt", issued.name)));
             write_identity(&key_path, key, &cert_path, &signer.chain_pem(&issued.cert_der))?;
         }
         write_atomic(&certs.join("ca.crt"), pem_encode("CERTIFICATE", ca.root_der()).as_bytes(), PUBLIC, true)?;
-        let mut demo = Demo { dir: dir.to_path_buf(), certs, ca, signer, root, proxy: None };
+        // A grant, the signing key's JWKS for the proxy, and alice's token.
+        ca.allow("spiffe://quickstart.test/alice", "payments", &["pay".into()])?;
+        let keys = ca.token_keys(None)?;
+        write_atomic(&certs.join("jwks.json"), keys.jwks.as_bytes(), PUBLIC, true)?;
+        let granted = ca.grant_for(&alice_der, &ambos_ca::oauth::TokenRequest::default())?;
+        let alice_token = keys.signer.sign(ISSUER, granted, &alice_der, Duration::from_secs(3600))?.token;
+        write_atomic(&certs.join("alice.token"), alice_token.as_bytes(), PUBLIC, true)?;
+        let mut demo = Demo { dir: dir.to_path_buf(), certs, ca, signer, root, proxy: None, alice_token };
         demo.write_crls()?;
         Ok(demo)
     }
@@ -174,6 +191,18 @@ impl Demo {
         Ok(ambos_probe::probe(&self.probe_options(who))?)
     }
 
+    /// `who` calls `/pay/` with alice's access token, and the curl for it.
+    pub fn call_with_alice_token(&self, who: &str) -> Result<(Report, String)> {
+        let opts = ProbeOptions {
+            http_path: Some("/pay/".into()),
+            token: Some(self.alice_token.clone()),
+            ..self.probe_options(Some(who))
+        };
+        let header = format!(" -H \"Authorization: Bearer $(cat {}/alice.token)\" https://", self.certs.display());
+        let curl = self.curl(Some(who)).replace(" https://", &header);
+        Ok((ambos_probe::probe(&opts)?, format!("{curl}pay/")))
+    }
+
     /// Revokes alice and publishes new CRLs; the proxy sees the new CRL file
     /// and reloads by itself: waits (at most 5 s) until it refuses her.
     pub fn revoke_alice(&mut self) -> Result<()> {
@@ -195,6 +224,8 @@ impl Demo {
             (certs.join("localhost.crt"), "server certificate chain (+ localhost.key)"),
             (certs.join("alice.crt"), "client certificate spiffe://quickstart.test/alice (+ alice.key), now revoked"),
             (certs.join("bob.crt"), "client certificate spiffe://quickstart.test/bob (+ bob.key)"),
+            (certs.join("alice.token"), "alice's access token for /pay/, bound to her certificate"),
+            (certs.join("jwks.json"), "the public key that signed it (JWKS), read by the proxy"),
             (self.crls_path(), "CRLs of the intermediate and the root"),
             (self.config_path(), "the proxy's configuration"),
             (self.dir.join("audit.jsonl"), "one JSON line per decision the proxy made"),
@@ -224,6 +255,12 @@ crl = ["certs/crls.pem"]
 
 [upstream]
 url = "http://127.0.0.1:{upstream}"
+
+# Any client certificate, but only with an access token bound to it.
+[[route]]
+path = "/pay/**"
+allow = ["any"]
+token = {{ issuer = "{ISSUER}", jwks = "certs/jwks.json", audience = "payments", scopes = ["pay"] }}
 
 [[route]]
 path = "/**"
@@ -313,7 +350,13 @@ mod tests {
         }
         let crls = std::fs::read_to_string(demo.crls_path()).unwrap();
         assert_eq!(crls.matches("BEGIN X509 CRL").count(), 2);
-        assert_eq!(demo.files().len(), 8);
+        assert_eq!(demo.files().len(), 10);
+        assert!(demo.files().iter().all(|(path, _)| path.starts_with(&demo.dir)));
+        // Alice's token is bound to her certificate and verifies with the JWKS file.
+        let jwks: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(demo.certs.join("jwks.json")).unwrap()).unwrap();
+        assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+        assert_eq!(std::fs::read_to_string(demo.certs.join("alice.token")).unwrap(), demo.alice_token);
         assert!(demo.curl(Some("bob")).contains("--cert "), "{}", demo.curl(Some("bob")));
         assert_eq!(demo.probe_options(None).cert, None);
         demo.stop().unwrap();

@@ -13,7 +13,7 @@ pub struct QuickstartOptions {
     pub color: bool,
 }
 
-/// The demo after its four calls, its proxy still running.
+/// The demo after its six calls, its proxy still running.
 pub struct Narrated {
     pub demo: Demo,
     /// The proxy's port on localhost.
@@ -23,7 +23,7 @@ pub struct Narrated {
 }
 
 /// Builds the demo in `opts.dir` (which must not hold one), starts the
-/// proxy, makes the four calls and tells `out` about each.
+/// proxy, makes the six calls and tells `out` about each.
 pub fn narrate(opts: &QuickstartOptions, out: &mut impl Write) -> Result<Narrated> {
     let dir = &opts.dir;
     if dir.join("ca").exists() {
@@ -37,24 +37,29 @@ pub fn narrate(opts: &QuickstartOptions, out: &mut impl Write) -> Result<Narrate
     let port = proxy.port;
     writeln!(out, "   proxy on https://localhost:{port} -> upstream http://127.0.0.1:{}\n", proxy.upstream)?;
     let mut as_expected = true;
-    let mut show = |demo: &Demo, title: &str, who: Option<&str>, expect_ok: bool| -> Result<()> {
+    // (title, who: None without a certificate, with alice's token on /pay/, allowed)
+    let mut show = |demo: &Demo, title: &str, who: Option<&str>, token: bool, expect_ok: bool| -> Result<()> {
         writeln!(out, "== {title}")?;
-        writeln!(out, "   by hand: {}", demo.curl(who))?;
-        let r = demo.call(who)?;
+        let (r, curl) = match (who, token) {
+            (Some(who), true) => demo.call_with_alice_token(who)?,
+            _ => (demo.call(who)?, demo.curl(who)),
+        };
+        writeln!(out, "   by hand: {curl}")?;
         writeln!(out, "{}", r.render(opts.color))?;
         as_expected &= r.ok == expect_ok;
         Ok(())
     };
-    show(&demo, "3. alice, who is on the allow list: allowed", Some("alice"), true)?;
-    show(&demo, "4. no client certificate: refused in the TLS handshake", None, false)?;
-    show(
-        &demo,
-        "5. bob, a valid certificate but not on the allow list: 403 from the route policy",
-        Some("bob"),
-        false,
-    )?;
+    show(&demo, "3. alice, who is on the allow list: allowed", Some("alice"), false, true)?;
+    show(&demo, "4. no client certificate: refused in the TLS handshake", None, false, false)?;
+    let title = "5. bob, a valid certificate but not on the allow list: 403 from the route policy";
+    show(&demo, title, Some("bob"), false, false)?;
+    let title = "6. alice with an access token bound to her certificate, on /pay/ (a token route): allowed";
+    show(&demo, title, Some("alice"), true, true)?;
+    let title = "7. bob replays alice's stolen token with his own valid certificate: 401, bound to another certificate";
+    show(&demo, title, Some("bob"), true, false)?;
     demo.revoke_alice()?;
-    show(&demo, "6. alice again, after `ambos revoke alice` and a new CRL: refused, revoked", Some("alice"), false)?;
+    let title = "8. alice again, after `ambos revoke alice` and a new CRL: refused, revoked";
+    show(&demo, title, Some("alice"), false, false)?;
     writeln!(out, "== files")?;
     for (path, what) in demo.files() {
         writeln!(out, "   {:<44} {what}", path.display().to_string())?;
@@ -75,7 +80,7 @@ impl Narrated {
         if !self.as_expected {
             return Err(QuickstartError::NotAsExpected);
         }
-        writeln!(out, "quickstart: all four calls behaved as expected")?;
+        writeln!(out, "quickstart: all six calls behaved as expected")?;
         Ok(())
     }
 }
@@ -95,11 +100,12 @@ mod tests {
         done.finish(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let titles: Vec<&str> = text.lines().filter(|l| l.starts_with("== ")).collect();
-        assert_eq!(titles.len(), 7, "{text}");
-        assert!(titles[5].starts_with("== 6. alice again"), "{text}");
+        assert_eq!(titles.len(), 9, "{text}");
+        assert!(titles[7].starts_with("== 8. alice again"), "{text}");
+        assert!(text.contains("the token is bound to another certificate"), "bob's replay:\n{text}");
         assert!(text.contains(&format!("proxy on https://localhost:{port} -> upstream")), "{text}");
         assert!(text.contains("probe localhost:"), "probe's report follows each call:\n{text}");
-        assert!(text.ends_with("...\nquickstart: all four calls behaved as expected\n"), "{text}");
+        assert!(text.ends_with("...\nquickstart: all six calls behaved as expected\n"), "{text}");
         let again = narrate(&opts, &mut Vec::new()).err().unwrap();
         assert!(matches!(again, QuickstartError::AlreadyThere(_)), "{again}");
         assert!(again.is_input());

@@ -132,9 +132,8 @@ pub(super) async fn token(
         let why = format!("client_id is not {}, the certificate's identity", granted.subject);
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &why);
     }
-    let cert_sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &cert.der);
     let published = st.tokens.load();
-    let token = match published.keys.signer.sign(&st.issuer, granted, cert_sha256.as_ref(), st.token_ttl) {
+    let token = match published.keys.signer.sign(&st.issuer, granted, &cert.der, st.token_ttl) {
         Ok(t) => t,
         Err(e) => return refused(e),
     };

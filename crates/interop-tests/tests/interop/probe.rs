@@ -148,7 +148,8 @@ fn quickstart_exit_runs_the_demo_and_leaves_nothing_running() {
         "FAIL: authorized by TLS but denied by route policy",
         "FAIL: our client certificate is revoked",
         "curl --cacert",
-        "quickstart: all four calls behaved as expected",
+        "the token is bound to another certificate",
+        "quickstart: all six calls behaved as expected",
     ] {
         assert!(out.stdout.contains(needle), "quickstart output lacks '{needle}':\n{}", out.stdout);
     }
