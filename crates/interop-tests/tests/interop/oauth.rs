@@ -13,11 +13,14 @@ use std::time::Duration;
 
 const CHECK: &str = include_str!("../../scripts/oauth_issuer_check.py");
 
-/// curl through the proxy as `who` with `token`: (status, WWW-Authenticate).
+/// curl through the proxy as `who` with `token` (empty: none): (status, WWW-Authenticate).
 fn call(ca: &TestCa, port: u16, who: &str, token: &str) -> (String, String) {
     let headers = ca.dir().join(format!("headers-{who}.txt"));
     let auth = format!("Authorization: Bearer {token}");
-    let extra = ["-D", headers.to_str().unwrap(), "-H", auth.as_str()];
+    let mut extra = vec!["-D", headers.to_str().unwrap()];
+    if !token.is_empty() {
+        extra.extend(["-H", auth.as_str()]);
+    }
     let r = ca.curl(Some(who), &format!("https://localhost:{port}/pay/now"), &extra);
     let head = std::fs::read_to_string(&headers).unwrap_or_default();
     let challenge = head
@@ -115,6 +118,31 @@ fn ambos_serve_issues_bound_tokens_that_outside_libraries_and_the_proxy_accept()
     let (status, why) = call(&ca, proxy.port, "bob", &alice_token);
     assert_eq!(status, "401");
     assert!(why.contains("bound to another certificate"), "{why}");
+    // The same token tampered with: one signature byte flipped, or `alg: none`.
+    let parts: Vec<&str> = alice_token.split('.').collect();
+    let mut sig = parts[2].as_bytes().to_vec();
+    sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+    let flipped = format!("{}.{}.{}", parts[0], parts[1], String::from_utf8(sig).unwrap());
+    let none = {
+        use base64::Engine;
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
+        format!("{header}.{}.", parts[1])
+    };
+    for (token, reason) in [(flipped.as_str(), "signature"), (none.as_str(), "invalid_token")] {
+        let (status, why) = call(&ca, proxy.port, "alice", token);
+        assert_eq!(status, "401", "{reason}: {why}");
+        assert!(why.contains(reason), "{why}");
+    }
+    // No token at all: RFC 6750's bare challenge.
+    assert_eq!(call(&ca, proxy.port, "alice", ""), ("401".to_string(), "Bearer".to_string()));
+    // A token ambos serve issued for another audience.
+    ca.ambos(&["oauth", "allow", "spiffe://acme.test/alice", "--audience", "billing", "--scope", "pay:write"]).ok();
+    let mut cmd = ca.cmd();
+    cmd.args(["oauth", "token", "--ca-url", &issuer, "--root", root.to_str().unwrap(), "--audience", "billing"]);
+    let billing = run(cmd.arg("--cert").arg(&cert).arg("--key").arg(&key)).stdout.trim().to_string();
+    let (status, why) = call(&ca, proxy.port, "alice", &billing);
+    assert_eq!(status, "401");
+    assert!(why.contains("audience"), "{why}");
 
     // Alice renews her certificate: her old token was bound to the old one.
     let renew = ca.ambos(&[
