@@ -9,7 +9,7 @@ use ambos_pki::{
 };
 use ambos_store::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, NewCaRecords, Revocation,
-    SqliteStore, StoreError,
+    SqliteStore, Store, StoreError, StoreLocation,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -102,15 +102,21 @@ impl InitOptions {
     /// Checks the options and that `dir` holds no CA yet: called by
     /// [`CertificateAuthority::init`], and before a passphrase is asked for.
     pub fn check(&self, dir: &Path) -> Result<()> {
+        self.check_options()?;
+        if dir.join(SqliteStore::FILE_NAME).exists() {
+            return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
+        }
+        Ok(())
+    }
+
+    /// The name and CRL URL alone (a store elsewhere is checked when opened).
+    pub fn check_options(&self) -> Result<()> {
         if self.name.trim().is_empty() || self.name.len() > 48 {
             let why = format!("--name '{}' must be 1-48 characters", self.name);
             return Err(PkiError::InvalidRequest(why).into());
         }
         if let Some(url) = &self.crl_url {
             ambos_pki::check_crl_url(url, "--crl-url")?;
-        }
-        if dir.join(SqliteStore::FILE_NAME).exists() {
-            return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
         }
         Ok(())
     }
@@ -148,7 +154,7 @@ pub enum CertSelector {
 
 /// A CA on disk: its two certificates and the store. Keys stay encrypted
 /// until [`CertificateAuthority::issuing_authority`] unlocks one.
-pub struct CertificateAuthority<S: CertStore = SqliteStore> {
+pub struct CertificateAuthority<S: CertStore = Store> {
     store: S,
     authorities: Authorities,
 }
@@ -178,14 +184,23 @@ pub(crate) fn record_of(issued: &IssuedCert, issuer: AuthorityRole, at: OffsetDa
     }
 }
 
-impl CertificateAuthority<SqliteStore> {
-    /// Creates a CA in `dir`; refuses if one is already there.
+impl CertificateAuthority<Store> {
+    /// Creates a CA in `dir` (SQLite); refuses if one is already there.
     pub fn init(dir: &Path, opts: &InitOptions) -> Result<Self> {
-        opts.check(dir)?;
+        Self::init_at(&StoreLocation::Dir(dir.to_path_buf()), opts)
+    }
+
+    /// Creates a CA in the store at `at` (a PostgreSQL database gets the
+    /// schema first); refuses if one is already there.
+    pub fn init_at(at: &StoreLocation, opts: &InitOptions) -> Result<Self> {
+        match at {
+            StoreLocation::Dir(dir) => opts.check(dir)?,
+            StoreLocation::Postgres(_) => opts.check_options()?,
+        }
         // Check before the (slow, for RSA) key generation.
-        let mut store = SqliteStore::open(dir, true)?;
+        let mut store = Store::open(at, true, database_tls(at)?)?;
         if store.authorities().is_ok() {
-            return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
+            return Err(StoreError::AlreadyInitialised(at.shown().into()).into());
         }
         let at = now();
         let root_crl = opts.crl_url.as_deref().map(root_crl_url);
@@ -225,11 +240,47 @@ impl CertificateAuthority<SqliteStore> {
         Ok(CertificateAuthority { store, authorities })
     }
 
-    /// Opens the CA in `dir`; `NotInitialised` if there is none.
+    /// Opens the CA in `dir` (SQLite); `NotInitialised` if there is none.
     pub fn open(dir: &Path) -> Result<Self> {
-        let store = SqliteStore::open(dir, false)?;
-        Self::with_store(store)
+        Self::open_at(&StoreLocation::Dir(dir.to_path_buf()))
     }
+
+    /// Opens the CA in the store at `at`; `NotInitialised` if there is none.
+    pub fn open_at(at: &StoreLocation) -> Result<Self> {
+        Self::with_store(Store::open(at, false, database_tls(at)?)?)
+    }
+}
+
+/// TLS to a PostgreSQL store, from its URL's `sslmode`, `sslrootcert`,
+/// `sslcert` and `sslkey` (the server is always verified, chain and name,
+/// as libpq's `verify-full`); `None` for SQLite or `sslmode=disable`.
+pub fn database_tls(at: &StoreLocation) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    let StoreLocation::Postgres(url) = at else { return Ok(None) };
+    let (_, tls) = ambos_store::postgres::parse_url(url)?;
+    if tls.mode == "disable" {
+        return Ok(None);
+    }
+    let bad = |why: String| CaError::Store(StoreError::BadUrl { url: at.shown(), why });
+    let Some(root) = &tls.root_cert else {
+        if tls.mode == "prefer" {
+            // libpq's default: TLS only if it can be verified; here, none.
+            return Ok(None);
+        }
+        return Err(bad(format!("sslmode={} needs sslrootcert=FILE (the CA of the database's certificate)", tls.mode)));
+    };
+    let roots = ambos_tls::root_store(std::slice::from_ref(root)).map_err(|e| bad(format!("sslrootcert: {e}")))?;
+    let client = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => ambos_tls::ClientCert::Chain(
+            ambos_tls::load_certs(cert).map_err(|e| bad(format!("sslcert: {e}")))?,
+            ambos_tls::load_key(key).map_err(|e| bad(format!("sslkey: {e}")))?,
+        ),
+        (None, None) => ambos_tls::ClientCert::None,
+        _ => return Err(bad("sslcert and sslkey go together".into())),
+    };
+    let mut config =
+        ambos_tls::client_config(ambos_tls::ServerAuth::Roots(roots), client).map_err(|e| bad(e.to_string()))?;
+    config.alpn_protocols.clear();
+    Ok(Some(std::sync::Arc::new(config)))
 }
 
 impl<S: CertStore> CertificateAuthority<S> {

@@ -50,6 +50,9 @@ struct Cli {
     /// File whose first line is the CA key passphrase (else $AMBOS_PASSPHRASE, else a prompt).
     #[arg(long, global = true, env = "AMBOS_PASSPHRASE_FILE")]
     passphrase_file: Option<PathBuf>,
+    /// The CA's store instead of SQLite in --dir: postgres://USER@HOST/DB (several CA nodes on one database).
+    #[arg(long, global = true, env = "AMBOS_STORE", value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,7 +123,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
     )]
-    Proxy(cmd::proxy::ProxyArgs),
+    Proxy(Box<cmd::proxy::ProxyArgs>),
     /// See the whole system work on this machine: CA, certificates, proxy, and six calls.
     #[command(after_help = "Examples:\n  ambos quickstart\n  ambos quickstart --dir /tmp/demo --exit")]
     Quickstart(cmd::quickstart::QuickstartArgs),
@@ -150,11 +153,12 @@ pub struct ProbeFailed(pub String);
 pub struct Global {
     pub dir: PathBuf,
     pub passphrase_file: Option<PathBuf>,
+    pub store: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file };
+    let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),
         Command::Issue(k) => cmd::issue::issue(&global, k),
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
         Command::Export(k) => cmd::export::export(&global, k),
         Command::P12(a) => cmd::p12::p12(a),
         Command::Inspect(a) => cmd::inspect::run(a),
-        Command::Proxy(a) => cmd::proxy::run(a),
+        Command::Proxy(a) => cmd::proxy::run(*a),
         Command::Tunnel(a) => cmd::tunnel::tunnel(a),
         Command::Probe(a) => cmd::probe::run(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),

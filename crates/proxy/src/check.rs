@@ -60,10 +60,10 @@ mod tests {
     fn flags(files: &TestPkiDir) -> ProxyFlags {
         let (cert, key) = files.write(&files.pki.server("localhost", &["dns:localhost"]), "api");
         ProxyFlags {
-            listen: "127.0.0.1:8443".into(),
-            upstream: "http://127.0.0.1:8080".into(),
-            cert,
-            key,
+            listen: Some("127.0.0.1:8443".into()),
+            upstream: Some("http://127.0.0.1:8080".into()),
+            cert: Some(cert),
+            key: Some(key),
             client_ca: vec![files.path("ca.crt")],
             ..Default::default()
         }
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_an_error_before_anything_is_said() {
         let files = TestPkiDir::new("Check");
-        let config = ProxyFlags { cert: files.path("nope.crt"), ..flags(&files) };
+        let config = ProxyFlags { cert: Some(files.path("nope.crt")), ..flags(&files) };
         let err = describe(&ProxyConfig::from_flags(&config).unwrap()).unwrap_err();
         assert!(err.to_string().contains("nope.crt"), "{err}");
         assert!(err.is_input());

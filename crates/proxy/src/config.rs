@@ -344,38 +344,82 @@ pub struct ProxyConfig {
     pub source: Option<PathBuf>,
 }
 
-/// The flags-only form: `ambos proxy --listen A --upstream U --cert C ...`.
+/// The flags-only form: `ambos proxy --listen A --upstream U --cert C ...`
+/// (with the `cli` feature, the binary's flags; the four the proxy cannot
+/// run without are checked by [`ProxyConfig::from_flags`], as the binary's
+/// `--config` is the alternative to all of them).
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ProxyFlags {
-    pub listen: String,
-    pub upstream: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:8443.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub listen: Option<String>,
+    /// http://, h2c:// (HTTP/2) or https://host:port (HTTP mode), or host:port (with --tcp).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub upstream: Option<String>,
+    /// Server certificate chain (PEM, leaf first).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM, unencrypted).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub key: Option<PathBuf>,
+    /// CA certificate(s) client certificates must chain to (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "client-ca"))]
     pub client_ca: Vec<PathBuf>,
+    /// CRL file(s), reloaded when they change (repeatable).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub crl: Vec<PathBuf>,
-    pub allow: Vec<String>,
-    pub tcp: bool,
-    pub optional_client_auth: bool,
-    pub audit: Option<PathBuf>,
-    pub metrics: Option<String>,
+    /// Pull the CRL from `ambos serve` (https://ca:9443/v1/crl) and refresh it.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub crl_url: Option<String>,
-    pub crl_refresh: Option<String>,
+    /// Fetch CRLs from the distribution points that verified client chains
+    /// (and the --client-ca certificates) name, and refresh them.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub crl_from_distribution_points: bool,
-    /// `--revocation chain|leaf`.
+    /// How often to refresh --crl-url and distribution points (default 60s).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub crl_refresh: Option<String>,
+    /// Which certificates need a CRL: `chain` (default: every certificate
+    /// below the root, as nginx's ssl_crl) or `leaf` (the client's own only).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "chain|leaf"))]
     pub revocation: Option<String>,
-    /// `--unknown-revocation deny|allow`.
+    /// Clients whose revocation status is unknown (no usable or fresh CRL for
+    /// a CA of their chain): `deny` (default) or `allow`.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "deny|allow"))]
     pub unknown_revocation: Option<String>,
+    /// How long past its nextUpdate a CRL is still enforced before the status
+    /// becomes unknown (default 1h).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub crl_grace: Option<String>,
-    /// `--upstream-ca` (repeatable): for an https:// upstream, the CAs its
-    /// certificate must chain to.
+    /// TLS to the upstream (https://, or with --tcp): CA certificate(s) its certificate must chain to (repeatable).
+    #[cfg_attr(feature = "cli", arg(long = "upstream-ca"))]
     pub upstream_ca: Vec<PathBuf>,
-    /// `--upstream-cert` / `--upstream-key`: the proxy's client certificate for it.
+    /// For a TLS upstream: the proxy's own client certificate chain (mTLS to the upstream).
+    #[cfg_attr(feature = "cli", arg(long, requires = "upstream_key"))]
     pub upstream_cert: Option<PathBuf>,
+    /// The key of --upstream-cert (PEM, unencrypted).
+    #[cfg_attr(feature = "cli", arg(long, requires = "upstream_cert"))]
     pub upstream_key: Option<PathBuf>,
-    /// `--upstream-server-name`: the name its certificate must carry (default: its host).
+    /// For a TLS upstream: the name its certificate must carry (default: the host of --upstream).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub upstream_server_name: Option<String>,
-    /// `--upstream-expect`: an identity its certificate must also carry.
+    /// For a TLS upstream: an identity its certificate must also carry, as `ambos tunnel --expect`.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub upstream_expect: Option<String>,
+    /// Identity allowed through, e.g. spiffe://acme.test/web, cn:web, ou:payments (repeatable; default any).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub allow: Vec<String>,
+    /// Raw TCP instead of HTTP: pipe bytes after the handshake and the allow check.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub tcp: bool,
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub optional_client_auth: bool,
+    /// Audit log (JSON lines) path.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub audit: Option<PathBuf>,
+    /// Metrics listener address for /metrics and /healthz.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub metrics: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ProxyError {
@@ -920,6 +964,13 @@ impl ProxyConfig {
 
     /// The flags-only form: one route `/**` with `--allow` entries (default `any`).
     pub fn from_flags(f: &ProxyFlags) -> Result<ProxyConfig, ProxyError> {
+        let required = |v: Option<String>, flag: &str| {
+            v.filter(|v| !v.is_empty()).ok_or_else(|| invalid(format!("{flag} is required (or --config FILE)")))
+        };
+        let listen = required(f.listen.clone(), "--listen")?;
+        let upstream_flag = required(f.upstream.clone(), "--upstream")?;
+        let cert = PathBuf::from(required(f.cert.as_ref().map(|p| p.display().to_string()), "--cert")?);
+        let key = PathBuf::from(required(f.key.as_ref().map(|p| p.display().to_string()), "--key")?);
         let mode = if f.tcp { Mode::Tcp } else { Mode::Http };
         let tls = (!f.upstream_ca.is_empty()
             || f.upstream_cert.is_some()
@@ -935,8 +986,8 @@ impl ProxyConfig {
             alpn: None,
         });
         let upstream = match mode {
-            Mode::Http => http_upstream(&f.upstream, None, tls, Path::new("")),
-            Mode::Tcp => tcp_upstream(f.upstream.trim_start_matches("tcp://").to_string(), tls, Path::new("")),
+            Mode::Http => http_upstream(&upstream_flag, None, tls, Path::new("")),
+            Mode::Tcp => tcp_upstream(upstream_flag.trim_start_matches("tcp://").to_string(), tls, Path::new("")),
         }
         .map_err(|e| {
             let e = e.to_string().replace("upstream.tls.ca", "--upstream-ca");
@@ -965,11 +1016,11 @@ impl ProxyConfig {
             )
         })?;
         Ok(ProxyConfig {
-            listen: socket_addr(&f.listen, "--listen")?,
+            listen: socket_addr(&listen, "--listen")?,
             mode,
             tls: ServerTlsConfig {
-                cert: f.cert.clone(),
-                key: f.key.clone(),
+                cert,
+                key,
                 client_ca: f.client_ca.clone(),
                 crl: f.crl.clone(),
                 revocation,
@@ -1106,10 +1157,10 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
     #[test]
     fn an_https_upstream_from_flags_needs_upstream_ca_and_takes_a_client_certificate() {
         let flags = |ca: &[&str], cert: Option<&str>| ProxyFlags {
-            listen: "127.0.0.1:8443".into(),
-            upstream: "https://api.internal:9443".into(),
-            cert: "c.crt".into(),
-            key: "c.key".into(),
+            listen: Some("127.0.0.1:8443".into()),
+            upstream: Some("https://api.internal:9443".into()),
+            cert: Some("c.crt".into()),
+            key: Some("c.key".into()),
             client_ca: vec!["ca.crt".into()],
             upstream_ca: ca.iter().map(PathBuf::from).collect(),
             upstream_cert: cert.map(PathBuf::from),
@@ -1198,11 +1249,11 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
     #[test]
     fn the_upstream_tls_flags_work_with_tcp_and_name_themselves_in_errors() {
         let flags = |tcp: bool, server_name: Option<&str>, expect: Option<&str>| ProxyFlags {
-            listen: "127.0.0.1:8443".into(),
-            upstream: if tcp { "db.internal:5432".into() } else { "https://api.internal:9443".into() },
+            listen: Some("127.0.0.1:8443".into()),
+            upstream: Some(if tcp { "db.internal:5432".into() } else { "https://api.internal:9443".into() }),
             tcp,
-            cert: "c.crt".into(),
-            key: "c.key".into(),
+            cert: Some("c.crt".into()),
+            key: Some("c.key".into()),
             client_ca: vec!["ca.crt".into()],
             upstream_ca: vec!["up-ca.crt".into()],
             upstream_cert: Some("p.crt".into()),
@@ -1277,10 +1328,10 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
         assert!(err.contains("upstream.protocol applies to http mode"), "{err}");
         // The flag takes h2c:// as it is.
         let flags = ProxyFlags {
-            listen: "127.0.0.1:8443".into(),
-            upstream: "h2c://127.0.0.1:50051".into(),
-            cert: "c.crt".into(),
-            key: "c.key".into(),
+            listen: Some("127.0.0.1:8443".into()),
+            upstream: Some("h2c://127.0.0.1:50051".into()),
+            cert: Some("c.crt".into()),
+            key: Some("c.key".into()),
             client_ca: vec!["ca.crt".into()],
             ..Default::default()
         };

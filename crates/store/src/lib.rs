@@ -1,11 +1,16 @@
 //! Durable state of the ambos CA behind the [`CertStore`] trait: the CA's
 //! own certificates and (encrypted) keys, every issued certificate,
 //! revocations, CRL numbers, one-time enrollment tokens and settings.
-//! SQLite is the embedded default.
+//! SQLite is the embedded default; PostgreSQL lets several CA nodes share
+//! one CA ([`Store`] is either, chosen by [`StoreLocation`]).
 #![forbid(unsafe_code)]
 
+mod any;
+pub mod postgres;
 mod sqlite;
 
+pub use any::{Store, StoreLocation};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use std::fmt;
@@ -45,6 +50,22 @@ pub enum StoreError {
     GrantRevoked(i64),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("database error: {}", postgres_text(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error("store URL {url}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot connect to the database {url}: {why}")]
+    Connect { url: String, why: String },
+    #[error("the database {0} has no ambos schema or an older one: run `ambos store migrate` first")]
+    SchemaMissing(String),
+}
+
+/// The server's own message for a database error, not just "db error".
+fn postgres_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
 }
 
 impl StoreError {
@@ -58,6 +79,10 @@ impl StoreError {
                 | StoreError::AlreadyRevoked(_)
                 | StoreError::UnknownGrant(_)
                 | StoreError::GrantRevoked(_)
+                | StoreError::SchemaTooNew { .. }
+                | StoreError::BadUrl { .. }
+                | StoreError::Connect { .. }
+                | StoreError::SchemaMissing(_)
         )
     }
 }
@@ -80,7 +105,7 @@ impl AuthorityRole {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
+    pub(crate) fn parse(s: &str) -> Result<Self> {
         match s {
             "root" => Ok(AuthorityRole::Root),
             "intermediate" => Ok(AuthorityRole::Intermediate),

@@ -8,14 +8,13 @@ use super::limits::PeerAddr;
 use super::{blocking, csr_der, parse_json, ApiError, CaState};
 use crate::{CaError, CertificateAuthority, Enrollment};
 use ambos_pki::IssuedCert;
-use ambos_store::StoreError;
+use ambos_store::{StoreError, StoreLocation};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
-use std::path::Path;
 use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
@@ -83,8 +82,8 @@ async fn enroll_with_token(st: &Arc<CaState>, body: Bytes) -> Result<Response, A
 }
 
 /// The group-commit writer: up to 512 waiting enrollments per transaction.
-pub(super) fn spawn_writer(dir: &Path) -> Result<mpsc::Sender<EnrollJob>, CaError> {
-    let mut ca = CertificateAuthority::open(dir)?;
+pub(super) fn spawn_writer(at: &StoreLocation) -> Result<mpsc::Sender<EnrollJob>, CaError> {
+    let mut ca = CertificateAuthority::open_at(at)?;
     let (tx, rx) = mpsc::channel::<EnrollJob>();
     std::thread::Builder::new()
         .name("ambos-enroll-writer".into())

@@ -6,6 +6,7 @@ use crate::verifier::AnyPurposeVerifier;
 use crate::{CaError, CertificateAuthority};
 use ambos_pki::{pem_encode, Authority, IssuedCert, LeafRequest, Profile, San};
 use ambos_store::AuthorityRole;
+use ambos_store::StoreLocation;
 use arc_swap::ArcSwap;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -15,7 +16,6 @@ use bytes::Bytes;
 use limits::{idle_for, read_body, Activity, PeerAddr, Slots, TokenFailures, UntilWritten};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,12 +107,12 @@ impl CaState {
     /// (made if there is none), issues the API's own certificate and signs
     /// the first CRLs.
     fn open(
-        dir: &Path,
+        at: &StoreLocation,
         passphrase: Option<&[u8]>,
         opts: &ServeOptions,
         issuer: String,
     ) -> Result<(Arc<CaState>, Arc<rustls::ServerConfig>, Duration), CaError> {
-        let mut ca = CertificateAuthority::open(dir)?;
+        let mut ca = CertificateAuthority::open_at(at)?;
         let signer = ca.authority(AuthorityRole::Intermediate, passphrase)?;
         let root_signer = ca.authority(AuthorityRole::Root, passphrase)?;
         let tokens = ca.token_keys(passphrase)?;
@@ -126,7 +126,7 @@ impl CaState {
             root_pem,
             crl: ArcSwap::from_pointee(crl),
             crl_validity: opts.crl_validity,
-            enroll: enroll::spawn_writer(dir)?,
+            enroll: enroll::spawn_writer(at)?,
             failures: TokenFailures::new(opts.limits.token_failure_limit, opts.limits.token_failure_window),
             tokens: ArcSwap::from_pointee(oauth::Published::new(tokens)),
             issuer,
@@ -215,9 +215,9 @@ fn server_tls(
     Ok((Arc::new(config), lifetime))
 }
 
-/// Runs the CA API until `shutdown` resolves.
+/// Runs the CA API on the store at `at` until `shutdown` resolves.
 pub async fn serve(
-    dir: &Path,
+    at: &StoreLocation,
     passphrase: Option<&[u8]>,
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
@@ -239,7 +239,11 @@ pub async fn serve(
         });
         format!("https://{}:{}", host.unwrap_or("localhost"), bound.port())
     });
-    let (state, tls, lifetime) = CaState::open(dir, passphrase, &opts, issuer)?;
+    // Off the async threads: a PostgreSQL store's client blocks.
+    let (at, pass, o) = (at.clone(), passphrase.map(<[u8]>::to_vec), opts.clone());
+    let (state, tls, lifetime) = tokio::task::spawn_blocking(move || CaState::open(&at, pass.as_deref(), &o, issuer))
+        .await
+        .map_err(|e| CaError::Tls(format!("starting the CA: {e}")))??;
     let tls = Arc::new(ArcSwap::from(tls));
     tracing::info!("CA API listening on https://{bound}; OAuth issuer {}", state.issuer);
 
@@ -387,7 +391,7 @@ mod test_api {
             issuer: None,
             token_ttl: Duration::from_secs(300),
         };
-        CaState::open(t.dir.path(), None, &opts, "https://ca.test".into()).unwrap().0
+        CaState::open(&StoreLocation::Dir(t.dir.path().into()), None, &opts, "https://ca.test".into()).unwrap().0
     }
 
     /// A running API with two clients of its CA: `user`, and `admin` marked administrator.

@@ -1,7 +1,6 @@
 //! `ambos crl`: publish the CRLs, or set the distribution point named in new certificates.
 use crate::cmd::{duration, open_authority, unlock};
 use crate::Global;
-use ambos_ca::CertificateAuthority;
 use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::pem_encode;
 use ambos_store::AuthorityRole;
@@ -37,7 +36,7 @@ pub fn crl(g: &Global, a: CrlArgs) -> anyhow::Result<()> {
         if let Some(u) = url {
             ambos_pki::check_crl_url(u, "--set-url")?;
         }
-        let mut ca = CertificateAuthority::open(&g.dir)?;
+        let mut ca = g.open()?;
         ca.set_crl_url(url.map(String::as_str))?;
         match url {
             Some(u) => eprintln!("certificates issued from now on name {u} as CRL distribution point"),

@@ -1,6 +1,5 @@
 //! `ambos export truststore`: the root as PEM or as a PKCS#12 truststore.
 use crate::Global;
-use ambos_ca::CertificateAuthority;
 use ambos_files::secret::p12_password;
 use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::pem_encode;
@@ -35,7 +34,7 @@ pub struct TruststoreArgs {
 
 pub fn export(g: &Global, kind: ExportKind) -> anyhow::Result<()> {
     let ExportKind::Truststore(a) = kind;
-    let ca = CertificateAuthority::open(&g.dir)?;
+    let ca = g.open()?;
     match a.format {
         TrustFormat::Pem => write_atomic(&a.out, pem_encode("CERTIFICATE", ca.root_der()).as_bytes(), PUBLIC, true)?,
         TrustFormat::P12 => {

@@ -5,6 +5,7 @@ use crate::Global;
 use ambos_ca::{CertificateAuthority, InitOptions};
 use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::{format_duration, pem_encode};
+use ambos_store::StoreLocation;
 use clap::Args;
 
 #[derive(Args)]
@@ -38,13 +39,18 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     let crl_url = a.crl_url.clone();
     let mut opts =
         InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase: None, crl_url };
-    opts.check(&g.dir)?;
+    let store = g.store()?;
+    match &store {
+        StoreLocation::Dir(dir) => opts.check(dir)?,
+        // The root and intermediate certificates still go to --dir.
+        StoreLocation::Postgres(_) => (opts.check_options()?, ambos_files::ensure_dir(&g.dir)?).0,
+    }
     if a.no_passphrase {
-        eprintln!("warning: CA keys are stored UNENCRYPTED in {} (--no-passphrase); anyone who can read it can issue certificates", g.dir.display());
+        eprintln!("warning: CA keys are stored UNENCRYPTED in {} (--no-passphrase); anyone who can read it can issue certificates", store.shown());
     } else {
         opts.passphrase = Some(ca_passphrase(g, true)?.as_bytes().to_vec());
     }
-    let ca = CertificateAuthority::init(&g.dir, &opts)?;
+    let ca = CertificateAuthority::init_at(&store, &opts)?;
     let root_path = g.dir.join("root.crt");
     let inter_path = g.dir.join("intermediate.crt");
     write_atomic(&root_path, pem_encode("CERTIFICATE", ca.root_der()).as_bytes(), PUBLIC, true)?;
@@ -58,7 +64,7 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
             })
         );
     } else {
-        println!("created CA '{}' ({}) in {}", a.name, key_type, g.dir.display());
+        println!("created CA '{}' ({}) in {}", a.name, key_type, store.shown());
         println!("  root certificate:         {} (valid {})", root_path.display(), format_duration(root_ttl));
         println!("  intermediate certificate: {} (valid {})", inter_path.display(), format_duration(intermediate_ttl));
         println!("next: ambos issue server NAME --san dns:HOST   |   ambos issue client NAME");

@@ -1,7 +1,7 @@
 //! `ambos list`: the certificates the CA issued.
 use crate::cmd::duration;
 use crate::Global;
-use ambos_ca::{CertificateAuthority, Listing, OffsetDateTime};
+use ambos_ca::{Listing, OffsetDateTime};
 use ambos_store::CertFilter;
 use clap::Args;
 
@@ -18,7 +18,7 @@ pub struct ListArgs {
 }
 
 pub fn list(g: &Global, a: ListArgs) -> anyhow::Result<()> {
-    let ca = CertificateAuthority::open(&g.dir)?;
+    let ca = g.open()?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut filter = CertFilter { revoked_only: a.revoked, ..CertFilter::default() };
     if let Some(e) = &a.expiring {

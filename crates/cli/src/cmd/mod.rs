@@ -25,7 +25,7 @@ use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
 use ambos_pki::{parse_duration, Authority, KeyType};
 use ambos_probe::CrlSources;
-use ambos_store::AuthorityRole;
+use ambos_store::{AuthorityRole, StoreLocation};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -92,9 +92,20 @@ pub fn key_type(text: &str) -> anyhow::Result<KeyType> {
     text.parse::<KeyType>().context("--key-type")
 }
 
+impl Global {
+    /// Where the CA is: `--store` (a PostgreSQL URL) or SQLite in `--dir`.
+    pub fn store(&self) -> anyhow::Result<StoreLocation> {
+        Ok(StoreLocation::new(&self.dir, self.store.as_deref())?)
+    }
+
+    pub fn open(&self) -> anyhow::Result<CertificateAuthority> {
+        Ok(CertificateAuthority::open_at(&self.store()?)?)
+    }
+}
+
 /// Opens the CA and unlocks the key of `role`, asking for the passphrase only if needed.
 pub fn open_authority(g: &Global, role: AuthorityRole) -> anyhow::Result<(CertificateAuthority, Authority)> {
-    let ca = CertificateAuthority::open(&g.dir)?;
+    let ca = g.open()?;
     let signer = unlock(g, &ca, role)?;
     Ok((ca, signer))
 }
@@ -106,6 +117,7 @@ pub fn ca_passphrase(g: &Global, confirm: bool) -> anyhow::Result<ambos_files::s
 
 pub fn unlock(g: &Global, ca: &CertificateAuthority, role: AuthorityRole) -> anyhow::Result<Authority> {
     let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
-    ca.authority(role, pass.as_ref().map(|p| p.as_bytes()))
-        .with_context(|| format!("cannot unlock the {role} CA key in {}", g.dir.display()))
+    ca.authority(role, pass.as_ref().map(|p| p.as_bytes())).with_context(|| {
+        format!("cannot unlock the {role} CA key in {}", g.store().map(|s| s.shown()).unwrap_or_default())
+    })
 }

@@ -4,7 +4,6 @@ use crate::cmd::{ca_passphrase, CaConnection};
 use crate::process::runtime;
 use crate::Global;
 use ambos_ca::oauth::Grants;
-use ambos_ca::CertificateAuthority;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -64,7 +63,7 @@ pub struct TokenArgs {
 pub fn oauth(g: &Global, kind: OauthKind) -> anyhow::Result<()> {
     let mut ca = match kind {
         OauthKind::Token(a) => return token(a),
-        _ => CertificateAuthority::open(&g.dir)?,
+        _ => g.open()?,
     };
     match kind {
         OauthKind::Allow { identity, audience, scopes } => {

@@ -2,7 +2,6 @@
 use crate::input::input_error;
 use crate::Global;
 use ambos_agent::RemoteRevoke;
-use ambos_ca::CertificateAuthority;
 use ambos_pki::RevocationReason;
 use clap::Args;
 use std::path::PathBuf;
@@ -42,7 +41,7 @@ pub fn revoke(g: &Global, a: RevokeArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let rec = CertificateAuthority::open(&g.dir)?.revoke_target(&a.target, reason)?;
+    let rec = g.open()?.revoke_target(&a.target, reason)?;
     if a.json {
         println!("{}", serde_json::json!({"serial": rec.serial, "name": rec.name, "reason": reason.as_str()}));
     } else {

@@ -3,14 +3,14 @@ use crate::cmd::ca_passphrase;
 use crate::process::{init_logging, runtime, shutdown_signal};
 use crate::Global;
 use ambos_ca::api::{ServeFlags, ServeOptions};
-use ambos_ca::CertificateAuthority;
 
 pub fn serve(g: &Global, flags: ServeFlags) -> anyhow::Result<()> {
     let opts = ServeOptions::from_flags(&flags)?;
-    let ca = CertificateAuthority::open(&g.dir)?;
+    let ca = g.open()?;
     let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
     drop(ca);
     init_logging();
-    runtime()?.block_on(ambos_ca::api::serve(&g.dir, pass.as_ref().map(|p| p.as_bytes()), opts, shutdown_signal()))?;
+    let pass = pass.as_ref().map(|p| p.as_bytes());
+    runtime()?.block_on(ambos_ca::api::serve(&g.store()?, pass, opts, shutdown_signal()))?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `ambos token create`: one-time enrollment tokens.
 use crate::cmd::{duration, NameArgs};
 use crate::Global;
-use ambos_ca::{CertificateAuthority, TokenOptions};
+use ambos_ca::TokenOptions;
 use ambos_pki::Profile;
 use clap::{Args, Subcommand};
 
@@ -45,7 +45,7 @@ pub fn token(g: &Global, kind: TokenKind) -> anyhow::Result<()> {
         cert_ttl: a.cert_ttl.as_deref().map(|t| duration(t, "cert-ttl")).transpose()?.unwrap_or(profile.default_ttl()),
         ttl: duration(&a.ttl, "ttl")?,
     };
-    let mut ca = CertificateAuthority::open(&g.dir)?;
+    let mut ca = g.open()?;
     let secrets = ca.create_tokens(&opts, a.count)?;
     print!("{}", secrets.iter().map(|s| format!("{s}\n")).collect::<String>());
     Ok(())

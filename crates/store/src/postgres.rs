@@ -1,0 +1,675 @@
+//! PostgreSQL: several `ambos serve` nodes share one CA. The rules that make
+//! that safe live in the statements: a serial is unique (a collision is an
+//! error, never an overwrite), a token is spent under a row lock by exactly
+//! one node, a CRL number comes from a row lock (strictly increasing across
+//! nodes), and every change is one transaction. The schema is versioned;
+//! `migrate` applies it under an advisory lock, `open` refuses a schema it
+//! does not know.
+use crate::{
+    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
+    Revocation, SigningKeyRecord, StoreError, TokenRecord,
+};
+use postgres::{Client, GenericClient, Row};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// Schema migrations, applied in order; `ambos_schema.version` counts them.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE authority (
+    role          TEXT PRIMARY KEY CHECK (role IN ('root', 'intermediate')),
+    name          TEXT NOT NULL,
+    key_type      TEXT NOT NULL,
+    cert_der      BYTEA NOT NULL,
+    key_pem       TEXT NOT NULL,
+    key_encrypted BOOLEAN NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE certificate (
+    id            BIGSERIAL PRIMARY KEY,
+    serial        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    profile       TEXT NOT NULL,
+    issuer        TEXT NOT NULL REFERENCES authority(role),
+    subject       TEXT NOT NULL,
+    sans          TEXT NOT NULL,
+    not_before    BIGINT NOT NULL,
+    not_after     BIGINT NOT NULL,
+    sha256        TEXT NOT NULL,
+    cert_der      BYTEA NOT NULL,
+    issued_at     BIGINT NOT NULL,
+    revoked_at    BIGINT,
+    revocation_reason SMALLINT,
+    admin         BOOLEAN NOT NULL DEFAULT FALSE
+);
+-- Serials are random and the CA's: one namespace across both issuers, as in SQLite.
+CREATE UNIQUE INDEX certificate_serial ON certificate(serial);
+CREATE INDEX certificate_name ON certificate(name);
+CREATE INDEX certificate_not_after ON certificate(not_after);
+CREATE INDEX certificate_revoked ON certificate(issuer, revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE crl_number (
+    issuer TEXT PRIMARY KEY REFERENCES authority(role),
+    last   BIGINT NOT NULL
+);
+CREATE TABLE token (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    profile     TEXT NOT NULL,
+    sans        TEXT NOT NULL,
+    ous         TEXT NOT NULL,
+    cert_ttl    BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    spent_at    BIGINT,
+    spent_serial TEXT
+);
+CREATE TABLE setting (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE signing_key (
+    kid           TEXT PRIMARY KEY,
+    key_pem       TEXT NOT NULL,
+    key_encrypted BOOLEAN NOT NULL,
+    public_jwk    TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    retired_at    BIGINT,
+    publish_until BIGINT
+);
+CREATE TABLE oauth_grant (
+    id          BIGSERIAL PRIMARY KEY,
+    identity    TEXT NOT NULL,
+    audience    TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+CREATE INDEX oauth_grant_identity ON oauth_grant(identity) WHERE revoked_at IS NULL;
+"#];
+
+/// Taken by `migrate` so that two nodes never apply a migration twice.
+const MIGRATION_LOCK: i64 = 0x616d_626f_735f_6d69; // "ambos_mi"
+
+/// A CA in a PostgreSQL database. One connection; the CA server gives each
+/// thread that writes its own store.
+pub struct PgStore {
+    client: Mutex<Client>,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+/// How to reach the database: the URL's libpq-style `sslmode`,
+/// `sslrootcert`, `sslcert` and `sslkey`, which tokio-postgres does not
+/// read itself (it would refuse them); the caller turns them into TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PgTls {
+    /// `disable`: no TLS; `prefer` (libpq's default), `require`,
+    /// `verify-ca` or `verify-full`: TLS, and with rustls the server is
+    /// always verified as `verify-full` does (chain and name).
+    pub mode: String,
+    pub root_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Splits a `postgres://` URL into what tokio-postgres reads and [`PgTls`].
+pub fn parse_url(url: &str) -> Result<(postgres::Config, PgTls)> {
+    let bad = |why: String| StoreError::BadUrl { url: redact(url), why };
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut tls = PgTls { mode: "prefer".into(), ..PgTls::default() };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => match v {
+                "disable" | "prefer" | "require" | "verify-ca" | "verify-full" => tls.mode = v.to_string(),
+                other => {
+                    return Err(bad(format!("sslmode={other}: disable, prefer, require, verify-ca or verify-full")))
+                }
+            },
+            "sslrootcert" => tls.root_cert = Some(PathBuf::from(v)),
+            "sslcert" => tls.cert = Some(PathBuf::from(v)),
+            "sslkey" => tls.key = Some(PathBuf::from(v)),
+            _ => kept.push(pair),
+        }
+    }
+    let mode = if tls.mode == "disable" {
+        "disable"
+    } else if tls.mode == "prefer" {
+        "prefer"
+    } else {
+        "require"
+    };
+    kept.push(match mode {
+        "disable" => "sslmode=disable",
+        "prefer" => "sslmode=prefer",
+        _ => "sslmode=require",
+    });
+    let config: postgres::Config = format!("{base}?{}", kept.join("&")).parse().map_err(|e| bad(format!("{e}")))?;
+    Ok((config, tls))
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (auth, host) = match rest.split_once('@') {
+        Some(parts) => parts,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`tls`: the rustls configuration for
+    /// [`PgTls`]'s modes other than `disable`) and checks the schema: a
+    /// database without it or with an older one must be migrated first, a
+    /// newer one is refused.
+    pub fn open(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<PgStore> {
+        let store = PgStore::connect(url, tls)?;
+        let supported = MIGRATIONS.len() as i64;
+        match store.version()? {
+            v if v == supported => Ok(store),
+            v if v > supported => {
+                Err(StoreError::SchemaTooNew { path: PathBuf::from(&store.shown), found: v, supported })
+            }
+            _ => Err(StoreError::SchemaMissing(store.shown.clone())),
+        }
+    }
+
+    /// Applies the migrations this ambos knows (under an advisory lock, in
+    /// one transaction); returns the versions before and after.
+    pub fn migrate(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<(i64, i64)> {
+        let store = PgStore::connect(url, tls)?;
+        let supported = MIGRATIONS.len() as i64;
+        let mut client = store.lock();
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS ambos_schema (version BIGINT NOT NULL)")?;
+        let found: Option<i64> = tx.query_opt("SELECT version FROM ambos_schema", &[])?.map(|r| r.get(0));
+        let from = found.unwrap_or(0);
+        if from > supported {
+            return Err(StoreError::SchemaTooNew { path: PathBuf::from(&store.shown), found: from, supported });
+        }
+        for sql in &MIGRATIONS[from as usize..] {
+            tx.batch_execute(sql)?;
+        }
+        match found {
+            Some(_) => tx.execute("UPDATE ambos_schema SET version = $1", &[&supported])?,
+            None => tx.execute("INSERT INTO ambos_schema (version) VALUES ($1)", &[&supported])?,
+        };
+        tx.commit()?;
+        Ok((from, supported))
+    }
+
+    fn connect(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<PgStore> {
+        let (config, pg_tls) = parse_url(url)?;
+        let shown = redact(url);
+        let fail = |e: postgres::Error| StoreError::Connect { url: shown.clone(), why: error_text(&e) };
+        let client = match (pg_tls.mode.as_str(), tls) {
+            ("disable", _) => config.connect(postgres::NoTls).map_err(fail)?,
+            (_, Some(tls)) => {
+                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone())).map_err(fail)?
+            }
+            // libpq's default: TLS only where it can be had; without a CA to
+            // verify the server, none.
+            ("prefer", None) => config.connect(postgres::NoTls).map_err(fail)?,
+            (mode, None) => {
+                let why = format!("sslmode={mode} needs a TLS configuration (sslrootcert=FILE)");
+                return Err(StoreError::BadUrl { url: shown, why });
+            }
+        };
+        Ok(PgStore { client: Mutex::new(client), shown })
+    }
+
+    fn version(&self) -> Result<i64> {
+        let mut c = self.lock();
+        let exists: bool = c.query_one("SELECT to_regclass('ambos_schema') IS NOT NULL", &[])?.get(0);
+        if !exists {
+            return Ok(0);
+        }
+        Ok(c.query_opt("SELECT version FROM ambos_schema", &[])?.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the store is, as errors name it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// The server's message (and its detail), not tokio-postgres' "db error".
+fn error_text(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+const CERT_COLUMNS: &str = "serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, cert_der, \
+                            issued_at, revoked_at, revocation_reason, admin";
+const TOKEN_COLUMNS: &str = "hash, name, profile, sans, ous, cert_ttl, expires_at, created_at, spent_at, spent_serial";
+const GRANT_COLUMNS: &str = "id, identity, audience, scopes, created_at, revoked_at";
+
+fn lines(s: String) -> Vec<String> {
+    s.split('\n').filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+fn cert_from_row(r: &Row) -> Result<CertRecord> {
+    let revoked_at: Option<i64> = r.get(11);
+    let reason: Option<i16> = r.get(12);
+    Ok(CertRecord {
+        serial: r.get(0),
+        name: r.get(1),
+        profile: r.get(2),
+        issuer: AuthorityRole::parse(r.get(3))?,
+        subject: r.get(4),
+        sans: lines(r.get(5)),
+        not_before: r.get(6),
+        not_after: r.get(7),
+        sha256: r.get(8),
+        cert_der: r.get(9),
+        issued_at: r.get(10),
+        revocation: revoked_at.map(|at| Revocation { revoked_at: at, reason: reason.unwrap_or(0) as u8 }),
+        admin: r.get(13),
+    })
+}
+
+fn token_from_row(r: &Row) -> TokenRecord {
+    TokenRecord {
+        hash: r.get(0),
+        name: r.get(1),
+        profile: r.get(2),
+        sans: lines(r.get(3)),
+        ous: lines(r.get(4)),
+        cert_ttl: r.get(5),
+        expires_at: r.get(6),
+        created_at: r.get(7),
+        spent_at: r.get(8),
+        spent_serial: r.get(9),
+    }
+}
+
+fn grant_from_row(r: &Row) -> GrantRecord {
+    let scopes: String = r.get(3);
+    GrantRecord {
+        id: r.get(0),
+        identity: r.get(1),
+        audience: r.get(2),
+        scopes: scopes.split_whitespace().map(str::to_string).collect(),
+        created_at: r.get(4),
+        revoked_at: r.get(5),
+    }
+}
+
+fn insert_cert(c: &mut impl GenericClient, rec: &CertRecord) -> Result<()> {
+    let res = c.execute(
+        "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
+         cert_der, issued_at, admin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &rec.serial,
+            &rec.name,
+            &rec.profile,
+            &rec.issuer.as_str(),
+            &rec.subject,
+            &rec.sans.join("\n"),
+            &rec.not_before,
+            &rec.not_after,
+            &rec.sha256,
+            &rec.cert_der,
+            &rec.issued_at,
+            &rec.admin,
+        ],
+    );
+    match res {
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::DuplicateSerial(rec.serial.clone()))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+fn upsert_setting(c: &mut impl GenericClient, key: &str, value: Option<&str>) -> Result<()> {
+    match value {
+        Some(v) => c.execute(
+            "INSERT INTO setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
+            &[&key, &v],
+        )?,
+        None => c.execute("DELETE FROM setting WHERE key = $1", &[&key])?,
+    };
+    Ok(())
+}
+
+impl CertStore for PgStore {
+    fn authorities(&self) -> Result<Authorities> {
+        let rows = self
+            .lock()
+            .query("SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority", &[])?;
+        let (mut root, mut intermediate) = (None, None);
+        for r in rows {
+            let rec = AuthorityRecord {
+                role: AuthorityRole::parse(r.get(0))?,
+                name: r.get(1),
+                key_type: r.get(2),
+                cert_der: r.get(3),
+                key_pem: r.get(4),
+                key_encrypted: r.get(5),
+                created_at: r.get(6),
+            };
+            match rec.role {
+                AuthorityRole::Root => root = Some(rec),
+                AuthorityRole::Intermediate => intermediate = Some(rec),
+            }
+        }
+        match (root, intermediate) {
+            (Some(root), Some(intermediate)) => Ok(Authorities { root, intermediate }),
+            (None, None) => Err(StoreError::NotInitialised(PathBuf::from(&self.shown))),
+            _ => Err(StoreError::Corrupt("only one of root and intermediate CA is stored".into())),
+        }
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.lock().query_opt("SELECT value FROM setting WHERE key = $1", &[&key])?.map(|r| r.get(0)))
+    }
+
+    fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        upsert_setting(&mut *self.lock(), key, value)
+    }
+
+    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        // Two `init`s at once: the second waits here, then finds the first's CA.
+        tx.batch_execute("LOCK TABLE authority IN EXCLUSIVE MODE")?;
+        let existing: i64 = tx.query_one("SELECT COUNT(*) FROM authority", &[])?.get(0);
+        if existing > 0 {
+            return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
+        }
+        for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
+            tx.execute(
+                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &role.as_str(),
+                    &rec.name,
+                    &rec.key_type,
+                    &rec.cert_der,
+                    &rec.key_pem,
+                    &rec.key_encrypted,
+                    &rec.created_at,
+                ],
+            )?;
+            tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, 0)", &[&role.as_str()])?;
+        }
+        insert_cert(&mut tx, &ca.intermediate_cert)?;
+        for (key, value) in &ca.settings {
+            upsert_setting(&mut tx, key, Some(value))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        for c in certs {
+            insert_cert(&mut tx, c)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = $1");
+        self.lock().query_opt(&sql, &[&serial])?.map(|r| cert_from_row(&r)).transpose()
+    }
+
+    fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>> {
+        self.list(&CertFilter { name: Some(name.to_string()), ..CertFilter::default() })
+    }
+
+    fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
+        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE");
+        let mut args: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
+        if let Some(name) = &filter.name {
+            args.push(Box::new(name.clone()));
+            sql.push_str(&format!(" AND name = ${}", args.len()));
+        }
+        if filter.revoked_only {
+            sql.push_str(" AND revoked_at IS NOT NULL");
+        }
+        if let Some((now, before)) = filter.expiring_before {
+            args.push(Box::new(now));
+            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ${}", args.len()));
+            args.push(Box::new(before));
+            sql.push_str(&format!(" AND not_after <= ${}", args.len()));
+        }
+        sql.push_str(" ORDER BY id");
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        self.lock().query(&sql, &refs)?.iter().map(cert_from_row).collect()
+    }
+
+    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = $1 FOR UPDATE");
+        let mut rec = match tx.query_opt(&sql, &[&serial])? {
+            Some(r) => cert_from_row(&r)?,
+            None => return Err(StoreError::UnknownCertificate(serial.to_string())),
+        };
+        if rec.revocation.is_some() {
+            return Err(StoreError::AlreadyRevoked(serial.to_string()));
+        }
+        tx.execute(
+            "UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
+            &[&revocation.revoked_at, &(revocation.reason as i16), &serial],
+        )?;
+        tx.commit()?;
+        rec.revocation = Some(revocation);
+        Ok(rec)
+    }
+
+    fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>> {
+        let rows = self.lock().query(
+            "SELECT serial, revoked_at, revocation_reason FROM certificate \
+             WHERE issuer = $1 AND revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+            &[&issuer.as_str()],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let reason: Option<i16> = r.get(2);
+                (r.get(0), Revocation { revoked_at: r.get(1), reason: reason.unwrap_or(0) as u8 })
+            })
+            .collect())
+    }
+
+    fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64> {
+        // The row lock of the UPDATE orders concurrent nodes: never the same number twice.
+        let row = self
+            .lock()
+            .query_opt("UPDATE crl_number SET last = last + 1 WHERE issuer = $1 RETURNING last", &[&issuer.as_str()])?
+            .ok_or_else(|| StoreError::NotInitialised(PathBuf::from(&self.shown)))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn count(&self) -> Result<u64> {
+        Ok(self.lock().query_one("SELECT COUNT(*) FROM certificate", &[])?.get::<_, i64>(0) as u64)
+    }
+
+    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        let stmt = tx.prepare(
+            "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )?;
+        for t in tokens {
+            tx.execute(
+                &stmt,
+                &[
+                    &t.hash,
+                    &t.name,
+                    &t.profile,
+                    &t.sans.join("\n"),
+                    &t.ous.join("\n"),
+                    &t.cert_ttl,
+                    &t.expires_at,
+                    &t.created_at,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1");
+        Ok(self.lock().query_opt(&sql, &[&hash])?.map(|r| token_from_row(&r)))
+    }
+
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        let mut results = Vec::with_capacity(spends.len());
+        for (hash, cert) in spends {
+            let mut sp = tx.transaction()?;
+            let outcome = (|| -> Result<()> {
+                // FOR UPDATE: a node racing for the same token waits here and
+                // then reads it spent.
+                let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1 FOR UPDATE");
+                let t = sp.query_opt(&sql, &[hash])?.map(|r| token_from_row(&r)).ok_or(StoreError::UnknownToken)?;
+                if t.spent_at.is_some() {
+                    return Err(StoreError::TokenSpent);
+                }
+                if t.expires_at <= now {
+                    return Err(StoreError::TokenExpired);
+                }
+                let n = sp.execute(
+                    "UPDATE token SET spent_at = $1, spent_serial = $2 WHERE hash = $3 AND spent_at IS NULL",
+                    &[&now, &cert.serial, hash],
+                )?;
+                if n != 1 {
+                    return Err(StoreError::TokenSpent);
+                }
+                insert_cert(&mut sp, cert)
+            })();
+            match outcome {
+                Ok(()) => sp.commit()?,
+                Err(_) => sp.rollback()?,
+            }
+            results.push(outcome);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn set_admin(&mut self, serial: &str) -> Result<()> {
+        let n = self.lock().execute("UPDATE certificate SET admin = TRUE WHERE serial = $1", &[&serial])?;
+        if n != 1 {
+            return Err(StoreError::UnknownCertificate(serial.to_string()));
+        }
+        Ok(())
+    }
+
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        let rows = self.lock().query(
+            "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
+             FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| SigningKeyRecord {
+                kid: r.get(0),
+                key_pem: r.get(1),
+                key_encrypted: r.get(2),
+                public_jwk: r.get(3),
+                created_at: r.get(4),
+                retired_at: r.get(5),
+                publish_until: r.get(6),
+            })
+            .collect())
+    }
+
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        tx.execute(
+            "UPDATE signing_key SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL",
+            &[&key.created_at, &publish_old_until],
+        )?;
+        tx.execute(
+            "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&key.kid, &key.key_pem, &key.key_encrypted, &key.public_jwk, &key.created_at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_grant(&mut self, g: &GrantRecord) -> Result<i64> {
+        let row = self.lock().query_one(
+            "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            &[&g.identity, &g.audience, &g.scopes.join(" "), &g.created_at],
+        )?;
+        Ok(row.get(0))
+    }
+
+    fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>> {
+        let sql = format!(
+            "SELECT {GRANT_COLUMNS} FROM oauth_grant \
+             WHERE $1::TEXT IS NULL OR (identity = $1 AND revoked_at IS NULL) ORDER BY id"
+        );
+        Ok(self.lock().query(&sql, &[&identity])?.iter().map(grant_from_row).collect())
+    }
+
+    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        let sql = format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = $1 FOR UPDATE");
+        let mut grant = tx.query_opt(&sql, &[&id])?.map(|r| grant_from_row(&r)).ok_or(StoreError::UnknownGrant(id))?;
+        if grant.revoked_at.is_some() {
+            return Err(StoreError::GrantRevoked(id));
+        }
+        tx.execute("UPDATE oauth_grant SET revoked_at = $1 WHERE id = $2", &[&now, &id])?;
+        tx.commit()?;
+        grant.revoked_at = Some(now);
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_keeps_what_tokio_postgres_reads_and_takes_the_tls_files() {
+        let (config, tls) = parse_url(
+            "postgres://ca:secret@db:5433/ambos?sslmode=verify-full&sslrootcert=/etc/db-ca.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(config.get_dbname(), Some("ambos"));
+        assert_eq!(config.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(
+            (tls.mode.as_str(), tls.root_cert.as_deref()),
+            ("verify-full", Some(std::path::Path::new("/etc/db-ca.pem")))
+        );
+        let (config, tls) = parse_url("postgres://db/ambos").unwrap();
+        assert_eq!((tls.mode.as_str(), config.get_ssl_mode()), ("prefer", postgres::config::SslMode::Prefer));
+        let e = parse_url("postgres://ca:secret@db/ambos?sslmode=allow").unwrap_err().to_string();
+        assert!(e.contains("sslmode=allow") && !e.contains("secret"), "{e}");
+        assert_eq!(redact("postgres://ca:secret@db/ambos"), "postgres://ca:***@db/ambos");
+        assert_eq!(redact("postgres://db/ambos"), "postgres://db/ambos");
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for the tests, in a directory of its own:
+#   scripts/pg-cluster.sh start DIR   # prints the URL of its `postgres` database
+#   scripts/pg-cluster.sh stop DIR
+# Debian's server binaries (scripts/install-deps.sh installs them); run as
+# root, the cluster belongs to the `postgres` user (initdb refuses root).
+# Trust authentication on 127.0.0.1 and a socket in DIR only: a test cluster.
+set -euo pipefail
+cmd="${1:?start|stop}"; dir="${2:?DIR}"
+BIN="$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1)"
+[[ -x "$BIN/initdb" ]] || { echo "pg-cluster.sh: no PostgreSQL server (apt-get install postgresql)" >&2; exit 1; }
+as=()
+if [[ "$(id -u)" == 0 ]]; then as=(runuser -u postgres --); fi
+case "$cmd" in
+start)
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    mkdir -p "$dir"
+    [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
+    "${as[@]}" "$BIN/initdb" -D "$dir/data" -U ambos --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+    # fsync off: a cluster that lives for one test run.
+    "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
+    echo "postgres://ambos@127.0.0.1:$port/postgres?sslmode=disable"
+    ;;
+stop)
+    [[ -d "$dir/data" ]] && "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    ;;
+*) echo "usage: pg-cluster.sh start|stop DIR" >&2; exit 2 ;;
+esac
