@@ -251,6 +251,17 @@ impl CertificateAuthority<Store> {
     }
 }
 
+/// `ambos store migrate`: applies the schema migrations this ambos knows
+/// to a PostgreSQL store; returns the schema versions before and after.
+pub fn migrate_store(at: &StoreLocation) -> Result<(i64, i64)> {
+    match at {
+        StoreLocation::Postgres(url) => Ok(ambos_store::PgStore::migrate(url, database_tls(at)?)?),
+        StoreLocation::Dir(_) => Err(CaError::InvalidSetting(
+            "a SQLite store migrates itself when opened: give --store postgres://... to migrate a database".into(),
+        )),
+    }
+}
+
 /// TLS to a PostgreSQL store, from its URL's `sslmode`, `sslrootcert`,
 /// `sslcert` and `sslkey` (the server is always verified, chain and name,
 /// as libpq's `verify-full`); `None` for SQLite or `sslmode=disable`.

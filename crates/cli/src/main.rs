@@ -101,6 +101,9 @@ enum Command {
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenKind),
+    /// The CA's store: schema migrations of a PostgreSQL store (--store).
+    #[command(subcommand)]
+    Store(cmd::store::StoreKind),
     /// Access tokens bound to certificates: grants, the signing key, a token for scripts.
     #[command(subcommand)]
     Oauth(cmd::oauth::OauthKind),
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::serve(&global, a),
         Command::Token(k) => cmd::token::token(&global, k),
         Command::Oauth(k) => cmd::oauth::oauth(&global, k),
+        Command::Store(k) => cmd::store::store(&global, k),
         Command::Enroll(a) => cmd::enroll::enroll(a),
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),

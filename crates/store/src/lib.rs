@@ -8,6 +8,8 @@
 mod any;
 pub mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
 pub use any::{Store, StoreLocation};
 pub use postgres::PgStore;

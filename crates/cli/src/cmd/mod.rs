@@ -17,6 +17,7 @@ pub mod renew;
 pub mod revoke;
 pub mod serve;
 pub mod sign;
+pub mod store;
 pub mod token;
 pub mod tunnel;
 

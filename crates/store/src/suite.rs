@@ -1,0 +1,326 @@
+//! The store's behaviour, checked on every backend behind [`Store`]: SQLite
+//! always, PostgreSQL when `AMBOS_TEST_POSTGRES` names a server (a fresh
+//! database per test; scripts/test.sh starts a throwaway cluster and sets
+//! `AMBOS_REQUIRE_POSTGRES=1`, which makes a missing server a failure).
+use crate::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A store of one backend, what it is called, and what keeps it alive.
+pub(crate) struct Backend {
+    pub name: &'static str,
+    pub at: StoreLocation,
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    /// Another connection to the same store (another CA node).
+    pub fn another(&self) -> Store {
+        Store::open(&self.at, false, None).unwrap()
+    }
+}
+
+/// A database of its own on the test server, with the schema.
+pub(crate) fn postgres_database() -> Option<String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let Ok(base) = std::env::var("AMBOS_TEST_POSTGRES") else {
+        assert!(
+            std::env::var("AMBOS_REQUIRE_POSTGRES").is_err(),
+            "AMBOS_REQUIRE_POSTGRES is set but AMBOS_TEST_POSTGRES is not"
+        );
+        return None;
+    };
+    let name = format!("ambos_store_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let mut admin = ::postgres::Client::connect(&base, ::postgres::NoTls).expect("AMBOS_TEST_POSTGRES");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+    let server = &head[..head.rfind('/').expect("a database in AMBOS_TEST_POSTGRES")];
+    Some(format!("{server}/{name}?{query}"))
+}
+
+/// Empty stores (the schema applied), one per backend.
+pub(crate) fn fresh() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let at = StoreLocation::Dir(dir.path().to_path_buf());
+    let mut all = vec![Backend { name: "sqlite", store: Store::open(&at, true, None).unwrap(), at, _dir: Some(dir) }];
+    if let Some(url) = postgres_database() {
+        let at = StoreLocation::Postgres(url);
+        all.push(Backend { name: "postgres", store: Store::open(&at, true, None).unwrap(), at, _dir: None });
+    }
+    all
+}
+
+/// Stores holding [`new_ca`].
+pub(crate) fn initialised() -> Vec<Backend> {
+    let mut all = fresh();
+    for b in &mut all {
+        b.store.init_authorities(&new_ca()).unwrap();
+    }
+    all
+}
+
+fn authority(role: AuthorityRole) -> AuthorityRecord {
+    AuthorityRecord {
+        role,
+        name: "test".into(),
+        key_type: "ec-p256".into(),
+        cert_der: vec![1, 2, 3],
+        key_pem: "KEY".into(),
+        key_encrypted: false,
+        created_at: 1,
+    }
+}
+
+pub(crate) fn cert(serial: &str, name: &str, not_after: i64) -> CertRecord {
+    CertRecord {
+        serial: serial.into(),
+        name: name.into(),
+        profile: "client".into(),
+        issuer: AuthorityRole::Intermediate,
+        subject: format!("CN={name}"),
+        sans: vec!["dns:a".into(), "uri:spiffe://x/y".into()],
+        not_before: 0,
+        not_after,
+        sha256: "00".into(),
+        cert_der: vec![9],
+        issued_at: 5,
+        revocation: None,
+        admin: false,
+    }
+}
+
+/// A new CA whose intermediate is certificate "1a", with one setting.
+pub(crate) fn new_ca() -> NewCaRecords {
+    let mut intermediate_cert = cert("1a", "test", 5000);
+    intermediate_cert.issuer = AuthorityRole::Root;
+    NewCaRecords {
+        root: authority(AuthorityRole::Root),
+        intermediate: authority(AuthorityRole::Intermediate),
+        intermediate_cert,
+        settings: vec![("crl_url".into(), "https://ca.test/v1/crl".into())],
+    }
+}
+
+fn token(hash: &str, expires_at: i64) -> TokenRecord {
+    TokenRecord {
+        hash: hash.into(),
+        name: "dev".into(),
+        profile: "client".into(),
+        sans: vec!["uri:spiffe://acme.test/dev".into()],
+        ous: vec![],
+        cert_ttl: 3600,
+        expires_at,
+        created_at: 0,
+        spent_at: None,
+        spent_serial: None,
+    }
+}
+
+fn signing_key(kid: &str, at: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.into(),
+        key_pem: format!("PEM {kid}"),
+        key_encrypted: true,
+        public_jwk: format!("{{\"kid\":\"{kid}\"}}"),
+        created_at: at,
+        retired_at: None,
+        publish_until: None,
+    }
+}
+
+#[test]
+fn init_stores_the_ca_with_its_intermediate_and_settings_once() {
+    for mut b in fresh() {
+        let n = b.name;
+        assert!(matches!(b.store.authorities(), Err(StoreError::NotInitialised(_))), "{n}");
+        b.store.init_authorities(&new_ca()).unwrap();
+        let a = b.store.authorities().unwrap();
+        assert_eq!((a.root.role, a.intermediate.role), (AuthorityRole::Root, AuthorityRole::Intermediate), "{n}");
+        assert_eq!(b.store.cert_by_serial("1a").unwrap().expect("listed").issuer, AuthorityRole::Root, "{n}");
+        assert_eq!(b.store.setting("crl_url").unwrap().as_deref(), Some("https://ca.test/v1/crl"), "{n}");
+        assert_eq!(b.store.count().unwrap(), 1, "{n}");
+        let mut again = new_ca();
+        again.intermediate_cert.serial = "2b".into();
+        again.settings = vec![("crl_url".into(), "https://other.test/v1/crl".into())];
+        assert!(matches!(b.store.init_authorities(&again), Err(StoreError::AlreadyInitialised(_))), "{n}");
+        assert!(b.store.cert_by_serial("2b").unwrap().is_none(), "{n}: a refused init writes nothing");
+        assert_eq!(b.store.setting("crl_url").unwrap().as_deref(), Some("https://ca.test/v1/crl"), "{n}");
+        b.store.set_setting("crl_url", None).unwrap();
+        assert_eq!(b.store.setting("crl_url").unwrap(), None, "{n}");
+    }
+}
+
+#[test]
+fn a_duplicate_serial_aborts_the_whole_batch() {
+    for mut b in initialised() {
+        let n = b.name;
+        b.store.insert_certs(&[cert("aa", "one", 100)]).unwrap();
+        let err = b.store.insert_certs(&[cert("bb", "two", 100), cert("aa", "dup", 100)]);
+        assert!(matches!(err, Err(StoreError::DuplicateSerial(ref x)) if x == "aa"), "{n}: {err:?}");
+        assert_eq!(b.store.count().unwrap(), 2, "{n}: the intermediate and 'aa'");
+        assert!(b.store.cert_by_serial("bb").unwrap().is_none(), "{n}");
+        assert_eq!(b.store.certs_by_name("one").unwrap()[0].sans, ["dns:a", "uri:spiffe://x/y"], "{n}");
+    }
+}
+
+#[test]
+fn a_revocation_happens_once_and_crls_are_numbered() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
+        let r = Revocation { revoked_at: 50, reason: 1 };
+        assert_eq!(s.revoke("aa", r).unwrap().sans.len(), 2, "{n}");
+        assert!(matches!(s.revoke("aa", r), Err(StoreError::AlreadyRevoked(_))), "{n}");
+        assert!(matches!(s.revoke("cc", r), Err(StoreError::UnknownCertificate(_))), "{n}");
+        assert_eq!(s.revoked_by(AuthorityRole::Intermediate).unwrap(), vec![("aa".to_string(), r)], "{n}");
+        assert_eq!(s.list(&CertFilter { revoked_only: true, ..Default::default() }).unwrap().len(), 1, "{n}");
+        let expiring = s.list(&CertFilter { expiring_before: Some((10, 2000)), ..Default::default() }).unwrap();
+        assert_eq!(expiring.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(), ["bb"], "{n}");
+        assert_eq!(s.next_crl_number(AuthorityRole::Intermediate).unwrap(), 1, "{n}");
+        assert_eq!(s.next_crl_number(AuthorityRole::Intermediate).unwrap(), 2, "{n}");
+        assert_eq!(s.next_crl_number(AuthorityRole::Root).unwrap(), 1, "{n}");
+    }
+}
+
+#[test]
+fn a_token_buys_exactly_one_certificate() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let before = s.count().unwrap();
+        s.insert_tokens(&[token("h1", 100), token("h2", 5)]).unwrap();
+        let spends = [
+            ("h1".into(), cert("s1", "dev", 10)),
+            ("h1".into(), cert("s2", "dev", 10)),
+            ("h2".into(), cert("s3", "dev", 10)),
+            ("nope".into(), cert("s4", "dev", 10)),
+        ];
+        let results = s.spend_tokens(&spends, 10).unwrap();
+        assert!(results[0].is_ok(), "{n}");
+        assert!(matches!(results[1], Err(StoreError::TokenSpent)), "{n}");
+        assert!(matches!(results[2], Err(StoreError::TokenExpired)), "{n}");
+        assert!(matches!(results[3], Err(StoreError::UnknownToken)), "{n}");
+        assert_eq!(s.count().unwrap(), before + 1, "{n}: only the winning spend stored a certificate");
+        assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"), "{n}");
+        s.set_admin("s1").unwrap();
+        assert!(s.cert_by_serial("s1").unwrap().unwrap().admin, "{n}");
+    }
+}
+
+/// Two CA nodes (two connections) spending the same tokens at the same
+/// time: each token buys exactly one certificate.
+#[test]
+fn two_nodes_racing_for_the_same_tokens_spend_each_once() {
+    for mut b in initialised() {
+        let n = b.name;
+        let tokens: Vec<TokenRecord> = (0..60).map(|i| token(&format!("t{i}"), i64::MAX)).collect();
+        b.store.insert_tokens(&tokens).unwrap();
+        let before = b.store.count().unwrap();
+        let nodes: Vec<Store> = vec![b.another(), b.another()];
+        let wins: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = nodes
+                .into_iter()
+                .enumerate()
+                .map(|(node, mut store)| {
+                    scope.spawn(move || {
+                        // One spend per transaction, as enrollments come in.
+                        (0..60)
+                            .filter(|i| {
+                                let spend = [(format!("t{i}"), cert(&format!("n{node}-{i}"), "dev", 10))];
+                                matches!(store.spend_tokens(&spend, 10).unwrap()[0], Ok(()))
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(wins.iter().sum::<usize>(), 60, "{n}: every token spent once ({wins:?})");
+        assert_eq!(b.store.count().unwrap(), before + 60, "{n}: one certificate per token");
+        for i in 0..60 {
+            let serial = b.store.token(&format!("t{i}")).unwrap().unwrap().spent_serial.unwrap();
+            assert!(b.store.cert_by_serial(&serial).unwrap().is_some(), "{n}: t{i} names a stored certificate");
+        }
+    }
+}
+
+/// CRL numbers drawn by two nodes at once never repeat.
+#[test]
+fn crl_numbers_from_two_nodes_are_all_different() {
+    for b in initialised() {
+        let n = b.name;
+        let nodes: Vec<Store> = vec![b.another(), b.another()];
+        let mut numbers: Vec<u64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = nodes
+                .into_iter()
+                .map(|mut s| {
+                    scope.spawn(move || {
+                        (0..40).map(|_| s.next_crl_number(AuthorityRole::Intermediate).unwrap()).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=80).collect::<Vec<u64>>(), "{n}");
+    }
+}
+
+#[test]
+fn a_new_signing_key_retires_the_current_one_in_the_same_transaction() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        assert!(s.signing_keys().unwrap().is_empty(), "{n}");
+        s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
+        s.add_signing_key(&signing_key("k2", 200), 3800).unwrap();
+        let keys = s.signing_keys().unwrap();
+        let view: Vec<_> = keys.iter().map(|k| (k.kid.as_str(), k.retired_at, k.publish_until)).collect();
+        assert_eq!(view, [("k1", Some(200), Some(3800)), ("k2", None, None)], "{n}");
+        assert!(keys.iter().all(|k| k.key_encrypted), "{n}");
+        // A duplicate kid aborts the whole change: k2 stays the signing key.
+        assert!(s.add_signing_key(&signing_key("k1", 300), 9999).is_err(), "{n}");
+        assert_eq!(s.signing_keys().unwrap()[1].retired_at, None, "{n}");
+    }
+}
+
+#[test]
+fn grants_in_force_per_identity_and_revoked_once() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let grant = |identity: &str, audience: &str| GrantRecord {
+            id: 0,
+            identity: identity.into(),
+            audience: audience.into(),
+            scopes: vec!["read".into(), "write".into()],
+            created_at: 10,
+            revoked_at: None,
+        };
+        let a = s.insert_grant(&grant("spiffe://t/alice", "pay")).unwrap();
+        let c = s.insert_grant(&grant("spiffe://t/alice", "ship")).unwrap();
+        s.insert_grant(&grant("bob", "pay")).unwrap();
+        assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap().len(), 2, "{n}");
+        assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap()[0].scopes, ["read", "write"], "{n}");
+        let revoked = s.revoke_grant(a, 20).unwrap();
+        assert_eq!((revoked.identity.as_str(), revoked.revoked_at), ("spiffe://t/alice", Some(20)), "{n}");
+        let left: Vec<i64> = s.grants(Some("spiffe://t/alice")).unwrap().iter().map(|g| g.id).collect();
+        assert_eq!(left, [c], "{n}");
+        assert_eq!(s.grants(None).unwrap().len(), 3, "{n}: the list keeps revoked grants");
+        assert!(matches!(s.revoke_grant(a, 30), Err(StoreError::GrantRevoked(_))), "{n}");
+        assert!(matches!(s.revoke_grant(99, 30), Err(StoreError::UnknownGrant(99))), "{n}");
+    }
+}
+
+#[test]
+fn a_postgres_schema_is_checked_at_open() {
+    let Some(url) = postgres_database() else { return };
+    let e = PgStore::open(&url, None).err().expect("no schema yet");
+    assert!(matches!(e, StoreError::SchemaMissing(_)) && e.is_input(), "{e}");
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (0, 1));
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (1, 1), "idempotent");
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    c.batch_execute("UPDATE ambos_schema SET version = 99").unwrap();
+    let e = PgStore::open(&url, None).err().expect("a newer schema");
+    assert!(matches!(e, StoreError::SchemaTooNew { found: 99, .. }) && e.is_input(), "{e}");
+    let wrong = url.replace("//ambos@", "//nobody@");
+    let e = PgStore::open(&wrong, None).err().expect("no such role");
+    assert!(matches!(e, StoreError::Connect { .. }) && e.is_input() && e.to_string().contains("nobody"), "{e}");
+}
