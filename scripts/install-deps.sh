@@ -13,6 +13,9 @@ command -v keytool >/dev/null || need+=(openjdk-17-jre-headless)
 # `java Client.java` (single-file source launch) needs the compiler module.
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v python3 >/dev/null || need+=(python3)
+# PostgreSQL: the CA's shared store; the tests run a throwaway cluster
+# (scripts/pg-cluster.sh), never Debian's own.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
@@ -43,8 +46,8 @@ for mod in websockets h2 jwcrypto authlib requests; do
             || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"
     fi
 done
-# Debian starts nginx on install; the tests run their own instances.
-for svc in nginx haproxy; do
+# Debian starts nginx (and PostgreSQL) on install; the tests run their own instances.
+for svc in nginx haproxy postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi

@@ -18,6 +18,12 @@ cargo build --workspace --bins --locked
 AMBOS_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/ambos"
 export AMBOS_BIN
 
+echo "== a throwaway PostgreSQL cluster for the store tests (stopped at exit)"
+pg="$(mktemp -d)"
+trap './scripts/pg-cluster.sh stop "$pg"; rm -rf "$pg"' EXIT
+AMBOS_TEST_POSTGRES="$(./scripts/pg-cluster.sh start "$pg")"
+export AMBOS_TEST_POSTGRES AMBOS_REQUIRE_POSTGRES=1
+
 echo "== benchmark smoke runs, in the background (tiny counts, so they cannot rot)"
 # In smoke mode the bench scripts check that their setup and arithmetic
 # work, not figures, and mostly wait on sockets, timeouts and fixed
@@ -37,6 +43,9 @@ cargo test --workspace --locked --no-fail-fast --exclude ambos-interop-tests 2>&
 # own directories and ports: more threads than cores.
 cargo test --workspace --locked --no-fail-fast --test interop -- --test-threads "${INTEROP_THREADS:-6}" 2>&1 \
     | tee -a "$log" || status=1
+echo "== the CA's end-to-end tests again, each CA in a PostgreSQL database (--store)"
+AMBOS_TEST_STORE=postgres cargo test --workspace --locked --no-fail-fast --test interop -- \
+    --test-threads "${INTEROP_THREADS:-6}" ca_cli:: lifecycle:: oauth:: audit_rotation:: 2>&1 | tee -a "$log" || status=1
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"

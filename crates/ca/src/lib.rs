@@ -109,6 +109,22 @@ impl InitOptions {
         Ok(())
     }
 
+    /// [`InitOptions::check`] for a store anywhere: a PostgreSQL database
+    /// must be reachable and hold no CA yet.
+    pub fn check_at(&self, at: &StoreLocation) -> Result<()> {
+        match at {
+            StoreLocation::Dir(dir) => self.check(dir),
+            StoreLocation::Postgres(_) => {
+                self.check_options()?;
+                match CertificateAuthority::open_at(at) {
+                    Ok(_) => Err(StoreError::AlreadyInitialised(at.shown().into()).into()),
+                    Err(CaError::Store(StoreError::NotInitialised(_))) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// The name and CRL URL alone (a store elsewhere is checked when opened).
     pub fn check_options(&self) -> Result<()> {
         if self.name.trim().is_empty() || self.name.len() > 48 {

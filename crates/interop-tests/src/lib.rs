@@ -105,6 +105,10 @@ pub fn run(cmd: &mut Command) -> Run {
 /// A temporary CA directory driven through the `ambos` CLI.
 pub struct TestCa {
     pub tmp: tempfile::TempDir,
+    /// With `AMBOS_TEST_STORE=postgres`: a database of its own on the
+    /// `AMBOS_TEST_POSTGRES` server, given to every command as `AMBOS_STORE`
+    /// (the same tests then check the CA on PostgreSQL).
+    pub store: Option<String>,
 }
 
 impl TestCa {
@@ -147,9 +151,26 @@ impl TestCa {
         ca
     }
 
+    /// Where a new [`TestCa`] keeps its state: `None` (SQLite in its
+    /// directory) unless `AMBOS_TEST_STORE=postgres`, then a new database on
+    /// the `AMBOS_TEST_POSTGRES` server (made with psql).
+    fn postgres_store() -> Option<String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        if std::env::var("AMBOS_TEST_STORE").ok()? != "postgres" {
+            return None;
+        }
+        let base = std::env::var("AMBOS_TEST_POSTGRES").expect("AMBOS_TEST_STORE=postgres needs AMBOS_TEST_POSTGRES");
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ambos_ca_{}_{n}", std::process::id());
+        let made = run(Command::new("psql").arg(&base).args(["-qc", &format!("CREATE DATABASE {name}")]));
+        assert_eq!(made.code, 0, "psql: {}", made.stderr);
+        let (head, query) = base.split_once('?').unwrap_or((&base, ""));
+        Some(format!("{}/{name}?{query}", &head[..head.rfind('/').expect("a database in AMBOS_TEST_POSTGRES")]))
+    }
+
     /// A temp dir with no CA yet.
     pub fn empty() -> TestCa {
-        TestCa { tmp: tempfile::tempdir().unwrap() }
+        TestCa { tmp: tempfile::tempdir().unwrap(), store: Self::postgres_store() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -182,6 +203,10 @@ impl TestCa {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(ambos_bin());
         c.current_dir(self.tmp.path()).env("AMBOS_DIR", self.data()).env_remove("AMBOS_PASSPHRASE");
+        match &self.store {
+            Some(url) => c.env("AMBOS_STORE", url),
+            None => c.env_remove("AMBOS_STORE"),
+        };
         c
     }
 

@@ -58,7 +58,7 @@ pub enum StoreError {
     BadUrl { url: String, why: String },
     #[error("cannot connect to the database {url}: {why}")]
     Connect { url: String, why: String },
-    #[error("the database {0} has no ambos schema or an older one: run `ambos store migrate` first")]
+    #[error("the database {0} has an older ambos schema: run `ambos store migrate` first")]
     SchemaMissing(String),
 }
 

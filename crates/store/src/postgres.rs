@@ -174,6 +174,8 @@ impl PgStore {
             v if v > supported => {
                 Err(StoreError::SchemaTooNew { path: PathBuf::from(&store.shown), found: v, supported })
             }
+            // No schema at all: no CA yet (`ambos init` makes both).
+            0 => Err(StoreError::NotInitialised(PathBuf::from(&store.shown))),
             _ => Err(StoreError::SchemaMissing(store.shown.clone())),
         }
     }

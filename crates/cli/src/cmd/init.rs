@@ -40,10 +40,10 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     let mut opts =
         InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase: None, crl_url };
     let store = g.store()?;
-    match &store {
-        StoreLocation::Dir(dir) => opts.check(dir)?,
+    opts.check_at(&store)?;
+    if let StoreLocation::Postgres(_) = store {
         // The root and intermediate certificates still go to --dir.
-        StoreLocation::Postgres(_) => (opts.check_options()?, ambos_files::ensure_dir(&g.dir)?).0,
+        ambos_files::ensure_dir(&g.dir)?;
     }
     if a.no_passphrase {
         eprintln!("warning: CA keys are stored UNENCRYPTED in {} (--no-passphrase); anyone who can read it can issue certificates", store.shown());
