@@ -155,17 +155,36 @@ impl TestCa {
     /// directory) unless `AMBOS_TEST_STORE=postgres`, then a new database on
     /// the `AMBOS_TEST_POSTGRES` server (made with psql).
     fn postgres_store() -> Option<String> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         if std::env::var("AMBOS_TEST_STORE").ok()? != "postgres" {
             return None;
         }
-        let base = std::env::var("AMBOS_TEST_POSTGRES").expect("AMBOS_TEST_STORE=postgres needs AMBOS_TEST_POSTGRES");
+        Self::postgres_database()
+    }
+
+    /// A new database on the `AMBOS_TEST_POSTGRES` server (made with psql).
+    fn postgres_database() -> Option<String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let base = std::env::var("AMBOS_TEST_POSTGRES").expect("a PostgreSQL CA needs AMBOS_TEST_POSTGRES");
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("ambos_ca_{}_{n}", std::process::id());
         let made = run(Command::new("psql").arg(&base).args(["-qc", &format!("CREATE DATABASE {name}")]));
         assert_eq!(made.code, 0, "psql: {}", made.stderr);
         let (head, query) = base.split_once('?').unwrap_or((&base, ""));
         Some(format!("{}/{name}?{query}", &head[..head.rfind('/').expect("a database in AMBOS_TEST_POSTGRES")]))
+    }
+
+    /// A temp dir with no CA yet whose store is a new PostgreSQL database,
+    /// whatever `AMBOS_TEST_STORE` says; `None` without `AMBOS_TEST_POSTGRES`
+    /// (a failure if `AMBOS_REQUIRE_POSTGRES` is set: scripts/test.sh sets both).
+    pub fn on_postgres() -> Option<TestCa> {
+        if std::env::var("AMBOS_TEST_POSTGRES").is_err() {
+            assert!(
+                std::env::var("AMBOS_REQUIRE_POSTGRES").is_err(),
+                "AMBOS_REQUIRE_POSTGRES without AMBOS_TEST_POSTGRES"
+            );
+            return None;
+        }
+        Some(TestCa { tmp: tempfile::tempdir().unwrap(), store: Self::postgres_database() })
     }
 
     /// A temp dir with no CA yet.

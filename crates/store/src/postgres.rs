@@ -353,6 +353,52 @@ fn upsert_setting(c: &mut impl GenericClient, key: &str, value: Option<&str>) ->
     Ok(())
 }
 
+impl PgStore {
+    /// One group of spends in one transaction. Every token of the group is
+    /// locked first, in hash order: two nodes committing overlapping groups
+    /// then wait for each other instead of deadlocking; the one that comes
+    /// second reads the tokens spent.
+    fn spend_group(&self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        let mut hashes: Vec<&str> = spends.iter().map(|(h, _)| h.as_str()).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        tx.query("SELECT hash FROM token WHERE hash = ANY($1) ORDER BY hash FOR UPDATE", &[&hashes])?;
+        let mut results = Vec::with_capacity(spends.len());
+        for (hash, cert) in spends {
+            let mut sp = tx.transaction()?;
+            let outcome = (|| -> Result<()> {
+                // FOR UPDATE: a node racing for the same token waits here and
+                // then reads it spent.
+                let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1 FOR UPDATE");
+                let t = sp.query_opt(&sql, &[hash])?.map(|r| token_from_row(&r)).ok_or(StoreError::UnknownToken)?;
+                if t.spent_at.is_some() {
+                    return Err(StoreError::TokenSpent);
+                }
+                if t.expires_at <= now {
+                    return Err(StoreError::TokenExpired);
+                }
+                let n = sp.execute(
+                    "UPDATE token SET spent_at = $1, spent_serial = $2 WHERE hash = $3 AND spent_at IS NULL",
+                    &[&now, &cert.serial, hash],
+                )?;
+                if n != 1 {
+                    return Err(StoreError::TokenSpent);
+                }
+                insert_cert(&mut sp, cert)
+            })();
+            match outcome {
+                Ok(()) => sp.commit()?,
+                Err(_) => sp.rollback()?,
+            }
+            results.push(outcome);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
 impl CertStore for PgStore {
     fn authorities(&self) -> Result<Authorities> {
         let rows = self
@@ -542,39 +588,24 @@ impl CertStore for PgStore {
     }
 
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        let mut results = Vec::with_capacity(spends.len());
-        for (hash, cert) in spends {
-            let mut sp = tx.transaction()?;
-            let outcome = (|| -> Result<()> {
-                // FOR UPDATE: a node racing for the same token waits here and
-                // then reads it spent.
-                let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1 FOR UPDATE");
-                let t = sp.query_opt(&sql, &[hash])?.map(|r| token_from_row(&r)).ok_or(StoreError::UnknownToken)?;
-                if t.spent_at.is_some() {
-                    return Err(StoreError::TokenSpent);
+        // A deadlock or serialization failure rolls the whole group back
+        // untouched: it is tried again (the locks below make it rare).
+        let mut tries = 0;
+        loop {
+            match self.spend_group(spends, now) {
+                Err(StoreError::Postgres(e))
+                    if tries < 3
+                        && matches!(
+                            e.code(),
+                            Some(&postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+                                | Some(&postgres::error::SqlState::T_R_SERIALIZATION_FAILURE)
+                        ) =>
+                {
+                    tries += 1;
                 }
-                if t.expires_at <= now {
-                    return Err(StoreError::TokenExpired);
-                }
-                let n = sp.execute(
-                    "UPDATE token SET spent_at = $1, spent_serial = $2 WHERE hash = $3 AND spent_at IS NULL",
-                    &[&now, &cert.serial, hash],
-                )?;
-                if n != 1 {
-                    return Err(StoreError::TokenSpent);
-                }
-                insert_cert(&mut sp, cert)
-            })();
-            match outcome {
-                Ok(()) => sp.commit()?,
-                Err(_) => sp.rollback()?,
+                other => return other,
             }
-            results.push(outcome);
         }
-        tx.commit()?;
-        Ok(results)
     }
 
     fn set_admin(&mut self, serial: &str) -> Result<()> {

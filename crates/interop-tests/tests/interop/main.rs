@@ -8,6 +8,7 @@ mod grpc_http;
 mod header_attacks;
 mod lifecycle;
 mod nginx;
+mod nodes;
 mod oauth;
 mod openssl;
 mod path_confusion;
