@@ -2,6 +2,7 @@
 # A throwaway PostgreSQL cluster for the tests, in a directory of its own:
 #   scripts/pg-cluster.sh start DIR   # prints the URL of its `postgres` database
 #   scripts/pg-cluster.sh stop DIR
+#   scripts/pg-cluster.sh down|up DIR   # stop it and start it again, same port (tests of a database restart)
 # Debian's server binaries (scripts/install-deps.sh installs them); run as
 # root, the cluster belongs to the `postgres` user (initdb refuses root).
 # Trust authentication on 127.0.0.1 and a socket in DIR only: a test cluster.
@@ -19,13 +20,20 @@ start)
     "${as[@]}" "$BIN/initdb" -D "$dir/data" -U ambos --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     # fsync off: a cluster that lives for one test run.
-    "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+    echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" >"$dir/options"
+    "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://ambos@127.0.0.1:$port/postgres?sslmode=disable"
+    ;;
+down)
+    "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    ;;
+up)
+    "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
     ;;
 stop)
     [[ -d "$dir/data" ]] && "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     ;;
-*) echo "usage: pg-cluster.sh start|stop DIR" >&2; exit 2 ;;
+*) echo "usage: pg-cluster.sh start|stop|down|up DIR" >&2; exit 2 ;;
 esac

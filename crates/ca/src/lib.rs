@@ -468,6 +468,18 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(self.store.set_admin(&serial.to_hex())?)
     }
 
+    /// How many certificates are revoked and when the last was (see
+    /// [`CertStore::revocation_mark`]).
+    pub fn revocation_mark(&self) -> Result<(i64, i64)> {
+        Ok(self.store.revocation_mark()?)
+    }
+
+    /// Whether the store answers (`/healthz`): one small read.
+    pub fn check_store(&self) -> Result<()> {
+        self.store.setting(CRL_URL)?;
+        Ok(())
+    }
+
     pub fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
         Ok(self.store.list(filter)?)
     }

@@ -70,12 +70,21 @@ impl Store {
     }
 }
 
-/// Every method goes to the store inside.
+/// Every method goes to the store inside. A PostgreSQL connection the
+/// database closed (a restart, a failover) is only noticed when used: the
+/// call is made again once on a new connection (it was one transaction, so
+/// nothing of it was committed).
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Store::Sqlite($s) => $call,
-            Store::Postgres($s) => $call,
+            Store::Postgres($s) => match $call {
+                Err(StoreError::Postgres(e)) if e.is_closed() => {
+                    $s.reconnect()?;
+                    $call
+                }
+                other => other,
+            },
         }
     };
 }
@@ -143,6 +152,9 @@ impl CertStore for Store {
     }
     fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
         delegate!(self, s => s.revoke_grant(id, now))
+    }
+    fn revocation_mark(&self) -> Result<(i64, i64)> {
+        delegate!(self, s => s.revocation_mark())
     }
 }
 

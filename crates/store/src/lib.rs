@@ -272,4 +272,7 @@ pub trait CertStore {
     /// With an identity, its grants in force; without, every grant (revoked too).
     fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>>;
     fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord>;
+    /// How many certificates are revoked and the latest revocation time: a
+    /// CA node re-signs its CRL when another node changed them.
+    fn revocation_mark(&self) -> Result<(i64, i64)>;
 }

@@ -95,6 +95,9 @@ pub struct PgStore {
     client: Mutex<Client>,
     /// The URL without its password, for messages.
     shown: String,
+    /// To connect again after the database went away (a restart, a failover).
+    url: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// How to reach the database: the URL's libpq-style `sslmode`,
@@ -206,10 +209,15 @@ impl PgStore {
     }
 
     fn connect(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<PgStore> {
+        let client = PgStore::client(url, tls.clone())?;
+        Ok(PgStore { client: Mutex::new(client), shown: redact(url), url: url.to_string(), tls })
+    }
+
+    fn client(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<Client> {
         let (config, pg_tls) = parse_url(url)?;
         let shown = redact(url);
         let fail = |e: postgres::Error| StoreError::Connect { url: shown.clone(), why: error_text(&e) };
-        let client = match (pg_tls.mode.as_str(), tls) {
+        Ok(match (pg_tls.mode.as_str(), tls) {
             ("disable", _) => config.connect(postgres::NoTls).map_err(fail)?,
             (_, Some(tls)) => {
                 config.connect(tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone())).map_err(fail)?
@@ -221,8 +229,7 @@ impl PgStore {
                 let why = format!("sslmode={mode} needs a TLS configuration (sslrootcert=FILE)");
                 return Err(StoreError::BadUrl { url: shown, why });
             }
-        };
-        Ok(PgStore { client: Mutex::new(client), shown })
+        })
     }
 
     fn version(&self) -> Result<i64> {
@@ -236,6 +243,13 @@ impl PgStore {
 
     fn lock(&self) -> MutexGuard<'_, Client> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection in place of one the database closed.
+    pub fn reconnect(&self) -> Result<()> {
+        let fresh = PgStore::client(&self.url, self.tls.clone())?;
+        *self.lock() = fresh;
+        Ok(())
     }
 
     /// Where the store is, as errors name it.
@@ -550,6 +564,14 @@ impl CertStore for PgStore {
             .query_opt("UPDATE crl_number SET last = last + 1 WHERE issuer = $1 RETURNING last", &[&issuer.as_str()])?
             .ok_or_else(|| StoreError::NotInitialised(PathBuf::from(&self.shown)))?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn revocation_mark(&self) -> Result<(i64, i64)> {
+        let r = self.lock().query_one(
+            "SELECT COUNT(*), COALESCE(MAX(revoked_at), 0)::BIGINT FROM certificate WHERE revoked_at IS NOT NULL",
+            &[],
+        )?;
+        Ok((r.get(0), r.get(1)))
     }
 
     fn count(&self) -> Result<u64> {

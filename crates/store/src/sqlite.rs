@@ -561,6 +561,14 @@ impl CertStore for SqliteStore {
         Ok(grant)
     }
 
+    fn revocation_mark(&self) -> Result<(i64, i64)> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM certificate WHERE revoked_at IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     fn count(&self) -> Result<u64> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)

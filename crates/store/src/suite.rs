@@ -173,6 +173,7 @@ fn a_revocation_happens_once_and_crls_are_numbered() {
         assert!(matches!(s.revoke("aa", r), Err(StoreError::AlreadyRevoked(_))), "{n}");
         assert!(matches!(s.revoke("cc", r), Err(StoreError::UnknownCertificate(_))), "{n}");
         assert_eq!(s.revoked_by(AuthorityRole::Intermediate).unwrap(), vec![("aa".to_string(), r)], "{n}");
+        assert_eq!(s.revocation_mark().unwrap(), (1, 50), "{n}");
         assert_eq!(s.list(&CertFilter { revoked_only: true, ..Default::default() }).unwrap().len(), 1, "{n}");
         let expiring = s.list(&CertFilter { expiring_before: Some((10, 2000)), ..Default::default() }).unwrap();
         assert_eq!(expiring.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(), ["bb"], "{n}");

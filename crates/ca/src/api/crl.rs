@@ -46,8 +46,21 @@ pub(super) fn build_crl(
 impl CaState {
     pub(super) fn refresh_crl(&self) -> Result<(), CaError> {
         let mut ca = self.ca.lock().expect("ca lock");
+        let mark = ca.revocation_mark()?;
         let doc = build_crl(&mut ca, &self.signer, &self.root_signer, self.crl_validity)?;
         self.crl.store(Arc::new(doc));
+        *self.crl_mark.lock().expect("mark lock") = mark;
+        Ok(())
+    }
+
+    /// Re-signs the CRL when the store's revocations changed since it was
+    /// signed: another CA node on the same database revoked something.
+    pub(super) fn follow_revocations(&self) -> Result<(), CaError> {
+        let mark = self.ca.lock().expect("ca lock").revocation_mark()?;
+        if mark != *self.crl_mark.lock().expect("mark lock") {
+            tracing::info!("revocations changed in the store: re-signing the CRL");
+            self.refresh_crl()?;
+        }
         Ok(())
     }
 }

@@ -91,6 +91,8 @@ struct CaState {
     root_signer: Authority,
     root_pem: String,
     crl: ArcSwap<crl::CrlDoc>,
+    /// The store's revocation mark when the CRL was signed.
+    crl_mark: Mutex<(i64, i64)>,
     crl_validity: Duration,
     enroll: mpsc::Sender<enroll::EnrollJob>,
     failures: TokenFailures,
@@ -117,6 +119,7 @@ impl CaState {
         let root_signer = ca.authority(AuthorityRole::Root, passphrase)?;
         let tokens = ca.token_keys(passphrase)?;
         let (tls, lifetime) = server_tls(&mut ca, &signer, opts)?;
+        let crl_mark = Mutex::new(ca.revocation_mark()?);
         let crl = crl::build_crl(&mut ca, &signer, &root_signer, opts.crl_validity)?;
         let root_pem = pem_encode("CERTIFICATE", ca.root_der());
         let state = Arc::new(CaState {
@@ -125,6 +128,7 @@ impl CaState {
             root_signer,
             root_pem,
             crl: ArcSwap::from_pointee(crl),
+            crl_mark,
             crl_validity: opts.crl_validity,
             enroll: enroll::spawn_writer(at)?,
             failures: TokenFailures::new(opts.limits.token_failure_limit, opts.limits.token_failure_window),
@@ -175,9 +179,19 @@ fn router(state: Arc<CaState>, prometheus: metrics_exporter_prometheus::Promethe
         .route("/v1/oauth/token", post(oauth::token))
         .route("/v1/oauth/jwks", get(oauth::jwks))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 while the store answers, else 503 naming why (a
+/// node that lost its database; it recovers by itself when it is back).
+async fn health(axum::extract::State(st): axum::extract::State<Arc<CaState>>) -> axum::response::Response {
+    match blocking(move || Ok(st.ca.lock().expect("ca lock").check_store())).await {
+        Ok(Ok(())) => "ok\n".into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// Issues the API's own server certificate and builds its TLS config.
@@ -261,8 +275,10 @@ pub async fn serve(
             }
         });
     }
-    // A signing key rotated by `ambos oauth rotate-key` is picked up within 2 s
-    // (a look at the store's list of kids; the key is unlocked only when it changed).
+    // Every 2 s: a signing key rotated by `ambos oauth rotate-key` (a look at
+    // the store's list of kids; a key is unlocked only when it changed), and
+    // revocations made by another CA node on the same database (the CRL is
+    // re-signed when the store's revocation mark moved).
     {
         let state = state.clone();
         tokio::spawn(async move {
@@ -271,6 +287,10 @@ pub async fn serve(
                 let st = state.clone();
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.refresh_token_keys()).await {
                     tracing::error!("reloading the token-signing keys failed: {e}");
+                }
+                let st = state.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.follow_revocations()).await {
+                    tracing::error!("following the store's revocations failed: {e}");
                 }
             }
         });

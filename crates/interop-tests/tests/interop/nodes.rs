@@ -1,10 +1,15 @@
 //! Several `ambos serve` nodes on one PostgreSQL database (the test
 //! cluster of scripts/test.sh): a token presented to two nodes at the same
 //! moment buys exactly one certificate, every serial is unique, and every
-//! certificate a client got is in the store once.
-use ambos_interop_tests::{openssl_csr, Daemon, TestCa};
+//! certificate a client got is in the store once; a revocation through one
+//! node is in the other's CRL within seconds, with a higher number; a node
+//! whose database goes away answers 503 and recovers by itself.
+use ambos_interop_tests::{openssl_csr, poll, run, Daemon, TestCa};
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 /// `ambos serve` on 127.0.0.1:0 over the CA's store.
 fn node(ca: &TestCa, name: &str) -> Daemon {
@@ -81,4 +86,105 @@ fn two_nodes_on_one_database_sell_each_token_once() {
     // Both nodes did some of the work.
     let (la, lb) = (a.log(), b.log());
     assert!(!la.is_empty() && !lb.is_empty());
+}
+
+/// The intermediate's CRL as node `port` serves it: (CRL number, serials).
+fn served_crl(ca: &TestCa, port: u16) -> (u64, String) {
+    let file = ca.dir().join(format!("crl-{port}.pem"));
+    let r = ca.curl(
+        None,
+        &format!("https://localhost:{port}/v1/crl"),
+        &["-H", "Accept: application/x-pem-file", "-o", file.to_str().unwrap()],
+    );
+    assert_eq!(r.status, "200", "{}", r.stderr);
+    let text = run(Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(&file)).stdout;
+    let number = text
+        .lines()
+        .skip_while(|l| !l.contains("X509v3 CRL Number"))
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no CRL number: {text}"));
+    (number, text.to_uppercase())
+}
+
+#[test]
+fn a_revocation_through_one_node_is_in_the_other_nodes_crl_with_a_higher_number() {
+    let Some(ca) = TestCa::on_postgres() else { return };
+    ca.ambos(&["init", "--no-passphrase"]).ok();
+    std::fs::create_dir_all(ca.certs()).unwrap();
+    std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+    ca.issue("client", "admin", &["--admin"]);
+    ca.issue("client", "web", &[]);
+    let serial = serde_json::from_str::<serde_json::Value>(&ca.ambos(&["list", "--json"]).ok().stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "web")
+        .unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (a, b) = (node(&ca, "a"), node(&ca, "b"));
+    let (before, _) = served_crl(&ca, b.port);
+    let body = format!("{{\"serial\":\"{serial}\",\"reason\":\"key-compromise\"}}");
+    let r = ca.curl(
+        Some("admin"),
+        &format!("https://localhost:{}/v1/revoke", a.port),
+        &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body],
+    );
+    assert_eq!(r.status, "200", "{}", r.body);
+    // Node B re-signs within its 2 s look at the store.
+    let (after, text) =
+        poll(10, Duration::from_millis(200), || served_crl(&ca, b.port), |(_, t)| t.contains(&serial.to_uppercase()));
+    assert!(text.contains(&serial.to_uppercase()), "node B's CRL lacks {serial}: {text}");
+    assert!(after > before, "CRL number {after} after {before}");
+    assert!(b.log().contains("re-signing the CRL"), "{}", b.log());
+}
+
+#[test]
+fn a_node_answers_503_while_its_database_is_down_and_recovers_by_itself() {
+    if TestCa::on_postgres().is_none() {
+        return;
+    }
+    // A cluster of its own: the shared one must not restart under other tests.
+    let pg = tempfile::tempdir().unwrap();
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+    let pg_dir = pg.path().join("pg");
+    let started = run(Command::new(&cluster).arg("start").arg(&pg_dir));
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    struct Stop(PathBuf, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).arg("stop").arg(&self.1).status();
+        }
+    }
+    let _stop = Stop(cluster.clone(), pg_dir.clone());
+    let mut ca = TestCa::empty();
+    ca.store = Some(started.stdout.trim().to_string());
+    ca.ambos(&["init", "--no-passphrase"]).ok();
+    std::fs::create_dir_all(ca.certs()).unwrap();
+    std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+    let n = node(&ca, "a");
+    let health = || ca.curl(None, &format!("https://localhost:{}/healthz", n.port), &[]);
+    assert_eq!(health().status, "200");
+    let down = run(Command::new(&cluster).arg("down").arg(&pg_dir));
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    let r = poll(10, Duration::from_millis(200), health, |r| r.status == "503");
+    assert_eq!(r.status, "503", "{}", r.body);
+    assert!(r.body.contains("store unavailable"), "{}", r.body);
+    let up = run(Command::new(&cluster).arg("up").arg(&pg_dir));
+    assert_eq!(up.code, 0, "{}", up.stderr);
+    let r = poll(10, Duration::from_millis(200), health, |r| r.status == "200");
+    assert_eq!(r.status, "200", "no recovery: {}", r.body);
+    // And it works again: a token is sold.
+    let token = ca.ambos(&["token", "create", "dev"]).ok().stdout.trim().to_string();
+    let (_, csr) = openssl_csr(ca.dir(), "dev", "/CN=dev", &[]);
+    let body = serde_json::json!({"token": token, "csr": std::fs::read_to_string(csr).unwrap()}).to_string();
+    let r = ca.curl(
+        None,
+        &format!("https://localhost:{}/v1/enroll", n.port),
+        &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body],
+    );
+    assert_eq!(r.status, "201", "{}", r.body);
 }
