@@ -48,7 +48,7 @@ impl StoreLocation {
 /// SQLite or PostgreSQL behind one [`CertStore`].
 pub enum Store {
     Sqlite(SqliteStore),
-    Postgres(PgStore),
+    Postgres(Box<PgStore>),
 }
 
 impl Store {
@@ -64,7 +64,7 @@ impl Store {
                 if create {
                     PgStore::migrate(url, tls.clone())?;
                 }
-                Ok(Store::Postgres(PgStore::open(url, tls)?))
+                Ok(Store::Postgres(Box::new(PgStore::open(url, tls)?)))
             }
         }
     }
