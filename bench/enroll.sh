@@ -26,7 +26,8 @@ if [[ "$STORE" == postgres ]]; then
     # A cluster of its own, on core 1 with the load generator; stopped at
     # exit. Its directory is not under $TMP: the postgres user must reach it.
     PG="$(mktemp -d)"
-    AMBOS_STORE="$(taskset -c 1 "$ROOT/scripts/pg-cluster.sh" start "$PG")"
+    # fsync on: durable commits, as the SQLite store's synchronous=FULL.
+    AMBOS_STORE="$(PG_FSYNC=on taskset -c 1 "$ROOT/scripts/pg-cluster.sh" start "$PG")"
     trap '"$ROOT/scripts/pg-cluster.sh" stop "$PG"; rm -rf "$PG"; cleanup' EXIT
     export AMBOS_STORE
 fi

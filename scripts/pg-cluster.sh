@@ -19,8 +19,9 @@ start)
     [[ "$(id -u)" == 0 ]] && chown postgres "$dir"
     "${as[@]}" "$BIN/initdb" -D "$dir/data" -U ambos --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
-    # fsync off: a cluster that lives for one test run.
-    echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" >"$dir/options"
+    # fsync off (a cluster that lives for one test run) unless PG_FSYNC=on
+    # (bench/enroll.sh: durable like the SQLite store it is compared with).
+    echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300" >"$dir/options"
     "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://ambos@127.0.0.1:$port/postgres?sslmode=disable"

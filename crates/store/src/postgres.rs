@@ -9,7 +9,8 @@ use crate::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
     Revocation, SigningKeyRecord, StoreError, TokenRecord,
 };
-use postgres::{Client, GenericClient, Row};
+use postgres::{Client, GenericClient, Row, Statement};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
@@ -92,12 +93,44 @@ const MIGRATION_LOCK: i64 = 0x616d_626f_735f_6d69; // "ambos_mi"
 /// A CA in a PostgreSQL database. One connection; the CA server gives each
 /// thread that writes its own store.
 pub struct PgStore {
-    client: Mutex<Client>,
+    client: Mutex<Conn>,
     /// The URL without its password, for messages.
     shown: String,
     /// To connect again after the database went away (a restart, a failover).
     url: String,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// A connection and the statements prepared on it: the hot paths
+/// (enrollment, token checks) prepare once, not at every call (a round trip
+/// and a parse on the server each).
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    fn prepared(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }
 
 /// How to reach the database: the URL's libpq-style `sslmode`,
@@ -210,7 +243,8 @@ impl PgStore {
 
     fn connect(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<PgStore> {
         let client = PgStore::client(url, tls.clone())?;
-        Ok(PgStore { client: Mutex::new(client), shown: redact(url), url: url.to_string(), tls })
+        let conn = Conn { client, prepared: HashMap::new() };
+        Ok(PgStore { client: Mutex::new(conn), shown: redact(url), url: url.to_string(), tls })
     }
 
     fn client(url: &str, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Result<Client> {
@@ -241,14 +275,14 @@ impl PgStore {
         Ok(c.query_opt("SELECT version FROM ambos_schema", &[])?.map(|r| r.get(0)).unwrap_or(0))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Client> {
+    fn lock(&self) -> MutexGuard<'_, Conn> {
         self.client.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new connection in place of one the database closed.
     pub fn reconnect(&self) -> Result<()> {
-        let fresh = PgStore::client(&self.url, self.tls.clone())?;
-        *self.lock() = fresh;
+        let client = PgStore::client(&self.url, self.tls.clone())?;
+        *self.lock() = Conn { client, prepared: HashMap::new() };
         Ok(())
     }
 
@@ -273,9 +307,21 @@ fn error_text(e: &postgres::Error) -> String {
     s
 }
 
-const CERT_COLUMNS: &str = "serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, cert_der, \
-                            issued_at, revoked_at, revocation_reason, admin";
-const TOKEN_COLUMNS: &str = "hash, name, profile, sans, ous, cert_ttl, expires_at, created_at, spent_at, spent_serial";
+/// Column lists as macros, so that `concat!` makes whole statements that
+/// can be prepared once (a `&'static str` key).
+macro_rules! cert_columns {
+    () => {
+        "serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, cert_der, \
+         issued_at, revoked_at, revocation_reason, admin"
+    };
+}
+macro_rules! token_columns {
+    () => {
+        "hash, name, profile, sans, ous, cert_ttl, expires_at, created_at, spent_at, spent_serial"
+    };
+}
+const CERT_COLUMNS: &str = cert_columns!();
+const TOKEN_COLUMNS: &str = token_columns!();
 const GRANT_COLUMNS: &str = "id, identity, audience, scopes, created_at, revoked_at";
 
 fn lines(s: String) -> Vec<String> {
@@ -329,10 +375,22 @@ fn grant_from_row(r: &Row) -> GrantRecord {
     }
 }
 
+const INSERT_CERT: &str = "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, \
+                           not_after, sha256, cert_der, issued_at, admin) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
 fn insert_cert(c: &mut impl GenericClient, rec: &CertRecord) -> Result<()> {
+    insert_cert_with(c, INSERT_CERT, rec)
+}
+
+/// `sql` is [`INSERT_CERT`], or the statement prepared from it.
+fn insert_cert_with<T: ?Sized + postgres::ToStatement>(
+    c: &mut impl GenericClient,
+    sql: &T,
+    rec: &CertRecord,
+) -> Result<()> {
     let res = c.execute(
-        "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
-         cert_der, issued_at, admin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        sql,
         &[
             &rec.serial,
             &rec.name,
@@ -373,45 +431,68 @@ impl PgStore {
     /// then wait for each other instead of deadlocking; the one that comes
     /// second reads the tokens spent.
     fn spend_group(&self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
+        let mut conn = self.lock();
+        let lock_all = conn.prepared("SELECT hash FROM token WHERE hash = ANY($1) ORDER BY hash FOR UPDATE")?;
+        let spend = conn.prepared(SPEND)?;
+        let mut tx = conn.transaction()?;
         let mut hashes: Vec<&str> = spends.iter().map(|(h, _)| h.as_str()).collect();
         hashes.sort_unstable();
         hashes.dedup();
-        tx.query("SELECT hash FROM token WHERE hash = ANY($1) ORDER BY hash FOR UPDATE", &[&hashes])?;
+        tx.query(&lock_all, &[&hashes])?;
         let mut results = Vec::with_capacity(spends.len());
-        for (hash, cert) in spends {
-            let mut sp = tx.transaction()?;
-            let outcome = (|| -> Result<()> {
-                // FOR UPDATE: a node racing for the same token waits here and
-                // then reads it spent.
-                let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1 FOR UPDATE");
-                let t = sp.query_opt(&sql, &[hash])?.map(|r| token_from_row(&r)).ok_or(StoreError::UnknownToken)?;
-                if t.spent_at.is_some() {
-                    return Err(StoreError::TokenSpent);
+        for (hash, c) in spends {
+            let spent = tx.query_opt(
+                &spend,
+                &[
+                    &c.serial,
+                    &c.name,
+                    &c.profile,
+                    &c.issuer.as_str(),
+                    &c.subject,
+                    &c.sans.join("\n"),
+                    &c.not_before,
+                    &c.not_after,
+                    &c.sha256,
+                    &c.cert_der,
+                    &c.issued_at,
+                    &c.admin,
+                    hash,
+                    &now,
+                ],
+            )?;
+            results.push(match spent {
+                Some(_) => Ok(()),
+                // Nothing done: say why (the rare path).
+                None => {
+                    let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1");
+                    Err(match tx.query_opt(&sql, &[hash])?.map(|r| token_from_row(&r)) {
+                        None => StoreError::UnknownToken,
+                        Some(t) if t.spent_at.is_some() => StoreError::TokenSpent,
+                        Some(t) if t.expires_at <= now => StoreError::TokenExpired,
+                        Some(_) => StoreError::DuplicateSerial(c.serial.clone()),
+                    })
                 }
-                if t.expires_at <= now {
-                    return Err(StoreError::TokenExpired);
-                }
-                let n = sp.execute(
-                    "UPDATE token SET spent_at = $1, spent_serial = $2 WHERE hash = $3 AND spent_at IS NULL",
-                    &[&now, &cert.serial, hash],
-                )?;
-                if n != 1 {
-                    return Err(StoreError::TokenSpent);
-                }
-                insert_cert(&mut sp, cert)
-            })();
-            match outcome {
-                Ok(()) => sp.commit()?,
-                Err(_) => sp.rollback()?,
-            }
-            results.push(outcome);
+            });
         }
         tx.commit()?;
         Ok(results)
     }
 }
+
+/// One spend in one statement, so that a refused one leaves nothing and
+/// needs no savepoint: the certificate is inserted only for an unspent,
+/// unexpired token (not at all if its serial exists), and the token is
+/// marked spent only if the certificate went in. Parameters: the 12
+/// certificate columns of [`INSERT_CERT`], the token hash, now.
+const SPEND: &str = "WITH ins AS ( \
+    INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
+                             cert_der, issued_at, admin) \
+    SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::BIGINT, $8::BIGINT, $9::TEXT, \
+           $10::BYTEA, $11::BIGINT, $12::BOOLEAN \
+    WHERE EXISTS (SELECT 1 FROM token WHERE hash = $13 AND spent_at IS NULL AND expires_at > $14) \
+    ON CONFLICT (serial) DO NOTHING RETURNING serial) \
+  UPDATE token SET spent_at = $14, spent_serial = $1 \
+  WHERE hash = $13 AND spent_at IS NULL AND expires_at > $14 AND EXISTS (SELECT 1 FROM ins) RETURNING hash";
 
 impl CertStore for PgStore {
     fn authorities(&self) -> Result<Authorities> {
@@ -446,7 +527,7 @@ impl CertStore for PgStore {
     }
 
     fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
-        upsert_setting(&mut *self.lock(), key, value)
+        upsert_setting(&mut **self.lock(), key, value)
     }
 
     fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
@@ -493,8 +574,9 @@ impl CertStore for PgStore {
     }
 
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = $1");
-        self.lock().query_opt(&sql, &[&serial])?.map(|r| cert_from_row(&r)).transpose()
+        let mut conn = self.lock();
+        let stmt = conn.prepared(concat!("SELECT ", cert_columns!(), " FROM certificate WHERE serial = $1"))?;
+        conn.query_opt(&stmt, &[&serial])?.map(|r| cert_from_row(&r)).transpose()
     }
 
     fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>> {
@@ -605,8 +687,9 @@ impl CertStore for PgStore {
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = $1");
-        Ok(self.lock().query_opt(&sql, &[&hash])?.map(|r| token_from_row(&r)))
+        let mut conn = self.lock();
+        let stmt = conn.prepared(concat!("SELECT ", token_columns!(), " FROM token WHERE hash = $1"))?;
+        Ok(conn.query_opt(&stmt, &[&hash])?.map(|r| token_from_row(&r)))
     }
 
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {

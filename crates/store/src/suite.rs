@@ -202,6 +202,12 @@ fn a_token_buys_exactly_one_certificate() {
         assert!(matches!(results[3], Err(StoreError::UnknownToken)), "{n}");
         assert_eq!(s.count().unwrap(), before + 1, "{n}: only the winning spend stored a certificate");
         assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"), "{n}");
+        // A serial already taken: refused, and the token stays unspent.
+        s.insert_tokens(&[token("h3", 100)]).unwrap();
+        let r = s.spend_tokens(&[("h3".into(), cert("1a", "dev", 10))], 10).unwrap();
+        assert!(matches!(r[0], Err(StoreError::DuplicateSerial(_))), "{n}: {:?}", r[0]);
+        assert_eq!(s.token("h3").unwrap().unwrap().spent_at, None, "{n}");
+        assert_eq!(s.cert_by_serial("1a").unwrap().unwrap().name, "test", "{n}: not overwritten");
         s.set_admin("s1").unwrap();
         assert!(s.cert_by_serial("s1").unwrap().unwrap().admin, "{n}");
     }
