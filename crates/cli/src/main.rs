@@ -101,7 +101,7 @@ enum Command {
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenKind),
-    /// The CA's store: schema migrations of a PostgreSQL store (--store).
+    /// The CA's store: schema migrations of a PostgreSQL store (--store), a copy to another store.
     #[command(subcommand)]
     Store(cmd::store::StoreKind),
     /// Access tokens bound to certificates: grants, the signing key, a token for scripts.

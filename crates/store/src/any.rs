@@ -2,7 +2,7 @@
 //! directory (the default) or PostgreSQL at a `postgres://` URL.
 use crate::{
     Authorities, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, PgStore, Result,
-    Revocation, SigningKeyRecord, SqliteStore, StoreError, TokenRecord,
+    Revocation, SigningKeyRecord, Snapshot, SqliteStore, StoreError, TokenRecord,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -155,6 +155,12 @@ impl CertStore for Store {
     }
     fn revocation_mark(&self) -> Result<(i64, i64)> {
         delegate!(self, s => s.revocation_mark())
+    }
+    fn snapshot(&self) -> Result<Snapshot> {
+        delegate!(self, s => s.snapshot())
+    }
+    fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        delegate!(self, s => s.restore(snap))
     }
 }
 

@@ -221,6 +221,22 @@ pub struct GrantRecord {
     pub revoked_at: Option<i64>,
 }
 
+/// Everything a store holds, to move a CA to another store (`ambos store
+/// copy`) without changing a serial, a revocation, a spent token or a CRL
+/// number.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub authorities: Authorities,
+    /// In the order they were stored (the intermediate's first).
+    pub certs: Vec<CertRecord>,
+    pub tokens: Vec<TokenRecord>,
+    pub settings: Vec<(String, String)>,
+    /// The last CRL number of each issuer.
+    pub crl_numbers: Vec<(AuthorityRole, u64)>,
+    pub signing_keys: Vec<SigningKeyRecord>,
+    pub grants: Vec<GrantRecord>,
+}
+
 /// Selects certificates for `ambos list`.
 #[derive(Clone, Debug, Default)]
 pub struct CertFilter {
@@ -275,4 +291,9 @@ pub trait CertStore {
     /// How many certificates are revoked and the latest revocation time: a
     /// CA node re-signs its CRL when another node changed them.
     fn revocation_mark(&self) -> Result<(i64, i64)>;
+    /// Everything in the store (one consistent read).
+    fn snapshot(&self) -> Result<Snapshot>;
+    /// Writes `snap` into a store without a CA, in one transaction;
+    /// `AlreadyInitialised` if it has one.
+    fn restore(&mut self, snap: &Snapshot) -> Result<()>;
 }

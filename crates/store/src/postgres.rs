@@ -7,7 +7,7 @@
 //! does not know.
 use crate::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
-    Revocation, SigningKeyRecord, StoreError, TokenRecord,
+    Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
 use postgres::{Client, GenericClient, Row, Statement};
 use std::collections::HashMap;
@@ -646,6 +646,163 @@ impl CertStore for PgStore {
             .query_opt("UPDATE crl_number SET last = last + 1 WHERE issuer = $1 RETURNING last", &[&issuer.as_str()])?
             .ok_or_else(|| StoreError::NotInitialised(PathBuf::from(&self.shown)))?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        // One REPEATABLE READ transaction: a consistent picture while nodes write.
+        let mut conn = self.lock();
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let authorities = {
+            let rows = tx.query(
+                "SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority",
+                &[],
+            )?;
+            let (mut root, mut intermediate) = (None, None);
+            for r in rows {
+                let rec = AuthorityRecord {
+                    role: AuthorityRole::parse(r.get(0))?,
+                    name: r.get(1),
+                    key_type: r.get(2),
+                    cert_der: r.get(3),
+                    key_pem: r.get(4),
+                    key_encrypted: r.get(5),
+                    created_at: r.get(6),
+                };
+                match rec.role {
+                    AuthorityRole::Root => root = Some(rec),
+                    AuthorityRole::Intermediate => intermediate = Some(rec),
+                }
+            }
+            match (root, intermediate) {
+                (Some(root), Some(intermediate)) => Authorities { root, intermediate },
+                _ => return Err(StoreError::NotInitialised(PathBuf::from(&self.shown))),
+            }
+        };
+        let certs = tx
+            .query(&format!("SELECT {CERT_COLUMNS} FROM certificate ORDER BY id"), &[])?
+            .iter()
+            .map(cert_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let tokens = tx
+            .query(&format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at, hash"), &[])?
+            .iter()
+            .map(token_from_row)
+            .collect();
+        let settings = tx
+            .query("SELECT key, value FROM setting ORDER BY key", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut crl_numbers = Vec::new();
+        for r in tx.query("SELECT issuer, last FROM crl_number ORDER BY issuer", &[])? {
+            crl_numbers.push((AuthorityRole::parse(r.get(0))?, r.get::<_, i64>(1) as u64));
+        }
+        let signing_keys = tx
+            .query(
+                "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
+                 FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
+                &[],
+            )?
+            .iter()
+            .map(|r| SigningKeyRecord {
+                kid: r.get(0),
+                key_pem: r.get(1),
+                key_encrypted: r.get(2),
+                public_jwk: r.get(3),
+                created_at: r.get(4),
+                retired_at: r.get(5),
+                publish_until: r.get(6),
+            })
+            .collect();
+        let grants = tx
+            .query(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grant ORDER BY id"), &[])?
+            .iter()
+            .map(grant_from_row)
+            .collect();
+        tx.commit()?;
+        Ok(Snapshot { authorities, certs, tokens, settings, crl_numbers, signing_keys, grants })
+    }
+
+    fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction()?;
+        tx.batch_execute("LOCK TABLE authority IN EXCLUSIVE MODE")?;
+        let existing: i64 = tx.query_one("SELECT COUNT(*) FROM authority", &[])?.get(0);
+        if existing > 0 {
+            return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
+        }
+        for rec in [&snap.authorities.root, &snap.authorities.intermediate] {
+            tx.execute(
+                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &rec.role.as_str(),
+                    &rec.name,
+                    &rec.key_type,
+                    &rec.cert_der,
+                    &rec.key_pem,
+                    &rec.key_encrypted,
+                    &rec.created_at,
+                ],
+            )?;
+        }
+        for (issuer, last) in &snap.crl_numbers {
+            tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, $2)", &[&issuer.as_str(), &(*last as i64)])?;
+        }
+        let insert = tx.prepare(INSERT_CERT)?;
+        let revoke = tx.prepare("UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3")?;
+        for c in &snap.certs {
+            insert_cert_with(&mut tx, &insert, c)?;
+            if let Some(r) = c.revocation {
+                tx.execute(&revoke, &[&r.revoked_at, &(r.reason as i16), &c.serial])?;
+            }
+        }
+        let token = tx.prepare(&format!(
+            "INSERT INTO token ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))?;
+        for t in &snap.tokens {
+            tx.execute(
+                &token,
+                &[
+                    &t.hash,
+                    &t.name,
+                    &t.profile,
+                    &t.sans.join("\n"),
+                    &t.ous.join("\n"),
+                    &t.cert_ttl,
+                    &t.expires_at,
+                    &t.created_at,
+                    &t.spent_at,
+                    &t.spent_serial,
+                ],
+            )?;
+        }
+        for (key, value) in &snap.settings {
+            upsert_setting(&mut tx, key, Some(value))?;
+        }
+        for k in &snap.signing_keys {
+            tx.execute(
+                "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&k.kid, &k.key_pem, &k.key_encrypted, &k.public_jwk, &k.created_at, &k.retired_at, &k.publish_until],
+            )?;
+        }
+        for g in &snap.grants {
+            tx.execute(
+                &format!("INSERT INTO oauth_grant ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+                &[&g.id, &g.identity, &g.audience, &g.scopes.join(" "), &g.created_at, &g.revoked_at],
+            )?;
+        }
+        // Grant ids were kept: the next new one comes after them.
+        tx.batch_execute(
+            "SELECT setval(pg_get_serial_sequence('oauth_grant', 'id'), COALESCE((SELECT MAX(id) FROM oauth_grant), 0) + 1, false)",
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn revocation_mark(&self) -> Result<(i64, i64)> {

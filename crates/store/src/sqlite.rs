@@ -1,6 +1,6 @@
 use crate::{
     Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
-    Revocation, SigningKeyRecord, StoreError, TokenRecord,
+    Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -559,6 +559,116 @@ impl CertStore for SqliteStore {
             tx.query_row(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = ?1"), [id], grant_from_row)?;
         tx.commit()?;
         Ok(grant)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        // One read transaction: a consistent picture while others write.
+        let tx = self.conn.unchecked_transaction()?;
+        let tokens = {
+            let mut stmt = tx.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at, hash"))?;
+            let rows = stmt.query_map([], token_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let settings = {
+            let mut stmt = tx.prepare("SELECT key, value FROM setting ORDER BY key")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let crl_numbers = {
+            let mut stmt = tx.prepare("SELECT issuer, last FROM crl_number ORDER BY issuer")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut all = Vec::new();
+            for row in rows {
+                let (issuer, last) = row?;
+                all.push((AuthorityRole::parse(&issuer)?, last as u64));
+            }
+            all
+        };
+        let snap = Snapshot {
+            authorities: self.authorities()?,
+            certs: self.list(&CertFilter::default())?,
+            tokens,
+            settings,
+            crl_numbers,
+            signing_keys: self.signing_keys()?,
+            grants: self.grants(None)?,
+        };
+        tx.finish()?;
+        Ok(snap)
+    }
+
+    fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        let dir = self.dir();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: i64 = tx.query_row("SELECT COUNT(*) FROM authority", [], |r| r.get(0))?;
+        if existing > 0 {
+            return Err(StoreError::AlreadyInitialised(dir));
+        }
+        for rec in [&snap.authorities.root, &snap.authorities.intermediate] {
+            tx.execute(
+                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rec.role.as_str(),
+                    rec.name,
+                    rec.key_type,
+                    rec.cert_der,
+                    rec.key_pem,
+                    rec.key_encrypted,
+                    rec.created_at
+                ],
+            )?;
+        }
+        for (issuer, last) in &snap.crl_numbers {
+            tx.execute(
+                "INSERT INTO crl_number (issuer, last) VALUES (?1, ?2)",
+                params![issuer.as_str(), *last as i64],
+            )?;
+        }
+        for c in &snap.certs {
+            insert_cert(&tx, c)?;
+            if let Some(r) = c.revocation {
+                tx.execute(
+                    "UPDATE certificate SET revoked_at = ?1, revocation_reason = ?2 WHERE serial = ?3",
+                    params![r.revoked_at, r.reason, c.serial],
+                )?;
+            }
+        }
+        for t in &snap.tokens {
+            tx.execute(
+                &format!("INSERT INTO token ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    t.hash,
+                    t.name,
+                    t.profile,
+                    t.sans.join("\n"),
+                    t.ous.join("\n"),
+                    t.cert_ttl,
+                    t.expires_at,
+                    t.created_at,
+                    t.spent_at,
+                    t.spent_serial
+                ],
+            )?;
+        }
+        for (key, value) in &snap.settings {
+            upsert_setting(&tx, key, Some(value))?;
+        }
+        for k in &snap.signing_keys {
+            tx.execute(
+                "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![k.kid, k.key_pem, k.key_encrypted, k.public_jwk, k.created_at, k.retired_at, k.publish_until],
+            )?;
+        }
+        for g in &snap.grants {
+            tx.execute(
+                &format!("INSERT INTO oauth_grant ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![g.id, g.identity, g.audience, g.scopes.join(" "), g.created_at, g.revoked_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn revocation_mark(&self) -> Result<(i64, i64)> {

@@ -373,3 +373,40 @@ fn a_postgres_schema_is_checked_at_open() {
     let e = PgStore::open(&wrong, None).err().expect("no such role");
     assert!(matches!(e, StoreError::Connect { .. }) && e.is_input() && e.to_string().contains("nobody"), "{e}");
 }
+
+/// A store copied to every backend holds the same: serials, revocations,
+/// spent tokens, CRL numbers, keys and grants; a store with a CA is not
+/// written over.
+#[test]
+fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
+    for mut from in initialised() {
+        let s = &mut from.store;
+        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
+        s.revoke("aa", Revocation { revoked_at: 50, reason: 1 }).unwrap();
+        s.insert_tokens(&[token("h1", 100), token("h2", 100)]).unwrap();
+        s.spend_tokens(&[("h1".into(), cert("s1", "dev", 10))], 10).unwrap();
+        s.next_crl_number(AuthorityRole::Intermediate).unwrap();
+        s.next_crl_number(AuthorityRole::Intermediate).unwrap();
+        s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
+        let grant = GrantRecord {
+            id: 0,
+            identity: "alice".into(),
+            audience: "pay".into(),
+            scopes: vec!["a".into()],
+            created_at: 1,
+            revoked_at: None,
+        };
+        let g = s.insert_grant(&grant).unwrap();
+        s.revoke_grant(g, 5).unwrap();
+        let snap = s.snapshot().unwrap();
+        for mut to in fresh() {
+            let (a, b) = (from.name, to.name);
+            to.store.restore(&snap).unwrap();
+            assert_eq!(format!("{:?}", to.store.snapshot().unwrap()), format!("{snap:?}"), "{a} -> {b}");
+            assert_eq!(to.store.next_crl_number(AuthorityRole::Intermediate).unwrap(), 3, "{a} -> {b}");
+            assert!(to.store.insert_grant(&grant).unwrap() > g, "{a} -> {b}: new grant ids after the copied ones");
+            let again = to.store.restore(&snap);
+            assert!(matches!(again, Err(StoreError::AlreadyInitialised(_))), "{a} -> {b}: {again:?}");
+        }
+    }
+}

@@ -188,3 +188,53 @@ fn a_node_answers_503_while_its_database_is_down_and_recovers_by_itself() {
     );
     assert_eq!(r.status, "201", "{}", r.body);
 }
+
+/// `openssl crl -text` of a PEM CRL: (CRL number, the revoked entries).
+fn crl_entries(ca: &TestCa, pem: &str) -> (u64, String) {
+    let file = ca.write("crl-check.pem", pem);
+    let text = run(Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(&file)).stdout;
+    let number = text
+        .lines()
+        .skip_while(|l| !l.contains("X509v3 CRL Number"))
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no CRL number: {text}"));
+    let entries = text.split("Revoked Certificates:").nth(1).unwrap_or_default();
+    (number, entries.split("Signature Algorithm").next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn store_copy_moves_a_sqlite_ca_to_postgres_with_the_same_serials_revocations_and_crl_numbers() {
+    let Some(target) = TestCa::on_postgres() else { return };
+    let url = target.store.clone().unwrap();
+    let mut ca = TestCa::empty();
+    ca.store = None;
+    ca.ambos(&["init", "--no-passphrase"]).ok();
+    const CERTS: usize = 2000;
+    let csv: String = (0..CERTS).map(|i| format!("dev{i},client,\n")).collect();
+    let batch = ca.write("batch.csv", csv);
+    ca.ambos(&["issue", "client", "--batch", batch.to_str().unwrap(), "--out", ca.certs().to_str().unwrap()]).ok();
+    for i in (0..CERTS).step_by(40) {
+        ca.ambos(&["revoke", &format!("dev{i}"), "--reason", "key-compromise"]).ok();
+    }
+    ca.ambos(&["token", "create", "later"]).ok();
+    let (number, revoked) = crl_entries(&ca, &ca.ambos(&["crl"]).ok().stdout);
+    let listed = ca.ambos(&["list", "--json"]).ok().stdout;
+    let from = format!("sqlite:{}", ca.data().display());
+    let out = ca.ambos(&["store", "copy", "--from", &from, "--to", &url]).ok().stdout;
+    assert!(out.contains(&format!("copied {} certificates ({} revoked)", CERTS + 1, CERTS / 40)), "{out}");
+    // The same CA, read through PostgreSQL.
+    let on_pg = |args: &[&str]| {
+        let mut cmd = ca.cmd();
+        cmd.env("AMBOS_STORE", &url).args(args);
+        run(&mut cmd)
+    };
+    assert_eq!(on_pg(&["list", "--json"]).stdout, listed, "ambos list --json identical");
+    let (after, revoked_after) = crl_entries(&ca, &on_pg(&["crl"]).stdout);
+    assert_eq!(revoked_after, revoked, "the same revocations, dates and reasons");
+    assert_eq!(after, number + 1, "the CRL numbers go on");
+    // A store that holds a CA is never written over.
+    let again = ca.ambos(&["store", "copy", "--from", &from, "--to", &url]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+}
