@@ -37,7 +37,9 @@ pub struct Issued {
 }
 
 pub struct CaClient {
-    base: String,
+    /// One or more CA nodes (`--ca-url` takes them comma-separated): the
+    /// next is tried when one cannot be connected to.
+    bases: Vec<String>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -82,11 +84,41 @@ impl CaClient {
             .enable_http1()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(CaClient { base: base_url.trim_end_matches('/').to_string(), client })
+        let bases: Vec<String> =
+            base_url.split(',').map(|b| b.trim().trim_end_matches('/').to_string()).filter(|b| !b.is_empty()).collect();
+        if bases.is_empty() {
+            return Err(ClientError::BadResponse(format!("no CA URL in '{base_url}'")));
+        }
+        Ok(CaClient { bases, client })
     }
 
+    /// Sends to the first node that can be connected to. Only a failed
+    /// connection moves on: a request that went out is never sent twice
+    /// (an enrollment would spend its token on one node and be refused by
+    /// the next).
     async fn send(&self, method: http::Method, path: &str, body: Option<Body>) -> Result<(u16, Bytes), ClientError> {
-        let url = format!("{}{path}", self.base);
+        let mut unreachable = None;
+        for base in &self.bases {
+            match self.send_to(base, method.clone(), path, body.clone()).await {
+                Err((e, true)) => {
+                    tracing::warn!("{e}; trying the next CA node");
+                    unreachable = Some(e);
+                }
+                other => return other.map_err(|(e, _)| e),
+            }
+        }
+        Err(unreachable.expect("at least one CA URL"))
+    }
+
+    /// One request to one node; the flag says it never went out (no connection).
+    async fn send_to(
+        &self,
+        base: &str,
+        method: http::Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<(u16, Bytes), (ClientError, bool)> {
+        let url = format!("{base}{path}");
         let mut req = http::Request::builder().method(method).uri(&url);
         let body = match body {
             Some(Body::Json(v)) => {
@@ -99,17 +131,17 @@ impl CaClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(body).map_err(|e| ClientError::BadResponse(format!("bad URL {url}: {e}")))?;
+        let req = req.body(body).map_err(|e| (ClientError::BadResponse(format!("bad URL {url}: {e}")), false))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
-            .map_err(|_| ClientError::Unreachable { url: url.clone(), why: "timed out".into() })?
-            .map_err(|e| ClientError::Unreachable { url: url.clone(), why: connect_error(&e) })?;
+            .map_err(|_| (ClientError::Unreachable { url: url.clone(), why: "timed out".into() }, false))?
+            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: connect_error(&e) }, e.is_connect()))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Unreachable { url: url.clone(), why: e.to_string() })?
+            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: e.to_string() }, false))?
             .to_bytes();
         Ok((status, bytes))
     }
@@ -165,6 +197,7 @@ impl CaClient {
 }
 
 /// A request body: JSON for the CA's own endpoints, a form for OAuth's.
+#[derive(Clone)]
 enum Body {
     Json(serde_json::Value),
     Form(String),

@@ -69,7 +69,7 @@ pub struct NameArgs {
 
 #[derive(Args)]
 pub struct CaConnection {
-    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443
+    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443 (several nodes: comma-separated, tried in order)
     #[arg(long, env = "AMBOS_CA_URL")]
     pub ca_url: String,
     /// The CA root certificate (PEM) the API's certificate must chain to.

@@ -238,3 +238,55 @@ fn store_copy_moves_a_sqlite_ca_to_postgres_with_the_same_serials_revocations_an
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
 }
+
+#[test]
+fn clients_fail_over_when_a_node_is_killed_and_nothing_is_lost_or_doubled() {
+    let Some(ca) = TestCa::on_postgres() else { return };
+    ca.ambos(&["init", "--no-passphrase"]).ok();
+    std::fs::create_dir_all(ca.certs()).unwrap();
+    std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+    let tokens: Vec<String> =
+        ca.ambos(&["token", "create", "dev", "--count", "40"]).ok().stdout.lines().map(str::to_string).collect();
+    let mut a = node(&ca, "a");
+    let a_port = a.port;
+    let b = node(&ca, "b");
+    // Node A first in every client's list; B when A cannot be reached.
+    let urls = format!("https://127.0.0.1:{a_port},https://127.0.0.1:{}", b.port);
+    let enroll = |i: usize| {
+        let mut cmd = ca.cmd();
+        cmd.args(["enroll", "--ca-url", &urls, "--root"]).arg(ca.path("ca.crt"));
+        cmd.args(["--token", &tokens[i], "--out"]).arg(ca.dir().join(format!("out{i}")));
+        run(&mut cmd)
+    };
+    for i in 0..10 {
+        enroll(i).ok();
+    }
+    a.signal("-KILL");
+    let _ = a.child.0.wait();
+    for i in 10..25 {
+        enroll(i).ok();
+    }
+    // A comes back on its port; clients use it again.
+    drop(a);
+    let a = Daemon::spawn(
+        ca.cmd().args(["serve", "--listen", &format!("127.0.0.1:{a_port}"), "--crl-validity", "1h"]),
+        ca.dir().join("serve-a-again.log"),
+    );
+    for i in 25..40 {
+        enroll(i).ok();
+    }
+    assert!(a.log().contains("CA API listening"), "{}", a.log());
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
+    let stored: HashSet<String> = listed
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("dev")))
+        .map(|c| c["serial"].to_string())
+        .collect();
+    assert_eq!(stored.len(), 40, "one certificate per enrollment, none lost, none doubled");
+    for i in 0..40 {
+        let out = ca.ambos(&["inspect", ca.dir().join(format!("out{i}/dev.crt")).to_str().unwrap(), "--json"]).ok();
+        let serial =
+            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap()["certificates"][0]["serial"].to_string();
+        assert!(stored.contains(&serial), "dev{i}'s certificate {serial} is in the store");
+    }
+}
