@@ -63,7 +63,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         by_url.insert(src.url.to_string(), pulled.clone());
     }
     // Unlike a CRL, a route's JWKS must be had before serving (`jwks_pull`).
-    let pulled_jwks = crate::jwks_pull::PulledJwks::default();
+    let pulled_jwks = crate::authorize::jwks::PulledJwks::default();
     crate::jwks_pull::fetch_at_start(&config, &pulled_jwks).await?;
     let reloader = Reloader::new(Runtime::build(config, &pulled, &pulled_jwks)?, source, by_url, pulled_jwks);
     reloader.start()?;

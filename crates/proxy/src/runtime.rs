@@ -5,9 +5,9 @@
 //! [`Reloader`] rebuilds it on a change of a watched file or SIGHUP and
 //! keeps the old one when any step fails; [`Connections`] holds the open
 //! connections' verified chains, so new CRLs close the revoked ones.
+use crate::authorize::jwks::PulledJwks;
 use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
-use crate::jwks_pull::PulledJwks;
 use crate::ProxyError;
 use arc_swap::ArcSwap;
 use notify::Watcher;

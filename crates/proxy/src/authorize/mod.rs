@@ -3,6 +3,7 @@
 //! [`RouteConfig`] is a route as configured (data); [`RouteTable::build`]
 //! compiles the globs (a linear-time matcher, [`Glob`]) and resolves each
 //! route's counters. `target` reads the request target that routes match.
+pub mod jwks;
 pub mod target;
 pub mod token;
 
@@ -404,7 +405,7 @@ impl RouteTable {
     /// are taken from `pulled` (`client_ca`: what its server must chain to).
     pub fn build(
         routes: &[RouteConfig],
-        pulled: &crate::jwks_pull::PulledJwks,
+        pulled: &jwks::PulledJwks,
         client_ca: &[std::path::PathBuf],
     ) -> Result<RouteTable, String> {
         let mut built = Vec::with_capacity(routes.len());

@@ -6,8 +6,8 @@
 //! hold, and, with `bound`, its `cnf.x5t#S256` is the SHA-256 thumbprint of
 //! the client certificate verified on this connection. A stolen token is
 //! then useless without the certificate's private key. The JWKS is a file,
-//! or a URL that `jwks_pull` fetches and refreshes ([`JwksSource`]).
-use crate::jwks_pull::RemoteJwks;
+//! or a URL whose keys `jwks` fetches and refreshes ([`JwksSource`]).
+use super::jwks::RemoteJwks;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::path::PathBuf;
@@ -138,7 +138,7 @@ pub struct KeySet {
 /// Where a policy's keys are now.
 enum Keys {
     File(Arc<KeySet>),
-    /// Swapped by `jwks_pull`; shared with the policies of later reloads.
+    /// Swapped by `jwks`; shared with the policies of later reloads.
     Url {
         remote: Arc<RemoteJwks>,
         refresh: Duration,
@@ -225,7 +225,7 @@ impl TokenPolicy {
     /// `pulled` (`client_ca`: what an on-demand fetch trusts).
     pub fn load(
         config: &TokenConfig,
-        pulled: &crate::jwks_pull::PulledJwks,
+        pulled: &super::jwks::PulledJwks,
         client_ca: &[PathBuf],
     ) -> Result<TokenPolicy, String> {
         let keys = match &config.jwks {
