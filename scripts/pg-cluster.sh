@@ -21,7 +21,15 @@ start)
         || { cat "$dir/initdb.log" >&2; exit 1; }
     # fsync off (a cluster that lives for one test run) unless PG_FSYNC=on
     # (bench/enroll.sh: durable like the SQLite store it is compared with).
-    echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300" >"$dir/options"
+    opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c max_connections=300"
+    # PG_TLS_CERT/PG_TLS_KEY: TLS on, with this certificate chain and key.
+    if [[ -n "${PG_TLS_CERT:-}" ]]; then
+        install -m 0644 "$PG_TLS_CERT" "$dir/server.crt"
+        install -m 0600 "$PG_TLS_KEY" "$dir/server.key"
+        [[ "$(id -u)" == 0 ]] && chown postgres "$dir/server.crt" "$dir/server.key"
+        opts="$opts -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key"
+    fi
+    echo "$opts" >"$dir/options"
     "${as[@]}" "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$(cat "$dir/options")" start >/dev/null \
         || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://ambos@127.0.0.1:$port/postgres?sslmode=disable"

@@ -290,3 +290,55 @@ fn clients_fail_over_when_a_node_is_killed_and_nothing_is_lost_or_doubled() {
         assert!(stored.contains(&serial), "dev{i}'s certificate {serial} is in the store");
     }
 }
+
+#[test]
+fn tls_to_the_database_is_verified_as_verify_full_and_a_wrong_ca_is_refused() {
+    if TestCa::on_postgres().is_none() {
+        return;
+    }
+    // The database's certificate from one CA, a decoy CA for the refusal.
+    let pki = TestCa::with_localhost(&[]);
+    let decoy = TestCa::new(&["--name", "Decoy"]);
+    decoy.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let pg = tempfile::tempdir().unwrap();
+    let pg_dir = pg.path().join("pg");
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+    let started = run(Command::new(&cluster)
+        .arg("start")
+        .arg(&pg_dir)
+        .env("PG_TLS_CERT", pki.path("localhost.crt"))
+        .env("PG_TLS_KEY", pki.path("localhost.key")));
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    struct Stop(PathBuf, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).arg("stop").arg(&self.1).status();
+        }
+    }
+    let _stop = Stop(cluster, pg_dir);
+    let plain = started.stdout.trim().to_string();
+    let base = plain.trim_end_matches("?sslmode=disable").replace("127.0.0.1", "localhost");
+    let with = |query: &str| {
+        let mut ca = TestCa::empty();
+        ca.store = Some(format!("{base}?{query}"));
+        ca
+    };
+    let ca_file = pki.path("ca.crt").display().to_string();
+    // verify-full with the right CA: a CA in a database reached over TLS.
+    let good = with(&format!("sslmode=verify-full&sslrootcert={ca_file}"));
+    good.ambos(&["init", "--no-passphrase"]).ok();
+    good.ambos(&["list"]).ok();
+    // The server's certificate from another CA: refused, naming why.
+    let wrong = with(&format!("sslmode=verify-full&sslrootcert={}", decoy.path("ca.crt").display()));
+    let r = wrong.ambos(&["list"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot connect to the database") && r.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        r.stderr
+    );
+    // TLS asked for without a CA to check the server with: refused before connecting.
+    let r = with("sslmode=require").ambos(&["list"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("sslrootcert"), "{}", r.stderr);
+}
