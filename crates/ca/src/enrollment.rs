@@ -92,7 +92,24 @@ impl<S: CertStore> CertificateAuthority<S> {
             secrets.push(secret);
         }
         self.store.insert_tokens(&records)?;
+        let detail = format!("{count} token(s), valid {}", ambos_pki::format_duration(opts.ttl));
+        self.audit_one(crate::audit::Entry {
+            action: "token-create",
+            subject: &opts.name,
+            serial: None,
+            refused: None,
+            detail,
+        });
         Ok(secrets)
+    }
+
+    /// An enrollment refused before anything was signed (its token unknown,
+    /// spent or expired, or its CSR refused), for the audit trail.
+    pub fn enrollment_refused(&mut self, secret: &str, why: &CaError) {
+        let by = Some(token_actor(&token_hash(secret)));
+        let refused = Some(why.to_string());
+        let entry = crate::audit::Entry { action: "enroll", subject: "", serial: None, refused, detail: String::new() };
+        self.audit(&[(by, entry)]);
     }
 
     /// The terms of the token `secret` if it can still be spent: unknown,
@@ -116,6 +133,28 @@ impl<S: CertStore> CertificateAuthority<S> {
     pub fn commit_enrollments(&mut self, batch: Vec<Enrollment>) -> Result<Vec<Result<IssuedCert>>> {
         let spends: Vec<(String, CertRecord)> = batch.iter().map(|e| (e.hash.clone(), e.record.clone())).collect();
         let results = self.store.spend_tokens(&spends, now().unix_timestamp())?;
+        let entries: Vec<_> = spends
+            .iter()
+            .zip(&results)
+            .map(|((hash, rec), r)| {
+                let by = Some(token_actor(hash));
+                let (serial, refused) = match r {
+                    Ok(()) => (Some(rec.serial.as_str()), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                (
+                    by,
+                    crate::audit::Entry {
+                        action: "enroll",
+                        subject: &rec.name,
+                        serial,
+                        refused,
+                        detail: rec.profile.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.audit(&entries);
         Ok(batch.into_iter().zip(results).map(|(e, r)| r.map(|()| e.issued).map_err(CaError::from)).collect())
     }
 
@@ -244,4 +283,9 @@ mod tests {
         assert!(t.ca.check_token(&format!(" {}\n", secrets[0])).is_ok());
         assert!(t.ca.create_tokens(&token_for("", Duration::from_secs(600)), 1).is_err());
     }
+}
+
+/// A token as the audit trail names it: the start of its hash (never the secret).
+fn token_actor(hash: &str) -> String {
+    format!("token:{}", &hash[..hash.len().min(12)])
 }

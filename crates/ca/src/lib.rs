@@ -71,6 +71,7 @@ impl CaError {
 pub type Result<T> = std::result::Result<T, CaError>;
 
 pub mod api;
+pub mod audit;
 pub mod client;
 mod enrollment;
 mod listing;
@@ -173,6 +174,8 @@ pub enum CertSelector {
 pub struct CertificateAuthority<S: CertStore = Store> {
     store: S,
     authorities: Authorities,
+    /// Who acts and where, for the audit trail.
+    actor: audit::Actor,
 }
 
 /// Whole seconds: X.509 times have no fractions, and records should match the certificate.
@@ -253,7 +256,11 @@ impl CertificateAuthority<Store> {
             settings,
         })?;
         let authorities = store.authorities()?;
-        Ok(CertificateAuthority { store, authorities })
+        let mut ca = CertificateAuthority { store, authorities, actor: audit::Actor::default() };
+        let keys = if opts.passphrase.is_some() { "encrypted" } else { "unencrypted" };
+        let detail = format!("{} CA, keys {keys}", opts.key_type);
+        ca.audit_one(audit::Entry { action: "init", subject: &opts.name, serial: None, refused: None, detail });
+        Ok(ca)
     }
 
     /// Opens the CA in `dir` (SQLite); `NotInitialised` if there is none.
@@ -346,7 +353,7 @@ pub fn database_tls(at: &StoreLocation) -> Result<Option<std::sync::Arc<rustls::
 impl<S: CertStore> CertificateAuthority<S> {
     pub fn with_store(store: S) -> Result<Self> {
         let authorities = store.authorities()?;
-        Ok(CertificateAuthority { store, authorities })
+        Ok(CertificateAuthority { store, authorities, actor: audit::Actor::default() })
     }
 
     pub fn name(&self) -> &str {
@@ -398,6 +405,17 @@ impl<S: CertStore> CertificateAuthority<S> {
         let issued = requests.iter().map(|r| issuer.issue(r, at)).collect::<std::result::Result<Vec<_>, _>>()?;
         let records: Vec<CertRecord> = issued.iter().map(|c| record_of(c, AuthorityRole::Intermediate, at)).collect();
         self.store.insert_certs(&records)?;
+        let entries: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let detail = r.profile.clone();
+                (
+                    None,
+                    audit::Entry { action: "issue", subject: &r.name, serial: Some(&r.serial), refused: None, detail },
+                )
+            })
+            .collect();
+        self.audit(&entries);
         Ok(issued)
     }
 
@@ -411,7 +429,16 @@ impl<S: CertStore> CertificateAuthority<S> {
     ) -> Result<IssuedCert> {
         let at = now();
         let issued = issuer.sign_csr(csr_der, profile, ttl, at)?;
-        self.store.insert_certs(&[record_of(&issued, AuthorityRole::Intermediate, at)])?;
+        let r = record_of(&issued, AuthorityRole::Intermediate, at);
+        self.store.insert_certs(std::slice::from_ref(&r))?;
+        let detail = format!("CSR, {}", r.profile);
+        self.audit_one(audit::Entry {
+            action: "sign",
+            subject: &r.name,
+            serial: Some(&r.serial),
+            refused: None,
+            detail,
+        });
         Ok(issued)
     }
 
@@ -441,7 +468,16 @@ impl<S: CertStore> CertificateAuthority<S> {
     pub fn revoke(&mut self, selector: &CertSelector, reason: RevocationReason) -> Result<CertRecord> {
         let target = self.resolve(selector)?;
         let revocation = Revocation { revoked_at: now().unix_timestamp(), reason: reason.code() };
-        Ok(self.store.revoke(&target.serial, revocation)?)
+        let r = self.store.revoke(&target.serial, revocation)?;
+        let detail = reason.as_str().to_string();
+        self.audit_one(audit::Entry {
+            action: "revoke",
+            subject: &r.name,
+            serial: Some(&r.serial),
+            refused: None,
+            detail,
+        });
+        Ok(r)
     }
 
     /// Revokes what `target` names (`ambos revoke TARGET`): the serial of a
@@ -541,6 +577,39 @@ impl<S: CertStore> CertificateAuthority<S> {
     /// the key of `csr_der` or else the same key; an administrator stays one.
     /// Stored (one transaction) before it is returned.
     pub fn renew(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
+        let renewed = self.renew_unrecorded(issuer, peer_der, csr_der);
+        let old = ambos_tls::Identity::from_der(peer_der).ok();
+        let (subject, old_serial) = match &old {
+            Some(id) => (id.display_name().to_string(), id.serial.clone()),
+            None => (String::new(), String::new()),
+        };
+        match &renewed {
+            Ok(c) => {
+                let serial = c.serial.to_hex();
+                let detail = format!("replaces {old_serial}");
+                self.audit_one(audit::Entry {
+                    action: "renew",
+                    subject: &c.name,
+                    serial: Some(&serial),
+                    refused: None,
+                    detail,
+                });
+            }
+            Err(e) => {
+                let (refused, detail) = (Some(e.to_string()), String::new());
+                self.audit_one(audit::Entry {
+                    action: "renew",
+                    subject: &subject,
+                    serial: Some(&old_serial),
+                    refused,
+                    detail,
+                });
+            }
+        }
+        renewed
+    }
+
+    fn renew_unrecorded(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
         let id = ambos_tls::Identity::from_der(peer_der).map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
         let rec = self.peer(&id.serial)?;
         let profile: Profile = rec.profile.parse().map_err(|_| CaError::NotRenewable(rec.profile.clone()))?;

@@ -201,6 +201,14 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
             publish_until: None,
         };
         self.store.add_signing_key(&record, at + MAX_TOKEN_TTL.as_secs() as i64)?;
+        let detail = format!("token-signing key {kid}");
+        self.audit_one(crate::audit::Entry {
+            action: "key-rotate",
+            subject: "oauth",
+            serial: None,
+            refused: None,
+            detail,
+        });
         Ok(kid)
     }
 
@@ -268,6 +276,14 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
             revoked_at: None,
         };
         grant.id = self.store.insert_grant(&grant)?;
+        let detail = format!("grant {} for {audience}, scope '{}'", grant.id, scopes.join(" "));
+        self.audit_one(crate::audit::Entry {
+            action: "oauth-allow",
+            subject: identity,
+            serial: None,
+            refused: None,
+            detail,
+        });
         Ok(grant)
     }
 
@@ -277,7 +293,16 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
     }
 
     pub fn revoke_grant(&mut self, id: i64) -> Result<GrantRecord> {
-        Ok(self.store.revoke_grant(id, now().unix_timestamp())?)
+        let g = self.store.revoke_grant(id, now().unix_timestamp())?;
+        let detail = format!("grant {id} for {}", g.audience);
+        self.audit_one(crate::audit::Entry {
+            action: "oauth-revoke",
+            subject: &g.identity,
+            serial: None,
+            refused: None,
+            detail,
+        });
+        Ok(g)
     }
 
     /// Decides a token request from the client certificate `peer_der`

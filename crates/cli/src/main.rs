@@ -101,6 +101,11 @@ enum Command {
     /// Enrollment tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenKind),
+    /// The CA's audit trail: every issuance, enrollment, renewal, revocation, token and refusal, by whom.
+    #[command(
+        after_help = "Examples:\n  ambos audit --since 24h\n  ambos audit --json --store postgres://ambos@db/ambos"
+    )]
+    Audit(cmd::audit::AuditArgs),
     /// The CA's store: schema migrations of a PostgreSQL store (--store), a copy to another store.
     #[command(subcommand)]
     Store(cmd::store::StoreKind),
@@ -180,6 +185,7 @@ fn main() -> ExitCode {
         Command::Token(k) => cmd::token::token(&global, k),
         Command::Oauth(k) => cmd::oauth::oauth(&global, k),
         Command::Store(k) => cmd::store::store(&global, k),
+        Command::Audit(a) => cmd::audit::audit(&global, a),
         Command::Enroll(a) => cmd::enroll::enroll(a),
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),

@@ -1,8 +1,8 @@
 //! The store a command uses, chosen at run time: SQLite in the CA's
 //! directory (the default) or PostgreSQL at a `postgres://` URL.
 use crate::{
-    Authorities, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, PgStore, Result,
-    Revocation, SigningKeyRecord, Snapshot, SqliteStore, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, PgStore,
+    Result, Revocation, SigningKeyRecord, Snapshot, SqliteStore, StoreError, TokenRecord,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,6 +158,12 @@ impl CertStore for Store {
     }
     fn snapshot(&self) -> Result<Snapshot> {
         delegate!(self, s => s.snapshot())
+    }
+    fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.record_audit(events))
+    }
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
+        delegate!(self, s => s.audit_since(since))
     }
     fn restore(&mut self, snap: &Snapshot) -> Result<()> {
         delegate!(self, s => s.restore(snap))

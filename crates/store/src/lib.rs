@@ -235,6 +235,28 @@ pub struct Snapshot {
     pub crl_numbers: Vec<(AuthorityRole, u64)>,
     pub signing_keys: Vec<SigningKeyRecord>,
     pub grants: Vec<GrantRecord>,
+    /// The audit trail, oldest first.
+    pub audit: Vec<AuditRecord>,
+}
+
+/// One entry of the CA's audit trail: who did what to which certificate
+/// or token, when, on which node, and whether it was done or refused.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRecord {
+    pub at: i64,
+    /// The host (and for `ambos serve` the listen address) that did it.
+    pub node: String,
+    /// `cli`, `cert:SERIAL` (a client certificate), `token:HASH12` (an
+    /// enrollment token, by the start of its hash), `admin:SERIAL`.
+    pub actor: String,
+    /// issue, sign, revoke, token-create, enroll, renew, oauth-allow, oauth-revoke, key-rotate.
+    pub action: String,
+    /// The certificate's or token's name, or the grant's identity.
+    pub subject: String,
+    pub serial: Option<String>,
+    /// `ok` or `refused`.
+    pub outcome: String,
+    pub detail: String,
 }
 
 /// Selects certificates for `ambos list`.
@@ -291,6 +313,10 @@ pub trait CertStore {
     /// How many certificates are revoked and the latest revocation time: a
     /// CA node re-signs its CRL when another node changed them.
     fn revocation_mark(&self) -> Result<(i64, i64)>;
+    /// Appends entries to the audit trail (one transaction).
+    fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()>;
+    /// The audit trail from `since` (unix seconds) on, oldest first.
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
     /// Everything in the store (one consistent read).
     fn snapshot(&self) -> Result<Snapshot>;
     /// Writes `snap` into a store without a CA, in one transaction;

@@ -6,8 +6,8 @@
 //! `migrate` applies it under an advisory lock, `open` refuses a schema it
 //! does not know.
 use crate::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
-    Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord,
+    NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
 use postgres::{Client, GenericClient, Row, Statement};
 use std::collections::HashMap;
@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 /// Schema migrations, applied in order; `ambos_schema.version` counts them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE authority (
     role          TEXT PRIMARY KEY CHECK (role IN ('root', 'intermediate')),
     name          TEXT NOT NULL,
@@ -85,7 +86,22 @@ CREATE TABLE oauth_grant (
     revoked_at  BIGINT
 );
 CREATE INDEX oauth_grant_identity ON oauth_grant(identity) WHERE revoked_at IS NULL;
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    id       BIGSERIAL PRIMARY KEY,
+    at       BIGINT NOT NULL,
+    node     TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    serial   TEXT,
+    outcome  TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
+"#,
+];
 
 /// Taken by `migrate` so that two nodes never apply a migration twice.
 const MIGRATION_LOCK: i64 = 0x616d_626f_735f_6d69; // "ambos_mi"
@@ -648,6 +664,53 @@ impl CertStore for PgStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
+        let mut conn = self.lock();
+        let stmt = conn.prepared(
+            "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+                                  $7::TEXT[], $8::TEXT[])",
+        )?;
+        // One statement for the whole group.
+        let col = |f: fn(&AuditRecord) -> String| events.iter().map(f).collect::<Vec<String>>();
+        let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+        let serial: Vec<Option<String>> = events.iter().map(|e| e.serial.clone()).collect();
+        conn.execute(
+            &stmt,
+            &[
+                &at,
+                &col(|e| e.node.clone()),
+                &col(|e| e.actor.clone()),
+                &col(|e| e.action.clone()),
+                &col(|e| e.subject.clone()),
+                &serial,
+                &col(|e| e.outcome.clone()),
+                &col(|e| e.detail.clone()),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
+        let rows = self.lock().query(
+            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= $1 ORDER BY id",
+            &[&since],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRecord {
+                at: r.get(0),
+                node: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                subject: r.get(4),
+                serial: r.get(5),
+                outcome: r.get(6),
+                detail: r.get(7),
+            })
+            .collect())
+    }
+
     fn snapshot(&self) -> Result<Snapshot> {
         // One REPEATABLE READ transaction: a consistent picture while nodes write.
         let mut conn = self.lock();
@@ -723,8 +786,22 @@ impl CertStore for PgStore {
             .iter()
             .map(grant_from_row)
             .collect();
+        let audit = tx
+            .query("SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit ORDER BY id", &[])?
+            .iter()
+            .map(|r| AuditRecord {
+                at: r.get(0),
+                node: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                subject: r.get(4),
+                serial: r.get(5),
+                outcome: r.get(6),
+                detail: r.get(7),
+            })
+            .collect();
         tx.commit()?;
-        Ok(Snapshot { authorities, certs, tokens, settings, crl_numbers, signing_keys, grants })
+        Ok(Snapshot { authorities, certs, tokens, settings, crl_numbers, signing_keys, grants, audit })
     }
 
     fn restore(&mut self, snap: &Snapshot) -> Result<()> {
@@ -795,6 +872,13 @@ impl CertStore for PgStore {
             tx.execute(
                 &format!("INSERT INTO oauth_grant ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
                 &[&g.id, &g.identity, &g.audience, &g.scopes.join(" "), &g.created_at, &g.revoked_at],
+            )?;
+        }
+        for e in &snap.audit {
+            tx.execute(
+                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&e.at, &e.node, &e.actor, &e.action, &e.subject, &e.serial, &e.outcome, &e.detail],
             )?;
         }
         // Grant ids were kept: the next new one comes after them.

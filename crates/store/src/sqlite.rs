@@ -1,6 +1,6 @@
 use crate::{
-    Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, Result,
-    Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord,
+    NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,20 @@ CREATE TABLE oauth_grant (
     revoked_at  INTEGER
 );
 CREATE INDEX oauth_grant_identity ON oauth_grant(identity) WHERE revoked_at IS NULL;
+"#,
+    r#"
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY,
+    at       INTEGER NOT NULL,
+    node     TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    serial   TEXT,
+    outcome  TEXT NOT NULL,
+    detail   TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
 "#,
 ];
 
@@ -561,6 +575,40 @@ impl CertStore for SqliteStore {
         Ok(grant)
     }
 
+    fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for e in events {
+                stmt.execute(params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([since], |r| {
+            Ok(AuditRecord {
+                at: r.get(0)?,
+                node: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                serial: r.get(5)?,
+                outcome: r.get(6)?,
+                detail: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn snapshot(&self) -> Result<Snapshot> {
         // One read transaction: a consistent picture while others write.
         let tx = self.conn.unchecked_transaction()?;
@@ -592,6 +640,7 @@ impl CertStore for SqliteStore {
             crl_numbers,
             signing_keys: self.signing_keys()?,
             grants: self.grants(None)?,
+            audit: self.audit_since(i64::MIN)?,
         };
         tx.finish()?;
         Ok(snap)
@@ -665,6 +714,13 @@ impl CertStore for SqliteStore {
             tx.execute(
                 &format!("INSERT INTO oauth_grant ({GRANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                 params![g.id, g.identity, g.audience, g.scopes.join(" "), g.created_at, g.revoked_at],
+            )?;
+        }
+        for e in &snap.audit {
+            tx.execute(
+                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail],
             )?;
         }
         tx.commit()?;

@@ -363,8 +363,8 @@ fn a_postgres_schema_is_checked_at_open() {
     let Some(url) = postgres_database() else { return };
     let e = PgStore::open(&url, None).err().expect("no schema yet");
     assert!(matches!(e, StoreError::NotInitialised(_)) && e.to_string().contains("ambos init"), "{e}");
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), (0, 1));
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), (1, 1), "idempotent");
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (0, 2));
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (2, 2), "idempotent");
     let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     c.batch_execute("UPDATE ambos_schema SET version = 99").unwrap();
     let e = PgStore::open(&url, None).err().expect("a newer schema");
@@ -398,7 +398,9 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
         };
         let g = s.insert_grant(&grant).unwrap();
         s.revoke_grant(g, 5).unwrap();
+        s.record_audit(&[audit_event("revoke", 50), audit_event("enroll", 60)]).unwrap();
         let snap = s.snapshot().unwrap();
+        assert_eq!(snap.audit.len(), 2);
         for mut to in fresh() {
             let (a, b) = (from.name, to.name);
             to.store.restore(&snap).unwrap();
@@ -408,5 +410,32 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
             let again = to.store.restore(&snap);
             assert!(matches!(again, Err(StoreError::AlreadyInitialised(_))), "{a} -> {b}: {again:?}");
         }
+    }
+}
+
+fn audit_event(action: &str, at: i64) -> AuditRecord {
+    AuditRecord {
+        at,
+        node: "ca1:9443".into(),
+        actor: "token:0123456789ab".into(),
+        action: action.into(),
+        subject: "dev".into(),
+        serial: (action != "revoke").then(|| "aa".into()),
+        outcome: "ok".into(),
+        detail: String::new(),
+    }
+}
+
+#[test]
+fn the_audit_trail_keeps_its_entries_in_order_and_reads_from_a_time() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        s.record_audit(&[audit_event("issue", 10), audit_event("revoke", 20)]).unwrap();
+        s.record_audit(&[audit_event("enroll", 30)]).unwrap();
+        let all = s.audit_since(0).unwrap();
+        assert_eq!(all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["issue", "revoke", "enroll"], "{n}");
+        assert_eq!(all[1].serial, None, "{n}");
+        assert_eq!(all[0], audit_event("issue", 10), "{n}");
+        assert_eq!(s.audit_since(20).unwrap().len(), 2, "{n}");
     }
 }

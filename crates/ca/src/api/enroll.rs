@@ -62,8 +62,12 @@ async fn enroll_with_token(st: &Arc<CaState>, body: Bytes) -> Result<Response, A
     let der = csr_der(&body.csr)?;
     let st2 = st.clone();
     let enrollment = blocking(move || {
-        let grant = st2.ca.lock().expect("ca lock").check_token(&body.token)?;
-        Ok(grant.sign(&st2.signer, &der)?)
+        let mut ca = st2.ca.lock().expect("ca lock");
+        let signed = ca.check_token(&body.token).and_then(|grant| grant.sign(&st2.signer, &der));
+        if let Err(e) = &signed {
+            ca.enrollment_refused(&body.token, e);
+        }
+        Ok(signed?)
     })
     .await?;
     let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "");
@@ -82,8 +86,9 @@ async fn enroll_with_token(st: &Arc<CaState>, body: Bytes) -> Result<Response, A
 }
 
 /// The group-commit writer: up to 512 waiting enrollments per transaction.
-pub(super) fn spawn_writer(at: &StoreLocation) -> Result<mpsc::Sender<EnrollJob>, CaError> {
+pub(super) fn spawn_writer(at: &StoreLocation, node: String) -> Result<mpsc::Sender<EnrollJob>, CaError> {
     let mut ca = CertificateAuthority::open_at(at)?;
+    ca.on_node(node);
     let (tx, rx) = mpsc::channel::<EnrollJob>();
     std::thread::Builder::new()
         .name("ambos-enroll-writer".into())

@@ -115,6 +115,7 @@ impl CaState {
         issuer: String,
     ) -> Result<(Arc<CaState>, Arc<rustls::ServerConfig>, Duration), CaError> {
         let mut ca = CertificateAuthority::open_at(at)?;
+        ca.on_node(node_name(&issuer));
         let signer = ca.authority(AuthorityRole::Intermediate, passphrase)?;
         let root_signer = ca.authority(AuthorityRole::Root, passphrase)?;
         let tokens = ca.token_keys(passphrase)?;
@@ -130,7 +131,7 @@ impl CaState {
             crl: ArcSwap::from_pointee(crl),
             crl_mark,
             crl_validity: opts.crl_validity,
-            enroll: enroll::spawn_writer(at)?,
+            enroll: enroll::spawn_writer(at, node_name(&issuer))?,
             failures: TokenFailures::new(opts.limits.token_failure_limit, opts.limits.token_failure_window),
             tokens: ArcSwap::from_pointee(oauth::Published::new(tokens)),
             issuer,
@@ -182,6 +183,12 @@ fn router(state: Arc<CaState>, prometheus: metrics_exporter_prometheus::Promethe
         .route("/healthz", get(health))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .with_state(state)
+}
+
+/// How this node's audit entries name it: its host and its issuer URL.
+fn node_name(issuer: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{host} {issuer}").trim().to_string()
 }
 
 /// `GET /healthz`: 200 while the store answers, else 503 naming why (a

@@ -27,7 +27,9 @@ pub(super) async fn renew(
     let st2 = st.clone();
     let issued = blocking(move || {
         let peer = peer.required()?;
-        Ok(st2.ca.lock().expect("ca lock").renew(&st2.signer, &peer.der, csr.as_deref())?)
+        let mut ca = st2.ca.lock().expect("ca lock");
+        ca.acting_as(format!("cert:{}", peer.serial));
+        Ok(ca.renew(&st2.signer, &peer.der, csr.as_deref())?)
     })
     .await?;
     metrics::counter!("ambos_ca_renewals_total").increment(1);

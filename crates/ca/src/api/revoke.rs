@@ -32,7 +32,11 @@ pub(super) async fn revoke(
             Some(r) => r.parse().map_err(ApiError::bad_request)?,
             None => RevocationReason::Unspecified,
         };
-        let rec = st2.ca.lock().expect("ca lock").revoke(&CertSelector::Serial(serial), reason)?;
+        let rec = {
+            let mut ca = st2.ca.lock().expect("ca lock");
+            ca.acting_as(format!("admin:{}", peer.serial));
+            ca.revoke(&CertSelector::Serial(serial), reason)?
+        };
         st2.refresh_crl()?;
         Ok(rec)
     })

@@ -1,5 +1,6 @@
 //! One file per command: its flags (clap), mapped to a library call, and
 //! what it prints. Below: the flags and steps several commands share.
+pub mod audit;
 pub mod bench;
 pub mod crl;
 pub mod enroll;

@@ -35,11 +35,8 @@ pub fn store(g: &Global, kind: StoreKind) -> anyhow::Result<()> {
             let at = |s: &str| StoreLocation::new(std::path::Path::new(""), Some(s));
             let (from, to) = (at(&from)?, at(&to)?);
             let c = ambos_ca::copy_store(&from, &to)?;
-            let (certs, revoked, tokens) = (c.certificates, c.revoked, c.tokens);
-            println!(
-                "copied {certs} certificates ({revoked} revoked), {tokens} tokens and the CRL numbers to {}",
-                to.shown()
-            );
+            let what = format!("{} certificates ({} revoked), {} tokens", c.certificates, c.revoked, c.tokens);
+            println!("copied {what} and the CRL numbers to {}", to.shown());
         }
     }
     Ok(())

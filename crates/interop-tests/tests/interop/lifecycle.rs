@@ -120,6 +120,21 @@ fn a_token_buys_one_certificate_even_under_20_concurrent_spends() {
     c.enroll(&named, &out, None).ok();
     // Unknown token.
     c.enroll("ambos_0000", &out, None).fails_with(1, "invalid token");
+    // The audit trail has each enrollment and refusal, by token (never its secret).
+    let trail = c.ca.ambos(&["audit", "--json"]).ok().stdout;
+    assert!(!trail.contains(&t) && !trail.contains(&named), "a token secret in the audit trail");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&trail).unwrap();
+    let of = |action: &str, outcome: &str| {
+        entries.iter().filter(|e| e["action"] == action && e["outcome"] == outcome).cloned().collect::<Vec<_>>()
+    };
+    let enrolled = of("enroll", "ok");
+    assert_eq!(enrolled.len(), 2, "web and api: {trail}");
+    assert!(enrolled.iter().all(|e| e["actor"].as_str().unwrap().starts_with("token:") && e["serial"].is_string()));
+    let refused: Vec<String> = of("enroll", "refused").iter().map(|e| e["detail"].to_string()).collect();
+    for why in ["already used", "expired", "does not allow", "evil.test", "unknown enrollment token"] {
+        assert!(refused.iter().any(|d| d.contains(why)), "no refusal '{why}' in {refused:?}");
+    }
+    assert_eq!(of("token-create", "ok").len(), 3, "{trail}");
 
     // 20 concurrent spends of one token: exactly one wins.
     let race = c.token(&["racer"]);

@@ -1,0 +1,111 @@
+//! The CA's audit trail: every issuance, signing, enrollment, renewal,
+//! revocation, token creation, grant change and key rotation, and every
+//! refused enrollment or renewal, with who (the CLI, a client certificate,
+//! an enrollment token), what, when and on which node. Written to the store
+//! (`ambos audit` reads it from either backend) and, on `ambos serve`, as a
+//! JSON line in the node's log. An entry is written after its change is
+//! committed: a crash in between loses the entry, never the change.
+use crate::{now, CertificateAuthority};
+use ambos_store::{AuditRecord, CertStore};
+
+/// Who acts for the CA: `cli` unless set (`cert:SERIAL` for a client of
+/// `ambos serve`).
+pub(crate) struct Actor {
+    pub actor: String,
+    pub node: String,
+}
+
+impl Default for Actor {
+    fn default() -> Actor {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        Actor { actor: "cli".into(), node: if host.is_empty() { "localhost".into() } else { host } }
+    }
+}
+
+/// What one entry says, before who and when are added.
+pub struct Entry<'a> {
+    pub action: &'a str,
+    pub subject: &'a str,
+    pub serial: Option<&'a str>,
+    pub refused: Option<String>,
+    pub detail: String,
+}
+
+impl<S: CertStore> CertificateAuthority<S> {
+    /// Who the next changes are made for (`cert:SERIAL`, `admin:SERIAL`).
+    pub fn acting_as(&mut self, actor: impl Into<String>) {
+        self.actor.actor = actor.into();
+    }
+
+    /// The node name entries carry (`ambos serve`: host and listen address).
+    pub fn on_node(&mut self, node: impl Into<String>) {
+        self.actor.node = node.into();
+    }
+
+    /// Records entries by the current actor; `by` overrides it per entry
+    /// (an enrollment's token). A failure to record is logged: the change
+    /// it describes is already committed.
+    pub(crate) fn audit(&mut self, entries: &[(Option<String>, Entry<'_>)]) {
+        let at = now().unix_timestamp();
+        let records: Vec<AuditRecord> = entries
+            .iter()
+            .map(|(by, e)| AuditRecord {
+                at,
+                node: self.actor.node.clone(),
+                actor: by.clone().unwrap_or_else(|| self.actor.actor.clone()),
+                action: e.action.to_string(),
+                subject: e.subject.to_string(),
+                serial: e.serial.map(str::to_string),
+                outcome: if e.refused.is_some() { "refused".into() } else { "ok".into() },
+                detail: e.refused.clone().unwrap_or_else(|| e.detail.clone()),
+            })
+            .collect();
+        for r in &records {
+            tracing::info!(target: "ambos::audit", "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        if let Err(e) = self.store.record_audit(&records) {
+            tracing::error!("the audit trail could not be written: {e}");
+        }
+    }
+
+    /// One entry by the current actor.
+    pub(crate) fn audit_one(&mut self, entry: Entry<'_>) {
+        self.audit(&[(None, entry)]);
+    }
+
+    /// The trail of the last `within` (all of it without), oldest first (`ambos audit`).
+    pub fn audit_within(&self, within: Option<std::time::Duration>) -> crate::Result<Vec<AuditRecord>> {
+        let since = within.map_or(i64::MIN, |d| now().unix_timestamp().saturating_sub(d.as_secs() as i64));
+        Ok(self.store.audit_since(since)?)
+    }
+}
+
+/// `ambos audit`: the trail as a table.
+pub struct Trail(pub Vec<AuditRecord>);
+
+impl std::fmt::Display for Trail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no audit entries");
+        }
+        writeln!(
+            f,
+            "{:<20}  {:<24}  {:<12}  {:<8}  {:<16}  {:<32}  DETAIL",
+            "AT", "ACTOR", "ACTION", "OUTCOME", "SUBJECT", "SERIAL"
+        )?;
+        for e in &self.0 {
+            let serial = e.serial.as_deref().unwrap_or("-");
+            writeln!(
+                f,
+                "{:<20}  {:<24}  {:<12}  {:<8}  {:<16}  {serial:<32}  {}",
+                ambos_pki::rfc3339_unix(e.at),
+                e.actor,
+                e.action,
+                e.outcome,
+                e.subject,
+                e.detail
+            )?;
+        }
+        Ok(())
+    }
+}
