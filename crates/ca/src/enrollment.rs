@@ -165,6 +165,11 @@ impl<S: CertStore> CertificateAuthority<S> {
     }
 }
 
+/// A token as the audit trail names it: the start of its hash (never the secret).
+fn token_actor(hash: &str) -> String {
+    format!("token:{}", &hash[..hash.len().min(12)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,9 +288,4 @@ mod tests {
         assert!(t.ca.check_token(&format!(" {}\n", secrets[0])).is_ok());
         assert!(t.ca.create_tokens(&token_for("", Duration::from_secs(600)), 1).is_err());
     }
-}
-
-/// A token as the audit trail names it: the start of its hash (never the secret).
-fn token_actor(hash: &str) -> String {
-    format!("token:{}", &hash[..hash.len().min(12)])
 }
