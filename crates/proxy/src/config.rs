@@ -300,8 +300,32 @@ impl Default for Limits {
 /// A CRL pulled over HTTPS (`ambos serve`'s `/v1/crl`), refreshed with conditional GETs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrlSource {
+    /// The first URL given: the name the pulled CRLs are kept under.
     pub url: http::Uri,
+    /// Further CA nodes (`crl_url = "https://ca1/v1/crl,https://ca2/v1/crl"`),
+    /// asked in order when the one before cannot be had.
+    pub also: Vec<http::Uri>,
     pub refresh: Duration,
+}
+
+impl CrlSource {
+    /// `text`: one or more https:// URLs, comma-separated; `what` names
+    /// the setting in errors.
+    pub fn parse(text: &str, refresh: Duration, what: &str) -> Result<CrlSource, ProxyError> {
+        let mut urls = Vec::new();
+        for url in text.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{what} '{url}' is not a URL")))?;
+            if uri.scheme_str() != Some("https") || uri.host().is_none() {
+                return Err(invalid(format!("{what} '{url}' must be an https:// URL")));
+            }
+            urls.push(uri);
+        }
+        if urls.is_empty() {
+            return Err(invalid(format!("{what} is empty")));
+        }
+        let url = urls.remove(0);
+        Ok(CrlSource { url, also: urls, refresh })
+    }
 }
 
 /// A validated proxy configuration: nothing in it can be invalid.
@@ -504,10 +528,6 @@ fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<O
     let Some(url) = url else {
         return Ok(None);
     };
-    let uri: http::Uri = url.parse().map_err(|_| invalid(format!("{field}_url: '{url}' is not a URL")))?;
-    if uri.scheme_str() != Some("https") || uri.host().is_none() {
-        return Err(invalid(format!("{field}_url: '{url}' must be an https:// URL")));
-    }
     let refresh = match refresh {
         Some(r) => duration(r, &format!("{field}_refresh"))?,
         None => Duration::from_secs(60),
@@ -515,7 +535,7 @@ fn crl_source(url: Option<&str>, refresh: Option<&str>, field: &str) -> Result<O
     if refresh.is_zero() {
         return Err(invalid(format!("{field}_refresh must be more than 0")));
     }
-    Ok(Some(CrlSource { url: uri, refresh }))
+    Ok(Some(CrlSource::parse(url, refresh, &format!("{field}_url:"))?))
 }
 
 /// `token.jwks`: a file, or an http(s):// URL refreshed every `jwks_refresh` (default 5m).

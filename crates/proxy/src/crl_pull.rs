@@ -18,11 +18,30 @@ pub async fn fetch(
     client_ca: &[PathBuf],
     etag: Option<&str>,
 ) -> Result<Option<(Crls, String)>, ProxyError> {
-    let pull =
-        Pull { what: "CRL", url: &src.url, accept: "application/x-pem-file", max_body: usize::MAX, body_timeout: None };
+    // The first URL, then each further CA node when the one before cannot be
+    // had (each node signs its own CRL: its ETag is the first URL's only).
+    let mut first_error = None;
+    let mut got = None;
+    for (i, url) in std::iter::once(&src.url).chain(&src.also).enumerate() {
+        let pull =
+            Pull { what: "CRL", url, accept: "application/x-pem-file", max_body: usize::MAX, body_timeout: None };
+        match get_if_changed(&pull, client_ca, if i == 0 { etag } else { None }).await {
+            Ok(answer) => {
+                got = Some(answer);
+                break;
+            }
+            Err(e) => {
+                if !src.also.is_empty() {
+                    tracing::warn!("{e}; trying the next CA node");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let Some(answer) = got else { return Err(first_error.expect("one URL at least")) };
     // http:// too: distribution points usually are; the CRL is signed, and
     // its signature is checked against the CA in the verified path.
-    let Some((body, tag)) = get_if_changed(&pull, client_ca, etag).await? else { return Ok(None) };
+    let Some((body, tag)) = answer else { return Ok(None) };
     let url = src.url.to_string();
     let crls = ambos_tls::parse_crls(&body, Path::new(&url))?.into_iter().map(|c| (url.clone(), c)).collect();
     Ok(Some((crls, tag)))
@@ -92,7 +111,7 @@ pub fn spawn_distribution_points(reloader: Arc<Reloader>) {
                 }
                 *due = Instant::now() + refresh;
                 let Ok(uri) = url.parse::<http::Uri>() else { continue };
-                let src = CrlSource { url: uri, refresh };
+                let src = CrlSource { url: uri, also: Vec::new(), refresh };
                 let retry = Instant::now() + refresh.min(Duration::from_secs(5));
                 match fetch(&src, &client_ca, etag.as_deref()).await {
                     Ok(Some((crls, tag))) => {

@@ -116,13 +116,9 @@ pub fn load_crl_files(files: &[PathBuf]) -> Result<SourcedCrls, ProxyError> {
     Ok(out)
 }
 
-/// Checks that `url` is an https:// URL.
+/// Checks that `url` is one or more https:// URLs (comma-separated).
 pub fn crl_source(url: &str) -> Result<CrlSource, ProxyError> {
-    let uri: http::Uri = url.parse().map_err(|_| ProxyError::Invalid(format!("--crl-url '{url}' is not a URL")))?;
-    if uri.scheme_str() != Some("https") || uri.host().is_none() {
-        return Err(ProxyError::Invalid(format!("--crl-url '{url}' must be an https:// URL")));
-    }
-    Ok(CrlSource { url: uri, refresh: CRL_URL_REFRESH })
+    CrlSource::parse(url, CRL_URL_REFRESH, "--crl-url")
 }
 
 /// One pull of `url` over HTTPS, its server verified against the CA file(s)

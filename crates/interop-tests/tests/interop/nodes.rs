@@ -4,7 +4,7 @@
 //! certificate a client got is in the store once; a revocation through one
 //! node is in the other's CRL within seconds, with a higher number; a node
 //! whose database goes away answers 503 and recovers by itself.
-use ambos_interop_tests::{openssl_csr, poll, run, Daemon, TestCa};
+use ambos_interop_tests::{free_port, openssl_csr, poll, run, start_http_upstream, Daemon, ProxyToml, TestCa};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,6 +140,19 @@ fn a_revocation_through_one_node_is_in_the_other_nodes_crl_with_a_higher_number(
     assert!(text.contains(&serial.to_uppercase()), "node B's CRL lacks {serial}: {text}");
     assert!(after > before, "CRL number {after} after {before}");
     assert!(b.log().contains("re-signing the CRL"), "{}", b.log());
+    // A proxy whose crl_url lists a node that is down first, then node B:
+    // it loads B's CRL and refuses the revoked client.
+    ca.issue("server", "localhost", &["--san", "ip:127.0.0.1"]);
+    let dead = free_port();
+    let config = ProxyToml::http(start_http_upstream())
+        .tls(&format!("crl_url = \"https://localhost:{dead}/v1/crl, https://localhost:{}/v1/crl\"", b.port))
+        .to_string();
+    let proxy = Daemon::proxy(ca.dir(), &config, &[]);
+    let url = format!("https://localhost:{}/", proxy.port);
+    assert_eq!(ca.curl(Some("admin"), &url, &[]).status, "200", "{}", proxy.log());
+    let refused = ca.curl(Some("web"), &url, &[]);
+    assert_ne!(refused.status, "200", "a revoked client got through");
+    assert!(proxy.log().contains("trying the next CA node"), "{}", proxy.log());
 }
 
 #[test]
