@@ -132,29 +132,12 @@ impl<S: CertStore> CertificateAuthority<S> {
     /// or expired since [`CertificateAuthority::check_token`] buys nothing.
     pub fn commit_enrollments(&mut self, batch: Vec<Enrollment>) -> Result<Vec<Result<IssuedCert>>> {
         let spends: Vec<(String, CertRecord)> = batch.iter().map(|e| (e.hash.clone(), e.record.clone())).collect();
-        let results = self.store.spend_tokens(&spends, now().unix_timestamp())?;
-        let entries: Vec<_> = spends
-            .iter()
-            .zip(&results)
-            .map(|((hash, rec), r)| {
-                let by = Some(token_actor(hash));
-                let (serial, refused) = match r {
-                    Ok(()) => (Some(rec.serial.as_str()), None),
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                (
-                    by,
-                    crate::audit::Entry {
-                        action: "enroll",
-                        subject: &rec.name,
-                        serial,
-                        refused,
-                        detail: rec.profile.clone(),
-                    },
-                )
-            })
-            .collect();
-        self.audit(&entries);
+        // The store writes each spend's audit entry in the spend's transaction.
+        let results = self.store.spend_tokens(&spends, now().unix_timestamp(), &self.actor.node)?;
+        // ... and the node logs them, as for every other entry.
+        for e in ambos_store::spend_entries(&spends, &results, now().unix_timestamp(), &self.actor.node) {
+            tracing::info!(target: "ambos::audit", "{}", serde_json::to_string(&e).unwrap_or_default());
+        }
         Ok(batch.into_iter().zip(results).map(|(e, r)| r.map(|()| e.issued).map_err(CaError::from)).collect())
     }
 
@@ -165,10 +148,7 @@ impl<S: CertStore> CertificateAuthority<S> {
     }
 }
 
-/// A token as the audit trail names it: the start of its hash (never the secret).
-fn token_actor(hash: &str) -> String {
-    format!("token:{}", &hash[..hash.len().min(12)])
-}
+use ambos_store::token_actor;
 
 #[cfg(test)]
 mod tests {

@@ -132,8 +132,8 @@ impl CertStore for Store {
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         delegate!(self, s => s.token(hash))
     }
-    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
-        delegate!(self, s => s.spend_tokens(spends, now))
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
+        delegate!(self, s => s.spend_tokens(spends, now, node))
     }
     fn set_admin(&mut self, serial: &str) -> Result<()> {
         delegate!(self, s => s.set_admin(serial))

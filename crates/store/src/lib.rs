@@ -259,6 +259,38 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// How the audit trail names an enrollment token: the start of its hash
+/// (never the secret).
+pub fn token_actor(hash: &str) -> String {
+    format!("token:{}", &hash[..hash.len().min(12)])
+}
+
+/// The audit entries of a group of spends, one per spend.
+pub fn spend_entries(
+    spends: &[(String, CertRecord)],
+    results: &[Result<()>],
+    now: i64,
+    node: &str,
+) -> Vec<AuditRecord> {
+    spends
+        .iter()
+        .zip(results)
+        .map(|((hash, cert), r)| AuditRecord {
+            at: now,
+            node: node.to_string(),
+            actor: token_actor(hash),
+            action: "enroll".into(),
+            subject: cert.name.clone(),
+            serial: r.as_ref().ok().map(|()| cert.serial.clone()),
+            outcome: if r.is_ok() { "ok".into() } else { "refused".into() },
+            detail: match r {
+                Ok(()) => cert.profile.clone(),
+                Err(e) => e.to_string(),
+            },
+        })
+        .collect()
+}
+
 /// Selects certificates for `ambos list`.
 #[derive(Clone, Debug, Default)]
 pub struct CertFilter {
@@ -297,7 +329,9 @@ pub trait CertStore {
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Spends tokens and stores the certificates they bought: one transaction
     /// for the group, each spend all-or-nothing (a token works exactly once).
-    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>>;
+    /// Each spend's audit entry (`enroll`, by the token, on `node`) is in the
+    /// same transaction.
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>>;
     /// Marks a certificate as an administrator of the CA API.
     fn set_admin(&mut self, serial: &str) -> Result<()>;
     /// Every token-signing key: the retired ones oldest first, then the current one.

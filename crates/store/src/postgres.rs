@@ -446,8 +446,9 @@ impl PgStore {
     /// locked first, in hash order: two nodes committing overlapping groups
     /// then wait for each other instead of deadlocking; the one that comes
     /// second reads the tokens spent.
-    fn spend_group(&self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+    fn spend_group(&self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         let mut conn = self.lock();
+        let audit = conn.prepared(INSERT_AUDIT)?;
         let lock_all = conn.prepared("SELECT hash FROM token WHERE hash = ANY($1) ORDER BY hash FOR UPDATE")?;
         let spend = conn.prepared(SPEND)?;
         let mut tx = conn.transaction()?;
@@ -490,9 +491,38 @@ impl PgStore {
                 }
             });
         }
+        let entries = crate::spend_entries(spends, &results, now, node);
+        insert_audit(&mut tx, &audit, &entries)?;
         tx.commit()?;
         Ok(results)
     }
+}
+
+/// Audit entries, a whole group in one statement.
+const INSERT_AUDIT: &str = "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+    SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])";
+
+fn insert_audit(c: &mut impl GenericClient, stmt: &Statement, events: &[AuditRecord]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&AuditRecord) -> String| events.iter().map(f).collect::<Vec<String>>();
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let serial: Vec<Option<String>> = events.iter().map(|e| e.serial.clone()).collect();
+    c.execute(
+        stmt,
+        &[
+            &at,
+            &col(|e| e.node.clone()),
+            &col(|e| e.actor.clone()),
+            &col(|e| e.action.clone()),
+            &col(|e| e.subject.clone()),
+            &serial,
+            &col(|e| e.outcome.clone()),
+            &col(|e| e.detail.clone()),
+        ],
+    )?;
+    Ok(())
 }
 
 /// One spend in one statement, so that a refused one leaves nothing and
@@ -666,29 +696,8 @@ impl CertStore for PgStore {
 
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
         let mut conn = self.lock();
-        let stmt = conn.prepared(
-            "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
-             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
-                                  $7::TEXT[], $8::TEXT[])",
-        )?;
-        // One statement for the whole group.
-        let col = |f: fn(&AuditRecord) -> String| events.iter().map(f).collect::<Vec<String>>();
-        let at: Vec<i64> = events.iter().map(|e| e.at).collect();
-        let serial: Vec<Option<String>> = events.iter().map(|e| e.serial.clone()).collect();
-        conn.execute(
-            &stmt,
-            &[
-                &at,
-                &col(|e| e.node.clone()),
-                &col(|e| e.actor.clone()),
-                &col(|e| e.action.clone()),
-                &col(|e| e.subject.clone()),
-                &serial,
-                &col(|e| e.outcome.clone()),
-                &col(|e| e.detail.clone()),
-            ],
-        )?;
-        Ok(())
+        let stmt = conn.prepared(INSERT_AUDIT)?;
+        insert_audit(&mut **conn, &stmt, events)
     }
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
@@ -933,12 +942,12 @@ impl CertStore for PgStore {
         Ok(conn.query_opt(&stmt, &[&hash])?.map(|r| token_from_row(&r)))
     }
 
-    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // A deadlock or serialization failure rolls the whole group back
         // untouched: it is tried again (the locks below make it rare).
         let mut tries = 0;
         loop {
-            match self.spend_group(spends, now) {
+            match self.spend_group(spends, now, node) {
                 Err(StoreError::Postgres(e))
                     if tries < 3
                         && matches!(

@@ -386,7 +386,7 @@ impl CertStore for SqliteStore {
             .optional()?)
     }
 
-    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64) -> Result<Vec<Result<()>>> {
+    fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // One transaction for the whole group (one fsync), a savepoint per spend:
         // a refused spend leaves no trace and does not disturb the others.
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -418,6 +418,15 @@ impl CertStore for SqliteStore {
                 Err(_) => drop(sp), // rolls the savepoint back
             }
             results.push(outcome);
+        }
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for e in crate::spend_entries(spends, &results, now, node) {
+                stmt.execute(params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail])?;
+            }
         }
         tx.commit()?;
         Ok(results)

@@ -195,16 +195,31 @@ fn a_token_buys_exactly_one_certificate() {
             ("h2".into(), cert("s3", "dev", 10)),
             ("nope".into(), cert("s4", "dev", 10)),
         ];
-        let results = s.spend_tokens(&spends, 10).unwrap();
+        let results = s.spend_tokens(&spends, 10, "node-a").unwrap();
         assert!(results[0].is_ok(), "{n}");
         assert!(matches!(results[1], Err(StoreError::TokenSpent)), "{n}");
         assert!(matches!(results[2], Err(StoreError::TokenExpired)), "{n}");
         assert!(matches!(results[3], Err(StoreError::UnknownToken)), "{n}");
         assert_eq!(s.count().unwrap(), before + 1, "{n}: only the winning spend stored a certificate");
         assert_eq!(s.token("h1").unwrap().unwrap().spent_serial.as_deref(), Some("s1"), "{n}");
+        // Each spend's audit entry came with it, in the same transaction.
+        let trail = s.audit_since(0).unwrap();
+        let view: Vec<(&str, &str, Option<&str>)> =
+            trail.iter().map(|e| (e.actor.as_str(), e.outcome.as_str(), e.serial.as_deref())).collect();
+        assert_eq!(
+            view,
+            [
+                ("token:h1", "ok", Some("s1")),
+                ("token:h1", "refused", None),
+                ("token:h2", "refused", None),
+                ("token:nope", "refused", None)
+            ],
+            "{n}"
+        );
+        assert!(trail.iter().all(|e| e.node == "node-a" && e.action == "enroll"), "{n}");
         // A serial already taken: refused, and the token stays unspent.
         s.insert_tokens(&[token("h3", 100)]).unwrap();
-        let r = s.spend_tokens(&[("h3".into(), cert("1a", "dev", 10))], 10).unwrap();
+        let r = s.spend_tokens(&[("h3".into(), cert("1a", "dev", 10))], 10, "node-a").unwrap();
         assert!(matches!(r[0], Err(StoreError::DuplicateSerial(_))), "{n}: {:?}", r[0]);
         assert_eq!(s.token("h3").unwrap().unwrap().spent_at, None, "{n}");
         assert_eq!(s.cert_by_serial("1a").unwrap().unwrap().name, "test", "{n}: not overwritten");
@@ -233,7 +248,7 @@ fn two_nodes_racing_for_the_same_tokens_spend_each_once() {
                         (0..60)
                             .filter(|i| {
                                 let spend = [(format!("t{i}"), cert(&format!("n{node}-{i}"), "dev", 10))];
-                                matches!(store.spend_tokens(&spend, 10).unwrap()[0], Ok(()))
+                                matches!(store.spend_tokens(&spend, 10, "node-a").unwrap()[0], Ok(()))
                             })
                             .count()
                     })
@@ -275,7 +290,7 @@ fn overlapping_groups_in_opposite_orders_do_not_deadlock() {
                                 .iter()
                                 .map(|i| (format!("g{i:03}"), cert(&format!("g{node}-{i}"), "dev", 10)))
                                 .collect();
-                            let results = store.spend_tokens(&spends, 10).expect("the group commits");
+                            let results = store.spend_tokens(&spends, 10, "node-a").expect("the group commits");
                             for r in &results {
                                 // A loser reads the token spent; no database error reaches a client.
                                 assert!(matches!(r, Ok(()) | Err(StoreError::TokenSpent)), "{r:?}");
@@ -384,7 +399,7 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
         s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
         s.revoke("aa", Revocation { revoked_at: 50, reason: 1 }).unwrap();
         s.insert_tokens(&[token("h1", 100), token("h2", 100)]).unwrap();
-        s.spend_tokens(&[("h1".into(), cert("s1", "dev", 10))], 10).unwrap();
+        s.spend_tokens(&[("h1".into(), cert("s1", "dev", 10))], 10, "node-a").unwrap();
         s.next_crl_number(AuthorityRole::Intermediate).unwrap();
         s.next_crl_number(AuthorityRole::Intermediate).unwrap();
         s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
@@ -400,7 +415,7 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
         s.revoke_grant(g, 5).unwrap();
         s.record_audit(&[audit_event("revoke", 50), audit_event("enroll", 60)]).unwrap();
         let snap = s.snapshot().unwrap();
-        assert_eq!(snap.audit.len(), 2);
+        assert_eq!(snap.audit.len(), 3, "the spend's entry and the two recorded");
         for mut to in fresh() {
             let (a, b) = (from.name, to.name);
             to.store.restore(&snap).unwrap();
