@@ -498,6 +498,73 @@ impl PgStore {
     }
 }
 
+/// The two CA certificates and keys; `NotInitialised` (naming `shown`) without them.
+fn read_authorities(c: &mut impl GenericClient, shown: &str) -> Result<Authorities> {
+    let rows =
+        c.query("SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority", &[])?;
+    let (mut root, mut intermediate) = (None, None);
+    for r in rows {
+        let rec = AuthorityRecord {
+            role: AuthorityRole::parse(r.get(0))?,
+            name: r.get(1),
+            key_type: r.get(2),
+            cert_der: r.get(3),
+            key_pem: r.get(4),
+            key_encrypted: r.get(5),
+            created_at: r.get(6),
+        };
+        match rec.role {
+            AuthorityRole::Root => root = Some(rec),
+            AuthorityRole::Intermediate => intermediate = Some(rec),
+        }
+    }
+    match (root, intermediate) {
+        (Some(root), Some(intermediate)) => Ok(Authorities { root, intermediate }),
+        (None, None) => Err(StoreError::NotInitialised(PathBuf::from(shown))),
+        _ => Err(StoreError::Corrupt("only one of root and intermediate CA is stored".into())),
+    }
+}
+
+fn read_signing_keys(c: &mut impl GenericClient) -> Result<Vec<SigningKeyRecord>> {
+    let rows = c.query(
+        "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
+         FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| SigningKeyRecord {
+            kid: r.get(0),
+            key_pem: r.get(1),
+            key_encrypted: r.get(2),
+            public_jwk: r.get(3),
+            created_at: r.get(4),
+            retired_at: r.get(5),
+            publish_until: r.get(6),
+        })
+        .collect())
+}
+
+fn read_audit(c: &mut impl GenericClient, since: i64) -> Result<Vec<AuditRecord>> {
+    let rows = c.query(
+        "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= $1 ORDER BY id",
+        &[&since],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditRecord {
+            at: r.get(0),
+            node: r.get(1),
+            actor: r.get(2),
+            action: r.get(3),
+            subject: r.get(4),
+            serial: r.get(5),
+            outcome: r.get(6),
+            detail: r.get(7),
+        })
+        .collect())
+}
+
 /// Audit entries, a whole group in one statement.
 const INSERT_AUDIT: &str = "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])";
@@ -542,30 +609,7 @@ const SPEND: &str = "WITH ins AS ( \
 
 impl CertStore for PgStore {
     fn authorities(&self) -> Result<Authorities> {
-        let rows = self
-            .lock()
-            .query("SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority", &[])?;
-        let (mut root, mut intermediate) = (None, None);
-        for r in rows {
-            let rec = AuthorityRecord {
-                role: AuthorityRole::parse(r.get(0))?,
-                name: r.get(1),
-                key_type: r.get(2),
-                cert_der: r.get(3),
-                key_pem: r.get(4),
-                key_encrypted: r.get(5),
-                created_at: r.get(6),
-            };
-            match rec.role {
-                AuthorityRole::Root => root = Some(rec),
-                AuthorityRole::Intermediate => intermediate = Some(rec),
-            }
-        }
-        match (root, intermediate) {
-            (Some(root), Some(intermediate)) => Ok(Authorities { root, intermediate }),
-            (None, None) => Err(StoreError::NotInitialised(PathBuf::from(&self.shown))),
-            _ => Err(StoreError::Corrupt("only one of root and intermediate CA is stored".into())),
-        }
+        read_authorities(&mut **self.lock(), &self.shown)
     }
 
     fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -701,23 +745,7 @@ impl CertStore for PgStore {
     }
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
-        let rows = self.lock().query(
-            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= $1 ORDER BY id",
-            &[&since],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditRecord {
-                at: r.get(0),
-                node: r.get(1),
-                actor: r.get(2),
-                action: r.get(3),
-                subject: r.get(4),
-                serial: r.get(5),
-                outcome: r.get(6),
-                detail: r.get(7),
-            })
-            .collect())
+        read_audit(&mut **self.lock(), since)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -728,32 +756,7 @@ impl CertStore for PgStore {
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
-        let authorities = {
-            let rows = tx.query(
-                "SELECT role, name, key_type, cert_der, key_pem, key_encrypted, created_at FROM authority",
-                &[],
-            )?;
-            let (mut root, mut intermediate) = (None, None);
-            for r in rows {
-                let rec = AuthorityRecord {
-                    role: AuthorityRole::parse(r.get(0))?,
-                    name: r.get(1),
-                    key_type: r.get(2),
-                    cert_der: r.get(3),
-                    key_pem: r.get(4),
-                    key_encrypted: r.get(5),
-                    created_at: r.get(6),
-                };
-                match rec.role {
-                    AuthorityRole::Root => root = Some(rec),
-                    AuthorityRole::Intermediate => intermediate = Some(rec),
-                }
-            }
-            match (root, intermediate) {
-                (Some(root), Some(intermediate)) => Authorities { root, intermediate },
-                _ => return Err(StoreError::NotInitialised(PathBuf::from(&self.shown))),
-            }
-        };
+        let authorities = read_authorities(&mut tx, &self.shown)?;
         let certs = tx
             .query(&format!("SELECT {CERT_COLUMNS} FROM certificate ORDER BY id"), &[])?
             .iter()
@@ -773,42 +776,13 @@ impl CertStore for PgStore {
         for r in tx.query("SELECT issuer, last FROM crl_number ORDER BY issuer", &[])? {
             crl_numbers.push((AuthorityRole::parse(r.get(0))?, r.get::<_, i64>(1) as u64));
         }
-        let signing_keys = tx
-            .query(
-                "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
-                 FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
-                &[],
-            )?
-            .iter()
-            .map(|r| SigningKeyRecord {
-                kid: r.get(0),
-                key_pem: r.get(1),
-                key_encrypted: r.get(2),
-                public_jwk: r.get(3),
-                created_at: r.get(4),
-                retired_at: r.get(5),
-                publish_until: r.get(6),
-            })
-            .collect();
+        let signing_keys = read_signing_keys(&mut tx)?;
         let grants = tx
             .query(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grant ORDER BY id"), &[])?
             .iter()
             .map(grant_from_row)
             .collect();
-        let audit = tx
-            .query("SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit ORDER BY id", &[])?
-            .iter()
-            .map(|r| AuditRecord {
-                at: r.get(0),
-                node: r.get(1),
-                actor: r.get(2),
-                action: r.get(3),
-                subject: r.get(4),
-                serial: r.get(5),
-                outcome: r.get(6),
-                detail: r.get(7),
-            })
-            .collect();
+        let audit = read_audit(&mut tx, i64::MIN)?;
         tx.commit()?;
         Ok(Snapshot { authorities, certs, tokens, settings, crl_numbers, signing_keys, grants, audit })
     }
@@ -883,13 +857,8 @@ impl CertStore for PgStore {
                 &[&g.id, &g.identity, &g.audience, &g.scopes.join(" "), &g.created_at, &g.revoked_at],
             )?;
         }
-        for e in &snap.audit {
-            tx.execute(
-                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&e.at, &e.node, &e.actor, &e.action, &e.subject, &e.serial, &e.outcome, &e.detail],
-            )?;
-        }
+        let audit = tx.prepare(INSERT_AUDIT)?;
+        insert_audit(&mut tx, &audit, &snap.audit)?;
         // Grant ids were kept: the next new one comes after them.
         tx.batch_execute(
             "SELECT setval(pg_get_serial_sequence('oauth_grant', 'id'), COALESCE((SELECT MAX(id) FROM oauth_grant), 0) + 1, false)",
@@ -972,23 +941,7 @@ impl CertStore for PgStore {
     }
 
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        let rows = self.lock().query(
-            "SELECT kid, key_pem, key_encrypted, public_jwk, created_at, retired_at, publish_until \
-             FROM signing_key ORDER BY retired_at IS NULL, created_at, kid",
-            &[],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| SigningKeyRecord {
-                kid: r.get(0),
-                key_pem: r.get(1),
-                key_encrypted: r.get(2),
-                public_jwk: r.get(3),
-                created_at: r.get(4),
-                retired_at: r.get(5),
-                publish_until: r.get(6),
-            })
-            .collect())
+        read_signing_keys(&mut **self.lock())
     }
 
     fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {

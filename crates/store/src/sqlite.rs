@@ -228,6 +228,15 @@ fn insert_cert(conn: &rusqlite::Connection, c: &CertRecord) -> Result<()> {
     }
 }
 
+fn insert_audit(conn: &rusqlite::Connection, e: &AuditRecord) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail])?;
+    Ok(())
+}
+
 fn upsert_setting(conn: &rusqlite::Connection, key: &str, value: Option<&str>) -> Result<()> {
     match value {
         Some(v) => conn.execute(
@@ -419,14 +428,8 @@ impl CertStore for SqliteStore {
             }
             results.push(outcome);
         }
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for e in crate::spend_entries(spends, &results, now, node) {
-                stmt.execute(params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail])?;
-            }
+        for e in crate::spend_entries(spends, &results, now, node) {
+            insert_audit(&tx, &e)?;
         }
         tx.commit()?;
         Ok(results)
@@ -586,14 +589,8 @@ impl CertStore for SqliteStore {
 
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for e in events {
-                stmt.execute(params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail])?;
-            }
+        for e in events {
+            insert_audit(&tx, e)?;
         }
         tx.commit()?;
         Ok(())
@@ -726,11 +723,7 @@ impl CertStore for SqliteStore {
             )?;
         }
         for e in &snap.audit {
-            tx.execute(
-                "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![e.at, e.node, e.actor, e.action, e.subject, e.serial, e.outcome, e.detail],
-            )?;
+            insert_audit(&tx, e)?;
         }
         tx.commit()?;
         Ok(())
