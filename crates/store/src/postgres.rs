@@ -565,6 +565,30 @@ fn read_audit(c: &mut impl GenericClient, since: i64) -> Result<Vec<AuditRecord>
         .collect())
 }
 
+/// Tokens as they are, spent or not (one statement prepared for all).
+fn insert_token_records(c: &mut postgres::Transaction<'_>, tokens: &[TokenRecord]) -> Result<()> {
+    let stmt =
+        c.prepare(&format!("INSERT INTO token ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))?;
+    for t in tokens {
+        c.execute(
+            &stmt,
+            &[
+                &t.hash,
+                &t.name,
+                &t.profile,
+                &t.sans.join("\n"),
+                &t.ous.join("\n"),
+                &t.cert_ttl,
+                &t.expires_at,
+                &t.created_at,
+                &t.spent_at,
+                &t.spent_serial,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Audit entries, a whole group in one statement.
 const INSERT_AUDIT: &str = "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
     SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])";
@@ -821,26 +845,7 @@ impl CertStore for PgStore {
                 tx.execute(&revoke, &[&r.revoked_at, &(r.reason as i16), &c.serial])?;
             }
         }
-        let token = tx.prepare(&format!(
-            "INSERT INTO token ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))?;
-        for t in &snap.tokens {
-            tx.execute(
-                &token,
-                &[
-                    &t.hash,
-                    &t.name,
-                    &t.profile,
-                    &t.sans.join("\n"),
-                    &t.ous.join("\n"),
-                    &t.cert_ttl,
-                    &t.expires_at,
-                    &t.created_at,
-                    &t.spent_at,
-                    &t.spent_serial,
-                ],
-            )?;
-        }
+        insert_token_records(&mut tx, &snap.tokens)?;
         for (key, value) in &snap.settings {
             upsert_setting(&mut tx, key, Some(value))?;
         }
@@ -882,25 +887,7 @@ impl CertStore for PgStore {
     fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
         let mut client = self.lock();
         let mut tx = client.transaction()?;
-        let stmt = tx.prepare(
-            "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )?;
-        for t in tokens {
-            tx.execute(
-                &stmt,
-                &[
-                    &t.hash,
-                    &t.name,
-                    &t.profile,
-                    &t.sans.join("\n"),
-                    &t.ous.join("\n"),
-                    &t.cert_ttl,
-                    &t.expires_at,
-                    &t.created_at,
-                ],
-            )?;
-        }
+        insert_token_records(&mut tx, tokens)?;
         tx.commit()?;
         Ok(())
     }

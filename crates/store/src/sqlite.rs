@@ -228,6 +228,28 @@ fn insert_cert(conn: &rusqlite::Connection, c: &CertRecord) -> Result<()> {
     }
 }
 
+/// Tokens as they are, spent or not.
+fn insert_token_records(conn: &rusqlite::Connection, tokens: &[TokenRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO token ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?;
+    for t in tokens {
+        stmt.execute(params![
+            t.hash,
+            t.name,
+            t.profile,
+            t.sans.join("\n"),
+            t.ous.join("\n"),
+            t.cert_ttl,
+            t.expires_at,
+            t.created_at,
+            t.spent_at,
+            t.spent_serial
+        ])?;
+    }
+    Ok(())
+}
+
 fn insert_audit(conn: &rusqlite::Connection, e: &AuditRecord) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO audit (at, node, actor, action, subject, serial, outcome, detail) \
@@ -366,24 +388,7 @@ impl CertStore for SqliteStore {
 
     fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO token (hash, name, profile, sans, ous, cert_ttl, expires_at, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for t in tokens {
-                stmt.execute(params![
-                    t.hash,
-                    t.name,
-                    t.profile,
-                    t.sans.join("\n"),
-                    t.ous.join("\n"),
-                    t.cert_ttl,
-                    t.expires_at,
-                    t.created_at
-                ])?;
-            }
-        }
+        insert_token_records(&tx, tokens)?;
         tx.commit()?;
         Ok(())
     }
@@ -689,23 +694,7 @@ impl CertStore for SqliteStore {
                 )?;
             }
         }
-        for t in &snap.tokens {
-            tx.execute(
-                &format!("INSERT INTO token ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    t.hash,
-                    t.name,
-                    t.profile,
-                    t.sans.join("\n"),
-                    t.ous.join("\n"),
-                    t.cert_ttl,
-                    t.expires_at,
-                    t.created_at,
-                    t.spent_at,
-                    t.spent_serial
-                ],
-            )?;
-        }
+        insert_token_records(&tx, &snap.tokens)?;
         for (key, value) in &snap.settings {
             upsert_setting(&tx, key, Some(value))?;
         }

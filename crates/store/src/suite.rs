@@ -18,6 +18,17 @@ impl Backend {
     pub fn another(&self) -> Store {
         Store::open(&self.at, false, None).unwrap()
     }
+
+    /// `work(node, store)` on two more connections (two CA nodes) at once.
+    pub fn on_two_nodes<T: Send>(&self, work: impl Fn(usize, Store) -> T + Sync) -> Vec<T> {
+        let nodes = [self.another(), self.another()];
+        std::thread::scope(|scope| {
+            let work = &work;
+            let handles: Vec<_> =
+                nodes.into_iter().enumerate().map(|(node, store)| scope.spawn(move || work(node, store))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
 }
 
 /// A database of its own on the test server, with the schema.
@@ -237,24 +248,14 @@ fn two_nodes_racing_for_the_same_tokens_spend_each_once() {
         let tokens: Vec<TokenRecord> = (0..60).map(|i| token(&format!("t{i}"), i64::MAX)).collect();
         b.store.insert_tokens(&tokens).unwrap();
         let before = b.store.count().unwrap();
-        let nodes: Vec<Store> = vec![b.another(), b.another()];
-        let wins: Vec<usize> = std::thread::scope(|scope| {
-            let handles: Vec<_> = nodes
-                .into_iter()
-                .enumerate()
-                .map(|(node, mut store)| {
-                    scope.spawn(move || {
-                        // One spend per transaction, as enrollments come in.
-                        (0..60)
-                            .filter(|i| {
-                                let spend = [(format!("t{i}"), cert(&format!("n{node}-{i}"), "dev", 10))];
-                                matches!(store.spend_tokens(&spend, 10, "node-a").unwrap()[0], Ok(()))
-                            })
-                            .count()
-                    })
+        let wins = b.on_two_nodes(|node, mut store| {
+            // One spend per transaction, as enrollments come in.
+            (0..60)
+                .filter(|i| {
+                    let spend = [(format!("t{i}"), cert(&format!("n{node}-{i}"), "dev", 10))];
+                    matches!(store.spend_tokens(&spend, 10, "node-a").unwrap()[0], Ok(()))
                 })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+                .count()
         });
         assert_eq!(wins.iter().sum::<usize>(), 60, "{n}: every token spent once ({wins:?})");
         assert_eq!(b.store.count().unwrap(), before + 60, "{n}: one certificate per token");
@@ -273,35 +274,23 @@ fn overlapping_groups_in_opposite_orders_do_not_deadlock() {
         let n = b.name;
         let tokens: Vec<TokenRecord> = (0..200).map(|i| token(&format!("g{i:03}"), i64::MAX)).collect();
         b.store.insert_tokens(&tokens).unwrap();
-        let nodes: Vec<Store> = vec![b.another(), b.another()];
-        let wins: Vec<usize> = std::thread::scope(|scope| {
-            let handles: Vec<_> = nodes
-                .into_iter()
-                .enumerate()
-                .map(|(node, mut store)| {
-                    scope.spawn(move || {
-                        let mut order: Vec<usize> = (0..200).collect();
-                        if node == 1 {
-                            order.reverse();
-                        }
-                        let mut won = 0;
-                        for group in order.chunks(20) {
-                            let spends: Vec<(String, CertRecord)> = group
-                                .iter()
-                                .map(|i| (format!("g{i:03}"), cert(&format!("g{node}-{i}"), "dev", 10)))
-                                .collect();
-                            let results = store.spend_tokens(&spends, 10, "node-a").expect("the group commits");
-                            for r in &results {
-                                // A loser reads the token spent; no database error reaches a client.
-                                assert!(matches!(r, Ok(()) | Err(StoreError::TokenSpent)), "{r:?}");
-                            }
-                            won += results.iter().filter(|r| r.is_ok()).count();
-                        }
-                        won
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let wins = b.on_two_nodes(|node, mut store| {
+            let mut order: Vec<usize> = (0..200).collect();
+            if node == 1 {
+                order.reverse();
+            }
+            let mut won = 0;
+            for group in order.chunks(20) {
+                let spends: Vec<(String, CertRecord)> =
+                    group.iter().map(|i| (format!("g{i:03}"), cert(&format!("g{node}-{i}"), "dev", 10))).collect();
+                let results = store.spend_tokens(&spends, 10, "node-a").expect("the group commits");
+                for r in &results {
+                    // A loser reads the token spent; no database error reaches a client.
+                    assert!(matches!(r, Ok(()) | Err(StoreError::TokenSpent)), "{r:?}");
+                }
+                won += results.iter().filter(|r| r.is_ok()).count();
+            }
+            won
         });
         assert_eq!(wins.iter().sum::<usize>(), 200, "{n}: each token once ({wins:?})");
     }
@@ -312,18 +301,11 @@ fn overlapping_groups_in_opposite_orders_do_not_deadlock() {
 fn crl_numbers_from_two_nodes_are_all_different() {
     for b in initialised() {
         let n = b.name;
-        let nodes: Vec<Store> = vec![b.another(), b.another()];
-        let mut numbers: Vec<u64> = std::thread::scope(|scope| {
-            let handles: Vec<_> = nodes
-                .into_iter()
-                .map(|mut s| {
-                    scope.spawn(move || {
-                        (0..40).map(|_| s.next_crl_number(AuthorityRole::Intermediate).unwrap()).collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-        });
+        let mut numbers: Vec<u64> = b
+            .on_two_nodes(|_, mut s| {
+                (0..40).map(|_| s.next_crl_number(AuthorityRole::Intermediate).unwrap()).collect::<Vec<_>>()
+            })
+            .concat();
         numbers.sort_unstable();
         assert_eq!(numbers, (1..=80).collect::<Vec<u64>>(), "{n}");
     }
