@@ -92,25 +92,39 @@ impl CaClient {
         Ok(CaClient { bases, client })
     }
 
-    /// Sends to the first node that can be connected to. Only a failed
-    /// connection moves on: a request that went out is never sent twice
-    /// (an enrollment would spend its token on one node and be refused by
-    /// the next).
-    async fn send(&self, method: http::Method, path: &str, body: Option<Body>) -> Result<(u16, Bytes), ClientError> {
-        let mut unreachable = None;
-        for base in &self.bases {
+    /// Sends to the first node that can be connected to and does the work.
+    /// The next node is tried when one cannot be connected to or answers 503
+    /// (its store is down: nothing was done); after a request went out
+    /// without an answer only if `retry_safe` (an enrollment: the same
+    /// token and CSR sent again get the certificate already bought, never a
+    /// second one; a renewal would issue twice).
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Body>,
+        retry_safe: bool,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let mut last = None;
+        for (i, base) in self.bases.iter().enumerate() {
+            let more = i + 1 < self.bases.len();
             match self.send_to(base, method.clone(), path, body.clone()).await {
-                Err((e, true)) => {
+                Err((e, sent)) if more && (!sent || retry_safe) => {
                     tracing::warn!("{e}; trying the next CA node");
-                    unreachable = Some(e);
+                    last = Some(Err(e));
+                }
+                Ok((503, bytes)) if more => {
+                    tracing::warn!("{base} answered 503 (store unavailable); trying the next CA node");
+                    last = Some(Ok((503, bytes)));
                 }
                 other => return other.map_err(|(e, _)| e),
             }
         }
-        Err(unreachable.expect("at least one CA URL"))
+        last.expect("at least one CA URL")
     }
 
-    /// One request to one node; the flag says it never went out (no connection).
+    /// One request to one node; the flag says whether it may have gone out
+    /// (false: no connection was made).
     async fn send_to(
         &self,
         base: &str,
@@ -131,17 +145,17 @@ impl CaClient {
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req.body(body).map_err(|e| (ClientError::BadResponse(format!("bad URL {url}: {e}")), false))?;
+        let req = req.body(body).map_err(|e| (ClientError::BadResponse(format!("bad URL {url}: {e}")), true))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
-            .map_err(|_| (ClientError::Unreachable { url: url.clone(), why: "timed out".into() }, false))?
-            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: connect_error(&e) }, e.is_connect()))?;
+            .map_err(|_| (ClientError::Unreachable { url: url.clone(), why: "timed out".into() }, true))?
+            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: connect_error(&e) }, !e.is_connect()))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: e.to_string() }, false))?
+            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: e.to_string() }, true))?
             .to_bytes();
         Ok((status, bytes))
     }
@@ -151,8 +165,9 @@ impl CaClient {
         method: http::Method,
         path: &str,
         body: Option<Body>,
+        retry_safe: bool,
     ) -> Result<T, ClientError> {
-        let (status, bytes) = self.send(method, path, body).await?;
+        let (status, bytes) = self.send(method, path, body, retry_safe).await?;
         if !(200..300).contains(&status) {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(ClientError::Refused {
@@ -167,18 +182,18 @@ impl CaClient {
 
     pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, ClientError> {
         let body = serde_json::json!({"token": token.trim(), "csr": csr_pem});
-        self.json(http::Method::POST, "/v1/enroll", Some(Body::Json(body))).await
+        self.json(http::Method::POST, "/v1/enroll", Some(Body::Json(body)), true).await
     }
 
     /// Renews the certificate we connect with; `csr_pem` carries a new key.
     pub async fn renew(&self, csr_pem: Option<&str>) -> Result<Issued, ClientError> {
         let body = csr_pem.map(|c| serde_json::json!({"csr": c})).unwrap_or_else(|| serde_json::json!({}));
-        self.json(http::Method::POST, "/v1/renew", Some(Body::Json(body))).await
+        self.json(http::Method::POST, "/v1/renew", Some(Body::Json(body)), false).await
     }
 
     pub async fn revoke(&self, serial: &str, reason: &str) -> Result<serde_json::Value, ClientError> {
         let body = serde_json::json!({"serial": serial, "reason": reason});
-        self.json(http::Method::POST, "/v1/revoke", Some(Body::Json(body))).await
+        self.json(http::Method::POST, "/v1/revoke", Some(Body::Json(body)), false).await
     }
 
     /// An access token for the certificate we connect with (client
@@ -192,7 +207,7 @@ impl CaClient {
         form.extend(scope.map(|s| ("scope", s)));
         form.extend(audience.map(|a| ("audience", a)));
         let text = serde_urlencoded::to_string(&form).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        self.json(http::Method::POST, "/v1/oauth/token", Some(Body::Form(text))).await
+        self.json(http::Method::POST, "/v1/oauth/token", Some(Body::Form(text)), false).await
     }
 }
 

@@ -126,6 +126,32 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(TokenGrant { request: token_request(&token)?, hash })
     }
 
+    /// The certificate token `secret` already bought, if `csr_der` is for
+    /// the same key: an enrollment retried after its answer was lost (a
+    /// node died, a connection broke) gets that certificate again, never a
+    /// second one. The CSR's signature proves the caller holds the key; a
+    /// revoked or expired certificate is not handed out again.
+    pub fn retried_enrollment(&mut self, secret: &str, csr_der: &[u8]) -> Result<Option<CertRecord>> {
+        let hash = token_hash(secret);
+        let Some(serial) = self.store.token(&hash)?.and_then(|t| t.spent_serial) else { return Ok(None) };
+        let Some(rec) = self.store.cert_by_serial(&serial)? else { return Ok(None) };
+        if rec.revocation.is_some() || rec.not_after <= now().unix_timestamp() {
+            return Ok(None);
+        }
+        let key = ambos_pki::csr_public_key(csr_der)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&rec.cert_der)
+            .map_err(|e| StoreError::Corrupt(format!("certificate {serial}: {e}")))?;
+        if cert.public_key().raw != key.as_slice() {
+            return Ok(None);
+        }
+        let by = Some(token_actor(&hash));
+        let detail = "retried: the certificate this token bought, sent again".to_string();
+        let entry =
+            crate::audit::Entry { action: "enroll", subject: &rec.name, serial: Some(&serial), refused: None, detail };
+        self.audit(&[(by, entry)]);
+        Ok(Some(rec))
+    }
+
     /// Spends each enrollment's token and stores its certificate: one
     /// transaction for the batch (one fsync), each enrollment all or nothing.
     /// The token is checked again inside the transaction, so a token spent

@@ -322,6 +322,13 @@ impl Authority {
     }
 }
 
+/// The public key (DER SubjectPublicKeyInfo) of a CSR whose signature
+/// verifies, with the same checks as [`Authority::issue_for_csr`]: a
+/// request with a bad signature or an unsupported key has no key to trust.
+pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    Ok(CsrContents::parse(csr_der)?.public_key_der)
+}
+
 impl Authority {
     /// Issues `req` — names decided by the caller, e.g. an enrollment token —
     /// for the key in a CSR. The CSR's signature must verify, and every name
@@ -366,6 +373,8 @@ struct CsrContents {
     organizational_units: Vec<String>,
     sans: Vec<San>,
     public_key: SubjectPublicKeyInfo,
+    /// The SubjectPublicKeyInfo as the request carries it (DER).
+    public_key_der: Vec<u8>,
 }
 
 impl CsrContents {
@@ -417,7 +426,8 @@ impl CsrContents {
             }
         }
         let public_key = SubjectPublicKeyInfo::from_der(spki.raw).map_err(|e| PkiError::MalformedCsr(e.to_string()))?;
-        Ok(CsrContents { common_name, organization, organizational_units, sans, public_key })
+        let public_key_der = spki.raw.to_vec();
+        Ok(CsrContents { common_name, organization, organizational_units, sans, public_key, public_key_der })
     }
 }
 

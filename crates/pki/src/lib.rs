@@ -16,7 +16,7 @@ mod request;
 mod rfc3339;
 mod serial;
 
-pub use authority::{check_crl_url, issued_ttl, Authority, IssuedCert, NewCa};
+pub use authority::{check_crl_url, csr_public_key, issued_ttl, Authority, IssuedCert, NewCa};
 pub use crl::{build_crl, RevocationReason, RevokedEntry};
 pub use duration::{format_duration, parse_duration, parse_duration_within, MAX_DURATION};
 pub use error::PkiError;

@@ -60,6 +60,8 @@ pub enum StoreError {
     Connect { url: String, why: String },
     #[error("the database {0} has an older ambos schema: run `ambos store migrate` first")]
     SchemaMissing(String),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The server's own message for a database error, not just "db error".
@@ -71,6 +73,22 @@ fn postgres_text(e: &::postgres::Error) -> String {
 }
 
 impl StoreError {
+    /// Whether the database could not be reached (down, restarting, the
+    /// connection lost): nothing was done, and the same call may succeed
+    /// later or on another node (the CA API answers 503).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } | StoreError::Unavailable(_) => true,
+            StoreError::Postgres(e) => {
+                let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+                // SQLSTATE class 08: connection exception; 57P0x: the server shutting down or starting.
+                let code = e.code().map(|c| c.code()).unwrap_or_default();
+                e.is_closed() || io || code.starts_with("08") || code.starts_with("57P")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether what the caller asked for was wrong (exit code 2), not the store (1).
     pub fn is_input(&self) -> bool {
         matches!(

@@ -60,16 +60,26 @@ pub(super) async fn enroll(
 async fn enroll_with_token(st: &Arc<CaState>, body: Bytes) -> Result<Response, ApiError> {
     let body: EnrollBody = parse_json(&body)?;
     let der = csr_der(&body.csr)?;
-    let st2 = st.clone();
+    let (st2, token, csr) = (st.clone(), body.token.clone(), der.clone());
     let enrollment = blocking(move || {
         let mut ca = st2.ca.lock().expect("ca lock");
-        let signed = ca.check_token(&body.token).and_then(|grant| grant.sign(&st2.signer, &der));
-        if let Err(e) = &signed {
-            ca.enrollment_refused(&body.token, e);
+        let signed = ca.check_token(&token).and_then(|grant| grant.sign(&st2.signer, &csr));
+        match signed {
+            Ok(e) => Ok(Ok(e)),
+            Err(e) => match again(&mut ca, &token, &csr, &e) {
+                Some(rec) => Ok(Err(rec)),
+                None => {
+                    ca.enrollment_refused(&token, &e);
+                    Err(e.into())
+                }
+            },
         }
-        Ok(signed?)
     })
     .await?;
+    let enrollment = match enrollment {
+        Ok(e) => e,
+        Err(rec) => return Ok(retried(st, &rec)),
+    };
     let unavailable = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "");
     let (reply, answer) = oneshot::channel();
     st.enroll.send(EnrollJob { enrollment, reply }).map_err(|_| unavailable())?;
@@ -79,10 +89,45 @@ async fn enroll_with_token(st: &Arc<CaState>, body: Bytes) -> Result<Response, A
             Ok((StatusCode::CREATED, Json(st.issued_json(&issued))).into_response())
         }
         Err(e) => {
-            metrics::counter!("ambos_ca_enrollments_total", "result" => "refused").increment(1);
-            Err(e.into())
+            // The same request on two nodes at once: the one that lost the race answers like the winner.
+            let st2 = st.clone();
+            let rec = blocking(move || {
+                let mut ca = st2.ca.lock().expect("ca lock");
+                Ok(again(&mut ca, &body.token, &der, &e).ok_or(e))
+            })
+            .await?;
+            match rec {
+                Ok(rec) => Ok(retried(st, &rec)),
+                Err(e) => {
+                    metrics::counter!("ambos_ca_enrollments_total", "result" => "refused").increment(1);
+                    Err(e.into())
+                }
+            }
         }
     }
+}
+
+/// For a spent token, the certificate it bought if `csr` is for the same
+/// key: the client is retrying an enrollment whose answer it never got.
+fn again(
+    ca: &mut crate::CertificateAuthority,
+    token: &str,
+    csr: &[u8],
+    why: &CaError,
+) -> Option<ambos_store::CertRecord> {
+    if !matches!(why, CaError::Store(StoreError::TokenSpent)) {
+        return None;
+    }
+    ca.retried_enrollment(token, csr).unwrap_or_else(|e| {
+        tracing::warn!("a retried enrollment could not be looked up: {e}");
+        None
+    })
+}
+
+/// 200 (not 201): nothing new was issued.
+fn retried(st: &CaState, rec: &ambos_store::CertRecord) -> Response {
+    metrics::counter!("ambos_ca_enrollments_total", "result" => "retried").increment(1);
+    (StatusCode::OK, Json(st.record_json(rec))).into_response()
 }
 
 /// The group-commit writer: up to 512 waiting enrollments per transaction.
@@ -111,8 +156,11 @@ pub(super) fn spawn_writer(at: &StoreLocation, node: String) -> Result<mpsc::Sen
                     }
                     Err(e) => {
                         tracing::error!("enrollment transaction failed: {e}");
+                        let down = matches!(&e, CaError::Store(s) if s.is_unavailable());
                         for reply in replies {
-                            let _ = reply.send(Err(StoreError::Corrupt(e.to_string()).into()));
+                            let why = e.to_string();
+                            let e = if down { StoreError::Unavailable(why) } else { StoreError::Corrupt(why) };
+                            let _ = reply.send(Err(e.into()));
                         }
                     }
                 }
@@ -165,6 +213,41 @@ mod tests {
         assert!(v["ca"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
         assert!(v["not_after"].as_str().unwrap().ends_with('Z'));
         let (status, _, v) = answer(enroll(State(st), from([10, 0, 0, 1]), body(&secret)).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("token already used")));
+    }
+
+    #[tokio::test]
+    async fn a_retry_with_the_same_csr_gets_the_same_certificate_and_nothing_else_does() {
+        let mut t = test_ca("api");
+        let secret = token(&mut t);
+        let st = state(&t, ServeLimits::default());
+        let (_, der) = csr("dev", &[]);
+        let same = || -> Bytes {
+            serde_json::json!({"token": secret, "csr": pem_encode("CERTIFICATE REQUEST", &der)}).to_string().into()
+        };
+        let (status, _, first) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), same()).await).await;
+        assert_eq!(status, StatusCode::CREATED, "{first}");
+        // The answer was lost; the client sends the same request again (here or to another node).
+        let (status, _, again) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), same()).await).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!((&again["serial"], &again["certificate"]), (&first["serial"], &first["certificate"]));
+        let listed = t.ca.list(&ambos_store::CertFilter { name: Some("dev".into()), ..Default::default() }).unwrap();
+        assert_eq!(listed.len(), 1, "nothing new issued");
+        // Another key with the token: refused.
+        let (status, _, v) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), body(&secret)).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("token already used")));
+        // The same key's CSR with a broken signature proves nothing: refused.
+        let mut forged = der.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let b: Bytes =
+            serde_json::json!({"token": secret, "csr": pem_encode("CERTIFICATE REQUEST", &forged)}).to_string().into();
+        let (status, _, v) = answer(enroll(State(st.clone()), from([10, 0, 0, 1]), b).await).await;
+        assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("token already used")));
+        // Revoked since: not handed out again.
+        let serial: ambos_pki::Serial = first["serial"].as_str().unwrap().parse().unwrap();
+        t.ca.revoke(&crate::CertSelector::Serial(serial), ambos_pki::RevocationReason::KeyCompromise).unwrap();
+        let (status, _, v) = answer(enroll(State(st), from([10, 0, 0, 1]), same()).await).await;
         assert_eq!((status, v["error"].as_str()), (StatusCode::CONFLICT, Some("token already used")));
     }
 

@@ -51,6 +51,11 @@ impl From<CaError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown certificate", s)
             }
             CaError::Store(StoreError::AlreadyRevoked(s)) => ApiError::new(StatusCode::CONFLICT, "already revoked", s),
+            // The why names the database: it goes to the log, not to the client.
+            CaError::Store(e) if e.is_unavailable() => {
+                tracing::warn!("store unavailable: {e}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store unavailable", "")
+            }
             CaError::UnknownPeer(s) => ApiError::new(StatusCode::FORBIDDEN, "unknown certificate", s),
             CaError::PeerRevoked(s) => ApiError::new(StatusCode::FORBIDDEN, "certificate revoked", s),
             CaError::NotAdmin(_) => ApiError::new(
@@ -102,6 +107,9 @@ mod tests {
             assert!(a.is_token_failure(), "{error}");
         }
         assert!(!ApiError::from(CaError::Store(StoreError::AlreadyRevoked("ab".into()))).is_token_failure());
+        let down = StoreError::Connect { url: "postgres://db".into(), why: "refused".into() };
+        let a = ApiError::from(CaError::Store(down));
+        assert_eq!((a.status.as_u16(), a.error, a.detail.as_str()), (503, "store unavailable", ""));
         assert!(!ApiError::bad_request("x").is_token_failure());
     }
 

@@ -143,11 +143,20 @@ impl CaState {
 
     /// A certificate as the API returns it (`client::Issued`).
     fn issued_json(&self, issued: &IssuedCert) -> serde_json::Value {
+        self.cert_json(&issued.name, &issued.serial.to_hex(), issued.not_after.unix_timestamp(), &issued.cert_der)
+    }
+
+    /// The same for a stored certificate (an enrollment retried).
+    fn record_json(&self, rec: &ambos_store::CertRecord) -> serde_json::Value {
+        self.cert_json(&rec.name, &rec.serial, rec.not_after, &rec.cert_der)
+    }
+
+    fn cert_json(&self, name: &str, serial: &str, not_after: i64, der: &[u8]) -> serde_json::Value {
         json!({
-            "name": issued.name,
-            "serial": issued.serial.to_hex(),
-            "not_after": ambos_pki::rfc3339(issued.not_after),
-            "certificate": self.signer.chain_pem(&issued.cert_der),
+            "name": name,
+            "serial": serial,
+            "not_after": ambos_pki::rfc3339_unix(not_after),
+            "certificate": self.signer.chain_pem(der),
             "ca": self.root_pem,
         })
     }
