@@ -21,11 +21,13 @@
 //! `status NNN`), so a run that half-fails says how.
 #![forbid(unsafe_code)]
 
+mod flags;
 mod grpc;
 mod tally;
 mod websocket;
 mod workers;
 
+pub use flags::BenchFlags;
 pub use tally::Summary;
 
 use ambos_tls::{ClientCert, ServerAuth};
@@ -132,13 +134,16 @@ impl KxGroup {
 #[derive(Clone, Debug)]
 pub struct BenchPlan {
     pub mode: Mode,
-    /// HOST:PORT, resolved once so DNS is not part of the measurement.
+    /// HOST:PORT, resolved once so DNS is not part of the measurement;
+    /// enroll: several, comma-separated (failover between CA nodes).
     pub target: String,
     /// Client certificate chain and key (PEM); not for enroll.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     /// enroll: file of tokens, one per line.
     pub tokens: Option<PathBuf>,
+    /// enroll: where to write the serials of the certificates received.
+    pub serials: Option<PathBuf>,
     /// CA certificate(s) the server certificate must chain to.
     pub ca: Option<PathBuf>,
     /// SNI, Host header, and the name the server certificate is verified against.
@@ -169,7 +174,14 @@ enum Limit {
 /// A checked plan with its TLS client configuration: what every worker shares.
 pub struct Plan {
     mode: Mode,
+    /// The first target (the only one but for enroll).
     addr: SocketAddr,
+    /// enroll: every target; worker N starts at target N mod len.
+    addrs: Vec<SocketAddr>,
+    workers_started: std::sync::atomic::AtomicUsize,
+    /// enroll: requests sent again to the next target.
+    resent: AtomicU64,
+    serials: Option<(PathBuf, Mutex<Vec<String>>)>,
     connector: TlsConnector,
     server_name: ServerName<'static>,
     host: String,
@@ -201,6 +213,10 @@ pub struct Report {
     pub server_verified: bool,
     #[serde(flatten)]
     pub summary: Summary,
+    /// enroll with several targets: requests sent again to the next one
+    /// (no answer, or 503) before they succeeded or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resent: Option<u64>,
 }
 
 /// A finished run: the report and what the summary line needs.
@@ -243,6 +259,9 @@ fn check(p: &BenchPlan) -> Result<(), BenchError> {
     if matches!(p.mode, Mode::Hold | Mode::Websocket) && p.count.is_none() {
         return Err(input(format!("{} needs --count (connections to open)", p.mode.name())));
     }
+    if p.target.contains(',') && p.mode != Mode::Enroll {
+        return Err(input(format!("--target: several targets are for enroll, not {}", p.mode.name())));
+    }
     if p.count == Some(0) {
         return Err(input("--count must be at least 1"));
     }
@@ -270,7 +289,8 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
         Some(n) => Limit::Count(n),
         None => Limit::Until(Instant::now() + p.duration),
     };
-    let addr = resolve(&p.target)?;
+    let addrs = p.target.split(',').map(|t| resolve(t.trim())).collect::<Result<Vec<_>, _>>()?;
+    let addr = addrs[0];
     let server_name = ServerName::try_from(p.server_name.clone())
         .map_err(|e| input(format!("--server-name {:?}: {e}", p.server_name)))?;
     let h2_uri = http::Uri::try_from(format!("https://{}{}", p.server_name, p.path))
@@ -324,6 +344,10 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
     Ok(Plan {
         mode: p.mode,
         addr,
+        resent: AtomicU64::new(0),
+        workers_started: Default::default(),
+        serials: p.serials.clone().map(|f| (f, Mutex::new(Vec::new()))),
+        addrs,
         connector: TlsConnector::from(Arc::new(config)),
         server_name,
         host: p.server_name.clone(),
@@ -388,6 +412,11 @@ impl Plan {
         })?;
         let seconds = began.elapsed().as_secs_f64();
         drop(runtime);
+        if let Some((file, got)) = &plan.serials {
+            let got = got.lock().unwrap_or_else(|e| e.into_inner());
+            let text: String = got.iter().map(|s| format!("{s}\n")).collect();
+            std::fs::write(file, text).map_err(|e| input(format!("--serials {}: {e}", file.display())))?;
+        }
         let first_error = plan.first_error.lock().unwrap_or_else(|e| e.into_inner()).take();
         Ok(Outcome {
             report: Report {
@@ -395,6 +424,7 @@ impl Plan {
                 protocol: if plan.http2 { "h2" } else { "http/1.1" },
                 server_verified: plan.server_verified,
                 summary: total.summary(seconds),
+                resent: (plan.addrs.len() > 1).then(|| plan.resent.load(Ordering::Relaxed)),
             },
             addr: plan.addr,
             workers: plan.concurrency,
@@ -435,6 +465,7 @@ mod tests {
             cert: None,
             key: None,
             tokens: None,
+            serials: None,
             ca: None,
             server_name: "localhost".into(),
             concurrency: 4,
@@ -470,6 +501,10 @@ mod tests {
             "--http2 is for http and hold, not websocket"
         );
         assert_eq!(refused(BenchPlan { count: Some(0), ..base(Mode::Http) }), "--count must be at least 1");
+        assert_eq!(
+            refused(BenchPlan { target: "127.0.0.1:1,127.0.0.1:2".into(), ..base(Mode::Http) }),
+            "--target: several targets are for enroll, not http"
+        );
         assert_eq!(duration_flag(Mode::Http, Some(5), "junk").unwrap(), Duration::ZERO, "--count decides");
         assert_eq!(duration_flag(Mode::Hold, Some(5), "2s").unwrap(), Duration::from_secs(2), "hold holds");
         assert!(duration_flag(Mode::Http, None, "junk").unwrap_err().to_string().starts_with("--duration: "));
@@ -525,7 +560,7 @@ mod tests {
             p99_us: 300,
             max_us: 400,
         };
-        let report = Report { mode: "http", protocol: "h2", server_verified: false, summary };
+        let report = Report { mode: "http", protocol: "h2", server_verified: false, summary, resent: None };
         let out = Outcome { report, addr: ([127, 0, 0, 1], 8443).into(), workers: 4, first_error: None };
         assert_eq!(
             out.to_string(),

@@ -20,6 +20,12 @@ impl Failure {
     pub fn new(kind: impl Into<Cow<'static, str>>, detail: impl Into<String>) -> Failure {
         Failure { kind: kind.into(), detail: detail.into() }
     }
+
+    /// Whether the request may not have been done, so that another CA node
+    /// can be asked: no connection, no answer, or 503 (its store is down).
+    pub fn resendable(&self) -> bool {
+        matches!(&*self.kind, "connect" | "tls" | "protocol" | "send" | "read" | "timeout" | "status 503")
+    }
 }
 
 /// `.kind("tls")` / `.context_kind("connect ...", "connect")`: files an error under a kind.

@@ -27,7 +27,14 @@ pub async fn work(plan: Arc<Plan>) -> Tally {
 
 impl Plan {
     async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
-        let tcp = TcpStream::connect(self.addr).await.context_kind(format_args!("connect {}", self.addr), "connect")?;
+        self.connect_to(self.addr).await
+    }
+
+    async fn connect_to(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Failure> {
+        let tcp = TcpStream::connect(addr).await.context_kind(format_args!("connect {addr}"), "connect")?;
         tcp.set_nodelay(true).context_kind("TCP_NODELAY", "connect")?;
         self.connector.connect(self.server_name.clone(), tcp).await.context_kind("TLS handshake", "tls")
     }
@@ -44,7 +51,7 @@ impl Plan {
 }
 
 /// `timeout(OP_TIMEOUT, op)` with the timeout filed as a kind of failure.
-async fn timed(op: impl std::future::Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+async fn timed<T>(op: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     match tokio::time::timeout(OP_TIMEOUT, op).await {
         Ok(r) => r,
         Err(_) => Err(Failure::new("timeout", format!("no response within {OP_TIMEOUT:?}"))),
@@ -201,9 +208,14 @@ async fn one_request(plan: &Plan, sender: &mut Option<Sender>) -> Result<(), Fai
 
 type EnrollSender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
+/// How long an enrollment is sent again to the next target (several
+/// targets only) while none answers it or they answer 503.
+const RESEND_FOR: Duration = Duration::from_secs(90);
+
 async fn enroll_worker(plan: &Plan) -> Tally {
     let mut tally = Tally::new();
     let mut sender: Option<EnrollSender> = None;
+    let mut node = plan.workers_started.fetch_add(1, Ordering::Relaxed) % plan.addrs.len();
     loop {
         let i = plan.started.fetch_add(1, Ordering::Relaxed) as usize;
         let Some(token) = plan.tokens.get(i) else { break };
@@ -213,7 +225,35 @@ async fn enroll_worker(plan: &Plan) -> Tally {
             }
         }
         let started = Instant::now();
-        let outcome = timed(one_enrollment(plan, &mut sender, token)).await;
+        let outcome = async {
+            // One key and CSR per token: a request sent again is the same
+            // request, which a CA node answers with the certificate already bought.
+            let body = enrollment(token)?;
+            loop {
+                let r = timed(post(
+                    plan,
+                    plan.addrs[node],
+                    &mut sender,
+                    "/v1/enroll",
+                    "application/json",
+                    body.clone(),
+                    &[http::StatusCode::CREATED, http::StatusCode::OK],
+                ))
+                .await;
+                match r {
+                    Err(f) if plan.addrs.len() > 1 && f.resendable() && started.elapsed() < RESEND_FOR => {
+                        sender = None;
+                        node = (node + 1) % plan.addrs.len();
+                        plan.resent.fetch_add(1, Ordering::Relaxed);
+                        // Not a busy loop against a store that is down.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    r => break r,
+                }
+            }
+        }
+        .await;
+        let outcome = outcome.and_then(|answer| plan.keep_serial(&answer));
         if outcome.is_err() {
             sender = None;
         }
@@ -222,12 +262,24 @@ async fn enroll_worker(plan: &Plan) -> Tally {
     tally
 }
 
-async fn one_enrollment(plan: &Plan, sender: &mut Option<EnrollSender>, token: &str) -> Result<(), Failure> {
+fn enrollment(token: &str) -> Result<Bytes, Failure> {
     let key = ambos_pki::KeyType::EcP256.generate().kind("client")?;
     let csr = ambos_pki::create_csr(&key, None, &[]).kind("client")?;
     let body =
         serde_json::json!({"token": token, "csr": ambos_pki::pem_encode("CERTIFICATE REQUEST", &csr)}).to_string();
-    post(plan, sender, "/v1/enroll", "application/json", Bytes::from(body), http::StatusCode::CREATED).await
+    Ok(Bytes::from(body))
+}
+
+impl Plan {
+    /// `--serials`: the serial of the certificate in an enrollment's answer.
+    fn keep_serial(&self, answer: &[u8]) -> Result<(), Failure> {
+        let Some((_, kept)) = &self.serials else { return Ok(()) };
+        let v: serde_json::Value = serde_json::from_slice(answer).context_kind("enrollment answer", "protocol")?;
+        let serial =
+            v["serial"].as_str().ok_or_else(|| Failure::new("protocol", "enrollment answer without a serial"))?;
+        kept.lock().unwrap_or_else(|e| e.into_inner()).push(serial.to_string());
+        Ok(())
+    }
 }
 
 /// `token` mode: one access token from `ambos serve` per operation (client
@@ -238,28 +290,37 @@ impl KeepAlive for TokenSender {
     async fn op(plan: &Plan, sender: &mut Option<Self>) -> Result<(), Failure> {
         let mut inner = sender.take().map(|s| s.0);
         let form = Bytes::from_static(b"grant_type=client_credentials");
-        let r =
-            post(plan, &mut inner, "/v1/oauth/token", "application/x-www-form-urlencoded", form, http::StatusCode::OK);
-        let outcome = r.await;
+        let r = post(
+            plan,
+            plan.addr,
+            &mut inner,
+            "/v1/oauth/token",
+            "application/x-www-form-urlencoded",
+            form,
+            &[http::StatusCode::OK],
+        );
+        let outcome = r.await.map(drop);
         *sender = inner.map(TokenSender);
         outcome
     }
 }
 
-/// POSTs `body` to `path` over the worker's HTTP/1.1 connection (opened
-/// if there is none); anything but `expect` is a failure with the answer.
+/// POSTs `body` to `path` at `addr` over the worker's HTTP/1.1 connection
+/// (opened if there is none); an answer not in `expect` is a failure with
+/// the answer, else the answer's body.
 async fn post(
     plan: &Plan,
+    addr: std::net::SocketAddr,
     sender: &mut Option<EnrollSender>,
     path: &str,
     content_type: &str,
     body: Bytes,
-    expect: http::StatusCode,
-) -> Result<(), Failure> {
+    expect: &[http::StatusCode],
+) -> Result<Bytes, Failure> {
     let s = match sender {
         Some(s) => s,
         None => {
-            let tls = plan.connect().await?;
+            let tls = plan.connect_to(addr).await?;
             let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
                 .context_kind("HTTP/1.1 handshake", "protocol")?;
@@ -276,13 +337,13 @@ async fn post(
     let response = s.send_request(request).await.context_kind("send request", "send")?;
     let status = response.status();
     let body = response.into_body().collect().await.context_kind("read response body", "read")?.to_bytes();
-    if status != expect {
+    if !expect.contains(&status) {
         return Err(Failure::new(
             format!("status {}", status.as_u16()),
             format!("unexpected status {status}: {}", String::from_utf8_lossy(&body)),
         ));
     }
-    Ok(())
+    Ok(body)
 }
 
 /// Opens connections (each completes one keep-alive request, so the server

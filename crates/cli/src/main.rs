@@ -149,7 +149,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json\n  ambos bench http --http2 --cheap-client --target 127.0.0.1:8443 --cert ... --key ... --duration 30s"
     )]
-    Bench(cmd::bench::BenchArgs),
+    Bench(ambos_bench::BenchFlags),
 }
 
 /// `probe` found a failure: the report is printed already; exit 1 quietly.

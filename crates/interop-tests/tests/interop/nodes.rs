@@ -32,24 +32,30 @@ fn two_nodes_on_one_database_sell_each_token_once() {
         ca.ambos(&["token", "create", "dev", "--count", &count]).ok().stdout.lines().map(str::to_string).collect();
     assert_eq!(tokens.len(), TOKENS);
     let (a, b) = (node(&ca, "a"), node(&ca, "b"));
-    let (_, csr) = openssl_csr(ca.dir(), "dev", "/CN=dev", &[]);
-    let csr = std::fs::read_to_string(csr).unwrap();
+    // Two holders of each token, each with a key of its own (a stolen
+    // token raced against its owner): a CSR that is not a retry of the
+    // winner's buys nothing.
+    let csrs: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|k| std::fs::read_to_string(openssl_csr(ca.dir(), &format!("dev-{k}"), "/CN=dev", &[]).1).unwrap())
+        .collect();
     // Each token to both nodes at once, eight tokens at a time.
     let ca = Arc::new(ca);
     let outcomes: Vec<(String, String)> = std::thread::scope(|scope| {
         let mut all = Vec::new();
         for chunk in tokens.chunks(TOKENS / 8) {
-            let (ca, csr, ports) = (ca.clone(), csr.clone(), [a.port, b.port]);
+            let (ca, csrs, ports) = (ca.clone(), csrs.clone(), [a.port, b.port]);
             all.push(scope.spawn(move || {
                 let mut seen = Vec::new();
                 for token in chunk {
                     let barrier = Arc::new(Barrier::new(2));
-                    let body = serde_json::json!({"token": token, "csr": csr}).to_string();
                     let pair: Vec<(String, String)> = std::thread::scope(|inner| {
                         let hs: Vec<_> = ports
                             .iter()
-                            .map(|port| {
-                                let (ca, barrier, body) = (ca.clone(), barrier.clone(), body.clone());
+                            .zip(&csrs)
+                            .map(|(port, csr)| {
+                                let body = serde_json::json!({"token": token, "csr": csr}).to_string();
+                                let (ca, barrier) = (ca.clone(), barrier.clone());
                                 inner.spawn(move || {
                                     let url = format!("https://localhost:{port}/v1/enroll");
                                     let extra = ["-X", "POST", "-H", "Content-Type: application/json", "-d", &body];
@@ -145,51 +151,243 @@ fn a_revocation_through_one_node_is_in_the_other_nodes_crl_with_a_higher_number(
     assert!(proxy.log().contains("trying the next CA node"), "{}", proxy.log());
 }
 
+/// A PostgreSQL cluster of a test's own (the shared one must not restart
+/// under other tests), stopped when dropped.
+struct Cluster {
+    script: PathBuf,
+    dir: PathBuf,
+    url: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `None` without the test server (as [`TestCa::on_postgres`]).
+    fn start() -> Option<Cluster> {
+        TestCa::on_postgres()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
+        let dir = tmp.path().join("pg");
+        let started = run(Command::new(&script).arg("start").arg(&dir));
+        assert_eq!(started.code, 0, "{}", started.stderr);
+        Some(Cluster { script, dir, url: started.stdout.trim().to_string(), _tmp: tmp })
+    }
+
+    /// `down` (the server stopped, its data kept) or `up` (started again on its port).
+    fn set(&self, how: &str) {
+        let r = run(Command::new(&self.script).arg(how).arg(&self.dir));
+        assert_eq!(r.code, 0, "pg-cluster.sh {how}: {}", r.stderr);
+    }
+
+    /// A CA with no CA yet in this cluster's database.
+    fn ca(&self) -> TestCa {
+        let mut ca = TestCa::empty();
+        ca.store = Some(self.url.clone());
+        ca
+    }
+
+    /// One number from psql.
+    fn count(&self, sql: &str) -> usize {
+        let r = run(Command::new("psql").arg(&self.url).args(["-tAc", sql]));
+        r.stdout.trim().parse().unwrap_or(0)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script).arg("stop").arg(&self.dir).status();
+    }
+}
+
 #[test]
 fn a_node_answers_503_while_its_database_is_down_and_recovers_by_itself() {
-    if TestCa::on_postgres().is_none() {
-        return;
-    }
-    // A cluster of its own: the shared one must not restart under other tests.
-    let pg = tempfile::tempdir().unwrap();
-    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster.sh");
-    let pg_dir = pg.path().join("pg");
-    let started = run(Command::new(&cluster).arg("start").arg(&pg_dir));
-    assert_eq!(started.code, 0, "{}", started.stderr);
-    struct Stop(PathBuf, PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new(&self.0).arg("stop").arg(&self.1).status();
-        }
-    }
-    let _stop = Stop(cluster.clone(), pg_dir.clone());
-    let mut ca = TestCa::empty();
-    ca.store = Some(started.stdout.trim().to_string());
+    let Some(pg) = Cluster::start() else { return };
+    let ca = pg.ca();
     ca.ambos(&["init", "--no-passphrase"]).ok();
     std::fs::create_dir_all(ca.certs()).unwrap();
     std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
     let n = node(&ca, "a");
     let health = || ca.curl(None, &format!("https://localhost:{}/healthz", n.port), &[]);
     assert_eq!(health().status, "200");
-    let down = run(Command::new(&cluster).arg("down").arg(&pg_dir));
-    assert_eq!(down.code, 0, "{}", down.stderr);
+    pg.set("down");
     let r = poll(10, Duration::from_millis(200), health, |r| r.status == "503");
     assert_eq!(r.status, "503", "{}", r.body);
     assert!(r.body.contains("store unavailable"), "{}", r.body);
-    let up = run(Command::new(&cluster).arg("up").arg(&pg_dir));
-    assert_eq!(up.code, 0, "{}", up.stderr);
+    // An enrollment meanwhile: 503 too, the token untouched.
+    let token = "ambos_no-database-to-ask";
+    let enroll = |body: &str| {
+        ca.curl(
+            None,
+            &format!("https://localhost:{}/v1/enroll", n.port),
+            &["-X", "POST", "-H", "Content-Type: application/json", "-d", body],
+        )
+    };
+    let (_, csr) = openssl_csr(ca.dir(), "dev", "/CN=dev", &[]);
+    let csr = std::fs::read_to_string(csr).unwrap();
+    let r = enroll(&serde_json::json!({"token": token, "csr": csr}).to_string());
+    assert_eq!((r.status.as_str(), r.body.contains("store unavailable")), ("503", true), "{}", r.body);
+    pg.set("up");
     let r = poll(10, Duration::from_millis(200), health, |r| r.status == "200");
     assert_eq!(r.status, "200", "no recovery: {}", r.body);
     // And it works again: a token is sold.
     let token = ca.ambos(&["token", "create", "dev"]).ok().stdout.trim().to_string();
-    let (_, csr) = openssl_csr(ca.dir(), "dev", "/CN=dev", &[]);
-    let body = serde_json::json!({"token": token, "csr": std::fs::read_to_string(csr).unwrap()}).to_string();
-    let r = ca.curl(
-        None,
-        &format!("https://localhost:{}/v1/enroll", n.port),
-        &["-X", "POST", "-H", "Content-Type: application/json", "-d", &body],
-    );
+    let r = enroll(&serde_json::json!({"token": token, "csr": csr}).to_string());
     assert_eq!(r.status, "201", "{}", r.body);
+}
+
+/// The whole scenario in one run: three nodes on one database take
+/// 20,000 enrollments from concurrent clients that fail over between them
+/// (`ambos bench enroll` with the three nodes), while one node is killed
+/// with SIGKILL and started again, 200 other tokens are each presented to
+/// two nodes at the same moment, and the database is stopped and started
+/// again. Every token buys exactly one certificate, every client holds the
+/// certificate the store has for it, nothing is lost or doubled.
+#[test]
+fn three_nodes_take_20000_enrollments_through_a_sigkill_and_a_database_restart() {
+    let Some(pg) = Cluster::start() else { return };
+    let ca = pg.ca();
+    ca.ambos(&["init", "--no-passphrase"]).ok();
+    std::fs::create_dir_all(ca.certs()).unwrap();
+    std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
+    const N: usize = 20_000;
+    const RACED: usize = 200;
+    let tokens = ca.ambos(&["token", "create", "dev", "--count", &N.to_string(), "--ttl", "1h"]).ok().stdout;
+    let tokens_file = ca.write("tokens.txt", &tokens);
+    let raced: Vec<String> = ca
+        .ambos(&["token", "create", "race", "--count", &RACED.to_string()])
+        .ok()
+        .stdout
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut nodes = [node(&ca, "a"), node(&ca, "b"), node(&ca, "c")];
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let targets: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let serials_file = ca.path("serials.txt");
+    let mut bench = ca.cmd();
+    bench.args(["bench", "enroll", "--target", &targets.join(","), "--tokens"]).arg(&tokens_file);
+    bench.args(["--ca"]).arg(ca.path("ca.crt")).args(["--count", &N.to_string(), "--concurrency", "12", "--json"]);
+    bench.arg("--serials").arg(&serials_file);
+    let out = ca.path("bench.json");
+    let mut clients = ambos_interop_tests::ChildGuard(
+        bench.stdout(std::fs::File::create(&out).unwrap()).stderr(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    let stored = || pg.count("SELECT count(*) FROM certificate WHERE name = 'dev'");
+    let wait_for = |n: usize| {
+        let got = poll(300, Duration::from_millis(250), stored, |&c| c >= n);
+        assert!(got >= n, "stuck at {got} certificates");
+    };
+    // Node A killed mid-run, then started again on its port.
+    wait_for(N / 5);
+    nodes[0].signal("-KILL");
+    let _ = nodes[0].child.0.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[0] = Daemon::spawn(
+        ca.cmd().args(["serve", "--listen", &targets[0], "--crl-validity", "1h", "--token-failure-limit", "100000"]),
+        ca.dir().join("serve-a-again.log"),
+    );
+    // 200 tokens, each to nodes B and C at the same moment, while the clients run.
+    wait_for(2 * N / 5);
+    // Even tokens: two keys (one must lose); odd tokens: the same request
+    // twice (a client retrying on another node: both answers carry the one certificate).
+    let csrs: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|k| std::fs::read_to_string(openssl_csr(ca.dir(), &format!("race-{k}"), "/CN=race", &[]).1).unwrap())
+        .collect();
+    let race: Vec<(usize, String, String)> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|part| {
+                let (ca, csrs, ports, raced) = (&ca, &csrs, [ports[1], ports[2]], &raced);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    for (i, token) in raced.iter().enumerate().skip(part).step_by(4) {
+                        let barrier = Barrier::new(2);
+                        let pair: Vec<_> = std::thread::scope(|inner| {
+                            let hs: Vec<_> = ports
+                                .iter()
+                                .enumerate()
+                                .map(|(side, port)| {
+                                    let csr = &csrs[if i % 2 == 0 { side } else { 0 }];
+                                    let body = serde_json::json!({"token": token, "csr": csr}).to_string();
+                                    let barrier = &barrier;
+                                    inner.spawn(move || {
+                                        let url = format!("https://localhost:{port}/v1/enroll");
+                                        barrier.wait();
+                                        let extra = ["-X", "POST", "-H", "Content-Type: application/json", "-d", &body];
+                                        let r = ca.curl(None, &url, &extra);
+                                        (i, r.status, r.body)
+                                    })
+                                })
+                                .collect();
+                            hs.into_iter().map(|h| h.join().unwrap()).collect()
+                        });
+                        seen.extend(pair);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    // The database stopped and started again: the nodes answer 503 meanwhile and recover by themselves.
+    wait_for(3 * N / 5);
+    pg.set("down");
+    let health = |port: u16| ca.curl(None, &format!("https://localhost:{port}/healthz"), &[]).status;
+    let r = poll(15, Duration::from_millis(250), || health(ports[1]), |s| s == "503");
+    assert_eq!(r, "503", "node B while the database is down");
+    std::thread::sleep(Duration::from_secs(2));
+    pg.set("up");
+    for (i, &port) in ports.iter().enumerate() {
+        let r = poll(30, Duration::from_millis(250), || health(port), |s| s == "200");
+        assert_eq!(r, "200", "node {i} did not recover: {}", nodes[i].log());
+    }
+    let status = poll(400, Duration::from_millis(250), || clients.0.try_wait().unwrap(), Option::is_some);
+    let status = status.expect("the clients did not finish within 400 s");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(clients.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "ambos bench enroll: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!((report["ops"].as_u64(), report["errors"].as_u64()), (Some(N as u64), Some(0)), "{report} {stderr}");
+    assert!(report["resent"].as_u64().unwrap() > 0, "no client had to fail over: {report}");
+    let again = pg.count("SELECT count(*) FROM audit WHERE detail LIKE 'retried%'");
+    eprintln!("clients: {report}; {again} answers were a certificate already bought, sent again");
+
+    // Every token bought one certificate; what the clients hold is what the store has, once each.
+    let held: Vec<String> = std::fs::read_to_string(&serials_file).unwrap().lines().map(str::to_string).collect();
+    let held_set: HashSet<&String> = held.iter().collect();
+    assert_eq!((held.len(), held_set.len()), (N, N), "one certificate per client, none twice");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
+    let in_store = |name: &str| -> Vec<String> {
+        listed.iter().filter(|c| c["name"] == name).map(|c| c["serial"].as_str().unwrap().to_string()).collect()
+    };
+    let dev = in_store("dev");
+    assert_eq!(dev.len(), N, "the store has exactly one certificate per token");
+    assert!(dev.iter().all(|s| held_set.contains(s)), "a stored certificate no client holds");
+    assert_eq!(pg.count("SELECT count(*) FROM token WHERE spent_at IS NULL AND name = 'dev'"), 0);
+    // The raced tokens: one certificate each; with two keys the other
+    // request refused, with one the same certificate twice.
+    let serial =
+        |b: &str| serde_json::from_str::<serde_json::Value>(b).unwrap()["serial"].as_str().unwrap().to_string();
+    let mut bought: Vec<Vec<String>> = vec![Vec::new(); RACED];
+    for (i, status, body) in &race {
+        match (i % 2, status.as_str()) {
+            (_, "201") | (1, "200") => bought[*i].push(serial(body)),
+            (0, "409") => assert!(body.contains("token already used"), "{body}"),
+            _ => panic!("token {i}: {status} {body}"),
+        }
+    }
+    for (i, got) in bought.iter().enumerate() {
+        let want = if i % 2 == 0 { 1 } else { 2 };
+        assert!(got.len() == want && got.iter().all(|s| *s == got[0]), "token {i}: {got:?}");
+    }
+    let created: HashSet<String> = bought.iter().map(|g| g[0].clone()).collect();
+    assert_eq!(created.len(), RACED, "every raced token bought its own certificate");
+    let stored_race: HashSet<String> = in_store("race").into_iter().collect();
+    assert_eq!(stored_race, created, "the raced certificates are the stored ones");
+    let other: Vec<&serde_json::Value> = listed
+        .iter()
+        .filter(|c| !matches!(c["name"].as_str(), Some("dev" | "race")) && c["profile"] == "client")
+        .collect();
+    assert!(other.is_empty(), "nothing else issued: {other:?}");
 }
 
 /// `openssl crl -text` of a PEM CRL: (CRL number, the revoked entries).
