@@ -1,10 +1,13 @@
-//! The CA's audit trail: every issuance, signing, enrollment, renewal,
-//! revocation, token creation, grant change and key rotation, and every
-//! refused enrollment or renewal, with who (the CLI, a client certificate,
-//! an enrollment token), what, when and on which node. Written to the store
-//! (`ambos audit` reads it from either backend) and, on `ambos serve`, as a
-//! JSON line in the node's log. An entry is written after its change is
-//! committed: a crash in between loses the entry, never the change.
+//! The CA's audit trail: every init, issuance, signing, enrollment,
+//! renewal, revocation, admin marking, token creation, grant change and
+//! key rotation, and every refused enrollment or renewal, with who (the
+//! CLI, a client certificate, an enrollment token), what, when and on
+//! which node. Written to the store (`ambos audit` reads it from either
+//! backend) and, on `ambos serve`, as a JSON line in the node's log. A
+//! change's entries are built before it and written in its transaction,
+//! then logged once it committed: after a crash, a change and its entries
+//! are both there or neither is. A refusal changes nothing; its entry is
+//! written alone (`CertStore::record_audit`).
 use crate::{now, CertificateAuthority};
 use ambos_store::{AuditRecord, CertStore};
 
@@ -19,6 +22,39 @@ impl Default for Actor {
     fn default() -> Actor {
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         Actor { actor: "cli".into(), node: if host.is_empty() { "localhost".into() } else { host } }
+    }
+}
+
+impl Actor {
+    /// The entries at `at` (unix seconds) by this actor; `by` overrides it
+    /// per entry (an enrollment's token).
+    pub(crate) fn records(&self, at: i64, entries: &[(Option<String>, Entry<'_>)]) -> Vec<AuditRecord> {
+        entries
+            .iter()
+            .map(|(by, e)| AuditRecord {
+                at,
+                node: self.node.clone(),
+                actor: by.clone().unwrap_or_else(|| self.actor.clone()),
+                action: e.action.to_string(),
+                subject: e.subject.to_string(),
+                serial: e.serial.map(str::to_string),
+                outcome: if e.refused.is_some() { "refused".into() } else { "ok".into() },
+                detail: e.refused.clone().unwrap_or_else(|| e.detail.clone()),
+            })
+            .collect()
+    }
+
+    /// One entry at `at` by this actor.
+    pub(crate) fn record(&self, at: i64, entry: Entry<'_>) -> Vec<AuditRecord> {
+        self.records(at, &[(None, entry)])
+    }
+}
+
+/// Logs entries as JSON lines (target `ambos::audit`): a change's once it
+/// committed.
+pub(crate) fn log(records: &[AuditRecord]) {
+    for r in records {
+        tracing::info!(target: "ambos::audit", "{}", serde_json::to_string(r).unwrap_or_default());
     }
 }
 
@@ -42,35 +78,15 @@ impl<S: CertStore> CertificateAuthority<S> {
         self.actor.node = node.into();
     }
 
-    /// Records entries by the current actor; `by` overrides it per entry
-    /// (an enrollment's token). A failure to record is logged: the change
-    /// it describes is already committed.
-    pub(crate) fn audit(&mut self, entries: &[(Option<String>, Entry<'_>)]) {
-        let at = now().unix_timestamp();
-        let records: Vec<AuditRecord> = entries
-            .iter()
-            .map(|(by, e)| AuditRecord {
-                at,
-                node: self.actor.node.clone(),
-                actor: by.clone().unwrap_or_else(|| self.actor.actor.clone()),
-                action: e.action.to_string(),
-                subject: e.subject.to_string(),
-                serial: e.serial.map(str::to_string),
-                outcome: if e.refused.is_some() { "refused".into() } else { "ok".into() },
-                detail: e.refused.clone().unwrap_or_else(|| e.detail.clone()),
-            })
-            .collect();
-        for r in &records {
-            tracing::info!(target: "ambos::audit", "{}", serde_json::to_string(r).unwrap_or_default());
-        }
+    /// Records a refusal (`by`: who, if not the current actor), which
+    /// changes nothing: the entry is all there is to write. A failure to
+    /// write it is logged, not returned: the caller answers the refusal.
+    pub(crate) fn audit_refusal(&mut self, by: Option<String>, entry: Entry<'_>) {
+        let records = self.actor.records(now().unix_timestamp(), &[(by, entry)]);
+        log(&records);
         if let Err(e) = self.store.record_audit(&records) {
             tracing::error!("the audit trail could not be written: {e}");
         }
-    }
-
-    /// One entry by the current actor.
-    pub(crate) fn audit_one(&mut self, entry: Entry<'_>) {
-        self.audit(&[(None, entry)]);
     }
 
     /// The trail of the last `within` (all of it without), oldest first (`ambos audit`).

@@ -91,15 +91,13 @@ impl<S: CertStore> CertificateAuthority<S> {
             });
             secrets.push(secret);
         }
-        self.store.insert_tokens(&records)?;
         let detail = format!("{count} token(s), valid {}", ambos_pki::format_duration(opts.ttl));
-        self.audit_one(crate::audit::Entry {
-            action: "token-create",
-            subject: &opts.name,
-            serial: None,
-            refused: None,
-            detail,
-        });
+        let trail = self.actor.record(
+            at.unix_timestamp(),
+            crate::audit::Entry { action: "token-create", subject: &opts.name, serial: None, refused: None, detail },
+        );
+        self.store.insert_tokens(&records, &trail)?;
+        crate::audit::log(&trail);
         Ok(secrets)
     }
 
@@ -109,7 +107,7 @@ impl<S: CertStore> CertificateAuthority<S> {
         let by = Some(token_actor(&token_hash(secret)));
         let refused = Some(why.to_string());
         let entry = crate::audit::Entry { action: "enroll", subject: "", serial: None, refused, detail: String::new() };
-        self.audit(&[(by, entry)]);
+        self.audit_refusal(by, entry);
     }
 
     /// The terms of the token `secret` if it can still be spent: unknown,
@@ -158,12 +156,11 @@ impl<S: CertStore> CertificateAuthority<S> {
     /// or expired since [`CertificateAuthority::check_token`] buys nothing.
     pub fn commit_enrollments(&mut self, batch: Vec<Enrollment>) -> Result<Vec<Result<IssuedCert>>> {
         let spends: Vec<(String, CertRecord)> = batch.iter().map(|e| (e.hash.clone(), e.record.clone())).collect();
-        // The store writes each spend's audit entry in the spend's transaction.
-        let results = self.store.spend_tokens(&spends, now().unix_timestamp(), &self.actor.node)?;
-        // ... and the node logs them, as for every other entry.
-        for e in ambos_store::spend_entries(&spends, &results, now().unix_timestamp(), &self.actor.node) {
-            tracing::info!(target: "ambos::audit", "{}", serde_json::to_string(&e).unwrap_or_default());
-        }
+        // The store writes each spend's audit entry in the spend's transaction ...
+        let at = now().unix_timestamp();
+        let results = self.store.spend_tokens(&spends, at, &self.actor.node)?;
+        // ... and the node logs the same entries, as for every other change.
+        crate::audit::log(&ambos_store::spend_entries(&spends, &results, at, &self.actor.node));
         Ok(batch.into_iter().zip(results).map(|(e, r)| r.map(|()| e.issued).map_err(CaError::from)).collect())
     }
 

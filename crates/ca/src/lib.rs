@@ -249,18 +249,23 @@ impl CertificateAuthority<Store> {
         let root = record(AuthorityRole::Root, &ca.root_cert_der, &ca.root_key)?;
         let intermediate = record(AuthorityRole::Intermediate, &ca.intermediate_cert_der, &ca.intermediate_key)?;
         let settings = opts.crl_url.iter().map(|url| (CRL_URL.to_string(), url.clone())).collect();
-        store.init_authorities(&NewCaRecords {
-            root,
-            intermediate,
-            intermediate_cert: record_of(&ca.intermediate, AuthorityRole::Root, at),
-            settings,
-        })?;
-        let authorities = store.authorities()?;
-        let mut ca = CertificateAuthority { store, authorities, actor: audit::Actor::default() };
+        let actor = audit::Actor::default();
         let keys = if opts.passphrase.is_some() { "encrypted" } else { "unencrypted" };
         let detail = format!("{} CA, keys {keys}", opts.key_type);
-        ca.audit_one(audit::Entry { action: "init", subject: &opts.name, serial: None, refused: None, detail });
-        Ok(ca)
+        let entry = audit::Entry { action: "init", subject: &opts.name, serial: None, refused: None, detail };
+        let trail = actor.record(at.unix_timestamp(), entry);
+        store.init_authorities(
+            &NewCaRecords {
+                root,
+                intermediate,
+                intermediate_cert: record_of(&ca.intermediate, AuthorityRole::Root, at),
+                settings,
+            },
+            &trail,
+        )?;
+        audit::log(&trail);
+        let authorities = store.authorities()?;
+        Ok(CertificateAuthority { store, authorities, actor })
     }
 
     /// Opens the CA in `dir` (SQLite); `NotInitialised` if there is none.
@@ -404,7 +409,6 @@ impl<S: CertStore> CertificateAuthority<S> {
         let at = now();
         let issued = requests.iter().map(|r| issuer.issue(r, at)).collect::<std::result::Result<Vec<_>, _>>()?;
         let records: Vec<CertRecord> = issued.iter().map(|c| record_of(c, AuthorityRole::Intermediate, at)).collect();
-        self.store.insert_certs(&records)?;
         let entries: Vec<_> = records
             .iter()
             .map(|r| {
@@ -415,7 +419,9 @@ impl<S: CertStore> CertificateAuthority<S> {
                 )
             })
             .collect();
-        self.audit(&entries);
+        let trail = self.actor.records(at.unix_timestamp(), &entries);
+        self.store.insert_certs(&records, &trail)?;
+        audit::log(&trail);
         Ok(issued)
     }
 
@@ -430,15 +436,13 @@ impl<S: CertStore> CertificateAuthority<S> {
         let at = now();
         let issued = issuer.sign_csr(csr_der, profile, ttl, at)?;
         let r = record_of(&issued, AuthorityRole::Intermediate, at);
-        self.store.insert_certs(std::slice::from_ref(&r))?;
         let detail = format!("CSR, {}", r.profile);
-        self.audit_one(audit::Entry {
-            action: "sign",
-            subject: &r.name,
-            serial: Some(&r.serial),
-            refused: None,
-            detail,
-        });
+        let trail = self.actor.record(
+            at.unix_timestamp(),
+            audit::Entry { action: "sign", subject: &r.name, serial: Some(&r.serial), refused: None, detail },
+        );
+        self.store.insert_certs(std::slice::from_ref(&r), &trail)?;
+        audit::log(&trail);
         Ok(issued)
     }
 
@@ -468,15 +472,19 @@ impl<S: CertStore> CertificateAuthority<S> {
     pub fn revoke(&mut self, selector: &CertSelector, reason: RevocationReason) -> Result<CertRecord> {
         let target = self.resolve(selector)?;
         let revocation = Revocation { revoked_at: now().unix_timestamp(), reason: reason.code() };
-        let r = self.store.revoke(&target.serial, revocation)?;
         let detail = reason.as_str().to_string();
-        self.audit_one(audit::Entry {
-            action: "revoke",
-            subject: &r.name,
-            serial: Some(&r.serial),
-            refused: None,
-            detail,
-        });
+        let trail = self.actor.record(
+            revocation.revoked_at,
+            audit::Entry {
+                action: "revoke",
+                subject: &target.name,
+                serial: Some(&target.serial),
+                refused: None,
+                detail,
+            },
+        );
+        let r = self.store.revoke(&target.serial, revocation, &trail)?;
+        audit::log(&trail);
         Ok(r)
     }
 
@@ -534,7 +542,16 @@ impl<S: CertStore> CertificateAuthority<S> {
 
     /// Marks an issued certificate as a CA API administrator.
     pub fn set_admin(&mut self, serial: &Serial) -> Result<()> {
-        Ok(self.store.set_admin(&serial.to_hex())?)
+        let serial = serial.to_hex();
+        let name = self.store.cert_by_serial(&serial)?.map(|c| c.name).unwrap_or_default();
+        let detail = "CA API administrator".to_string();
+        let trail = self.actor.record(
+            now().unix_timestamp(),
+            audit::Entry { action: "admin", subject: &name, serial: Some(&serial), refused: None, detail },
+        );
+        self.store.set_admin(&serial, &trail)?;
+        audit::log(&trail);
+        Ok(())
     }
 
     /// How many certificates are revoked and when the last was (see
@@ -575,41 +592,23 @@ impl<S: CertStore> CertificateAuthority<S> {
     /// Renews the certificate a client connected with (`peer_der`, verified
     /// by the TLS layer): same name, profile, SANs, OU, O and lifetime, for
     /// the key of `csr_der` or else the same key; an administrator stays one.
-    /// Stored (one transaction) before it is returned.
+    /// Stored (one transaction, with its audit entry) before it is returned;
+    /// a refusal is recorded too.
     pub fn renew(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
-        let renewed = self.renew_unrecorded(issuer, peer_der, csr_der);
-        let old = ambos_tls::Identity::from_der(peer_der).ok();
-        let (subject, old_serial) = match &old {
-            Some(id) => (id.display_name().to_string(), id.serial.clone()),
-            None => (String::new(), String::new()),
-        };
-        match &renewed {
-            Ok(c) => {
-                let serial = c.serial.to_hex();
-                let detail = format!("replaces {old_serial}");
-                self.audit_one(audit::Entry {
-                    action: "renew",
-                    subject: &c.name,
-                    serial: Some(&serial),
-                    refused: None,
-                    detail,
-                });
-            }
-            Err(e) => {
-                let (refused, detail) = (Some(e.to_string()), String::new());
-                self.audit_one(audit::Entry {
-                    action: "renew",
-                    subject: &subject,
-                    serial: Some(&old_serial),
-                    refused,
-                    detail,
-                });
-            }
+        let renewed = self.renew_stored(issuer, peer_der, csr_der);
+        if let Err(e) = &renewed {
+            let (subject, old_serial) = match ambos_tls::Identity::from_der(peer_der) {
+                Ok(id) => (id.display_name().to_string(), id.serial),
+                Err(_) => (String::new(), String::new()),
+            };
+            let (refused, detail) = (Some(e.to_string()), String::new());
+            let entry = audit::Entry { action: "renew", subject: &subject, serial: Some(&old_serial), refused, detail };
+            self.audit_refusal(None, entry);
         }
         renewed
     }
 
-    fn renew_unrecorded(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
+    fn renew_stored(&mut self, issuer: &Authority, peer_der: &[u8], csr_der: Option<&[u8]>) -> Result<IssuedCert> {
         let id = ambos_tls::Identity::from_der(peer_der).map_err(|e| CaError::BadPeerCertificate(e.to_string()))?;
         let rec = self.peer(&id.serial)?;
         let profile: Profile = rec.profile.parse().map_err(|_| CaError::NotRenewable(rec.profile.clone()))?;
@@ -629,7 +628,19 @@ impl<S: CertStore> CertificateAuthority<S> {
         };
         let mut record = record_of(&issued, AuthorityRole::Intermediate, at);
         record.admin = rec.admin;
-        self.store.insert_certs(&[record])?;
+        let detail = format!("replaces {}", id.serial);
+        let trail = self.actor.record(
+            at.unix_timestamp(),
+            audit::Entry {
+                action: "renew",
+                subject: &record.name,
+                serial: Some(&record.serial),
+                refused: None,
+                detail,
+            },
+        );
+        self.store.insert_certs(std::slice::from_ref(&record), &trail)?;
+        audit::log(&trail);
         Ok(issued)
     }
 }
@@ -702,6 +713,40 @@ mod tests {
         let err = refused(t.ca.renew(&t.signer, b"not a certificate", None));
         assert!(matches!(err, CaError::BadPeerCertificate(_)), "{err}");
         assert_eq!(t.ca.list(&CertFilter { name: Some("mallory".into()), ..Default::default() }).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn each_change_has_its_audit_entry_and_a_failed_one_none() {
+        let mut t = test_ca("trail");
+        let alice = t.issue_client("alice");
+        t.ca.set_admin(&alice.serial).unwrap();
+        let renewed = t.ca.renew(&t.signer, &alice.cert_der, None).unwrap();
+        let by_serial = CertSelector::Serial(alice.serial.clone());
+        t.ca.revoke(&by_serial, RevocationReason::KeyCompromise).unwrap();
+        assert!(t.ca.revoke(&by_serial, RevocationReason::KeyCompromise).is_err(), "revoked once");
+        refused(t.ca.renew(&t.signer, &alice.cert_der, None));
+        let grant = t.ca.allow("spiffe://acme.test/alice", "pay", &["read".into()]).unwrap();
+        t.ca.revoke_grant(grant.id).unwrap();
+        let trail = t.ca.audit_within(None).unwrap();
+        let view: Vec<(&str, &str, Option<&str>)> =
+            trail.iter().map(|e| (e.action.as_str(), e.outcome.as_str(), e.serial.as_deref())).collect();
+        let (old, new) = (alice.serial.to_hex(), renewed.serial.to_hex());
+        assert_eq!(
+            view,
+            [
+                ("init", "ok", None),
+                ("issue", "ok", Some(old.as_str())),
+                ("admin", "ok", Some(old.as_str())),
+                ("renew", "ok", Some(new.as_str())),
+                ("revoke", "ok", Some(old.as_str())),
+                ("renew", "refused", Some(old.as_str())),
+                ("oauth-allow", "ok", None),
+                ("oauth-revoke", "ok", None),
+            ]
+        );
+        assert_eq!(trail[3].detail, format!("replaces {old}"));
+        let named = format!("grant {} ", grant.id);
+        assert!(trail[6..].iter().all(|e| e.detail.starts_with(&named)), "the grant's id: {:?}", &trail[6..]);
     }
 
     #[test]

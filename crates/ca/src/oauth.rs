@@ -200,15 +200,13 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
             retired_at: None,
             publish_until: None,
         };
-        self.store.add_signing_key(&record, at + MAX_TOKEN_TTL.as_secs() as i64)?;
         let detail = format!("token-signing key {kid}");
-        self.audit_one(crate::audit::Entry {
-            action: "key-rotate",
-            subject: "oauth",
-            serial: None,
-            refused: None,
-            detail,
-        });
+        let trail = self.actor.record(
+            at,
+            crate::audit::Entry { action: "key-rotate", subject: "oauth", serial: None, refused: None, detail },
+        );
+        self.store.add_signing_key(&record, at + MAX_TOKEN_TTL.as_secs() as i64, &trail)?;
+        crate::audit::log(&trail);
         Ok(kid)
     }
 
@@ -275,15 +273,16 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
             created_at: now().unix_timestamp(),
             revoked_at: None,
         };
-        grant.id = self.store.insert_grant(&grant)?;
-        let detail = format!("grant {} for {audience}, scope '{}'", grant.id, scopes.join(" "));
-        self.audit_one(crate::audit::Entry {
-            action: "oauth-allow",
-            subject: identity,
-            serial: None,
-            refused: None,
-            detail,
-        });
+        // The entry names the grant by the id the store gives it, in the insert's transaction.
+        let actor = &self.actor;
+        let trail = |g: &GrantRecord| {
+            let detail = format!("grant {} for {audience}, scope '{}'", g.id, scopes.join(" "));
+            let entry =
+                crate::audit::Entry { action: "oauth-allow", subject: identity, serial: None, refused: None, detail };
+            actor.record(g.created_at, entry)
+        };
+        grant.id = self.store.insert_grant(&grant, &trail)?;
+        crate::audit::log(&trail(&grant));
         Ok(grant)
     }
 
@@ -293,15 +292,21 @@ impl<S: ambos_store::CertStore> CertificateAuthority<S> {
     }
 
     pub fn revoke_grant(&mut self, id: i64) -> Result<GrantRecord> {
-        let g = self.store.revoke_grant(id, now().unix_timestamp())?;
-        let detail = format!("grant {id} for {}", g.audience);
-        self.audit_one(crate::audit::Entry {
-            action: "oauth-revoke",
-            subject: &g.identity,
-            serial: None,
-            refused: None,
-            detail,
-        });
+        // The entry names the grant's identity and audience as the store reads them.
+        let (actor, at) = (&self.actor, now().unix_timestamp());
+        let trail = |g: &GrantRecord| {
+            let detail = format!("grant {id} for {}", g.audience);
+            let entry = crate::audit::Entry {
+                action: "oauth-revoke",
+                subject: &g.identity,
+                serial: None,
+                refused: None,
+                detail,
+            };
+            actor.record(at, entry)
+        };
+        let g = self.store.revoke_grant(id, at, &trail)?;
+        crate::audit::log(&trail(&g));
         Ok(g)
     }
 
@@ -450,7 +455,7 @@ mod tests {
             retired_at: None,
             publish_until: None,
         };
-        ambos_store::CertStore::add_signing_key(&mut t.ca.store, &record, at - 1).unwrap();
+        ambos_store::CertStore::add_signing_key(&mut t.ca.store, &record, at - 1, &[]).unwrap();
         let keys = t.ca.token_keys(None).unwrap();
         assert_eq!(keys.published, [kid], "{first} no longer published");
         assert!(!keys.jwks.contains(&first));

@@ -1,8 +1,8 @@
 //! The store a command uses, chosen at run time: SQLite in the CA's
 //! directory (the default) or PostgreSQL at a `postgres://` URL.
 use crate::{
-    AuditRecord, Authorities, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord, NewCaRecords, PgStore,
-    Result, Revocation, SigningKeyRecord, Snapshot, SqliteStore, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRole, CertFilter, CertRecord, CertStore, GrantAudit, GrantRecord, NewCaRecords,
+    PgStore, Result, Revocation, SigningKeyRecord, Snapshot, SqliteStore, StoreError, TokenRecord,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,11 +99,11 @@ impl CertStore for Store {
     fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
         delegate!(self, s => s.set_setting(key, value))
     }
-    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
-        delegate!(self, s => s.init_authorities(ca))
+    fn init_authorities(&mut self, ca: &NewCaRecords, audit: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.init_authorities(ca, audit))
     }
-    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
-        delegate!(self, s => s.insert_certs(certs))
+    fn insert_certs(&mut self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.insert_certs(certs, audit))
     }
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
         delegate!(self, s => s.cert_by_serial(serial))
@@ -114,8 +114,8 @@ impl CertStore for Store {
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
         delegate!(self, s => s.list(filter))
     }
-    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord> {
-        delegate!(self, s => s.revoke(serial, revocation))
+    fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord> {
+        delegate!(self, s => s.revoke(serial, revocation, audit))
     }
     fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>> {
         delegate!(self, s => s.revoked_by(issuer))
@@ -126,8 +126,8 @@ impl CertStore for Store {
     fn count(&self) -> Result<u64> {
         delegate!(self, s => s.count())
     }
-    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
-        delegate!(self, s => s.insert_tokens(tokens))
+    fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.insert_tokens(tokens, audit))
     }
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         delegate!(self, s => s.token(hash))
@@ -135,23 +135,23 @@ impl CertStore for Store {
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         delegate!(self, s => s.spend_tokens(spends, now, node))
     }
-    fn set_admin(&mut self, serial: &str) -> Result<()> {
-        delegate!(self, s => s.set_admin(serial))
+    fn set_admin(&mut self, serial: &str, audit: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.set_admin(serial, audit))
     }
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         delegate!(self, s => s.signing_keys())
     }
-    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {
-        delegate!(self, s => s.add_signing_key(key, publish_old_until))
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64, audit: &[AuditRecord]) -> Result<()> {
+        delegate!(self, s => s.add_signing_key(key, publish_old_until, audit))
     }
-    fn insert_grant(&mut self, grant: &GrantRecord) -> Result<i64> {
-        delegate!(self, s => s.insert_grant(grant))
+    fn insert_grant(&mut self, grant: &GrantRecord, audit: GrantAudit<'_>) -> Result<i64> {
+        delegate!(self, s => s.insert_grant(grant, audit))
     }
     fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>> {
         delegate!(self, s => s.grants(identity))
     }
-    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
-        delegate!(self, s => s.revoke_grant(id, now))
+    fn revoke_grant(&mut self, id: i64, now: i64, audit: GrantAudit<'_>) -> Result<GrantRecord> {
+        delegate!(self, s => s.revoke_grant(id, now, audit))
     }
     fn revocation_mark(&self) -> Result<(i64, i64)> {
         delegate!(self, s => s.revocation_mark())

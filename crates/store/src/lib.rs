@@ -267,7 +267,8 @@ pub struct AuditRecord {
     /// `cli`, `cert:SERIAL` (a client certificate), `token:HASH12` (an
     /// enrollment token, by the start of its hash), `admin:SERIAL`.
     pub actor: String,
-    /// issue, sign, revoke, token-create, enroll, renew, oauth-allow, oauth-revoke, key-rotate.
+    /// init, issue, sign, revoke, admin, token-create, enroll, renew,
+    /// oauth-allow, oauth-revoke, key-rotate.
     pub action: String,
     /// The certificate's or token's name, or the grant's identity.
     pub subject: String,
@@ -318,8 +319,14 @@ pub struct CertFilter {
     pub name: Option<String>,
 }
 
+/// The audit entries of a grant change, from the grant as stored (its id
+/// is the insert's).
+pub type GrantAudit<'a> = &'a dyn Fn(&GrantRecord) -> Vec<AuditRecord>;
+
 /// The CA's storage. Every method that changes state is one transaction:
-/// after a crash, a change is either all there or not at all.
+/// after a crash, a change is either all there or not at all. The methods
+/// that take `audit` write those entries in that transaction: a change is
+/// never there without its entries, nor its entries without it.
 pub trait CertStore {
     /// The CA's certificates and keys; `NotInitialised` before `ambos init`.
     fn authorities(&self) -> Result<Authorities>;
@@ -328,14 +335,14 @@ pub trait CertStore {
     /// Sets (or, with None, removes) a CA setting, in one statement.
     fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()>;
     /// Stores a new CA in one transaction; refuses if one exists.
-    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()>;
+    fn init_authorities(&mut self, ca: &NewCaRecords, audit: &[AuditRecord]) -> Result<()>;
     /// Stores issued certificates in one transaction; a duplicate serial aborts it.
-    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()>;
+    fn insert_certs(&mut self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<()>;
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>>;
     fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>>;
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>>;
     /// Marks a certificate revoked; unknown or already revoked serials are errors.
-    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord>;
+    fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord>;
     /// Serials revoked that were signed by `issuer`, for its CRL.
     fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>>;
     /// Allocates the next CRL number for `issuer` (monotonic, never reused).
@@ -343,7 +350,7 @@ pub trait CertStore {
     /// Number of stored certificates (leaves and the intermediate).
     fn count(&self) -> Result<u64>;
     /// Stores new tokens in one transaction.
-    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()>;
+    fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()>;
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Spends tokens and stores the certificates they bought: one transaction
     /// for the group, each spend all-or-nothing (a token works exactly once).
@@ -351,21 +358,23 @@ pub trait CertStore {
     /// same transaction.
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>>;
     /// Marks a certificate as an administrator of the CA API.
-    fn set_admin(&mut self, serial: &str) -> Result<()>;
+    fn set_admin(&mut self, serial: &str, audit: &[AuditRecord]) -> Result<()>;
     /// Every token-signing key: the retired ones oldest first, then the current one.
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Adds a signing key and, in the same transaction, retires the current
     /// one (published until `publish_old_until`).
-    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()>;
-    /// Stores a grant; returns its id.
-    fn insert_grant(&mut self, grant: &GrantRecord) -> Result<i64>;
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64, audit: &[AuditRecord]) -> Result<()>;
+    /// Stores a grant; returns its id. `audit` gets the grant with that id.
+    fn insert_grant(&mut self, grant: &GrantRecord, audit: GrantAudit<'_>) -> Result<i64>;
     /// With an identity, its grants in force; without, every grant (revoked too).
     fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>>;
-    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord>;
+    /// Revokes a grant; `audit` gets it as revoked.
+    fn revoke_grant(&mut self, id: i64, now: i64, audit: GrantAudit<'_>) -> Result<GrantRecord>;
     /// How many certificates are revoked and the latest revocation time: a
     /// CA node re-signs its CRL when another node changed them.
     fn revocation_mark(&self) -> Result<(i64, i64)>;
-    /// Appends entries to the audit trail (one transaction).
+    /// Appends entries to the audit trail (one transaction): entries of no
+    /// change, such as a refused enrollment.
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()>;
     /// The audit trail from `since` (unix seconds) on, oldest first.
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;

@@ -6,10 +6,11 @@
 //! `migrate` applies it under an advisory lock, `open` refuses a schema it
 //! does not know.
 use crate::{
-    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord,
-    NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantAudit,
+    GrantRecord, NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
-use postgres::{Client, GenericClient, Row, Statement};
+use postgres::{Client, GenericClient, Row, Statement, Transaction};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -442,6 +443,22 @@ fn upsert_setting(c: &mut impl GenericClient, key: &str, value: Option<&str>) ->
 }
 
 impl PgStore {
+    /// `work` and the audit entries of what it did (`audit` of its result)
+    /// in one transaction: a change that fails leaves no entry.
+    fn write<'a, T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+        audit: impl FnOnce(&T) -> Cow<'a, [AuditRecord]>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let stmt = conn.prepared(INSERT_AUDIT)?;
+        let mut tx = conn.transaction()?;
+        let done = work(&mut tx)?;
+        insert_audit(&mut tx, &stmt, &audit(&done))?;
+        tx.commit()?;
+        Ok(done)
+    }
+
     /// One group of spends in one transaction. Every token of the group is
     /// locked first, in hash order: two nodes committing overlapping groups
     /// then wait for each other instead of deadlocking; the one that comes
@@ -644,47 +661,43 @@ impl CertStore for PgStore {
         upsert_setting(&mut **self.lock(), key, value)
     }
 
-    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        // Two `init`s at once: the second waits here, then finds the first's CA.
-        tx.batch_execute("LOCK TABLE authority IN EXCLUSIVE MODE")?;
-        let existing: i64 = tx.query_one("SELECT COUNT(*) FROM authority", &[])?.get(0);
-        if existing > 0 {
-            return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
-        }
-        for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
-            tx.execute(
-                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &role.as_str(),
-                    &rec.name,
-                    &rec.key_type,
-                    &rec.cert_der,
-                    &rec.key_pem,
-                    &rec.key_encrypted,
-                    &rec.created_at,
-                ],
-            )?;
-            tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, 0)", &[&role.as_str()])?;
-        }
-        insert_cert(&mut tx, &ca.intermediate_cert)?;
-        for (key, value) in &ca.settings {
-            upsert_setting(&mut tx, key, Some(value))?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn init_authorities(&mut self, ca: &NewCaRecords, audit: &[AuditRecord]) -> Result<()> {
+        self.write(
+            |tx| {
+                // Two `init`s at once: the second waits here, then finds the first's CA.
+                tx.batch_execute("LOCK TABLE authority IN EXCLUSIVE MODE")?;
+                let existing: i64 = tx.query_one("SELECT COUNT(*) FROM authority", &[])?.get(0);
+                if existing > 0 {
+                    return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
+                }
+                for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
+                    tx.execute(
+                        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[
+                            &role.as_str(),
+                            &rec.name,
+                            &rec.key_type,
+                            &rec.cert_der,
+                            &rec.key_pem,
+                            &rec.key_encrypted,
+                            &rec.created_at,
+                        ],
+                    )?;
+                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, 0)", &[&role.as_str()])?;
+                }
+                insert_cert(tx, &ca.intermediate_cert)?;
+                for (key, value) in &ca.settings {
+                    upsert_setting(tx, key, Some(value))?;
+                }
+                Ok(())
+            },
+            |_| audit.into(),
+        )
     }
 
-    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        for c in certs {
-            insert_cert(&mut tx, c)?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn insert_certs(&mut self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<()> {
+        self.write(|tx| certs.iter().try_for_each(|c| insert_cert(tx, c)), |_| audit.into())
     }
 
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
@@ -718,24 +731,26 @@ impl CertStore for PgStore {
         self.lock().query(&sql, &refs)?.iter().map(cert_from_row).collect()
     }
 
-    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = $1 FOR UPDATE");
-        let mut rec = match tx.query_opt(&sql, &[&serial])? {
-            Some(r) => cert_from_row(&r)?,
-            None => return Err(StoreError::UnknownCertificate(serial.to_string())),
-        };
-        if rec.revocation.is_some() {
-            return Err(StoreError::AlreadyRevoked(serial.to_string()));
-        }
-        tx.execute(
-            "UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
-            &[&revocation.revoked_at, &(revocation.reason as i16), &serial],
-        )?;
-        tx.commit()?;
-        rec.revocation = Some(revocation);
-        Ok(rec)
+    fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord> {
+        self.write(
+            |tx| {
+                let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = $1 FOR UPDATE");
+                let mut rec = match tx.query_opt(&sql, &[&serial])? {
+                    Some(r) => cert_from_row(&r)?,
+                    None => return Err(StoreError::UnknownCertificate(serial.to_string())),
+                };
+                if rec.revocation.is_some() {
+                    return Err(StoreError::AlreadyRevoked(serial.to_string()));
+                }
+                tx.execute(
+                    "UPDATE certificate SET revoked_at = $1, revocation_reason = $2 WHERE serial = $3",
+                    &[&revocation.revoked_at, &(revocation.reason as i16), &serial],
+                )?;
+                rec.revocation = Some(revocation);
+                Ok(rec)
+            },
+            |_| audit.into(),
+        )
     }
 
     fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>> {
@@ -884,12 +899,8 @@ impl CertStore for PgStore {
         Ok(self.lock().query_one("SELECT COUNT(*) FROM certificate", &[])?.get::<_, i64>(0) as u64)
     }
 
-    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        insert_token_records(&mut tx, tokens)?;
-        tx.commit()?;
-        Ok(())
+    fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()> {
+        self.write(|tx| insert_token_records(tx, tokens), |_| audit.into())
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -919,39 +930,50 @@ impl CertStore for PgStore {
         }
     }
 
-    fn set_admin(&mut self, serial: &str) -> Result<()> {
-        let n = self.lock().execute("UPDATE certificate SET admin = TRUE WHERE serial = $1", &[&serial])?;
-        if n != 1 {
-            return Err(StoreError::UnknownCertificate(serial.to_string()));
-        }
-        Ok(())
+    fn set_admin(&mut self, serial: &str, audit: &[AuditRecord]) -> Result<()> {
+        self.write(
+            |tx| match tx.execute("UPDATE certificate SET admin = TRUE WHERE serial = $1", &[&serial])? {
+                1 => Ok(()),
+                _ => Err(StoreError::UnknownCertificate(serial.to_string())),
+            },
+            |_| audit.into(),
+        )
     }
 
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
         read_signing_keys(&mut **self.lock())
     }
 
-    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        tx.execute(
-            "UPDATE signing_key SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL",
-            &[&key.created_at, &publish_old_until],
-        )?;
-        tx.execute(
-            "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
-            &[&key.kid, &key.key_pem, &key.key_encrypted, &key.public_jwk, &key.created_at],
-        )?;
-        tx.commit()?;
-        Ok(())
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64, audit: &[AuditRecord]) -> Result<()> {
+        self.write(
+            |tx| {
+                tx.execute(
+                    "UPDATE signing_key SET retired_at = $1, publish_until = $2 WHERE retired_at IS NULL",
+                    &[&key.created_at, &publish_old_until],
+                )?;
+                tx.execute(
+                    "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&key.kid, &key.key_pem, &key.key_encrypted, &key.public_jwk, &key.created_at],
+                )?;
+                Ok(())
+            },
+            |_| audit.into(),
+        )
     }
 
-    fn insert_grant(&mut self, g: &GrantRecord) -> Result<i64> {
-        let row = self.lock().query_one(
-            "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            &[&g.identity, &g.audience, &g.scopes.join(" "), &g.created_at],
-        )?;
-        Ok(row.get(0))
+    fn insert_grant(&mut self, g: &GrantRecord, audit: GrantAudit<'_>) -> Result<i64> {
+        self.write(
+            |tx| {
+                let row = tx.query_one(
+                    "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id",
+                    &[&g.identity, &g.audience, &g.scopes.join(" "), &g.created_at],
+                )?;
+                Ok(row.get(0))
+            },
+            |&id| audit(&GrantRecord { id, ..g.clone() }).into(),
+        )
     }
 
     fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>> {
@@ -962,18 +984,21 @@ impl CertStore for PgStore {
         Ok(self.lock().query(&sql, &[&identity])?.iter().map(grant_from_row).collect())
     }
 
-    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
-        let mut client = self.lock();
-        let mut tx = client.transaction()?;
-        let sql = format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = $1 FOR UPDATE");
-        let mut grant = tx.query_opt(&sql, &[&id])?.map(|r| grant_from_row(&r)).ok_or(StoreError::UnknownGrant(id))?;
-        if grant.revoked_at.is_some() {
-            return Err(StoreError::GrantRevoked(id));
-        }
-        tx.execute("UPDATE oauth_grant SET revoked_at = $1 WHERE id = $2", &[&now, &id])?;
-        tx.commit()?;
-        grant.revoked_at = Some(now);
-        Ok(grant)
+    fn revoke_grant(&mut self, id: i64, now: i64, audit: GrantAudit<'_>) -> Result<GrantRecord> {
+        self.write(
+            |tx| {
+                let sql = format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = $1 FOR UPDATE");
+                let mut grant =
+                    tx.query_opt(&sql, &[&id])?.map(|r| grant_from_row(&r)).ok_or(StoreError::UnknownGrant(id))?;
+                if grant.revoked_at.is_some() {
+                    return Err(StoreError::GrantRevoked(id));
+                }
+                tx.execute("UPDATE oauth_grant SET revoked_at = $1 WHERE id = $2", &[&now, &id])?;
+                grant.revoked_at = Some(now);
+                Ok(grant)
+            },
+            |g| audit(g).into(),
+        )
     }
 }
 

@@ -1,8 +1,9 @@
 use crate::{
-    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantRecord,
-    NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
+    AuditRecord, Authorities, AuthorityRecord, AuthorityRole, CertFilter, CertRecord, CertStore, GrantAudit,
+    GrantRecord, NewCaRecords, Result, Revocation, SigningKeyRecord, Snapshot, StoreError, TokenRecord,
 };
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts them.
@@ -145,6 +146,22 @@ impl SqliteStore {
 
     fn dir(&self) -> PathBuf {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+
+    /// `work` and the audit entries of what it did (`audit` of its result)
+    /// in one transaction: a change that fails leaves no entry.
+    fn write<'a, T>(
+        &mut self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+        audit: impl FnOnce(&T) -> Cow<'a, [AuditRecord]>,
+    ) -> Result<T> {
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done = work(&mut tx)?;
+        for e in audit(&done).iter() {
+            insert_audit(&tx, e)?;
+        }
+        tx.commit()?;
+        Ok(done)
     }
 }
 
@@ -347,50 +364,46 @@ impl CertStore for SqliteStore {
         }
     }
 
-    fn init_authorities(&mut self, ca: &NewCaRecords) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: i64 = tx.query_row("SELECT COUNT(*) FROM authority", [], |r| r.get(0))?;
-        if existing > 0 {
-            return Err(StoreError::AlreadyInitialised(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
-        }
-        for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
-            tx.execute(
-                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    role.as_str(),
-                    rec.name,
-                    rec.key_type,
-                    rec.cert_der,
-                    rec.key_pem,
-                    rec.key_encrypted,
-                    rec.created_at
-                ],
-            )?;
-            tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![role.as_str()])?;
-        }
-        insert_cert(&tx, &ca.intermediate_cert)?;
-        for (key, value) in &ca.settings {
-            upsert_setting(&tx, key, Some(value))?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn init_authorities(&mut self, ca: &NewCaRecords, audit: &[AuditRecord]) -> Result<()> {
+        let dir = self.dir();
+        self.write(
+            |tx| {
+                let existing: i64 = tx.query_row("SELECT COUNT(*) FROM authority", [], |r| r.get(0))?;
+                if existing > 0 {
+                    return Err(StoreError::AlreadyInitialised(dir));
+                }
+                for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
+                    tx.execute(
+                        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            role.as_str(),
+                            rec.name,
+                            rec.key_type,
+                            rec.cert_der,
+                            rec.key_pem,
+                            rec.key_encrypted,
+                            rec.created_at
+                        ],
+                    )?;
+                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![role.as_str()])?;
+                }
+                insert_cert(tx, &ca.intermediate_cert)?;
+                for (key, value) in &ca.settings {
+                    upsert_setting(tx, key, Some(value))?;
+                }
+                Ok(())
+            },
+            |_| audit.into(),
+        )
     }
 
-    fn insert_certs(&mut self, certs: &[CertRecord]) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for c in certs {
-            insert_cert(&tx, c)?;
-        }
-        tx.commit()?;
-        Ok(())
+    fn insert_certs(&mut self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<()> {
+        self.write(|tx| certs.iter().try_for_each(|c| insert_cert(tx, c)), |_| audit.into())
     }
 
-    fn insert_tokens(&mut self, tokens: &[TokenRecord]) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_token_records(&tx, tokens)?;
-        tx.commit()?;
-        Ok(())
+    fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()> {
+        self.write(|tx| insert_token_records(tx, tokens), |_| audit.into())
     }
 
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -403,49 +416,55 @@ impl CertStore for SqliteStore {
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // One transaction for the whole group (one fsync), a savepoint per spend:
         // a refused spend leaves no trace and does not disturb the others.
-        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut results = Vec::with_capacity(spends.len());
-        for (hash, cert) in spends {
-            let sp = tx.savepoint()?;
-            let outcome = (|| -> Result<()> {
-                let t = sp
-                    .query_row(&format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = ?1"), [hash], token_from_row)
-                    .optional()?
-                    .ok_or(StoreError::UnknownToken)?;
-                if t.spent_at.is_some() {
-                    return Err(StoreError::TokenSpent);
+        self.write(
+            |tx| {
+                let mut results = Vec::with_capacity(spends.len());
+                for (hash, cert) in spends {
+                    let sp = tx.savepoint()?;
+                    let outcome = (|| -> Result<()> {
+                        let t = sp
+                            .query_row(
+                                &format!("SELECT {TOKEN_COLUMNS} FROM token WHERE hash = ?1"),
+                                [hash],
+                                token_from_row,
+                            )
+                            .optional()?
+                            .ok_or(StoreError::UnknownToken)?;
+                        if t.spent_at.is_some() {
+                            return Err(StoreError::TokenSpent);
+                        }
+                        if t.expires_at <= now {
+                            return Err(StoreError::TokenExpired);
+                        }
+                        let n = sp.execute(
+                            "UPDATE token SET spent_at = ?1, spent_serial = ?2 WHERE hash = ?3 AND spent_at IS NULL",
+                            params![now, cert.serial, hash],
+                        )?;
+                        if n != 1 {
+                            return Err(StoreError::TokenSpent);
+                        }
+                        insert_cert(&sp, cert)
+                    })();
+                    match outcome {
+                        Ok(()) => sp.commit()?,
+                        Err(_) => drop(sp), // rolls the savepoint back
+                    }
+                    results.push(outcome);
                 }
-                if t.expires_at <= now {
-                    return Err(StoreError::TokenExpired);
-                }
-                let n = sp.execute(
-                    "UPDATE token SET spent_at = ?1, spent_serial = ?2 WHERE hash = ?3 AND spent_at IS NULL",
-                    params![now, cert.serial, hash],
-                )?;
-                if n != 1 {
-                    return Err(StoreError::TokenSpent);
-                }
-                insert_cert(&sp, cert)
-            })();
-            match outcome {
-                Ok(()) => sp.commit()?,
-                Err(_) => drop(sp), // rolls the savepoint back
-            }
-            results.push(outcome);
-        }
-        for e in crate::spend_entries(spends, &results, now, node) {
-            insert_audit(&tx, &e)?;
-        }
-        tx.commit()?;
-        Ok(results)
+                Ok(results)
+            },
+            |results| crate::spend_entries(spends, results, now, node).into(),
+        )
     }
 
-    fn set_admin(&mut self, serial: &str) -> Result<()> {
-        let n = self.conn.execute("UPDATE certificate SET admin = 1 WHERE serial = ?1", [serial])?;
-        if n != 1 {
-            return Err(StoreError::UnknownCertificate(serial.to_string()));
-        }
-        Ok(())
+    fn set_admin(&mut self, serial: &str, audit: &[AuditRecord]) -> Result<()> {
+        self.write(
+            |tx| match tx.execute("UPDATE certificate SET admin = 1 WHERE serial = ?1", [serial])? {
+                1 => Ok(()),
+                _ => Err(StoreError::UnknownCertificate(serial.to_string())),
+            },
+            |_| audit.into(),
+        )
     }
 
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>> {
@@ -479,23 +498,26 @@ impl CertStore for SqliteStore {
         rows.map(|r| finish(r?)).collect()
     }
 
-    fn revoke(&mut self, serial: &str, revocation: Revocation) -> Result<CertRecord> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = ?1");
-        let mut rec = match tx.query_row(&sql, [serial], cert_from_row).optional()? {
-            Some(pair) => finish(pair)?,
-            None => return Err(StoreError::UnknownCertificate(serial.to_string())),
-        };
-        if rec.revocation.is_some() {
-            return Err(StoreError::AlreadyRevoked(serial.to_string()));
-        }
-        tx.execute(
-            "UPDATE certificate SET revoked_at = ?1, revocation_reason = ?2 WHERE serial = ?3",
-            params![revocation.revoked_at, revocation.reason, serial],
-        )?;
-        tx.commit()?;
-        rec.revocation = Some(revocation);
-        Ok(rec)
+    fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord> {
+        self.write(
+            |tx| {
+                let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE serial = ?1");
+                let mut rec = match tx.query_row(&sql, [serial], cert_from_row).optional()? {
+                    Some(pair) => finish(pair)?,
+                    None => return Err(StoreError::UnknownCertificate(serial.to_string())),
+                };
+                if rec.revocation.is_some() {
+                    return Err(StoreError::AlreadyRevoked(serial.to_string()));
+                }
+                tx.execute(
+                    "UPDATE certificate SET revoked_at = ?1, revocation_reason = ?2 WHERE serial = ?3",
+                    params![revocation.revoked_at, revocation.reason, serial],
+                )?;
+                rec.revocation = Some(revocation);
+                Ok(rec)
+            },
+            |_| audit.into(),
+        )
     }
 
     fn revoked_by(&self, issuer: AuthorityRole) -> Result<Vec<(String, Revocation)>> {
@@ -546,26 +568,35 @@ impl CertStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE signing_key SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
-            params![key.created_at, publish_old_until],
-        )?;
-        tx.execute(
-            "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key.kid, key.key_pem, key.key_encrypted, key.public_jwk, key.created_at],
-        )?;
-        tx.commit()?;
-        Ok(())
+    fn add_signing_key(&mut self, key: &SigningKeyRecord, publish_old_until: i64, audit: &[AuditRecord]) -> Result<()> {
+        self.write(
+            |tx| {
+                tx.execute(
+                    "UPDATE signing_key SET retired_at = ?1, publish_until = ?2 WHERE retired_at IS NULL",
+                    params![key.created_at, publish_old_until],
+                )?;
+                tx.execute(
+                    "INSERT INTO signing_key (kid, key_pem, key_encrypted, public_jwk, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![key.kid, key.key_pem, key.key_encrypted, key.public_jwk, key.created_at],
+                )?;
+                Ok(())
+            },
+            |_| audit.into(),
+        )
     }
 
-    fn insert_grant(&mut self, grant: &GrantRecord) -> Result<i64> {
-        self.conn.execute(
-            "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![grant.identity, grant.audience, grant.scopes.join(" "), grant.created_at],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+    fn insert_grant(&mut self, grant: &GrantRecord, audit: GrantAudit<'_>) -> Result<i64> {
+        self.write(
+            |tx| {
+                tx.execute(
+                    "INSERT INTO oauth_grant (identity, audience, scopes, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![grant.identity, grant.audience, grant.scopes.join(" "), grant.created_at],
+                )?;
+                Ok(tx.last_insert_rowid())
+            },
+            |&id| audit(&GrantRecord { id, ..grant.clone() }).into(),
+        )
     }
 
     fn grants(&self, identity: Option<&str>) -> Result<Vec<GrantRecord>> {
@@ -576,29 +607,26 @@ impl CertStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn revoke_grant(&mut self, id: i64, now: i64) -> Result<GrantRecord> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let revoked: Option<Option<i64>> =
-            tx.query_row("SELECT revoked_at FROM oauth_grant WHERE id = ?1", [id], |r| r.get(0)).optional()?;
-        match revoked {
-            None => return Err(StoreError::UnknownGrant(id)),
-            Some(Some(_)) => return Err(StoreError::GrantRevoked(id)),
-            Some(None) => {}
-        }
-        tx.execute("UPDATE oauth_grant SET revoked_at = ?1 WHERE id = ?2", params![now, id])?;
-        let grant =
-            tx.query_row(&format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = ?1"), [id], grant_from_row)?;
-        tx.commit()?;
-        Ok(grant)
+    fn revoke_grant(&mut self, id: i64, now: i64, audit: GrantAudit<'_>) -> Result<GrantRecord> {
+        self.write(
+            |tx| {
+                let revoked: Option<Option<i64>> =
+                    tx.query_row("SELECT revoked_at FROM oauth_grant WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+                match revoked {
+                    None => return Err(StoreError::UnknownGrant(id)),
+                    Some(Some(_)) => return Err(StoreError::GrantRevoked(id)),
+                    Some(None) => {}
+                }
+                tx.execute("UPDATE oauth_grant SET revoked_at = ?1 WHERE id = ?2", params![now, id])?;
+                let sql = format!("SELECT {GRANT_COLUMNS} FROM oauth_grant WHERE id = ?1");
+                Ok(tx.query_row(&sql, [id], grant_from_row)?)
+            },
+            |g| audit(g).into(),
+        )
     }
 
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for e in events {
-            insert_audit(&tx, e)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(|_| Ok(()), |_| events.into())
     }
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
@@ -743,7 +771,7 @@ mod tests {
         assert!(matches!(SqliteStore::open(dir.path(), false), Err(StoreError::NotInitialised(_))));
         {
             let mut s = SqliteStore::open(dir.path(), true).unwrap();
-            s.init_authorities(&new_ca()).unwrap();
+            s.init_authorities(&new_ca(), &[]).unwrap();
         }
         let s = SqliteStore::open(dir.path(), false).unwrap();
         assert_eq!(s.cert_by_serial("1a").unwrap().map(|c| c.name), Some("test".to_string()));

@@ -65,7 +65,7 @@ pub(crate) fn fresh() -> Vec<Backend> {
 pub(crate) fn initialised() -> Vec<Backend> {
     let mut all = fresh();
     for b in &mut all {
-        b.store.init_authorities(&new_ca()).unwrap();
+        b.store.init_authorities(&new_ca(), &[]).unwrap();
     }
     all
 }
@@ -144,7 +144,7 @@ fn init_stores_the_ca_with_its_intermediate_and_settings_once() {
     for mut b in fresh() {
         let n = b.name;
         assert!(matches!(b.store.authorities(), Err(StoreError::NotInitialised(_))), "{n}");
-        b.store.init_authorities(&new_ca()).unwrap();
+        b.store.init_authorities(&new_ca(), &[]).unwrap();
         let a = b.store.authorities().unwrap();
         assert_eq!((a.root.role, a.intermediate.role), (AuthorityRole::Root, AuthorityRole::Intermediate), "{n}");
         assert_eq!(b.store.cert_by_serial("1a").unwrap().expect("listed").issuer, AuthorityRole::Root, "{n}");
@@ -153,7 +153,7 @@ fn init_stores_the_ca_with_its_intermediate_and_settings_once() {
         let mut again = new_ca();
         again.intermediate_cert.serial = "2b".into();
         again.settings = vec![("crl_url".into(), "https://other.test/v1/crl".into())];
-        assert!(matches!(b.store.init_authorities(&again), Err(StoreError::AlreadyInitialised(_))), "{n}");
+        assert!(matches!(b.store.init_authorities(&again, &[]), Err(StoreError::AlreadyInitialised(_))), "{n}");
         assert!(b.store.cert_by_serial("2b").unwrap().is_none(), "{n}: a refused init writes nothing");
         assert_eq!(b.store.setting("crl_url").unwrap().as_deref(), Some("https://ca.test/v1/crl"), "{n}");
         b.store.set_setting("crl_url", None).unwrap();
@@ -165,8 +165,8 @@ fn init_stores_the_ca_with_its_intermediate_and_settings_once() {
 fn a_duplicate_serial_aborts_the_whole_batch() {
     for mut b in initialised() {
         let n = b.name;
-        b.store.insert_certs(&[cert("aa", "one", 100)]).unwrap();
-        let err = b.store.insert_certs(&[cert("bb", "two", 100), cert("aa", "dup", 100)]);
+        b.store.insert_certs(&[cert("aa", "one", 100)], &[]).unwrap();
+        let err = b.store.insert_certs(&[cert("bb", "two", 100), cert("aa", "dup", 100)], &[]);
         assert!(matches!(err, Err(StoreError::DuplicateSerial(ref x)) if x == "aa"), "{n}: {err:?}");
         assert_eq!(b.store.count().unwrap(), 2, "{n}: the intermediate and 'aa'");
         assert!(b.store.cert_by_serial("bb").unwrap().is_none(), "{n}");
@@ -178,11 +178,11 @@ fn a_duplicate_serial_aborts_the_whole_batch() {
 fn a_revocation_happens_once_and_crls_are_numbered() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);
-        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
+        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)], &[]).unwrap();
         let r = Revocation { revoked_at: 50, reason: 1 };
-        assert_eq!(s.revoke("aa", r).unwrap().sans.len(), 2, "{n}");
-        assert!(matches!(s.revoke("aa", r), Err(StoreError::AlreadyRevoked(_))), "{n}");
-        assert!(matches!(s.revoke("cc", r), Err(StoreError::UnknownCertificate(_))), "{n}");
+        assert_eq!(s.revoke("aa", r, &[]).unwrap().sans.len(), 2, "{n}");
+        assert!(matches!(s.revoke("aa", r, &[]), Err(StoreError::AlreadyRevoked(_))), "{n}");
+        assert!(matches!(s.revoke("cc", r, &[]), Err(StoreError::UnknownCertificate(_))), "{n}");
         assert_eq!(s.revoked_by(AuthorityRole::Intermediate).unwrap(), vec![("aa".to_string(), r)], "{n}");
         assert_eq!(s.revocation_mark().unwrap(), (1, 50), "{n}");
         assert_eq!(s.list(&CertFilter { revoked_only: true, ..Default::default() }).unwrap().len(), 1, "{n}");
@@ -199,7 +199,7 @@ fn a_token_buys_exactly_one_certificate() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);
         let before = s.count().unwrap();
-        s.insert_tokens(&[token("h1", 100), token("h2", 5)]).unwrap();
+        s.insert_tokens(&[token("h1", 100), token("h2", 5)], &[]).unwrap();
         let spends = [
             ("h1".into(), cert("s1", "dev", 10)),
             ("h1".into(), cert("s2", "dev", 10)),
@@ -229,12 +229,12 @@ fn a_token_buys_exactly_one_certificate() {
         );
         assert!(trail.iter().all(|e| e.node == "node-a" && e.action == "enroll"), "{n}");
         // A serial already taken: refused, and the token stays unspent.
-        s.insert_tokens(&[token("h3", 100)]).unwrap();
+        s.insert_tokens(&[token("h3", 100)], &[]).unwrap();
         let r = s.spend_tokens(&[("h3".into(), cert("1a", "dev", 10))], 10, "node-a").unwrap();
         assert!(matches!(r[0], Err(StoreError::DuplicateSerial(_))), "{n}: {:?}", r[0]);
         assert_eq!(s.token("h3").unwrap().unwrap().spent_at, None, "{n}");
         assert_eq!(s.cert_by_serial("1a").unwrap().unwrap().name, "test", "{n}: not overwritten");
-        s.set_admin("s1").unwrap();
+        s.set_admin("s1", &[]).unwrap();
         assert!(s.cert_by_serial("s1").unwrap().unwrap().admin, "{n}");
     }
 }
@@ -246,7 +246,7 @@ fn two_nodes_racing_for_the_same_tokens_spend_each_once() {
     for mut b in initialised() {
         let n = b.name;
         let tokens: Vec<TokenRecord> = (0..60).map(|i| token(&format!("t{i}"), i64::MAX)).collect();
-        b.store.insert_tokens(&tokens).unwrap();
+        b.store.insert_tokens(&tokens, &[]).unwrap();
         let before = b.store.count().unwrap();
         let wins = b.on_two_nodes(|node, mut store| {
             // One spend per transaction, as enrollments come in.
@@ -273,7 +273,7 @@ fn overlapping_groups_in_opposite_orders_do_not_deadlock() {
     for mut b in initialised() {
         let n = b.name;
         let tokens: Vec<TokenRecord> = (0..200).map(|i| token(&format!("g{i:03}"), i64::MAX)).collect();
-        b.store.insert_tokens(&tokens).unwrap();
+        b.store.insert_tokens(&tokens, &[]).unwrap();
         let wins = b.on_two_nodes(|node, mut store| {
             let mut order: Vec<usize> = (0..200).collect();
             if node == 1 {
@@ -316,14 +316,14 @@ fn a_new_signing_key_retires_the_current_one_in_the_same_transaction() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);
         assert!(s.signing_keys().unwrap().is_empty(), "{n}");
-        s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
-        s.add_signing_key(&signing_key("k2", 200), 3800).unwrap();
+        s.add_signing_key(&signing_key("k1", 100), 0, &[]).unwrap();
+        s.add_signing_key(&signing_key("k2", 200), 3800, &[]).unwrap();
         let keys = s.signing_keys().unwrap();
         let view: Vec<_> = keys.iter().map(|k| (k.kid.as_str(), k.retired_at, k.publish_until)).collect();
         assert_eq!(view, [("k1", Some(200), Some(3800)), ("k2", None, None)], "{n}");
         assert!(keys.iter().all(|k| k.key_encrypted), "{n}");
         // A duplicate kid aborts the whole change: k2 stays the signing key.
-        assert!(s.add_signing_key(&signing_key("k1", 300), 9999).is_err(), "{n}");
+        assert!(s.add_signing_key(&signing_key("k1", 300), 9999, &[]).is_err(), "{n}");
         assert_eq!(s.signing_keys().unwrap()[1].retired_at, None, "{n}");
     }
 }
@@ -340,18 +340,18 @@ fn grants_in_force_per_identity_and_revoked_once() {
             created_at: 10,
             revoked_at: None,
         };
-        let a = s.insert_grant(&grant("spiffe://t/alice", "pay")).unwrap();
-        let c = s.insert_grant(&grant("spiffe://t/alice", "ship")).unwrap();
-        s.insert_grant(&grant("bob", "pay")).unwrap();
+        let a = s.insert_grant(&grant("spiffe://t/alice", "pay"), &no_audit).unwrap();
+        let c = s.insert_grant(&grant("spiffe://t/alice", "ship"), &no_audit).unwrap();
+        s.insert_grant(&grant("bob", "pay"), &no_audit).unwrap();
         assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap().len(), 2, "{n}");
         assert_eq!(s.grants(Some("spiffe://t/alice")).unwrap()[0].scopes, ["read", "write"], "{n}");
-        let revoked = s.revoke_grant(a, 20).unwrap();
+        let revoked = s.revoke_grant(a, 20, &no_audit).unwrap();
         assert_eq!((revoked.identity.as_str(), revoked.revoked_at), ("spiffe://t/alice", Some(20)), "{n}");
         let left: Vec<i64> = s.grants(Some("spiffe://t/alice")).unwrap().iter().map(|g| g.id).collect();
         assert_eq!(left, [c], "{n}");
         assert_eq!(s.grants(None).unwrap().len(), 3, "{n}: the list keeps revoked grants");
-        assert!(matches!(s.revoke_grant(a, 30), Err(StoreError::GrantRevoked(_))), "{n}");
-        assert!(matches!(s.revoke_grant(99, 30), Err(StoreError::UnknownGrant(99))), "{n}");
+        assert!(matches!(s.revoke_grant(a, 30, &no_audit), Err(StoreError::GrantRevoked(_))), "{n}");
+        assert!(matches!(s.revoke_grant(99, 30, &no_audit), Err(StoreError::UnknownGrant(99))), "{n}");
     }
 }
 
@@ -378,13 +378,13 @@ fn a_postgres_schema_is_checked_at_open() {
 fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
     for mut from in initialised() {
         let s = &mut from.store;
-        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)]).unwrap();
-        s.revoke("aa", Revocation { revoked_at: 50, reason: 1 }).unwrap();
-        s.insert_tokens(&[token("h1", 100), token("h2", 100)]).unwrap();
+        s.insert_certs(&[cert("aa", "one", 100), cert("bb", "two", 1000)], &[]).unwrap();
+        s.revoke("aa", Revocation { revoked_at: 50, reason: 1 }, &[]).unwrap();
+        s.insert_tokens(&[token("h1", 100), token("h2", 100)], &[]).unwrap();
         s.spend_tokens(&[("h1".into(), cert("s1", "dev", 10))], 10, "node-a").unwrap();
         s.next_crl_number(AuthorityRole::Intermediate).unwrap();
         s.next_crl_number(AuthorityRole::Intermediate).unwrap();
-        s.add_signing_key(&signing_key("k1", 100), 0).unwrap();
+        s.add_signing_key(&signing_key("k1", 100), 0, &[]).unwrap();
         let grant = GrantRecord {
             id: 0,
             identity: "alice".into(),
@@ -393,8 +393,8 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
             created_at: 1,
             revoked_at: None,
         };
-        let g = s.insert_grant(&grant).unwrap();
-        s.revoke_grant(g, 5).unwrap();
+        let g = s.insert_grant(&grant, &no_audit).unwrap();
+        s.revoke_grant(g, 5, &no_audit).unwrap();
         s.record_audit(&[audit_event("revoke", 50), audit_event("enroll", 60)]).unwrap();
         let snap = s.snapshot().unwrap();
         assert_eq!(snap.audit.len(), 3, "the spend's entry and the two recorded");
@@ -403,7 +403,10 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
             to.store.restore(&snap).unwrap();
             assert_eq!(format!("{:?}", to.store.snapshot().unwrap()), format!("{snap:?}"), "{a} -> {b}");
             assert_eq!(to.store.next_crl_number(AuthorityRole::Intermediate).unwrap(), 3, "{a} -> {b}");
-            assert!(to.store.insert_grant(&grant).unwrap() > g, "{a} -> {b}: new grant ids after the copied ones");
+            assert!(
+                to.store.insert_grant(&grant, &no_audit).unwrap() > g,
+                "{a} -> {b}: new grant ids after the copied ones"
+            );
             let again = to.store.restore(&snap);
             assert!(matches!(again, Err(StoreError::AlreadyInitialised(_))), "{a} -> {b}: {again:?}");
         }
@@ -434,5 +437,85 @@ fn the_audit_trail_keeps_its_entries_in_order_and_reads_from_a_time() {
         assert_eq!(all[1].serial, None, "{n}");
         assert_eq!(all[0], audit_event("issue", 10), "{n}");
         assert_eq!(s.audit_since(20).unwrap().len(), 2, "{n}");
+    }
+}
+
+/// The entries of a grant change that writes none.
+fn no_audit(_: &GrantRecord) -> Vec<AuditRecord> {
+    Vec::new()
+}
+
+/// A change that fails rolls its audit entries back with it.
+#[test]
+fn a_write_that_fails_leaves_no_audit_entry() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let entry = |action: &str| [audit_event(action, 10)];
+        let r = Revocation { revoked_at: 50, reason: 1 };
+        let taken = cert("1a", "dup", 100);
+        assert!(matches!(s.init_authorities(&new_ca(), &entry("init")), Err(StoreError::AlreadyInitialised(_))), "{n}");
+        let dup = s.insert_certs(&[cert("aa", "one", 100), taken], &entry("issue"));
+        assert!(matches!(dup, Err(StoreError::DuplicateSerial(_))), "{n}: {dup:?}");
+        assert!(matches!(s.revoke("cc", r, &entry("revoke")), Err(StoreError::UnknownCertificate(_))), "{n}");
+        assert!(matches!(s.set_admin("cc", &entry("admin")), Err(StoreError::UnknownCertificate(_))), "{n}");
+        s.insert_tokens(&[token("h1", 100)], &[]).unwrap();
+        assert!(s.insert_tokens(&[token("h2", 100), token("h1", 100)], &entry("token-create")).is_err(), "{n}");
+        s.add_signing_key(&signing_key("k1", 100), 0, &[]).unwrap();
+        assert!(s.add_signing_key(&signing_key("k1", 300), 9999, &entry("key-rotate")).is_err(), "{n}");
+        let revoked = s.revoke_grant(99, 30, &|_| entry("oauth-revoke").to_vec());
+        assert!(matches!(revoked, Err(StoreError::UnknownGrant(99))), "{n}");
+        assert_eq!(s.audit_since(i64::MIN).unwrap(), [], "{n}");
+        assert!(s.cert_by_serial("aa").unwrap().is_none() && s.token("h2").unwrap().is_none(), "{n}");
+    }
+}
+
+/// Each change's entries are there once it committed; a grant's name its id.
+#[test]
+fn a_write_that_commits_has_its_audit_entries() {
+    for mut b in fresh() {
+        let (n, s) = (b.name, &mut b.store);
+        let entry = |action: &str| [audit_event(action, 10)];
+        s.init_authorities(&new_ca(), &entry("init")).unwrap();
+        s.insert_certs(
+            &[cert("aa", "one", 100), cert("bb", "two", 100)],
+            &[audit_event("issue", 11), audit_event("issue", 12)],
+        )
+        .unwrap();
+        s.revoke("aa", Revocation { revoked_at: 50, reason: 1 }, &entry("revoke")).unwrap();
+        s.insert_tokens(&[token("h1", 100)], &entry("token-create")).unwrap();
+        s.set_admin("bb", &entry("admin")).unwrap();
+        s.add_signing_key(&signing_key("k1", 100), 0, &entry("key-rotate")).unwrap();
+        let named = |action: &'static str| {
+            move |g: &GrantRecord| vec![AuditRecord { detail: format!("grant {}", g.id), ..audit_event(action, 10) }]
+        };
+        let grant = GrantRecord {
+            id: 0,
+            identity: "alice".into(),
+            audience: "pay".into(),
+            scopes: vec![],
+            created_at: 1,
+            revoked_at: None,
+        };
+        let id = s.insert_grant(&grant, &named("oauth-allow")).unwrap();
+        s.revoke_grant(id, 20, &named("oauth-revoke")).unwrap();
+        let trail = s.audit_since(i64::MIN).unwrap();
+        let view: Vec<(&str, &str)> = trail.iter().map(|e| (e.action.as_str(), e.detail.as_str())).collect();
+        let grant = format!("grant {id}");
+        assert_eq!(
+            view,
+            [
+                ("init", ""),
+                ("issue", ""),
+                ("issue", ""),
+                ("revoke", ""),
+                ("token-create", ""),
+                ("admin", ""),
+                ("key-rotate", ""),
+                ("oauth-allow", grant.as_str()),
+                ("oauth-revoke", grant.as_str())
+            ],
+            "{n}"
+        );
+        assert_eq!(trail[2], audit_event("issue", 12), "{n}");
     }
 }
