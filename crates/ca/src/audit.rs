@@ -78,10 +78,10 @@ impl<S: CertStore> CertificateAuthority<S> {
         self.actor.node = node.into();
     }
 
-    /// Records a refusal (`by`: who, if not the current actor), which
-    /// changes nothing: the entry is all there is to write. A failure to
+    /// Records what changes nothing (a refusal, a certificate sent again;
+    /// `by`: who, if not the current actor): the entry is all there is to write. A failure to
     /// write it is logged, not returned: the caller answers the refusal.
-    pub(crate) fn audit_refusal(&mut self, by: Option<String>, entry: Entry<'_>) {
+    pub(crate) fn audit_no_change(&mut self, by: Option<String>, entry: Entry<'_>) {
         let records = self.actor.records(now().unix_timestamp(), &[(by, entry)]);
         log(&records);
         if let Err(e) = self.store.record_audit(&records) {

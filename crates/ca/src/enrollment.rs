@@ -107,7 +107,7 @@ impl<S: CertStore> CertificateAuthority<S> {
         let by = Some(token_actor(&token_hash(secret)));
         let refused = Some(why.to_string());
         let entry = crate::audit::Entry { action: "enroll", subject: "", serial: None, refused, detail: String::new() };
-        self.audit_refusal(by, entry);
+        self.audit_no_change(by, entry);
     }
 
     /// The terms of the token `secret` if it can still be spent: unknown,
@@ -146,7 +146,7 @@ impl<S: CertStore> CertificateAuthority<S> {
         let detail = "retried: the certificate this token bought, sent again".to_string();
         let entry =
             crate::audit::Entry { action: "enroll", subject: &rec.name, serial: Some(&serial), refused: None, detail };
-        self.audit(&[(by, entry)]);
+        self.audit_no_change(by, entry);
         Ok(Some(rec))
     }
 

@@ -603,7 +603,7 @@ impl<S: CertStore> CertificateAuthority<S> {
             };
             let (refused, detail) = (Some(e.to_string()), String::new());
             let entry = audit::Entry { action: "renew", subject: &subject, serial: Some(&old_serial), refused, detail };
-            self.audit_refusal(None, entry);
+            self.audit_no_change(None, entry);
         }
         renewed
     }
