@@ -16,6 +16,10 @@ command -v python3 >/dev/null || need+=(python3)
 # PostgreSQL: the CA's shared store; the tests run a throwaway cluster
 # (scripts/pg-cluster.sh), never Debian's own.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The deployment files' checks: `systemd-analyze verify` and `security` on
+# the units (systemd need not run), readelf on the image's binary.
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v readelf >/dev/null || need+=(binutils)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
@@ -39,8 +43,9 @@ fi
 # tests; h2: an HTTP/2 client stack for WebSocket over HTTP/2 (RFC 8441);
 # jwcrypto: an independent JOSE library minting the tokens the proxy checks;
 # authlib (with requests): an OAuth client checking ambos serve's metadata
-# and token endpoint.
-for mod in websockets h2 jwcrypto authlib requests; do
+# and token endpoint; kubernetes_validate: the Kubernetes examples checked
+# against the API schemas.
+for mod in websockets h2 jwcrypto authlib requests kubernetes_validate; do
     if ! python3 -c "import $mod" 2>/dev/null; then
         python3 -m pip install -q --disable-pip-version-check "$mod" 2>/dev/null \
             || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"
