@@ -9,8 +9,8 @@
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
 use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
-use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
-use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey, RevocationReason, Serial};
+use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC};
+use ambos_pki::{pem_encode, KeyType, P12Password, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
 use ambos_tls::TlsError;
@@ -96,6 +96,8 @@ pub struct EnrollOptions {
     pub key_type: KeyType,
     /// Directory for NAME.crt, NAME.key (0600) and ca.crt.
     pub out: PathBuf,
+    /// Also write NAME.p12 with this password.
+    pub p12: Option<P12Password>,
 }
 
 /// The certificate the CA issued and where its chain was written.
@@ -118,6 +120,9 @@ pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
     ensure_dir(&o.out)?;
     let cert = o.out.join(format!("{name}.crt"));
     write_identity(&o.out.join(format!("{name}.key")), &key, &cert, &issued.certificate)?;
+    if let Some(pw) = &o.p12 {
+        write_p12_beside(&cert, &key, &issued.certificate, pw)?;
+    }
     write_atomic_if_changed(&o.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
     Ok(Enrolled { issued, cert })
 }
@@ -128,9 +133,8 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKey> {
-    let text = String::from_utf8(read_input(path)?)
-        .map_err(|_| AgentError::Input(format!("{} is not PEM", path.display())))?;
-    PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
+    PrivateKey::from_pem_or_der(&read_input(path)?, None)
+        .map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
 }
 
 /// `ambos renew`: one renewal with the CRLs read now.
@@ -155,6 +159,9 @@ pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -
     };
     let issued = client.renew(csr.as_deref()).await?;
     write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
+    if let Some(pw) = &o.p12 {
+        write_p12_beside(&o.cert, &key, &issued.certificate, pw)?;
+    }
     Ok(issued)
 }
 
@@ -353,8 +360,14 @@ mod tests {
         let ca = CaEndpoint { url: "https://127.0.0.1:1".into(), root: "none.crt".into(), crls: CrlSources::default() };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for renew_at in [0.05, 0.96] {
-            let opts =
-                RenewOptions { cert: "a.crt".into(), key: "a.key".into(), keep_key: false, renew_at, exec: None };
+            let opts = RenewOptions {
+                cert: "a.crt".into(),
+                key: "a.key".into(),
+                keep_key: false,
+                renew_at,
+                exec: None,
+                p12: None,
+            };
             let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
             assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
             assert!(err.is_input());

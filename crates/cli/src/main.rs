@@ -88,7 +88,9 @@ enum Command {
     #[command(subcommand)]
     Export(cmd::export::ExportKind),
     /// Bundle a certificate chain and key into a PKCS#12 keystore.
-    #[command(after_help = "Example:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt")]
+    #[command(
+        after_help = "Examples:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt\n  ambos p12 --cert dev.crt --key dev-enc.der --key-passphrase-file key-pw.txt --out dev.p12"
+    )]
     P12(cmd::p12::P12Args),
     /// Show what a certificate, chain, CSR, CRL, key, PKCS#12 file or JWT holds.
     #[command(
@@ -119,7 +121,7 @@ enum Command {
     Enroll(cmd::enroll::EnrollArgs),
     /// Renew a certificate over mTLS with the current one (new key by default).
     #[command(
-        after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
+        after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --p12 --p12-password-file pw.txt\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
     )]
     Renew(cmd::renew::RenewArgs),
     /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.

@@ -1,5 +1,5 @@
 //! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::{key_type, CaConnection};
+use crate::cmd::{key_type, CaConnection, P12Out};
 use crate::process::runtime;
 use ambos_agent::EnrollOptions;
 use clap::Args;
@@ -19,10 +19,18 @@ pub struct EnrollArgs {
     name: Option<String>,
     #[arg(long, default_value = "ec-p256")]
     key_type: String,
+    #[command(flatten)]
+    p12: P12Out,
 }
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
-    let opts = EnrollOptions { token: a.token, name: a.name, key_type: key_type(&a.key_type)?, out: a.out };
+    let opts = EnrollOptions {
+        token: a.token,
+        name: a.name,
+        key_type: key_type(&a.key_type)?,
+        out: a.out,
+        p12: a.p12.password()?,
+    };
     let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
     let issued = &done.issued;
     println!(

@@ -1,10 +1,9 @@
 //! `ambos issue server|client`: one certificate from flags, or many from
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
-use crate::cmd::{key_type, open_authority, NameArgs};
+use crate::cmd::{key_type, open_authority, NameArgs, P12Out};
 use crate::input::{input_error, read_input};
 use crate::Global;
 use ambos_ca::OffsetDateTime;
-use ambos_files::secret::p12_password;
 use ambos_files::LeafFiles;
 use ambos_pki::{LeafRequest, LeafSpec, Profile};
 use ambos_store::AuthorityRole;
@@ -38,12 +37,8 @@ pub struct LeafArgs {
     /// Output directory.
     #[arg(long, default_value = ".")]
     out: PathBuf,
-    /// Also write NAME.p12 (AES-256, HMAC-SHA256).
-    #[arg(long)]
-    p12: bool,
-    /// File with the PKCS#12 password (else $AMBOS_P12_PASSWORD, else a prompt).
-    #[arg(long)]
-    p12_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    p12: P12Out,
     /// Issue many: CSV lines `name,profile,sans` (sans separated by spaces) or JSON lines.
     #[arg(long, conflicts_with_all = ["name", "sans", "spiffe"])]
     batch: Option<PathBuf>,
@@ -92,11 +87,8 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
     for r in &mut requests {
         r.not_before = not_before;
     }
-    let outputs = LeafFiles {
-        dir: a.out.clone(),
-        p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },
-        durable: a.batch.is_none(),
-    };
+    let outputs =
+        LeafFiles { dir: a.out.clone(), p12_password: a.p12.password()?.map(|p| p.0), durable: a.batch.is_none() };
     if let Some(p) = outputs.existing(requests.iter().map(|r| r.name.as_str())).filter(|_| !a.force) {
         return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
     }

@@ -68,6 +68,24 @@ pub struct NameArgs {
     pub ous: Vec<String>,
 }
 
+/// `--p12 [--p12-password-file F]` (issue, enroll, renew, agent).
+#[derive(Args)]
+pub struct P12Out {
+    /// Also write NAME.p12 beside NAME.crt (AES-256, HMAC-SHA256), kept in step with it.
+    #[arg(long)]
+    p12: bool,
+    /// File with the PKCS#12 password (else $AMBOS_P12_PASSWORD, else a prompt).
+    #[arg(long, requires = "p12")]
+    p12_password_file: Option<PathBuf>,
+}
+
+impl P12Out {
+    pub fn password(&self) -> anyhow::Result<Option<ambos_pki::P12Password>> {
+        let pw = || ambos_files::secret::p12_password(self.p12_password_file.as_deref());
+        Ok(if self.p12 { Some(ambos_pki::P12Password(pw()?)) } else { None })
+    }
+}
+
 #[derive(Args)]
 pub struct CaConnection {
     /// Base URL of `ambos serve`, e.g. https://ca.internal:9443 (several nodes: comma-separated, tried in order)

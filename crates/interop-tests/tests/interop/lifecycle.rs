@@ -208,6 +208,53 @@ fn the_api_answers_curl_and_openssl_with_credentials_and_refuses_without() {
     assert_ne!(out.code, 0);
 }
 
+/// The leaf of a PKCS#12 file, as `openssl pkcs12 -clcerts -nokeys` prints it (PEM).
+fn p12_leaf(p12: &Path, pw: &Path) -> String {
+    let out = run(Command::new("openssl")
+        .args(["pkcs12", "-clcerts", "-nokeys", "-passin", &format!("file:{}", pw.display()), "-in"])
+        .arg(p12))
+    .ok()
+    .stdout;
+    let begin = out.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    out[begin..].to_string()
+}
+
+#[test]
+fn enroll_and_renew_with_p12_keep_the_keystore_in_step_with_the_pems() {
+    require("openssl");
+    require("keytool");
+    let c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let pw = c.ca.write("p12-pw.txt", "p12-secret\n");
+    let token = c.token(&["web", "--spiffe", "spiffe://acme.test/web"]);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["enroll", "--ca-url", &c.url(), "--root"]).arg(c.ca.path("ca.crt"));
+    cmd.args(["--token", &token, "--out"]).arg(&d).arg("--p12").arg("--p12-password-file").arg(&pw);
+    run(&mut cmd).ok();
+    let (crt, p12) = (d.join("web.crt"), d.join("web.p12"));
+    let leaf = |crt: &Path| {
+        let text = std::fs::read_to_string(crt).unwrap();
+        text[..text.find("-----END CERTIFICATE-----").unwrap() + 26].to_string()
+    };
+    assert_eq!(p12_leaf(&p12, &pw), leaf(&crt));
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p12).unwrap().permissions()) & 0o777, 0o600);
+    let list = run(Command::new("keytool")
+        .args(["-list", "-storetype", "PKCS12", "-storepass", "p12-secret", "-keystore"])
+        .arg(&p12))
+    .ok()
+    .stdout;
+    assert!(list.contains("PrivateKeyEntry"), "{list}");
+
+    let enrolled = leaf(&crt);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["renew", "--ca-url", &c.url(), "--root"]).arg(d.join("ca.crt")).args(cert_flags(&d, "web"));
+    cmd.arg("--p12").arg("--p12-password-file").arg(&pw);
+    run(&mut cmd).ok();
+    assert_ne!(leaf(&crt), enrolled, "renewed");
+    assert_eq!(p12_leaf(&p12, &pw), leaf(&crt), "NAME.p12 follows the renewal");
+}
+
 #[test]
 fn full_loop_enroll_proxy_renew_and_revoke_through_the_api() {
     require("curl");
