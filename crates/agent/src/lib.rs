@@ -58,6 +58,9 @@ impl AgentError {
 
 pub type Result<T> = std::result::Result<T, AgentError>;
 
+mod flags;
+pub use flags::{CaConnection, P12Out};
+
 /// Where the CA API is and what its server certificate must chain to.
 #[derive(Clone, Debug)]
 pub struct CaEndpoint {

@@ -1,7 +1,8 @@
 //! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::{key_type, CaConnection, P12Out};
+use crate::cmd::key_type;
 use crate::process::runtime;
 use ambos_agent::EnrollOptions;
+use ambos_agent::{CaConnection, P12Out};
 use clap::Args;
 use std::path::PathBuf;
 

@@ -1,8 +1,9 @@
 //! `ambos issue server|client`: one certificate from flags, or many from
 //! a batch file (`ambos_pki::parse_batch`), with locally generated keys.
-use crate::cmd::{key_type, open_authority, NameArgs, P12Out};
+use crate::cmd::{key_type, open_authority, NameArgs};
 use crate::input::{input_error, read_input};
 use crate::Global;
+use ambos_agent::P12Out;
 use ambos_ca::OffsetDateTime;
 use ambos_files::LeafFiles;
 use ambos_pki::{LeafRequest, LeafSpec, Profile};

@@ -1,8 +1,8 @@
 //! `ambos renew` (once) and `ambos agent` (forever, on the schedule of
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate,
 //! by `ambos_agent`.
-use crate::cmd::{CaConnection, P12Out};
 use crate::process::{init_logging, runtime, shutdown_signal};
+use ambos_agent::{CaConnection, P12Out};
 use ambos_ca::renewer::RenewOptions;
 use clap::Args;
 use std::path::PathBuf;
