@@ -21,7 +21,7 @@ use ambos_proxy::ProxyError;
 use ambos_quickstart::QuickstartError;
 use ambos_store::StoreError;
 use ambos_tls::TlsError;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use input::InputError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -152,6 +152,24 @@ enum Command {
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json\n  ambos bench http --http2 --cheap-client --target 127.0.0.1:8443 --cert ... --key ... --duration 30s"
     )]
     Bench(ambos_bench::BenchFlags),
+    /// Shell completions for bash, zsh, fish (or elvish, powershell) on stdout.
+    #[command(
+        after_help = "Examples:\n  source <(ambos completions bash)\n  ambos completions fish > ~/.config/fish/completions/ambos.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on stdout.
+    #[command(after_help = "Example:\n  ambos man > ambos.1 && man -l ambos.1")]
+    Man,
+}
+
+/// Text made from the clap tree; a reader that stops early (`| head`) is no error.
+fn print_generated(make: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    make(&mut text)?;
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &text) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// `probe` found a failure: the report is printed already; exit 1 quietly.
@@ -192,6 +210,11 @@ fn main() -> ExitCode {
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Completions { shell } => print_generated(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "ambos", out);
+            Ok(())
+        }),
+        Command::Man => print_generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

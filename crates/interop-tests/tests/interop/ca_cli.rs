@@ -1,6 +1,6 @@
 //! The CA commands as a user meets them: outputs, listings, batch issuance,
 //! and every kind of bad input (one-line error, exit code, store unchanged).
-use ambos_interop_tests::{openssl_csr, run, TestCa};
+use ambos_interop_tests::{ambos_bin, openssl_csr, require, run, TestCa};
 use std::process::Command;
 
 fn count(ca: &TestCa) -> usize {
@@ -224,4 +224,29 @@ fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
     out.ok();
     assert_eq!(count(&ca), 2);
     ca.ambos(&["--passphrase-file", pass.to_str().unwrap(), "crl", "--out", "crl.pem"]).ok();
+}
+
+#[test]
+fn completions_load_in_bash_and_the_man_page_renders() {
+    require("bash");
+    require("groff");
+    let bin = ambos_bin();
+    let script = format!("source <('{}' completions bash) && complete -p ambos", bin.display());
+    let bash = run(Command::new("bash").args(["-c", &script])).ok();
+    assert!(bash.stdout.contains("-F _ambos ambos"), "{}", bash.stdout);
+    let ca = TestCa::empty();
+    assert!(ca.ambos(&["completions", "zsh"]).ok().stdout.starts_with("#compdef ambos"));
+    assert!(ca.ambos(&["completions", "fish"]).ok().stdout.contains("complete -c ambos"));
+    let tcsh = ca.ambos(&["completions", "tcsh"]);
+    assert!(tcsh.code == 2 && tcsh.stderr.contains("invalid value 'tcsh'"), "{}", tcsh.stderr);
+
+    let page = ca.dir().join("ambos.1");
+    std::fs::write(&page, ca.ambos(&["man"]).ok().stdout).unwrap();
+    // -ww: every groff warning; a page that renders cleanly prints none.
+    let shown = run(Command::new("groff").args(["-man", "-Tutf8", "-ww"]).arg(&page)).ok();
+    assert!(shown.stderr.is_empty(), "groff warns: {}", shown.stderr);
+    assert!(shown.stdout.contains("ambos - mTLS for real services"), "{}", shown.stdout);
+    // A reader that stops early is not an error.
+    let head = run(Command::new("bash").args(["-c", &format!("'{}' man | head -1", bin.display())])).ok();
+    assert!(head.stderr.is_empty(), "{}", head.stderr);
 }
