@@ -1,6 +1,6 @@
 //! The flags `enroll`, `renew`, `agent` and `oauth token` share (with the
 //! `cli` feature, the binary's own flags: clap reads them into these).
-use crate::CaEndpoint;
+use crate::{BootstrapOptions, CaEndpoint};
 use ambos_pki::P12Password;
 use ambos_probe::CrlSources;
 use std::path::PathBuf;
@@ -42,5 +42,27 @@ impl P12Out {
     pub fn password(&self) -> ambos_files::Result<Option<P12Password>> {
         let pw = || ambos_files::secret::p12_password(self.p12_password_file.as_deref());
         Ok(if self.p12 { Some(P12Password(pw()?)) } else { None })
+    }
+}
+
+/// `ambos bootstrap`'s flags.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct BootstrapFlags {
+    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443
+    #[cfg_attr(feature = "cli", arg(long, env = "AMBOS_CA_URL"))]
+    pub ca_url: String,
+    /// SHA-256 fingerprint of the root, from its administrator (`ambos inspect root.crt`,
+    /// `openssl x509 -fingerprint -sha256`); colons and case ignored.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub fingerprint: String,
+    /// Directory for root.crt.
+    #[cfg_attr(feature = "cli", arg(long, default_value = "."))]
+    pub out: PathBuf,
+}
+
+impl BootstrapFlags {
+    pub fn options(&self) -> BootstrapOptions {
+        BootstrapOptions { url: self.ca_url.clone(), fingerprint: self.fingerprint.clone(), out: self.out.clone() }
     }
 }

@@ -9,7 +9,9 @@
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
 use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
-use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC};
+use ambos_files::{
+    ensure_dir, write_atomic, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC,
+};
 use ambos_pki::{pem_encode, KeyType, P12Password, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
@@ -39,6 +41,12 @@ pub enum AgentError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// `ambos bootstrap`: no root the CA sent has the fingerprint given.
+    #[error("{url}/v1/roots sent no root with SHA-256 fingerprint {want} (it sent {got}); nothing written")]
+    FingerprintMismatch { url: String, want: String, got: String },
+    /// `ambos bootstrap`: the root matched, but the API's own certificate does not chain to it.
+    #[error("the CA API's TLS certificate does not chain to the root with that fingerprint: {0}")]
+    ServerNotUnderRoot(ClientError),
 }
 
 impl AgentError {
@@ -46,7 +54,8 @@ impl AgentError {
     /// answers and I/O failures are not.
     pub fn is_input(&self) -> bool {
         match self {
-            AgentError::Input(_) | AgentError::Tls(_) => true,
+            AgentError::Input(_) | AgentError::Tls(_) | AgentError::FingerprintMismatch { .. } => true,
+            AgentError::ServerNotUnderRoot(_) => false,
             AgentError::Pem { why, .. } => why.is_input(),
             AgentError::Crls(e) => e.is_input(),
             AgentError::Pki(e) => e.is_input(),
@@ -59,7 +68,7 @@ impl AgentError {
 pub type Result<T> = std::result::Result<T, AgentError>;
 
 mod flags;
-pub use flags::{CaConnection, P12Out};
+pub use flags::{BootstrapFlags, CaConnection, P12Out};
 
 /// Where the CA API is and what its server certificate must chain to.
 #[derive(Clone, Debug)]
@@ -128,6 +137,43 @@ pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
     }
     write_atomic_if_changed(&o.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
     Ok(Enrolled { issued, cert })
+}
+
+/// `ambos bootstrap`: a CA's root fetched without trusting the server yet,
+/// accepted by its fingerprint alone.
+#[derive(Clone, Debug)]
+pub struct BootstrapOptions {
+    /// Base URL of `ambos serve`.
+    pub url: String,
+    /// SHA-256 of the root (hex; colons, spaces and case ignored).
+    pub fingerprint: String,
+    /// Directory for root.crt.
+    pub out: PathBuf,
+}
+
+/// Fetches `/v1/roots` over an unverified connection, keeps the root whose
+/// SHA-256 is `o.fingerprint`, checks that the API's certificate chains to
+/// it (a second, verified connection), then writes `DIR/root.crt` (0644).
+/// Nothing is written unless every step passed.
+pub async fn bootstrap(o: &BootstrapOptions) -> Result<PathBuf> {
+    let want: String = o.fingerprint.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    let want = want.to_ascii_lowercase();
+    if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let why = format!("--fingerprint '{}' is not a SHA-256 (64 hex digits, colons allowed)", o.fingerprint);
+        return Err(AgentError::Input(why));
+    }
+    let pem = CaClient::unverified(&o.url)?.roots().await?;
+    let roots = ambos_pki::certs_from_pem(pem.as_bytes())
+        .map_err(|e| ClientError::BadResponse(format!("{}/v1/roots: {e}", o.url)))?;
+    let Some(root) = roots.iter().find(|r| ambos_pki::sha256_hex(r) == want) else {
+        let got = roots.iter().map(|r| ambos_pki::sha256_hex(r)).collect::<Vec<_>>().join(", ");
+        return Err(AgentError::FingerprintMismatch { url: o.url.clone(), want, got });
+    };
+    CaClient::new(&o.url, root, None)?.roots().await.map_err(AgentError::ServerNotUnderRoot)?;
+    ensure_dir(&o.out)?;
+    let path = o.out.join("root.crt");
+    write_atomic(&path, pem_encode("CERTIFICATE", root).as_bytes(), PUBLIC, true)?;
+    Ok(path)
 }
 
 /// A file the user named; a missing or unreadable one is an input error.

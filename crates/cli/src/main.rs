@@ -129,6 +129,11 @@ enum Command {
         after_help = "Examples:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'\n  ambos agent --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --cert web.crt --key web.key"
     )]
     Agent(cmd::renew::AgentArgs),
+    /// Fetch the CA's root from `ambos serve` and keep it only if its SHA-256 fingerprint matches.
+    #[command(
+        after_help = "Example:\n  ambos bootstrap --ca-url https://ca:9443 --fingerprint 3f:a9:...:0c --out /etc/ambos"
+    )]
+    Bootstrap(ambos_agent::BootstrapFlags),
     /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
     #[command(
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
@@ -209,6 +214,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd::enroll::enroll(a),
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),
+        Command::Bootstrap(a) => cmd::enroll::bootstrap(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Completions { shell } => print_generated(|out| {
             clap_complete::generate(shell, &mut Cli::command(), "ambos", out);

@@ -1,4 +1,5 @@
-//! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
+//! `ambos enroll`: a first certificate from `ambos serve` for a one-time token;
+//! `ambos bootstrap`: the root to give it as `--root`, checked by its fingerprint.
 use crate::cmd::key_type;
 use crate::process::runtime;
 use ambos_agent::EnrollOptions;
@@ -41,5 +42,11 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
         issued.not_after,
         done.cert.display()
     );
+    Ok(())
+}
+
+pub fn bootstrap(a: ambos_agent::BootstrapFlags) -> anyhow::Result<()> {
+    let path = runtime()?.block_on(ambos_agent::bootstrap(&a.options()))?;
+    println!("the root of {} has the fingerprint given -> {}", a.ca_url, path.display());
     Ok(())
 }

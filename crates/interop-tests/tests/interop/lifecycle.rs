@@ -255,6 +255,71 @@ fn enroll_and_renew_with_p12_keep_the_keystore_in_step_with_the_pems() {
     assert_eq!(p12_leaf(&p12, &pw), leaf(&crt), "NAME.p12 follows the renewal");
 }
 
+/// `openssl x509 -fingerprint -sha256` of a PEM file: `AB:CD:...` (upper case, colons).
+fn openssl_fingerprint(pem: &Path) -> String {
+    let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem)).ok();
+    out.stdout.trim().rsplit('=').next().unwrap().to_string()
+}
+
+#[test]
+fn bootstrap_takes_the_root_only_by_its_fingerprint_and_only_from_a_server_under_it() {
+    require("openssl");
+    let c = Ca::new();
+    let root = c.ca.data().join("root.crt");
+    let fingerprint = openssl_fingerprint(&root);
+    assert!(fingerprint.contains(':') && fingerprint.len() == 95, "{fingerprint}");
+    let bootstrap = |url: &str, fp: &str, out: &Path| {
+        run(c.ca.cmd().args(["bootstrap", "--ca-url", url, "--fingerprint", fp, "--out"]).arg(out))
+    };
+    // A wrong fingerprint: exit 2, one line, nothing written.
+    let wrong = format!("{}00", &fingerprint[..fingerprint.len() - 2]);
+    let none = c.ca.dir().join("none");
+    bootstrap(&c.url(), &wrong, &none).fails_with(2, "no root with SHA-256 fingerprint");
+    assert!(!none.exists());
+    bootstrap(&c.url(), "3f:a9", &none).fails_with(2, "--fingerprint '3f:a9' is not a SHA-256");
+
+    // The right one, as openssl prints it (upper case, colons): root.crt, 0644, the CA's root.
+    let out = c.ca.dir().join("boot");
+    let done = bootstrap(&c.url(), &fingerprint, &out).ok();
+    assert!(done.stdout.contains("root.crt"), "{}", done.stdout);
+    let written = out.join("root.crt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), std::fs::read_to_string(&root).unwrap());
+    #[cfg(unix)]
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&written).unwrap().permissions()) & 0o777,
+        0o644
+    );
+    // The root it wrote is what enroll trusts next.
+    let token = c.token(&["dev"]);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["enroll", "--ca-url", &c.url(), "--root"]).arg(&written).args(["--token", &token, "--out"]).arg(&out);
+    run(&mut cmd).ok();
+
+    // A server that hands out the right root but whose own certificate is
+    // from another CA (openssl s_server serving ./v1/roots): refused, nothing written.
+    let other = TestCa::with_localhost(&[]);
+    let www = c.ca.dir().join("www");
+    std::fs::create_dir_all(www.join("v1")).unwrap();
+    std::fs::copy(&root, www.join("v1/roots")).unwrap();
+    let port = ambos_interop_tests::free_port();
+    let mut server = ambos_interop_tests::spawn_logged(
+        Command::new("openssl")
+            .args(["s_server", "-WWW", "-accept", &port.to_string(), "-cert"])
+            .arg(other.path("localhost.crt"))
+            .arg("-key")
+            .arg(other.path("localhost.key"))
+            .current_dir(&www),
+        &c.ca.dir().join("s_server.log"),
+    );
+    ambos_interop_tests::wait_for_port(port, &mut server.0, &c.ca.dir().join("s_server.log"));
+    let elsewhere = c.ca.dir().join("elsewhere");
+    let url = format!("https://127.0.0.1:{port}");
+    let refused = bootstrap(&url, &fingerprint, &elsewhere);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("does not chain to the root with that fingerprint"), "{}", refused.stderr);
+    assert!(!elsewhere.exists());
+}
+
 #[test]
 fn full_loop_enroll_proxy_renew_and_revoke_through_the_api() {
     require("curl");
