@@ -74,7 +74,9 @@ enum Command {
     #[command(after_help = "Example:\n  ambos sign app.csr --profile server --ttl 30d --out app.crt")]
     Sign(cmd::sign::SignArgs),
     /// List issued certificates.
-    #[command(after_help = "Examples:\n  ambos list\n  ambos list --expiring 7d --json\n  ambos list --revoked")]
+    #[command(
+        after_help = "Examples:\n  ambos list\n  ambos list --current --expiring 7d --json\n  ambos list --name web   # every renewal of web\n  ambos list --summary"
+    )]
     List(cmd::list::ListArgs),
     /// Revoke a certificate by serial (hex, colons allowed) or by name.
     #[command(after_help = "Example:\n  ambos revoke 4A:1F:...:09 --reason key-compromise\n  ambos revoke checkout")]

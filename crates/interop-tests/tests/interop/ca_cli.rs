@@ -250,3 +250,39 @@ fn completions_load_in_bash_and_the_man_page_renders() {
     let head = run(Command::new("bash").args(["-c", &format!("'{}' man | head -1", bin.display())])).ok();
     assert!(head.stderr.is_empty(), "{}", head.stderr);
 }
+
+#[test]
+fn list_current_expiring_name_and_summary_hide_what_renewals_replaced() {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "web", &["--ttl", "30m"]);
+    ca.issue("client", "web", &["--force"]);
+    ca.issue("client", "api", &[]);
+    ca.issue("client", "gone", &[]);
+    ca.ambos(&["revoke", "gone"]).ok();
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&ca.ambos(&all).ok().stdout).unwrap().as_array().unwrap().clone()
+    };
+    let names =
+        |rows: &[serde_json::Value]| rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&rows(&["--name", "web"])), ["web", "web"], "every renewal of a name");
+    let current = names(&rows(&["--current"]));
+    assert_eq!(current.iter().filter(|n| *n == "web").count(), 1, "{current:?}");
+    assert!(current.contains(&"api".to_string()) && !current.contains(&"gone".to_string()), "{current:?}");
+    let newest = rows(&["--current", "--name", "web"]);
+    assert!(newest[0]["not_after"].as_str().unwrap() > rows(&["--name", "web"])[0]["not_after"].as_str().unwrap());
+    // The 30-minute one expires within an hour; the current web certificate does not.
+    assert_eq!(rows(&["--expiring", "1h"]).len(), 1);
+    assert!(rows(&["--current", "--expiring", "1h"]).is_empty());
+    let summary: serde_json::Value =
+        serde_json::from_str(&ca.ambos(&["list", "--summary", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        summary,
+        serde_json::json!({"valid": 4, "expired": 0, "revoked": 1, "total": 5}),
+        "intermediate + 4 leaves"
+    );
+    let text = ca.ambos(&["list", "--summary"]).ok().stdout;
+    assert_eq!(text, "valid 4  expired 0  revoked 1  total 5\n");
+    ca.ambos(&["list", "--expiring", "soon"]).fails_with(2, "invalid duration 'soon'");
+}

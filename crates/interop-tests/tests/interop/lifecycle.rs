@@ -255,6 +255,33 @@ fn enroll_and_renew_with_p12_keep_the_keystore_in_step_with_the_pems() {
     assert_eq!(p12_leaf(&p12, &pw), leaf(&crt), "NAME.p12 follows the renewal");
 }
 
+#[test]
+fn the_certs_endpoint_takes_the_list_filters_and_answers_in_rfc3339() {
+    require("curl");
+    let c = Ca::new();
+    c.ca.issue("client", "admin", &["--admin"]);
+    c.ca.issue("client", "web", &["--ttl", "30m"]);
+    c.ca.issue("client", "web", &["--force"]);
+    let get = |query: &str| {
+        let (code, body) = c.curl_api(Some("admin"), "GET", &format!("/v1/certs{query}"), None);
+        assert_eq!(code, "200", "{query}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let all = get("?name=web");
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert!(all[0]["not_after"].as_str().unwrap().ends_with('Z'), "RFC 3339, not unix seconds: {all}");
+    let current = get("?name=web&current=true");
+    assert_eq!(current.as_array().unwrap().len(), 1, "{current}");
+    assert_eq!(current[0]["serial"], all[1]["serial"], "the newest");
+    assert_eq!(get("?expiring=1h").as_array().unwrap().len(), 1);
+    let current_all = get("?current=true").as_array().unwrap().len();
+    assert_eq!(get("?summary=true&current=true")["total"], current_all, "counts of the same filter");
+    assert_eq!(get("?summary=true")["total"], current_all + 1, "the renewed web certificate");
+    let (code, body) = c.curl_api(Some("admin"), "GET", "/v1/certs?expiring=soon", None);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("invalid duration 'soon'"), "{body}");
+}
+
 /// `openssl x509 -fingerprint -sha256` of a PEM file: `AB:CD:...` (upper case, colons).
 fn openssl_fingerprint(pem: &Path) -> String {
     let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem)).ok();
