@@ -116,10 +116,11 @@ impl fmt::Display for Listing {
             return writeln!(f, "no certificates");
         }
         let w = self.certs.iter().map(|c| c.name.len()).max().unwrap_or(4).max(4);
-        writeln!(f, "{:<32}  {:<w$}  {:<7}  {:<20}  STATUS", "SERIAL", "NAME", "PROFILE", "NOT AFTER")?;
+        let pw = self.certs.iter().map(|c| c.profile.len()).max().unwrap_or(7).max(7);
+        writeln!(f, "{:<32}  {:<w$}  {:<pw$}  {:<20}  STATUS", "SERIAL", "NAME", "PROFILE", "NOT AFTER")?;
         for c in &self.certs {
             let (serial, name, profile, status) = (&c.serial, &c.name, &c.profile, self.status(c));
-            writeln!(f, "{serial:<32}  {name:<w$}  {profile:<7}  {:<20}  {status}", rfc3339(c.not_after))?;
+            writeln!(f, "{serial:<32}  {name:<w$}  {profile:<pw$}  {:<20}  {status}", rfc3339(c.not_after))?;
         }
         Ok(())
     }

@@ -66,10 +66,9 @@ enum Command {
     Init(cmd::init::InitArgs),
     /// Issue a server or client certificate with a locally generated key.
     #[command(
-        subcommand,
-        after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet"
+        after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet\n  ambos issue --profile server,client mesh.acme.test --spiffe spiffe://acme.test/mesh   # both EKUs"
     )]
-    Issue(cmd::issue::IssueKind),
+    Issue(Box<cmd::issue::IssueArgs>),
     /// Sign an external certificate signing request (CSR).
     #[command(after_help = "Example:\n  ambos sign app.csr --profile server --ttl 30d --out app.crt")]
     Sign(cmd::sign::SignArgs),
@@ -196,7 +195,7 @@ fn main() -> ExitCode {
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),
-        Command::Issue(k) => cmd::issue::issue(&global, k),
+        Command::Issue(a) => cmd::issue::issue(&global, *a),
         Command::Sign(a) => cmd::sign::sign(&global, a),
         Command::List(a) => cmd::list::list(&global, a),
         Command::Revoke(a) => cmd::revoke::revoke(&global, a),

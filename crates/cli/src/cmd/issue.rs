@@ -11,6 +11,19 @@ use ambos_store::AuthorityRole;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
+/// `ambos issue server|client NAME ...` or `ambos issue --profile P NAME ...`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct IssueArgs {
+    #[command(subcommand)]
+    kind: Option<IssueKind>,
+    /// server, client or server,client (both EKUs), instead of the subcommand.
+    #[arg(long, required = true)]
+    profile: Option<Profile>,
+    #[command(flatten)]
+    leaf: LeafArgs,
+}
+
 #[derive(Subcommand)]
 pub enum IssueKind {
     /// A TLS server certificate (EKU serverAuth); NAME, if a host name or IP, is its first SAN.
@@ -56,10 +69,11 @@ pub struct LeafArgs {
     json: bool,
 }
 
-pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
-    let (profile, a) = match kind {
-        IssueKind::Server(a) => (Profile::Server, a),
-        IssueKind::Client(a) => (Profile::Client, a),
+pub fn issue(g: &Global, args: IssueArgs) -> anyhow::Result<()> {
+    let (profile, a) = match args.kind {
+        Some(IssueKind::Server(a)) => (Profile::Server, a),
+        Some(IssueKind::Client(a)) => (Profile::Client, a),
+        None => (args.profile.unwrap_or(Profile::Client), args.leaf),
     };
     let key_type = key_type(&a.key_type)?;
     let now = OffsetDateTime::now_utc();
@@ -82,7 +96,7 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         }
         None => vec![LeafRequest::from_spec(&spec)?],
     };
-    if a.admin && profile != Profile::Client {
+    if a.admin && !profile.client_auth() {
         return Err(input_error("--admin is for client certificates"));
     }
     for r in &mut requests {

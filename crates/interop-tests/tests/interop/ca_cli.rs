@@ -286,3 +286,45 @@ fn list_current_expiring_name_and_summary_hide_what_renewals_replaced() {
     assert_eq!(text, "valid 4  expired 0  revoked 1  total 5\n");
     ca.ambos(&["list", "--expiring", "soon"]).fails_with(2, "invalid duration 'soon'");
 }
+
+#[test]
+fn a_server_client_certificate_verifies_in_openssl_for_both_purposes() {
+    require("openssl");
+    let ca = TestCa::new(&[]);
+    let out = ca.ambos(&[
+        "issue",
+        "--profile",
+        "server,client",
+        "mesh.acme.test",
+        "--out",
+        ca.certs().to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(v["profile"], "server,client");
+    let (leaf, root) = (ca.path("mesh.acme.test.crt"), ca.path("ca.crt"));
+    for purpose in ["sslserver", "sslclient"] {
+        // The chain file holds leaf + intermediate: the intermediate is untrusted, the root the anchor.
+        let verified = run(Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-CAfile"])
+            .arg(&root)
+            .arg("-untrusted")
+            .arg(&leaf)
+            .arg(&leaf))
+        .ok();
+        assert!(verified.stdout.contains(": OK"), "{purpose}: {}", verified.stdout);
+    }
+    let text = run(Command::new("openssl").args(["x509", "-noout", "-ext", "extendedKeyUsage", "-in"]).arg(&leaf)).ok();
+    assert!(text.stdout.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{}", text.stdout);
+    let listed = ca.ambos(&["list", "--name", "mesh.acme.test"]).ok().stdout;
+    assert!(listed.contains("  server,client  "), "{listed}");
+    // A client-only certificate is refused as a server by the same check.
+    ca.issue("client", "web", &[]);
+    let refused = run(Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(ca.path("web.crt"))
+        .arg(ca.path("web.crt")));
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+}

@@ -282,6 +282,22 @@ fn the_certs_endpoint_takes_the_list_filters_and_answers_in_rfc3339() {
     assert!(body.contains("invalid duration 'soon'"), "{body}");
 }
 
+#[test]
+fn a_server_client_token_enrolls_a_certificate_with_both_ekus() {
+    require("openssl");
+    let c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let token = c.token(&["mesh.acme.test", "--profile", "server,client", "--spiffe", "spiffe://acme.test/mesh"]);
+    c.enroll(&token, &d, None).ok();
+    let text = run(Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "extendedKeyUsage,subjectAltName", "-in"])
+        .arg(d.join("mesh.acme.test.crt")))
+    .ok()
+    .stdout;
+    assert!(text.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("URI:spiffe://acme.test/mesh"), "{text}");
+}
+
 /// `openssl x509 -fingerprint -sha256` of a PEM file: `AB:CD:...` (upper case, colons).
 fn openssl_fingerprint(pem: &Path) -> String {
     let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem)).ok();
