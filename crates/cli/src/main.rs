@@ -191,7 +191,13 @@ pub struct Global {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // With --json (clap refuses it where a command has none), errors are JSON too.
+    let json = std::env::args().take_while(|a| a != "--").any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => return json_error(e.to_string().lines().next().unwrap_or_default(), 2),
+        Err(e) => e.exit(),
+    };
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),
@@ -226,11 +232,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<ProbeFailed>().is_some() => ExitCode::from(1),
+        Err(err) if json => json_error(&ambos_tls::error_chain(err.as_ref()), exit_code(&err)),
         Err(err) => {
             eprintln!("error: {}", ambos_tls::error_chain(err.as_ref()));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// `{"error": "...", "exit_code": N}` on stderr: stdout keeps only the command's data.
+fn json_error(message: &str, code: u8) -> ExitCode {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    eprintln!("{}", serde_json::json!({"error": message, "exit_code": code}));
+    ExitCode::from(code)
 }
 
 /// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed

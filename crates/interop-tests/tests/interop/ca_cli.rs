@@ -328,3 +328,24 @@ fn a_server_client_certificate_verifies_in_openssl_for_both_purposes() {
         .arg(ca.path("web.crt")));
     assert_ne!(refused.code, 0, "{}", refused.stdout);
 }
+
+#[test]
+fn with_json_errors_are_one_json_line_on_stderr_with_the_exit_code() {
+    let empty = TestCa::empty();
+    let check = |r: ambos_interop_tests::Run, code: i32, needle: &str| {
+        assert_eq!(r.code, code, "{}", r.stderr);
+        assert!(r.stdout.is_empty(), "stdout keeps only data: {}", r.stdout);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stderr).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+        assert_eq!(v["exit_code"], code, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
+    };
+    check(empty.ambos(&["list", "--json"]), 2, "ambos init");
+    check(empty.ambos(&["inspect", "missing.pem", "--json"]), 2, "cannot read missing.pem");
+    // A usage error that clap finds.
+    check(empty.ambos(&["list", "--json", "--expiring"]), 2, "a value is required for '--expiring");
+    let ca = TestCa::new(&[]);
+    check(ca.ambos(&["issue", "client", "web", "--ttl", "5q", "--json"]), 2, "invalid duration '5q'");
+    // Without --json: the plain line, as before.
+    empty.ambos(&["list"]).fails_with(2, "error: no CA found");
+}
