@@ -13,6 +13,8 @@ command -v keytool >/dev/null || need+=(openjdk-17-jre-headless)
 # `java Client.java` (single-file source launch) needs the compiler module.
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v python3 >/dev/null || need+=(python3)
+# groff renders `ambos man`'s page in the CLI tests.
+command -v groff >/dev/null || need+=(groff-base)
 # PostgreSQL: the CA's shared store; the tests run a throwaway cluster
 # (scripts/pg-cluster.sh), never Debian's own.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

@@ -9,8 +9,10 @@
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
 use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
-use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
-use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey, RevocationReason, Serial};
+use ambos_files::{
+    ensure_dir, write_atomic, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC,
+};
+use ambos_pki::{pem_encode, KeyType, P12Password, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
 use ambos_tls::TlsError;
@@ -39,6 +41,12 @@ pub enum AgentError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// `ambos bootstrap`: no root the CA sent has the fingerprint given.
+    #[error("{url}/v1/roots sent no root with SHA-256 fingerprint {want} (it sent {got}); nothing written")]
+    FingerprintMismatch { url: String, want: String, got: String },
+    /// `ambos bootstrap`: the root matched, but the API's own certificate does not chain to it.
+    #[error("the CA API's TLS certificate does not chain to the root with that fingerprint: {0}")]
+    ServerNotUnderRoot(ClientError),
 }
 
 impl AgentError {
@@ -46,7 +54,8 @@ impl AgentError {
     /// answers and I/O failures are not.
     pub fn is_input(&self) -> bool {
         match self {
-            AgentError::Input(_) | AgentError::Tls(_) => true,
+            AgentError::Input(_) | AgentError::Tls(_) | AgentError::FingerprintMismatch { .. } => true,
+            AgentError::ServerNotUnderRoot(_) => false,
             AgentError::Pem { why, .. } => why.is_input(),
             AgentError::Crls(e) => e.is_input(),
             AgentError::Pki(e) => e.is_input(),
@@ -57,6 +66,9 @@ impl AgentError {
 }
 
 pub type Result<T> = std::result::Result<T, AgentError>;
+
+mod flags;
+pub use flags::{BootstrapFlags, CaConnection, P12Out};
 
 /// Where the CA API is and what its server certificate must chain to.
 #[derive(Clone, Debug)]
@@ -96,6 +108,8 @@ pub struct EnrollOptions {
     pub key_type: KeyType,
     /// Directory for NAME.crt, NAME.key (0600) and ca.crt.
     pub out: PathBuf,
+    /// Also write NAME.p12 with this password.
+    pub p12: Option<P12Password>,
 }
 
 /// The certificate the CA issued and where its chain was written.
@@ -118,8 +132,48 @@ pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
     ensure_dir(&o.out)?;
     let cert = o.out.join(format!("{name}.crt"));
     write_identity(&o.out.join(format!("{name}.key")), &key, &cert, &issued.certificate)?;
+    if let Some(pw) = &o.p12 {
+        write_p12_beside(&cert, &key, &issued.certificate, pw)?;
+    }
     write_atomic_if_changed(&o.out.join("ca.crt"), issued.ca.as_bytes(), PUBLIC, true)?;
     Ok(Enrolled { issued, cert })
+}
+
+/// `ambos bootstrap`: a CA's root fetched without trusting the server yet,
+/// accepted by its fingerprint alone.
+#[derive(Clone, Debug)]
+pub struct BootstrapOptions {
+    /// Base URL of `ambos serve`.
+    pub url: String,
+    /// SHA-256 of the root (hex; colons, spaces and case ignored).
+    pub fingerprint: String,
+    /// Directory for root.crt.
+    pub out: PathBuf,
+}
+
+/// Fetches `/v1/roots` over an unverified connection, keeps the root whose
+/// SHA-256 is `o.fingerprint`, checks that the API's certificate chains to
+/// it (a second, verified connection), then writes `DIR/root.crt` (0644).
+/// Nothing is written unless every step passed.
+pub async fn bootstrap(o: &BootstrapOptions) -> Result<PathBuf> {
+    let want: String = o.fingerprint.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    let want = want.to_ascii_lowercase();
+    if want.len() != 64 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let why = format!("--fingerprint '{}' is not a SHA-256 (64 hex digits, colons allowed)", o.fingerprint);
+        return Err(AgentError::Input(why));
+    }
+    let pem = CaClient::unverified(&o.url)?.roots().await?;
+    let roots = ambos_pki::certs_from_pem(pem.as_bytes())
+        .map_err(|e| ClientError::BadResponse(format!("{}/v1/roots: {e}", o.url)))?;
+    let Some(root) = roots.iter().find(|r| ambos_pki::sha256_hex(r) == want) else {
+        let got = roots.iter().map(|r| ambos_pki::sha256_hex(r)).collect::<Vec<_>>().join(", ");
+        return Err(AgentError::FingerprintMismatch { url: o.url.clone(), want, got });
+    };
+    CaClient::new(&o.url, root, None)?.roots().await.map_err(AgentError::ServerNotUnderRoot)?;
+    ensure_dir(&o.out)?;
+    let path = o.out.join("root.crt");
+    write_atomic(&path, pem_encode("CERTIFICATE", root).as_bytes(), PUBLIC, true)?;
+    Ok(path)
 }
 
 /// A file the user named; a missing or unreadable one is an input error.
@@ -128,9 +182,8 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKey> {
-    let text = String::from_utf8(read_input(path)?)
-        .map_err(|_| AgentError::Input(format!("{} is not PEM", path.display())))?;
-    PrivateKey::from_pem(&text, None).map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
+    PrivateKey::from_pem_or_der(&read_input(path)?, None)
+        .map_err(|why| AgentError::Pem { path: path.to_path_buf(), why })
 }
 
 /// `ambos renew`: one renewal with the CRLs read now.
@@ -155,6 +208,9 @@ pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -
     };
     let issued = client.renew(csr.as_deref()).await?;
     write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
+    if let Some(pw) = &o.p12 {
+        write_p12_beside(&o.cert, &key, &issued.certificate, pw)?;
+    }
     Ok(issued)
 }
 
@@ -353,8 +409,14 @@ mod tests {
         let ca = CaEndpoint { url: "https://127.0.0.1:1".into(), root: "none.crt".into(), crls: CrlSources::default() };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         for renew_at in [0.05, 0.96] {
-            let opts =
-                RenewOptions { cert: "a.crt".into(), key: "a.key".into(), keep_key: false, renew_at, exec: None };
+            let opts = RenewOptions {
+                cert: "a.crt".into(),
+                key: "a.key".into(),
+                keep_key: false,
+                renew_at,
+                exec: None,
+                p12: None,
+            };
             let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
             assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
             assert!(err.is_input());

@@ -31,8 +31,7 @@ pub use flags::BenchFlags;
 pub use tally::Summary;
 
 use ambos_tls::{ClientCert, ServerAuth};
-use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -301,7 +300,7 @@ pub fn plan(p: &BenchPlan) -> Result<Plan, BenchError> {
         Arc::make_mut(&mut provider).kx_groups = p.kx_groups.iter().map(|g| g.group()).collect();
     }
     let server = match (&p.ca, p.cheap_client) {
-        (_, true) => ServerAuth::Custom(Arc::new(UnverifiedChain)),
+        (_, true) => ServerAuth::Custom(Arc::new(ambos_tls::UnverifiedServer)),
         (Some(ca_file), false) => ServerAuth::Roots(
             ambos_tls::root_store(std::slice::from_ref(ca_file)).map_err(|e| input(format!("--ca: {e}")))?,
         ),
@@ -431,27 +430,6 @@ impl Plan {
             first_error,
         })
     }
-}
-
-/// A server certificate verifier for `cheap_client`: any chain passes,
-/// but the server must still prove it holds the key of the certificate it
-/// sent, so the handshake does the same key-exchange and signature work.
-#[derive(Debug)]
-struct UnverifiedChain;
-
-impl ServerCertVerifier for UnverifiedChain {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    ambos_tls::handshake_signatures!();
 }
 
 #[cfg(test)]

@@ -60,6 +60,16 @@ impl CaClient {
         CaClient::with_trust(base_url, Arc::new(trust), identity)
     }
 
+    /// A client that trusts any server certificate: only for `ambos
+    /// bootstrap`, which accepts what it fetches by its fingerprint alone.
+    pub fn unverified(base_url: &str) -> Result<CaClient, ClientError> {
+        ambos_tls::install_default_provider();
+        let auth = ambos_tls::ServerAuth::Custom(Arc::new(ambos_tls::UnverifiedServer));
+        let config =
+            ambos_tls::client_config(auth, ambos_tls::ClientCert::None).map_err(|e| ClientError::Tls(e.to_string()))?;
+        CaClient::with_config(base_url, config)
+    }
+
     /// As [`CaClient::new`], with the trusted CAs (and CRLs, if any) in `trust`:
     /// the API's certificate is verified by [`ambos_tls::ServerVerifier`], the
     /// same path verifier the proxy uses (name, path, RFC 5280 rules, CRLs).
@@ -75,6 +85,10 @@ impl CaClient {
         };
         let config = ambos_tls::client_config(ambos_tls::ServerAuth::Trust(trust), client)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
+        CaClient::with_config(base_url, config)
+    }
+
+    fn with_config(base_url: &str, config: rustls::ClientConfig) -> Result<CaClient, ClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -183,6 +197,15 @@ impl CaClient {
     pub async fn enroll(&self, token: &str, csr_pem: &str) -> Result<Issued, ClientError> {
         let body = serde_json::json!({"token": token.trim(), "csr": csr_pem});
         self.json(http::Method::POST, "/v1/enroll", Some(Body::Json(body)), true).await
+    }
+
+    /// `GET /v1/roots`: the CA's root certificate(s), PEM.
+    pub async fn roots(&self) -> Result<String, ClientError> {
+        let (status, bytes) = self.send(http::Method::GET, "/v1/roots", None, true).await?;
+        if status != 200 {
+            return Err(ClientError::BadResponse(format!("GET /v1/roots answered HTTP {status}")));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|_| ClientError::BadResponse("/v1/roots is not PEM text".into()))
     }
 
     /// Renews the certificate we connect with; `csr_pem` carries a new key.

@@ -82,7 +82,7 @@ mod test_ca;
 mod verifier;
 
 pub use enrollment::{Enrollment, TokenGrant, TokenOptions};
-pub use listing::Listing;
+pub use listing::{ListQuery, Listing, Summary};
 
 /// Settings for `ambos init`.
 #[derive(Clone, Debug)]

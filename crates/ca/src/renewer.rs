@@ -23,6 +23,8 @@ pub struct RenewOptions {
     pub renew_at: f64,
     /// Run via `sh -c` after each successful renewal, e.g. a reload.
     pub exec: Option<String>,
+    /// Also write NAME.p12 beside the certificate with this password.
+    pub p12: Option<ambos_pki::P12Password>,
 }
 
 /// A certificate's validity in Unix seconds.
@@ -258,6 +260,7 @@ mod tests {
             keep_key: false,
             renew_at: 2.0 / 3.0,
             exec: Some(format!("echo x >> {}", marker.display())),
+            p12: None,
         };
         let now = unix_now();
         // Past due: each wait is the jitter only.
@@ -281,6 +284,7 @@ mod tests {
             keep_key: false,
             renew_at: 2.0 / 3.0,
             exec: None,
+            p12: None,
         };
         let mut fake = fake(Validity { not_before: now, not_after: now + 365 * DAY }, 0);
         let end = Renewer::new(opts).run(&mut fake).await;

@@ -21,7 +21,7 @@ use ambos_proxy::ProxyError;
 use ambos_quickstart::QuickstartError;
 use ambos_store::StoreError;
 use ambos_tls::TlsError;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use input::InputError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,15 +66,16 @@ enum Command {
     Init(cmd::init::InitArgs),
     /// Issue a server or client certificate with a locally generated key.
     #[command(
-        subcommand,
-        after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet"
+        after_help = "Examples:\n  ambos issue server api --san dns:api.acme.test\n  ambos issue client web --spiffe spiffe://acme.test/web --p12\n  ambos issue client --batch devices.csv --out fleet\n  ambos issue --profile server,client mesh.acme.test --spiffe spiffe://acme.test/mesh   # both EKUs"
     )]
-    Issue(cmd::issue::IssueKind),
+    Issue(Box<cmd::issue::IssueArgs>),
     /// Sign an external certificate signing request (CSR).
     #[command(after_help = "Example:\n  ambos sign app.csr --profile server --ttl 30d --out app.crt")]
     Sign(cmd::sign::SignArgs),
     /// List issued certificates.
-    #[command(after_help = "Examples:\n  ambos list\n  ambos list --expiring 7d --json\n  ambos list --revoked")]
+    #[command(
+        after_help = "Examples:\n  ambos list\n  ambos list --current --expiring 7d --json\n  ambos list --name web   # every renewal of web\n  ambos list --summary"
+    )]
     List(cmd::list::ListArgs),
     /// Revoke a certificate by serial (hex, colons allowed) or by name.
     #[command(after_help = "Example:\n  ambos revoke 4A:1F:...:09 --reason key-compromise\n  ambos revoke checkout")]
@@ -88,7 +89,9 @@ enum Command {
     #[command(subcommand)]
     Export(cmd::export::ExportKind),
     /// Bundle a certificate chain and key into a PKCS#12 keystore.
-    #[command(after_help = "Example:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt")]
+    #[command(
+        after_help = "Examples:\n  ambos p12 --cert api.crt --key api.key --out api.p12 --password-file pw.txt\n  ambos p12 --cert dev.crt --key dev-enc.der --key-passphrase-file key-pw.txt --out dev.p12"
+    )]
     P12(cmd::p12::P12Args),
     /// Show what a certificate, chain, CSR, CRL, key, PKCS#12 file or JWT holds.
     #[command(
@@ -119,7 +122,7 @@ enum Command {
     Enroll(cmd::enroll::EnrollArgs),
     /// Renew a certificate over mTLS with the current one (new key by default).
     #[command(
-        after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
+        after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --p12 --p12-password-file pw.txt\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
     )]
     Renew(cmd::renew::RenewArgs),
     /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.
@@ -127,6 +130,11 @@ enum Command {
         after_help = "Examples:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'\n  ambos agent --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --cert web.crt --key web.key"
     )]
     Agent(cmd::renew::AgentArgs),
+    /// Fetch the CA's root from `ambos serve` and keep it only if its SHA-256 fingerprint matches.
+    #[command(
+        after_help = "Example:\n  ambos bootstrap --ca-url https://ca:9443 --fingerprint 3f:a9:...:0c --out /etc/ambos"
+    )]
+    Bootstrap(ambos_agent::BootstrapFlags),
     /// Terminate mTLS in front of an HTTP or TCP service, authorizing each client identity.
     #[command(
         after_help = "Examples:\n  ambos proxy --config proxy.toml\n  ambos proxy --listen 127.0.0.1:8443 --upstream http://127.0.0.1:8080 \\\n      --cert certs/api.crt --key certs/api.key --client-ca certs/ca.crt --crl crl.pem \\\n      --allow spiffe://acme.test/web --allow ou:payments\n  ambos proxy --tcp --listen 127.0.0.1:5433 --upstream 127.0.0.1:5432 --cert ... --key ... --client-ca ..."
@@ -150,6 +158,24 @@ enum Command {
         after_help = "Examples:\n  ambos bench handshake --target 127.0.0.1:8443 --cert certs/alice.crt --key certs/alice.key \\\n      --ca certs/ca.crt --concurrency 8 --duration 10s\n  ambos bench http --target 127.0.0.1:8443 --cert ... --key ... --ca ... --count 100000 --json\n  ambos bench http --http2 --cheap-client --target 127.0.0.1:8443 --cert ... --key ... --duration 30s"
     )]
     Bench(ambos_bench::BenchFlags),
+    /// Shell completions for bash, zsh, fish (or elvish, powershell) on stdout.
+    #[command(
+        after_help = "Examples:\n  source <(ambos completions bash)\n  ambos completions fish > ~/.config/fish/completions/ambos.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on stdout.
+    #[command(after_help = "Example:\n  ambos man > ambos.1 && man -l ambos.1")]
+    Man,
+}
+
+/// Text made from the clap tree; a reader that stops early (`| head`) is no error.
+fn print_generated(make: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let mut text = Vec::new();
+    make(&mut text)?;
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &text) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// `probe` found a failure: the report is printed already; exit 1 quietly.
@@ -165,11 +191,17 @@ pub struct Global {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // With --json (clap refuses it where a command has none), errors are JSON too.
+    let json = std::env::args().take_while(|a| a != "--").any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => return json_error(e.to_string().lines().next().unwrap_or_default(), 2),
+        Err(e) => e.exit(),
+    };
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),
-        Command::Issue(k) => cmd::issue::issue(&global, k),
+        Command::Issue(a) => cmd::issue::issue(&global, *a),
         Command::Sign(a) => cmd::sign::sign(&global, a),
         Command::List(a) => cmd::list::list(&global, a),
         Command::Revoke(a) => cmd::revoke::revoke(&global, a),
@@ -189,16 +221,30 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd::enroll::enroll(a),
         Command::Renew(a) => cmd::renew::renew(a),
         Command::Agent(a) => cmd::renew::agent(a),
+        Command::Bootstrap(a) => cmd::enroll::bootstrap(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Completions { shell } => print_generated(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "ambos", out);
+            Ok(())
+        }),
+        Command::Man => print_generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<ProbeFailed>().is_some() => ExitCode::from(1),
+        Err(err) if json => json_error(&ambos_tls::error_chain(err.as_ref()), exit_code(&err)),
         Err(err) => {
             eprintln!("error: {}", ambos_tls::error_chain(err.as_ref()));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// `{"error": "...", "exit_code": N}` on stderr: stdout keeps only the command's data.
+fn json_error(message: &str, code: u8) -> ExitCode {
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    eprintln!("{}", serde_json::json!({"error": message, "exit_code": code}));
+    ExitCode::from(code)
 }
 
 /// Exit codes scripts can trust: 2 for bad input or usage, 1 for a failed

@@ -121,6 +121,16 @@ pub fn write_identity(key_path: &Path, key: &PrivateKey, cert_path: &Path, chain
     write_atomic(cert_path, chain_pem.as_bytes(), PUBLIC, true)
 }
 
+/// Writes NAME.p12 beside the NAME.crt at `cert_path` (key and chain, alias
+/// NAME) atomically and durably; `enroll`/`renew --p12` keep it in step with the PEMs.
+pub fn write_p12_beside(cert_path: &Path, key: &PrivateKey, chain_pem: &str, password: &str) -> Result<PathBuf> {
+    let chain = ambos_pki::certs_from_pem(chain_pem.as_bytes())?;
+    let alias = cert_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "key".into());
+    let path = cert_path.with_extension("p12");
+    write_atomic(&path, &ambos_pki::keystore(&alias, key, &chain, password)?, PRIVATE, true)?;
+    Ok(path)
+}
+
 /// Where issued certificates go: DIR/NAME.crt (chain), DIR/NAME.key,
 /// DIR/NAME.p12 with a password, DIR/ca.crt (the root).
 pub struct LeafFiles {

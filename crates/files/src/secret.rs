@@ -42,6 +42,18 @@ pub fn p12_password(file: Option<&Path>) -> Result<Secret> {
     })
 }
 
+/// The passphrase of an encrypted private key the user gave (`--key-passphrase-file`,
+/// `$AMBOS_KEY_PASSPHRASE`, a prompt).
+pub fn key_passphrase(file: Option<&Path>) -> Result<Secret> {
+    resolve(&SecretSource {
+        file,
+        env_var: "AMBOS_KEY_PASSPHRASE",
+        prompt: "Private key passphrase",
+        confirm: false,
+        how: "private key passphrase (--key-passphrase-file)",
+    })
+}
+
 /// The first line of `path`: an input error if unreadable, not UTF-8 or empty.
 pub fn first_line(path: &Path, allow_empty: bool) -> Result<Secret> {
     let bytes = std::fs::read(path).map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;

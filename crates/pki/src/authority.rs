@@ -226,8 +226,9 @@ impl Authority {
     ) -> Result<IssuedCert, PkiError> {
         validate_name(&req.name)?;
         let eku = match req.profile {
-            Profile::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Profile::Client => ExtendedKeyUsagePurpose::ClientAuth,
+            Profile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Profile::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Profile::ServerClient => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
             Profile::Ca => return Err(PkiError::UnknownProfile("ca (not for leaf certificates)".into())),
         };
         if now >= self.not_after {
@@ -258,11 +259,11 @@ impl Authority {
         p.not_after = (req.not_before.unwrap_or(now) + req.ttl).min(self.not_after);
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if req.profile == Profile::Server && public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+        if req.profile.server_auth() && public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
             // TLS 1.2 RSA key exchange clients still look for it.
             p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
         }
-        p.extended_key_usages = vec![eku];
+        p.extended_key_usages = eku;
         p.use_authority_key_identifier_extension = true;
         p.crl_distribution_points = distribution_points(self.crl_url.as_deref());
         let cert = p.signed_by(public_key, &self.issuer)?;
@@ -295,7 +296,7 @@ impl Authority {
         for san in &request.sans {
             let allowed = match profile {
                 Profile::Server => matches!(san, San::Dns(_) | San::Ip(_)),
-                Profile::Client | Profile::Ca => true,
+                Profile::Client | Profile::ServerClient | Profile::Ca => true,
             };
             if !allowed {
                 return Err(PkiError::CsrNotAllowed(san.to_string(), "server profile"));
@@ -442,5 +443,22 @@ mod tests {
             let total = (ttl + backdate(ttl)).as_secs() as i64;
             assert_eq!(issued_ttl(0, total), ttl, "{secs}");
         }
+    }
+
+    #[test]
+    fn server_client_profile_carries_both_ekus_and_a_servers_default_san() {
+        let now = OffsetDateTime::now_utc();
+        let day = Duration::from_secs(86_400);
+        let ca = NewCa::create("acme", crate::KeyType::EcP256, day * 2, day, now).unwrap();
+        let signer = Authority::new(&ca.intermediate_cert_der, ca.intermediate_key, &ca.root_cert_der).unwrap();
+        let profile: Profile = "server,client".parse().unwrap();
+        assert_eq!((profile, profile.as_str()), (Profile::ServerClient, "server,client"));
+        let mut req = LeafRequest::new("api.acme.test", profile);
+        req.ttl = profile.default_ttl().min(day / 2);
+        let issued = signer.issue(&req, now).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&issued.cert_der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth, "{eku:?}");
+        assert_eq!(issued.sans, [San::Dns("api.acme.test".into())]);
     }
 }

@@ -7,7 +7,7 @@ use thiserror::Error;
 pub enum PkiError {
     #[error("unknown key type '{0}' (expected ec-p256, ec-p384, ed25519, rsa-2048, rsa-3072 or rsa-4096)")]
     UnknownKeyType(String),
-    #[error("unknown profile '{0}' (expected server or client)")]
+    #[error("unknown profile '{0}' (expected server, client or server,client)")]
     UnknownProfile(String),
     #[error("invalid subject alternative name '{value}': {why}")]
     InvalidSan { value: String, why: &'static str },

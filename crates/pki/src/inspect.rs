@@ -284,7 +284,14 @@ pub fn inspect(bytes: &[u8], p12_password: Option<&str>, now: OffsetDateTime) ->
         }
         return Ok(Inspection::Pkcs12 { certificates, private_keys });
     }
-    Err(PkiError::UnrecognisedInput)
+    match crate::pem::key_der(bytes) {
+        Ok(crate::pem::KeyDer::Encrypted(_)) => Ok(Inspection::PrivateKey { key_type: None, encrypted: true }),
+        Ok(crate::pem::KeyDer::Plain(_)) => {
+            let key = crate::PrivateKey::from_pem_or_der(bytes, None)?;
+            Ok(Inspection::PrivateKey { key_type: Some(key.key_type().to_string()), encrypted: false })
+        }
+        Err(_) => Err(PkiError::UnrecognisedInput),
+    }
 }
 
 /// PFX is SEQUENCE { INTEGER 3, ContentInfo, ... }.
@@ -501,6 +508,25 @@ mod tests {
         let text = inspect(pem.as_bytes(), None, now).unwrap().to_string();
         assert!(text.starts_with("certificate 1 of 2:\n"), "{text}");
         assert!(text.contains("certificate 2 of 2:\n"), "{text}");
+    }
+
+    #[test]
+    fn der_private_keys_are_recognised() {
+        let now = OffsetDateTime::now_utc();
+        let key = KeyType::Rsa2048.generate().unwrap();
+        let pkcs1 = pkcs8::PrivateKeyInfo::try_from(key.pkcs8_der()).unwrap().private_key.to_vec();
+        for der in [key.pkcs8_der().to_vec(), pkcs1] {
+            match inspect(&der, None, now) {
+                Ok(Inspection::PrivateKey { key_type, encrypted: false }) => {
+                    assert_eq!(key_type.as_deref(), Some("rsa-2048"))
+                }
+                other => panic!("{:?}", other.map(|i| i.to_string())),
+            }
+        }
+        let pem = crate::encrypt_private_key(key.pkcs8_der(), b"pw").unwrap();
+        let der = crate::pem::blocks(pem.as_bytes()).unwrap().remove(0).der;
+        assert!(matches!(inspect(&der, None, now), Ok(Inspection::PrivateKey { key_type: None, encrypted: true })));
+        assert!(matches!(inspect(b"\x30\x03\x02\x01\x05", None, now), Err(PkiError::UnrecognisedInput)));
     }
 
     #[test]

@@ -114,29 +114,63 @@ impl PrivateKey {
         rcgen::PublicKeyData::subject_public_key_info(&self.pair)
     }
 
-    /// Reads a PKCS#8, SEC1 or PKCS#1 key from DER.
+    /// Reads a PKCS#8, SEC1 or PKCS#1 key from DER; keeps it as PKCS#8.
     pub fn from_der(der: &[u8]) -> Result<Self, PkiError> {
-        let pair = KeyPair::try_from(der).map_err(|e| PkiError::MalformedKey(e.to_string()))?;
+        let key = rustls_pki_types::PrivateKeyDer::try_from(der)
+            .map_err(|e| PkiError::MalformedKey(format!("not a PKCS#8, SEC1 or PKCS#1 key ({e})")))?;
+        Self::from_key_der(&key)
+    }
+
+    fn from_key_der(key: &rustls_pki_types::PrivateKeyDer<'_>) -> Result<Self, PkiError> {
+        let pkcs8 = to_pkcs8(key)?;
+        let pair = KeyPair::try_from(pkcs8.as_slice()).map_err(|e| PkiError::MalformedKey(e.to_string()))?;
         let key_type = key_type_of(&pair);
         Ok(PrivateKey { pair, key_type })
     }
 
     /// Reads a PEM private key; an `ENCRYPTED PRIVATE KEY` needs `passphrase`.
     pub fn from_pem(text: &str, passphrase: Option<&[u8]>) -> Result<Self, PkiError> {
-        let block = crate::pem::blocks(text.as_bytes())?
-            .into_iter()
-            .next()
-            .ok_or(PkiError::MissingPemItem("PRIVATE KEY block"))?;
-        match block.label.as_str() {
-            "ENCRYPTED PRIVATE KEY" => {
+        Self::from_pem_or_der(text.as_bytes(), passphrase)
+    }
+
+    /// Reads a private key as `openssl` writes them: PKCS#8 (plain or
+    /// encrypted, which needs `passphrase`), SEC1 or PKCS#1, in PEM or DER.
+    pub fn from_pem_or_der(bytes: &[u8], passphrase: Option<&[u8]>) -> Result<Self, PkiError> {
+        match crate::pem::key_der(bytes)? {
+            crate::pem::KeyDer::Plain(key) => Self::from_key_der(&key),
+            crate::pem::KeyDer::Encrypted(der) => {
                 let pass = passphrase.ok_or(PkiError::PassphraseRequired)?;
-                let der = decrypt_private_key(&block.der, pass)?;
-                PrivateKey::from_der(&der)
+                PrivateKey::from_der(&decrypt_private_key(&der, pass)?)
             }
-            "PRIVATE KEY" | "EC PRIVATE KEY" | "RSA PRIVATE KEY" => PrivateKey::from_der(&block.der),
-            other => Err(PkiError::MalformedKey(format!("expected a PRIVATE KEY PEM block, found '{other}'"))),
         }
     }
+}
+
+/// PKCS#8 DER of any key rustls reads: PKCS#12 and `pkcs8_pem` need that form.
+fn to_pkcs8(key: &rustls_pki_types::PrivateKeyDer<'_>) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING};
+    use rustls_pki_types::PrivateKeyDer;
+    let bad = |why: String| PkiError::MalformedKey(why);
+    let der = match key {
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        PrivateKeyDer::Pkcs1(k) => aws_lc_rs::rsa::KeyPair::from_der(k.secret_pkcs1_der())
+            .map_err(|e| bad(format!("PKCS#1 RSA key: {e}")))?
+            .as_der()
+            .map_err(|_| bad("PKCS#1 RSA key cannot be converted to PKCS#8".into()))?
+            .as_ref()
+            .to_vec(),
+        PrivateKeyDer::Sec1(k) => [&ECDSA_P256_SHA256_ASN1_SIGNING, &ECDSA_P384_SHA384_ASN1_SIGNING]
+            .into_iter()
+            .find_map(|alg| EcdsaKeyPair::from_private_key_der(alg, k.secret_sec1_der()).ok())
+            .ok_or_else(|| bad("SEC1 EC key that is not on P-256 or P-384".into()))?
+            .to_pkcs8v1()
+            .map_err(|_| bad("SEC1 EC key cannot be converted to PKCS#8".into()))?
+            .as_ref()
+            .to_vec(),
+        _ => return Err(bad("unsupported private key format".into())),
+    };
+    Ok(Zeroizing::new(der))
 }
 
 fn key_type_of(pair: &KeyPair) -> KeyType {
@@ -187,6 +221,40 @@ pub(crate) fn decrypt_private_key(der: &[u8], passphrase: &[u8]) -> Result<Zeroi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `openssl genrsa -traditional` and `openssl ecparam -genkey` write
+    /// these: they must come back as PKCS#8 (what PKCS#12 and Java take).
+    #[test]
+    fn pkcs1_and_sec1_keys_are_read_as_pkcs8() {
+        use aws_lc_rs::encoding::AsDer;
+        let ec = aws_lc_rs::signature::EcdsaKeyPair::generate(&aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1_SIGNING)
+            .unwrap();
+        let sec1 = ec.private_key().as_der().unwrap();
+        let rsa = KeyType::Rsa2048.generate().unwrap();
+        let pkcs1 = PrivateKeyInfo::from_der(rsa.pkcs8_der()).unwrap().private_key;
+        for (label, der, kt) in
+            [("EC PRIVATE KEY", sec1.as_ref(), KeyType::EcP384), ("RSA PRIVATE KEY", pkcs1, KeyType::Rsa2048)]
+        {
+            for key in
+                [PrivateKey::from_pem(&crate::pem_encode(label, der), None), PrivateKey::from_pem_or_der(der, None)]
+            {
+                let key = key.unwrap_or_else(|e| panic!("{label}: {e}"));
+                assert_eq!(key.key_type(), kt);
+                PrivateKeyInfo::from_der(key.pkcs8_der()).expect("PKCS#8");
+                assert!(key.pkcs8_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+            }
+        }
+    }
+
+    #[test]
+    fn encrypted_pkcs8_der_needs_the_passphrase() {
+        let key = KeyType::EcP256.generate().unwrap();
+        let pem = encrypt_private_key(key.pkcs8_der(), b"pw").unwrap();
+        let der = crate::pem::blocks(pem.as_bytes()).unwrap().remove(0).der;
+        assert!(matches!(PrivateKey::from_pem_or_der(&der, None), Err(PkiError::PassphraseRequired)));
+        let back = PrivateKey::from_pem_or_der(&der, Some(b"pw")).unwrap();
+        assert_eq!(back.public_key_der(), key.public_key_der());
+    }
 
     #[test]
     fn every_key_type_round_trips_through_pem() {

@@ -20,6 +20,23 @@ fn write(store: &KeyStore, password: &str) -> Result<Vec<u8>, PkiError> {
         .map_err(p12_err)
 }
 
+/// A PKCS#12 password kept out of `Debug` output and zeroed on drop.
+#[derive(Clone)]
+pub struct P12Password(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for P12Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("P12Password(..)")
+    }
+}
+
+impl std::ops::Deref for P12Password {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A keystore with one private key entry: the key and its chain (leaf first).
 pub fn keystore(alias: &str, key: &PrivateKey, chain_der: &[Vec<u8>], password: &str) -> Result<Vec<u8>, PkiError> {
     let leaf = chain_der.first().ok_or(PkiError::MissingPemItem("certificate"))?;

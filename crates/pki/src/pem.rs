@@ -3,7 +3,7 @@
 //! never held twice; callers that keep the bytes ([`pem_items_in_place`])
 //! get the first item without a copy.
 use crate::PkiError;
-use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::PrivateKeyDer;
 
 /// Lowercase hex SHA-256, the fingerprint form used in identities (`sha256:`).
 pub fn sha256_hex(der: &[u8]) -> String {
@@ -87,23 +87,44 @@ fn checked_certs(certs: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, PkiError> {
     Ok(certs)
 }
 
-/// An unencrypted private key from the first `… PRIVATE KEY` PEM block
-/// (PKCS#8, SEC1 or PKCS#1), or PKCS#8 DER. An encrypted key is
-/// [`PkiError::PassphraseRequired`]: TLS endpoints take plain keys.
-pub fn private_key_from_pem_or_der(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PkiError> {
+/// A private key as a file holds it: plain or encrypted PKCS#8.
+pub(crate) enum KeyDer {
+    Plain(PrivateKeyDer<'static>),
+    /// EncryptedPrivateKeyInfo DER.
+    Encrypted(Vec<u8>),
+}
+
+/// The first `… PRIVATE KEY` PEM block, or DER (PKCS#8, SEC1, PKCS#1 or
+/// encrypted PKCS#8, told apart by their structure).
+pub(crate) fn key_der(bytes: &[u8]) -> Result<KeyDer, PkiError> {
     if bytes.first() == Some(&0x30) {
-        return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes.to_vec())));
+        if let Ok(key) = PrivateKeyDer::try_from(bytes.to_vec()) {
+            return Ok(KeyDer::Plain(key));
+        }
+        if pkcs8::EncryptedPrivateKeyInfo::try_from(bytes).is_ok() {
+            return Ok(KeyDer::Encrypted(bytes.to_vec()));
+        }
+        return Err(PkiError::MalformedKey("DER that is not a PKCS#8, SEC1 or PKCS#1 private key".into()));
     }
     let block = blocks(bytes)?
         .into_iter()
         .find(|b| b.label.ends_with("PRIVATE KEY"))
         .ok_or(PkiError::MissingPemItem("PRIVATE KEY block"))?;
     match block.label.as_str() {
-        "PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs8(block.der.into())),
-        "EC PRIVATE KEY" => Ok(PrivateKeyDer::Sec1(block.der.into())),
-        "RSA PRIVATE KEY" => Ok(PrivateKeyDer::Pkcs1(block.der.into())),
-        "ENCRYPTED PRIVATE KEY" => Err(PkiError::PassphraseRequired),
+        "PRIVATE KEY" => Ok(KeyDer::Plain(PrivateKeyDer::Pkcs8(block.der.into()))),
+        "EC PRIVATE KEY" => Ok(KeyDer::Plain(PrivateKeyDer::Sec1(block.der.into()))),
+        "RSA PRIVATE KEY" => Ok(KeyDer::Plain(PrivateKeyDer::Pkcs1(block.der.into()))),
+        "ENCRYPTED PRIVATE KEY" => Ok(KeyDer::Encrypted(block.der)),
         other => Err(PkiError::MalformedKey(format!("unsupported key block '{other}'"))),
+    }
+}
+
+/// An unencrypted private key (PKCS#8, SEC1 or PKCS#1; PEM or DER). An
+/// encrypted key is [`PkiError::PassphraseRequired`]: TLS endpoints take plain keys.
+pub fn private_key_from_pem_or_der(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PkiError> {
+    match key_der(bytes)? {
+        KeyDer::Plain(key) => Ok(key),
+        KeyDer::Encrypted(_) => Err(PkiError::PassphraseRequired),
     }
 }
 
@@ -299,6 +320,8 @@ mod tests {
             private_key_from_pem_or_der(key("OPENSSH PRIVATE KEY").as_bytes()),
             Err(PkiError::MalformedKey(_))
         ));
-        assert!(matches!(private_key_from_pem_or_der(&[0x30, 0]), Ok(PrivateKeyDer::Pkcs8(_))));
+        let der = crate::KeyType::EcP256.generate().unwrap().pkcs8_der().to_vec();
+        assert!(matches!(private_key_from_pem_or_der(&der), Ok(PrivateKeyDer::Pkcs8(_))));
+        assert!(matches!(private_key_from_pem_or_der(&[0x30, 0]), Err(PkiError::MalformedKey(_))));
     }
 }

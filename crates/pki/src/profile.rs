@@ -11,6 +11,11 @@ use std::time::Duration;
 pub enum Profile {
     Server,
     Client,
+    /// Both EKUs (serverAuth and clientAuth): a service that is also a
+    /// client of others, as SPIFFE X509-SVIDs are.
+    #[cfg_attr(feature = "cli", value(name = "server,client"))]
+    #[serde(rename = "server,client")]
+    ServerClient,
     /// An intermediate CA certificate (only `ambos init` makes these).
     #[cfg_attr(feature = "cli", value(skip))]
     Ca,
@@ -21,14 +26,25 @@ impl Profile {
         match self {
             Profile::Server => "server",
             Profile::Client => "client",
+            Profile::ServerClient => "server,client",
             Profile::Ca => "ca",
         }
+    }
+
+    /// Whether it carries EKU serverAuth (and so a server's SAN rules).
+    pub fn server_auth(self) -> bool {
+        matches!(self, Profile::Server | Profile::ServerClient)
+    }
+
+    /// Whether it carries EKU clientAuth.
+    pub fn client_auth(self) -> bool {
+        matches!(self, Profile::Client | Profile::ServerClient)
     }
 
     /// Default lifetime: servers rotate monthly, clients daily (as step-ca).
     pub fn default_ttl(self) -> Duration {
         match self {
-            Profile::Server => Duration::from_secs(30 * 86_400),
+            Profile::Server | Profile::ServerClient => Duration::from_secs(30 * 86_400),
             Profile::Client => Duration::from_secs(86_400),
             Profile::Ca => Duration::from_secs(5 * 365 * 86_400),
         }
@@ -47,6 +63,7 @@ impl FromStr for Profile {
         match s.trim().to_ascii_lowercase().as_str() {
             "server" => Ok(Profile::Server),
             "client" => Ok(Profile::Client),
+            "server,client" | "client,server" => Ok(Profile::ServerClient),
             _ => Err(PkiError::UnknownProfile(s.to_string())),
         }
     }
@@ -289,7 +306,7 @@ impl LeafRequest {
     /// IP, comes first (clients match SANs, never the CN), then the --san values.
     pub(crate) fn effective_sans(&self) -> Vec<San> {
         let mut sans = Vec::with_capacity(self.sans.len() + 1);
-        if self.profile == Profile::Server {
+        if self.profile.server_auth() {
             sans.extend(San::from_host(&self.name));
         }
         sans.extend(self.sans.iter().cloned());

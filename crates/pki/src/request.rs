@@ -51,7 +51,7 @@ impl LeafRequest {
         if let Some(t) = &spec.ttl {
             req.ttl = parse_duration(t).map_err(|e| invalid(format!("--ttl: {e}")))?;
         }
-        if spec.profile == Profile::Server && req.sans.is_empty() && San::from_host(name).is_none() {
+        if spec.profile.server_auth() && req.sans.is_empty() && San::from_host(name).is_none() {
             return Err(invalid(format!(
                 "server '{name}' needs --san dns:HOST or ip:ADDR (its name is not a host name)"
             )));

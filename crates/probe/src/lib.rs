@@ -51,10 +51,18 @@ impl ProbeError {
 /// The CRLs a client checks a server's chain against: files and an
 /// `ambos serve` URL (whose server is verified against the same CA). With
 /// either, revocation fails closed: every CA level below the root needs a
-/// usable CRL from its issuer.
+/// usable CRL from its issuer. With the `cli` feature: `--crl` / `--crl-url`
+/// of tunnel, probe, enroll, renew and agent.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct CrlSources {
+    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
+    /// (repeatable). Every CA level needs its CRL: use `ambos crl --all`.
+    #[cfg_attr(feature = "cli", arg(long = "crl", value_name = "FILE"))]
     pub files: Vec<PathBuf>,
+    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
+    /// (that server is verified against the same CA file).
+    #[cfg_attr(feature = "cli", arg(long = "crl-url", value_name = "URL"))]
     pub url: Option<String>,
 }
 

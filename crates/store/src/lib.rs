@@ -317,11 +317,19 @@ pub struct CertFilter {
     pub expiring_before: Option<(i64, i64)>,
     pub revoked_only: bool,
     pub name: Option<String>,
+    /// Only the newest unrevoked certificate of each name: a renewal
+    /// supersedes the certificate it replaced.
+    pub current: bool,
 }
 
 /// The audit entries of a grant change, from the grant as stored (its id
 /// is the insert's).
 pub type GrantAudit<'a> = &'a dyn Fn(&GrantRecord) -> Vec<AuditRecord>;
+
+/// `CertFilter::current` in SQL both stores speak: the certificate is the
+/// newest (highest id) unrevoked one of its name.
+pub(crate) const CURRENT_ONLY: &str = " AND revoked_at IS NULL AND id = (SELECT MAX(c2.id) FROM certificate c2 \
+     WHERE c2.name = certificate.name AND c2.revoked_at IS NULL)";
 
 /// The CA's storage. Every method that changes state is one transaction:
 /// after a crash, a change is either all there or not at all. The methods

@@ -720,6 +720,9 @@ impl CertStore for PgStore {
         if filter.revoked_only {
             sql.push_str(" AND revoked_at IS NOT NULL");
         }
+        if filter.current {
+            sql.push_str(crate::CURRENT_ONLY);
+        }
         if let Some((now, before)) = filter.expiring_before {
             args.push(Box::new(now));
             sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ${}", args.len()));

@@ -486,6 +486,9 @@ impl CertStore for SqliteStore {
         if filter.revoked_only {
             sql.push_str(" AND revoked_at IS NOT NULL");
         }
+        if filter.current {
+            sql.push_str(crate::CURRENT_ONLY);
+        }
         if let Some((now, before)) = filter.expiring_before {
             args.push(now.into());
             sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ?{}", args.len()));

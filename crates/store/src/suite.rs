@@ -195,6 +195,23 @@ fn a_revocation_happens_once_and_crls_are_numbered() {
 }
 
 #[test]
+fn current_shows_the_newest_unrevoked_certificate_of_each_name() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let certs = [cert("a1", "one", 100), cert("a2", "one", 200), cert("b1", "two", 100), cert("b2", "two", 200)];
+        s.insert_certs(&certs, &[]).unwrap();
+        s.revoke("b2", Revocation { revoked_at: 50, reason: 1 }, &[]).unwrap();
+        let serials = |f: &CertFilter| {
+            let leaves = s.list(f).unwrap().into_iter().filter(|c| c.name == "one" || c.name == "two");
+            leaves.map(|c| c.serial).collect::<Vec<_>>()
+        };
+        let current = CertFilter { current: true, ..Default::default() };
+        assert_eq!(serials(&current), ["a2", "b1"], "{n}: a1 renewed, b2 revoked");
+        assert_eq!(serials(&CertFilter { name: Some("one".into()), ..current.clone() }), ["a2"], "{n}");
+    }
+}
+
+#[test]
 fn a_token_buys_exactly_one_certificate() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);

@@ -100,3 +100,25 @@ mod tests {
         assert!(e.contains("odd.der") && e.contains("not a usable CA certificate"), "{e}");
     }
 }
+
+/// A server certificate verifier that passes any chain: the server must
+/// still prove it holds the key of the certificate it sent. For the load
+/// generator's cheap client and for `ambos bootstrap`'s first contact,
+/// whose answer is judged by a fingerprint instead.
+#[derive(Debug)]
+pub struct UnverifiedServer;
+
+impl ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    crate::handshake_signatures!();
+}

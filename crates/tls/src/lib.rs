@@ -14,7 +14,9 @@ mod signatures;
 mod strict;
 mod verifier;
 
-pub use client_config::{client_config, client_config_with, root_store, root_store_of, ClientCert, ServerAuth};
+pub use client_config::{
+    client_config, client_config_with, root_store, root_store_of, ClientCert, ServerAuth, UnverifiedServer,
+};
 pub use crl::{CrlSet, CrlSummary};
 pub use failure::{Direction, HandshakeFailure, Verdict};
 pub use files::{load_certs, load_crls, load_key, parse_crls};

@@ -1,7 +1,9 @@
-//! `ambos enroll`: a first certificate from `ambos serve` for a one-time token.
-use crate::cmd::{key_type, CaConnection};
+//! `ambos enroll`: a first certificate from `ambos serve` for a one-time token;
+//! `ambos bootstrap`: the root to give it as `--root`, checked by its fingerprint.
+use crate::cmd::key_type;
 use crate::process::runtime;
 use ambos_agent::EnrollOptions;
+use ambos_agent::{CaConnection, P12Out};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -19,10 +21,18 @@ pub struct EnrollArgs {
     name: Option<String>,
     #[arg(long, default_value = "ec-p256")]
     key_type: String,
+    #[command(flatten)]
+    p12: P12Out,
 }
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
-    let opts = EnrollOptions { token: a.token, name: a.name, key_type: key_type(&a.key_type)?, out: a.out };
+    let opts = EnrollOptions {
+        token: a.token,
+        name: a.name,
+        key_type: key_type(&a.key_type)?,
+        out: a.out,
+        p12: a.p12.password()?,
+    };
     let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
     let issued = &done.issued;
     println!(
@@ -32,5 +42,11 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
         issued.not_after,
         done.cert.display()
     );
+    Ok(())
+}
+
+pub fn bootstrap(a: ambos_agent::BootstrapFlags) -> anyhow::Result<()> {
+    let path = runtime()?.block_on(ambos_agent::bootstrap(&a.options()))?;
+    println!("the root of {} has the fingerprint given -> {}", a.ca_url, path.display());
     Ok(())
 }

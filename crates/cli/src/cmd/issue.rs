@@ -3,13 +3,26 @@
 use crate::cmd::{key_type, open_authority, NameArgs};
 use crate::input::{input_error, read_input};
 use crate::Global;
+use ambos_agent::P12Out;
 use ambos_ca::OffsetDateTime;
-use ambos_files::secret::p12_password;
 use ambos_files::LeafFiles;
 use ambos_pki::{LeafRequest, LeafSpec, Profile};
 use ambos_store::AuthorityRole;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
+
+/// `ambos issue server|client NAME ...` or `ambos issue --profile P NAME ...`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct IssueArgs {
+    #[command(subcommand)]
+    kind: Option<IssueKind>,
+    /// server, client or server,client (both EKUs), instead of the subcommand.
+    #[arg(long, required = true)]
+    profile: Option<Profile>,
+    #[command(flatten)]
+    leaf: LeafArgs,
+}
 
 #[derive(Subcommand)]
 pub enum IssueKind {
@@ -38,12 +51,8 @@ pub struct LeafArgs {
     /// Output directory.
     #[arg(long, default_value = ".")]
     out: PathBuf,
-    /// Also write NAME.p12 (AES-256, HMAC-SHA256).
-    #[arg(long)]
-    p12: bool,
-    /// File with the PKCS#12 password (else $AMBOS_P12_PASSWORD, else a prompt).
-    #[arg(long)]
-    p12_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    p12: P12Out,
     /// Issue many: CSV lines `name,profile,sans` (sans separated by spaces) or JSON lines.
     #[arg(long, conflicts_with_all = ["name", "sans", "spiffe"])]
     batch: Option<PathBuf>,
@@ -60,10 +69,11 @@ pub struct LeafArgs {
     json: bool,
 }
 
-pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
-    let (profile, a) = match kind {
-        IssueKind::Server(a) => (Profile::Server, a),
-        IssueKind::Client(a) => (Profile::Client, a),
+pub fn issue(g: &Global, args: IssueArgs) -> anyhow::Result<()> {
+    let (profile, a) = match args.kind {
+        Some(IssueKind::Server(a)) => (Profile::Server, a),
+        Some(IssueKind::Client(a)) => (Profile::Client, a),
+        None => (args.profile.unwrap_or(Profile::Client), args.leaf),
     };
     let key_type = key_type(&a.key_type)?;
     let now = OffsetDateTime::now_utc();
@@ -86,17 +96,14 @@ pub fn issue(g: &Global, kind: IssueKind) -> anyhow::Result<()> {
         }
         None => vec![LeafRequest::from_spec(&spec)?],
     };
-    if a.admin && profile != Profile::Client {
+    if a.admin && !profile.client_auth() {
         return Err(input_error("--admin is for client certificates"));
     }
     for r in &mut requests {
         r.not_before = not_before;
     }
-    let outputs = LeafFiles {
-        dir: a.out.clone(),
-        p12_password: if a.p12 { Some(p12_password(a.p12_password_file.as_deref())?) } else { None },
-        durable: a.batch.is_none(),
-    };
+    let outputs =
+        LeafFiles { dir: a.out.clone(), p12_password: a.p12.password()?.map(|p| p.0), durable: a.batch.is_none() };
     if let Some(p) = outputs.existing(requests.iter().map(|r| r.name.as_str())).filter(|_| !a.force) {
         return Err(input_error(format!("{} exists; use --force to replace it", p.display())));
     }

@@ -23,36 +23,12 @@ pub mod token;
 pub mod tunnel;
 
 use crate::Global;
-use ambos_agent::CaEndpoint;
 use ambos_ca::CertificateAuthority;
 use ambos_pki::{parse_duration, Authority, KeyType};
-use ambos_probe::CrlSources;
 use ambos_store::{AuthorityRole, StoreLocation};
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// `--crl` / `--crl-url`: check the server's chain against CRLs (tunnel,
-/// probe, enroll, renew, agent). With either, revocation fails closed: every
-/// CA level below the root needs a usable CRL from its issuer.
-#[derive(Args, Clone, Default)]
-pub struct CrlArgs {
-    /// CRL file(s) (PEM or DER) to check the server's certificate chain against
-    /// (repeatable). Every CA level needs its CRL: use `ambos crl --all`.
-    #[arg(long = "crl", value_name = "FILE")]
-    pub crl: Vec<PathBuf>,
-    /// Fetch the CRLs over HTTPS, e.g. https://ca:9443/v1/crl from `ambos serve`
-    /// (that server is verified against the same CA file).
-    #[arg(long, value_name = "URL")]
-    pub crl_url: Option<String>,
-}
-
-impl CrlArgs {
-    pub fn sources(&self) -> CrlSources {
-        CrlSources { files: self.crl.clone(), url: self.crl_url.clone() }
-    }
-}
 
 /// The names a certificate carries besides its CN (issue, token create).
 #[derive(Args)]
@@ -66,24 +42,6 @@ pub struct NameArgs {
     /// Organizational unit (repeatable); allow lists can match it with ou:NAME.
     #[arg(long = "ou")]
     pub ous: Vec<String>,
-}
-
-#[derive(Args)]
-pub struct CaConnection {
-    /// Base URL of `ambos serve`, e.g. https://ca.internal:9443 (several nodes: comma-separated, tried in order)
-    #[arg(long, env = "AMBOS_CA_URL")]
-    pub ca_url: String,
-    /// The CA root certificate (PEM) the API's certificate must chain to.
-    #[arg(long)]
-    pub root: PathBuf,
-    #[command(flatten)]
-    pub revocation: CrlArgs,
-}
-
-impl CaConnection {
-    pub fn endpoint(&self) -> CaEndpoint {
-        CaEndpoint { url: self.ca_url.clone(), root: self.root.clone(), crls: self.revocation.sources() }
-    }
 }
 
 pub fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {

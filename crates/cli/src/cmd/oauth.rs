@@ -1,8 +1,9 @@
 //! `ambos oauth`: who may get access tokens from `ambos serve` (grants in
 //! the store), its token-signing key, and a token for scripts.
-use crate::cmd::{ca_passphrase, CaConnection};
+use crate::cmd::ca_passphrase;
 use crate::process::runtime;
 use crate::Global;
+use ambos_agent::CaConnection;
 use ambos_ca::oauth::Grants;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! `ambos probe HOST:PORT`: flags to `ambos_probe::probe`, then the report as text or JSON.
-use crate::cmd::CrlArgs;
+use ambos_probe::CrlSources;
 use ambos_probe::ProbeOptions;
 use clap::Args;
 use std::path::PathBuf;
@@ -34,13 +34,13 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub revocation: CrlArgs,
+    pub revocation: CrlSources,
 }
 
 pub fn run(a: ProbeArgs) -> anyhow::Result<()> {
     let report = ambos_probe::probe(&ProbeOptions {
         http_path: (!a.no_http).then_some(a.path),
-        crls: a.revocation.sources(),
+        crls: a.revocation,
         target: a.target,
         cert: a.cert,
         key: a.key,

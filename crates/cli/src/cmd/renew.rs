@@ -1,8 +1,8 @@
 //! `ambos renew` (once) and `ambos agent` (forever, on the schedule of
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate,
 //! by `ambos_agent`.
-use crate::cmd::CaConnection;
 use crate::process::{init_logging, runtime, shutdown_signal};
+use ambos_agent::{CaConnection, P12Out};
 use ambos_ca::renewer::RenewOptions;
 use clap::Args;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub struct RenewArgs {
     /// Keep the current key instead of generating a new one.
     #[arg(long)]
     keep_key: bool,
+    #[command(flatten)]
+    p12: P12Out,
 }
 
 #[derive(Args)]
@@ -35,12 +37,13 @@ pub struct AgentArgs {
 }
 
 /// `--cert`, `--key`, `--keep-key` (and for the agent `--exec`, `--renew-at`) as plain options.
-fn renew_options(a: &RenewArgs, exec: Option<String>, renew_at: f64) -> RenewOptions {
-    RenewOptions { cert: a.cert.clone(), key: a.key.clone(), keep_key: a.keep_key, renew_at, exec }
+fn renew_options(a: &RenewArgs, exec: Option<String>, renew_at: f64) -> anyhow::Result<RenewOptions> {
+    let p12 = a.p12.password()?;
+    Ok(RenewOptions { cert: a.cert.clone(), key: a.key.clone(), keep_key: a.keep_key, renew_at, exec, p12 })
 }
 
 pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
-    let o = renew_options(&a, None, 2.0 / 3.0);
+    let o = renew_options(&a, None, 2.0 / 3.0)?;
     let issued = runtime()?.block_on(ambos_agent::renew(&a.ca.endpoint(), &o))?;
     println!("renewed '{}' serial {} valid until {}", issued.name, issued.serial, issued.not_after);
     Ok(())
@@ -48,6 +51,6 @@ pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
 
 pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
     init_logging();
-    let opts = renew_options(&a.renew, a.exec, a.renew_at);
+    let opts = renew_options(&a.renew, a.exec, a.renew_at)?;
     Ok(runtime()?.block_on(ambos_agent::run_agent(a.renew.ca.endpoint(), opts, shutdown_signal))?)
 }

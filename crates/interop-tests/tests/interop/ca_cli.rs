@@ -1,6 +1,6 @@
 //! The CA commands as a user meets them: outputs, listings, batch issuance,
 //! and every kind of bad input (one-line error, exit code, store unchanged).
-use ambos_interop_tests::{openssl_csr, run, TestCa};
+use ambos_interop_tests::{ambos_bin, openssl_csr, require, run, TestCa};
 use std::process::Command;
 
 fn count(ca: &TestCa) -> usize {
@@ -224,4 +224,128 @@ fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
     out.ok();
     assert_eq!(count(&ca), 2);
     ca.ambos(&["--passphrase-file", pass.to_str().unwrap(), "crl", "--out", "crl.pem"]).ok();
+}
+
+#[test]
+fn completions_load_in_bash_and_the_man_page_renders() {
+    require("bash");
+    require("groff");
+    let bin = ambos_bin();
+    let script = format!("source <('{}' completions bash) && complete -p ambos", bin.display());
+    let bash = run(Command::new("bash").args(["-c", &script])).ok();
+    assert!(bash.stdout.contains("-F _ambos ambos"), "{}", bash.stdout);
+    let ca = TestCa::empty();
+    assert!(ca.ambos(&["completions", "zsh"]).ok().stdout.starts_with("#compdef ambos"));
+    assert!(ca.ambos(&["completions", "fish"]).ok().stdout.contains("complete -c ambos"));
+    let tcsh = ca.ambos(&["completions", "tcsh"]);
+    assert!(tcsh.code == 2 && tcsh.stderr.contains("invalid value 'tcsh'"), "{}", tcsh.stderr);
+
+    let page = ca.dir().join("ambos.1");
+    std::fs::write(&page, ca.ambos(&["man"]).ok().stdout).unwrap();
+    // -ww: every groff warning; a page that renders cleanly prints none.
+    let shown = run(Command::new("groff").args(["-man", "-Tutf8", "-ww"]).arg(&page)).ok();
+    assert!(shown.stderr.is_empty(), "groff warns: {}", shown.stderr);
+    assert!(shown.stdout.contains("ambos - mTLS for real services"), "{}", shown.stdout);
+    // A reader that stops early is not an error.
+    let head = run(Command::new("bash").args(["-c", &format!("'{}' man | head -1", bin.display())])).ok();
+    assert!(head.stderr.is_empty(), "{}", head.stderr);
+}
+
+#[test]
+fn list_current_expiring_name_and_summary_hide_what_renewals_replaced() {
+    let ca = TestCa::new(&[]);
+    ca.issue("client", "web", &["--ttl", "30m"]);
+    ca.issue("client", "web", &["--force"]);
+    ca.issue("client", "api", &[]);
+    ca.issue("client", "gone", &[]);
+    ca.ambos(&["revoke", "gone"]).ok();
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str::<serde_json::Value>(&ca.ambos(&all).ok().stdout).unwrap().as_array().unwrap().clone()
+    };
+    let names =
+        |rows: &[serde_json::Value]| rows.iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&rows(&["--name", "web"])), ["web", "web"], "every renewal of a name");
+    let current = names(&rows(&["--current"]));
+    assert_eq!(current.iter().filter(|n| *n == "web").count(), 1, "{current:?}");
+    assert!(current.contains(&"api".to_string()) && !current.contains(&"gone".to_string()), "{current:?}");
+    let newest = rows(&["--current", "--name", "web"]);
+    assert!(newest[0]["not_after"].as_str().unwrap() > rows(&["--name", "web"])[0]["not_after"].as_str().unwrap());
+    // The 30-minute one expires within an hour; the current web certificate does not.
+    assert_eq!(rows(&["--expiring", "1h"]).len(), 1);
+    assert!(rows(&["--current", "--expiring", "1h"]).is_empty());
+    let summary: serde_json::Value =
+        serde_json::from_str(&ca.ambos(&["list", "--summary", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        summary,
+        serde_json::json!({"valid": 4, "expired": 0, "revoked": 1, "total": 5}),
+        "intermediate + 4 leaves"
+    );
+    let text = ca.ambos(&["list", "--summary"]).ok().stdout;
+    assert_eq!(text, "valid 4  expired 0  revoked 1  total 5\n");
+    ca.ambos(&["list", "--expiring", "soon"]).fails_with(2, "invalid duration 'soon'");
+}
+
+#[test]
+fn a_server_client_certificate_verifies_in_openssl_for_both_purposes() {
+    require("openssl");
+    let ca = TestCa::new(&[]);
+    let out = ca.ambos(&[
+        "issue",
+        "--profile",
+        "server,client",
+        "mesh.acme.test",
+        "--out",
+        ca.certs().to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out.ok().stdout).unwrap();
+    assert_eq!(v["profile"], "server,client");
+    let (leaf, root) = (ca.path("mesh.acme.test.crt"), ca.path("ca.crt"));
+    for purpose in ["sslserver", "sslclient"] {
+        // The chain file holds leaf + intermediate: the intermediate is untrusted, the root the anchor.
+        let verified = run(Command::new("openssl")
+            .args(["verify", "-purpose", purpose, "-CAfile"])
+            .arg(&root)
+            .arg("-untrusted")
+            .arg(&leaf)
+            .arg(&leaf))
+        .ok();
+        assert!(verified.stdout.contains(": OK"), "{purpose}: {}", verified.stdout);
+    }
+    let text = run(Command::new("openssl").args(["x509", "-noout", "-ext", "extendedKeyUsage", "-in"]).arg(&leaf)).ok();
+    assert!(text.stdout.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{}", text.stdout);
+    let listed = ca.ambos(&["list", "--name", "mesh.acme.test"]).ok().stdout;
+    assert!(listed.contains("  server,client  "), "{listed}");
+    // A client-only certificate is refused as a server by the same check.
+    ca.issue("client", "web", &[]);
+    let refused = run(Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", "-CAfile"])
+        .arg(&root)
+        .arg("-untrusted")
+        .arg(ca.path("web.crt"))
+        .arg(ca.path("web.crt")));
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+}
+
+#[test]
+fn with_json_errors_are_one_json_line_on_stderr_with_the_exit_code() {
+    let empty = TestCa::empty();
+    let check = |r: ambos_interop_tests::Run, code: i32, needle: &str| {
+        assert_eq!(r.code, code, "{}", r.stderr);
+        assert!(r.stdout.is_empty(), "stdout keeps only data: {}", r.stdout);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stderr).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+        assert_eq!(v["exit_code"], code, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
+    };
+    check(empty.ambos(&["list", "--json"]), 2, "ambos init");
+    check(empty.ambos(&["inspect", "missing.pem", "--json"]), 2, "cannot read missing.pem");
+    // A usage error that clap finds.
+    check(empty.ambos(&["list", "--json", "--expiring"]), 2, "a value is required for '--expiring");
+    let ca = TestCa::new(&[]);
+    check(ca.ambos(&["issue", "client", "web", "--ttl", "5q", "--json"]), 2, "invalid duration '5q'");
+    // Without --json: the plain line, as before.
+    empty.ambos(&["list"]).fails_with(2, "error: no CA found");
 }

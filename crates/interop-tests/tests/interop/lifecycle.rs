@@ -208,6 +208,161 @@ fn the_api_answers_curl_and_openssl_with_credentials_and_refuses_without() {
     assert_ne!(out.code, 0);
 }
 
+/// The leaf of a PKCS#12 file, as `openssl pkcs12 -clcerts -nokeys` prints it (PEM).
+fn p12_leaf(p12: &Path, pw: &Path) -> String {
+    let out = run(Command::new("openssl")
+        .args(["pkcs12", "-clcerts", "-nokeys", "-passin", &format!("file:{}", pw.display()), "-in"])
+        .arg(p12))
+    .ok()
+    .stdout;
+    let begin = out.find("-----BEGIN CERTIFICATE-----").expect("a certificate");
+    out[begin..].to_string()
+}
+
+#[test]
+fn enroll_and_renew_with_p12_keep_the_keystore_in_step_with_the_pems() {
+    require("openssl");
+    require("keytool");
+    let c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let pw = c.ca.write("p12-pw.txt", "p12-secret\n");
+    let token = c.token(&["web", "--spiffe", "spiffe://acme.test/web"]);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["enroll", "--ca-url", &c.url(), "--root"]).arg(c.ca.path("ca.crt"));
+    cmd.args(["--token", &token, "--out"]).arg(&d).arg("--p12").arg("--p12-password-file").arg(&pw);
+    run(&mut cmd).ok();
+    let (crt, p12) = (d.join("web.crt"), d.join("web.p12"));
+    let leaf = |crt: &Path| {
+        let text = std::fs::read_to_string(crt).unwrap();
+        text[..text.find("-----END CERTIFICATE-----").unwrap() + 26].to_string()
+    };
+    assert_eq!(p12_leaf(&p12, &pw), leaf(&crt));
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p12).unwrap().permissions()) & 0o777, 0o600);
+    let list = run(Command::new("keytool")
+        .args(["-list", "-storetype", "PKCS12", "-storepass", "p12-secret", "-keystore"])
+        .arg(&p12))
+    .ok()
+    .stdout;
+    assert!(list.contains("PrivateKeyEntry"), "{list}");
+
+    let enrolled = leaf(&crt);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["renew", "--ca-url", &c.url(), "--root"]).arg(d.join("ca.crt")).args(cert_flags(&d, "web"));
+    cmd.arg("--p12").arg("--p12-password-file").arg(&pw);
+    run(&mut cmd).ok();
+    assert_ne!(leaf(&crt), enrolled, "renewed");
+    assert_eq!(p12_leaf(&p12, &pw), leaf(&crt), "NAME.p12 follows the renewal");
+}
+
+#[test]
+fn the_certs_endpoint_takes_the_list_filters_and_answers_in_rfc3339() {
+    require("curl");
+    let c = Ca::new();
+    c.ca.issue("client", "admin", &["--admin"]);
+    c.ca.issue("client", "web", &["--ttl", "30m"]);
+    c.ca.issue("client", "web", &["--force"]);
+    let get = |query: &str| {
+        let (code, body) = c.curl_api(Some("admin"), "GET", &format!("/v1/certs{query}"), None);
+        assert_eq!(code, "200", "{query}: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let all = get("?name=web");
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert!(all[0]["not_after"].as_str().unwrap().ends_with('Z'), "RFC 3339, not unix seconds: {all}");
+    let current = get("?name=web&current=true");
+    assert_eq!(current.as_array().unwrap().len(), 1, "{current}");
+    assert_eq!(current[0]["serial"], all[1]["serial"], "the newest");
+    assert_eq!(get("?expiring=1h").as_array().unwrap().len(), 1);
+    let current_all = get("?current=true").as_array().unwrap().len();
+    assert_eq!(get("?summary=true&current=true")["total"], current_all, "counts of the same filter");
+    assert_eq!(get("?summary=true")["total"], current_all + 1, "the renewed web certificate");
+    let (code, body) = c.curl_api(Some("admin"), "GET", "/v1/certs?expiring=soon", None);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("invalid duration 'soon'"), "{body}");
+}
+
+#[test]
+fn a_server_client_token_enrolls_a_certificate_with_both_ekus() {
+    require("openssl");
+    let c = Ca::new();
+    let d = c.ca.dir().join("d");
+    let token = c.token(&["mesh.acme.test", "--profile", "server,client", "--spiffe", "spiffe://acme.test/mesh"]);
+    c.enroll(&token, &d, None).ok();
+    let text = run(Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "extendedKeyUsage,subjectAltName", "-in"])
+        .arg(d.join("mesh.acme.test.crt")))
+    .ok()
+    .stdout;
+    assert!(text.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("URI:spiffe://acme.test/mesh"), "{text}");
+}
+
+/// `openssl x509 -fingerprint -sha256` of a PEM file: `AB:CD:...` (upper case, colons).
+fn openssl_fingerprint(pem: &Path) -> String {
+    let out = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem)).ok();
+    out.stdout.trim().rsplit('=').next().unwrap().to_string()
+}
+
+#[test]
+fn bootstrap_takes_the_root_only_by_its_fingerprint_and_only_from_a_server_under_it() {
+    require("openssl");
+    let c = Ca::new();
+    let root = c.ca.data().join("root.crt");
+    let fingerprint = openssl_fingerprint(&root);
+    assert!(fingerprint.contains(':') && fingerprint.len() == 95, "{fingerprint}");
+    let bootstrap = |url: &str, fp: &str, out: &Path| {
+        run(c.ca.cmd().args(["bootstrap", "--ca-url", url, "--fingerprint", fp, "--out"]).arg(out))
+    };
+    // A wrong fingerprint: exit 2, one line, nothing written.
+    let wrong = format!("{}00", &fingerprint[..fingerprint.len() - 2]);
+    let none = c.ca.dir().join("none");
+    bootstrap(&c.url(), &wrong, &none).fails_with(2, "no root with SHA-256 fingerprint");
+    assert!(!none.exists());
+    bootstrap(&c.url(), "3f:a9", &none).fails_with(2, "--fingerprint '3f:a9' is not a SHA-256");
+
+    // The right one, as openssl prints it (upper case, colons): root.crt, 0644, the CA's root.
+    let out = c.ca.dir().join("boot");
+    let done = bootstrap(&c.url(), &fingerprint, &out).ok();
+    assert!(done.stdout.contains("root.crt"), "{}", done.stdout);
+    let written = out.join("root.crt");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), std::fs::read_to_string(&root).unwrap());
+    #[cfg(unix)]
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&written).unwrap().permissions()) & 0o777,
+        0o644
+    );
+    // The root it wrote is what enroll trusts next.
+    let token = c.token(&["dev"]);
+    let mut cmd = c.ca.cmd();
+    cmd.args(["enroll", "--ca-url", &c.url(), "--root"]).arg(&written).args(["--token", &token, "--out"]).arg(&out);
+    run(&mut cmd).ok();
+
+    // A server that hands out the right root but whose own certificate is
+    // from another CA (openssl s_server serving ./v1/roots): refused, nothing written.
+    let other = TestCa::with_localhost(&[]);
+    let www = c.ca.dir().join("www");
+    std::fs::create_dir_all(www.join("v1")).unwrap();
+    std::fs::copy(&root, www.join("v1/roots")).unwrap();
+    let port = ambos_interop_tests::free_port();
+    let mut server = ambos_interop_tests::spawn_logged(
+        Command::new("openssl")
+            .args(["s_server", "-WWW", "-accept", &port.to_string(), "-cert"])
+            .arg(other.path("localhost.crt"))
+            .arg("-key")
+            .arg(other.path("localhost.key"))
+            .current_dir(&www),
+        &c.ca.dir().join("s_server.log"),
+    );
+    ambos_interop_tests::wait_for_port(port, &mut server.0, &c.ca.dir().join("s_server.log"));
+    let elsewhere = c.ca.dir().join("elsewhere");
+    let url = format!("https://127.0.0.1:{port}");
+    let refused = bootstrap(&url, &fingerprint, &elsewhere);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("does not chain to the root with that fingerprint"), "{}", refused.stderr);
+    assert!(!elsewhere.exists());
+}
+
 #[test]
 fn full_loop_enroll_proxy_renew_and_revoke_through_the_api() {
     require("curl");
