@@ -8,14 +8,14 @@
 #![forbid(unsafe_code)]
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
-use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, Wake, RENEW_AT};
 use ambos_files::{ensure_dir, write_atomic_if_changed, write_identity, FilesError, PUBLIC};
 use ambos_pki::{pem_encode, KeyType, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
+use ambos_tls::daemon::Control;
 use ambos_tls::TlsError;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -219,20 +219,20 @@ pub fn validity(path: &Path) -> Result<Validity> {
     })
 }
 
-/// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `stop`
-/// resolves during a wait; `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
+/// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `control`
+/// asks it to stop during a wait; a reload request reads the files again and
+/// renews if due. `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
 /// are read again before each renewal (a failure then keeps the previous ones).
-pub async fn run_agent<S, F>(ca: CaEndpoint, opts: RenewOptions, stop: S) -> Result<()>
-where
-    S: Fn() -> F,
-    F: Future<Output = ()>,
-{
+pub async fn run_agent(ca: CaEndpoint, opts: RenewOptions, control: Control) -> Result<()> {
     if !RENEW_AT.contains(&opts.renew_at) {
         return Err(AgentError::Input("--renew-at must be between 0.1 and 0.95".into()));
     }
     let crls = ca.load_crls().await?;
-    let mut agent = Agent { opts: opts.clone(), ca, crls, stop };
-    Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0)
+    ambos_tls::daemon::notify_ready();
+    let mut agent = Agent { opts: opts.clone(), ca, crls, control };
+    let end = Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0);
+    ambos_tls::daemon::notify_stopping();
+    end
 }
 
 /// An error with its causes on one line (`a: b: c`), as the agent logs it.
@@ -251,15 +251,15 @@ impl std::fmt::Display for ErrorChain {
     }
 }
 
-/// The agent's side of the renewer: files, CRLs, the CA client, the stop signal.
-struct Agent<S> {
+/// The agent's side of the renewer: files, CRLs, the CA client, reload and stop requests.
+struct Agent {
     opts: RenewOptions,
     ca: CaEndpoint,
     crls: SourcedCrls,
-    stop: S,
+    control: Control,
 }
 
-impl<S: Fn() -> F, F: Future<Output = ()>> Renew for Agent<S> {
+impl Renew for Agent {
     type Error = ErrorChain;
 
     fn validity(&self) -> std::result::Result<Validity, ErrorChain> {
@@ -280,10 +280,18 @@ impl<S: Fn() -> F, F: Future<Output = ()>> Renew for Agent<S> {
         Ok(Renewed { serial: issued.serial, not_after: issued.not_after })
     }
 
-    async fn pause(&mut self, d: Duration) -> bool {
+    async fn pause(&mut self, d: Duration) -> Wake {
+        let stop = self.control.clone();
         tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = (self.stop)() => false,
+            _ = tokio::time::sleep(d) => Wake::Elapsed,
+            _ = self.control.reload_requested() => {
+                // The renewer reads the files again at once; its log line says what it found.
+                ambos_tls::daemon::notify_reloading();
+                tracing::info!(trigger = "SIGHUP", "reading the certificate again");
+                ambos_tls::daemon::notify_ready();
+                Wake::Reload
+            }
+            _ = stop.stopped() => Wake::Stop,
         }
     }
 }
@@ -355,7 +363,7 @@ mod tests {
         for renew_at in [0.05, 0.96] {
             let opts =
                 RenewOptions { cert: "a.crt".into(), key: "a.key".into(), keep_key: false, renew_at, exec: None };
-            let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
+            let err = rt.block_on(run_agent(ca.clone(), opts, Control::manual().1)).unwrap_err();
             assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
             assert!(err.is_input());
         }

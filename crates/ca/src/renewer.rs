@@ -88,8 +88,17 @@ pub trait Renew {
     fn refresh(&mut self) -> impl Future<Output = ()>;
     /// One renewal; the files change only on success.
     fn renew(&mut self) -> impl Future<Output = Result<Renewed, Self::Error>>;
-    /// Waits `d` (a timer in production); false when asked to stop instead.
-    fn pause(&mut self, d: Duration) -> impl Future<Output = bool>;
+    /// Waits `d` (a timer in production), unless asked to reload or stop first.
+    fn pause(&mut self, d: Duration) -> impl Future<Output = Wake>;
+}
+
+/// Why a [`Renew::pause`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Elapsed,
+    /// Read the certificate again (SIGHUP) and renew if it is due.
+    Reload,
+    Stop,
 }
 
 /// What a renewal brought, for the log.
@@ -109,15 +118,19 @@ impl Renewer {
         Renewer { opts }
     }
 
-    /// Renews until a pause is cut short (then Ok). An unreadable
-    /// certificate ends the loop with its error; a failed renewal is retried.
+    /// Renews until asked to stop during a pause (then Ok). An unreadable
+    /// certificate ends the loop with its error; a failed renewal is
+    /// retried with backoff. A reload during a
+    /// pause starts over from the certificate's files.
     pub async fn run<R: Renew>(&self, r: &mut R) -> Result<(), R::Error> {
-        loop {
+        'files: loop {
             let v = r.validity()?;
             let wait = v.wait(self.opts.renew_at, unix_now(), clock_jitter());
             tracing::info!(cert = %self.opts.cert.display(), "certificate valid until {} (unix); next renewal in {:.0}s", v.not_after, wait.as_secs_f64());
-            if !r.pause(wait).await {
-                return Ok(());
+            match r.pause(wait).await {
+                Wake::Elapsed => {}
+                Wake::Reload => continue 'files,
+                Wake::Stop => return Ok(()),
             }
             let mut backoff = Backoff::new(&v);
             loop {
@@ -133,8 +146,10 @@ impl Renewer {
                     Err(e) => {
                         let wait = backoff.next_wait();
                         tracing::warn!("renewal failed, keeping the current files, retrying in {wait:?}: {e:#}");
-                        if !r.pause(wait).await {
-                            return Ok(());
+                        match r.pause(wait).await {
+                            Wake::Elapsed => {}
+                            Wake::Reload => continue 'files,
+                            Wake::Stop => return Ok(()),
                         }
                     }
                 }
@@ -241,9 +256,13 @@ mod tests {
             self.renewed += 1;
             Ok(Renewed { serial: "01".into(), not_after: "later".into() })
         }
-        async fn pause(&mut self, d: Duration) -> bool {
+        async fn pause(&mut self, d: Duration) -> Wake {
             self.pauses.push(d);
-            self.pauses.len() <= self.allowed_pauses
+            if self.pauses.len() <= self.allowed_pauses {
+                Wake::Elapsed
+            } else {
+                Wake::Stop
+            }
         }
     }
 

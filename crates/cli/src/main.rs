@@ -53,6 +53,9 @@ struct Cli {
     /// The CA's store instead of SQLite in --dir: postgres://USER@HOST/DB (several CA nodes on one database).
     #[arg(long, global = true, env = "AMBOS_STORE", value_name = "URL")]
     store: Option<String>,
+    /// Log lines of serve, proxy, tunnel and agent: text, or one JSON object per line.
+    #[arg(long, global = true, env = "AMBOS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -166,6 +169,8 @@ pub struct Global {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.log_format == "json";
+    process::LOG_FORMAT.get_or_init(|| if json { ambos_tls::daemon::LogFormat::Json } else { Default::default() });
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),

@@ -9,6 +9,7 @@ use crate::authorize::jwks::PulledJwks;
 use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
 use crate::ProxyError;
+use ambos_tls::daemon::Control;
 use arc_swap::ArcSwap;
 use notify::Watcher;
 use rustls_pki_types::CertificateRevocationListDer;
@@ -316,8 +317,8 @@ impl Reloader {
         }
     }
 
-    /// Starts the file watcher and the SIGHUP listener.
-    pub fn start(self: &Arc<Self>) -> Result<(), ProxyError> {
+    /// Starts the file watcher and the listener for reload requests (SIGHUP).
+    pub fn start(self: &Arc<Self>, mut control: Control) -> Result<(), ProxyError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Our own reads of the files (a reload) are events too: not a change.
@@ -349,18 +350,16 @@ impl Reloader {
             }
         });
 
-        #[cfg(unix)]
-        {
-            let me = self.clone();
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .map_err(|e| ProxyError::Watch { path: PathBuf::from("SIGHUP"), why: e.to_string() })?;
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let me = me.clone();
-                    let _ = tokio::task::spawn_blocking(move || me.reload("SIGHUP")).await;
-                }
-            });
-        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                control.reload_requested().await;
+                ambos_tls::daemon::notify_reloading();
+                let me = me.clone();
+                let _ = tokio::task::spawn_blocking(move || me.reload("SIGHUP")).await;
+                ambos_tls::daemon::notify_ready();
+            }
+        });
         Ok(())
     }
 }

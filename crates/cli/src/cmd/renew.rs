@@ -2,7 +2,7 @@
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate,
 //! by `ambos_agent`.
 use crate::cmd::CaConnection;
-use crate::process::{init_logging, runtime, shutdown_signal};
+use crate::process::{daemon, runtime};
 use ambos_ca::renewer::RenewOptions;
 use clap::Args;
 use std::path::PathBuf;
@@ -47,7 +47,6 @@ pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
 }
 
 pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    init_logging();
     let opts = renew_options(&a.renew, a.exec, a.renew_at);
-    Ok(runtime()?.block_on(ambos_agent::run_agent(a.renew.ca.endpoint(), opts, shutdown_signal))?)
+    daemon(|control| ambos_agent::run_agent(a.renew.ca.endpoint(), opts, control))
 }

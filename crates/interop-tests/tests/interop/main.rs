@@ -14,6 +14,7 @@ mod openssl;
 mod path_confusion;
 mod pkcs12;
 mod probe;
+mod process;
 mod proxy;
 mod revocation;
 mod token;
