@@ -31,6 +31,10 @@ pub enum AgentError {
     Pem { path: PathBuf, why: PkiError },
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Only a new enrollment helps: the CA refused this certificate for good
+    /// (`why`: "is revoked", "has expired", ...).
+    #[error("re-enroll: this certificate {why}; {detail}")]
+    Reenroll { why: &'static str, detail: String },
     #[error(transparent)]
     Crls(#[from] ProbeError),
     #[error(transparent)]
@@ -51,9 +55,23 @@ impl AgentError {
             AgentError::Crls(e) => e.is_input(),
             AgentError::Pki(e) => e.is_input(),
             AgentError::Files(e) => e.is_input(),
-            AgentError::Client(_) => false,
+            AgentError::Client(_) | AgentError::Reenroll { .. } => false,
         }
     }
+}
+
+/// A refusal of the CA that no retry cures, as [`AgentError::Reenroll`]; the rest unchanged.
+fn permanent(e: ClientError) -> AgentError {
+    let why = match &e {
+        ClientError::Refused { status: 403, error, .. } => match error.as_str() {
+            "certificate revoked" => "is revoked",
+            "unknown certificate" => "is unknown to the CA",
+            "not renewable" => "is not renewable",
+            _ => return AgentError::Client(e),
+        },
+        _ => return AgentError::Client(e),
+    };
+    AgentError::Reenroll { why, detail: e.to_string() }
 }
 
 pub type Result<T> = std::result::Result<T, AgentError>;
@@ -141,6 +159,11 @@ pub async fn renew(ca: &CaEndpoint, o: &RenewOptions) -> Result<Issued> {
 /// One renewal over mTLS with the current files and `crls`; a new key
 /// unless `keep_key`. The files change only on success.
 pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -> Result<Issued> {
+    let expiry = validity(&o.cert)?.not_after;
+    if expiry <= unix_now() {
+        let detail = format!("it expired at {}", ambos_pki::rfc3339_unix(expiry));
+        return Err(AgentError::Reenroll { why: "has expired", detail });
+    }
     let chain = ambos_tls::load_certs(&o.cert)?;
     let current_key = ambos_tls::load_key(&o.key)?;
     let old = read_key(&o.key)?;
@@ -153,7 +176,7 @@ pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -
         let csr = ambos_pki::create_csr(&key, id.cn.as_deref(), &[])?;
         (key, Some(pem_encode("CERTIFICATE REQUEST", &csr)))
     };
-    let issued = client.renew(csr.as_deref()).await?;
+    let issued = client.renew(csr.as_deref()).await.map_err(permanent)?;
     write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
     Ok(issued)
 }
@@ -219,10 +242,15 @@ pub fn validity(path: &Path) -> Result<Validity> {
     })
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `control`
 /// asks it to stop during a wait; a reload request reads the files again and
 /// renews if due. `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
 /// are read again before each renewal (a failure then keeps the previous ones).
+/// A revoked or expired certificate ends it with [`AgentError::Reenroll`].
 pub async fn run_agent(ca: CaEndpoint, opts: RenewOptions, control: Control) -> Result<()> {
     if !RENEW_AT.contains(&opts.renew_at) {
         return Err(AgentError::Input("--renew-at must be between 0.1 and 0.95".into()));
@@ -278,6 +306,10 @@ impl Renew for Agent {
     async fn renew(&mut self) -> std::result::Result<Renewed, ErrorChain> {
         let issued = renew_once(&self.ca, &self.crls, &self.opts).await.map_err(ErrorChain)?;
         Ok(Renewed { serial: issued.serial, not_after: issued.not_after })
+    }
+
+    fn is_permanent(e: &ErrorChain) -> bool {
+        matches!(e.0, AgentError::Reenroll { .. })
     }
 
     async fn pause(&mut self, d: Duration) -> Wake {

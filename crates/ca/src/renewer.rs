@@ -88,6 +88,9 @@ pub trait Renew {
     fn refresh(&mut self) -> impl Future<Output = ()>;
     /// One renewal; the files change only on success.
     fn renew(&mut self) -> impl Future<Output = Result<Renewed, Self::Error>>;
+    /// Whether a failed renewal is one no retry can cure (the certificate
+    /// is revoked or expired): the loop then ends with it.
+    fn is_permanent(e: &Self::Error) -> bool;
     /// Waits `d` (a timer in production), unless asked to reload or stop first.
     fn pause(&mut self, d: Duration) -> impl Future<Output = Wake>;
 }
@@ -119,13 +122,16 @@ impl Renewer {
     }
 
     /// Renews until asked to stop during a pause (then Ok). An unreadable
-    /// certificate ends the loop with its error; a failed renewal is
-    /// retried with backoff. A reload during a
+    /// certificate or a permanent refusal ends the loop with its error;
+    /// another failed renewal is retried with backoff. A reload during a
     /// pause starts over from the certificate's files.
     pub async fn run<R: Renew>(&self, r: &mut R) -> Result<(), R::Error> {
         'files: loop {
             let v = r.validity()?;
-            let wait = v.wait(self.opts.renew_at, unix_now(), clock_jitter());
+            let now = unix_now();
+            // Expired: no jitter to wait for; the attempt says what to do.
+            let wait =
+                if v.not_after <= now { Duration::ZERO } else { v.wait(self.opts.renew_at, now, clock_jitter()) };
             tracing::info!(cert = %self.opts.cert.display(), "certificate valid until {} (unix); next renewal in {:.0}s", v.not_after, wait.as_secs_f64());
             match r.pause(wait).await {
                 Wake::Elapsed => {}
@@ -143,6 +149,7 @@ impl Renewer {
                         }
                         break;
                     }
+                    Err(e) if R::is_permanent(&e) => return Err(e),
                     Err(e) => {
                         let wait = backoff.next_wait();
                         tracing::warn!("renewal failed, keeping the current files, retrying in {wait:?}: {e:#}");
@@ -233,10 +240,12 @@ mod tests {
         pauses: Vec<Duration>,
         /// Pauses to allow before saying stop.
         allowed_pauses: usize,
+        /// Every attempt is refused for good.
+        revoked: bool,
     }
 
     fn fake(validity: Validity, allowed_pauses: usize) -> Fake {
-        Fake { validity, attempts: 0, renewed: 0, pauses: Vec::new(), allowed_pauses }
+        Fake { validity, attempts: 0, renewed: 0, pauses: Vec::new(), allowed_pauses, revoked: false }
     }
 
     impl Renew for Fake {
@@ -250,11 +259,17 @@ mod tests {
         async fn refresh(&mut self) {}
         async fn renew(&mut self) -> Result<Renewed, String> {
             self.attempts += 1;
+            if self.revoked {
+                return Err("revoked".into());
+            }
             if self.attempts == 1 {
                 return Err("CA unreachable".into());
             }
             self.renewed += 1;
             Ok(Renewed { serial: "01".into(), not_after: "later".into() })
+        }
+        fn is_permanent(e: &String) -> bool {
+            e == "revoked"
         }
         async fn pause(&mut self, d: Duration) -> Wake {
             self.pauses.push(d);
@@ -289,6 +304,17 @@ mod tests {
         assert_eq!(fake.pauses[1], Duration::from_secs(1), "the first backoff");
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n", "the hook ran after each renewal");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_ends_the_loop_without_a_retry() {
+        let now = unix_now();
+        let opts =
+            RenewOptions { cert: "c.crt".into(), key: "c.key".into(), keep_key: false, renew_at: 0.5, exec: None };
+        let mut fake = Fake { revoked: true, ..fake(Validity { not_before: now - 100, not_after: now + 1 }, 10) };
+        let end = Renewer::new(opts).run(&mut fake).await;
+        assert_eq!(end, Err("revoked".to_string()));
+        assert_eq!((fake.attempts, fake.pauses.len()), (1, 1), "one attempt after the wait, no backoff");
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! One process model for every long-running command (`serve`, `proxy`,
 //! `tunnel`, `agent`): SIGHUP reloads and keeps it running, SIGTERM stops it
 //! with exit 0, systemd hears READY/RELOADING/STOPPING/WATCHDOG on
-//! `NOTIFY_SOCKET`, logs can be JSON lines; the agent keeps trying while
-//! the CA is away; a broken proxy.toml is logged once.
+//! `NOTIFY_SOCKET`, logs can be JSON lines; the agent gives up on a revoked
+//! or expired certificate and keeps trying while the CA is away; a broken
+//! proxy.toml is logged once.
 use ambos_interop_tests::{
     ambos_bin, cert_flags, curl, free_port, poll, run, spawn_logged, start_http_upstream, wait_file_contains,
     ChildGuard, Daemon, ProxyToml, TestCa,
@@ -134,6 +135,37 @@ fn sighup_makes_the_agent_read_its_files_again_and_sigterm_exits_0() {
     assert!(text.contains("reading the certificate again"), "{text}");
     assert_eq!(text.matches("next renewal in").count(), 2, "files read again after SIGHUP: {text}");
     stops_cleanly_on_sigterm(&mut a.0, &log);
+}
+
+#[test]
+fn the_agent_with_a_revoked_or_expired_certificate_exits_and_says_re_enroll() {
+    let ca = TestCa::new(&[]);
+    issue_due(&ca, "gone");
+    ca.ambos(&["revoke", "gone"]).ok();
+    ca.issue_expired("client", "old", &[]);
+    let server = serve(&ca, "serve.log", &[]);
+    let url = format!("https://127.0.0.1:{}", server.port);
+    for (name, why) in
+        [("gone", "re-enroll: this certificate is revoked"), ("old", "re-enroll: this certificate has expired")]
+    {
+        let log = ca.dir().join(format!("agent-{name}.log"));
+        let mut a = agent(&ca, &url, name, &log, &[]);
+        let code = exit_code_within(&mut a.0, 10);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(code, Some(1), "the agent of '{name}' must give up: {text}");
+        assert!(text.contains(why), "{text}");
+        assert!(!text.contains("cannot reach"), "{text}");
+    }
+    // `ambos renew` says the same, once.
+    let renew = |name: &str, root: &Path| {
+        run(ca.cmd().args(["renew", "--ca-url", &url, "--root"]).arg(root).args(ca.cert_flags(name)))
+    };
+    renew("gone", &ca.path("ca.crt")).fails_with(1, "re-enroll: this certificate is revoked");
+    // A server that does not chain to --root is named as such, not as unreachable.
+    let other = TestCa::new(&["--name", "Elsewhere"]);
+    other.issue("client", "x", &[]);
+    issue_due(&ca, "web");
+    renew("web", &other.path("ca.crt")).fails_with(1, "failed verification against --root");
 }
 
 #[test]
