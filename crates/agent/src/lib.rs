@@ -8,16 +8,16 @@
 #![forbid(unsafe_code)]
 
 use ambos_ca::client::{CaClient, ClientError, Issued};
-use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, RENEW_AT};
+use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, Wake, RENEW_AT};
 use ambos_files::{
     ensure_dir, write_atomic, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC,
 };
 use ambos_pki::{pem_encode, KeyType, P12Password, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
 use ambos_proxy::tunnel::SourcedCrls;
+use ambos_tls::daemon::Control;
 use ambos_tls::TlsError;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -33,6 +33,10 @@ pub enum AgentError {
     Pem { path: PathBuf, why: PkiError },
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Only a new enrollment helps: the CA refused this certificate for good
+    /// (`why`: "is revoked", "has expired", ...).
+    #[error("re-enroll: this certificate {why}; {detail}")]
+    Reenroll { why: &'static str, detail: String },
     #[error(transparent)]
     Crls(#[from] ProbeError),
     #[error(transparent)]
@@ -60,9 +64,23 @@ impl AgentError {
             AgentError::Crls(e) => e.is_input(),
             AgentError::Pki(e) => e.is_input(),
             AgentError::Files(e) => e.is_input(),
-            AgentError::Client(_) => false,
+            AgentError::Client(_) | AgentError::Reenroll { .. } => false,
         }
     }
+}
+
+/// A refusal of the CA that no retry cures, as [`AgentError::Reenroll`]; the rest unchanged.
+fn permanent(e: ClientError) -> AgentError {
+    let why = match &e {
+        ClientError::Refused { status: 403, error, .. } => match error.as_str() {
+            "certificate revoked" => "is revoked",
+            "unknown certificate" => "is unknown to the CA",
+            "not renewable" => "is not renewable",
+            _ => return AgentError::Client(e),
+        },
+        _ => return AgentError::Client(e),
+    };
+    AgentError::Reenroll { why, detail: e.to_string() }
 }
 
 pub type Result<T> = std::result::Result<T, AgentError>;
@@ -194,6 +212,11 @@ pub async fn renew(ca: &CaEndpoint, o: &RenewOptions) -> Result<Issued> {
 /// One renewal over mTLS with the current files and `crls`; a new key
 /// unless `keep_key`. The files change only on success.
 pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -> Result<Issued> {
+    let expiry = validity(&o.cert)?.not_after;
+    if expiry <= unix_now() {
+        let detail = format!("it expired at {}", ambos_pki::rfc3339_unix(expiry));
+        return Err(AgentError::Reenroll { why: "has expired", detail });
+    }
     let chain = ambos_tls::load_certs(&o.cert)?;
     let current_key = ambos_tls::load_key(&o.key)?;
     let old = read_key(&o.key)?;
@@ -206,7 +229,7 @@ pub async fn renew_once(ca: &CaEndpoint, crls: &SourcedCrls, o: &RenewOptions) -
         let csr = ambos_pki::create_csr(&key, id.cn.as_deref(), &[])?;
         (key, Some(pem_encode("CERTIFICATE REQUEST", &csr)))
     };
-    let issued = client.renew(csr.as_deref()).await?;
+    let issued = client.renew(csr.as_deref()).await.map_err(permanent)?;
     write_identity(&o.key, &key, &o.cert, &issued.certificate)?;
     if let Some(pw) = &o.p12 {
         write_p12_beside(&o.cert, &key, &issued.certificate, pw)?;
@@ -275,20 +298,25 @@ pub fn validity(path: &Path) -> Result<Validity> {
     })
 }
 
-/// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `stop`
-/// resolves during a wait; `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Keeps `opts.cert` renewed on the schedule of [`Renewer`] until `control`
+/// asks it to stop during a wait; a reload request reads the files again and
+/// renews if due. `opts.renew_at` must be within [`RENEW_AT`]. Bad CRL files or URL: an error now; later they
 /// are read again before each renewal (a failure then keeps the previous ones).
-pub async fn run_agent<S, F>(ca: CaEndpoint, opts: RenewOptions, stop: S) -> Result<()>
-where
-    S: Fn() -> F,
-    F: Future<Output = ()>,
-{
+/// A revoked or expired certificate ends it with [`AgentError::Reenroll`].
+pub async fn run_agent(ca: CaEndpoint, opts: RenewOptions, control: Control) -> Result<()> {
     if !RENEW_AT.contains(&opts.renew_at) {
         return Err(AgentError::Input("--renew-at must be between 0.1 and 0.95".into()));
     }
     let crls = ca.load_crls().await?;
-    let mut agent = Agent { opts: opts.clone(), ca, crls, stop };
-    Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0)
+    ambos_tls::daemon::notify_ready();
+    let mut agent = Agent { opts: opts.clone(), ca, crls, control };
+    let end = Renewer::new(opts).run(&mut agent).await.map_err(|c| c.0);
+    ambos_tls::daemon::notify_stopping();
+    end
 }
 
 /// An error with its causes on one line (`a: b: c`), as the agent logs it.
@@ -307,15 +335,15 @@ impl std::fmt::Display for ErrorChain {
     }
 }
 
-/// The agent's side of the renewer: files, CRLs, the CA client, the stop signal.
-struct Agent<S> {
+/// The agent's side of the renewer: files, CRLs, the CA client, reload and stop requests.
+struct Agent {
     opts: RenewOptions,
     ca: CaEndpoint,
     crls: SourcedCrls,
-    stop: S,
+    control: Control,
 }
 
-impl<S: Fn() -> F, F: Future<Output = ()>> Renew for Agent<S> {
+impl Renew for Agent {
     type Error = ErrorChain;
 
     fn validity(&self) -> std::result::Result<Validity, ErrorChain> {
@@ -336,10 +364,22 @@ impl<S: Fn() -> F, F: Future<Output = ()>> Renew for Agent<S> {
         Ok(Renewed { serial: issued.serial, not_after: issued.not_after })
     }
 
-    async fn pause(&mut self, d: Duration) -> bool {
+    fn is_permanent(e: &ErrorChain) -> bool {
+        matches!(e.0, AgentError::Reenroll { .. })
+    }
+
+    async fn pause(&mut self, d: Duration) -> Wake {
+        let stop = self.control.clone();
         tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = (self.stop)() => false,
+            _ = tokio::time::sleep(d) => Wake::Elapsed,
+            _ = self.control.reload_requested() => {
+                // The renewer reads the files again at once; its log line says what it found.
+                ambos_tls::daemon::notify_reloading();
+                tracing::info!(trigger = "SIGHUP", "reading the certificate again");
+                ambos_tls::daemon::notify_ready();
+                Wake::Reload
+            }
+            _ = stop.stopped() => Wake::Stop,
         }
     }
 }
@@ -417,7 +457,7 @@ mod tests {
                 exec: None,
                 p12: None,
             };
-            let err = rt.block_on(run_agent(ca.clone(), opts, std::future::pending)).unwrap_err();
+            let err = rt.block_on(run_agent(ca.clone(), opts, Control::manual().1)).unwrap_err();
             assert!(matches!(&err, AgentError::Input(m) if m == "--renew-at must be between 0.1 and 0.95"), "{err}");
             assert!(err.is_input());
         }

@@ -14,8 +14,15 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// No answer: no connection, a timeout, a connection lost (worth a retry).
     #[error("cannot reach the CA at {url}: {why}")]
     Unreachable { url: String, why: String },
+    /// The server's certificate did not verify against our trust anchor (`--root`).
+    #[error("the CA server at {url} failed verification against --root: {why}")]
+    ServerCertificate { url: String, why: String },
+    /// The CA's TLS layer refused our certificate with an alert.
+    #[error("the CA refused our certificate in the TLS handshake at {url}: {why}")]
+    HandshakeRefused { url: String, why: String },
     #[error("the CA refused: {error}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
     Refused { status: u16, error: String, detail: String },
     #[error("unexpected answer from the CA: {0}")]
@@ -163,7 +170,7 @@ impl CaClient {
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .map_err(|_| (ClientError::Unreachable { url: url.clone(), why: "timed out".into() }, true))?
-            .map_err(|e| (ClientError::Unreachable { url: url.clone(), why: connect_error(&e) }, !e.is_connect()))?;
+            .map_err(|e| (connect_error(&url, &e), !e.is_connect()))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
@@ -241,17 +248,25 @@ enum Body {
     Form(String),
 }
 
-/// Why a request failed; a server certificate we refused is named in words
-/// (`ambos_tls::HandshakeFailure`), the rest is the error chain.
-fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
+/// Why a request to `url` failed: a server certificate we refused, or an
+/// alert the CA sent about ours, is named in words
+/// (`ambos_tls::HandshakeFailure`); the rest is "cannot reach" with the error chain.
+fn connect_error(url: &str, e: &(dyn std::error::Error + 'static)) -> ClientError {
     let mut cur = Some(e);
     while let Some(c) = cur {
         // rustls' error travels inside io::Errors (nested), whose source() skips it.
         let mut inner: &(dyn std::error::Error + 'static) = c;
         loop {
-            if let Some(err @ rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
-                let f = ambos_tls::HandshakeFailure::from_rustls(err);
-                return format!("the CA server's certificate was refused ({}): {f}", f.label());
+            match inner.downcast_ref::<rustls::Error>() {
+                Some(err @ rustls::Error::InvalidCertificate(_)) => {
+                    let f = ambos_tls::HandshakeFailure::from_rustls(err);
+                    return ClientError::ServerCertificate { url: url.into(), why: format!("{f} ({})", f.label()) };
+                }
+                Some(err @ rustls::Error::AlertReceived(_)) => {
+                    let f = ambos_tls::HandshakeFailure::from_rustls(err);
+                    return ClientError::HandshakeRefused { url: url.into(), why: f.to_string() };
+                }
+                _ => {}
             }
             match inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
                 Some(i) => inner = i,
@@ -260,5 +275,5 @@ fn connect_error(e: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = c.source();
     }
-    ambos_tls::error_chain(e)
+    ClientError::Unreachable { url: url.into(), why: ambos_tls::error_chain(e) }
 }

@@ -90,8 +90,20 @@ pub trait Renew {
     fn refresh(&mut self) -> impl Future<Output = ()>;
     /// One renewal; the files change only on success.
     fn renew(&mut self) -> impl Future<Output = Result<Renewed, Self::Error>>;
-    /// Waits `d` (a timer in production); false when asked to stop instead.
-    fn pause(&mut self, d: Duration) -> impl Future<Output = bool>;
+    /// Whether a failed renewal is one no retry can cure (the certificate
+    /// is revoked or expired): the loop then ends with it.
+    fn is_permanent(e: &Self::Error) -> bool;
+    /// Waits `d` (a timer in production), unless asked to reload or stop first.
+    fn pause(&mut self, d: Duration) -> impl Future<Output = Wake>;
+}
+
+/// Why a [`Renew::pause`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    Elapsed,
+    /// Read the certificate again (SIGHUP) and renew if it is due.
+    Reload,
+    Stop,
 }
 
 /// What a renewal brought, for the log.
@@ -111,15 +123,22 @@ impl Renewer {
         Renewer { opts }
     }
 
-    /// Renews until a pause is cut short (then Ok). An unreadable
-    /// certificate ends the loop with its error; a failed renewal is retried.
+    /// Renews until asked to stop during a pause (then Ok). An unreadable
+    /// certificate or a permanent refusal ends the loop with its error;
+    /// another failed renewal is retried with backoff. A reload during a
+    /// pause starts over from the certificate's files.
     pub async fn run<R: Renew>(&self, r: &mut R) -> Result<(), R::Error> {
-        loop {
+        'files: loop {
             let v = r.validity()?;
-            let wait = v.wait(self.opts.renew_at, unix_now(), clock_jitter());
+            let now = unix_now();
+            // Expired: no jitter to wait for; the attempt says what to do.
+            let wait =
+                if v.not_after <= now { Duration::ZERO } else { v.wait(self.opts.renew_at, now, clock_jitter()) };
             tracing::info!(cert = %self.opts.cert.display(), "certificate valid until {} (unix); next renewal in {:.0}s", v.not_after, wait.as_secs_f64());
-            if !r.pause(wait).await {
-                return Ok(());
+            match r.pause(wait).await {
+                Wake::Elapsed => {}
+                Wake::Reload => continue 'files,
+                Wake::Stop => return Ok(()),
             }
             let mut backoff = Backoff::new(&v);
             loop {
@@ -132,11 +151,14 @@ impl Renewer {
                         }
                         break;
                     }
+                    Err(e) if R::is_permanent(&e) => return Err(e),
                     Err(e) => {
                         let wait = backoff.next_wait();
                         tracing::warn!("renewal failed, keeping the current files, retrying in {wait:?}: {e:#}");
-                        if !r.pause(wait).await {
-                            return Ok(());
+                        match r.pause(wait).await {
+                            Wake::Elapsed => {}
+                            Wake::Reload => continue 'files,
+                            Wake::Stop => return Ok(()),
                         }
                     }
                 }
@@ -220,10 +242,12 @@ mod tests {
         pauses: Vec<Duration>,
         /// Pauses to allow before saying stop.
         allowed_pauses: usize,
+        /// Every attempt is refused for good.
+        revoked: bool,
     }
 
     fn fake(validity: Validity, allowed_pauses: usize) -> Fake {
-        Fake { validity, attempts: 0, renewed: 0, pauses: Vec::new(), allowed_pauses }
+        Fake { validity, attempts: 0, renewed: 0, pauses: Vec::new(), allowed_pauses, revoked: false }
     }
 
     impl Renew for Fake {
@@ -237,15 +261,25 @@ mod tests {
         async fn refresh(&mut self) {}
         async fn renew(&mut self) -> Result<Renewed, String> {
             self.attempts += 1;
+            if self.revoked {
+                return Err("revoked".into());
+            }
             if self.attempts == 1 {
                 return Err("CA unreachable".into());
             }
             self.renewed += 1;
             Ok(Renewed { serial: "01".into(), not_after: "later".into() })
         }
-        async fn pause(&mut self, d: Duration) -> bool {
+        fn is_permanent(e: &String) -> bool {
+            e == "revoked"
+        }
+        async fn pause(&mut self, d: Duration) -> Wake {
             self.pauses.push(d);
-            self.pauses.len() <= self.allowed_pauses
+            if self.pauses.len() <= self.allowed_pauses {
+                Wake::Elapsed
+            } else {
+                Wake::Stop
+            }
         }
     }
 
@@ -273,6 +307,23 @@ mod tests {
         assert_eq!(fake.pauses[1], Duration::from_secs(1), "the first backoff");
         assert_eq!(std::fs::read_to_string(&marker).unwrap(), "x\nx\n", "the hook ran after each renewal");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_permanent_refusal_ends_the_loop_without_a_retry() {
+        let now = unix_now();
+        let opts = RenewOptions {
+            cert: "c.crt".into(),
+            key: "c.key".into(),
+            keep_key: false,
+            renew_at: 0.5,
+            exec: None,
+            p12: None,
+        };
+        let mut fake = Fake { revoked: true, ..fake(Validity { not_before: now - 100, not_after: now + 1 }, 10) };
+        let end = Renewer::new(opts).run(&mut fake).await;
+        assert_eq!(end, Err("revoked".to_string()));
+        assert_eq!((fake.attempts, fake.pauses.len()), (1, 1), "one attempt after the wait, no backoff");
     }
 
     #[tokio::test]

@@ -53,6 +53,9 @@ struct Cli {
     /// The CA's store instead of SQLite in --dir: postgres://USER@HOST/DB (several CA nodes on one database).
     #[arg(long, global = true, env = "AMBOS_STORE", value_name = "URL")]
     store: Option<String>,
+    /// Log lines of serve, proxy, tunnel and agent: text, or one JSON object per line.
+    #[arg(long, global = true, env = "AMBOS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -198,6 +201,8 @@ fn main() -> ExitCode {
         Err(e) if json && e.use_stderr() => return json_error(e.to_string().lines().next().unwrap_or_default(), 2),
         Err(e) => e.exit(),
     };
+    let json_logs = cli.log_format == "json";
+    process::LOG_FORMAT.get_or_init(|| if json_logs { ambos_tls::daemon::LogFormat::Json } else { Default::default() });
     let global = Global { dir: cli.dir, passphrase_file: cli.passphrase_file, store: cli.store };
     let result = match cli.command {
         Command::Init(a) => cmd::init::init(&global, a),

@@ -1,15 +1,15 @@
-//! Process plumbing every long-running command shares: logging to stderr,
-//! the tokio runtime, and the shutdown signal.
+//! Process plumbing every long-running command shares: logging (`--log-format`),
+//! the tokio runtime, and `ambos_tls::daemon`'s control by signals (SIGHUP
+//! reloads, SIGTERM and Ctrl-C stop) and sd_notify.
+use ambos_tls::daemon::{Control, LogFormat};
+use std::future::Future;
 
-/// Logs to stderr (`AMBOS_LOG=debug` for more), coloured only on a terminal.
+/// `--log-format` (env `AMBOS_LOG_FORMAT`), set once by `main`.
+pub static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Logs to stderr (`AMBOS_LOG=debug` for more) in the format `main` chose.
 pub fn init_logging() {
-    // A second call (quickstart runs the proxy in-process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AMBOS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    ambos_tls::daemon::init_logging(LOG_FORMAT.get().copied().unwrap_or_default());
 }
 
 /// The multi-threaded runtime of the servers and clients.
@@ -22,21 +22,23 @@ pub fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+/// Runs a daemon (`serve`, `proxy`, `tunnel`, `agent`) with logging, on the
+/// multi-threaded runtime, controlled by this process's signals.
+pub fn daemon<Fut, E>(run: impl FnOnce(Control) -> Fut) -> anyhow::Result<()>
+where
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    init_logging();
+    let rt = runtime()?;
+    let control = rt.block_on(async { Control::from_signals() })?;
+    Ok(rt.block_on(run(control))?)
+}
+
+/// Waits for SIGTERM or Ctrl-C (SIGHUP does nothing here).
+pub fn wait_for_stop() -> anyhow::Result<()> {
+    let rt = small_runtime()?;
+    let control = rt.block_on(async { Control::from_signals() })?;
+    rt.block_on(control.stopped());
+    Ok(())
 }

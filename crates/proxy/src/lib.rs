@@ -30,6 +30,7 @@ mod trust;
 pub mod tunnel;
 mod upstream_tls;
 
+pub use ambos_tls::daemon::{Control, Trigger};
 pub use config::{Mode, ProxyConfig, ProxyFlags};
 pub use listener::run;
 

@@ -13,17 +13,18 @@ use crate::http::HttpShared;
 use crate::runtime::{ConfigSource, Reloader, Runtime};
 use crate::telemetry::GaugeGuard;
 use crate::{http, tcp, telemetry, ProxyError};
+use ambos_tls::daemon::Control;
 use ambos_tls::net::accept;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Runs the proxy until `shutdown` resolves, then lets in-flight HTTP
-/// requests finish (up to `limits.shutdown_grace`).
-pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
+/// Runs the proxy until `control` asks it to stop, then lets in-flight HTTP
+/// requests finish (up to `limits.shutdown_grace`); a reload request
+/// reloads the configuration and its files.
+pub async fn run(config: ProxyConfig, control: Control) -> Result<(), ProxyError> {
     ambos_tls::install_default_provider();
     let prometheus = telemetry::install();
     let audit = match &config.audit {
@@ -66,7 +67,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
     let pulled_jwks = crate::authorize::jwks::PulledJwks::default();
     crate::jwks_pull::fetch_at_start(&config, &pulled_jwks).await?;
     let reloader = Reloader::new(Runtime::build(config, &pulled, &pulled_jwks)?, source, by_url, pulled_jwks);
-    reloader.start()?;
+    reloader.start(control.clone())?;
     crate::jwks_pull::spawn(reloader.clone());
     if crl_source.is_some() {
         crate::crl_pull::spawn(reloader.clone(), etag);
@@ -93,6 +94,8 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         max_handshakes_per_source: limits.max_handshakes_per_source,
         connection_rate_per_source: limits.connection_rate_per_source,
     });
+    ambos_tls::daemon::notify_ready();
+    let shutdown = control.stopped();
     tokio::pin!(shutdown);
     let mut burst: u32 = 0;
     loop {
@@ -126,6 +129,7 @@ pub async fn run(config: ProxyConfig, shutdown: impl Future<Output = ()>) -> Res
         }
     }
     drop(listener);
+    ambos_tls::daemon::notify_stopping();
     tracing::info!("shutting down: waiting up to {:?} for in-flight requests", limits.shutdown_grace);
     shared.shutdown.send_replace(true);
     tokio::select! {

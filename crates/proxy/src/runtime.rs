@@ -9,6 +9,7 @@ use crate::authorize::jwks::PulledJwks;
 use crate::authorize::RouteTable;
 use crate::config::ProxyConfig;
 use crate::ProxyError;
+use ambos_tls::daemon::Control;
 use arc_swap::ArcSwap;
 use notify::Watcher;
 use rustls_pki_types::CertificateRevocationListDer;
@@ -161,6 +162,10 @@ pub struct Reloader {
     source: ConfigSource,
     /// Fingerprint of the watched files at the last successful load.
     fingerprint: Mutex<u64>,
+    /// The files' fingerprint and the error of the last failed reload: the
+    /// same failure again is not worth another ERROR line (nor, from the
+    /// watcher, another attempt).
+    failed: Mutex<Option<(u64, String)>>,
     watched_dirs: Mutex<HashSet<PathBuf>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     /// The last CRLs pulled, by URL (`crl_url`, distribution points).
@@ -209,6 +214,7 @@ impl Reloader {
             current: Arc::new(ArcSwap::from_pointee(runtime)),
             source,
             fingerprint: Mutex::new(fp),
+            failed: Mutex::new(None),
             watched_dirs: Mutex::new(HashSet::new()),
             watcher: Mutex::new(None),
             pulled_crls: Mutex::new(pulled),
@@ -219,7 +225,7 @@ impl Reloader {
 
     /// Builds a new runtime and swaps it in; on any error the old one stays.
     pub fn reload(&self, why: &str) -> Result<(), ProxyError> {
-        let result = (|| {
+        let result: Result<(), ProxyError> = (|| {
             let config = match &self.source {
                 ConfigSource::File(p) => ProxyConfig::from_file(p)?,
                 ConfigSource::Flags(c) => (**c).clone(),
@@ -253,11 +259,19 @@ impl Reloader {
         match &result {
             Ok(()) => {
                 metrics::counter!("ambos_proxy_config_reloads_total", "result" => "ok").increment(1);
+                *self.failed.lock().expect("failed lock") = None;
                 tracing::info!(trigger = why, "configuration reloaded");
             }
             Err(e) => {
                 metrics::counter!("ambos_proxy_config_reloads_total", "result" => "failed").increment(1);
-                tracing::error!(trigger = why, "reload failed, still serving the previous configuration: {e}");
+                let failure = Some((fingerprint(&self.current.load().config.watched_files()), e.to_string()));
+                let mut last = self.failed.lock().expect("failed lock");
+                if *last == failure {
+                    tracing::debug!(trigger = why, "reload failed again the same way: {e}");
+                } else {
+                    tracing::error!(trigger = why, "reload failed, still serving the previous configuration: {e}");
+                    *last = failure;
+                }
             }
         }
         result
@@ -280,7 +294,9 @@ impl Reloader {
     /// Reloads only if a watched file's content changed since the last load.
     fn reload_if_changed(&self) {
         let files = self.current.load().config.watched_files();
-        if fingerprint(&files) != *self.fingerprint.lock().expect("fingerprint lock") {
+        let now = fingerprint(&files);
+        let failed_on = self.failed.lock().expect("failed lock").as_ref().map(|f| f.0);
+        if now != *self.fingerprint.lock().expect("fingerprint lock") && failed_on != Some(now) {
             let _ = self.reload("file change");
         }
     }
@@ -301,11 +317,12 @@ impl Reloader {
         }
     }
 
-    /// Starts the file watcher and the SIGHUP listener.
-    pub fn start(self: &Arc<Self>) -> Result<(), ProxyError> {
+    /// Starts the file watcher and the listener for reload requests (SIGHUP).
+    pub fn start(self: &Arc<Self>, mut control: Control) -> Result<(), ProxyError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Our own reads of the files (a reload) are events too: not a change.
+            if res.is_ok_and(|e| !e.kind.is_access()) {
                 let _ = tx.send(());
             }
         })
@@ -333,18 +350,16 @@ impl Reloader {
             }
         });
 
-        #[cfg(unix)]
-        {
-            let me = self.clone();
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .map_err(|e| ProxyError::Watch { path: PathBuf::from("SIGHUP"), why: e.to_string() })?;
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    let me = me.clone();
-                    let _ = tokio::task::spawn_blocking(move || me.reload("SIGHUP")).await;
-                }
-            });
-        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                control.reload_requested().await;
+                ambos_tls::daemon::notify_reloading();
+                let me = me.clone();
+                let _ = tokio::task::spawn_blocking(move || me.reload("SIGHUP")).await;
+                ambos_tls::daemon::notify_ready();
+            }
+        });
         Ok(())
     }
 }
@@ -473,5 +488,26 @@ mod tests {
         files.replace("api.crt", &good);
         reloader.reload_if_changed();
         assert_eq!(route_for(&reloader, "/bb/x").as_deref(), Some("/bb/**"));
+    }
+
+    #[test]
+    fn the_same_failure_is_logged_once_until_a_file_or_the_error_changes() {
+        let files = Files::new();
+        let reloader = files.reloader("/a/**");
+        files.replace("proxy.toml", &files.config("a/**"));
+        let errors = |f: &dyn Fn()| logs_of(f).matches("ERROR").count();
+        assert_eq!(errors(&|| reloader.reload_if_changed()), 1);
+        // Events in the directory (the proxy's own log file, our reads) change nothing.
+        assert_eq!(errors(&|| reloader.reload_if_changed()), 0, "not tried again");
+        assert_eq!(
+            errors(&|| assert!(reloader.reload("SIGHUP").is_err())),
+            0,
+            "tried, the same failure: not logged again"
+        );
+        files.replace("proxy.toml", &files.config("b/**"));
+        assert_eq!(errors(&|| reloader.reload_if_changed()), 1, "another edit, another failure");
+        files.replace("proxy.toml", &files.config("/c/**"));
+        assert!(logs_of(|| reloader.reload_if_changed()).contains("configuration reloaded"));
+        assert_eq!(route_for(&reloader, "/c/x").as_deref(), Some("/c/**"));
     }
 }

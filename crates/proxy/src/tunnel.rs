@@ -10,6 +10,7 @@
 use crate::authorize::Expected;
 use crate::config::CrlSource;
 use crate::ProxyError;
+use ambos_tls::daemon::Control;
 use ambos_tls::HandshakeFailure;
 use ambos_tls::{ClientCert, ServerAuth};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
@@ -173,8 +174,10 @@ fn spawn_crl_pull(cfg: Arc<TunnelConfig>, url: String, pulled: Arc<Mutex<Pulled>
     });
 }
 
-/// Runs until `shutdown` resolves.
-pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProxyError> {
+/// Runs until `control` asks it to stop; a reload request re-reads the
+/// certificate, key, CA and CRL files at once (they are also re-read when
+/// they change, at the next connection).
+pub async fn run(cfg: TunnelConfig, control: Control) -> Result<(), ProxyError> {
     let (listen, server_name) = cfg.endpoints()?;
     ambos_tls::install_default_provider();
     let expect = cfg
@@ -206,29 +209,23 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
         spawn_crl_pull(cfg.clone(), url.clone(), pulled.clone(), etag);
     }
     let expect = Arc::new(expect);
+    {
+        let (mut control, loaded, cfg, pulled) = (control.clone(), loaded.clone(), cfg.clone(), pulled.clone());
+        tokio::spawn(async move {
+            loop {
+                control.reload_requested().await;
+                ambos_tls::daemon::notify_reloading();
+                refresh(&loaded, &cfg, &pulled, Some("SIGHUP"));
+                ambos_tls::daemon::notify_ready();
+            }
+        });
+    }
+    ambos_tls::daemon::notify_ready();
+    let shutdown = control.stopped();
     tokio::pin!(shutdown);
     while let Some((local, peer)) = ambos_tls::net::accept(&listener, shutdown.as_mut()).await {
         // Pick up renewed certificate files and new CRLs for this and later connections.
-        let config = {
-            let mut l = loaded.lock().expect("tunnel lock");
-            let now = stamp(&cfg);
-            let generation = pulled.lock().expect("tunnel CRL lock").generation;
-            if now != l.stamp || generation != l.pulled {
-                let crls = pulled.lock().expect("tunnel CRL lock").crls.clone();
-                match client_config(&cfg, &crls) {
-                    Ok(c) => {
-                        l.config = c;
-                        tracing::info!("reloaded the client certificate, CA and CRLs");
-                    }
-                    Err(e) => tracing::error!(
-                        "cannot reload the client certificate, CA or CRLs, using the previous ones: {e}"
-                    ),
-                }
-                l.stamp = now;
-                l.pulled = generation;
-            }
-            l.config.clone()
-        };
+        let config = refresh(&loaded, &cfg, &pulled, None);
         let (cfg, name, expect) = (cfg.clone(), server_name.clone(), expect.clone());
         tokio::spawn(async move {
             if let Err(why) = forward(local, config, &cfg, name, expect.as_ref().as_ref()).await {
@@ -236,7 +233,40 @@ pub async fn run(cfg: TunnelConfig, shutdown: impl std::future::Future<Output = 
             }
         });
     }
+    ambos_tls::daemon::notify_stopping();
     Ok(())
+}
+
+/// The client config for the next connection, rebuilt when a file or the
+/// pulled CRLs changed, or always when `forced` names why (SIGHUP).
+fn refresh(
+    loaded: &Mutex<Loaded>,
+    cfg: &TunnelConfig,
+    pulled: &Mutex<Pulled>,
+    forced: Option<&str>,
+) -> Arc<rustls::ClientConfig> {
+    let mut l = loaded.lock().expect("tunnel lock");
+    let now = stamp(cfg);
+    let generation = pulled.lock().expect("tunnel CRL lock").generation;
+    if forced.is_some() || now != l.stamp || generation != l.pulled {
+        let crls = pulled.lock().expect("tunnel CRL lock").crls.clone();
+        let trigger = forced.unwrap_or("file change");
+        match client_config(cfg, &crls) {
+            Ok(c) => {
+                l.config = c;
+                tracing::info!(trigger, "reloaded the client certificate, CA and CRLs");
+            }
+            Err(e) => {
+                tracing::error!(
+                    trigger,
+                    "cannot reload the client certificate, CA or CRLs, using the previous ones: {e}"
+                )
+            }
+        }
+        l.stamp = now;
+        l.pulled = generation;
+    }
+    l.config.clone()
 }
 
 async fn forward(

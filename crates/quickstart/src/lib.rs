@@ -82,7 +82,7 @@ const ISSUER: &str = "https://quickstart.test";
 pub struct RunningProxy {
     pub port: u16,
     pub upstream: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
+    stop: ambos_proxy::Trigger,
     thread: JoinHandle<Result<()>>,
 }
 
@@ -146,12 +146,10 @@ impl Demo {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         write_atomic(&self.config_path(), proxy_toml(port, upstream).as_bytes(), PUBLIC, true)?;
         let config = ambos_proxy::ProxyConfig::from_file(&self.config_path())?;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, control) = ambos_proxy::Control::manual();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            rt.block_on(ambos_proxy::run(config, async {
-                let _ = stop_rx.await;
-            }))?;
+            rt.block_on(ambos_proxy::run(config, control))?;
             Ok(())
         });
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -235,7 +233,7 @@ impl Demo {
     /// Stops the proxy (graceful) and reports how its run ended.
     pub fn stop(self) -> Result<()> {
         let Some(p) = self.proxy else { return Ok(()) };
-        let _ = p.stop.send(());
+        p.stop.stop();
         p.thread.join().map_err(|_| QuickstartError::ProxyPanicked)??;
         Ok(())
     }

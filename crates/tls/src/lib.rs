@@ -5,6 +5,7 @@
 
 mod client_config;
 mod crl;
+pub mod daemon;
 mod failure;
 mod files;
 mod identity;

@@ -254,7 +254,7 @@ pub async fn serve(
     at: &StoreLocation,
     passphrase: Option<&[u8]>,
     opts: ServeOptions,
-    shutdown: impl std::future::Future<Output = ()>,
+    control: ambos_tls::daemon::Control,
 ) -> Result<(), CaError> {
     ambos_tls::install_default_provider();
     let prometheus = {
@@ -319,10 +319,18 @@ pub async fn serve(
         let state = state.clone();
         let tls = tls.clone();
         let opts = opts.clone();
+        let mut control = control.clone();
         tokio::spawn(async move {
             let mut wait = lifetime * 2 / 3;
             loop {
-                tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+                // SIGHUP: a new API certificate now (e.g. after `--san` names changed in DNS, or a revocation).
+                let hup = tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_secs(1))) => false,
+                    _ = control.reload_requested() => true,
+                };
+                if hup {
+                    ambos_tls::daemon::notify_reloading();
+                }
                 let st = state.clone();
                 let o = opts.clone();
                 let renewed = tokio::task::spawn_blocking(move || {
@@ -334,13 +342,19 @@ pub async fn serve(
                     Ok(Ok((config, life))) => {
                         tls.store(config);
                         wait = life * 2 / 3;
-                        tracing::info!("renewed the API's own certificate");
+                        tracing::info!(
+                            trigger = if hup { "SIGHUP" } else { "schedule" },
+                            "renewed the API's own certificate"
+                        );
                     }
                     Ok(Err(e)) => {
                         tracing::error!("renewing the API's own certificate failed: {e}");
                         wait = Duration::from_secs(30);
                     }
                     Err(_) => wait = Duration::from_secs(30),
+                }
+                if hup {
+                    ambos_tls::daemon::notify_ready();
                 }
             }
         });
@@ -350,6 +364,8 @@ pub async fn serve(
 
     let limits = Arc::new(opts.limits.clone());
     let slots = Slots::new(limits.max_connections, limits.max_connections_per_source);
+    ambos_tls::daemon::notify_ready();
+    let shutdown = control.stopped();
     tokio::pin!(shutdown);
     while let Some((stream, addr)) = ambos_tls::net::accept(&listener, shutdown.as_mut()).await {
         // Over a cap with nothing to evict: closed at once.
@@ -410,6 +426,7 @@ pub async fn serve(
             drop(guard);
         });
     }
+    ambos_tls::daemon::notify_stopping();
     Ok(())
 }
 

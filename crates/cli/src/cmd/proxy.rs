@@ -27,7 +27,5 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         print!("{report}");
         return Ok(());
     }
-    process::init_logging();
-    process::runtime()?.block_on(ambos_proxy::run(config, process::shutdown_signal()))?;
-    Ok(())
+    process::daemon(|control| ambos_proxy::run(config, control))
 }

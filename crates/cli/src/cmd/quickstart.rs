@@ -20,7 +20,7 @@ pub fn run(a: QuickstartArgs) -> anyhow::Result<()> {
     let done = ambos_quickstart::narrate(&QuickstartOptions { dir: a.dir, color: out.is_terminal() }, &mut out)?;
     if !a.exit {
         println!("\nThe proxy keeps running on https://localhost:{}; Ctrl-C stops it.", done.port);
-        crate::process::small_runtime()?.block_on(crate::process::shutdown_signal());
+        crate::process::wait_for_stop()?;
     }
     Ok(done.finish(&mut out)?)
 }

@@ -1,7 +1,7 @@
 //! `ambos renew` (once) and `ambos agent` (forever, on the schedule of
 //! `ambos_ca::renewer`): renewal over mTLS with the current certificate,
 //! by `ambos_agent`.
-use crate::process::{init_logging, runtime, shutdown_signal};
+use crate::process::{daemon, runtime};
 use ambos_agent::{CaConnection, P12Out};
 use ambos_ca::renewer::RenewOptions;
 use clap::Args;
@@ -50,7 +50,6 @@ pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
 }
 
 pub fn agent(a: AgentArgs) -> anyhow::Result<()> {
-    init_logging();
     let opts = renew_options(&a.renew, a.exec, a.renew_at)?;
-    Ok(runtime()?.block_on(ambos_agent::run_agent(a.renew.ca.endpoint(), opts, shutdown_signal))?)
+    daemon(|control| ambos_agent::run_agent(a.renew.ca.endpoint(), opts, control))
 }

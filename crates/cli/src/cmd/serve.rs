@@ -1,6 +1,6 @@
 //! `ambos serve`: the CA's HTTPS API (`ambos_ca::api`).
 use crate::cmd::ca_passphrase;
-use crate::process::{init_logging, runtime, shutdown_signal};
+use crate::process::daemon;
 use crate::Global;
 use ambos_ca::api::{ServeFlags, ServeOptions};
 
@@ -9,8 +9,6 @@ pub fn serve(g: &Global, flags: ServeFlags) -> anyhow::Result<()> {
     let ca = g.open()?;
     let pass = if ca.keys_encrypted() { Some(ca_passphrase(g, false)?) } else { None };
     drop(ca);
-    init_logging();
-    let pass = pass.as_ref().map(|p| p.as_bytes());
-    runtime()?.block_on(ambos_ca::api::serve(&g.store()?, pass, opts, shutdown_signal()))?;
-    Ok(())
+    let store = g.store()?;
+    daemon(|control| ambos_ca::api::serve(&store, pass.as_ref().map(|p| p.as_bytes()), opts, control))
 }

@@ -3,7 +3,5 @@ use crate::process;
 use ambos_proxy::tunnel::TunnelConfig;
 
 pub fn tunnel(cfg: TunnelConfig) -> anyhow::Result<()> {
-    process::init_logging();
-    process::runtime()?.block_on(ambos_proxy::tunnel::run(cfg, process::shutdown_signal()))?;
-    Ok(())
+    process::daemon(|control| ambos_proxy::tunnel::run(cfg, control))
 }

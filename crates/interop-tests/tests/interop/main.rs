@@ -15,6 +15,7 @@ mod openssl;
 mod path_confusion;
 mod pkcs12;
 mod probe;
+mod process;
 mod proxy;
 mod readme;
 mod revocation;
