@@ -127,7 +127,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  ambos renew --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --p12 --p12-password-file pw.txt\n  ambos renew --ca-url https://ca:9443 --root ca.crt --crl crls.pem --cert web.crt --key web.key   # crls.pem: ambos crl --all"
     )]
-    Renew(cmd::renew::RenewArgs),
+    Renew(cmd::renew::RenewCmd),
     /// Keep a certificate renewed: at 2/3 of its lifetime, with retries; runs --exec after each renewal.
     #[command(
         after_help = "Examples:\n  ambos agent --ca-url https://ca:9443 --root ca.crt --cert web.crt --key web.key --exec 'systemctl reload app'\n  ambos agent --ca-url https://ca:9443 --root ca.crt --crl-url https://ca:9443/v1/crl --cert web.crt --key web.key"

@@ -312,7 +312,8 @@ pub fn wait_for_port(port: u16, child: &mut Child, log: &Path) {
 
 /// A small real HTTP/1.1 upstream (keep-alive) on 127.0.0.1. Every response
 /// is JSON describing the request it got: `{"path", "host", "xfcc": [...]}`.
-/// `/slow` answers after 1.5 s (for graceful-shutdown tests).
+/// `/slow` answers after 1.5 s (for graceful-shutdown tests; see
+/// [`slow_requests_seen`]).
 pub fn start_http_upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -322,6 +323,14 @@ pub fn start_http_upstream() -> u16 {
         }
     });
     port
+}
+
+static SLOW_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many `/slow` requests the upstreams of this process have received:
+/// a shutdown test waits for one to be in flight instead of guessing a delay.
+pub fn slow_requests_seen() -> usize {
+    SLOW_SEEN.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 fn serve_upstream_conn(stream: std::net::TcpStream) {
@@ -361,6 +370,7 @@ fn serve_upstream_conn(stream: std::net::TcpStream) {
             return;
         }
         if path == "/slow" {
+            SLOW_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(1500));
         }
         let json = format!(

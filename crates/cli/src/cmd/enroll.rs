@@ -23,6 +23,9 @@ pub struct EnrollArgs {
     key_type: String,
     #[command(flatten)]
     p12: P12Out,
+    /// Print the result as JSON: name, serial, not_after, cert (the file written).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
@@ -34,14 +37,11 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
         p12: a.p12.password()?,
     };
     let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
-    let issued = &done.issued;
-    println!(
-        "enrolled '{}' serial {} valid until {} -> {}",
-        issued.name,
-        issued.serial,
-        issued.not_after,
-        done.cert.display()
-    );
+    let (i, cert) = (&done.issued, done.cert.display());
+    match a.json {
+        true => println!("{}", serde_json::json!({"name": i.name, "serial": i.serial, "not_after": i.not_after, "cert": cert.to_string()})),
+        false => println!("enrolled '{}' serial {} valid until {} -> {cert}", i.name, i.serial, i.not_after),
+    }
     Ok(())
 }
 

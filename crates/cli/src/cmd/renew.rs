@@ -25,6 +25,15 @@ pub struct RenewArgs {
 }
 
 #[derive(Args)]
+pub struct RenewCmd {
+    #[command(flatten)]
+    renew: RenewArgs,
+    /// Print the result as JSON: name, serial, not_after.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 pub struct AgentArgs {
     #[command(flatten)]
     renew: RenewArgs,
@@ -42,10 +51,13 @@ fn renew_options(a: &RenewArgs, exec: Option<String>, renew_at: f64) -> anyhow::
     Ok(RenewOptions { cert: a.cert.clone(), key: a.key.clone(), keep_key: a.keep_key, renew_at, exec, p12 })
 }
 
-pub fn renew(a: RenewArgs) -> anyhow::Result<()> {
-    let o = renew_options(&a, None, 2.0 / 3.0)?;
-    let issued = runtime()?.block_on(ambos_agent::renew(&a.ca.endpoint(), &o))?;
-    println!("renewed '{}' serial {} valid until {}", issued.name, issued.serial, issued.not_after);
+pub fn renew(c: RenewCmd) -> anyhow::Result<()> {
+    let o = renew_options(&c.renew, None, 2.0 / 3.0)?;
+    let i = runtime()?.block_on(ambos_agent::renew(&c.renew.ca.endpoint(), &o))?;
+    match c.json {
+        true => println!("{}", serde_json::json!({"name": i.name, "serial": i.serial, "not_after": i.not_after})),
+        false => println!("renewed '{}' serial {} valid until {}", i.name, i.serial, i.not_after),
+    }
     Ok(())
 }
 

@@ -663,3 +663,23 @@ fn enroll_into_an_out_dir_it_cannot_write_spends_nothing() {
     c.enroll(&t, &out, None).ok();
     assert!(out.join("web.crt").exists());
 }
+
+#[test]
+fn enroll_and_renew_print_their_result_as_json_with_json() {
+    let c = Ca::new();
+    let t = c.token(&["web"]);
+    let out = c.ca.dir().join("out");
+    let mut cmd = c.ca.cmd();
+    cmd.args(["enroll", "--json", "--ca-url", &c.url(), "--root"]).arg(c.ca.path("ca.crt"));
+    cmd.args(["--token", &t, "--out"]).arg(&out);
+    let first: serde_json::Value = serde_json::from_str(&run(&mut cmd).ok().stdout).unwrap();
+    assert_eq!(first["name"], "web");
+    assert!(first["cert"].as_str().unwrap().ends_with("web.crt"), "{first}");
+    let mut cmd = c.ca.cmd();
+    cmd.args(["renew", "--json", "--ca-url", &c.url(), "--root"]).arg(c.ca.path("ca.crt"));
+    cmd.arg("--cert").arg(out.join("web.crt")).arg("--key").arg(out.join("web.key"));
+    let renewed: serde_json::Value = serde_json::from_str(&run(&mut cmd).ok().stdout).unwrap();
+    assert_eq!(renewed["name"], "web");
+    assert_ne!(renewed["serial"], first["serial"], "a new certificate");
+    assert!(renewed["not_after"].as_str().unwrap().ends_with('Z'), "{renewed}");
+}

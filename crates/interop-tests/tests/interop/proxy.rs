@@ -768,12 +768,16 @@ fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     let mut f = Fixture::http(start_http_upstream());
     let port = f.port;
     let ca_dir = f.ca.dir().to_path_buf();
+    let seen = ambos_interop_tests::slow_requests_seen();
     let slow = std::thread::spawn(move || {
         let certs = ca_dir.join("certs");
         let who = (certs.join("alice.crt"), certs.join("alice.key"));
         curl(&format!("https://localhost:{port}/slow"), Some(&certs.join("ca.crt")), Some((&who.0, &who.1)), &[])
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM once the request is at the upstream, in flight (not while
+    // curl is still connecting: a connection with no request yet is idle,
+    // and idle connections are closed at once).
+    poll(20, Duration::from_millis(20), ambos_interop_tests::slow_requests_seen, |&n| n > seen);
     let mut guard = f.proxy.take().unwrap();
     terminate(&guard.child.0);
     let done = slow.join().unwrap();

@@ -177,7 +177,10 @@ fn a_bound_token_works_for_its_certificate_and_is_worthless_to_anyone_else() {
         challenge.contains("error=\"invalid_token\"") && challenge.contains("bound to another certificate"),
         "{challenge}"
     );
-    let audit = std::fs::read_to_string(f.ca.dir().join("audit.jsonl")).unwrap();
+    // The audit line is written after the answer: wait for it.
+    let audit_file = f.ca.dir().join("audit.jsonl");
+    let read = || std::fs::read_to_string(&audit_file).unwrap_or_default();
+    let audit = poll(10, Duration::from_millis(50), read, |a| a.contains("the token is bound to another certificate"));
     assert!(audit.contains("the token is bound to another certificate"), "{audit}");
     // `ambos inspect` shows whom the token is bound to: alice's certificate, by the same SHA-256.
     let file = f.ca.write("token.txt", &token);
