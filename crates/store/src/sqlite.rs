@@ -117,7 +117,7 @@ impl SqliteStore {
             if !create {
                 return Err(StoreError::NotInitialised(dir.to_path_buf()));
             }
-            create_private(dir, &path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            create_private(dir, &path).map_err(|why| StoreError::Open { path: path.clone(), why })?;
         }
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
