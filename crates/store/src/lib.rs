@@ -39,6 +39,9 @@ pub enum StoreError {
     // The OS error is in the text, not a `source`: joiners print it once.
     #[error("cannot open the store at {path}: {why}")]
     Open { path: PathBuf, why: std::io::Error },
+    /// `--dir` cannot hold a CA: not a directory, or not writable.
+    #[error("cannot create the CA in {dir}: {why}")]
+    CannotCreate { dir: PathBuf, why: std::io::Error },
     #[error("store corrupt: {0}")]
     Corrupt(String),
     #[error("unknown enrollment token")]
@@ -104,6 +107,7 @@ impl StoreError {
                 | StoreError::BadUrl { .. }
                 | StoreError::Connect { .. }
                 | StoreError::SchemaMissing(_)
+                | StoreError::CannotCreate { .. }
         )
     }
 }

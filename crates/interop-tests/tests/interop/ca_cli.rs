@@ -209,6 +209,18 @@ fn init_refuses_to_overwrite_an_existing_ca() {
 }
 
 #[test]
+fn init_into_a_directory_it_cannot_use_names_it_before_any_warning() {
+    // Tests run as root: a read-only place and a file stand for unwritable.
+    let ca = TestCa::empty();
+    let file = ca.write("a-file", "not a directory");
+    for dir in [std::path::PathBuf::from("/proc/ambos-ca"), file] {
+        let out = run(ca.cmd().args(["init", "--no-passphrase", "--dir"]).arg(&dir));
+        let out = out.fails_with(2, &format!("cannot create the CA in {}: ", dir.display()));
+        assert!(!out.stderr.contains("UNENCRYPTED") && !out.stderr.contains("ambos.db"), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
     let ca = TestCa::empty();
     let pass = ca.write("pass.txt", "right horse battery\n");
