@@ -10,7 +10,8 @@
 use ambos_ca::client::{CaClient, ClientError, Issued};
 use ambos_ca::renewer::{Renew, RenewOptions, Renewed, Renewer, Validity, Wake, RENEW_AT};
 use ambos_files::{
-    ensure_dir, write_atomic, write_atomic_if_changed, write_identity, write_p12_beside, FilesError, PUBLIC,
+    ensure_dir, ensure_writable_dir, write_atomic, write_atomic_if_changed, write_identity, write_p12_beside,
+    FilesError, PUBLIC,
 };
 use ambos_pki::{pem_encode, KeyType, P12Password, PkiError, PrivateKey, RevocationReason, Serial};
 use ambos_probe::{CrlSources, ProbeError};
@@ -141,13 +142,14 @@ pub async fn enroll(ca: &CaEndpoint, o: &EnrollOptions) -> Result<Enrolled> {
     if let Some(n) = &o.name {
         ambos_pki::validate_name(n)?;
     }
+    // The token is spent by the request: an --out that cannot be written is found first.
+    ensure_writable_dir(&o.out)?;
     let client = ca.client(ca.load_crls().await?, None)?;
     let key = o.key_type.generate()?;
     let csr = ambos_pki::create_csr(&key, o.name.as_deref(), &[])?;
     let issued = client.enroll(&o.token, &pem_encode("CERTIFICATE REQUEST", &csr)).await?;
     let name = o.name.clone().unwrap_or_else(|| issued.name.clone());
     ambos_pki::validate_name(&name)?;
-    ensure_dir(&o.out)?;
     let cert = o.out.join(format!("{name}.crt"));
     write_identity(&o.out.join(format!("{name}.key")), &key, &cert, &issued.certificate)?;
     if let Some(pw) = &o.p12 {

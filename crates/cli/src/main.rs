@@ -194,6 +194,7 @@ pub struct Global {
 }
 
 fn main() -> ExitCode {
+    process::quiet_broken_pipe();
     // With --json (clap refuses it where a command has none), errors are JSON too.
     let json = std::env::args().take_while(|a| a != "--").any(|a| a == "--json");
     let cli = match Cli::try_parse() {

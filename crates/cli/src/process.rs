@@ -4,6 +4,21 @@
 use ambos_tls::daemon::{Control, LogFormat};
 use std::future::Future;
 
+/// `ambos list | head -1`: a reader that goes away makes `println!` panic
+/// with "failed printing to stdout: Broken pipe"; that is the reader's
+/// choice, not a failure, so exit 0 quietly. Other panics keep the default report.
+pub fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
 /// `--log-format` (env `AMBOS_LOG_FORMAT`), set once by `main`.
 pub static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 

@@ -114,6 +114,15 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| FilesError::CreateDir { path: dir.to_path_buf(), source })
 }
 
+/// Creates `dir` if needed and checks that a file can be written in it (one
+/// is made and removed): what spends something that cannot be had back (an
+/// enrollment token) checks this before, not after.
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    ensure_dir(dir)?;
+    let probe = tempfile::Builder::new().prefix(".ambos-write-check").tempfile_in(dir);
+    probe.map(drop).map_err(|source| FilesError::Write { path: dir.to_path_buf(), source })
+}
+
 /// Writes key then chain, each atomically and durably: a reader that sees
 /// the new certificate always finds its key.
 pub fn write_identity(key_path: &Path, key: &PrivateKey, cert_path: &Path, chain_pem: &str) -> Result<()> {

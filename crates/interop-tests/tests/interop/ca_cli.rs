@@ -409,3 +409,18 @@ fn a_missing_tls_file_names_its_setting_and_says_the_os_error_once() {
     ca.ambos(&["proxy", "--config", "proxy.toml", "--check"])
         .fails_with(2, "proxy.toml: tls.key certs/ca.crt: no PRIVATE KEY");
 }
+
+/// `ambos list | head -1`: the reader going away is not a failure (no panic, exit 0).
+#[test]
+fn output_into_a_closed_pipe_exits_quietly() {
+    let ca = TestCa::with_localhost(&["alice"]);
+    for args in [vec!["list"], vec!["inspect", ca.certs().join("alice.crt").to_str().unwrap()]] {
+        // A pipe whose reader is gone before the first write: every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ca.cmd().args(&args).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

@@ -648,3 +648,18 @@ fn serve_renews_its_own_certificate_and_reports_metrics() {
     let list = c.ca.ambos(&["list", "--json"]).ok().stdout;
     assert!(list.matches("\"name\": \"ambos-serve\"").count() >= 2, "renewals are recorded: {list}");
 }
+
+#[test]
+fn enroll_into_an_out_dir_it_cannot_write_spends_nothing() {
+    let c = Ca::new();
+    let t = c.token(&["web"]);
+    // A file where the directory should be (the tests run as root, whom permissions do not stop).
+    let blocker = c.ca.write("not-a-dir", "x");
+    let r = c.enroll(&t, &blocker.join("certs"), None);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot create directory") && r.stderr.contains("not-a-dir"), "{}", r.stderr);
+    // The token was not spent: it still buys the certificate.
+    let out = c.ca.dir().join("out");
+    c.enroll(&t, &out, None).ok();
+    assert!(out.join("web.crt").exists());
+}

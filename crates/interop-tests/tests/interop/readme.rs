@@ -22,13 +22,13 @@ fn the_by_hand_recipe_gives_a_verified_request_and_serves_none_of_the_cas_files(
     let dir = tempfile::tempdir().unwrap();
     // `ambos` on the PATH as the README assumes (a link, so that a
     // background job is the process itself and the trap stops it); each
-    // curl waits for the proxy's port; every job is stopped at exit.
+    // curl waits for the service's and the proxy's ports; every job is stopped at exit.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(ambos_bin(), bin.join("ambos")).unwrap();
     let script = format!(
         r#"PATH="{bin}:$PATH"
-curl() {{ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/{proxy}) 2>/dev/null && break; sleep 0.1; done
+curl() {{ for port in {service} {proxy}; do for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done; done
   command curl -s -o /dev/null -w '%{{http_code}}\n' "$@" || echo "curl exit $?"; }}
 trap 'kill $(jobs -p) 2>/dev/null' EXIT
 {steps}
