@@ -327,13 +327,8 @@ pub struct ErrorChain(pub AgentError);
 
 impl std::fmt::Display for ErrorChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = std::error::Error::source(&self.0);
-        while let Some(e) = cause {
-            write!(f, ": {e}")?;
-            cause = e.source();
-        }
-        Ok(())
+        // The one joiner, so a cause a wrapper already names is said once.
+        f.write_str(&ambos_tls::error_chain(&self.0))
     }
 }
 
@@ -395,6 +390,9 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
         let e = AgentError::Files(FilesError::Write { path: "a.crt".into(), source: io });
         assert_eq!(ErrorChain(e).to_string(), "cannot write a.crt: gone");
+        let missing = ambos_tls::load_key(std::path::Path::new("/nonexistent/x.key")).unwrap_err();
+        let text = ErrorChain(AgentError::Tls(missing)).to_string();
+        assert_eq!(text, "cannot read /nonexistent/x.key: No such file or directory (os error 2)");
     }
 
     #[test]

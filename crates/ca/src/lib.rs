@@ -107,7 +107,7 @@ impl InitOptions {
         if dir.join(SqliteStore::FILE_NAME).exists() {
             return Err(StoreError::AlreadyInitialised(dir.to_path_buf()).into());
         }
-        Ok(())
+        Ok(SqliteStore::check_creatable(dir)?)
     }
 
     /// [`InitOptions::check`] for a store anywhere: a PostgreSQL database

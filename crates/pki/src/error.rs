@@ -42,6 +42,9 @@ pub enum PkiError {
     WrongPassphrase,
     #[error("the private key does not match the certificate")]
     KeyMismatch,
+    /// The key belongs to a later certificate of the chain (1-based `position`).
+    #[error("the chain is out of order: the first certificate must be the leaf (the key matches certificate {position}, {subject})")]
+    ChainOutOfOrder { position: usize, subject: String },
     #[error("the private key is encrypted and no passphrase was given")]
     PassphraseRequired,
     #[error("unrecognised input: not a certificate, CSR, CRL, private key or PKCS#12 file")]

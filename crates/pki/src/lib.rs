@@ -24,7 +24,7 @@ pub use inspect::{
     inspect, InspectedCert, InspectedCrl, InspectedCsr, InspectedJwt, InspectedRevocation, Inspection, SanEntry,
 };
 pub use key::{encrypt_private_key, KeyType, PrivateKey};
-pub use p12::{keystore, truststore, P12Password};
+pub use p12::{check_key_is_leafs, keystore, truststore, P12Password};
 pub use pem::{
     certs_from_pem, certs_from_pem_or_der, csr_from_pem_or_der, pem_encode, pem_items_in_place,
     private_key_from_pem_or_der, sha256_hex,

@@ -37,14 +37,31 @@ impl std::ops::Deref for P12Password {
     }
 }
 
+/// Whether the key with SubjectPublicKeyInfo `spki` is the leaf's (the
+/// first of `chain`); a key of a later certificate means the file lists the
+/// chain in the wrong order, which is said so rather than "does not match".
+pub fn check_key_is_leafs(chain: &[impl AsRef<[u8]>], spki: &[u8]) -> Result<(), PkiError> {
+    for (i, der) in chain.iter().enumerate() {
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
+        if c.public_key().raw == spki {
+            return match i {
+                0 => Ok(()),
+                _ => {
+                    let cn = c.subject().iter_common_name().next().and_then(|a| a.as_str().ok());
+                    let subject = cn.map(|cn| format!("CN={cn}")).unwrap_or_else(|| c.subject().to_string());
+                    Err(PkiError::ChainOutOfOrder { position: i + 1, subject })
+                }
+            };
+        }
+    }
+    Err(PkiError::KeyMismatch)
+}
+
 /// A keystore with one private key entry: the key and its chain (leaf first).
 pub fn keystore(alias: &str, key: &PrivateKey, chain_der: &[Vec<u8>], password: &str) -> Result<Vec<u8>, PkiError> {
     let leaf = chain_der.first().ok_or(PkiError::MissingPemItem("certificate"))?;
-    let (_, parsed) =
-        x509_parser::parse_x509_certificate(leaf).map_err(|e| PkiError::MalformedCertificate(e.to_string()))?;
-    if parsed.public_key().raw != key.public_key_der().as_slice() {
-        return Err(PkiError::KeyMismatch);
-    }
+    check_key_is_leafs(chain_der, &key.public_key_der())?;
     let certs = chain_der.iter().map(|d| Certificate::from_der(d).map_err(p12_err)).collect::<Result<Vec<_>, _>>()?;
     let local_key_id = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, leaf);
     let pk = p12_keystore::PrivateKey::from_der(key.pkcs8_der()).map_err(p12_err)?;

@@ -37,6 +37,15 @@ pub fn diagnose_io(r: Report, e: &std::io::Error, our_issuers: Option<&[String]>
 /// after a CertificateRequest we could not answer is a missing certificate.
 pub fn diagnose_tls(r: Report, f: &HandshakeFailure, our_issuers: Option<&[String]>, seen: &Seen) -> Report {
     let alert = f.received_alert();
+    // A server that refuses a TLS 1.2-only hello can only want 1.3.
+    if seen.offered_tls12_only
+        && (alert == Some(AlertDescription::ProtocolVersion) || *f == HandshakeFailure::ProtocolVersion)
+    {
+        return r.fail(
+            "the server requires TLS 1.3 (we offered only TLS 1.2: --tls-version 1.2)",
+            "offer TLS 1.3 (drop --tls-version 1.2); a client that cannot needs the server's min_version = \"1.2\"",
+        );
+    }
     if alert == Some(AlertDescription::HandshakeFailure) && seen.requested && !seen.sent {
         return r.fail_with(&HandshakeFailure::NoClientCertificate.client_verdict());
     }
@@ -81,8 +90,15 @@ pub fn diagnose_http(
             );
             r.pass(verdict)
         }
+        Some(403) if !seen.sent => r.fail(
+            "denied by route policy (HTTP 403): we presented no client certificate and the route does not let anonymous clients in",
+            "present a client certificate (--cert and --key) whose identity is on the route's allow list",
+        ),
         Some(403) => r.fail(
-            "authorized by TLS but denied by route policy (HTTP 403): our identity is not on the route's allow list",
+            &format!(
+                "authorized by TLS but denied by route policy (HTTP 403): our identity{} is not on the route's allow list",
+                presented(seen)
+            ),
             "add our identity (spiffe://..., cn:, ou:...) to the route's allow list, or use an allowed certificate",
         ),
         Some(400) if body.contains("No required SSL certificate was sent") => r.fail(
@@ -106,6 +122,28 @@ pub fn diagnose_http(
         Some(s) => r.fail(&format!("the server answered HTTP {s}"), "the TLS part works; look at the application"),
         None => r.fail("the server's answer is not HTTP", "use --no-http for non-HTTP services"),
     }
+}
+
+/// ` (cn:bob)`: who we are, for a verdict about our identity.
+fn presented(seen: &Seen) -> String {
+    seen.presented.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
+}
+
+/// The handshake worked, then the server closed without a byte: what an
+/// `ambos proxy` in TCP mode does to an identity no route allows.
+pub fn closed_after_handshake(r: Report, seen: &Seen) -> Report {
+    let (who, fix) = if seen.sent {
+        (
+            format!("our identity{}", presented(seen)),
+            "add our identity to the allow list of the proxy's route (the proxy's audit log has event \"connection\", decision \"deny\" and why), or use an allowed certificate",
+        )
+    } else {
+        ("an anonymous client (we presented no certificate)".to_string(), SEND_A_CERT)
+    };
+    r.fail(
+        &format!("the TLS handshake succeeded, then the server closed the connection without answering: most likely a TCP-mode proxy (listen.mode = \"tcp\") refusing {who}"),
+        fix,
+    )
 }
 
 /// The `WWW-Authenticate: Bearer ...` value of an HTTP response head, if any.
@@ -295,6 +333,44 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let r = diagnose_io(Report::default(), &refused, None, &seen(false, false));
         assert!(r.verdict.starts_with("FAIL: connection failed:"));
+    }
+
+    #[test]
+    fn a_protocol_version_alert_to_a_tls12_only_hello_means_the_server_requires_tls13() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            Error::AlertReceived(AlertDescription::ProtocolVersion),
+        );
+        let only12 = Seen { offered_tls12_only: true, ..seen(false, false) };
+        let r = diagnose_io(Report::default(), &io, None, &only12);
+        assert!(r.verdict.starts_with("FAIL: the server requires TLS 1.3"), "{}", r.verdict);
+        // Offering both, the same alert is a plain mismatch.
+        let r = diagnose_io(Report::default(), &io, None, &seen(false, false));
+        assert!(r.verdict.starts_with("FAIL: TLS version or cipher mismatch"), "{}", r.verdict);
+    }
+
+    #[test]
+    fn a_403_to_an_anonymous_client_asks_for_a_certificate_not_an_allow_list_entry() {
+        let r = diagnose_http(Report::default(), Some(403), "", None, &seen(true, false));
+        assert!(r.verdict.contains("we presented no client certificate"), "{}", r.verdict);
+        assert!(r.fix.as_deref().is_some_and(|f| f.starts_with("present a client certificate")), "{:?}", r.fix);
+        let bob = Seen { presented: Some("cn:bob".into()), ..seen(true, true) };
+        let r = diagnose_http(Report::default(), Some(403), "", None, &bob);
+        assert!(r.verdict.contains("our identity (cn:bob) is not on the route's allow list"), "{}", r.verdict);
+        assert!(r.fix.as_deref().is_some_and(|f| f.starts_with("add our identity")));
+    }
+
+    #[test]
+    fn a_close_after_the_handshake_names_the_identity_a_tcp_proxy_refused() {
+        let bob = Seen { presented: Some("cn:bob".into()), ..seen(true, true) };
+        let r = closed_after_handshake(Report::default(), &bob);
+        assert!(!r.ok);
+        let cause = r.cause.unwrap();
+        assert!(cause.starts_with("the TLS handshake succeeded, then the server closed the connection"), "{cause}");
+        assert!(cause.contains("TCP-mode proxy") && cause.contains("(cn:bob)"), "{cause}");
+        let r = closed_after_handshake(Report::default(), &seen(true, false));
+        assert!(r.cause.unwrap().contains("we presented no certificate"));
+        assert_eq!(r.fix.as_deref(), Some(SEND_A_CERT));
     }
 
     #[test]

@@ -262,7 +262,16 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
             break;
         }
     }
-    let seen = rec.take();
+    let mut seen = rec.take();
+    seen.offered_tls12_only = a.tls_version.as_deref() == Some("1.2");
+    seen.presented =
+        local.as_ref().and_then(|l| l.key.cert.first()).and_then(|c| ambos_tls::Identity::from_der(c).ok()).map(|id| {
+            match (id.spiffe, id.cn) {
+                (Some(s), _) => s,
+                (None, Some(cn)) => format!("cn:{cn}"),
+                (None, None) => id.subject,
+            }
+        });
     r.server_chain = seen.chain.iter().map(|d| local::describe_cert(d)).collect();
     r.client_cert_requested = seen.requested;
     r.acceptable_cas = seen.ca_names.iter().map(|n| local::dn_to_string(n)).collect();
@@ -345,10 +354,13 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
         let mut buf = [0u8; 1];
         sock.set_read_timeout(Some(Duration::from_millis(300)))?;
         let mut stream = rustls::Stream::new(&mut conn, &mut sock);
-        if let Err(e) = stream.read(&mut buf) {
-            if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(diagnosis::closed_after_handshake(r, &seen)),
+            Err(e) if closed(&e) => return Ok(diagnosis::closed_after_handshake(r, &seen)),
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {
                 return Ok(diagnose_io(r, &e, issuers, &seen));
             }
+            _ => {}
         }
         return Ok(r.pass("OK: mTLS handshake completed".into()));
     };
@@ -371,11 +383,19 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
             }
         }
     });
-    if let Err(e) = io {
-        if response.is_empty() {
+    match io {
+        Err(e) if response.is_empty() => {
             r.step("HTTP GET", false, e.to_string());
+            if closed(&e) {
+                return Ok(diagnosis::closed_after_handshake(r, &seen));
+            }
             return Ok(diagnose_io(r, &e, issuers, &seen));
         }
+        Ok(()) if response.is_empty() => {
+            r.step("HTTP GET", false, "the server closed the connection without a byte");
+            return Ok(diagnosis::closed_after_handshake(r, &seen));
+        }
+        _ => {}
     }
     let text = String::from_utf8_lossy(&response).to_string();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
@@ -387,4 +407,9 @@ pub fn probe(a: &ProbeOptions) -> Result<Report, ProbeError> {
         return Ok(diagnosis::token_refused(r, s, &challenge, a.token.as_deref(), ours.as_ref()));
     }
     Ok(diagnose_http(r, status, &text, issuers, &seen))
+}
+
+/// The peer ended the connection without an alert (a close_notify is `Ok(0)`).
+fn closed(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset)
 }

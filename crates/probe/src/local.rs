@@ -18,18 +18,23 @@ pub struct Local {
 
 /// Loads our certificate and key and adds a step; `None` when the key does not fit.
 pub fn load_local(cert: &Path, key: &Path, r: &mut Report) -> Result<Option<Local>, ProbeError> {
-    let chain = ambos_tls::load_certs(cert).map_err(|e| ProbeError::Input(format!("--cert: {e}")))?;
-    let key_der = ambos_tls::load_key(key).map_err(|e| ProbeError::Input(format!("--key: {e}")))?;
+    let (chain, key_der) = match ambos_tls::load_cert_and_key(cert, key) {
+        Ok(pair) => pair,
+        Err(ambos_tls::TlsError::KeyMismatch(_)) => {
+            r.step(
+                "local: key matches certificate",
+                false,
+                format!("{} does not belong to {}", key.display(), cert.display()),
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            let about_cert = matches!(&e, ambos_tls::TlsError::Read { path, .. } | ambos_tls::TlsError::BadFile { path, .. } if path == cert);
+            return Err(ProbeError::Input(format!("{}: {e}", if about_cert { "--cert" } else { "--key" })));
+        }
+    };
     let signing = ambos_tls::provider().key_provider.load_private_key(key_der).map_err(ProbeError::UnsupportedKey)?;
     let ck = rustls::sign::CertifiedKey::new(chain.clone(), signing);
-    if ck.keys_match().is_err() {
-        r.step(
-            "local: key matches certificate",
-            false,
-            format!("{} does not belong to {}", key.display(), cert.display()),
-        );
-        return Ok(None);
-    }
     let (_, leaf) =
         x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| ProbeError::Input(format!("--cert: {e}")))?;
     // Sub-second precision: X.509 times are whole seconds, and a certificate

@@ -15,6 +15,11 @@ pub struct Seen {
     pub ca_names: Vec<Vec<u8>>,
     /// We answered it with a certificate.
     pub sent: bool,
+    /// Filled in by `probe`, not the recorder: we offered TLS 1.2 alone.
+    pub offered_tls12_only: bool,
+    /// Filled in by `probe`: the identity our certificate presents, as an
+    /// allow list names it (`spiffe://...`, `cn:...`).
+    pub presented: Option<String>,
 }
 
 #[derive(Debug, Default)]

@@ -238,8 +238,7 @@ impl AuditLog {
     /// inside a tokio runtime, SIGUSR1 and SIGHUP make it reopen the path.
     pub fn open(config: &AuditConfig) -> Result<AuditLog, ProxyError> {
         let path = config.path.clone();
-        let mut writer =
-            Writer::open(config.clone()).map_err(|source| ProxyError::Audit { path: path.clone(), source })?;
+        let mut writer = Writer::open(config.clone()).map_err(|why| ProxyError::Audit { path: path.clone(), why })?;
         let (tx, rx) = mpsc::sync_channel::<String>(65_536);
         let reopen = Arc::new(AtomicBool::new(false));
         let flag = reopen.clone();
@@ -273,7 +272,7 @@ impl AuditLog {
                 }
                 writer.flush();
             })
-            .map_err(|source| ProxyError::Audit { path: path.clone(), source })?;
+            .map_err(|why| ProxyError::Audit { path: path.clone(), why })?;
         listen_for_reopen(reopen);
         Ok(AuditLog { tx: Some(tx) })
     }

@@ -10,7 +10,7 @@ use ambos_tls::{CrlScope, UnknownStatus};
 /// revocation policy with its risky choices, and each CRL.
 pub fn describe(config: &ProxyConfig) -> Result<String, ProxyError> {
     ambos_tls::install_default_provider();
-    let loaded = config.tls.load(&[])?;
+    let loaded = config.load_tls(&[])?;
     Runtime::build(config.clone(), &[], &Default::default())?;
     let mut out = String::new();
     let mut line = |text: String| {

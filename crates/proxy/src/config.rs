@@ -711,10 +711,46 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 impl ProxyConfig {
+    /// Loads `[tls]`'s files (and `pulled` CRLs); a file error names the
+    /// setting it came from: `proxy.toml: tls.key certs/x.key: why`, or
+    /// `--key x.key: why` for the flags-only form.
+    pub fn load_tls(
+        &self,
+        pulled: &[(String, rustls::pki_types::CertificateRevocationListDer<'static>)],
+    ) -> Result<ambos_tls::LoadedServerTls, ProxyError> {
+        use ambos_tls::TlsError;
+        let tls = &self.tls;
+        let toml = self.source.is_some();
+        let setting = |path: &Path| {
+            let (key, flag) = if path == tls.cert {
+                ("tls.cert", "--cert")
+            } else if path == tls.key {
+                ("tls.key", "--key")
+            } else if tls.client_ca.iter().any(|p| p == path) {
+                ("tls.client_ca", "--client-ca")
+            } else if tls.crl.iter().any(|p| p == path) {
+                ("tls.crl", "--crl")
+            } else {
+                return None;
+            };
+            let prefix = self.source.as_ref().map(|s| format!("{}: ", s.display())).unwrap_or_default();
+            Some(format!("{prefix}{} {}", if toml { key } else { flag }, path.display()))
+        };
+        tls.load(pulled).map_err(|e| {
+            let named = match &e {
+                TlsError::Read { path, why } => setting(path).map(|s| format!("{s}: {why}")),
+                TlsError::BadFile { path, why } => setting(path).map(|s| format!("{s}: {why}")),
+                TlsError::KeyMismatch(path) => setting(path)
+                    .map(|s| format!("{s}: the private key does not match the certificate {}", tls.cert.display())),
+                _ => None,
+            };
+            named.map(ProxyError::Invalid).unwrap_or(ProxyError::Tls(e))
+        })
+    }
+
     /// Reads and validates a proxy.toml; paths are relative to its directory.
     pub fn from_file(path: &Path) -> Result<ProxyConfig, ProxyError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ProxyError::Read { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ProxyError::Read { path: path.to_path_buf(), why: e })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut cfg = Self::from_toml(&text, &base).map_err(|e| match e {
             ProxyError::Toml { line, message, .. } => ProxyError::Toml { path: path.to_path_buf(), line, message },

@@ -8,7 +8,7 @@ use crate::admission::Slot;
 use crate::audit::{self, AuditEvent, AuditIdentity, AuditLog};
 use crate::headers;
 use crate::runtime::{Reloader, Runtime};
-use ambos_tls::{HandshakeFailure, Identity, VerifiedChain};
+use ambos_tls::{HandshakeFailure, Identity, TlsVersion, VerifiedChain};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,7 +148,12 @@ pub async fn handshake(
     let tls = match tokio::time::timeout(runtime.config.limits.handshake_timeout, handshake).await {
         Ok(Ok(tls)) => Box::new(tls),
         Ok(Err((e, io))) => {
-            let refused = handshake_failed(shared, peer, HandshakeFailure::from_io(&e), started);
+            let mut failure = HandshakeFailure::from_io(&e);
+            // A 1.3-only listener refuses every older hello: name the version it wants.
+            if failure == HandshakeFailure::ProtocolVersion && runtime.config.tls.min_version == TlsVersion::Tls13 {
+                failure = HandshakeFailure::Tls13Required;
+            }
+            let refused = handshake_failed(shared, peer, failure, started);
             if let Some(io) = io {
                 close_after_alert(io).await;
             }

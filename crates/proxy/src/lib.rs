@@ -40,18 +40,19 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ProxyError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // OS errors are in the text, not a `source`: joiners print them once.
+    #[error("cannot read {path}: {why}")]
+    Read { path: PathBuf, why: std::io::Error },
     #[error("{}:{line}: {message}", path.display())]
     Toml { path: PathBuf, line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
     Tls(#[from] ambos_tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot open audit log {path}: {source}")]
-    Audit { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {addr}: {why}")]
+    Bind { addr: std::net::SocketAddr, why: std::io::Error },
+    #[error("cannot open audit log {path}: {why}")]
+    Audit { path: PathBuf, why: std::io::Error },
     #[error("cannot watch {path} for changes: {why}")]
     Watch { path: PathBuf, why: String },
 }

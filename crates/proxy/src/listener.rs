@@ -75,9 +75,9 @@ pub async fn run(config: ProxyConfig, control: Control) -> Result<(), ProxyError
     if from_dps {
         crate::crl_pull::spawn_distribution_points(reloader.clone());
     }
-    let listener = ambos_tls::net::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    let listener = ambos_tls::net::bind(listen).map_err(|why| ProxyError::Bind { addr: listen, why })?;
     if let Some(addr) = metrics_addr {
-        serve_metrics(addr, prometheus).await.map_err(|source| ProxyError::Bind { addr, source })?;
+        serve_metrics(addr, prometheus).await.map_err(|why| ProxyError::Bind { addr, why })?;
     }
     tracing::info!(
         "listening on {} ({}), metrics on {}",

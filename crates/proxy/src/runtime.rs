@@ -97,7 +97,7 @@ impl Runtime {
         pulled_crls: &[(String, CertificateRevocationListDer<'static>)],
         pulled_jwks: &PulledJwks,
     ) -> Result<Runtime, ProxyError> {
-        let loaded = config.tls.load(pulled_crls)?;
+        let loaded = config.load_tls(pulled_crls)?;
         metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
         for crl in loaded.verifier.trust().crls().summaries() {
             if let Some(problem) = &crl.problem {

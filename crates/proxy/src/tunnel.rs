@@ -143,7 +143,8 @@ fn client_config(cfg: &TunnelConfig, pulled: &SourcedCrls) -> Result<Arc<rustls:
     let mut crls = load_crl_files(&cfg.crl)?;
     crls.extend(pulled.iter().cloned());
     let trust = server_trust(std::slice::from_ref(&cfg.ca), crls, cfg.checks_revocation())?;
-    let chain = ClientCert::Chain(ambos_tls::load_certs(&cfg.cert)?, ambos_tls::load_key(&cfg.key)?);
+    let (chain, key) = ambos_tls::load_cert_and_key(&cfg.cert, &cfg.key)?;
+    let chain = ClientCert::Chain(chain, key);
     let config = ambos_tls::client_config(ServerAuth::Trust(trust), chain).map_err(|e| match e {
         ambos_tls::TlsError::Config(e) => {
             ProxyError::Invalid(format!("{} / {}: {e}", cfg.cert.display(), cfg.key.display()))
@@ -197,7 +198,7 @@ pub async fn run(cfg: TunnelConfig, control: Control) -> Result<(), ProxyError> 
     }
     let initial = client_config(&cfg, &pulled.lock().expect("tunnel CRL lock").crls)?;
     let loaded = Arc::new(Mutex::new(Loaded { stamp: stamp(&cfg), pulled: 0, config: initial }));
-    let listener = ambos_tls::net::bind(listen).map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    let listener = ambos_tls::net::bind(listen).map_err(|why| ProxyError::Bind { addr: listen, why })?;
     tracing::info!(
         "tunnel listening on {} -> mTLS {}{}",
         listener.local_addr().unwrap_or(listen),

@@ -36,7 +36,10 @@ impl UpstreamTls {
     ) -> Result<UpstreamTls, crate::ProxyError> {
         let trust = crate::trust::server_trust(&cfg.ca, Vec::new(), false)?;
         let client = match &cfg.client {
-            Some((cert, key)) => ambos_tls::ClientCert::Chain(ambos_tls::load_certs(cert)?, ambos_tls::load_key(key)?),
+            Some((cert, key)) => {
+                let (chain, key) = ambos_tls::load_cert_and_key(cert, key)?;
+                ambos_tls::ClientCert::Chain(chain, key)
+            }
             None => ambos_tls::ClientCert::None,
         };
         let mut config = ambos_tls::client_config(ambos_tls::ServerAuth::Trust(trust), client)?;

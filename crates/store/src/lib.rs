@@ -36,8 +36,12 @@ pub enum StoreError {
         "the store at {path} has schema version {found}, newer than this ambos supports ({supported}); upgrade ambos"
     )]
     SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
-    #[error("cannot open the store at {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    // The OS error is in the text, not a `source`: joiners print it once.
+    #[error("cannot open the store at {path}: {why}")]
+    Open { path: PathBuf, why: std::io::Error },
+    /// `--dir` cannot hold a CA: not a directory, or not writable.
+    #[error("cannot create the CA in {dir}: {why}")]
+    CannotCreate { dir: PathBuf, why: std::io::Error },
     #[error("store corrupt: {0}")]
     Corrupt(String),
     #[error("unknown enrollment token")]
@@ -103,6 +107,7 @@ impl StoreError {
                 | StoreError::BadUrl { .. }
                 | StoreError::Connect { .. }
                 | StoreError::SchemaMissing(_)
+                | StoreError::CannotCreate { .. }
         )
     }
 }

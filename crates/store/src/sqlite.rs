@@ -109,6 +109,20 @@ pub struct SqliteStore {
 impl SqliteStore {
     pub const FILE_NAME: &'static str = "ambos.db";
 
+    /// Makes `dir` (0700, as [`SqliteStore::open`] would) and writes and
+    /// removes a file in it: `ambos init` fails here, before it asks for a
+    /// passphrase or warns about one, and names the directory.
+    pub fn check_creatable(dir: &Path) -> Result<()> {
+        let probe = dir.join(".ambos-init-check");
+        let tried = match create_private(dir, &probe) {
+            // One left by a killed `init` is no reason to refuse.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        };
+        let tried = tried.and_then(|()| std::fs::remove_file(&probe));
+        tried.map_err(|why| StoreError::CannotCreate { dir: dir.to_path_buf(), why })
+    }
+
     /// Opens the store in `dir`. With `create`, makes the directory (0700)
     /// and database (0600); without, a missing database is `NotInitialised`.
     pub fn open(dir: &Path, create: bool) -> Result<SqliteStore> {
@@ -117,7 +131,7 @@ impl SqliteStore {
             if !create {
                 return Err(StoreError::NotInitialised(dir.to_path_buf()));
             }
-            create_private(dir, &path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            create_private(dir, &path).map_err(|why| StoreError::Open { path: path.clone(), why })?;
         }
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;

@@ -30,6 +30,8 @@ pub enum HandshakeFailure {
     WrongName,
     BadCertificate(String),
     ProtocolVersion,
+    /// This side accepts TLS 1.3 only and the peer offered older versions.
+    Tls13Required,
     NoSharedCipher,
     /// Another incompatibility rustls names (labelled `other`, as before it had a variant).
     Incompatible(String),
@@ -59,7 +61,7 @@ impl HandshakeFailure {
             HandshakeFailure::CrlStale(_) => "crl_stale",
             HandshakeFailure::WrongName => "wrong_name",
             HandshakeFailure::BadCertificate(_) => "bad_certificate",
-            HandshakeFailure::ProtocolVersion => "protocol_version",
+            HandshakeFailure::ProtocolVersion | HandshakeFailure::Tls13Required => "protocol_version",
             HandshakeFailure::NoSharedCipher => "no_shared_cipher",
             HandshakeFailure::Incompatible(_) => "other",
             HandshakeFailure::PeerRejectedUs(_) => "peer_alert",
@@ -164,9 +166,13 @@ impl HandshakeFailure {
         use HandshakeFailure as F;
         match self {
             F::PeerRejectedUs(_) => Direction::Received,
-            F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) | F::Timeout | F::PeerClosed | F::NotTls => {
-                Direction::Neither
-            }
+            F::ProtocolVersion
+            | F::Tls13Required
+            | F::NoSharedCipher
+            | F::Incompatible(_)
+            | F::Timeout
+            | F::PeerClosed
+            | F::NotTls => Direction::Neither,
             F::Other(_) => Direction::Neither,
             _ => Direction::Local,
         }
@@ -231,6 +237,7 @@ impl HandshakeFailure {
             ),
             F::BadCertificate(_) => ("the server's certificate is invalid: {}", "reissue the server's certificate"),
             F::ProtocolVersion | F::NoSharedCipher | F::Incompatible(_) => VERSION_MISMATCH,
+            F::Tls13Required => ("the server requires TLS 1.3", "offer TLS 1.3 (drop --tls-version 1.2)"),
             F::NotTls => ("the server did not answer in TLS", "check the port: is this the TLS port (not plain HTTP)?"),
             F::Timeout | F::PeerClosed => (
                 "the server closed the connection during the handshake without saying why",
@@ -318,6 +325,9 @@ impl fmt::Display for HandshakeFailure {
             HandshakeFailure::WrongName => f.write_str("the certificate is not valid for the name asked for"),
             HandshakeFailure::BadCertificate(d) => write!(f, "the certificate is invalid ({d})"),
             HandshakeFailure::ProtocolVersion => f.write_str("no TLS version in common (TLS 1.2 or 1.3 required)"),
+            HandshakeFailure::Tls13Required => f.write_str(
+                "no TLS version in common (TLS 1.3 required: min_version = \"1.3\"; the client offered only older versions)",
+            ),
             HandshakeFailure::NoSharedCipher => f.write_str("no cipher suite or key exchange in common"),
             HandshakeFailure::Incompatible(d) => write!(f, "handshake failed: {d}"),
             HandshakeFailure::PeerRejectedUs(a) => write!(f, "the peer aborted the handshake with alert {a:?}"),
@@ -388,6 +398,14 @@ mod tests {
         assert_eq!(HandshakeFailure::Expired.client_verdict().cause, "the server's certificate has expired");
         let other = HandshakeFailure::PeerRejectedUs(AlertDescription::BadRecordMac).client_verdict();
         assert_eq!(other.cause, "the server aborted the handshake with alert BadRecordMac");
+    }
+
+    #[test]
+    fn a_tls13_only_refusal_keeps_its_label_and_names_the_version() {
+        let f = HandshakeFailure::Tls13Required;
+        assert_eq!((f.label(), f.direction()), ("protocol_version", Direction::Neither));
+        assert!(f.to_string().contains("TLS 1.3 required"), "{f}");
+        assert_eq!(f.client_verdict().cause, "the server requires TLS 1.3");
     }
 
     #[test]

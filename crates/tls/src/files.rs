@@ -6,7 +6,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use std::path::Path;
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|why| TlsError::Read { path: path.to_path_buf(), why })
 }
 
 fn bad(path: &Path, why: impl Into<String>) -> TlsError {
@@ -34,6 +34,29 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         }
         e => pki(path, e),
     })
+}
+
+/// A certificate chain and its key, checked to belong together: the one
+/// place a key is paired with a chain (proxy, tunnel, upstream, probe). A key
+/// that fits a later certificate of the file means the file is out of order.
+pub fn load_cert_and_key(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let signing = crate::provider()
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| bad(key, format!("unsupported key: {e}")))?;
+    // A key without a public half to compare is paired by rustls itself.
+    if let Some(spki) = signing.public_key() {
+        ambos_pki::check_key_is_leafs(&chain, &spki).map_err(|e| match e {
+            PkiError::KeyMismatch => TlsError::KeyMismatch(key.to_path_buf()),
+            e => bad(cert, e.to_string()),
+        })?;
+    }
+    Ok((chain, key_der))
 }
 
 /// CRLs from PEM files (several per file allowed) or DER. Only their

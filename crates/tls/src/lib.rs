@@ -20,7 +20,7 @@ pub use client_config::{
 };
 pub use crl::{CrlSet, CrlSummary};
 pub use failure::{Direction, HandshakeFailure, Verdict};
-pub use files::{load_certs, load_crls, load_key, parse_crls};
+pub use files::{load_cert_and_key, load_certs, load_crls, load_key, parse_crls};
 pub use identity::Identity;
 pub use server::{ClientAuth, LoadedServerTls, ServerTlsConfig, TlsVersion};
 #[doc(hidden)]
@@ -37,8 +37,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The OS error is in the text, not a `source`: joiners print it once.
+    #[error("cannot read {path}: {why}")]
+    Read { path: PathBuf, why: std::io::Error },
     #[error("{path}: {why}")]
     BadFile { path: PathBuf, why: String },
     #[error("{0}: the private key does not match the certificate")]
@@ -98,4 +99,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_os_error_is_said_once_in_the_chain() {
+        let e = crate::load_key(std::path::Path::new("/nonexistent/x.key")).unwrap_err();
+        let chain = super::error_chain(&e);
+        assert_eq!(chain, "cannot read /nonexistent/x.key: No such file or directory (os error 2)");
+        // Wrapped as an io::Error (as hyper and tokio do), still once.
+        let wrapped = std::io::Error::other(e);
+        assert_eq!(super::error_chain(&wrapped).matches("os error 2").count(), 1);
+    }
 }

@@ -1,5 +1,5 @@
 use crate::verifier::{ClientVerifier, RevocationPolicy, Trust, TrustOptions};
-use crate::{load_certs, load_crls, load_key, provider, TlsError};
+use crate::{load_cert_and_key, load_certs, load_crls, provider, TlsError};
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateRevocationListDer;
 use std::path::PathBuf;
@@ -66,8 +66,7 @@ impl ServerTlsConfig {
         &self,
         extra_crls: &[(String, CertificateRevocationListDer<'static>)],
     ) -> Result<LoadedServerTls, TlsError> {
-        let chain = load_certs(&self.cert)?;
-        let key = load_key(&self.key)?;
+        let (chain, key) = load_cert_and_key(&self.cert, &self.key)?;
         let mut ca_certs = Vec::new();
         for path in &self.client_ca {
             ca_certs.extend(load_certs(path)?);

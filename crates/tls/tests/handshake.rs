@@ -155,6 +155,23 @@ fn a_key_that_does_not_match_the_certificate_is_refused_naming_the_file() {
     assert!(Path::new(&cfg.cert).exists());
 }
 
+#[test]
+fn a_chain_listed_intermediate_first_is_named_out_of_order_not_a_key_mismatch() {
+    let pki = Pki::new();
+    let mut cfg = pki.server(ClientAuth::Required);
+    let leaf = pki.pki.issue(&LeafSpec::new("swapped", Profile::Server));
+    let swapped: String = leaf.chain.iter().rev().map(|c| ambos_pki::pem_encode("CERTIFICATE", c)).collect();
+    std::fs::write(pki.path("swapped.crt"), swapped).unwrap();
+    std::fs::write(pki.path("swapped.key"), leaf.key_pem()).unwrap();
+    (cfg.cert, cfg.key) = (pki.path("swapped.crt"), pki.path("swapped.key"));
+    let err = cfg.load(&[]).err().expect("out of order").to_string();
+    assert!(err.starts_with(&format!("{}: the chain is out of order", cfg.cert.display())), "{err}");
+    assert!(err.contains("the first certificate must be the leaf (the key matches certificate 2, CN=swapped"), "{err}");
+    // The same pair, leaf first, loads.
+    leaf.write(pki.dir.path(), "swapped");
+    assert!(cfg.load(&[]).is_ok());
+}
+
 mod cache {
     use super::*;
     use ambos_tls::{ClientVerifier, RevocationPolicy, Trust, TrustOptions};

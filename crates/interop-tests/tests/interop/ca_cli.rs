@@ -1,6 +1,6 @@
 //! The CA commands as a user meets them: outputs, listings, batch issuance,
 //! and every kind of bad input (one-line error, exit code, store unchanged).
-use ambos_interop_tests::{ambos_bin, openssl_csr, require, run, TestCa};
+use ambos_interop_tests::{ambos_bin, openssl_csr, require, run, ProxyToml, TestCa};
 use std::process::Command;
 
 fn count(ca: &TestCa) -> usize {
@@ -209,6 +209,18 @@ fn init_refuses_to_overwrite_an_existing_ca() {
 }
 
 #[test]
+fn init_into_a_directory_it_cannot_use_names_it_before_any_warning() {
+    // Tests run as root: a read-only place and a file stand for unwritable.
+    let ca = TestCa::empty();
+    let file = ca.write("a-file", "not a directory");
+    for dir in [std::path::PathBuf::from("/proc/ambos-ca"), file] {
+        let out = run(ca.cmd().args(["init", "--no-passphrase", "--dir"]).arg(&dir));
+        let out = out.fails_with(2, &format!("cannot create the CA in {}: ", dir.display()));
+        assert!(!out.stderr.contains("UNENCRYPTED") && !out.stderr.contains("ambos.db"), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn wrong_passphrase_is_refused_and_the_store_is_unchanged() {
     let ca = TestCa::empty();
     let pass = ca.write("pass.txt", "right horse battery\n");
@@ -348,6 +360,54 @@ fn with_json_errors_are_one_json_line_on_stderr_with_the_exit_code() {
     check(ca.ambos(&["issue", "client", "web", "--ttl", "5q", "--json"]), 2, "invalid duration '5q'");
     // Without --json: the plain line, as before.
     empty.ambos(&["list"]).fails_with(2, "error: no CA found");
+}
+
+/// `certs/localhost.crt` with its certificates in reverse order (intermediate first).
+fn swapped_chain(ca: &TestCa) -> std::path::PathBuf {
+    let chain = std::fs::read_to_string(ca.path("localhost.crt")).unwrap();
+    let blocks: Vec<String> = chain.split_inclusive("-----END CERTIFICATE-----\n").map(str::to_string).collect();
+    assert_eq!(blocks.len(), 2, "leaf + intermediate");
+    ca.write("certs/swapped.crt", blocks.iter().rev().cloned().collect::<String>())
+}
+
+#[test]
+fn a_chain_out_of_order_is_named_by_p12_probe_and_the_proxy_not_as_a_key_mismatch() {
+    let ca = TestCa::with_localhost(&[]);
+    swapped_chain(&ca);
+    let why = "the chain is out of order: the first certificate must be the leaf (the key matches certificate 2, CN=localhost)";
+    ca.write("pw.txt", "a p12 password");
+    let p12 = ca.ambos(&[
+        "p12",
+        "--cert",
+        "certs/swapped.crt",
+        "--key",
+        "certs/localhost.key",
+        "--out",
+        "x.p12",
+        "--password-file",
+        "pw.txt",
+    ]);
+    p12.fails_with(2, why);
+    let probe = ca.ambos(&["probe", "localhost:1", "--cert", "certs/swapped.crt", "--key", "certs/localhost.key"]);
+    probe.fails_with(2, &format!("--cert: certs/swapped.crt: {why}"));
+    let config = ProxyToml::http(1).to_string().replace("certs/localhost.crt", "certs/swapped.crt");
+    ca.write("proxy.toml", config);
+    ca.ambos(&["proxy", "--config", "proxy.toml", "--check"])
+        .fails_with(2, &format!("proxy.toml: tls.cert certs/swapped.crt: {why}"));
+}
+
+#[test]
+fn a_missing_tls_file_names_its_setting_and_says_the_os_error_once() {
+    let ca = TestCa::with_localhost(&[]);
+    let config = ProxyToml::http(1).to_string().replace("certs/localhost.key", "certs/x.key");
+    ca.write("proxy.toml", config);
+    let out = ca.ambos(&["proxy", "--config", "proxy.toml", "--check"]);
+    let out = out.fails_with(2, "proxy.toml: tls.key certs/x.key: No such file or directory (os error 2)");
+    assert_eq!(out.stderr.matches("os error 2").count(), 1, "{}", out.stderr);
+    let other = ProxyToml::http(1).to_string().replace("certs/localhost.key", "certs/ca.crt");
+    ca.write("proxy.toml", other);
+    ca.ambos(&["proxy", "--config", "proxy.toml", "--check"])
+        .fails_with(2, "proxy.toml: tls.key certs/ca.crt: no PRIVATE KEY");
 }
 
 /// `ambos list | head -1`: the reader going away is not a failure (no panic, exit 0).

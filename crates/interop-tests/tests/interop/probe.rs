@@ -2,7 +2,8 @@
 //! ambos proxy and against nginx with `ssl_verify_client on` (including
 //! nginx's 400 after a TLS 1.3 handshake). Plus `ambos quickstart --exit`.
 use ambos_interop_tests::{
-    ambos_bin, free_port, require, run, start_http_upstream, start_nginx, wait_file_contains, Daemon, ProxyToml, TestCa,
+    ambos_bin, free_port, require, run, start_echo_server, start_http_upstream, start_nginx, wait_file_contains,
+    Daemon, ProxyToml, TestCa,
 };
 use std::path::Path;
 use std::process::Command;
@@ -50,9 +51,10 @@ fn cast() -> Cast {
     Cast { ca, other }
 }
 
-/// Every catalog entry against a server on `port`; `tls_mismatch_port` is a
-/// server that shares no TLS version or cipher with us (or with `--tls-version 1.2`).
-fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
+/// Every catalog entry against a server on `port`; `mismatch` is a server
+/// that shares no TLS version or cipher with us (or with `--tls-version
+/// 1.2`), the flags, and what probe must say about it.
+fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str], &str), server: &str) {
     let ca = &c.ca;
     let ok = probe(ca, port, Some((ca, "alice")), &[]);
     assert_eq!(ok["ok"], true, "{server}: alice should pass: {ok}");
@@ -79,7 +81,11 @@ fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
         "server name mismatch",
         &format!("{server}: name"),
     );
-    expect(&probe(ca, port, Some((ca, "bob")), &[]), "denied by route policy", &format!("{server}: 403"));
+    let v = probe(ca, port, Some((ca, "bob")), &[]);
+    expect(&v, "denied by route policy", &format!("{server}: 403"));
+    if server == "ambos proxy" {
+        assert!(v["cause"].as_str().unwrap().contains("our identity (cn:bob)"), "{v}");
+    }
     // A key that is not the certificate's is found before connecting.
     let mut cmd = Command::new(ambos_bin());
     cmd.args(["probe", &format!("localhost:{port}"), "--json", "--ca"])
@@ -91,11 +97,7 @@ fn catalog(c: &Cast, port: u16, mismatch: (u16, &[&str]), server: &str) {
     let v: serde_json::Value = serde_json::from_str(&run(&mut cmd).stdout).unwrap();
     expect(&v, "private key does not match", &format!("{server}: key mismatch"));
     assert!(!v["steps"].as_array().unwrap().iter().any(|s| s["step"] == "TCP connect"), "{server}: connected anyway");
-    expect(
-        &probe(ca, mismatch.0, Some((ca, "alice")), mismatch.1),
-        "TLS version or cipher mismatch",
-        &format!("{server}: versions"),
-    );
+    expect(&probe(ca, mismatch.0, Some((ca, "alice")), mismatch.1), mismatch.2, &format!("{server}: versions"));
 }
 
 #[test]
@@ -108,10 +110,12 @@ fn probe_names_every_catalog_entry_against_the_ambos_proxy() {
         .audit(Path::new("audit.jsonl"), "")
         .to_string();
     let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
-    catalog(&c, proxy.port, (proxy.port, &["--tls-version", "1.2"]), "ambos proxy");
+    catalog(&c, proxy.port, (proxy.port, &["--tls-version", "1.2"], "the server requires TLS 1.3"), "ambos proxy");
     // The server side names the same causes in its audit log (written by a
     // background thread: wait for it).
-    for reason in ["sent no certificate", "revoked", "does not trust", "allow list", "no TLS version"] {
+    for reason in
+        ["sent no certificate", "revoked", "does not trust", "allow list", "no TLS version in common (TLS 1.3 required"]
+    {
         wait_file_contains(&c.ca.dir().join("audit.jsonl"), reason, 5);
     }
 }
@@ -134,7 +138,45 @@ fn probe_names_every_catalog_entry_against_nginx() {
          ssl_protocols TLSv1.2;\n ssl_ciphers AES128-SHA;\n location / {{ return 200; }}\n}}"
     );
     let _weak = start_nginx(c.ca.dir(), &weak_block, weak);
-    catalog(&c, port, (weak, &[]), "nginx");
+    catalog(&c, port, (weak, &[], "TLS version or cipher mismatch"), "nginx");
+}
+
+#[test]
+fn probe_says_a_tcp_mode_proxy_closed_after_the_handshake_and_whom_it_refused() {
+    let c = cast();
+    let echo = start_echo_server();
+    let config = ProxyToml::upstream(&format!("address = \"127.0.0.1:{echo}\""))
+        .listen("mode = \"tcp\"")
+        .tls("client_auth = \"optional\"")
+        .routes("[[route]]\nallow = [\"cn:alice\"]\n")
+        .to_string();
+    let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
+    let ok = probe(&c.ca, proxy.port, Some((&c.ca, "alice")), &["--no-http"]);
+    assert_eq!(ok["ok"], true, "alice is allowed: {ok}");
+    for extra in [&[][..], &["--no-http"][..]] {
+        let v = probe(&c.ca, proxy.port, Some((&c.ca, "bob")), extra);
+        expect(&v, "the TLS handshake succeeded, then the server closed the connection without answering", "bob");
+        let cause = v["cause"].as_str().unwrap();
+        assert!(cause.contains("TCP-mode proxy") && cause.contains("(cn:bob)"), "{extra:?}: {cause}");
+        let anonymous = probe(&c.ca, proxy.port, None, extra);
+        expect(&anonymous, "we presented no certificate", "anonymous");
+        assert!(anonymous["fix"].as_str().unwrap().starts_with("pass --cert and --key"), "{anonymous}");
+    }
+}
+
+#[test]
+fn probe_asks_an_anonymous_client_for_a_certificate_on_a_403() {
+    let c = cast();
+    let upstream = start_http_upstream();
+    let config = ProxyToml::http(upstream)
+        .tls("client_auth = \"optional\"")
+        .routes("[[route]]\npath = \"/**\"\nallow = [\"cn:alice\"]\n")
+        .to_string();
+    let proxy = Daemon::proxy(c.ca.dir(), &config, &[]);
+    let v = probe(&c.ca, proxy.port, None, &[]);
+    expect(&v, "we presented no client certificate", "anonymous");
+    let fix = v["fix"].as_str().unwrap();
+    assert!(fix.starts_with("present a client certificate") && !fix.starts_with("add our identity"), "{fix}");
 }
 
 #[test]
