@@ -14,6 +14,7 @@
 mod admission;
 pub mod audit;
 pub mod authorize;
+pub mod certs;
 pub mod check;
 pub mod config;
 mod conn;
