@@ -63,8 +63,44 @@ pub fn expiries(tls: &ambos_tls::ServerTlsConfig) -> Result<Vec<Expiry>, ProxyEr
     }
     for path in &tls.client_ca {
         for c in read(path)? {
+            // A leaf as trust anchor is a wrong file, never a choice: refused at start and reload.
+            if !c.is_ca {
+                return Err(ProxyError::Invalid(not_a_ca(path, &c)));
+            }
             out.push(Expiry { cert: "client_ca", subject: c.subject, not_after: c.not_after });
         }
     }
     Ok(out)
+}
+
+pub fn not_a_ca(path: &Path, c: &CertFacts) -> String {
+    format!("tls.client_ca {}: '{}' is not a CA certificate (basicConstraints CA:FALSE)", path.display(), c.subject)
+}
+
+/// What is wrong with the serving certificate that the proxy still starts
+/// with, as nginx and Envoy do (it logs these at ERROR every 30 s, and
+/// `--check` fails on them): expired or not yet valid, or an extended key
+/// usage without serverAuth, which clients refuse.
+pub fn serving_problems(cert: &Path, now: i64) -> Vec<String> {
+    let Ok(facts) = read(cert) else { return Vec::new() };
+    let Some(c) = facts.first() else { return Vec::new() };
+    let mut out = Vec::new();
+    let at = format!("tls.cert {}", cert.display());
+    if c.not_after < now {
+        out.push(format!("{at}: expired on {}", c.not_after_text));
+    } else if c.not_before > now {
+        out.push(format!("{at}: not valid before {}", rfc3339(c.not_before)));
+    }
+    let eku = &c.extended_key_usage;
+    if !eku.is_empty() && !eku.iter().any(|e| e == "serverAuth" || e == "anyExtendedKeyUsage") {
+        out.push(format!("{at}: its extended key usage ({}) lacks serverAuth: clients refuse it", eku.join(", ")));
+    }
+    out
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
 }

@@ -55,6 +55,9 @@ pub enum ProxyError {
     Audit { path: PathBuf, source: std::io::Error },
     #[error("cannot watch {path} for changes: {why}")]
     Watch { path: PathBuf, why: String },
+    /// `--check`'s findings, one line each.
+    #[error("{}", .0.join("\n"))]
+    Check(Vec<String>),
 }
 
 impl ProxyError {

@@ -135,6 +135,9 @@ impl Runtime {
 /// (it is still enforced until `crl_grace` runs out).
 pub fn report_crls(rt: &Runtime) {
     let now = unix_now();
+    for problem in crate::certs::serving_problems(&rt.config.tls.cert, now) {
+        tracing::error!("{problem}");
+    }
     for e in &rt.expiries {
         let labels = [("cert", e.cert.to_string()), ("subject", e.subject.clone())];
         metrics::gauge!("ambos_proxy_certificate_expiry_seconds", &labels).set((e.not_after - now) as f64);

@@ -17,6 +17,7 @@ mod pkcs12;
 mod probe;
 mod process;
 mod proxy;
+mod proxy_check;
 mod proxy_metrics;
 mod readme;
 mod revocation;
