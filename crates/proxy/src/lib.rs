@@ -8,7 +8,8 @@
 //! `runtime` builds from it what connections use (TLS config, verifier,
 //! route table with its counters) and reloads it; `crl_pull` keeps pulled
 //! CRLs fresh and `jwks_pull` the JWKS of token routes, both through `pull`. `tunnel` is `ambos tunnel`, the client side; `check` is what
-//! `ambos proxy --check` loads and says.
+//! `ambos proxy --check` loads and says, `certs` what the certificate
+//! files say (for it and the expiry gauges).
 #![forbid(unsafe_code)]
 
 mod admission;
