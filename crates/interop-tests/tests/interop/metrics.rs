@@ -1,6 +1,7 @@
-//! `ambos proxy`'s /metrics scraped with curl before and after requests
-//! made with curl and openssl s_client: every refusal and every answer is
-//! counted, and the series known in advance are there from the start.
+//! /metrics of `ambos proxy` and `ambos serve`, scraped with curl: the
+//! series known in advance are there from the start, and (proxy, before
+//! and after requests made with curl and openssl s_client) every refusal
+//! and every answer is counted.
 use ambos_interop_tests::{free_port, poll, require, run, s_client, Daemon, ProxyToml, TestCa};
 use std::process::Command;
 use std::time::Duration;
@@ -77,4 +78,28 @@ fn every_refusal_and_answer_is_counted_and_known_series_start_at_zero() {
         assert_eq!(value(&after, series), Some(want), "{series}:\n{after}");
     }
     assert!(after.contains("ambos_proxy_request_duration_seconds_bucket{le=\"0.005\"}"), "{after}");
+}
+
+#[test]
+fn the_ca_exports_its_counters_at_zero_right_after_start() {
+    require("curl");
+    // Issuing writes certs/ca.crt, which curl trusts.
+    let ca = TestCa::with_localhost(&[]);
+    let serve = Daemon::spawn(
+        ca.cmd().args(["serve", "--listen", "127.0.0.1:0", "--crl-validity", "1h"]),
+        ca.dir().join("serve.log"),
+    );
+    let r = ca.curl(None, &format!("https://localhost:{}/metrics", serve.port), &[]);
+    assert_eq!(r.status, "200", "{}", r.stderr);
+    for series in [
+        "ambos_ca_enrollments_total{result=\"ok\"}",
+        "ambos_ca_enrollments_total{result=\"refused\"}",
+        "ambos_ca_renewals_total",
+        "ambos_ca_revocations_total",
+        "ambos_ca_token_failures_total",
+        "ambos_ca_access_tokens_total{result=\"issued\"}",
+        "ambos_ca_access_tokens_total{result=\"refused\"}",
+    ] {
+        assert_eq!(value(&r.body, series), Some(0.0), "{series}:\n{}", r.body);
+    }
 }
