@@ -167,6 +167,8 @@ pub enum Shed {
 }
 
 impl Shed {
+    pub const ALL: [Shed; 4] = [Shed::MaxConnections, Shed::SourceConnections, Shed::SourceHandshakes, Shed::Rate];
+
     pub fn label(self) -> &'static str {
         match self {
             Shed::MaxConnections => "max_connections",

@@ -5,6 +5,72 @@ use crate::runtime::Runtime;
 use crate::{ProxyConfig, ProxyError};
 use ambos_tls::{CrlScope, UnknownStatus};
 
+/// `ambos proxy --check`: every problem found, one line each naming the
+/// config file and field, or what [`describe`] says. Besides what stops
+/// the proxy from starting, it fails on what the proxy starts with but
+/// logs at ERROR (an expired or non-serverAuth serving certificate, an
+/// expired client CA, a CRL past nextUpdate + crl_grace) and on an
+/// address it cannot bind now.
+pub fn check(config: &ProxyConfig) -> Result<String, ProxyError> {
+    let mut problems = problems(config);
+    let described = describe(config);
+    if let Err(e) = &described {
+        problems.push(e.to_string());
+    }
+    if problems.is_empty() {
+        return described;
+    }
+    let file = config.source.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+    let mut lines: Vec<String> = Vec::new();
+    for p in problems {
+        // The error of a file the config names may already name the config file.
+        let line = if p.starts_with(&file) { p } else { format!("{file}{p}") };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    Err(ProxyError::Check(lines))
+}
+
+/// What [`check`] finds besides [`describe`]'s errors; a file that cannot
+/// be read is left to `describe`.
+fn problems(config: &ProxyConfig) -> Vec<String> {
+    let now = crate::runtime::unix_now();
+    let mut out = crate::certs::serving_problems(&config.tls.cert, now);
+    for path in &config.tls.client_ca {
+        for c in crate::certs::read(path).unwrap_or_default() {
+            if !c.is_ca {
+                out.push(crate::certs::not_a_ca(path, &c));
+            } else if c.not_after < now {
+                out.push(format!("tls.client_ca {}: '{}' expired on {}", path.display(), c.subject, c.not_after_text));
+            }
+        }
+    }
+    ambos_tls::install_default_provider();
+    if let (Ok(loaded), Some(policy)) = (config.load_tls(&[]), config.tls.revocation) {
+        let grace = i64::try_from(policy.grace.as_secs()).unwrap_or(i64::MAX);
+        for crl in loaded.verifier.trust().crls().summaries() {
+            if let Some(next) = crl.next_update.filter(|n| n.saturating_add(grace) < now) {
+                out.push(format!(
+                    "tls.crl {}: stale: nextUpdate {} is more than crl_grace ({grace} s) ago",
+                    crl.source,
+                    crate::certs::rfc3339(next)
+                ));
+            }
+        }
+    }
+    let addresses = std::iter::once(("listen.address", config.listen));
+    for (field, addr) in addresses.chain(config.metrics.map(|m| ("metrics.address", m))) {
+        // Bound and released at once: only whether the proxy could listen now.
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            let why = e.to_string();
+            let why = why.split(" (os error").next().unwrap_or(&why);
+            out.push(format!("{field}: cannot listen on {addr}: {why}"));
+        }
+    }
+    out
+}
+
 /// Loads the TLS files and builds the runtime (routes, the upstream's TLS)
 /// from `config`; the text `--check` prints: routes, client CAs, the
 /// revocation policy with its risky choices, and each CRL.
@@ -113,6 +179,59 @@ mod tests {
         let text = describe(&ProxyConfig::from_flags(&config).unwrap()).unwrap();
         assert!(text.contains("\nrevocation: CRLs checked for every CA level, unknown status refused,"), "{text}");
         assert!(!text.contains("warning"), "{text}");
+    }
+
+    #[test]
+    fn check_names_every_problem_the_proxy_would_start_with() {
+        let files = TestPkiDir::new("Check");
+        // A client certificate, expired an hour ago, as the serving one.
+        let (cert, key) = files.write(&files.pki.expired("api"), "expired-api");
+        let (leaf, _) = files.write(&files.pki.client("alice", &[]), "alice");
+        let crl = files.path("crl.der");
+        std::fs::write(&crl, files.pki.stale_crl()).unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = taken.local_addr().unwrap();
+        let config = ProxyFlags {
+            listen: Some(listen.to_string()),
+            cert: Some(cert.clone()),
+            key: Some(key),
+            client_ca: vec![files.path("ca.crt"), leaf.clone()],
+            crl: vec![crl.clone()],
+            ..flags(&files)
+        };
+        let config = ProxyConfig::from_flags(&config).unwrap();
+        // Only the client CA that is not a CA stops the proxy itself.
+        let started = describe(&config).unwrap_err().to_string();
+        assert!(started.contains("is not a CA certificate"), "{started}");
+        let err = check(&config).unwrap_err();
+        assert!(err.is_input());
+        let text = err.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let cert = cert.display();
+        assert!(lines[0].starts_with(&format!("tls.cert {cert}: expired on 20")), "{text}");
+        assert_eq!(
+            lines[1],
+            format!("tls.cert {cert}: its extended key usage (clientAuth) lacks serverAuth: clients refuse it")
+        );
+        assert_eq!(
+            lines[2],
+            format!(
+                "tls.client_ca {}: 'O=Check, CN=alice' is not a CA certificate (basicConstraints CA:FALSE)",
+                leaf.display()
+            )
+        );
+        assert!(lines[3].starts_with(&format!("tls.crl {}: stale: nextUpdate 20", crl.display())), "{text}");
+        assert!(lines[3].ends_with("is more than crl_grace (3600 s) ago"), "{text}");
+        assert!(lines[4].starts_with(&format!("listen.address: cannot listen on {listen}: Address")), "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn a_good_configuration_passes_the_check() {
+        let files = TestPkiDir::new("Check");
+        let config = ProxyFlags { listen: Some("127.0.0.1:0".into()), ..flags(&files) };
+        let text = check(&ProxyConfig::from_flags(&config).unwrap()).unwrap();
+        assert!(text.starts_with("configuration OK"), "{text}");
     }
 
     #[test]

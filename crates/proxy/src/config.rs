@@ -670,16 +670,54 @@ fn listen_hosts(list: Option<Vec<String>>) -> Result<Vec<String>, ProxyError> {
         .collect()
 }
 
+/// A route's methods: the standard ones (any case) and extension methods
+/// (WebDAV's PROPFIND...) that are valid tokens; a near miss of a standard
+/// one (`GTE`) is a typo, refused with the method it resembles.
 fn methods(list: Option<Vec<String>>, at: &str) -> Result<Option<Vec<Method>>, ProxyError> {
     list.map(|l| {
         l.iter()
             .map(|m| {
-                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| invalid(format!("{at}.methods: '{m}' is not an HTTP method")))
+                let upper = m.to_ascii_uppercase();
+                let method = Method::from_bytes(upper.as_bytes())
+                    .map_err(|_| invalid(format!("{at}.methods: '{m}' is not an HTTP method")))?;
+                if !crate::authorize::target::is_standard(&method) {
+                    if let Some(near) = crate::authorize::target::STANDARD_METHODS
+                        .iter()
+                        .find(|s| edits(upper.as_bytes(), s.as_str().as_bytes()) <= 1)
+                    {
+                        return Err(invalid(format!(
+                            "{at}.methods: '{m}' is not an HTTP method (did you mean {near}?)"
+                        )));
+                    }
+                }
+                Ok(method)
             })
             .collect()
     })
     .transpose()
+}
+
+/// Edit distance counting a swap of neighbours as one edit (optimal string
+/// alignment): `GTE` is one edit from `GET`.
+fn edits(a: &[u8], b: &[u8]) -> usize {
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// `[audit]`: the path, and size-based rotation when `max_size` is set.
@@ -1405,6 +1443,21 @@ allow = ["spiffe://acme.test/checkout", "ou:payments"]
             }
             other => panic!("{other}"),
         }
+    }
+
+    #[test]
+    fn a_near_miss_of_a_standard_method_is_a_typo_and_extension_methods_pass() {
+        let with = |list: &str| GOOD.replace("methods = [\"GET\", \"post\"]", &format!("methods = [{list}]"));
+        assert!(GOOD.contains("methods = [\"GET\", \"post\"]"));
+        for (typo, near) in [("GTE", "GET"), ("PSOT", "POST"), ("DELET", "DELETE"), ("optoins", "OPTIONS")] {
+            let err = ProxyConfig::from_toml(&with(&format!("\"{typo}\"")), Path::new(".")).unwrap_err().to_string();
+            assert!(
+                err.ends_with(&format!("route[0].methods: '{typo}' is not an HTTP method (did you mean {near}?)")),
+                "{err}"
+            );
+        }
+        let ok = ProxyConfig::from_toml(&with("\"PROPFIND\", \"get\""), Path::new(".")).unwrap();
+        assert_eq!(ok.routes[0].methods, Some(vec![Method::from_bytes(b"PROPFIND").unwrap(), Method::GET]));
     }
 
     #[test]

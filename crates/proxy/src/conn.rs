@@ -29,6 +29,7 @@ pub struct Shared {
     handshakes_ok: metrics::Counter,
     /// Open client connections.
     pub active: metrics::Gauge,
+    pub requests: crate::telemetry::RequestMetrics,
 }
 
 impl Shared {
@@ -39,6 +40,7 @@ impl Shared {
             shutdown: tokio::sync::watch::Sender::new(false),
             handshakes_ok: metrics::counter!("ambos_proxy_handshakes_total", "outcome" => "ok", "reason" => "none"),
             active: metrics::gauge!("ambos_proxy_active_connections"),
+            requests: Default::default(),
         }
     }
 }

@@ -8,12 +8,14 @@
 //! `runtime` builds from it what connections use (TLS config, verifier,
 //! route table with its counters) and reloads it; `crl_pull` keeps pulled
 //! CRLs fresh and `jwks_pull` the JWKS of token routes, both through `pull`. `tunnel` is `ambos tunnel`, the client side; `check` is what
-//! `ambos proxy --check` loads and says.
+//! `ambos proxy --check` loads and says, `certs` what the certificate
+//! files say (for it and the expiry gauges).
 #![forbid(unsafe_code)]
 
 mod admission;
 pub mod audit;
 pub mod authorize;
+pub mod certs;
 pub mod check;
 pub mod config;
 mod conn;
@@ -55,6 +57,9 @@ pub enum ProxyError {
     Audit { path: PathBuf, why: std::io::Error },
     #[error("cannot watch {path} for changes: {why}")]
     Watch { path: PathBuf, why: String },
+    /// `--check`'s findings, one line each.
+    #[error("{}", .0.join("\n"))]
+    Check(Vec<String>),
 }
 
 impl ProxyError {

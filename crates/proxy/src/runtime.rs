@@ -29,6 +29,8 @@ pub struct Runtime {
     pub verifier: Arc<ambos_tls::ClientVerifier>,
     /// For a TLS upstream (`https://`, or TCP mode with `[upstream.tls]`): how to connect to it.
     pub upstream_tls: Option<crate::upstream_tls::UpstreamTls>,
+    /// The serving and client CA certificates' notAfter, for the expiry gauges.
+    pub expiries: Vec<crate::certs::Expiry>,
 }
 
 /// CRLs pulled from URLs, each with the URL it came from.
@@ -98,6 +100,7 @@ impl Runtime {
         pulled_jwks: &PulledJwks,
     ) -> Result<Runtime, ProxyError> {
         let loaded = config.load_tls(pulled_crls)?;
+        let expiries = crate::certs::expiries(&config.tls)?;
         metrics::gauge!("ambos_proxy_certificate_expiry_timestamp_seconds").set(loaded.cert_not_after as f64);
         for crl in loaded.verifier.trust().crls().summaries() {
             if let Some(problem) = &crl.problem {
@@ -121,22 +124,32 @@ impl Runtime {
             routes,
             config,
             upstream_tls,
+            expiries,
         })
     }
 }
 
-/// CRL freshness as metrics and log lines: called after each load and every
-/// 30 s, so an alert can fire before a CRL's nextUpdate passes, and the log
-/// says when one has (it is still enforced until `crl_grace` runs out).
+/// Certificate and CRL freshness as metrics and log lines: called after
+/// each load and every 30 s, so an alert can fire before a certificate
+/// expires or a CRL's nextUpdate passes, and the log says when a CRL's has
+/// (it is still enforced until `crl_grace` runs out).
 pub fn report_crls(rt: &Runtime) {
-    let Some(policy) = rt.verifier.trust().revocation() else { return };
     let now = unix_now();
+    for problem in crate::certs::serving_problems(&rt.config.tls.cert, now) {
+        tracing::error!("{problem}");
+    }
+    for e in &rt.expiries {
+        let labels = [("cert", e.cert.to_string()), ("subject", e.subject.clone())];
+        metrics::gauge!("ambos_proxy_certificate_expiry_seconds", &labels).set((e.not_after - now) as f64);
+    }
+    let Some(policy) = rt.verifier.trust().revocation() else { return };
     for crl in rt.verifier.trust().crls().summaries() {
-        let labels = [("issuer", crl.issuer.clone())];
+        let labels = [("issuer", crl.issuer.clone()), ("source", crl.source.clone())];
         let next = crl.next_update.unwrap_or(0);
         metrics::gauge!("ambos_proxy_crl_next_update_timestamp_seconds", &labels).set(next as f64);
         metrics::gauge!("ambos_proxy_crl_this_update_timestamp_seconds", &labels).set(crl.this_update as f64);
         metrics::gauge!("ambos_proxy_crl_seconds_until_next_update", &labels).set((next - now) as f64);
+        metrics::gauge!("ambos_proxy_crl_age_seconds", &labels).set((now - crl.this_update) as f64);
         metrics::gauge!("ambos_proxy_crl_usable", &labels).set(if crl.problem.is_none() { 1.0 } else { 0.0 });
         if crl.problem.is_none() && now > next {
             let late = now - next;

@@ -26,7 +26,10 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
             r.denied.increment(1);
             (Some(r.name.clone()), false, "identity not on the allow list".to_string())
         }
-        Decision::NoRoute => (None, false, "no route".to_string()),
+        Decision::NoRoute => {
+            shared.requests.no_route.increment(1);
+            (None, false, "no route".to_string())
+        }
     };
     let Upstream::Tcp { address, .. } = &config.upstream else { return };
     let mut outcome = (allowed, reason);
@@ -34,7 +37,7 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
         match connect(&tls, &ctx, address.as_str()).await {
             Ok(s) => Some(s),
             Err(why) => {
-                metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
+                shared.requests.upstream_error(crate::telemetry::UpstreamErrorKind::of(&why));
                 tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
                 outcome = (false, why);
                 None

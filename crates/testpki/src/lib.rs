@@ -202,6 +202,12 @@ impl TestPki {
         build_crl(&self.intermediate, 1, &revoked, now, now + DAY).expect("test CRL")
     }
 
+    /// The intermediate's CRL, revoking nothing, whose nextUpdate was a day ago.
+    pub fn stale_crl(&self) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        build_crl(&self.intermediate, 1, &[], now - DAY * 2, now - DAY).expect("test CRL")
+    }
+
     /// A client certificate valid now and the intermediate's CRL revoking it.
     pub fn revoked(&self, name: &str) -> (Leaf, Vec<u8>) {
         let leaf = self.client(name, &[]);

@@ -44,6 +44,31 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// Every value [`label`](Self::label) returns other than `none`, so metrics can start at 0.
+    pub const LABELS: [&'static str; 21] = [
+        "no_client_certificate",
+        "unknown_ca",
+        "expired",
+        "not_yet_valid",
+        "revoked",
+        "wrong_eku",
+        "proof_of_possession",
+        "bad_chain_signature",
+        "incomplete_chain",
+        "crl_missing",
+        "crl_unusable",
+        "crl_stale",
+        "wrong_name",
+        "bad_certificate",
+        "protocol_version",
+        "no_shared_cipher",
+        "other",
+        "peer_alert",
+        "timeout",
+        "peer_closed",
+        "not_tls",
+    ];
+
     /// Short stable label for metrics and JSON (`reason` field).
     pub fn label(&self) -> &'static str {
         match self {

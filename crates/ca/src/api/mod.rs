@@ -249,6 +249,29 @@ fn server_tls(
     Ok((Arc::new(config), lifetime))
 }
 
+/// Every counter and label set known in advance, registered at 0: after a
+/// restart a scrape sees the series at once, so `rate()` and alerts on
+/// `absent()` work before the first enrollment.
+pub fn register_metrics() {
+    for result in ["ok", "refused", "throttled", "retried"] {
+        metrics::counter!("ambos_ca_enrollments_total", "result" => result).increment(0);
+    }
+    for result in ["issued", "refused"] {
+        metrics::counter!("ambos_ca_access_tokens_total", "result" => result).increment(0);
+    }
+    for reason in ["per_source", "max_connections"] {
+        metrics::counter!("ambos_ca_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for name in [
+        "ambos_ca_renewals_total",
+        "ambos_ca_revocations_total",
+        "ambos_ca_token_failures_total",
+        "ambos_ca_connections_evicted_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
+
 /// Runs the CA API on the store at `at` until `shutdown` resolves.
 pub async fn serve(
     at: &StoreLocation,
@@ -261,6 +284,7 @@ pub async fn serve(
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _ = metrics::set_global_recorder(recorder);
+        register_metrics();
         handle
     };
     let listener =
@@ -478,5 +502,29 @@ mod test_api {
         let (parts, body) = r.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::register_metrics;
+
+    #[test]
+    fn every_counter_is_exported_at_zero_before_anything_happens() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, register_metrics);
+        let text = handle.render();
+        for line in [
+            "ambos_ca_enrollments_total{result=\"ok\"} 0",
+            "ambos_ca_enrollments_total{result=\"refused\"} 0",
+            "ambos_ca_renewals_total 0",
+            "ambos_ca_revocations_total 0",
+            "ambos_ca_token_failures_total 0",
+            "ambos_ca_access_tokens_total{result=\"issued\"} 0",
+            "ambos_ca_access_tokens_total{result=\"refused\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
     }
 }

@@ -39,7 +39,10 @@ pub fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     let done = runtime()?.block_on(ambos_agent::enroll(&a.ca.endpoint(), &opts))?;
     let (i, cert) = (&done.issued, done.cert.display());
     match a.json {
-        true => println!("{}", serde_json::json!({"name": i.name, "serial": i.serial, "not_after": i.not_after, "cert": cert.to_string()})),
+        true => println!(
+            "{}",
+            serde_json::json!({"name": i.name, "serial": i.serial, "not_after": i.not_after, "cert": cert.to_string()})
+        ),
         false => println!("enrolled '{}' serial {} valid until {} -> {cert}", i.name, i.serial, i.not_after),
     }
     Ok(())

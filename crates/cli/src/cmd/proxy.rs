@@ -22,7 +22,19 @@ pub fn run(a: ProxyArgs) -> anyhow::Result<()> {
         None => ProxyConfig::from_flags(&a.flags)?,
     };
     // Every file is loaded now, so a bad one is reported before we listen.
-    let report = ambos_proxy::check::describe(&config)?;
+    let report = match a.check {
+        true => ambos_proxy::check::check(&config),
+        false => ambos_proxy::check::describe(&config),
+    };
+    let report = match report {
+        // One `error:` line per problem; the last is the command's error (exit 2).
+        Err(ambos_proxy::ProxyError::Check(mut lines)) if lines.len() > 1 => {
+            let last = lines.split_off(lines.len() - 1);
+            lines.iter().for_each(|l| eprintln!("error: {l}"));
+            return Err(ambos_proxy::ProxyError::Check(last).into());
+        }
+        other => other?,
+    };
     if a.check {
         print!("{report}");
         return Ok(());

@@ -1,8 +1,8 @@
 //! `ambos proxy` against real clients (curl HTTP/1.1 and HTTP/2, openssl
 //! s_client, Python ssl, a Java 17 JSSE client) with ambos certificates.
 use ambos_interop_tests::{
-    ambos_bin, curl, free_port, require, run, s_client, start_echo_server, start_http_upstream, terminate, Daemon,
-    ProxyToml, TestCa,
+    ambos_bin, curl, free_port, poll, require, run, s_client, start_echo_server, start_http_upstream, terminate,
+    Daemon, ProxyToml, TestCa,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -68,6 +68,20 @@ pub enum TokenRefusal {
 }
 
 impl TokenRefusal {
+    pub const ALL: [TokenRefusal; 11] = [
+        TokenRefusal::Missing,
+        TokenRefusal::Malformed,
+        TokenRefusal::UnknownKey,
+        TokenRefusal::BadSignature,
+        TokenRefusal::Expired,
+        TokenRefusal::NotYetValid,
+        TokenRefusal::WrongIssuer,
+        TokenRefusal::WrongAudience,
+        TokenRefusal::InsufficientScope,
+        TokenRefusal::Unbound,
+        TokenRefusal::OtherCertificate,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             TokenRefusal::Missing => "missing",

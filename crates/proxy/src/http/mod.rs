@@ -17,7 +17,7 @@ use crate::authorize::{Decision, RouteTable};
 use crate::config::{Upstream, UpstreamProtocol};
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
-use crate::telemetry::GaugeGuard;
+use crate::telemetry::{GaugeGuard, UpstreamErrorKind};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
@@ -114,7 +114,9 @@ fn service(
         let activity = activity.clone();
         Box::pin(async move {
             let mut slot = None;
+            let started = Instant::now();
             let response = handle(req, &ctx, &http, slots, &mut slot, &activity).await;
+            http.shared.requests.answered(response.status(), Some(started.elapsed()));
             Ok(response.map(|inner| TrackedBody { inner, _in_flight: in_flight, _upstream_slot: slot }))
         })
     })
@@ -324,6 +326,8 @@ fn unparsable_head(e: &hyper::Error, ctx: &ConnCtx, shared: &Shared) {
         _ if e.is_parse_too_large() => 431,
         _ => 400,
     };
+    // hyper's own answer, which no service call saw.
+    shared.requests.answered(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), None);
     refused_before_routing(ctx, shared, None, &format!("request head does not parse: {e}"), status, 0.0);
 }
 
@@ -337,7 +341,7 @@ fn refused_before_routing(
     status: u16,
     latency_ms: f64,
 ) {
-    metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+    shared.requests.refused.increment(1);
     if !shared.audit.enabled() {
         return;
     }
@@ -441,7 +445,7 @@ async fn handle(
     let (mut token_refused, mut token_claims) = (None, None);
     let (decision, route) = match &target {
         Err((status, why)) => {
-            metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1);
+            shared.requests.refused.increment(1);
             (Err((*status, *why)), None)
         }
         Ok(t) => match ctx.runtime.routes.decide(method, t.path(), ctx.identity.as_ref()) {
@@ -486,7 +490,10 @@ async fn handle(
                     Some(r),
                 )
             }
-            Decision::NoRoute => (Err((StatusCode::FORBIDDEN, "no route matches")), None),
+            Decision::NoRoute => {
+                shared.requests.no_route.increment(1);
+                (Err((StatusCode::FORBIDDEN, "no route matches")), None)
+            }
         },
     };
     let (response, reason): (_, Cow<'static, str>) = match (decision, target) {
@@ -546,11 +553,12 @@ async fn handle(
                 }
                 Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
                     metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
+                    shared.requests.upstream_error(UpstreamErrorKind::Timeout);
                     tracing::warn!(peer = %ctx.peer, "{why}");
                     (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
                 }
                 Err(why) => {
-                    metrics::counter!("ambos_proxy_upstream_errors_total").increment(1);
+                    shared.requests.upstream_error(UpstreamErrorKind::of(&why));
                     tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
                     (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
                 }
@@ -636,7 +644,7 @@ fn refuse_head(
             let latency = started.elapsed().as_secs_f64() * 1000.0;
             refused_before_routing(ctx, shared, Some((method.as_str(), &path)), why, status.as_u16(), latency)
         }
-        None => metrics::counter!("ambos_proxy_requests_total", "route" => "", "decision" => "refused").increment(1),
+        None => shared.requests.refused.increment(1),
     }
     response
 }
