@@ -111,12 +111,14 @@ impl InitOptions {
     }
 
     /// [`InitOptions::check`] for a store anywhere: a PostgreSQL database
-    /// must be reachable and hold no CA yet.
-    pub fn check_at(&self, at: &StoreLocation) -> Result<()> {
+    /// must be reachable and hold no CA yet, and `dir` (where the root and
+    /// intermediate certificates go) must be usable.
+    pub fn check_at(&self, at: &StoreLocation, dir: &Path) -> Result<()> {
         match at {
             StoreLocation::Dir(dir) => self.check(dir),
             StoreLocation::Postgres(_) => {
                 self.check_options()?;
+                SqliteStore::check_creatable(dir)?;
                 match CertificateAuthority::open_at(at) {
                     Ok(_) => Err(StoreError::AlreadyInitialised(at.shown().into()).into()),
                     Err(CaError::Store(StoreError::NotInitialised(_))) => Ok(()),

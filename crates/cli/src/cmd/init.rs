@@ -5,7 +5,6 @@ use crate::Global;
 use ambos_ca::{CertificateAuthority, InitOptions};
 use ambos_files::{write_atomic, PUBLIC};
 use ambos_pki::{format_duration, pem_encode};
-use ambos_store::StoreLocation;
 use clap::Args;
 
 #[derive(Args)]
@@ -40,11 +39,8 @@ pub fn init(g: &Global, a: InitArgs) -> anyhow::Result<()> {
     let mut opts =
         InitOptions { name: a.name.clone(), key_type, root_ttl, intermediate_ttl, passphrase: None, crl_url };
     let store = g.store()?;
-    opts.check_at(&store)?;
-    if let StoreLocation::Postgres(_) = store {
-        // The root and intermediate certificates still go to --dir.
-        ambos_files::ensure_dir(&g.dir)?;
-    }
+    // With PostgreSQL the root and intermediate certificates still go to --dir.
+    opts.check_at(&store, &g.dir)?;
     if a.no_passphrase {
         eprintln!("warning: CA keys are stored UNENCRYPTED in {} (--no-passphrase); anyone who can read it can issue certificates", store.shown());
     } else {
