@@ -396,6 +396,24 @@ const INSERT_CERT: &str = "INSERT INTO certificate (serial, name, profile, issue
                            not_after, sha256, cert_der, issued_at, admin) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// One CA certificate and its (encrypted) key: at `init` and in a restored snapshot.
+fn insert_authority(c: &mut impl GenericClient, rec: &AuthorityRecord) -> Result<()> {
+    c.execute(
+        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &rec.role.as_str(),
+            &rec.name,
+            &rec.key_type,
+            &rec.cert_der,
+            &rec.key_pem,
+            &rec.key_encrypted,
+            &rec.created_at,
+        ],
+    )?;
+    Ok(())
+}
+
 fn insert_cert(c: &mut impl GenericClient, rec: &CertRecord) -> Result<()> {
     insert_cert_with(c, INSERT_CERT, rec)
 }
@@ -670,21 +688,9 @@ impl CertStore for PgStore {
                 if existing > 0 {
                     return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
                 }
-                for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
-                    tx.execute(
-                        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[
-                            &role.as_str(),
-                            &rec.name,
-                            &rec.key_type,
-                            &rec.cert_der,
-                            &rec.key_pem,
-                            &rec.key_encrypted,
-                            &rec.created_at,
-                        ],
-                    )?;
-                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, 0)", &[&role.as_str()])?;
+                for rec in [&ca.root, &ca.intermediate] {
+                    insert_authority(tx, rec)?;
+                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, 0)", &[&rec.role.as_str()])?;
                 }
                 insert_cert(tx, &ca.intermediate_cert)?;
                 for (key, value) in &ca.settings {
@@ -838,19 +844,7 @@ impl CertStore for PgStore {
             return Err(StoreError::AlreadyInitialised(PathBuf::from(&self.shown)));
         }
         for rec in [&snap.authorities.root, &snap.authorities.intermediate] {
-            tx.execute(
-                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[
-                    &rec.role.as_str(),
-                    &rec.name,
-                    &rec.key_type,
-                    &rec.cert_der,
-                    &rec.key_pem,
-                    &rec.key_encrypted,
-                    &rec.created_at,
-                ],
-            )?;
+            insert_authority(&mut tx, rec)?;
         }
         for (issuer, last) in &snap.crl_numbers {
             tx.execute("INSERT INTO crl_number (issuer, last) VALUES ($1, $2)", &[&issuer.as_str(), &(*last as i64)])?;

@@ -232,6 +232,24 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+/// One CA certificate and its (encrypted) key: at `init` and in a restored snapshot.
+fn insert_authority(conn: &rusqlite::Connection, rec: &AuthorityRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            rec.role.as_str(),
+            rec.name,
+            rec.key_type,
+            rec.cert_der,
+            rec.key_pem,
+            rec.key_encrypted,
+            rec.created_at
+        ],
+    )?;
+    Ok(())
+}
+
 fn insert_cert(conn: &rusqlite::Connection, c: &CertRecord) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO certificate (serial, name, profile, issuer, subject, sans, not_before, not_after, sha256, \
@@ -386,21 +404,9 @@ impl CertStore for SqliteStore {
                 if existing > 0 {
                     return Err(StoreError::AlreadyInitialised(dir));
                 }
-                for (role, rec) in [(AuthorityRole::Root, &ca.root), (AuthorityRole::Intermediate, &ca.intermediate)] {
-                    tx.execute(
-                        "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            role.as_str(),
-                            rec.name,
-                            rec.key_type,
-                            rec.cert_der,
-                            rec.key_pem,
-                            rec.key_encrypted,
-                            rec.created_at
-                        ],
-                    )?;
-                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![role.as_str()])?;
+                for rec in [&ca.root, &ca.intermediate] {
+                    insert_authority(tx, rec)?;
+                    tx.execute("INSERT INTO crl_number (issuer, last) VALUES (?1, 0)", params![rec.role.as_str()])?;
                 }
                 insert_cert(tx, &ca.intermediate_cert)?;
                 for (key, value) in &ca.settings {
@@ -710,19 +716,7 @@ impl CertStore for SqliteStore {
             return Err(StoreError::AlreadyInitialised(dir));
         }
         for rec in [&snap.authorities.root, &snap.authorities.intermediate] {
-            tx.execute(
-                "INSERT INTO authority (role, name, key_type, cert_der, key_pem, key_encrypted, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    rec.role.as_str(),
-                    rec.name,
-                    rec.key_type,
-                    rec.cert_der,
-                    rec.key_pem,
-                    rec.key_encrypted,
-                    rec.created_at
-                ],
-            )?;
+            insert_authority(&tx, rec)?;
         }
         for (issuer, last) in &snap.crl_numbers {
             tx.execute(
