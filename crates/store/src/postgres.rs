@@ -717,25 +717,15 @@ impl CertStore for PgStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE");
         let mut args: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
-        if let Some(name) = &filter.name {
-            args.push(Box::new(name.clone()));
-            sql.push_str(&format!(" AND name = ${}", args.len()));
-        }
-        if filter.revoked_only {
-            sql.push_str(" AND revoked_at IS NOT NULL");
-        }
-        if filter.current {
-            sql.push_str(crate::CURRENT_ONLY);
-        }
-        if let Some((now, before)) = filter.expiring_before {
-            args.push(Box::new(now));
-            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ${}", args.len()));
-            args.push(Box::new(before));
-            sql.push_str(&format!(" AND not_after <= ${}", args.len()));
-        }
-        sql.push_str(" ORDER BY id");
+        let cond = filter.sql(|a| {
+            args.push(match a {
+                crate::FilterArg::Text(t) => Box::new(t),
+                crate::FilterArg::Int(i) => Box::new(i),
+            });
+            format!("${}", args.len())
+        });
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE{cond}");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         self.lock().query(&sql, &refs)?.iter().map(cert_from_row).collect()
     }

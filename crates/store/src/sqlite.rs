@@ -497,25 +497,15 @@ impl CertStore for SqliteStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(name) = &filter.name {
-            args.push(name.clone().into());
-            sql.push_str(&format!(" AND name = ?{}", args.len()));
-        }
-        if filter.revoked_only {
-            sql.push_str(" AND revoked_at IS NOT NULL");
-        }
-        if filter.current {
-            sql.push_str(crate::CURRENT_ONLY);
-        }
-        if let Some((now, before)) = filter.expiring_before {
-            args.push(now.into());
-            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ?{}", args.len()));
-            args.push(before.into());
-            sql.push_str(&format!(" AND not_after <= ?{}", args.len()));
-        }
-        sql.push_str(" ORDER BY id");
+        let cond = filter.sql(|a| {
+            args.push(match a {
+                crate::FilterArg::Text(t) => t.into(),
+                crate::FilterArg::Int(i) => i.into(),
+            });
+            format!("?{}", args.len())
+        });
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1{cond}");
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), cert_from_row)?;
         rows.map(|r| finish(r?)).collect()

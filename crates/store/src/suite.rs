@@ -212,6 +212,28 @@ fn current_shows_the_newest_unrevoked_certificate_of_each_name() {
 }
 
 #[test]
+fn a_list_page_filters_sorts_by_expiry_and_skips() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let mut certs = [cert("c1", "p", 300), cert("c2", "p", 100), cert("c3", "p", 200), cert("d1", "q", 50)];
+        certs[3].profile = "server".into();
+        s.insert_certs(&certs, &[]).unwrap();
+        s.revoke("c3", Revocation { revoked_at: 10, reason: 1 }, &[]).unwrap();
+        let serials = |f: CertFilter| s.list(&f).unwrap().into_iter().map(|c| c.serial).collect::<Vec<_>>();
+        let mine = CertFilter { serial_prefix: Some("C".into()), by_expiry: true, ..Default::default() };
+        assert_eq!(serials(mine.clone()), ["c2", "c3", "c1"], "{n}: soonest expiry first");
+        assert_eq!(serials(CertFilter { limit: Some(1), offset: 1, ..mine.clone() }), ["c3"], "{n}");
+        assert_eq!(serials(CertFilter { limit: Some(5), offset: 9, ..mine.clone() }), [] as [&str; 0], "{n}");
+        assert_eq!(serials(CertFilter { valid_at: Some(150), ..mine.clone() }), ["c1"], "{n}: c3 is revoked");
+        assert_eq!(serials(CertFilter { expired_at: Some(150), ..mine.clone() }), ["c2"], "{n}");
+        let server = CertFilter { profile: Some("server".into()), ..Default::default() };
+        assert_eq!(serials(server), ["d1"], "{n}");
+        let wild = CertFilter { serial_prefix: Some("%_".into()), ..Default::default() };
+        assert_eq!(serials(wild).len(), s.count().unwrap() as usize, "{n}: no wildcard but the prefix's own");
+    }
+}
+
+#[test]
 fn a_token_buys_exactly_one_certificate() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);
