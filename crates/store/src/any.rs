@@ -132,6 +132,9 @@ impl CertStore for Store {
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         delegate!(self, s => s.token(hash))
     }
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        delegate!(self, s => s.recent_tokens(limit))
+    }
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         delegate!(self, s => s.spend_tokens(spends, now, node))
     }

@@ -431,6 +431,8 @@ pub trait CertStore {
     /// Stores new tokens in one transaction.
     fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()>;
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// The newest `limit` tokens (outstanding, spent and expired), newest first.
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>>;
     /// Spends tokens and stores the certificates they bought: one transaction
     /// for the group, each spend all-or-nothing (a token works exactly once).
     /// Each spend's audit entry (`enroll`, by the token, on `node`) is in the

@@ -896,6 +896,11 @@ impl CertStore for PgStore {
         Ok(conn.query_opt(&stmt, &[&hash])?.map(|r| token_from_row(&r)))
     }
 
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at DESC, hash LIMIT $1");
+        Ok(self.lock().query(&sql, &[&i64::from(limit)])?.iter().map(token_from_row).collect())
+    }
+
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // A deadlock or serialization failure rolls the whole group back
         // untouched: it is tried again (the locks below make it rare).

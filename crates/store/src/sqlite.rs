@@ -433,6 +433,13 @@ impl CertStore for SqliteStore {
             .optional()?)
     }
 
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at DESC, hash LIMIT ?1");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([limit], token_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // One transaction for the whole group (one fsync), a savepoint per spend:
         // a refused spend leaves no trace and does not disturb the others.

@@ -234,6 +234,19 @@ fn a_list_page_filters_sorts_by_expiry_and_skips() {
 }
 
 #[test]
+fn recent_tokens_come_newest_first_and_at_most_the_limit() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let mut older = token("old", 100);
+        older.created_at -= 10;
+        s.insert_tokens(&[older, token("new", 100)], &[]).unwrap();
+        let hashes = |limit| s.recent_tokens(limit).unwrap().into_iter().map(|t| t.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(10), ["new", "old"], "{n}");
+        assert_eq!(hashes(1), ["new"], "{n}");
+    }
+}
+
+#[test]
 fn a_token_buys_exactly_one_certificate() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);

@@ -238,3 +238,40 @@ fn a_revoke_through_the_form_is_in_the_list_and_the_crl_and_a_forged_one_changes
     let r = ca.curl(Some("admin"), &url, &["--data", &format!("token={token}"), "-H", "Sec-Fetch-Site: cross-site"]);
     assert_eq!(r.status, "403", "{}", r.body);
 }
+
+#[test]
+fn a_token_made_in_the_console_is_shown_once_with_its_command_and_buys_a_certificate() {
+    let (ca, serve) = console();
+    let port = serve.port;
+    let url = format!("https://localhost:{port}/ui/tokens/new");
+    let origin = format!("Origin: https://localhost:{port}");
+    let confirm = get(&ca, Some("admin"), port, "/ui/tokens/new");
+    let at = confirm.body.find("name=\"token\" value=\"").expect("a token field") + 20;
+    let token = confirm.body[at..].split('"').next().unwrap().to_string();
+
+    let forged = ca.curl(Some("admin"), &url, &["--data", "name=dev&profile=client", "-H", &origin]);
+    assert_eq!(forged.status, "400", "no token: {}", forged.body);
+    let forged = ca.curl(Some("admin"), &url, &["--data", &format!("token={token}&name=dev&profile=client")]);
+    assert_eq!(forged.status, "403", "{}", forged.body);
+    assert!(!forged.body.contains("--admin --p12"), "a forgery is not about the certificate: {}", forged.body);
+    assert!(!get(&ca, Some("admin"), port, "/ui/tokens").body.contains("outstanding"), "nothing made");
+
+    let body = format!("token={token}&name=dev&profile=client&sans=dns%3Adev.internal&ttl=10m");
+    let made = ca.curl(Some("admin"), &url, &["--data", &body, "-H", &origin]);
+    assert_eq!(made.status, "200", "{}", made.body);
+    let at = made.body.find("<code class=\"secret\">").unwrap() + 21;
+    let secret = made.body[at..].split('<').next().unwrap().to_string();
+    assert!(secret.starts_with("ambos_"), "{secret}");
+    let command = format!("ambos enroll --ca-url https://localhost:{port} --root ca.crt --token {secret}");
+    assert!(made.body.contains(&command), "{}", made.body);
+    assert!(get(&ca, Some("admin"), port, "/ui/tokens").body.contains("outstanding"));
+
+    let out = ca.dir().join("enrolled");
+    let root = ca.path("ca.crt");
+    let ca_url = format!("https://localhost:{port}");
+    let args = ["enroll", "--ca-url", &ca_url, "--root", root.to_str().unwrap(), "--token", &secret, "--out"];
+    run(ca.cmd().args(args).arg(&out)).ok();
+    assert!(out.join("dev.crt").exists(), "enrolled with the console's token");
+    let list = get(&ca, Some("admin"), port, "/ui/tokens").body;
+    assert!(list.contains("spent: ") && !list.contains("outstanding"), "{list}");
+}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 pub(super) mod csrf;
 
+const FORGED: &str = "forged request refused";
 const CSS: &str = include_str!("console.css");
 const PAGE_SIZE: u32 = 50;
 const DAY: i64 = 86_400;
@@ -34,6 +35,8 @@ pub(super) fn routes() -> Router<Arc<CaState>> {
         .route("/ui/certs/{serial}", get(cert_page))
         .route("/ui/certs/{serial}/revoke", get(revoke_confirm).post(revoke))
         .route("/ui/crl/publish", get(publish_confirm).post(publish))
+        .route("/ui/tokens", get(tokens))
+        .route("/ui/tokens/new", get(token_confirm).post(token_create))
         .route("/ui/audit", get(audit))
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -88,13 +91,14 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let ApiError { status, error, detail } = self.0;
         let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        let about_certificate = refused && error != FORGED;
         let body = page(
             error,
             html! {
                 div.refused {
                     h1 { (error) }
                     @if !detail.is_empty() { p { (detail) } }
-                    @if refused {
+                    @if about_certificate {
                         p { "The console needs an administrator's client certificate of this CA, not revoked. Make one with" }
                         pre { code { "ambos issue client NAME --admin --p12" } }
                         p { "and import the .p12 file into your browser, then reload this page." }
@@ -123,7 +127,10 @@ fn page(title: &str, body: Markup) -> Response {
             body {
                 header {
                     strong { "ambos CA" }
-                    nav { a href="/ui/" { "Overview" } " " a href="/ui/certs" { "Certificates" } " " a href="/ui/audit" { "Audit" } }
+                    nav {
+                        a href="/ui/" { "Overview" } " " a href="/ui/certs" { "Certificates" } " "
+                        a href="/ui/tokens" { "Tokens" } " " a href="/ui/audit" { "Audit" }
+                    }
                 }
                 main { (body) }
             }
@@ -514,16 +521,12 @@ fn check_form(
     target: &str,
 ) -> Result<(), UiError> {
     if !csrf::same_origin(headers) {
-        return Err(UiError::new(
-            StatusCode::FORBIDDEN,
-            "forged request refused",
-            "the form was not sent from this console",
-        ));
+        return Err(UiError::new(StatusCode::FORBIDDEN, FORGED, "the form was not sent from this console"));
     }
     if !st.form_key.verify(token, action, target, &admin.sha256) {
         return Err(UiError::new(
             StatusCode::FORBIDDEN,
-            "forged request refused",
+            FORGED,
             "the form's token is missing or wrong; open the page again",
         ));
     }
@@ -609,6 +612,124 @@ async fn publish(
     })
     .await?;
     Ok(page("CRL published", html! { h1 { "CRL published" } p { a href="/ui/" { "Back to the overview" } } }))
+}
+
+/// `GET /ui/tokens`: the newest 200 enrollment tokens (never their secrets).
+async fn tokens(State(st): State<Arc<CaState>>, Extension(peer): Extension<Peer>) -> UiResult {
+    let list = blocking(move || {
+        admin(&st, &peer).map_err(|e| e.0)?;
+        Ok(st.ca.lock().expect("ca lock").recent_tokens(200)?)
+    })
+    .await?;
+    let now = now();
+    Ok(page(
+        "Tokens",
+        html! {
+            h1 { "Enrollment tokens" }
+            form method="get" action="/ui/tokens/new" { button type="submit" { "Create a token…" } }
+            table.tokens {
+                thead { tr { th { "Token" } th { "Name" } th { "Profile" } th { "Created" } th { "Expires" } th { "State" } } }
+                tbody {
+                    @for t in &list {
+                        tr {
+                            td.mono { (ambos_store::token_actor(&t.hash)) }
+                            td { (t.name) } td { (t.profile) }
+                            td { (rfc3339(t.created_at)) } td { (rfc3339(t.expires_at)) }
+                            td {
+                                @if let Some(serial) = &t.spent_serial {
+                                    "spent: " a href=(format!("/ui/certs/{serial}")) { (serial) }
+                                } @else if t.expires_at <= now { "expired" } @else { "outstanding" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if list.is_empty() { p { "No tokens yet." } }
+        },
+    ))
+}
+
+/// `GET /ui/tokens/new`: what the token will buy, to confirm.
+async fn token_confirm(State(st): State<Arc<CaState>>, Extension(peer): Extension<Peer>) -> UiResult {
+    let st2 = st.clone();
+    let admin = blocking(move || admin(&st2, &peer).map_err(|e| e.0)).await?;
+    let token = st.form_key.token("token-create", "", &admin.sha256);
+    Ok(page(
+        "New token",
+        html! {
+            h1 { "Create an enrollment token" }
+            p { "The token buys one certificate with these terms; its secret is shown once." }
+            form method="post" action="/ui/tokens/new" {
+                input type="hidden" name="token" value=(token);
+                label { "Name (CN)" input name="name" required; }
+                label { "Profile" select name="profile" {
+                    @for p in ["client", "server", "server,client"] { option value=(p) { (p) } }
+                } }
+                label { "SANs (space-separated, e.g. dns:web.internal)" input name="sans"; }
+                label { "Token valid for" input name="ttl" value="10m"; }
+                p { button type="submit" { "Create" } " " a href="/ui/tokens" { "Cancel" } }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewTokenForm {
+    token: String,
+    name: String,
+    profile: String,
+    #[serde(default)]
+    sans: String,
+    #[serde(default)]
+    ttl: String,
+}
+
+/// `POST /ui/tokens/new`: the secret, once, with the command to spend it.
+async fn token_create(
+    State(st): State<Arc<CaState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> UiResult {
+    let form: NewTokenForm = serde_urlencoded::from_bytes(&body)
+        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, "bad form", e.to_string()))?;
+    let bad = |e: String| UiError::new(StatusCode::BAD_REQUEST, "bad token terms", e);
+    let profile: ambos_pki::Profile = form.profile.parse().map_err(|e: ambos_pki::PkiError| bad(e.to_string()))?;
+    let sans = form.sans.split_whitespace().map(str::parse).collect::<Result<Vec<ambos_pki::San>, _>>();
+    let sans = sans.map_err(|e| bad(e.to_string()))?;
+    let ttl = match form.ttl.trim() {
+        "" => std::time::Duration::from_secs(600),
+        t => ambos_pki::parse_duration(t).map_err(|e| bad(e.to_string()))?,
+    };
+    let opts = crate::TokenOptions {
+        name: form.name.trim().to_string(),
+        profile,
+        sans,
+        ous: vec![],
+        cert_ttl: profile.default_ttl(),
+        ttl,
+    };
+    let st2 = st.clone();
+    let secret = blocking(move || {
+        let admin = admin(&st2, &peer).map_err(|e| e.0)?;
+        check_form(&st2, &headers, &admin, &form.token, "token-create", "").map_err(|e| e.0)?;
+        let mut ca = st2.ca.lock().expect("ca lock");
+        ca.acting_as(format!("admin:{}", admin.serial));
+        Ok(ca.create_tokens(&opts, 1)?.remove(0))
+    })
+    .await?;
+    let command = format!("ambos enroll --ca-url {} --root ca.crt --token {secret}", st.issuer);
+    Ok(page(
+        "Token created",
+        html! {
+            h1 { "Token created" }
+            p { "Copy it now: it is not shown again (the CA keeps only its hash)." }
+            pre { code.secret { (secret) } }
+            p { "On the machine that needs the certificate, with the CA's root as ca.crt:" }
+            pre { code.command { (command) } }
+            p { a href="/ui/tokens" { "Back to the tokens" } }
+        },
+    ))
 }
 
 #[derive(Deserialize, Default)]
