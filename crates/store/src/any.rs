@@ -123,6 +123,9 @@ impl CertStore for Store {
     fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64> {
         delegate!(self, s => s.next_crl_number(issuer))
     }
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        delegate!(self, s => s.count_matching(filter))
+    }
     fn count(&self) -> Result<u64> {
         delegate!(self, s => s.count())
     }

@@ -326,6 +326,8 @@ pub struct CertFilter {
     /// supersedes the certificate it replaced.
     pub current: bool,
     pub profile: Option<String>,
+    /// Only certificates signed by this authority (the intermediate: leaves).
+    pub issuer: Option<AuthorityRole>,
     /// Serials starting with this (canonical lowercase hex).
     pub serial_prefix: Option<String>,
     /// Only unrevoked certificates whose `not_after` is after this (valid at it).
@@ -340,9 +342,9 @@ pub struct CertFilter {
 }
 
 impl CertFilter {
-    /// The conditions and tail (order, page) in SQL both stores speak, with
-    /// `arg(value)` giving the placeholder of each bound value.
-    pub(crate) fn sql<A>(&self, mut arg: A) -> String
+    /// The conditions and, with `page`, the tail (order, page) in SQL both
+    /// stores speak, with `arg(value)` giving the placeholder of each bound value.
+    pub(crate) fn sql<A>(&self, page: bool, mut arg: A) -> String
     where
         A: FnMut(FilterArg) -> String,
     {
@@ -352,6 +354,9 @@ impl CertFilter {
         }
         if let Some(profile) = &self.profile {
             sql.push_str(&format!(" AND profile = {}", arg(FilterArg::Text(profile.clone()))));
+        }
+        if let Some(issuer) = self.issuer {
+            sql.push_str(&format!(" AND issuer = {}", arg(FilterArg::Text(issuer.as_str().into()))));
         }
         if let Some(prefix) = &self.serial_prefix {
             // Hex only, so no LIKE wildcard can slip in.
@@ -373,6 +378,9 @@ impl CertFilter {
         }
         if let Some(at) = self.expired_at {
             sql.push_str(&format!(" AND revoked_at IS NULL AND not_after <= {}", arg(FilterArg::Int(at))));
+        }
+        if !page {
+            return sql;
         }
         sql.push_str(if self.by_expiry { " ORDER BY not_after, id" } else { " ORDER BY id" });
         if let Some(limit) = self.limit {
@@ -420,6 +428,8 @@ pub trait CertStore {
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>>;
     fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>>;
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>>;
+    /// How many certificates `filter` selects (its order and page aside).
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64>;
     /// Marks a certificate revoked; unknown or already revoked serials are errors.
     fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord>;
     /// Serials revoked that were signed by `issuer`, for its CRL.

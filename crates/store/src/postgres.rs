@@ -717,14 +717,7 @@ impl CertStore for PgStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut args: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
-        let cond = filter.sql(|a| {
-            args.push(match a {
-                crate::FilterArg::Text(t) => Box::new(t),
-                crate::FilterArg::Int(i) => Box::new(i),
-            });
-            format!("${}", args.len())
-        });
+        let (cond, args) = postgres_filter(filter, true);
         let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE{cond}");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         self.lock().query(&sql, &refs)?.iter().map(cert_from_row).collect()
@@ -882,6 +875,13 @@ impl CertStore for PgStore {
         Ok((r.get(0), r.get(1)))
     }
 
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        let (cond, args) = postgres_filter(filter, false);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let sql = format!("SELECT COUNT(*) FROM certificate WHERE TRUE{cond}");
+        Ok(self.lock().query_one(&sql, &refs)?.get::<_, i64>(0) as u64)
+    }
+
     fn count(&self) -> Result<u64> {
         Ok(self.lock().query_one("SELECT COUNT(*) FROM certificate", &[])?.get::<_, i64>(0) as u64)
     }
@@ -992,6 +992,21 @@ impl CertStore for PgStore {
             |g| audit(g).into(),
         )
     }
+}
+
+type PgArgs = Vec<Box<dyn postgres::types::ToSql + Sync>>;
+
+/// A filter's SQL and its bound values, `$N` placeholders.
+fn postgres_filter(filter: &CertFilter, page: bool) -> (String, PgArgs) {
+    let mut args: PgArgs = Vec::new();
+    let cond = filter.sql(page, |a| {
+        args.push(match a {
+            crate::FilterArg::Text(t) => Box::new(t),
+            crate::FilterArg::Int(i) => Box::new(i),
+        });
+        format!("${}", args.len())
+    });
+    (cond, args)
 }
 
 #[cfg(test)]

@@ -504,14 +504,7 @@ impl CertStore for SqliteStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let cond = filter.sql(|a| {
-            args.push(match a {
-                crate::FilterArg::Text(t) => t.into(),
-                crate::FilterArg::Int(i) => i.into(),
-            });
-            format!("?{}", args.len())
-        });
+        let (cond, args) = sqlite_filter(filter, true);
         let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1{cond}");
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), cert_from_row)?;
@@ -762,10 +755,30 @@ impl CertStore for SqliteStore {
         )?)
     }
 
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        let (cond, args) = sqlite_filter(filter, false);
+        let sql = format!("SELECT COUNT(*) FROM certificate WHERE 1=1{cond}");
+        let n: i64 = self.conn.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     fn count(&self) -> Result<u64> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)
     }
+}
+
+/// A filter's SQL and its bound values, `?N` placeholders.
+fn sqlite_filter(filter: &CertFilter, page: bool) -> (String, Vec<rusqlite::types::Value>) {
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let cond = filter.sql(page, |a| {
+        args.push(match a {
+            crate::FilterArg::Text(t) => t.into(),
+            crate::FilterArg::Int(i) => i.into(),
+        });
+        format!("?{}", args.len())
+    });
+    (cond, args)
 }
 
 #[cfg(test)]

@@ -228,6 +228,12 @@ fn a_list_page_filters_sorts_by_expiry_and_skips() {
         assert_eq!(serials(CertFilter { expired_at: Some(150), ..mine.clone() }), ["c2"], "{n}");
         let server = CertFilter { profile: Some("server".into()), ..Default::default() };
         assert_eq!(serials(server), ["d1"], "{n}");
+        let counted = CertFilter { limit: Some(1), ..mine.clone() };
+        assert_eq!(s.count_matching(&counted).unwrap(), 3, "{n}: a count ignores the page");
+        let expired = CertFilter { expired_at: Some(150), ..mine.clone() };
+        assert_eq!(s.count_matching(&expired).unwrap(), 1, "{n}");
+        let leaves = CertFilter { issuer: Some(AuthorityRole::Intermediate), ..Default::default() };
+        assert_eq!(s.count_matching(&leaves).unwrap() + 1, s.count().unwrap(), "{n}: all but the intermediate");
         let wild = CertFilter { serial_prefix: Some("%_".into()), ..Default::default() };
         assert_eq!(serials(wild).len(), s.count().unwrap() as usize, "{n}: no wildcard but the prefix's own");
     }

@@ -168,24 +168,36 @@ fn reason_text(code: u8) -> &'static str {
 
 /// `GET /ui/`: counts by state, the CRL, the issuing CA and the expiry timeline.
 async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Peer>) -> UiResult {
+    let now = now();
+    let leaves = CertFilter { issuer: Some(AuthorityRole::Intermediate), ..CertFilter::default() };
+    let filters = [
+        ("Valid", CertFilter { valid_at: Some(now), ..leaves.clone() }, "/ui/certs?state=valid"),
+        (
+            "Expiring within 7 days",
+            CertFilter { expiring_before: Some((now, now + 7 * DAY)), ..leaves.clone() },
+            "/ui/certs?state=valid",
+        ),
+        (
+            "Expiring within 30 days",
+            CertFilter { expiring_before: Some((now, now + 30 * DAY)), ..leaves.clone() },
+            "/ui/certs?state=valid",
+        ),
+        ("Expired", CertFilter { expired_at: Some(now), ..leaves.clone() }, "/ui/certs?state=expired"),
+        ("Revoked", CertFilter { revoked_only: true, ..leaves.clone() }, "/ui/certs?state=revoked"),
+    ];
+    // Counted in the store; only the next 90 days' expiries are read, for the timeline.
+    let horizon = CertFilter { expiring_before: Some((now, now + 90 * DAY)), ..leaves };
     let st2 = st.clone();
-    let certs = blocking(move || {
+    let (cards, soon) = blocking(move || {
         admin(&st2, &peer).map_err(|e| e.0)?;
-        // Leaves only: the intermediate is the CA itself.
-        let all = st2.ca.lock().expect("ca lock").list(&CertFilter::default())?;
-        Ok(all.into_iter().filter(|c| c.issuer == AuthorityRole::Intermediate).collect::<Vec<_>>())
+        let ca = st2.ca.lock().expect("ca lock");
+        let mut cards = Vec::with_capacity(filters.len());
+        for (label, filter, href) in filters {
+            cards.push((label, ca.count(&filter)?, href));
+        }
+        Ok((cards, ca.list(&horizon)?))
     })
     .await?;
-    let now = now();
-    let count = |f: &dyn Fn(&CertRecord) -> bool| certs.iter().filter(|c| f(c)).count();
-    let live = |c: &CertRecord| c.revocation.is_none() && c.not_after > now;
-    let cards = [
-        ("Valid", count(&live), "/ui/certs?state=valid"),
-        ("Expiring within 7 days", count(&|c| live(c) && c.not_after <= now + 7 * DAY), "/ui/certs?state=valid"),
-        ("Expiring within 30 days", count(&|c| live(c) && c.not_after <= now + 30 * DAY), "/ui/certs?state=valid"),
-        ("Expired", count(&|c| c.revocation.is_none() && c.not_after <= now), "/ui/certs?state=expired"),
-        ("Revoked", count(&|c| c.revocation.is_some()), "/ui/certs?state=revoked"),
-    ];
     let crl = st.crl.load_full();
     let crl_info = x509_parser::parse_x509_crl(crl.der()).ok().map(|(_, c)| {
         let number = c.crl_number().map(|n| n.to_string()).unwrap_or_else(|| "none".into());
@@ -195,7 +207,7 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
     let ca_expiry =
         x509_parser::parse_x509_certificate(st.signer.cert_der()).ok().map(|(_, c)| c.validity().not_after.timestamp());
     let mut per_day = [0usize; 90];
-    for c in certs.iter().filter(|c| live(c)) {
+    for c in &soon {
         let day = (c.not_after - now) / DAY;
         if let Some(n) = usize::try_from(day).ok().and_then(|d| per_day.get_mut(d)) {
             *n += 1;
