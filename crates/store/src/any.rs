@@ -123,6 +123,9 @@ impl CertStore for Store {
     fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64> {
         delegate!(self, s => s.next_crl_number(issuer))
     }
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        delegate!(self, s => s.audit_recent(action, actor, limit))
+    }
     fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
         delegate!(self, s => s.count_matching(filter))
     }

@@ -469,6 +469,9 @@ pub trait CertStore {
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()>;
     /// The audit trail from `since` (unix seconds) on, oldest first.
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
+    /// The newest `limit` entries, newest first, of this action (exactly)
+    /// and whose actor contains `actor` (the console's audit page).
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>>;
     /// Everything in the store (one consistent read).
     fn snapshot(&self) -> Result<Snapshot>;
     /// Writes `snap` into a store without a CA, in one transaction;

@@ -585,19 +585,20 @@ fn read_audit(c: &mut impl GenericClient, since: i64) -> Result<Vec<AuditRecord>
         "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= $1 ORDER BY id",
         &[&since],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| AuditRecord {
-            at: r.get(0),
-            node: r.get(1),
-            actor: r.get(2),
-            action: r.get(3),
-            subject: r.get(4),
-            serial: r.get(5),
-            outcome: r.get(6),
-            detail: r.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(audit_from_row).collect())
+}
+
+fn audit_from_row(r: &Row) -> AuditRecord {
+    AuditRecord {
+        at: r.get(0),
+        node: r.get(1),
+        actor: r.get(2),
+        action: r.get(3),
+        subject: r.get(4),
+        serial: r.get(5),
+        outcome: r.get(6),
+        detail: r.get(7),
+    }
 }
 
 /// Tokens as they are, spent or not (one statement prepared for all).
@@ -777,6 +778,17 @@ impl CertStore for PgStore {
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
         read_audit(&mut **self.lock(), since)
+    }
+
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        // strpos, not LIKE: the actor filter has no wildcards.
+        let rows = self.lock().query(
+            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit \
+             WHERE ($1::TEXT IS NULL OR action = $1) AND ($2::TEXT IS NULL OR strpos(actor, $2) > 0) \
+             ORDER BY id DESC LIMIT $3",
+            &[&action, &actor, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(audit_from_row).collect())
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

@@ -643,21 +643,18 @@ impl CertStore for SqliteStore {
     }
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok(AuditRecord {
-                at: r.get(0)?,
-                node: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                subject: r.get(4)?,
-                serial: r.get(5)?,
-                outcome: r.get(6)?,
-                detail: r.get(7)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE at >= ?1 ORDER BY id"))?;
+        let rows = stmt.query_map([since], audit_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        // instr, not LIKE: the actor filter has no wildcards.
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE (?1 IS NULL OR action = ?1) \
+             AND (?2 IS NULL OR instr(actor, ?2) > 0) ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![action, actor, limit], audit_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -766,6 +763,21 @@ impl CertStore for SqliteStore {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)
     }
+}
+
+const AUDIT_COLUMNS: &str = "at, node, actor, action, subject, serial, outcome, detail";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.get(0)?,
+        node: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        subject: r.get(4)?,
+        serial: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+    })
 }
 
 /// A filter's SQL and its bound values, `?N` placeholders.

@@ -240,6 +240,37 @@ fn a_list_page_filters_sorts_by_expiry_and_skips() {
 }
 
 #[test]
+fn recent_audit_entries_come_newest_first_filtered_by_action_and_actor() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let entry = |actor: &str, action: &str, subject: &str| AuditRecord {
+            at: 5,
+            node: "n".into(),
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            serial: None,
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        s.record_audit(&[
+            entry("cli", "revoke", "a"),
+            entry("admin:0a", "revoke", "b"),
+            entry("admin:0a", "issue", "c"),
+        ])
+        .unwrap();
+        let subjects = |action, actor, limit| {
+            s.audit_recent(action, actor, limit).unwrap().into_iter().map(|e| e.subject).collect::<Vec<_>>()
+        };
+        assert_eq!(subjects(Some("revoke"), None, 10), ["b", "a"], "{n}");
+        assert_eq!(subjects(None, Some("admin:"), 10), ["c", "b"], "{n}");
+        assert_eq!(subjects(Some("revoke"), Some("admin"), 10), ["b"], "{n}");
+        assert_eq!(subjects(None, None, 1), ["c"], "{n}");
+        assert_eq!(subjects(None, Some("%"), 10), [] as [&str; 0], "{n}: no wildcard");
+    }
+}
+
+#[test]
 fn recent_tokens_come_newest_first_and_at_most_the_limit() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);

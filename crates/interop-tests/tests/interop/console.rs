@@ -227,6 +227,11 @@ fn a_revoke_through_the_form_is_in_the_list_and_the_crl_and_a_forged_one_changes
     let text = run(Command::new("openssl").args(["crl", "-noout", "-text", "-in"]).arg(&file)).stdout;
     assert!(text.to_uppercase().contains(&serial.to_uppercase()), "{serial} in\n{text}");
     assert!(text.contains("Key Compromise"), "{text}");
+    // The audit page names the admin, filtered by action and actor.
+    let trail = get(&ca, Some("admin"), port, "/ui/audit?action=revoke&actor=admin%3A").body;
+    assert_eq!(trail.matches("<tr><td>").count(), 1, "only the console's revoke (gone was by the CLI): {trail}");
+    assert!(trail.contains(&serial) && trail.contains(&format!("admin:{}", serial_of(&ca, "admin"))), "{trail}");
+    assert_eq!(get(&ca, Some("admin"), port, "/ui/audit?action=revoke").body.matches("<tr><td>").count(), 2);
 
     // The Sec-Fetch-Site path (no Origin) works too, for the CRL form.
     let confirm = get(&ca, Some("admin"), port, "/ui/crl/publish");

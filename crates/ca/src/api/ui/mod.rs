@@ -762,13 +762,9 @@ async fn audit(
     let (a2, b2) = (action.clone(), actor.clone());
     let entries: Vec<AuditRecord> = blocking(move || {
         admin(&st, &peer).map_err(|e| e.0)?;
-        let all = st.ca.lock().expect("ca lock").audit_within(None)?;
-        Ok(all
-            .into_iter()
-            .rev()
-            .filter(|e| (a2.is_empty() || e.action == a2) && (b2.is_empty() || e.actor.contains(&b2)))
-            .take(500)
-            .collect())
+        let some = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        let (action, actor) = (some(&a2), some(&b2));
+        Ok(st.ca.lock().expect("ca lock").audit_recent(action.as_deref(), actor.as_deref(), 500)?)
     })
     .await?;
     Ok(page(
