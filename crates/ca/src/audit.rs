@@ -94,6 +94,16 @@ impl<S: CertStore> CertificateAuthority<S> {
         let since = within.map_or(i64::MIN, |d| now().unix_timestamp().saturating_sub(d.as_secs() as i64));
         Ok(self.store.audit_since(since)?)
     }
+
+    /// The newest `limit` entries of `action` by an actor containing `actor`.
+    pub fn audit_recent(
+        &self,
+        action: Option<&str>,
+        actor: Option<&str>,
+        limit: u32,
+    ) -> crate::Result<Vec<AuditRecord>> {
+        Ok(self.store.audit_recent(action, actor, limit)?)
+    }
 }
 
 /// `ambos audit`: the trail as a table.

@@ -101,6 +101,11 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(secrets)
     }
 
+    /// The newest `limit` tokens, newest first (the console's list).
+    pub fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        Ok(self.store.recent_tokens(limit)?)
+    }
+
     /// An enrollment refused before anything was signed (its token unknown,
     /// spent or expired, or its CSR refused), for the audit trail.
     pub fn enrollment_refused(&mut self, secret: &str, why: &CaError) {

@@ -572,6 +572,11 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(self.store.list(filter)?)
     }
 
+    /// How many certificates `filter` selects, counted in the store.
+    pub fn count(&self, filter: &CertFilter) -> Result<u64> {
+        Ok(self.store.count_matching(filter)?)
+    }
+
     /// The record of the certificate a client connected with, if it may use
     /// the API: issued here and not revoked.
     pub fn peer(&self, serial: &str) -> Result<CertRecord> {

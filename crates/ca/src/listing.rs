@@ -44,6 +44,7 @@ impl ListQuery {
             revoked_only: self.revoked,
             name: self.name.clone(),
             current: self.current,
+            ..CertFilter::default()
         })
     }
 }

@@ -123,6 +123,12 @@ impl CertStore for Store {
     fn next_crl_number(&mut self, issuer: AuthorityRole) -> Result<u64> {
         delegate!(self, s => s.next_crl_number(issuer))
     }
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        delegate!(self, s => s.audit_recent(action, actor, limit))
+    }
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        delegate!(self, s => s.count_matching(filter))
+    }
     fn count(&self) -> Result<u64> {
         delegate!(self, s => s.count())
     }
@@ -131,6 +137,9 @@ impl CertStore for Store {
     }
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         delegate!(self, s => s.token(hash))
+    }
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        delegate!(self, s => s.recent_tokens(limit))
     }
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         delegate!(self, s => s.spend_tokens(spends, now, node))

@@ -325,6 +325,80 @@ pub struct CertFilter {
     /// Only the newest unrevoked certificate of each name: a renewal
     /// supersedes the certificate it replaced.
     pub current: bool,
+    pub profile: Option<String>,
+    /// Only certificates signed by this authority (the intermediate: leaves).
+    pub issuer: Option<AuthorityRole>,
+    /// Serials starting with this (canonical lowercase hex).
+    pub serial_prefix: Option<String>,
+    /// Only unrevoked certificates whose `not_after` is after this (valid at it).
+    pub valid_at: Option<i64>,
+    /// Only unrevoked certificates whose `not_after` is at or before this.
+    pub expired_at: Option<i64>,
+    /// Soonest expiry first instead of issuance order.
+    pub by_expiry: bool,
+    /// At most this many, after skipping `offset` (the console's pages).
+    pub limit: Option<u32>,
+    pub offset: u64,
+}
+
+impl CertFilter {
+    /// The conditions and, with `page`, the tail (order, page) in SQL both
+    /// stores speak, with `arg(value)` giving the placeholder of each bound value.
+    pub(crate) fn sql<A>(&self, page: bool, mut arg: A) -> String
+    where
+        A: FnMut(FilterArg) -> String,
+    {
+        let mut sql = String::new();
+        if let Some(name) = &self.name {
+            sql.push_str(&format!(" AND name = {}", arg(FilterArg::Text(name.clone()))));
+        }
+        if let Some(profile) = &self.profile {
+            sql.push_str(&format!(" AND profile = {}", arg(FilterArg::Text(profile.clone()))));
+        }
+        if let Some(issuer) = self.issuer {
+            sql.push_str(&format!(" AND issuer = {}", arg(FilterArg::Text(issuer.as_str().into()))));
+        }
+        if let Some(prefix) = &self.serial_prefix {
+            // Hex only, so no LIKE wildcard can slip in.
+            let hex: String = prefix.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_lowercase();
+            sql.push_str(&format!(" AND serial LIKE {}", arg(FilterArg::Text(format!("{hex}%")))));
+        }
+        if self.revoked_only {
+            sql.push_str(" AND revoked_at IS NOT NULL");
+        }
+        if self.current {
+            sql.push_str(CURRENT_ONLY);
+        }
+        if let Some((now, before)) = self.expiring_before {
+            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > {}", arg(FilterArg::Int(now))));
+            sql.push_str(&format!(" AND not_after <= {}", arg(FilterArg::Int(before))));
+        }
+        if let Some(at) = self.valid_at {
+            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > {}", arg(FilterArg::Int(at))));
+        }
+        if let Some(at) = self.expired_at {
+            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after <= {}", arg(FilterArg::Int(at))));
+        }
+        if !page {
+            return sql;
+        }
+        sql.push_str(if self.by_expiry { " ORDER BY not_after, id" } else { " ORDER BY id" });
+        if let Some(limit) = self.limit {
+            let offset = self.offset.min(i64::MAX as u64) as i64;
+            sql.push_str(&format!(
+                " LIMIT {} OFFSET {}",
+                arg(FilterArg::Int(limit.into())),
+                arg(FilterArg::Int(offset))
+            ));
+        }
+        sql
+    }
+}
+
+/// A value bound in a [`CertFilter`]'s SQL.
+pub(crate) enum FilterArg {
+    Text(String),
+    Int(i64),
 }
 
 /// The audit entries of a grant change, from the grant as stored (its id
@@ -354,6 +428,8 @@ pub trait CertStore {
     fn cert_by_serial(&self, serial: &str) -> Result<Option<CertRecord>>;
     fn certs_by_name(&self, name: &str) -> Result<Vec<CertRecord>>;
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>>;
+    /// How many certificates `filter` selects (its order and page aside).
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64>;
     /// Marks a certificate revoked; unknown or already revoked serials are errors.
     fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord>;
     /// Serials revoked that were signed by `issuer`, for its CRL.
@@ -365,6 +441,8 @@ pub trait CertStore {
     /// Stores new tokens in one transaction.
     fn insert_tokens(&mut self, tokens: &[TokenRecord], audit: &[AuditRecord]) -> Result<()>;
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// The newest `limit` tokens (outstanding, spent and expired), newest first.
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>>;
     /// Spends tokens and stores the certificates they bought: one transaction
     /// for the group, each spend all-or-nothing (a token works exactly once).
     /// Each spend's audit entry (`enroll`, by the token, on `node`) is in the
@@ -391,6 +469,9 @@ pub trait CertStore {
     fn record_audit(&mut self, events: &[AuditRecord]) -> Result<()>;
     /// The audit trail from `since` (unix seconds) on, oldest first.
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>>;
+    /// The newest `limit` entries, newest first, of this action (exactly)
+    /// and whose actor contains `actor` (the console's audit page).
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>>;
     /// Everything in the store (one consistent read).
     fn snapshot(&self) -> Result<Snapshot>;
     /// Writes `snap` into a store without a CA, in one transaction;

@@ -585,19 +585,20 @@ fn read_audit(c: &mut impl GenericClient, since: i64) -> Result<Vec<AuditRecord>
         "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= $1 ORDER BY id",
         &[&since],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| AuditRecord {
-            at: r.get(0),
-            node: r.get(1),
-            actor: r.get(2),
-            action: r.get(3),
-            subject: r.get(4),
-            serial: r.get(5),
-            outcome: r.get(6),
-            detail: r.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(audit_from_row).collect())
+}
+
+fn audit_from_row(r: &Row) -> AuditRecord {
+    AuditRecord {
+        at: r.get(0),
+        node: r.get(1),
+        actor: r.get(2),
+        action: r.get(3),
+        subject: r.get(4),
+        serial: r.get(5),
+        outcome: r.get(6),
+        detail: r.get(7),
+    }
 }
 
 /// Tokens as they are, spent or not (one statement prepared for all).
@@ -717,25 +718,8 @@ impl CertStore for PgStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE");
-        let mut args: Vec<Box<dyn postgres::types::ToSql + Sync>> = Vec::new();
-        if let Some(name) = &filter.name {
-            args.push(Box::new(name.clone()));
-            sql.push_str(&format!(" AND name = ${}", args.len()));
-        }
-        if filter.revoked_only {
-            sql.push_str(" AND revoked_at IS NOT NULL");
-        }
-        if filter.current {
-            sql.push_str(crate::CURRENT_ONLY);
-        }
-        if let Some((now, before)) = filter.expiring_before {
-            args.push(Box::new(now));
-            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ${}", args.len()));
-            args.push(Box::new(before));
-            sql.push_str(&format!(" AND not_after <= ${}", args.len()));
-        }
-        sql.push_str(" ORDER BY id");
+        let (cond, args) = postgres_filter(filter, true);
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE TRUE{cond}");
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         self.lock().query(&sql, &refs)?.iter().map(cert_from_row).collect()
     }
@@ -794,6 +778,17 @@ impl CertStore for PgStore {
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
         read_audit(&mut **self.lock(), since)
+    }
+
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        // strpos, not LIKE: the actor filter has no wildcards.
+        let rows = self.lock().query(
+            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit \
+             WHERE ($1::TEXT IS NULL OR action = $1) AND ($2::TEXT IS NULL OR strpos(actor, $2) > 0) \
+             ORDER BY id DESC LIMIT $3",
+            &[&action, &actor, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(audit_from_row).collect())
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -892,6 +887,13 @@ impl CertStore for PgStore {
         Ok((r.get(0), r.get(1)))
     }
 
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        let (cond, args) = postgres_filter(filter, false);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let sql = format!("SELECT COUNT(*) FROM certificate WHERE TRUE{cond}");
+        Ok(self.lock().query_one(&sql, &refs)?.get::<_, i64>(0) as u64)
+    }
+
     fn count(&self) -> Result<u64> {
         Ok(self.lock().query_one("SELECT COUNT(*) FROM certificate", &[])?.get::<_, i64>(0) as u64)
     }
@@ -904,6 +906,11 @@ impl CertStore for PgStore {
         let mut conn = self.lock();
         let stmt = conn.prepared(concat!("SELECT ", token_columns!(), " FROM token WHERE hash = $1"))?;
         Ok(conn.query_opt(&stmt, &[&hash])?.map(|r| token_from_row(&r)))
+    }
+
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at DESC, hash LIMIT $1");
+        Ok(self.lock().query(&sql, &[&i64::from(limit)])?.iter().map(token_from_row).collect())
     }
 
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
@@ -997,6 +1004,21 @@ impl CertStore for PgStore {
             |g| audit(g).into(),
         )
     }
+}
+
+type PgArgs = Vec<Box<dyn postgres::types::ToSql + Sync>>;
+
+/// A filter's SQL and its bound values, `$N` placeholders.
+fn postgres_filter(filter: &CertFilter, page: bool) -> (String, PgArgs) {
+    let mut args: PgArgs = Vec::new();
+    let cond = filter.sql(page, |a| {
+        args.push(match a {
+            crate::FilterArg::Text(t) => Box::new(t),
+            crate::FilterArg::Int(i) => Box::new(i),
+        });
+        format!("${}", args.len())
+    });
+    (cond, args)
 }
 
 #[cfg(test)]

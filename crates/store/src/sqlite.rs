@@ -433,6 +433,13 @@ impl CertStore for SqliteStore {
             .optional()?)
     }
 
+    fn recent_tokens(&self, limit: u32) -> Result<Vec<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM token ORDER BY created_at DESC, hash LIMIT ?1");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([limit], token_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn spend_tokens(&mut self, spends: &[(String, CertRecord)], now: i64, node: &str) -> Result<Vec<Result<()>>> {
         // One transaction for the whole group (one fsync), a savepoint per spend:
         // a refused spend leaves no trace and does not disturb the others.
@@ -497,25 +504,8 @@ impl CertStore for SqliteStore {
     }
 
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>> {
-        let mut sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1");
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if let Some(name) = &filter.name {
-            args.push(name.clone().into());
-            sql.push_str(&format!(" AND name = ?{}", args.len()));
-        }
-        if filter.revoked_only {
-            sql.push_str(" AND revoked_at IS NOT NULL");
-        }
-        if filter.current {
-            sql.push_str(crate::CURRENT_ONLY);
-        }
-        if let Some((now, before)) = filter.expiring_before {
-            args.push(now.into());
-            sql.push_str(&format!(" AND revoked_at IS NULL AND not_after > ?{}", args.len()));
-            args.push(before.into());
-            sql.push_str(&format!(" AND not_after <= ?{}", args.len()));
-        }
-        sql.push_str(" ORDER BY id");
+        let (cond, args) = sqlite_filter(filter, true);
+        let sql = format!("SELECT {CERT_COLUMNS} FROM certificate WHERE 1=1{cond}");
         let mut stmt = self.conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), cert_from_row)?;
         rows.map(|r| finish(r?)).collect()
@@ -653,21 +643,18 @@ impl CertStore for SqliteStore {
     }
 
     fn audit_since(&self, since: i64) -> Result<Vec<AuditRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT at, node, actor, action, subject, serial, outcome, detail FROM audit WHERE at >= ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([since], |r| {
-            Ok(AuditRecord {
-                at: r.get(0)?,
-                node: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                subject: r.get(4)?,
-                serial: r.get(5)?,
-                outcome: r.get(6)?,
-                detail: r.get(7)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE at >= ?1 ORDER BY id"))?;
+        let rows = stmt.query_map([since], audit_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn audit_recent(&self, action: Option<&str>, actor: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        // instr, not LIKE: the actor filter has no wildcards.
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit WHERE (?1 IS NULL OR action = ?1) \
+             AND (?2 IS NULL OR instr(actor, ?2) > 0) ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![action, actor, limit], audit_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -765,10 +752,45 @@ impl CertStore for SqliteStore {
         )?)
     }
 
+    fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
+        let (cond, args) = sqlite_filter(filter, false);
+        let sql = format!("SELECT COUNT(*) FROM certificate WHERE 1=1{cond}");
+        let n: i64 = self.conn.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     fn count(&self) -> Result<u64> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)
     }
+}
+
+const AUDIT_COLUMNS: &str = "at, node, actor, action, subject, serial, outcome, detail";
+
+fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: r.get(0)?,
+        node: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        subject: r.get(4)?,
+        serial: r.get(5)?,
+        outcome: r.get(6)?,
+        detail: r.get(7)?,
+    })
+}
+
+/// A filter's SQL and its bound values, `?N` placeholders.
+fn sqlite_filter(filter: &CertFilter, page: bool) -> (String, Vec<rusqlite::types::Value>) {
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let cond = filter.sql(page, |a| {
+        args.push(match a {
+            crate::FilterArg::Text(t) => t.into(),
+            crate::FilterArg::Int(i) => i.into(),
+        });
+        format!("?{}", args.len())
+    });
+    (cond, args)
 }
 
 #[cfg(test)]

@@ -212,6 +212,78 @@ fn current_shows_the_newest_unrevoked_certificate_of_each_name() {
 }
 
 #[test]
+fn a_list_page_filters_sorts_by_expiry_and_skips() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let mut certs = [cert("c1", "p", 300), cert("c2", "p", 100), cert("c3", "p", 200), cert("d1", "q", 50)];
+        certs[3].profile = "server".into();
+        s.insert_certs(&certs, &[]).unwrap();
+        s.revoke("c3", Revocation { revoked_at: 10, reason: 1 }, &[]).unwrap();
+        let serials = |f: CertFilter| s.list(&f).unwrap().into_iter().map(|c| c.serial).collect::<Vec<_>>();
+        let mine = CertFilter { serial_prefix: Some("C".into()), by_expiry: true, ..Default::default() };
+        assert_eq!(serials(mine.clone()), ["c2", "c3", "c1"], "{n}: soonest expiry first");
+        assert_eq!(serials(CertFilter { limit: Some(1), offset: 1, ..mine.clone() }), ["c3"], "{n}");
+        assert_eq!(serials(CertFilter { limit: Some(5), offset: 9, ..mine.clone() }), [] as [&str; 0], "{n}");
+        assert_eq!(serials(CertFilter { valid_at: Some(150), ..mine.clone() }), ["c1"], "{n}: c3 is revoked");
+        assert_eq!(serials(CertFilter { expired_at: Some(150), ..mine.clone() }), ["c2"], "{n}");
+        let server = CertFilter { profile: Some("server".into()), ..Default::default() };
+        assert_eq!(serials(server), ["d1"], "{n}");
+        let counted = CertFilter { limit: Some(1), ..mine.clone() };
+        assert_eq!(s.count_matching(&counted).unwrap(), 3, "{n}: a count ignores the page");
+        let expired = CertFilter { expired_at: Some(150), ..mine.clone() };
+        assert_eq!(s.count_matching(&expired).unwrap(), 1, "{n}");
+        let leaves = CertFilter { issuer: Some(AuthorityRole::Intermediate), ..Default::default() };
+        assert_eq!(s.count_matching(&leaves).unwrap() + 1, s.count().unwrap(), "{n}: all but the intermediate");
+        let wild = CertFilter { serial_prefix: Some("%_".into()), ..Default::default() };
+        assert_eq!(serials(wild).len(), s.count().unwrap() as usize, "{n}: no wildcard but the prefix's own");
+    }
+}
+
+#[test]
+fn recent_audit_entries_come_newest_first_filtered_by_action_and_actor() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let entry = |actor: &str, action: &str, subject: &str| AuditRecord {
+            at: 5,
+            node: "n".into(),
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            serial: None,
+            outcome: "ok".into(),
+            detail: String::new(),
+        };
+        s.record_audit(&[
+            entry("cli", "revoke", "a"),
+            entry("admin:0a", "revoke", "b"),
+            entry("admin:0a", "issue", "c"),
+        ])
+        .unwrap();
+        let subjects = |action, actor, limit| {
+            s.audit_recent(action, actor, limit).unwrap().into_iter().map(|e| e.subject).collect::<Vec<_>>()
+        };
+        assert_eq!(subjects(Some("revoke"), None, 10), ["b", "a"], "{n}");
+        assert_eq!(subjects(None, Some("admin:"), 10), ["c", "b"], "{n}");
+        assert_eq!(subjects(Some("revoke"), Some("admin"), 10), ["b"], "{n}");
+        assert_eq!(subjects(None, None, 1), ["c"], "{n}");
+        assert_eq!(subjects(None, Some("%"), 10), [] as [&str; 0], "{n}: no wildcard");
+    }
+}
+
+#[test]
+fn recent_tokens_come_newest_first_and_at_most_the_limit() {
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let mut older = token("old", 100);
+        older.created_at -= 10;
+        s.insert_tokens(&[older, token("new", 100)], &[]).unwrap();
+        let hashes = |limit| s.recent_tokens(limit).unwrap().into_iter().map(|t| t.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(10), ["new", "old"], "{n}");
+        assert_eq!(hashes(1), ["new"], "{n}");
+    }
+}
+
+#[test]
 fn a_token_buys_exactly_one_certificate() {
     for mut b in initialised() {
         let (n, s) = (b.name, &mut b.store);

@@ -43,6 +43,13 @@ pub(super) fn build_crl(
     })
 }
 
+impl CrlDoc {
+    /// The intermediate's CRL, DER.
+    pub(super) fn der(&self) -> &[u8] {
+        &self.der
+    }
+}
+
 impl CaState {
     pub(super) fn refresh_crl(&self) -> Result<(), CaError> {
         let mut ca = self.ca.lock().expect("ca lock");

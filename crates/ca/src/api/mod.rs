@@ -29,6 +29,7 @@ mod oauth;
 mod options;
 mod renew;
 mod revoke;
+mod ui;
 
 use error::ApiError;
 pub use limits::ServeLimits;
@@ -60,6 +61,8 @@ struct Peer(Option<Arc<PeerCert>>);
 struct PeerCert {
     serial: String,
     der: Vec<u8>,
+    /// What the console's form tokens are bound to.
+    sha256: String,
 }
 
 impl Peer {
@@ -67,7 +70,7 @@ impl Peer {
     fn of(der: Option<&rustls_pki_types::CertificateDer<'_>>) -> Peer {
         Peer(der.and_then(|der| {
             let id = ambos_tls::Identity::from_der(der).ok()?;
-            Some(Arc::new(PeerCert { serial: id.serial, der: der.to_vec() }))
+            Some(Arc::new(PeerCert { serial: id.serial, der: der.to_vec(), sha256: ambos_pki::sha256_hex(der) }))
         }))
     }
 
@@ -102,6 +105,8 @@ struct CaState {
     token_ttl: Duration,
     /// To unlock a signing key rotated while the server runs.
     passphrase: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// Signs the console's form tokens.
+    form_key: ui::csrf::FormKey,
 }
 
 impl CaState {
@@ -137,6 +142,7 @@ impl CaState {
             issuer,
             token_ttl: opts.token_ttl,
             passphrase: passphrase.map(|p| zeroize::Zeroizing::new(p.to_vec())),
+            form_key: ui::csrf::FormKey::random(),
         });
         Ok((state, tls, lifetime))
     }
@@ -191,6 +197,7 @@ fn router(state: Arc<CaState>, prometheus: metrics_exporter_prometheus::Promethe
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/healthz", get(health))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .merge(ui::routes())
         .with_state(state)
 }
 

@@ -2,6 +2,7 @@
 mod audit_rotation;
 mod ca_cli;
 mod client_revocation;
+mod console;
 mod crash;
 mod deploy;
 mod fairness;
