@@ -3,14 +3,19 @@
 //! what serves pages today: `ambos proxy` in front of a JSON upstream, and
 //! `ambos serve`. Chromium trusts only the test CA: nothing ignores
 //! certificate errors.
-use ambos_interop_tests::{browser, browser_available, start_http_upstream, Daemon, ProxyToml, TestCa};
+use ambos_interop_tests::{
+    browser, browser_available, start_http_upstream, wait_file_contains, Daemon, ProxyToml, TestCa,
+};
 use serde_json::{json, Value};
+use std::path::Path;
 
-/// A CA with localhost and alice, and a proxy in front of a JSON upstream.
+/// A CA with localhost and alice, and a proxy (auditing to audit.jsonl) in
+/// front of a JSON upstream.
 fn proxy_fixture() -> (TestCa, Daemon) {
     let ca = TestCa::with_localhost(&["alice"]);
     let upstream = start_http_upstream();
-    let proxy = Daemon::proxy(ca.dir(), &ProxyToml::http(upstream).to_string(), &[]);
+    let config = ProxyToml::http(upstream).audit(Path::new("audit.jsonl"), "");
+    let proxy = Daemon::proxy(ca.dir(), &config.to_string(), &[]);
     (ca, proxy)
 }
 
@@ -58,8 +63,12 @@ fn chromium_without_a_client_certificate_is_refused_by_the_proxy() {
     let (ca, proxy) = proxy_fixture();
     let r = browser(&job(&ca, proxy.port, "/", None));
     assert_eq!(r["status"], Value::Null, "{r}");
-    // Refused for the missing certificate, after Chromium trusted the server.
-    assert!(r["error"].as_str().unwrap_or_default().contains("net::ERR_BAD_SSL_CLIENT_AUTH_CERT"), "{r}");
+    // Chromium says ERR_BAD_SSL_CLIENT_AUTH_CERT, or (seen once in 30 runs on
+    // a loaded machine) ERR_SOCKET_NOT_CONNECTED; never a trust error, and the
+    // proxy's audit says why it refused.
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("page.goto: net::ERR_") && !error.contains("CERT_AUTHORITY_INVALID"), "{r}");
+    wait_file_contains(&ca.dir().join("audit.jsonl"), "the client sent no certificate", 10);
 }
 
 #[test]
@@ -98,4 +107,67 @@ fn chromium_reads_healthz_from_ambos_serve() {
     assert_eq!(r["status"], 200, "{r}\n{}", serve.log());
     assert_eq!(r["texts"][0].as_str().map(str::trim), Some("ok"), "{r}");
     assert_eq!(r["consoleErrors"], json!([]), "{r}");
+}
+
+/// A form page (an alert on click, a submit to a second page that shows
+/// the field) and a page under a strict CSP with an inline script, as
+/// files: the driver's steps, dialogs and axe on pages of known contents.
+fn write_pages(dir: &Path) {
+    std::fs::write(
+        dir.join("form.html"),
+        r#"<!doctype html><html lang="en"><head><title>Form</title></head><body><main><h1>Form</h1>
+<form id="f" action="done.html"><label>Name <input id="who" name="who"></label>
+<button type="button" id="warn" onclick="alert('hi ' + document.getElementById('who').value)">Warn</button>
+<button>Send</button></form></main></body></html>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("done.html"),
+        r#"<!doctype html><html lang="en"><head><title>Done</title></head><body><main><h1>Done</h1><p id="out"></p></main>
+<script>document.getElementById('out').textContent = new URLSearchParams(location.search).get('who')</script></body></html>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("strict.html"),
+        r#"<!doctype html><html lang="en"><head><meta http-equiv="Content-Security-Policy" content="script-src 'self'">
+<title>Strict</title></head><body><main><h1>Strict</h1><p>Text</p></main><script>alert('inline ran')</script></body></html>"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_driver_fills_clicks_submits_and_records_the_alert() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_pages(dir.path());
+    let r = browser(&json!({
+        "url": format!("file://{}/form.html", dir.path().display()),
+        "steps": [
+            { "fill": ["#who", "alice"] },
+            { "click": "#warn" },
+            { "submit": "#f" },
+            { "text": "#out" },
+        ],
+        "axe": true,
+    }));
+    assert_eq!(r["texts"], json!(["alice"]), "{r}");
+    assert_eq!(r["title"], "Done", "{r}");
+    assert_eq!(r["dialogs"], json!([{ "type": "alert", "message": "hi alice" }]), "{r}");
+    assert_eq!(r["axe"]["violations"], json!([]), "a clean page has no findings: {r}");
+}
+
+#[test]
+fn axe_runs_under_a_strict_csp_which_still_blocks_inline_script() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_pages(dir.path());
+    let r = browser(&json!({ "url": format!("file://{}/strict.html", dir.path().display()), "axe": true }));
+    assert_eq!(r["dialogs"], json!([]), "the inline script did not run: {r}");
+    let errors = r["consoleErrors"].to_string();
+    assert!(errors.contains("Content Security Policy"), "the refusal is reported: {r}");
+    assert!(r["axe"]["passes"].as_u64() > Some(0), "axe ran: {r}");
 }
