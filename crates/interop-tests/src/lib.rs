@@ -788,9 +788,14 @@ pub fn browser_available() -> bool {
 pub fn browser(job: &serde_json::Value) -> serde_json::Value {
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
+    let mut node = Command::new("node");
+    // Set here, run.mjs need not start a second node (which killing this
+    // one on a timeout would leave behind).
+    if let Some(ca) = job["ca"].as_str() {
+        node.env("NODE_EXTRA_CA_CERTS", ca);
+    }
     let mut child = ChildGuard(
-        Command::new("node")
-            .arg(browser_dir().join("run.mjs"))
+        node.arg(browser_dir().join("run.mjs"))
             .arg(job.to_string())
             .stdin(Stdio::null())
             .stdout(out.reopen().unwrap())
