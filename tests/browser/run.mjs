@@ -76,7 +76,7 @@ try {
   page.on('pageerror', (e) => result.consoleErrors.push(String(e)));
 
   try {
-    const response = await page.goto(job.url, { timeout: 15000 });
+    const response = await page.goto(job.url, { timeout: 30000 });
     result.status = response ? response.status() : null;
     // Playwright's proxy answers 503 with this text when its TLS connection
     // to the server failed (untrusted server, refused client certificate).

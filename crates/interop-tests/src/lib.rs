@@ -784,7 +784,7 @@ pub fn browser_available() -> bool {
 /// Runs one job in headless Chromium through tests/browser/run.mjs (its
 /// header describes the job and the result) and returns the result. A page
 /// that cannot be loaded is a result with `error`; a driver that crashes or
-/// hangs (60 s) fails the test, and nothing it started outlives the call.
+/// hangs (90 s) fails the test, and nothing it started outlives the call.
 pub fn browser(job: &serde_json::Value) -> serde_json::Value {
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
@@ -803,11 +803,11 @@ pub fn browser(job: &serde_json::Value) -> serde_json::Value {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start node: {e}")),
     );
-    let status = poll(60, Duration::from_millis(50), || child.0.try_wait().unwrap(), Option::is_some);
+    let status = poll(90, Duration::from_millis(50), || child.0.try_wait().unwrap(), Option::is_some);
     let stdout = std::fs::read_to_string(out.path()).unwrap();
     let stderr = std::fs::read_to_string(err.path()).unwrap();
     let Some(status) = status else {
-        panic!("the browser job did not finish in 60 s: {job}\n{stderr}");
+        panic!("the browser job did not finish in 90 s: {job}\n{stderr}");
     };
     assert!(status.success(), "run.mjs exited with {status}: {stderr}\njob: {job}");
     let last = stdout.lines().last().unwrap_or_default();
