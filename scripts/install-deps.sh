@@ -22,6 +22,13 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # the units (systemd need not run), readelf on the image's binary.
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v readelf >/dev/null || need+=(binutils)
+# The browser tests: Debian's headless Chromium, driven from Node.js by
+# playwright-core (tests/browser/run.mjs); certutil makes the throwaway NSS
+# database through which Chromium trusts the test CA.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v certutil >/dev/null || need+=(libnss3-tools)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
@@ -53,10 +60,17 @@ for mod in websockets h2 jwcrypto authlib requests kubernetes_validate; do
             || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"
     fi
 done
+# playwright-core and axe-core at the versions tests/browser/package-lock.json
+# pins (playwright-core downloads no browser of its own); `npm ls` fails
+# when node_modules does not hold exactly those.
+browser="$(dirname "$0")/../tests/browser"
+if ! npm ls --prefix "$browser" >/dev/null 2>&1; then
+    npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error
+fi
 # Debian starts nginx (and PostgreSQL) on install; the tests run their own instances.
 for svc in nginx haproxy postgresql; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi
 done
-echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | awk 'NR == 1')"
+echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | awk 'NR == 1'), $(chromium --version 2>/dev/null), node $(node --version)"

@@ -23,6 +23,8 @@ pg="$(mktemp -d)"
 trap './scripts/pg-cluster.sh stop "$pg"; rm -rf "$pg"' EXIT
 AMBOS_TEST_POSTGRES="$(./scripts/pg-cluster.sh start "$pg")"
 export AMBOS_TEST_POSTGRES AMBOS_REQUIRE_POSTGRES=1
+# install-deps.sh installed Chromium: a browser test that finds none fails here.
+export AMBOS_REQUIRE_BROWSER=1
 
 echo "== benchmark smoke runs, in the background (tiny counts, so they cannot rot)"
 # In smoke mode the bench scripts check that their setup and arithmetic

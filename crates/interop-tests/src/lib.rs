@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: run the real `ambos` binary and real
 //! outside programs (openssl, curl, keytool, java, nginx) on 127.0.0.1.
-//! A missing program fails the test: nothing here skips.
+//! A missing program fails the test: nothing here skips, except the
+//! browser tests outside CI (see [`browser_available`]).
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
@@ -746,4 +747,69 @@ pub fn openssl_csr(dir: &Path, stem: &str, subject: &str, extra: &[&str]) -> (Pa
         .arg(&csr))
     .ok();
     (key, csr)
+}
+
+/// tests/browser/ at the workspace root: the Node driver and its npm packages.
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
+/// Whether Debian's Chromium, Node.js and the driver's npm packages are
+/// installed. Without them a browser test is skipped (a developer may not
+/// want a browser), unless `AMBOS_REQUIRE_BROWSER` is set, as
+/// scripts/test.sh does: then it fails.
+pub fn browser_available() -> bool {
+    let dir = browser_dir();
+    let node_found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("node").is_file()))
+        .unwrap_or(false);
+    let missing = if !Path::new("/usr/bin/chromium").is_file() {
+        Some("/usr/bin/chromium")
+    } else if !node_found {
+        Some("node")
+    } else if !dir.join("node_modules/playwright-core").is_dir() || !dir.join("node_modules/axe-core").is_dir() {
+        Some("tests/browser/node_modules")
+    } else {
+        None
+    };
+    let Some(what) = missing else { return true };
+    assert!(
+        std::env::var_os("AMBOS_REQUIRE_BROWSER").is_none(),
+        "AMBOS_REQUIRE_BROWSER is set and {what} is missing (scripts/install-deps.sh installs it)"
+    );
+    eprintln!("browser test skipped: {what} is missing (scripts/install-deps.sh installs it)");
+    false
+}
+
+/// Runs one job in headless Chromium through tests/browser/run.mjs (its
+/// header describes the job and the result) and returns the result. A page
+/// that cannot be loaded is a result with `error`; a driver that crashes or
+/// hangs (90 s) fails the test, and nothing it started outlives the call.
+pub fn browser(job: &serde_json::Value) -> serde_json::Value {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut node = Command::new("node");
+    // Set here, run.mjs need not start a second node (which killing this
+    // one on a timeout would leave behind).
+    if let Some(ca) = job["ca"].as_str() {
+        node.env("NODE_EXTRA_CA_CERTS", ca);
+    }
+    let mut child = ChildGuard(
+        node.arg(browser_dir().join("run.mjs"))
+            .arg(job.to_string())
+            .stdin(Stdio::null())
+            .stdout(out.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}")),
+    );
+    let status = poll(90, Duration::from_millis(50), || child.0.try_wait().unwrap(), Option::is_some);
+    let stdout = std::fs::read_to_string(out.path()).unwrap();
+    let stderr = std::fs::read_to_string(err.path()).unwrap();
+    let Some(status) = status else {
+        panic!("the browser job did not finish in 90 s: {job}\n{stderr}");
+    };
+    assert!(status.success(), "run.mjs exited with {status}: {stderr}\njob: {job}");
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("run.mjs printed no JSON result ({e}): {stdout}\n{stderr}"))
 }

@@ -1,5 +1,6 @@
 //! One test binary (one link step) with a module per outside program.
 mod audit_rotation;
+mod browser;
 mod ca_cli;
 mod client_revocation;
 mod console;
