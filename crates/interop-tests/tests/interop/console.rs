@@ -12,7 +12,7 @@ const IMG_OU: &str = "\"><img src=x onerror=alert(1)>";
 /// A CA of known contents and its `ambos serve`: admin, user (90 days),
 /// soon (3 days), month (20 days), old (expired), gone (revoked), and two
 /// whose OU is markup; the server's own certificate (24 h) makes one more.
-fn console() -> (TestCa, Daemon) {
+pub(crate) fn console() -> (TestCa, Daemon) {
     let ca = TestCa::new(&[]);
     std::fs::create_dir_all(ca.certs()).unwrap();
     std::fs::copy(ca.data().join("root.crt"), ca.path("ca.crt")).unwrap();
@@ -36,13 +36,13 @@ fn get(ca: &TestCa, who: Option<&str>, port: u16, path: &str) -> Reply {
     ca.curl(who, &format!("https://localhost:{port}{path}"), &[])
 }
 
-fn serial_of(ca: &TestCa, name: &str) -> String {
+pub(crate) fn serial_of(ca: &TestCa, name: &str) -> String {
     let list: serde_json::Value = serde_json::from_str(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
     let found = list.as_array().unwrap().iter().find(|c| c["name"] == name);
     found.unwrap_or_else(|| panic!("{name} in {list}"))["serial"].as_str().unwrap().to_string()
 }
 
-fn status_of(ca: &TestCa, serial: &str) -> String {
+pub(crate) fn status_of(ca: &TestCa, serial: &str) -> String {
     let list: serde_json::Value = serde_json::from_str(&ca.ambos(&["list", "--json"]).ok().stdout).unwrap();
     let found = list.as_array().unwrap().iter().find(|c| c["serial"] == serial).unwrap();
     found["status"].as_str().unwrap().to_string()

@@ -4,6 +4,7 @@ mod browser;
 mod ca_cli;
 mod client_revocation;
 mod console;
+mod console_browser;
 mod crash;
 mod deploy;
 mod fairness;

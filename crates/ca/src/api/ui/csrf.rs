@@ -39,12 +39,17 @@ impl FormKey {
 /// Whether the request comes from a page of this server: its Origin is
 /// `https://HOST` (a foreign one is refused whatever else it says), or,
 /// without an Origin, the browser says `Sec-Fetch-Site: same-origin`.
+/// `Origin: null` counts as no Origin: Chromium sends it for our own form
+/// posts because the pages say `Referrer-Policy: no-referrer` (found by the
+/// Chromium test), and a cross-site sender of `null` (a file, a sandboxed
+/// frame) is `Sec-Fetch-Site: cross-site`.
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if get("sec-fetch-site").is_some_and(|s| s != "same-origin") {
         return false;
     }
-    match (get(header::ORIGIN.as_str()), get(header::HOST.as_str())) {
+    let origin = get(header::ORIGIN.as_str()).filter(|o| *o != "null");
+    match (origin, get(header::HOST.as_str())) {
         (Some(origin), Some(host)) => origin == format!("https://{host}"),
         (Some(_), None) => false,
         (None, _) => get("sec-fetch-site") == Some("same-origin"),
@@ -84,6 +89,14 @@ mod tests {
         assert!(!same_origin(&headers(&[host, ("origin", "https://evil.test")])));
         assert!(!same_origin(&headers(&[host, ("origin", "http://ca.test:8443")])), "another scheme");
         assert!(!same_origin(&headers(&[host, ("origin", "null")])));
+        assert!(
+            same_origin(&headers(&[host, ("origin", "null"), ("sec-fetch-site", "same-origin")])),
+            "Chromium, no-referrer"
+        );
+        assert!(
+            !same_origin(&headers(&[host, ("origin", "null"), ("sec-fetch-site", "cross-site")])),
+            "a file or sandboxed frame"
+        );
         let foreign = [host, ("origin", "https://evil.test"), ("sec-fetch-site", "same-origin")];
         assert!(!same_origin(&headers(&foreign)), "a foreign Origin always loses");
         let cross = [host, ("origin", "https://ca.test:8443"), ("sec-fetch-site", "cross-site")];
