@@ -64,6 +64,8 @@ PAGES=(
     "list, page $DEEP|/ui/certs?page=$DEEP"
     "list, name=dev-7|/ui/certs?name=dev-7"
     "list, serial starts ${SERIAL:0:2}|/ui/certs?serial=${SERIAL:0:2}"
+    "list, SAN contains dev-7.fleet|/ui/certs?san=dev-7.fleet"
+    "list, issuer=intermediate, page $DEEP|/ui/certs?issuer=intermediate&page=$DEEP"
     "list, state=revoked|/ui/certs?state=revoked"
     "list, state=valid (soonest expiry first)|/ui/certs?state=valid"
     "list, state=expired|/ui/certs?state=expired"

@@ -330,6 +330,8 @@ pub struct CertFilter {
     pub issuer: Option<AuthorityRole>,
     /// Serials starting with this (canonical lowercase hex).
     pub serial_prefix: Option<String>,
+    /// Certificates with a SAN containing this, ignoring ASCII case.
+    pub san: Option<String>,
     /// Only unrevoked certificates whose `not_after` is after this (valid at it).
     pub valid_at: Option<i64>,
     /// Only unrevoked certificates whose `not_after` is at or before this.
@@ -369,6 +371,12 @@ impl CertFilter {
                 sql.push_str(&format!(" AND serial < {}", arg(FilterArg::Text(end))));
             }
             sql.push_str(&format!(" AND serial LIKE {}", arg(FilterArg::Text(format!("{hex}%")))));
+        }
+        if let Some(san) = &self.san {
+            // Wildcards in the text are literal.
+            let text = san.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let pattern = arg(FilterArg::Text(format!("%{text}%")));
+            sql.push_str(&format!(" AND LOWER(sans) LIKE {pattern} ESCAPE '\\'"));
         }
         if self.revoked_only {
             sql.push_str(" AND revoked_at IS NOT NULL");

@@ -649,5 +649,9 @@ fn expiries_are_counted_per_day_and_a_serial_prefix_is_a_hex_range() {
         assert_eq!(serials("ef"), ["ef1"], "{n}");
         assert_eq!(serials("e"), ["e1", "e2", "e3", "e4", "e5", "ef1"], "{n}");
         assert_eq!(serials("f"), [] as [&str; 0], "{n}");
+        let mine = CertFilter { serial_prefix: Some("e".into()), ..Default::default() };
+        let san = |t: &str| s.count_matching(&CertFilter { san: Some(t.into()), ..mine.clone() }).unwrap();
+        assert_eq!(san("SPIFFE://X/"), 6, "{n}: any case, inside a SAN");
+        assert_eq!((san("%"), san("_"), san("dns:b")), (0, 0, 0), "{n}: wildcards are literal");
     }
 }

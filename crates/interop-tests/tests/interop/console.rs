@@ -131,6 +131,13 @@ fn the_list_pages_filters_and_escapes_and_bad_input_is_a_400_page() {
     assert_eq!(rows(&only("profile=server")), 2, "month and ambos-serve");
     let gone = serial_of(&ca, "gone");
     assert!(only(&format!("serial={}", &gone[..12])).body.contains(&gone));
+    assert_eq!(rows(&only("san=DNS:MONTH")), 1, "a SAN, any case");
+    assert_eq!(rows(&only("san=%25")), 0, "a wildcard is literal");
+    let root = only("issuer=root");
+    assert_eq!(rows(&root), 1, "the intermediate: {}", root.body);
+    assert!(root.body.contains("<option value=\"root\" selected>"), "{}", root.body);
+    assert!(only("issuer=root&page=1").body.contains(">Page 1<") && rows(&only("issuer=intermediate&page=2")) == 19);
+    assert_eq!(only("issuer=other").status, "400");
 
     // Values from certificates are text, never markup.
     let xss = only("name=xss-script");

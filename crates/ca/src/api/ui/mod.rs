@@ -278,6 +278,8 @@ struct ListParams {
     profile: String,
     state: String,
     serial: String,
+    san: String,
+    issuer: String,
     page: String,
 }
 
@@ -301,6 +303,7 @@ async fn cert_list(
         name: some(&q.name),
         profile: some(&q.profile),
         serial_prefix: some(&q.serial),
+        san: some(&q.san),
         by_expiry: true,
         // One more than a page: whether there is a next one.
         limit: Some(PAGE_SIZE + 1),
@@ -314,6 +317,12 @@ async fn cert_list(
         "revoked" => filter.revoked_only = true,
         _ => return Err(UiError::new(StatusCode::BAD_REQUEST, "bad state", "state= is valid, expired or revoked")),
     }
+    filter.issuer = match q.issuer.as_str() {
+        "" | "any" => None,
+        "intermediate" => Some(AuthorityRole::Intermediate),
+        "root" => Some(AuthorityRole::Root),
+        _ => return Err(UiError::new(StatusCode::BAD_REQUEST, "bad issuer", "issuer= is intermediate or root")),
+    };
     let mut certs = blocking(move || {
         admin(&st, &peer).map_err(|e| e.0)?;
         Ok(st.ca.lock().expect("ca lock").list(&filter)?)
@@ -322,7 +331,14 @@ async fn cert_list(
     let more = certs.len() > PAGE_SIZE as usize;
     certs.truncate(PAGE_SIZE as usize);
     let link = |p: u64| {
-        let query = [("name", &q.name), ("profile", &q.profile), ("state", &q.state), ("serial", &q.serial)];
+        let query = [
+            ("name", &q.name),
+            ("profile", &q.profile),
+            ("state", &q.state),
+            ("serial", &q.serial),
+            ("san", &q.san),
+            ("issuer", &q.issuer),
+        ];
         let mut pairs: Vec<(&str, String)> =
             query.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (*k, v.to_string())).collect();
         pairs.push(("page", p.to_string()));
@@ -336,6 +352,12 @@ async fn cert_list(
                 label { "Name" input name="name" value=(q.name); }
                 label { "Profile" input name="profile" value=(q.profile); }
                 label { "Serial starts with" input name="serial" value=(q.serial); }
+                label { "SAN contains" input name="san" value=(q.san); }
+                label { "Issuer" select name="issuer" {
+                    @for s in ["any", "intermediate", "root"] {
+                        option value=(s) selected[q.issuer == s] { (s) }
+                    }
+                } }
                 label { "State" select name="state" {
                     @for s in ["all", "valid", "expired", "revoked"] {
                         option value=(s) selected[q.state == s] { (s) }
