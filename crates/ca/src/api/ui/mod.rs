@@ -418,9 +418,11 @@ async fn cert_page(
     };
     let serial = serial_of(&arg)?;
     let st2 = st.clone();
-    let (rec, history) = blocking(move || {
+    let (rec, history, root) = blocking(move || {
         admin(&st2, &peer).map_err(|e| e.0)?;
-        find(&st2, &serial)
+        let (rec, history) = find(&st2, &serial)?;
+        let root = st2.ca.lock().expect("ca lock").root_der().to_vec();
+        Ok((rec, history, root))
     })
     .await?;
     if pem {
@@ -433,6 +435,12 @@ async fn cert_page(
             .into_response());
     }
     let now = now();
+    // Who signed it, up to the root: this CA has one intermediate.
+    let mut issuers = vec![("root", root.as_slice())];
+    if rec.issuer == AuthorityRole::Intermediate {
+        issuers.insert(0, ("intermediate", st.signer.cert_der()));
+    }
+    let chain: Vec<_> = issuers.into_iter().filter_map(|(role, der)| chain_link(role, der)).collect();
     let (eku, key) = details(&rec.cert_der);
     let state = state_of(&rec, now);
     Ok(page(
@@ -460,6 +468,23 @@ async fn cert_page(
                     button.danger type="submit" { "Revoke…" }
                 }
             }
+            h2 { "Chain" }
+            table.chain {
+                thead { tr { th { "Issuer" } th { "Subject" } th { "Serial" } th { "Not after" } } }
+                tbody {
+                    @for (role, subject, serial, not_after) in &chain {
+                        tr {
+                            td { (role) }
+                            td.subject { (subject) }
+                            td.mono {
+                                // The root is not in the certificate store; the intermediate is.
+                                @if *role == "root" { (serial) } @else { a href=(format!("/ui/certs/{serial}")) { (serial) } }
+                            }
+                            td { (rfc3339(*not_after)) }
+                        }
+                    }
+                }
+            }
             h2 { "Every certificate named " (rec.name) }
             table {
                 thead { tr { th { "Serial" } th { "Issued" } th { "Not after" } th { "State" } } }
@@ -476,6 +501,12 @@ async fn cert_page(
             }
         },
     ))
+}
+
+/// An issuer's row in the chain: role, subject, serial (hex) and expiry.
+fn chain_link(role: &'static str, der: &[u8]) -> Option<(&'static str, String, String, i64)> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((role, c.subject().to_string(), format!("{:x}", c.serial), c.validity().not_after.timestamp()))
 }
 
 /// The extended key usages and the key type, read from the certificate.
