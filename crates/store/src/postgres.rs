@@ -102,9 +102,10 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit(at);
 "#,
-    // The console's counts by state and its timeline, from the index alone.
+    // The console: counts by state and the timeline from the index alone, and
+    // an issuer's page in expiry order without a sort.
     r#"
-CREATE INDEX certificate_state ON certificate(issuer, revoked_at, not_after);
+CREATE INDEX certificate_state ON certificate(issuer, not_after, id, revoked_at);
 "#,
 ];
 
