@@ -32,7 +32,7 @@ echo "== benchmark smoke runs, in the background (tiny counts, so they cannot ro
 # durations: they run while the tests compile and run. Their output comes
 # at the end.
 smoke="$(mktemp -d)"
-benches="proxy enroll compare starvation audit-soak token"
+benches="proxy enroll compare starvation audit-soak token console"
 for b in $benches; do
     (rc=0; SMOKE=1 ./bench/$b.sh >"$smoke/$b.log" 2>&1 || rc=$?; echo "$rc" >"$smoke/$b.rc") &
 done

@@ -577,6 +577,11 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(self.store.count_matching(filter)?)
     }
 
+    /// How many certificates `filter` selects expire on each day after `from`.
+    pub fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>> {
+        Ok(self.store.expiries_per_day(filter, from)?)
+    }
+
     /// The record of the certificate a client connected with, if it may use
     /// the API: issued here and not revoked.
     pub fn peer(&self, serial: &str) -> Result<CertRecord> {

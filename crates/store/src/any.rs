@@ -129,6 +129,10 @@ impl CertStore for Store {
     fn count_matching(&self, filter: &CertFilter) -> Result<u64> {
         delegate!(self, s => s.count_matching(filter))
     }
+
+    fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>> {
+        delegate!(self, s => s.expiries_per_day(filter, from))
+    }
     fn count(&self) -> Result<u64> {
         delegate!(self, s => s.count())
     }

@@ -330,6 +330,8 @@ pub struct CertFilter {
     pub issuer: Option<AuthorityRole>,
     /// Serials starting with this (canonical lowercase hex).
     pub serial_prefix: Option<String>,
+    /// Certificates with a SAN containing this, ignoring ASCII case.
+    pub san: Option<String>,
     /// Only unrevoked certificates whose `not_after` is after this (valid at it).
     pub valid_at: Option<i64>,
     /// Only unrevoked certificates whose `not_after` is at or before this.
@@ -361,7 +363,20 @@ impl CertFilter {
         if let Some(prefix) = &self.serial_prefix {
             // Hex only, so no LIKE wildcard can slip in.
             let hex: String = prefix.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_lowercase();
+            // A range too: neither store's serial index serves LIKE (SQLite's is case-insensitive).
+            if !hex.is_empty() {
+                sql.push_str(&format!(" AND serial >= {}", arg(FilterArg::Text(hex.clone()))));
+            }
+            if let Some(end) = hex_prefix_end(&hex) {
+                sql.push_str(&format!(" AND serial < {}", arg(FilterArg::Text(end))));
+            }
             sql.push_str(&format!(" AND serial LIKE {}", arg(FilterArg::Text(format!("{hex}%")))));
+        }
+        if let Some(san) = &self.san {
+            // Wildcards in the text are literal.
+            let text = san.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let pattern = arg(FilterArg::Text(format!("%{text}%")));
+            sql.push_str(&format!(" AND LOWER(sans) LIKE {pattern} ESCAPE '\\'"));
         }
         if self.revoked_only {
             sql.push_str(" AND revoked_at IS NOT NULL");
@@ -393,6 +408,15 @@ impl CertFilter {
         }
         sql
     }
+}
+
+/// The least lowercase-hex string above every string that starts with `hex`
+/// ("a9f" gives "aa"); `None` when there is none ("", "fff").
+fn hex_prefix_end(hex: &str) -> Option<String> {
+    let kept = hex.trim_end_matches('f');
+    let last = kept.chars().last()?;
+    let next = if last == '9' { 'a' } else { char::from(last as u8 + 1) };
+    Some(format!("{}{next}", &kept[..kept.len() - 1]))
 }
 
 /// A value bound in a [`CertFilter`]'s SQL.
@@ -430,6 +454,10 @@ pub trait CertStore {
     fn list(&self, filter: &CertFilter) -> Result<Vec<CertRecord>>;
     /// How many certificates `filter` selects (its order and page aside).
     fn count_matching(&self, filter: &CertFilter) -> Result<u64>;
+    /// How many certificates `filter` selects expire on each day after
+    /// `from` (day 0 is the first 24 hours), for days with any: the
+    /// console's timeline, without reading the certificates.
+    fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>>;
     /// Marks a certificate revoked; unknown or already revoked serials are errors.
     fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord>;
     /// Serials revoked that were signed by `issuer`, for its CRL.

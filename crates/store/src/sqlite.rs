@@ -97,6 +97,11 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_at ON audit(at);
 "#,
+    // The console: counts by state and the timeline from the index alone, and
+    // an issuer's page in expiry order without a sort.
+    r#"
+CREATE INDEX certificate_state ON certificate(issuer, not_after, id, revoked_at);
+"#,
 ];
 
 /// SQLite in WAL mode with `synchronous = FULL`: a committed issuance
@@ -757,6 +762,19 @@ impl CertStore for SqliteStore {
         let sql = format!("SELECT COUNT(*) FROM certificate WHERE 1=1{cond}");
         let n: i64 = self.conn.query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?;
         Ok(n as u64)
+    }
+
+    fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>> {
+        let (cond, mut args) = sqlite_filter(filter, false);
+        args.push(from.into());
+        let sql = format!(
+            "SELECT (not_after - ?{n}) / 86400 AS day, COUNT(*) FROM certificate WHERE not_after > ?{n}{cond} \
+             GROUP BY day ORDER BY day",
+            n = args.len()
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn count(&self) -> Result<u64> {

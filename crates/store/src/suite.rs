@@ -449,9 +449,14 @@ fn a_postgres_schema_is_checked_at_open() {
     let Some(url) = postgres_database() else { return };
     let e = PgStore::open(&url, None).err().expect("no schema yet");
     assert!(matches!(e, StoreError::NotInitialised(_)) && e.to_string().contains("ambos init"), "{e}");
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), (0, 2));
-    assert_eq!(PgStore::migrate(&url, None).unwrap(), (2, 2), "idempotent");
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (0, 3));
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (3, 3), "idempotent");
     let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    // A database made before the console's index gets it.
+    c.batch_execute("DROP INDEX certificate_state; UPDATE ambos_schema SET version = 2").unwrap();
+    assert_eq!(PgStore::migrate(&url, None).unwrap(), (2, 3));
+    let index: bool = c.query_one("SELECT to_regclass('certificate_state') IS NOT NULL", &[]).unwrap().get(0);
+    assert!(index);
     c.batch_execute("UPDATE ambos_schema SET version = 99").unwrap();
     let e = PgStore::open(&url, None).err().expect("a newer schema");
     assert!(matches!(e, StoreError::SchemaTooNew { found: 99, .. }) && e.is_input(), "{e}");
@@ -606,5 +611,47 @@ fn a_write_that_commits_has_its_audit_entries() {
             "{n}"
         );
         assert_eq!(trail[2], audit_event("issue", 12), "{n}");
+    }
+}
+
+#[test]
+fn expiries_are_counted_per_day_and_a_serial_prefix_is_a_hex_range() {
+    assert_eq!(crate::hex_prefix_end("a9f").as_deref(), Some("aa"));
+    assert_eq!(crate::hex_prefix_end("09").as_deref(), Some("0a"));
+    assert_eq!(crate::hex_prefix_end("ff"), None);
+    assert_eq!(crate::hex_prefix_end(""), None);
+    const DAY: i64 = 86_400;
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let certs = [
+            cert("e1", "p", 1010),
+            cert("e2", "p", 1000 + DAY - 1),
+            cert("ef1", "p", 1020),
+            cert("e3", "p", 1000 + DAY),
+            cert("e4", "p", 1000 + 5 * DAY),
+            cert("e5", "p", 1000),
+        ];
+        s.insert_certs(&certs, &[]).unwrap();
+        s.revoke("e4", Revocation { revoked_at: 10, reason: 1 }, &[]).unwrap();
+        let live = CertFilter {
+            issuer: Some(AuthorityRole::Intermediate),
+            valid_at: Some(1000),
+            serial_prefix: Some("E".into()),
+            ..Default::default()
+        };
+        assert_eq!(s.expiries_per_day(&live, 1000).unwrap(), [(0, 3), (1, 1)], "{n}: e4 revoked, e5 expired");
+        let serials = |p: &str| {
+            let f = CertFilter { serial_prefix: Some(p.into()), ..Default::default() };
+            let mut v = s.list(&f).unwrap().into_iter().map(|c| c.serial).collect::<Vec<_>>();
+            v.sort();
+            v
+        };
+        assert_eq!(serials("ef"), ["ef1"], "{n}");
+        assert_eq!(serials("e"), ["e1", "e2", "e3", "e4", "e5", "ef1"], "{n}");
+        assert_eq!(serials("f"), [] as [&str; 0], "{n}");
+        let mine = CertFilter { serial_prefix: Some("e".into()), ..Default::default() };
+        let san = |t: &str| s.count_matching(&CertFilter { san: Some(t.into()), ..mine.clone() }).unwrap();
+        assert_eq!(san("SPIFFE://X/"), 6, "{n}: any case, inside a SAN");
+        assert_eq!((san("%"), san("_"), san("dns:b")), (0, 0, 0), "{n}: wildcards are literal");
     }
 }

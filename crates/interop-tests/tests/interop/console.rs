@@ -131,6 +131,13 @@ fn the_list_pages_filters_and_escapes_and_bad_input_is_a_400_page() {
     assert_eq!(rows(&only("profile=server")), 2, "month and ambos-serve");
     let gone = serial_of(&ca, "gone");
     assert!(only(&format!("serial={}", &gone[..12])).body.contains(&gone));
+    assert_eq!(rows(&only("san=DNS:MONTH")), 1, "a SAN, any case");
+    assert_eq!(rows(&only("san=%25")), 0, "a wildcard is literal");
+    let root = only("issuer=root");
+    assert_eq!(rows(&root), 1, "the intermediate: {}", root.body);
+    assert!(root.body.contains("<option value=\"root\" selected>"), "{}", root.body);
+    assert!(only("issuer=root&page=1").body.contains(">Page 1<") && rows(&only("issuer=intermediate&page=2")) == 19);
+    assert_eq!(only("issuer=other").status, "400");
 
     // Values from certificates are text, never markup.
     let xss = only("name=xss-script");
@@ -167,6 +174,17 @@ fn the_certificate_page_shows_its_details_and_history_and_serves_its_pem() {
     for needle in ["dns:month", "serverAuth", "ECDSA P-256", "SHA-256 fingerprint"] {
         assert!(page.body.contains(needle), "{needle}: {}", page.body);
     }
+    // The chain: the intermediate (linked, its page answers), then the root, as openssl reads their serials.
+    let serial_in = |file: &str| {
+        let out = run(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(ca.data().join(file)));
+        out.stdout.trim().trim_start_matches("serial=").trim_start_matches('0').to_lowercase()
+    };
+    let (inter, root) = (serial_in("intermediate.crt"), serial_in("root.crt"));
+    let chain = page.body.split("<table class=\"chain\">").nth(1).expect("a chain").split("</table>").next().unwrap();
+    let at = |needle: &str| chain.find(needle).unwrap_or_else(|| panic!("{needle} in {chain}"));
+    assert!(at(&format!("<a href=\"/ui/certs/{inter}\">")) < at(&format!(">{root}</td>")), "{chain}");
+    assert!(at("<td>intermediate</td>") < at("<td>root</td>"), "{chain}");
+    assert_eq!(get(&ca, Some("admin"), serve.port, &format!("/ui/certs/{inter}")).status, "200");
     let gone = get(&ca, Some("admin"), serve.port, &format!("/ui/certs/{}", serial_of(&ca, "gone")));
     assert!(gone.body.contains("revoked</td>") || gone.body.contains("reason unspecified"), "{}", gone.body);
     let pem = get(&ca, Some("admin"), serve.port, &format!("/ui/certs/{serial}.pem"));

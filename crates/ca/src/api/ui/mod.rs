@@ -185,7 +185,7 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
         ("Expired", CertFilter { expired_at: Some(now), ..leaves.clone() }, "/ui/certs?state=expired"),
         ("Revoked", CertFilter { revoked_only: true, ..leaves.clone() }, "/ui/certs?state=revoked"),
     ];
-    // Counted in the store; only the next 90 days' expiries are read, for the timeline.
+    // Counted in the store, the timeline too: no certificate is read.
     let horizon = CertFilter { expiring_before: Some((now, now + 90 * DAY)), ..leaves };
     let st2 = st.clone();
     let (cards, soon) = blocking(move || {
@@ -195,7 +195,7 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
         for (label, filter, href) in filters {
             cards.push((label, ca.count(&filter)?, href));
         }
-        Ok((cards, ca.list(&horizon)?))
+        Ok((cards, ca.expiries_per_day(&horizon, now)?))
     })
     .await?;
     let crl = st.crl.load_full();
@@ -207,10 +207,9 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
     let ca_expiry =
         x509_parser::parse_x509_certificate(st.signer.cert_der()).ok().map(|(_, c)| c.validity().not_after.timestamp());
     let mut per_day = [0usize; 90];
-    for c in &soon {
-        let day = (c.not_after - now) / DAY;
+    for (day, count) in soon {
         if let Some(n) = usize::try_from(day).ok().and_then(|d| per_day.get_mut(d)) {
-            *n += 1;
+            *n = count as usize;
         }
     }
     Ok(page(
@@ -279,6 +278,8 @@ struct ListParams {
     profile: String,
     state: String,
     serial: String,
+    san: String,
+    issuer: String,
     page: String,
 }
 
@@ -302,6 +303,7 @@ async fn cert_list(
         name: some(&q.name),
         profile: some(&q.profile),
         serial_prefix: some(&q.serial),
+        san: some(&q.san),
         by_expiry: true,
         // One more than a page: whether there is a next one.
         limit: Some(PAGE_SIZE + 1),
@@ -315,6 +317,12 @@ async fn cert_list(
         "revoked" => filter.revoked_only = true,
         _ => return Err(UiError::new(StatusCode::BAD_REQUEST, "bad state", "state= is valid, expired or revoked")),
     }
+    filter.issuer = match q.issuer.as_str() {
+        "" | "any" => None,
+        "intermediate" => Some(AuthorityRole::Intermediate),
+        "root" => Some(AuthorityRole::Root),
+        _ => return Err(UiError::new(StatusCode::BAD_REQUEST, "bad issuer", "issuer= is intermediate or root")),
+    };
     let mut certs = blocking(move || {
         admin(&st, &peer).map_err(|e| e.0)?;
         Ok(st.ca.lock().expect("ca lock").list(&filter)?)
@@ -323,7 +331,14 @@ async fn cert_list(
     let more = certs.len() > PAGE_SIZE as usize;
     certs.truncate(PAGE_SIZE as usize);
     let link = |p: u64| {
-        let query = [("name", &q.name), ("profile", &q.profile), ("state", &q.state), ("serial", &q.serial)];
+        let query = [
+            ("name", &q.name),
+            ("profile", &q.profile),
+            ("state", &q.state),
+            ("serial", &q.serial),
+            ("san", &q.san),
+            ("issuer", &q.issuer),
+        ];
         let mut pairs: Vec<(&str, String)> =
             query.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (*k, v.to_string())).collect();
         pairs.push(("page", p.to_string()));
@@ -337,6 +352,12 @@ async fn cert_list(
                 label { "Name" input name="name" value=(q.name); }
                 label { "Profile" input name="profile" value=(q.profile); }
                 label { "Serial starts with" input name="serial" value=(q.serial); }
+                label { "SAN contains" input name="san" value=(q.san); }
+                label { "Issuer" select name="issuer" {
+                    @for s in ["any", "intermediate", "root"] {
+                        option value=(s) selected[q.issuer == s] { (s) }
+                    }
+                } }
                 label { "State" select name="state" {
                     @for s in ["all", "valid", "expired", "revoked"] {
                         option value=(s) selected[q.state == s] { (s) }
@@ -397,9 +418,11 @@ async fn cert_page(
     };
     let serial = serial_of(&arg)?;
     let st2 = st.clone();
-    let (rec, history) = blocking(move || {
+    let (rec, history, root) = blocking(move || {
         admin(&st2, &peer).map_err(|e| e.0)?;
-        find(&st2, &serial)
+        let (rec, history) = find(&st2, &serial)?;
+        let root = st2.ca.lock().expect("ca lock").root_der().to_vec();
+        Ok((rec, history, root))
     })
     .await?;
     if pem {
@@ -412,6 +435,12 @@ async fn cert_page(
             .into_response());
     }
     let now = now();
+    // Who signed it, up to the root: this CA has one intermediate.
+    let mut issuers = vec![("root", root.as_slice())];
+    if rec.issuer == AuthorityRole::Intermediate {
+        issuers.insert(0, ("intermediate", st.signer.cert_der()));
+    }
+    let chain: Vec<_> = issuers.into_iter().filter_map(|(role, der)| chain_link(role, der)).collect();
     let (eku, key) = details(&rec.cert_der);
     let state = state_of(&rec, now);
     Ok(page(
@@ -439,6 +468,23 @@ async fn cert_page(
                     button.danger type="submit" { "Revoke…" }
                 }
             }
+            h2 { "Chain" }
+            table.chain {
+                thead { tr { th { "Issuer" } th { "Subject" } th { "Serial" } th { "Not after" } } }
+                tbody {
+                    @for (role, subject, serial, not_after) in &chain {
+                        tr {
+                            td { (role) }
+                            td.subject { (subject) }
+                            td.mono {
+                                // The root is not in the certificate store; the intermediate is.
+                                @if *role == "root" { (serial) } @else { a href=(format!("/ui/certs/{serial}")) { (serial) } }
+                            }
+                            td { (rfc3339(*not_after)) }
+                        }
+                    }
+                }
+            }
             h2 { "Every certificate named " (rec.name) }
             table {
                 thead { tr { th { "Serial" } th { "Issued" } th { "Not after" } th { "State" } } }
@@ -455,6 +501,12 @@ async fn cert_page(
             }
         },
     ))
+}
+
+/// An issuer's row in the chain: role, subject, serial (hex) and expiry.
+fn chain_link(role: &'static str, der: &[u8]) -> Option<(&'static str, String, String, i64)> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some((role, c.subject().to_string(), format!("{:x}", c.serial), c.validity().not_after.timestamp()))
 }
 
 /// The extended key usages and the key type, read from the certificate.
