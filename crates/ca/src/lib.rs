@@ -582,6 +582,11 @@ impl<S: CertStore> CertificateAuthority<S> {
         Ok(self.store.expiries_per_day(filter, from)?)
     }
 
+    /// Issuances, renewals and revocations done on each day from `since`.
+    pub fn activity_per_day(&self, since: i64) -> Result<Vec<(i64, ambos_store::Activity, u64)>> {
+        Ok(self.store.activity_per_day(since)?)
+    }
+
     /// The record of the certificate a client connected with, if it may use
     /// the API: issued here and not revoked.
     pub fn peer(&self, serial: &str) -> Result<CertRecord> {

@@ -133,6 +133,9 @@ impl CertStore for Store {
     fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>> {
         delegate!(self, s => s.expiries_per_day(filter, from))
     }
+    fn activity_per_day(&self, since: i64) -> Result<Vec<(i64, crate::Activity, u64)>> {
+        delegate!(self, s => s.activity_per_day(since))
+    }
     fn count(&self) -> Result<u64> {
         delegate!(self, s => s.count())
     }

@@ -283,6 +283,40 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// What the console's activity chart counts: the audit trail's done
+/// (`ok`) entries of these actions, by class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Activity {
+    /// `issue`, `sign` and `enroll`: a new certificate.
+    Issuance,
+    /// `renew`.
+    Renewal,
+    /// `revoke`.
+    Revocation,
+}
+
+impl Activity {
+    pub const ALL: [Activity; 3] = [Activity::Issuance, Activity::Renewal, Activity::Revocation];
+
+    /// The class's number in the store's grouped query.
+    pub(crate) fn from_index(i: i64) -> Option<Activity> {
+        Activity::ALL.get(usize::try_from(i).ok()?).copied()
+    }
+}
+
+/// The store's grouped query for [`CertStore::activity_per_day`], with
+/// `since` as the placeholder `p`: day, class (0, 1, 2 as in
+/// [`Activity::ALL`]) and count, through the audit time index.
+pub(crate) fn activity_sql(p: &str) -> String {
+    format!(
+        "SELECT (at - {p}) / 86400 AS day, \
+         CASE action WHEN 'renew' THEN 1 WHEN 'revoke' THEN 2 ELSE 0 END AS class, COUNT(*) \
+         FROM audit WHERE at >= {p} AND outcome = 'ok' \
+         AND action IN ('issue', 'sign', 'enroll', 'renew', 'revoke') \
+         GROUP BY day, class ORDER BY day, class"
+    )
+}
+
 /// How the audit trail names an enrollment token: the start of its hash
 /// (never the secret).
 pub fn token_actor(hash: &str) -> String {
@@ -458,6 +492,10 @@ pub trait CertStore {
     /// `from` (day 0 is the first 24 hours), for days with any: the
     /// console's timeline, without reading the certificates.
     fn expiries_per_day(&self, filter: &CertFilter, from: i64) -> Result<Vec<(i64, u64)>>;
+    /// How many issuances, renewals and revocations were done on each day
+    /// from `since` (day 0 is its first 24 hours), for days and classes
+    /// with any: the console's activity chart, one grouped query.
+    fn activity_per_day(&self, since: i64) -> Result<Vec<(i64, Activity, u64)>>;
     /// Marks a certificate revoked; unknown or already revoked serials are errors.
     fn revoke(&mut self, serial: &str, revocation: Revocation, audit: &[AuditRecord]) -> Result<CertRecord>;
     /// Serials revoked that were signed by `issuer`, for its CRL.

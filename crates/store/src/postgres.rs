@@ -912,6 +912,17 @@ impl CertStore for PgStore {
         Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect())
     }
 
+    fn activity_per_day(&self, since: i64) -> Result<Vec<(i64, crate::Activity, u64)>> {
+        let rows = self.lock().query(&crate::activity_sql("$1::BIGINT"), &[&since])?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let class = crate::Activity::from_index(i64::from(r.get::<_, i32>(1)))?;
+                Some((r.get::<_, i64>(0), class, r.get::<_, i64>(2) as u64))
+            })
+            .collect())
+    }
+
     fn count(&self) -> Result<u64> {
         Ok(self.lock().query_one("SELECT COUNT(*) FROM certificate", &[])?.get::<_, i64>(0) as u64)
     }

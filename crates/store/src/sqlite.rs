@@ -777,6 +777,13 @@ impl CertStore for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn activity_per_day(&self, since: i64) -> Result<Vec<(i64, crate::Activity, u64)>> {
+        let mut stmt = self.conn.prepare(&crate::activity_sql("?1"))?;
+        let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)? as u64)))?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().filter_map(|(d, c, n)| Some((d, crate::Activity::from_index(c)?, n))).collect())
+    }
+
     fn count(&self) -> Result<u64> {
         let n: i64 = self.conn.query_row("SELECT COUNT(*) FROM certificate", [], |r| r.get(0))?;
         Ok(n as u64)

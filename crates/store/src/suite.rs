@@ -615,6 +615,40 @@ fn a_write_that_commits_has_its_audit_entries() {
 }
 
 #[test]
+fn activity_is_counted_per_day_and_class_from_the_audit_trail() {
+    const DAY: i64 = 86_400;
+    for mut b in initialised() {
+        let (n, s) = (b.name, &mut b.store);
+        let refused = AuditRecord { outcome: "refused".into(), ..audit_event("enroll", 1000 + DAY) };
+        let trail = [
+            audit_event("issue", 999),
+            audit_event("issue", 1000),
+            audit_event("sign", 1000 + DAY - 1),
+            audit_event("enroll", 1000 + DAY),
+            refused,
+            audit_event("renew", 1000 + DAY + 5),
+            audit_event("renew", 1000 + 3 * DAY),
+            audit_event("revoke", 1000 + 3 * DAY + 1),
+            audit_event("token-create", 1000 + 3 * DAY),
+            audit_event("admin", 1000 + 3 * DAY),
+        ];
+        s.record_audit(&trail).unwrap();
+        assert_eq!(
+            s.activity_per_day(1000).unwrap(),
+            [
+                (0, Activity::Issuance, 2),
+                (1, Activity::Issuance, 1),
+                (1, Activity::Renewal, 1),
+                (3, Activity::Renewal, 1),
+                (3, Activity::Revocation, 1),
+            ],
+            "{n}: before since, refused and other actions are not counted"
+        );
+        assert_eq!(s.activity_per_day(1000 + 4 * DAY).unwrap(), [], "{n}");
+    }
+}
+
+#[test]
 fn expiries_are_counted_per_day_and_a_serial_prefix_is_a_hex_range() {
     assert_eq!(crate::hex_prefix_end("a9f").as_deref(), Some("aa"));
     assert_eq!(crate::hex_prefix_end("09").as_deref(), Some("0a"));

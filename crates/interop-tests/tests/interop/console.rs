@@ -60,6 +60,9 @@ fn the_overview_counts_a_known_ca_and_every_answer_carries_the_security_headers(
     }
     assert!(r.body.contains("CRL number"), "{}", r.body);
     assert!(r.body.contains("<svg class=\"timeline\""), "the expiry timeline");
+    // Eight issued here and the server's own; gone revoked (counted from the audit trail).
+    let activity = "aria-label=\"In the last 30 days: 9 issued, 0 renewed, 1 revoked\"";
+    assert!(r.body.contains("<svg class=\"activity\"") && r.body.contains(activity), "{}", r.body);
     assert!(!r.body.contains("<script") && !r.body.contains("style="), "no inline script or style");
 
     let head =

@@ -6,7 +6,7 @@
 use super::{blocking, ApiError, CaState, Peer, PeerCert};
 use crate::{CaError, CertSelector};
 use ambos_pki::{rfc3339_unix as rfc3339, RevocationReason, Serial};
-use ambos_store::{AuditRecord, AuthorityRole, CertFilter, CertRecord};
+use ambos_store::{Activity, AuditRecord, AuthorityRole, CertFilter, CertRecord};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -166,7 +166,8 @@ fn reason_text(code: u8) -> &'static str {
     RevocationReason::from_code(code).map_or("unspecified", |r| r.as_str())
 }
 
-/// `GET /ui/`: counts by state, the CRL, the issuing CA and the expiry timeline.
+/// `GET /ui/`: counts by state, the CRL, the issuing CA, the expiry timeline
+/// and the last 30 days' activity.
 async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Peer>) -> UiResult {
     let now = now();
     let leaves = CertFilter { issuer: Some(AuthorityRole::Intermediate), ..CertFilter::default() };
@@ -188,14 +189,16 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
     // Counted in the store, the timeline too: no certificate is read.
     let horizon = CertFilter { expiring_before: Some((now, now + 90 * DAY)), ..leaves };
     let st2 = st.clone();
-    let (cards, soon) = blocking(move || {
+    // Day 29 is the last 24 hours, this second included.
+    let since = now + 1 - 30 * DAY;
+    let (cards, soon, done) = blocking(move || {
         admin(&st2, &peer).map_err(|e| e.0)?;
         let ca = st2.ca.lock().expect("ca lock");
         let mut cards = Vec::with_capacity(filters.len());
         for (label, filter, href) in filters {
             cards.push((label, ca.count(&filter)?, href));
         }
-        Ok((cards, ca.expiries_per_day(&horizon, now)?))
+        Ok((cards, ca.expiries_per_day(&horizon, now)?, ca.activity_per_day(since)?))
     })
     .await?;
     let crl = st.crl.load_full();
@@ -210,6 +213,12 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
     for (day, count) in soon {
         if let Some(n) = usize::try_from(day).ok().and_then(|d| per_day.get_mut(d)) {
             *n = count as usize;
+        }
+    }
+    let mut activity = [[0usize; 3]; 30];
+    for (day, class, count) in done {
+        if let Some(d) = usize::try_from(day).ok().and_then(|d| activity.get_mut(d)) {
+            d[class as usize] = count as usize;
         }
     }
     Ok(page(
@@ -234,6 +243,8 @@ async fn overview(State(st): State<Arc<CaState>>, Extension(peer): Extension<Pee
             p { "The intermediate CA expires " (ca_expiry.map(rfc3339).unwrap_or_else(|| "(unreadable)".into())) "." }
             h2 { "Expiring in the next 90 days" }
             (timeline(&per_day))
+            h2 { "Activity in the last 30 days" }
+            (activity_chart(&activity))
         },
     ))
 }
@@ -267,6 +278,45 @@ fn timeline(per_day: &[usize; 90]) -> Markup {
             @for week in (0..=12) {
                 text x=(week * 70) y="126" font-size="10" fill="#555" { (week * 7) "d" }
             }
+        }
+    }
+}
+
+/// Issuances, renewals and revocations per day (the oldest day first, the
+/// last 24 hours last) as grouped bars, in SVG like [`timeline`].
+fn activity_chart(per_day: &[[usize; 3]; 30]) -> Markup {
+    const CLASSES: [(Activity, &str, &str); 3] = [
+        (Activity::Issuance, "issued", "#1d3557"),
+        (Activity::Renewal, "renewed", "#2a9d8f"),
+        (Activity::Revocation, "revoked", "#c1121f"),
+    ];
+    let max = per_day.iter().flatten().copied().max().unwrap_or(0).max(1);
+    let totals = CLASSES.map(|(class, ..)| per_day.iter().map(|d| d[class as usize]).sum::<usize>());
+    let summary = format!("In the last 30 days: {} issued, {} renewed, {} revoked", totals[0], totals[1], totals[2]);
+    html! {
+        svg.activity xmlns="http://www.w3.org/2000/svg" viewBox="0 0 900 150" width="900" height="150" role="img"
+            aria-label=(summary) {
+            title { (summary) }
+            @for (i, (_, label, colour)) in CLASSES.iter().enumerate() {
+                rect x=(i * 110) y="2" width="10" height="10" fill=(colour) {}
+                text x=(i * 110 + 14) y="11" font-size="11" fill="#333" { (label) " (" (totals[i]) ")" }
+            }
+            line x1="0" y1="130" x2="900" y2="130" stroke="#888" {}
+            @for (day, counts) in per_day.iter().enumerate() {
+                @for (i, (_, label, colour)) in CLASSES.iter().enumerate() {
+                    @let n = counts[i];
+                    @if n > 0 {
+                        @let h = (n * 100).div_ceil(max);
+                        rect.day x=(day * 30 + 2 + i * 9) y=(130 - h) width="8" height=(h) fill=(colour) {
+                            title { (29 - day) " days ago: " (n) " " (label) }
+                        }
+                    }
+                }
+            }
+            @for d in (0..30).step_by(5) {
+                text x=(d * 30) y="146" font-size="10" fill="#555" { (30 - d) "d ago" }
+            }
+            text x="900" y="146" font-size="10" fill="#555" text-anchor="end" { "today" }
         }
     }
 }
