@@ -625,6 +625,11 @@ struct RevokeForm {
     reason: Option<String>,
 }
 
+/// A posted form's fields; a body that is not one is a 400 page.
+fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, UiError> {
+    serde_urlencoded::from_bytes(body).map_err(|e| UiError::new(StatusCode::BAD_REQUEST, "bad form", e.to_string()))
+}
+
 /// Refuses a POST that is not from our own page with a valid token.
 fn check_form(
     st: &CaState,
@@ -656,8 +661,7 @@ async fn revoke(
     body: Bytes,
 ) -> UiResult {
     let serial = serial_of(&arg)?;
-    let form: RevokeForm = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, "bad form", e.to_string()))?;
+    let form: RevokeForm = parse_form(&body)?;
     let reason: RevocationReason = match form.reason.as_deref() {
         None | Some("") => RevocationReason::Unspecified,
         Some(r) => r.parse().map_err(|e: String| UiError::new(StatusCode::BAD_REQUEST, "bad reason", e))?,
@@ -716,8 +720,7 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> UiResult {
-    let form: TokenForm = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, "bad form", e.to_string()))?;
+    let form: TokenForm = parse_form(&body)?;
     let st2 = st.clone();
     blocking(move || {
         let admin = admin(&st2, &peer).map_err(|e| e.0)?;
@@ -805,8 +808,7 @@ async fn token_create(
     headers: HeaderMap,
     body: Bytes,
 ) -> UiResult {
-    let form: NewTokenForm = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, "bad form", e.to_string()))?;
+    let form: NewTokenForm = parse_form(&body)?;
     let bad = |e: String| UiError::new(StatusCode::BAD_REQUEST, "bad token terms", e);
     let profile: ambos_pki::Profile = form.profile.parse().map_err(|e: ambos_pki::PkiError| bad(e.to_string()))?;
     let sans = form.sans.split_whitespace().map(str::parse).collect::<Result<Vec<ambos_pki::San>, _>>();
