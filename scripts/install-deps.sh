@@ -22,10 +22,12 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # the units (systemd need not run), readelf on the image's binary.
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v readelf >/dev/null || need+=(binutils)
-# The browser tests: Debian's headless Chromium, driven from Node.js by
-# playwright-core (tests/browser/run.mjs); certutil makes the throwaway NSS
-# database through which Chromium trusts the test CA.
+# The browser tests: Debian's headless Chromium and Firefox ESR, driven from
+# Node.js by playwright-core and puppeteer-core (tests/browser/run.mjs);
+# certutil and pk12util make the throwaway NSS databases through which the
+# browsers trust the test CA (and Firefox holds its client certificate).
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/firefox-esr ] || need+=(firefox-esr)
 command -v certutil >/dev/null || need+=(libnss3-tools)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
@@ -60,9 +62,9 @@ for mod in websockets h2 jwcrypto authlib requests kubernetes_validate; do
             || python3 -m pip install -q --disable-pip-version-check --break-system-packages "$mod"
     fi
 done
-# playwright-core and axe-core at the versions tests/browser/package-lock.json
-# pins (playwright-core downloads no browser of its own); `npm ls` fails
-# when node_modules does not hold exactly those.
+# playwright-core, puppeteer-core and axe-core at the versions
+# tests/browser/package-lock.json pins (neither driver downloads a browser
+# of its own); `npm ls` fails when node_modules does not hold exactly those.
 browser="$(dirname "$0")/../tests/browser"
 if ! npm ls --prefix "$browser" >/dev/null 2>&1; then
     npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error
@@ -73,4 +75,4 @@ for svc in nginx haproxy postgresql; do
         systemctl stop "$svc" || true
     fi
 done
-echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | awk 'NR == 1'), $(chromium --version 2>/dev/null), node $(node --version)"
+echo "deps: $(openssl version | cut -d' ' -f1-2), $(nginx -v 2>&1 | cut -d' ' -f3), $(java -version 2>&1 | awk 'NR == 1'), $(chromium --version 2>/dev/null), $(firefox-esr --version 2>/dev/null), node $(node --version)"

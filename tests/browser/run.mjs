@@ -1,9 +1,13 @@
-// Runs one browser job in Debian's headless Chromium and prints one JSON result.
+// Runs one browser job in Debian's headless Chromium or Firefox ESR and prints one JSON result.
 //   node tests/browser/run.mjs '{"url": "https://localhost:8443/", "ca": "ca.pem", ...}'
 // (or the job on stdin). The job:
+//   browser             "chromium" (the default, driven by playwright-core) or
+//                       "firefox" (driven by puppeteer-core over WebDriver BiDi)
 //   url                 the page to load
 //   ca                  PEM file of the CA that must have signed the server's certificate
-//   clientCertificates  [{origin, certPath, keyPath}] (Playwright's context option)
+//   clientCertificates  [{origin, certPath, keyPath}] (Playwright's context option;
+//                       Firefox: imported into its profile's NSS database and
+//                       chosen by Firefox itself in its own handshake)
 //   steps               [{click: sel} | {fill: [sel, value]} | {submit: sel} | {text: sel}]
 //   screenshot          PNG path (full page)
 //   axe                 true: run axe-core on the page after the steps
@@ -25,7 +29,11 @@ const job = JSON.parse(jobText);
 // With clientCertificates, Playwright's own proxy (Node's TLS) makes the
 // connection to the server and verifies it; Node reads its extra roots only
 // at start-up, so run again with them.
-if (job.ca && process.env.NODE_EXTRA_CA_CERTS !== job.ca) {
+const firefox = job.browser === 'firefox';
+if (!firefox && job.browser !== undefined && job.browser !== 'chromium') {
+  throw new Error(`unknown browser ${JSON.stringify(job.browser)}`);
+}
+if (!firefox && job.ca && process.env.NODE_EXTRA_CA_CERTS !== job.ca) {
   const again = spawnSync(process.execPath, [fileURLToPath(import.meta.url), jobText], {
     env: { ...process.env, NODE_EXTRA_CA_CERTS: job.ca },
     stdio: 'inherit',
@@ -34,22 +42,22 @@ if (job.ca && process.env.NODE_EXTRA_CA_CERTS !== job.ca) {
 }
 
 const require = createRequire(join(here, 'package.json'));
-const { chromium } = require('playwright-core');
 const axePath = require.resolve('axe-core/axe.min.js');
 
-// Without client certificates Chromium verifies the server itself, against
-// the NSS database in $HOME: a throwaway one that trusts only the test CA.
-const home = mkdtempSync(join(tmpdir(), 'ambos-chromium-'));
-const result = { status: null, url: job.url, title: null, texts: [], dialogs: [], consoleErrors: [], axe: null };
-let browser;
-try {
-  if (job.ca) {
-    const db = join(home, '.pki', 'nssdb');
-    mkdirSync(db, { recursive: true });
-    execFileSync('certutil', ['-d', `sql:${db}`, '-N', '--empty-password']);
-    execFileSync('certutil', ['-d', `sql:${db}`, '-A', '-n', 'ambos test CA', '-t', 'C,,', '-i', job.ca]);
-  }
-  browser = await chromium.launch({
+// A throwaway NSS database in `dir` that trusts only the test CA (and,
+// for Firefox, holds the client certificates).
+function nssDb(dir) {
+  mkdirSync(dir, { recursive: true });
+  execFileSync('certutil', ['-d', `sql:${dir}`, '-N', '--empty-password']);
+  if (job.ca) execFileSync('certutil', ['-d', `sql:${dir}`, '-A', '-n', 'ambos test CA', '-t', 'C,,', '-i', job.ca]);
+}
+
+// Chromium: Playwright's proxy presents the client certificates; without
+// them Chromium verifies the server itself, against the NSS database in $HOME.
+async function chromiumPage(home) {
+  const { chromium } = require('playwright-core');
+  if (job.ca) nssDb(join(home, '.pki', 'nssdb'));
+  const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     // Chromium's sandbox refuses to run as root (CI runs as root).
     chromiumSandbox: process.getuid() !== 0,
@@ -62,16 +70,47 @@ try {
       keyPath: c.keyPath,
     })),
   });
-  // A step whose selector matches nothing fails in seconds, not Playwright's 30.
-  context.setDefaultTimeout(5000);
-  const page = await context.newPage();
+  return { browser, page: await context.newPage() };
+}
+
+// Firefox makes every connection itself (NSS): the CA and the client
+// certificates go into the profile's database, and Firefox picks the
+// certificate the server asks for without a prompt.
+async function firefoxPage(home) {
+  const puppeteer = require('puppeteer-core');
+  const profile = join(home, 'profile');
+  nssDb(profile);
+  for (const [i, c] of (job.clientCertificates ?? []).entries()) {
+    const p12 = join(home, `client${i}.p12`);
+    execFileSync('openssl', ['pkcs12', '-export', '-in', c.certPath, '-inkey', c.keyPath, '-out', p12, '-passout', 'pass:p12']);
+    execFileSync('pk12util', ['-i', p12, '-d', `sql:${profile}`, '-W', 'p12']);
+  }
+  const browser = await puppeteer.launch({
+    browser: 'firefox',
+    executablePath: '/usr/bin/firefox-esr',
+    headless: true,
+    userDataDir: profile,
+    env: { ...process.env, HOME: home },
+    extraPrefsFirefox: { 'security.default_personal_cert': 'Select Automatically' },
+  });
+  return { browser, page: await browser.newPage() };
+}
+
+const home = mkdtempSync(join(tmpdir(), `ambos-${firefox ? 'firefox' : 'chromium'}-`));
+const result = { status: null, url: job.url, title: null, texts: [], dialogs: [], consoleErrors: [], axe: null };
+let browser;
+try {
+  let page;
+  ({ browser, page } = await (firefox ? firefoxPage(home) : chromiumPage(home)));
+  // A step whose selector matches nothing fails in seconds, not the driver's 30.
+  page.setDefaultTimeout(5000);
   page.on('dialog', async (d) => {
     result.dialogs.push({ type: d.type(), message: d.message() });
     await d.dismiss();
   });
   page.on('console', (m) => {
     // Chromium asks every origin for /favicon.ico by itself: not the page's error.
-    if (m.type() === 'error' && !m.location().url?.endsWith('/favicon.ico')) result.consoleErrors.push(m.text());
+    if (m.type() === 'error' && !m.location()?.url?.endsWith('/favicon.ico')) result.consoleErrors.push(m.text());
   });
   page.on('pageerror', (e) => result.consoleErrors.push(String(e)));
 
@@ -80,7 +119,7 @@ try {
     result.status = response ? response.status() : null;
     // Playwright's proxy answers 503 with this text when its TLS connection
     // to the server failed (untrusted server, refused client certificate).
-    const body = response ? await response.text() : '';
+    const body = response && !firefox ? await response.text() : '';
     if (body.startsWith('Playwright client-certificate error')) {
       result.status = null;
       result.error = body;
@@ -95,12 +134,12 @@ try {
       if (step.click !== undefined) {
         await page.click(step.click);
       } else if (step.fill !== undefined) {
-        await page.fill(step.fill[0], step.fill[1]);
+        await page.locator(step.fill[0]).fill(step.fill[1]);
       } else if (step.submit !== undefined) {
         // A form submission navigates: wait for the next page.
-        await Promise.all([page.waitForNavigation(), page.locator(step.submit).evaluate((f) => f.requestSubmit())]);
+        await Promise.all([page.waitForNavigation(), page.$eval(step.submit, (f) => f.requestSubmit())]);
       } else if (step.text !== undefined) {
-        result.texts.push(await page.locator(step.text).first().innerText());
+        result.texts.push(await page.$eval(step.text, (e) => e.innerText));
       } else {
         throw new Error(`unknown step ${JSON.stringify(step)}`);
       }

@@ -754,34 +754,64 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
-/// Whether Debian's Chromium, Node.js and the driver's npm packages are
-/// installed. Without them a browser test is skipped (a developer may not
-/// want a browser), unless `AMBOS_REQUIRE_BROWSER` is set, as
-/// scripts/test.sh does: then it fails.
-pub fn browser_available() -> bool {
-    let dir = browser_dir();
-    let node_found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|d| d.join("node").is_file()))
-        .unwrap_or(false);
-    let missing = if !Path::new("/usr/bin/chromium").is_file() {
-        Some("/usr/bin/chromium")
-    } else if !node_found {
-        Some("node")
-    } else if !dir.join("node_modules/playwright-core").is_dir() || !dir.join("node_modules/axe-core").is_dir() {
-        Some("tests/browser/node_modules")
-    } else {
-        None
-    };
-    let Some(what) = missing else { return true };
-    assert!(
-        std::env::var_os("AMBOS_REQUIRE_BROWSER").is_none(),
-        "AMBOS_REQUIRE_BROWSER is set and {what} is missing (scripts/install-deps.sh installs it)"
-    );
-    eprintln!("browser test skipped: {what} is missing (scripts/install-deps.sh installs it)");
-    false
+/// The browsers tests/browser/run.mjs drives (a job's `browser`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Browser {
+    /// Debian's Chromium, through playwright-core (whose proxy presents
+    /// the client certificate).
+    Chromium,
+    /// Debian's Firefox ESR, through puppeteer-core over WebDriver BiDi;
+    /// Firefox makes the mTLS handshake itself (NSS).
+    Firefox,
 }
 
-/// Runs one job in headless Chromium through tests/browser/run.mjs (its
+impl Browser {
+    /// The job's `browser` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+
+    /// Whether the browser, Node.js and the driver's npm packages are
+    /// installed. Without them a browser test is skipped (a developer may
+    /// not want a browser), unless `AMBOS_REQUIRE_BROWSER` is set, as
+    /// scripts/test.sh does: then it fails.
+    pub fn available(self) -> bool {
+        let dir = browser_dir();
+        let node_found = std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|d| d.join("node").is_file()))
+            .unwrap_or(false);
+        let (program, driver) = match self {
+            Browser::Chromium => ("/usr/bin/chromium", "playwright-core"),
+            Browser::Firefox => ("/usr/bin/firefox-esr", "puppeteer-core"),
+        };
+        let missing = if !Path::new(program).is_file() {
+            Some(program)
+        } else if !node_found {
+            Some("node")
+        } else if !dir.join("node_modules").join(driver).is_dir() || !dir.join("node_modules/axe-core").is_dir() {
+            Some("tests/browser/node_modules")
+        } else {
+            None
+        };
+        let Some(what) = missing else { return true };
+        assert!(
+            std::env::var_os("AMBOS_REQUIRE_BROWSER").is_none(),
+            "AMBOS_REQUIRE_BROWSER is set and {what} is missing (scripts/install-deps.sh installs it)"
+        );
+        eprintln!("browser test skipped: {what} is missing (scripts/install-deps.sh installs it)");
+        false
+    }
+}
+
+/// Whether Chromium can be driven ([`Browser::available`]).
+pub fn browser_available() -> bool {
+    Browser::Chromium.available()
+}
+
+/// Runs one job in a headless browser through tests/browser/run.mjs (its
 /// header describes the job and the result) and returns the result. A page
 /// that cannot be loaded is a result with `error`; a driver that crashes or
 /// hangs (90 s) fails the test, and nothing it started outlives the call.

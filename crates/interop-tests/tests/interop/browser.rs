@@ -4,7 +4,7 @@
 //! `ambos serve`. Chromium trusts only the test CA: nothing ignores
 //! certificate errors.
 use ambos_interop_tests::{
-    browser, browser_available, start_http_upstream, wait_file_contains, Daemon, ProxyToml, TestCa,
+    browser, browser_available, start_http_upstream, wait_file_contains, Browser, Daemon, ProxyToml, TestCa,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -22,13 +22,17 @@ fn proxy_fixture() -> (TestCa, Daemon) {
 /// A job for `url` trusting `ca`'s root, presenting `who`'s certificate to
 /// the proxy's origin if given.
 fn job(ca: &TestCa, port: u16, path: &str, who: Option<&str>) -> Value {
+    job_in(Browser::Chromium, ca, port, path, who)
+}
+
+fn job_in(b: Browser, ca: &TestCa, port: u16, path: &str, who: Option<&str>) -> Value {
     let origin = format!("https://localhost:{port}");
     let [root, cert, key] = ca.client_files(who.unwrap_or("alice"));
     let certificates = match who {
         Some(_) => json!([{ "origin": origin, "certPath": cert, "keyPath": key }]),
         None => json!([]),
     };
-    json!({ "url": format!("{origin}{path}"), "ca": root, "clientCertificates": certificates })
+    json!({ "browser": b.name(), "url": format!("{origin}{path}"), "ca": root, "clientCertificates": certificates })
 }
 
 #[test]
@@ -170,4 +174,59 @@ fn axe_runs_under_a_strict_csp_which_still_blocks_inline_script() {
     let errors = r["consoleErrors"].to_string();
     assert!(errors.contains("Content Security Policy"), "the refusal is reported: {r}");
     assert!(r["axe"]["passes"].as_u64() > Some(0), "axe ran: {r}");
+}
+
+/// Firefox makes the mTLS handshake with the proxy itself (NSS, the client
+/// certificate from its profile): a TLS stack other than Chromium's
+/// Playwright proxy. Without a certificate the proxy refuses it; a proxy
+/// under a CA it was not given is refused by Firefox.
+#[test]
+fn firefox_presents_its_own_client_certificate_to_the_proxy_and_trusts_only_the_given_ca() {
+    if !Browser::Firefox.available() {
+        return;
+    }
+    let (ca, proxy) = proxy_fixture();
+    let mut j = job_in(Browser::Firefox, &ca, proxy.port, "/hello", Some("alice"));
+    j["steps"] = json!([{ "text": "body" }]);
+    j["axe"] = json!(true);
+    let r = browser(&j);
+    assert_eq!(r["status"], 200, "{r}\n{}", proxy.log());
+    let text = r["texts"][0].as_str().unwrap_or_default();
+    assert!(text.contains("CN=alice"), "the proxy forwarded alice's identity: {r}");
+    assert!(r["axe"]["passes"].as_u64() > Some(0), "axe ran in Firefox: {r}");
+
+    let r = browser(&job_in(Browser::Firefox, &ca, proxy.port, "/", None));
+    assert_eq!(r["status"], Value::Null, "no certificate: {r}");
+    wait_file_contains(&ca.dir().join("audit.jsonl"), "the client sent no certificate", 10);
+
+    let other = TestCa::generated("Other", &[]);
+    let mut j = job_in(Browser::Firefox, &ca, proxy.port, "/", Some("alice"));
+    j["ca"] = json!(other.path("ca.crt"));
+    let r = browser(&j);
+    assert_eq!(r["status"], Value::Null, "{r}");
+    assert!(r["error"].as_str().unwrap_or_default().contains("SEC_ERROR_UNKNOWN_ISSUER"), "{r}");
+}
+
+#[test]
+fn the_driver_fills_clicks_submits_and_records_the_alert_in_firefox() {
+    if !Browser::Firefox.available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_pages(dir.path());
+    let r = browser(&json!({
+        "browser": "firefox",
+        "url": format!("file://{}/form.html", dir.path().display()),
+        "steps": [
+            { "fill": ["#who", "alice"] },
+            { "click": "#warn" },
+            { "submit": "#f" },
+            { "text": "#out" },
+        ],
+    }));
+    assert_eq!(r["texts"], json!(["alice"]), "{r}");
+    assert_eq!(r["title"], "Done", "{r}");
+    assert_eq!(r["dialogs"], json!([{ "type": "alert", "message": "hi alice" }]), "{r}");
+    let r = browser(&json!({ "browser": "firefox", "url": format!("file://{}/strict.html", dir.path().display()) }));
+    assert_eq!(r["dialogs"], json!([]), "the inline script did not run: {r}");
 }
