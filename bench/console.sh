@@ -7,6 +7,8 @@
 #   bench/console.sh                   # release, 100,000 certificates
 #   COUNT=20000 RUNS=50 bench/console.sh
 #   SMOKE=1 bench/console.sh           # debug build, 200 certificates, 3 runs
+#   STORE=postgres bench/console.sh    # the same CA copied into PostgreSQL
+#                                      # (`ambos store copy`), served from there
 #   WRITE_DOC=1 bench/console.sh       # and put the table in docs/benchmarks.md
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,8 +19,15 @@ else
     COUNT="${COUNT:-100000}"; RUNS="${RUNS:-20}"; PROFILE=release
 fi
 BENCH=console
+STORE="${STORE:-sqlite}"
+[[ "$STORE" == sqlite || "$STORE" == postgres ]] || { echo "bench/console.sh: STORE is sqlite or postgres" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+if [[ "$STORE" == postgres ]]; then
+    # The cluster runs as the postgres user, which must reach its directory.
+    chmod 0711 "$TMP"
+    trap '"$ROOT/scripts/pg-cluster.sh" stop "$TMP/pg"; cleanup' EXIT
+fi
 
 "$AMBOS" --dir "$TMP/ca" init --name bench --no-passphrase >/dev/null 2>&1
 mkdir -p "$TMP/certs"
@@ -52,6 +61,14 @@ for i in 1 2 3; do "$AMBOS" --dir "$TMP/ca" revoke "old-$i" --reason superseded 
 setup="$(python3 -c 'import sys,time; print(f"{time.time() - float(sys.argv[1]):.0f}")' "$started")"
 STORED="$(sqlite3 "$TMP/ca/ambos.db" "SELECT count(*) FROM certificate WHERE issuer = 'intermediate'")"
 echo "setup: $STORED certificates issued and stored in $setup s ($(du -h "$TMP/ca/ambos.db" | cut -f1) database)" >&2
+STORE_NAME="the SQLite store"
+if [[ "$STORE" == postgres ]]; then
+    URL="$("$ROOT/scripts/pg-cluster.sh" start "$TMP/pg")"
+    "$AMBOS" --dir "$TMP/ca" store copy --from "sqlite:$TMP/ca" --to "$URL" >&2
+    # The certificate page reads the serial from SQLite below; the same rows are in PostgreSQL.
+    export AMBOS_STORE="$URL"
+    STORE_NAME="PostgreSQL $("$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d | sort -V | tail -1)/postgres" --version | awk '{print $3}') (copied from SQLite by \`ambos store copy\`, fsync off)"
+fi
 
 "$AMBOS" --dir "$TMP/ca" serve --listen "127.0.0.1:0" >"$TMP/serve.log" 2>&1 &
 PIDS+=($!); PORT="$(listen_port serve "$!")"; wait_port "$PORT" serve "$!"
@@ -95,7 +112,8 @@ print(f"{statistics.median(t):.1f} ms | {max(t):.1f} ms")' "$TMP/times")"
     ROWS+="| $label | \`$path\` | $row |"$'\n'
 done
 [[ "$FAILED" == 0 ]] || exit 1
-HEAD="Measured $(date +%Y-%m-%d) at commit $(git -C "$ROOT" rev-parse --short HEAD), $PROFILE build, $STORED certificates in the SQLite store ($REVOKED revoked, $EXPIRED expired), $RUNS requests per page, each a new TLS connection with curl:"
+HEAD="Measured $(date +%Y-%m-%d) at commit $(git -C "$ROOT" rev-parse --short HEAD), $PROFILE build, $STORED certificates in $STORE_NAME ($REVOKED revoked, $EXPIRED expired), $RUNS requests per page, each a new TLS connection with curl:"
 TABLE="| page | request | median | max |"$'\n'"|---|---|---|---|"$'\n'"${ROWS%$'\n'}"
 echo "$HEAD"; echo; echo "$TABLE"
-if [[ "${WRITE_DOC:-0}" == 1 ]]; then write_doc_block console "Web console (issue 18)" "$HEAD"$'\n\n'"$TABLE"; fi
+BLOCK=console; [[ "$STORE" == postgres ]] && BLOCK=console-postgres
+if [[ "${WRITE_DOC:-0}" == 1 ]]; then write_doc_block "$BLOCK" "Web console (issue 18)" "$HEAD"$'\n\n'"$TABLE"; fi

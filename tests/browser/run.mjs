@@ -8,6 +8,7 @@
 //   clientCertificates  [{origin, certPath, keyPath}] (Playwright's context option;
 //                       Firefox: imported into its profile's NSS database and
 //                       chosen by Firefox itself in its own handshake)
+//   javascript          false: the page's scripts are off (Chromium only)
 //   steps               [{click: sel} | {fill: [sel, value]} | {submit: sel} | {text: sel}]
 //   screenshot          PNG path (full page)
 //   axe                 true: run axe-core on the page after the steps
@@ -64,6 +65,7 @@ async function chromiumPage(home) {
     env: { ...process.env, HOME: home },
   });
   const context = await browser.newContext({
+    javaScriptEnabled: job.javascript !== false,
     clientCertificates: (job.clientCertificates ?? []).map((c) => ({
       origin: c.origin,
       certPath: c.certPath,

@@ -163,6 +163,23 @@ fn the_driver_fills_clicks_submits_and_records_the_alert() {
 }
 
 #[test]
+fn with_javascript_off_a_click_runs_no_script_and_a_form_still_submits() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_pages(dir.path());
+    let r = browser(&json!({
+        "url": format!("file://{}/form.html", dir.path().display()),
+        "javascript": false,
+        "steps": [{ "fill": ["#who", "alice"] }, { "click": "#warn" }, { "click": "button:not(#warn)" }],
+    }));
+    assert_eq!(r["dialogs"], json!([]), "the onclick handler did not run: {r}");
+    assert_eq!(r["title"], "Done", "the form submitted without script: {r}");
+    assert!(r["url"].as_str().unwrap_or_default().ends_with("done.html?who=alice"), "{r}");
+}
+
+#[test]
 fn axe_runs_under_a_strict_csp_which_still_blocks_inline_script() {
     if !browser_available() {
         return;

@@ -182,3 +182,46 @@ fn a_revoke_clicked_through_lands_and_a_forged_cross_site_form_does_not(b: Brows
     .stdout;
     assert!(text.to_uppercase().contains(&victim.to_uppercase()), "the next CRL lists it: {text}");
 }
+
+/// The core views and an action with the browser's JavaScript off (the
+/// console has none: plain links and forms): every view renders, a filter
+/// form is applied, and a revoke is clicked through (Chromium; its
+/// scripts-off switch proven in browser::).
+#[test]
+fn with_javascript_off_the_views_render_a_filter_applies_and_a_revoke_is_clicked_through() {
+    if !Browser::Chromium.available() {
+        return;
+    }
+    let (ca, serve) = console();
+    let victim = serial_of(&ca, "soon");
+    let off = |path: &str, steps: Value| {
+        let mut j = job(Browser::Chromium, &ca, serve.port, path, Some("admin"));
+        j["javascript"] = json!(false);
+        j["steps"] = steps;
+        browser(&j)
+    };
+    for path in ["/ui/", "/ui/certs", "/ui/tokens", "/ui/audit"] {
+        let r = off(path, json!([{ "text": "main" }]));
+        assert_eq!(r["status"], 200, "{path}: {r}");
+        assert!(!r["texts"][0].as_str().unwrap_or_default().is_empty(), "{path}: {r}");
+    }
+    // The list's filter form, submitted with its button.
+    let r = off(
+        "/ui/certs",
+        json!([{ "fill": ["input[name='name']", "soon"] }, { "click": "main form button" }, { "text": "main" }]),
+    );
+    assert!(r["url"].as_str().unwrap_or_default().contains("name=soon"), "the filter is in the URL: {r}");
+    let text = r["texts"][0].as_str().unwrap_or_default();
+    assert!(text.contains(&victim) && !text.contains("xss-img"), "only soon is listed: {r}");
+    // Revoke…, then the confirmation's button.
+    let r = off(
+        &format!("/ui/certs/{victim}"),
+        json!([
+            { "click": "form[action$='/revoke'] button" },
+            { "click": "form[method='post'] button" },
+            { "text": "main" },
+        ]),
+    );
+    assert!(r["texts"][0].as_str().unwrap_or_default().contains("is revoked"), "{r}\n{}", serve.log());
+    assert_eq!(status_of(&ca, &victim), "revoked", "the revoke landed: {r}");
+}
