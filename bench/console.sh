@@ -56,10 +56,11 @@ issue --batch "$TMP/expired.csv" --not-before "$not_before" --ttl 1h --out "$TMP
 # audit trail has revocations.
 REVOKED=$((COUNT / 20))
 sqlite3 "$TMP/ca/ambos.db" "UPDATE certificate SET revoked_at = strftime('%s','now') - id, revocation_reason = 1 \
-    WHERE id IN (SELECT id FROM certificate WHERE name LIKE 'dev-%' AND id % 20 = 0 LIMIT $((REVOKED - 3)))"
+    WHERE id IN (SELECT id FROM certificate WHERE name LIKE 'dev-%' AND id % 18 = 0 LIMIT $((REVOKED - 3)))"
 for i in 1 2 3; do "$AMBOS" --dir "$TMP/ca" revoke "old-$i" --reason superseded >/dev/null; done
 setup="$(python3 -c 'import sys,time; print(f"{time.time() - float(sys.argv[1]):.0f}")' "$started")"
 STORED="$(sqlite3 "$TMP/ca/ambos.db" "SELECT count(*) FROM certificate WHERE issuer = 'intermediate'")"
+REVOKED="$(sqlite3 "$TMP/ca/ambos.db" "SELECT count(*) FROM certificate WHERE revoked_at IS NOT NULL")"
 echo "setup: $STORED certificates issued and stored in $setup s ($(du -h "$TMP/ca/ambos.db" | cut -f1) database)" >&2
 STORE_NAME="the SQLite store"
 if [[ "$STORE" == postgres ]]; then

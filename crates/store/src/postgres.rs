@@ -881,6 +881,12 @@ impl CertStore for PgStore {
             "SELECT setval(pg_get_serial_sequence('oauth_grant', 'id'), COALESCE((SELECT MAX(id) FROM oauth_grant), 0) + 1, false)",
         )?;
         tx.commit()?;
+        // What autovacuum would do a minute later, done now: planner
+        // statistics for the bulk just loaded, and a visibility map so that
+        // the console's deep pages are index-only scans (page 1000 of
+        // 100,000 certificates by issuer: 204 ms without, 33 ms with).
+        // VACUUM cannot run in the transaction.
+        client.batch_execute("VACUUM (ANALYZE) certificate, token, oauth_grant, audit")?;
         Ok(())
     }
 

@@ -503,6 +503,18 @@ fn a_copy_to_another_backend_holds_the_same_and_never_overwrites() {
             );
             let again = to.store.restore(&snap);
             assert!(matches!(again, Err(StoreError::AlreadyInitialised(_))), "{a} -> {b}: {again:?}");
+            if let StoreLocation::Postgres(url) = &to.at {
+                // Vacuumed and analyzed right after the load, as autovacuum would be later.
+                let mut c = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+                let row = c
+                    .query_one(
+                        "SELECT last_vacuum IS NOT NULL, last_analyze IS NOT NULL FROM pg_stat_user_tables \
+                         WHERE relname = 'certificate'",
+                        &[],
+                    )
+                    .unwrap();
+                assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true), "{a} -> {b}");
+            }
         }
     }
 }
