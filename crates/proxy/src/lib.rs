@@ -5,6 +5,9 @@
 //! request target) → `headers` (identity headers) → `http` (with its
 //! parking and upstream pool) or `tcp` (forwarding) → `audit` and
 //! `telemetry`. `config` turns proxy.toml or flags into pure data;
+//! `dial` connects to the upstream (TCP, TLS) for both; `forward_error`
+//! says why a forward failed (client body, slots or the
+//! upstream, with the upstream's kind of failure).
 //! `runtime` builds from it what connections use (TLS config, verifier,
 //! route table with its counters) and reloads it; `crl_pull` keeps pulled
 //! CRLs fresh and `jwks_pull` the JWKS of token routes, both through `pull`. `tunnel` is `ambos tunnel`, the client side; `check` is what
@@ -20,6 +23,8 @@ pub mod check;
 pub mod config;
 mod conn;
 mod crl_pull;
+mod dial;
+mod forward_error;
 mod headers;
 mod http;
 pub mod jwks_pull;

@@ -6,6 +6,9 @@ use crate::audit::{self, AuditEvent};
 use crate::authorize::Decision;
 use crate::config::Upstream;
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
+use crate::dial::{connect_tcp, handshake_tls};
+use crate::forward_error::ForwardError;
+use crate::telemetry::UpstreamErrorKind;
 use http::Method;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -36,10 +39,12 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
     let upstream = if allowed {
         match connect(&tls, &ctx, address.as_str()).await {
             Ok(s) => Some(s),
-            Err(why) => {
-                shared.requests.upstream_error(crate::telemetry::UpstreamErrorKind::of(&why));
-                tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
-                outcome = (false, why);
+            Err(e) => {
+                if let crate::forward_error::Cause::Upstream(kind) = e.cause {
+                    shared.requests.upstream_error(kind);
+                }
+                tracing::warn!(peer = %ctx.peer, "upstream error: {e}");
+                outcome = (false, e.why);
                 None
             }
         }
@@ -78,15 +83,10 @@ enum UpstreamStream {
 /// Connects to the upstream: TCP, the PROXY protocol header if configured
 /// (before TLS, as HAProxy's `send-proxy-v2 ssl`), then TLS with
 /// `[upstream.tls]`. The error is the audit reason.
-async fn connect(tls: &Tls, ctx: &ConnCtx, address: &str) -> Result<UpstreamStream, String> {
+async fn connect(tls: &Tls, ctx: &ConnCtx, address: &str) -> Result<UpstreamStream, ForwardError> {
     let config = &ctx.runtime.config;
     let timeout = config.limits.upstream_connect_timeout;
-    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("upstream {address}: {e}")),
-        Err(_) => return Err(format!("upstream {address}: connect timed out")),
-    };
-    let _ = upstream.set_nodelay(true);
+    let mut upstream = connect_tcp(address, timeout).await?;
     if config.proxy_protocol {
         let header = tls.get_ref().0.local_addr().map_err(|e| e.to_string()).and_then(|local| {
             proxy_v2_header(ctx.peer, local, ctx.identity.as_ref(), tls.get_ref().1.protocol_version())
@@ -95,14 +95,15 @@ async fn connect(tls: &Tls, ctx: &ConnCtx, address: &str) -> Result<UpstreamStre
             Ok(h) => tokio::io::AsyncWriteExt::write_all(&mut upstream, &h).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-        sent.map_err(|e| format!("upstream {address}: PROXY protocol header not sent: {e}"))?;
+        sent.map_err(|e| {
+            ForwardError::upstream(
+                UpstreamErrorKind::Other,
+                format!("upstream {address}: PROXY protocol header not sent: {e}"),
+            )
+        })?;
     }
     let Some(t) = &ctx.runtime.upstream_tls else { return Ok(UpstreamStream::Plain(upstream)) };
-    match tokio::time::timeout(timeout, t.handshake(&t.connector, upstream)).await {
-        Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
-        Ok(Err(why)) => Err(format!("upstream {address}: {why}")),
-        Err(_) => Err(format!("upstream {address}: no TLS handshake within {timeout:?}")),
-    }
+    Ok(UpstreamStream::Tls(Box::new(handshake_tls(address, &t.connector, t, upstream, timeout).await?)))
 }
 
 /// Bytes either way until either side closes; `idle` without any closes both.

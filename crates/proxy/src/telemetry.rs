@@ -147,27 +147,6 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::Other => "other",
         }
     }
-
-    /// Reads the kind from a forwarding error's text: the upstream paths
-    /// report `String`s (the OS's, rustls' and hyper's own words), and this
-    /// runs only on the error path.
-    pub fn of(why: &str) -> UpstreamErrorKind {
-        let w = why.to_ascii_lowercase();
-        let has = |words: &[&str]| words.iter().any(|x| w.contains(x));
-        if has(&["connection refused"]) {
-            UpstreamErrorKind::ConnectRefused
-        } else if has(&["timed out", "no connection within", "no tls handshake within", "no response within"]) {
-            UpstreamErrorKind::Timeout
-        } else if has(&["tls handshake", "certificate", "alert", "expected peer"]) {
-            UpstreamErrorKind::Tls
-        } else if has(&["reset", "broken pipe", "connection closed", "incomplete message", "unexpected eof"]) {
-            UpstreamErrorKind::Reset
-        } else if has(&["parse", "invalid", "http/2", "alpn", "protocol", "frame", "malformed"]) {
-            UpstreamErrorKind::Protocol
-        } else {
-            UpstreamErrorKind::Other
-        }
-    }
 }
 
 /// The handles each HTTP request or TCP connection updates, resolved once
@@ -254,25 +233,6 @@ impl Drop for GaugeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_errors_are_told_apart_by_kind() {
-        for (why, kind) in [
-            ("upstream 127.0.0.1:1: Connection refused (os error 111)", UpstreamErrorKind::ConnectRefused),
-            ("upstream timed out: 127.0.0.1:9: no response within 1s", UpstreamErrorKind::Timeout),
-            ("upstream 127.0.0.1:9: connect timed out", UpstreamErrorKind::Timeout),
-            ("upstream 127.0.0.1:9: TLS handshake failed: unknown CA", UpstreamErrorKind::Tls),
-            ("upstream 127.0.0.1:9: Connection reset by peer (os error 104)", UpstreamErrorKind::Reset),
-            ("upstream 127.0.0.1:9: connection closed before message completed", UpstreamErrorKind::Reset),
-            (
-                "upstream 127.0.0.1:9: error reading a body from connection: invalid HTTP version parsed",
-                UpstreamErrorKind::Protocol,
-            ),
-            ("no HTTP upstream", UpstreamErrorKind::Other),
-        ] {
-            assert_eq!(UpstreamErrorKind::of(why), kind, "{why}");
-        }
-    }
 
     #[test]
     fn known_label_sets_are_exported_at_zero_from_the_start() {

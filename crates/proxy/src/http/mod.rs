@@ -16,6 +16,7 @@ use crate::authorize::token::TokenClaims;
 use crate::authorize::{Decision, RouteTable};
 use crate::config::{Upstream, UpstreamProtocol};
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
+use crate::forward_error::{Cause, ForwardError};
 use crate::headers::{rewrite_request_headers, strip_response_headers};
 use crate::telemetry::{GaugeGuard, UpstreamErrorKind};
 use bytes::Bytes;
@@ -523,45 +524,49 @@ async fn handle(
             }
             match forward_in_slot(req, &target, ctx, http, slots, slot, (upgrade, activity, token_claims)).await {
                 Ok(resp) => (resp, "allowed".into()),
-                // The client's body broke off or did not parse: its fault, not the upstream's.
-                Err(why) if why.starts_with(upstream::CLIENT_BODY_ERROR) => {
-                    tracing::debug!(peer = %ctx.peer, "{why}");
-                    (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
-                }
-                // The client's body stalled: 408, and the connection closes (its body is unread).
-                Err(why) if why.starts_with(upstream::BODY_TIMEOUT) => {
-                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
-                    tracing::debug!(peer = %ctx.peer, "{why}");
-                    let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
-                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    (resp, why.into())
-                }
-                // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
-                Err(why) if why.starts_with(upstream::GRPC_MESSAGE_TOO_LARGE) => {
-                    tracing::debug!(peer = %ctx.peer, "{why}");
-                    (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
-                }
-                // The client connection holds all the upstream connections it may.
-                Err(why) if why.starts_with(UPSTREAM_QUEUE) => {
-                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
-                    tracing::debug!(peer = %ctx.peer, "{why}");
-                    let mut resp =
-                        plain(StatusCode::SERVICE_UNAVAILABLE, "service unavailable: too many requests in flight\n");
-                    // A slot frees when one of this connection's own requests ends: soon, so retry soon.
-                    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    (resp, why.into())
-                }
-                Err(why) if why.starts_with(upstream::UPSTREAM_TIMEOUT) => {
-                    metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
-                    shared.requests.upstream_error(UpstreamErrorKind::Timeout);
-                    tracing::warn!(peer = %ctx.peer, "{why}");
-                    (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
-                }
-                Err(why) => {
-                    shared.requests.upstream_error(UpstreamErrorKind::of(&why));
-                    tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
-                    (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
-                }
+                Err(ForwardError { cause, why }) => match cause {
+                    // The client's body broke off or did not parse: its fault, not the upstream's.
+                    Cause::ClientBody => {
+                        tracing::debug!(peer = %ctx.peer, "{why}");
+                        (plain(StatusCode::BAD_REQUEST, "bad request: malformed body\n"), why.into())
+                    }
+                    // The client's body stalled: 408, and the connection closes (its body is unread).
+                    Cause::BodyTimeout => {
+                        metrics::counter!("ambos_proxy_timeouts_total", "kind" => "body").increment(1);
+                        tracing::debug!(peer = %ctx.peer, "{why}");
+                        let mut resp = plain(StatusCode::REQUEST_TIMEOUT, "request timeout: body too slow\n");
+                        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        (resp, why.into())
+                    }
+                    // A gRPC message over max_grpc_message: RESOURCE_EXHAUSTED, its bytes unread.
+                    Cause::GrpcTooLarge => {
+                        tracing::debug!(peer = %ctx.peer, "{why}");
+                        (plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large\n"), why.into())
+                    }
+                    // The client connection holds all the upstream connections it may.
+                    Cause::Queue => {
+                        metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream_queue").increment(1);
+                        tracing::debug!(peer = %ctx.peer, "{why}");
+                        let mut resp = plain(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "service unavailable: too many requests in flight\n",
+                        );
+                        // A slot frees when one of this connection's own requests ends: soon, so retry soon.
+                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        (resp, why.into())
+                    }
+                    Cause::Upstream(UpstreamErrorKind::Timeout) => {
+                        metrics::counter!("ambos_proxy_timeouts_total", "kind" => "upstream").increment(1);
+                        shared.requests.upstream_error(UpstreamErrorKind::Timeout);
+                        tracing::warn!(peer = %ctx.peer, "{why}");
+                        (plain(StatusCode::GATEWAY_TIMEOUT, "gateway timeout: upstream did not answer\n"), why.into())
+                    }
+                    Cause::Upstream(kind) => {
+                        shared.requests.upstream_error(kind);
+                        tracing::warn!(peer = %ctx.peer, "upstream error: {why}");
+                        (plain(StatusCode::BAD_GATEWAY, "bad gateway: upstream unavailable\n"), why.into())
+                    }
+                },
             }
         }
         (Ok(()), Err(_)) => unreachable!("a refused target has no decision"),
@@ -664,14 +669,17 @@ async fn forward_in_slot(
     slots: Arc<UpstreamSlots>,
     slot: &mut Option<UpstreamSlot>,
     extra: (UpgradeRequest, &Activity, Option<TokenClaims>),
-) -> Result<Response<ProxyBody>, String> {
+) -> Result<Response<ProxyBody>, ForwardError> {
     let limits = &ctx.runtime.config.limits;
     match UpstreamSlots::take(slots, limits.upstream_queue_timeout).await {
         Some(s) => *slot = Some(s),
         None => {
-            return Err(format!(
-                "{UPSTREAM_QUEUE}: this connection held all its {} upstream connections for {:?}",
-                limits.max_upstream_per_connection, limits.upstream_queue_timeout
+            return Err(ForwardError::new(
+                Cause::Queue,
+                format!(
+                    "{UPSTREAM_QUEUE}: this connection held all its {} upstream connections for {:?}",
+                    limits.max_upstream_per_connection, limits.upstream_queue_timeout
+                ),
             ))
         }
     }
@@ -684,15 +692,18 @@ async fn forward(
     ctx: &ConnCtx,
     http: &HttpShared,
     (upgrade, activity, token_claims): (UpgradeRequest, &Activity, Option<TokenClaims>),
-) -> Result<Response<ProxyBody>, String> {
+) -> Result<Response<ProxyBody>, ForwardError> {
     let Upstream::Http { authority, protocol, .. } = &ctx.runtime.config.upstream else {
-        return Err("no HTTP upstream".into());
+        return Err(ForwardError::upstream(UpstreamErrorKind::Other, "no HTTP upstream"));
     };
     let tls = ctx.runtime.upstream_tls.as_ref();
     let limits = &ctx.runtime.config.limits;
     let websocket = upgrade.is_websocket();
     if websocket && *protocol == UpstreamProtocol::H2 && tls.is_none() {
-        return Err(format!("upstream {authority}: WebSocket needs HTTP/1.1 to the upstream (h2c:// is HTTP/2 only)"));
+        return Err(ForwardError::upstream(
+            UpstreamErrorKind::Other,
+            format!("upstream {authority}: WebSocket needs HTTP/1.1 to the upstream (h2c:// is HTTP/2 only)"),
+        ));
     }
     let h2 = match protocol {
         _ if websocket => None,
@@ -723,7 +734,7 @@ async fn forward(
     }
     // Exactly what was authorized: the normalized path in origin form
     // (`/path?query`), or `host:port` for CONNECT.
-    parts.uri = target.to_uri()?;
+    parts.uri = target.to_uri().map_err(|why| ForwardError::upstream(UpstreamErrorKind::Other, why))?;
     rewrite_request_headers(&mut parts.headers, &ctx.headers);
     if let Some(told) = token_claims {
         for (name, value) in
@@ -774,7 +785,9 @@ async fn forward(
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
                 let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(authority.as_str());
-                parts.uri = format!("{scheme}://{host}{path}").parse().map_err(|e| format!("bad request URI: {e}"))?;
+                parts.uri = format!("{scheme}://{host}{path}")
+                    .parse()
+                    .map_err(|e| ForwardError::upstream(UpstreamErrorKind::Other, format!("bad request URI: {e}")))?;
             }
             let resp =
                 http.upstream_h2.send(sender, authority, tls, Request::from_parts(parts, body), timeouts).await?;

@@ -13,6 +13,8 @@
 //! meanwhile. A request that was written, or a new connection that fails,
 //! is an error (502, or 504 on a timeout): the request may have had its
 //! effect.
+use crate::forward_error::{Cause, ForwardError};
+use crate::telemetry::UpstreamErrorKind;
 use ambos_tls::error_chain;
 use bytes::Bytes;
 use http::uri::Authority;
@@ -43,10 +45,7 @@ pub const CLIENT_BODY_ERROR: &str = "malformed request body";
 /// body was too slow (`body_timeout`, `body_min_rate`): 408, the upstream
 /// connection closed.
 pub const BODY_TIMEOUT: &str = "request body timed out";
-/// How a [`UpstreamPool::send`] error starts when the upstream did not
-/// answer within `upstream_timeout` (or connect within
-/// `upstream_connect_timeout`): 504.
-pub const UPSTREAM_TIMEOUT: &str = "upstream timed out";
+pub use crate::dial::UPSTREAM_TIMEOUT;
 /// How a send error starts when a gRPC request's body carried a message
 /// over `max_grpc_message`: RESOURCE_EXHAUSTED (413).
 pub const GRPC_MESSAGE_TOO_LARGE: &str = "gRPC message too large";
@@ -425,10 +424,11 @@ impl UpstreamPool {
         authority: &Authority,
         tls: Option<&crate::upstream_tls::UpstreamTls>,
         timeout: Duration,
-    ) -> Result<Box<UpstreamConn>, String> {
+    ) -> Result<Box<UpstreamConn>, ForwardError> {
         let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeout).await?;
-        let (sender, conn) =
-            http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("upstream {authority}: {e}"))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ForwardError::upstream_error(&e, format!("upstream {authority}: {e}")))?;
         let tls = tls.map(|t| t.fingerprint);
         Ok(Box::new(UpstreamConn { authority: authority.clone(), tls, sender, conn, idle_since: Instant::now() }))
     }
@@ -445,7 +445,7 @@ impl UpstreamPool {
         tls: Option<&crate::upstream_tls::UpstreamTls>,
         req: http::Request<Incoming>,
         timeouts: Timeouts,
-    ) -> Result<http::Response<UpstreamBody>, String> {
+    ) -> Result<http::Response<UpstreamBody>, ForwardError> {
         let mut req = req.map(|b| ClientBody::new(b, &timeouts));
         // The one timer of the request: polled (armed) once the request
         // has ended, i.e. at once for a request without a body.
@@ -461,7 +461,10 @@ impl UpstreamPool {
                 if pooled {
                     continue;
                 }
-                return Err(format!("upstream {authority}: connection closed"));
+                return Err(ForwardError::upstream(
+                    UpstreamErrorKind::Reset,
+                    format!("upstream {authority}: connection closed"),
+                ));
             }
             let mut sent = std::pin::pin!(up.sender.try_send_request(req));
             let mut conn_ended = false;
@@ -490,7 +493,10 @@ impl UpstreamPool {
             .await;
             let Some(result) = result else {
                 // Dropping the connection closes it: it cannot be reused mid-exchange.
-                return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
+                return Err(ForwardError::upstream(
+                    UpstreamErrorKind::Timeout,
+                    format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response),
+                ));
             };
             match result {
                 Ok(resp) => {
@@ -514,45 +520,39 @@ pub(super) async fn connect_io(
     authority: &Authority,
     tls: Option<(&tokio_rustls::TlsConnector, &crate::upstream_tls::UpstreamTls)>,
     timeout: Duration,
-) -> Result<UpstreamIo, String> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(authority.as_str())).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
-        Err(_) => return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no connection within {timeout:?}")),
-    };
-    let _ = stream.set_nodelay(true);
-    // A connection the upstream's host lost (crash, network) is found within
-    // about 90 s of silence, not at the next request that hangs on it.
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+) -> Result<UpstreamIo, ForwardError> {
+    let stream = crate::dial::connect_tcp(authority.as_str(), timeout).await?;
     let Some((connector, t)) = tls else { return Ok(UpstreamIo::Plain(stream)) };
-    match tokio::time::timeout(timeout, t.handshake(connector, stream)).await {
-        Ok(Ok(s)) => Ok(UpstreamIo::Tls(Box::new(s))),
-        Ok(Err(why)) => Err(format!("upstream {authority}: {why}")),
-        Err(_) => Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no TLS handshake within {timeout:?}")),
-    }
+    let tls = crate::dial::handshake_tls(authority.as_str(), connector, t, stream, timeout).await?;
+    Ok(UpstreamIo::Tls(Box::new(tls)))
 }
 
 /// What a request that failed on its way to the upstream is audited as:
 /// the client's body too slow ([`BODY_TIMEOUT`]), malformed
 /// ([`CLIENT_BODY_ERROR`]) or carrying too large a gRPC message
 /// ([`GRPC_MESSAGE_TOO_LARGE`]), else the upstream's failure.
-pub(super) fn send_error(e: &hyper::Error, body: &BodyOutcome, authority: &Authority, timeouts: &Timeouts) -> String {
+pub(super) fn send_error(
+    e: &hyper::Error,
+    body: &BodyOutcome,
+    authority: &Authority,
+    timeouts: &Timeouts,
+) -> ForwardError {
     match body.get() {
-        TIMED_OUT => format!(
-            "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
-            timeouts.body_min_rate, timeouts.body
+        TIMED_OUT => ForwardError::new(
+            Cause::BodyTimeout,
+            format!(
+                "{BODY_TIMEOUT}: less than {} bytes/s (at least 1 byte) over {:?}",
+                timeouts.body_min_rate, timeouts.body
+            ),
         ),
         // The body is the client's `Incoming`: its error is the client's
         // request failing to parse (or the client resetting its stream).
-        MALFORMED => format!("{CLIENT_BODY_ERROR}: {}", error_chain(e)),
-        TOO_LARGE => {
-            format!("{GRPC_MESSAGE_TOO_LARGE}: over limits.max_grpc_message ({} bytes)", timeouts.grpc_message_max)
-        }
-        _ => format!("upstream {authority}: {}", error_chain(e)),
+        MALFORMED => ForwardError::new(Cause::ClientBody, format!("{CLIENT_BODY_ERROR}: {}", error_chain(e))),
+        TOO_LARGE => ForwardError::new(
+            Cause::GrpcTooLarge,
+            format!("{GRPC_MESSAGE_TOO_LARGE}: over limits.max_grpc_message ({} bytes)", timeouts.grpc_message_max),
+        ),
+        _ => ForwardError::upstream_error(e, format!("upstream {authority}: {}", error_chain(e))),
     }
 }
 
@@ -710,7 +710,7 @@ mod tests {
                                     let body = resp.into_body().collect().await.expect("upstream body").to_bytes();
                                     Ok(String::from_utf8_lossy(&body).into_owned())
                                 }
-                                Err(e) => Err(e),
+                                Err(e) => Err(e.to_string()),
                             };
                             tx.send(outcome).expect("test listens");
                             Ok::<_, std::convert::Infallible>(

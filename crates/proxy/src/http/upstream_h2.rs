@@ -12,6 +12,8 @@
 //! resets the client's stream. Trailers (gRPC's `grpc-status`) pass as
 //! body frames.
 use super::upstream::{connect_io, send_error, BodyOutcome, ClientBody, Timeouts, UpstreamIo, UPSTREAM_TIMEOUT};
+use crate::forward_error::ForwardError;
+use crate::telemetry::UpstreamErrorKind;
 use crate::upstream_tls::UpstreamTls;
 use ambos_tls::error_chain;
 use http::uri::Authority;
@@ -77,7 +79,7 @@ pub struct H2Upstream {
     /// One connect at a time: requests arriving meanwhile wait for it,
     /// and share its failure (when it came, why) rather than each trying
     /// (and timing out) in turn.
-    connecting: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
+    connecting: tokio::sync::Mutex<Option<(std::time::Instant, ForwardError)>>,
 }
 
 /// How long an upstream's choice of http/1.1 is kept before the next
@@ -120,7 +122,7 @@ impl H2Upstream {
 
     /// A shared connection to `authority`, made if there is none with room
     /// for a stream; `None` when, with `auto`, the upstream chose http/1.1.
-    pub async fn connection(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, String> {
+    pub async fn connection(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, ForwardError> {
         let Dial { authority, tls, auto, .. } = dial;
         if auto && self.chose_http1(authority, tls) {
             return Ok(None);
@@ -149,13 +151,13 @@ impl H2Upstream {
     }
 
     /// Opens a connection to `authority` (TLS with ALPN h2 when `tls`).
-    async fn connect(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, String> {
+    async fn connect(&self, dial: Dial<'_>) -> Result<Option<H2Sender>, ForwardError> {
         let Dial { authority, tls, auto, timeout } = dial;
         let key = Key { authority: authority.clone(), tls_files: tls.map(|t| t.fingerprint) };
         // An upstream that knows none of the protocols offered may refuse the handshake (RFC 7301).
         let io = connect_io(authority, tls.map(|t| (&t.h2_connector, t)), timeout).await.map_err(|e| {
-            if e.contains("NoApplicationProtocol") {
-                format!("{e}: {NO_H2}")
+            if e.why.contains("NoApplicationProtocol") {
+                e.map_why(|why| format!("{why}: {NO_H2}"))
             } else {
                 e
             }
@@ -166,7 +168,10 @@ impl H2Upstream {
                 *self.chose_http1.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, std::time::Instant::now()));
                 return Ok(None);
             }
-            return Err(format!("upstream {authority}: did not choose h2 in ALPN: {NO_H2}"));
+            return Err(ForwardError::upstream(
+                UpstreamErrorKind::Protocol,
+                format!("upstream {authority}: did not choose h2 in ALPN: {NO_H2}"),
+            ));
         }
         let first_bytes = Arc::new(OnceLock::new());
         let (read, write) = tokio::io::split(io);
@@ -178,7 +183,9 @@ impl H2Upstream {
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("upstream {authority}: HTTP/2 handshake: {}", error_chain(&e)))?;
+            .map_err(|e| {
+                ForwardError::upstream_error(&e, format!("upstream {authority}: HTTP/2 handshake: {}", error_chain(&e)))
+            })?;
         let name = authority.clone();
         let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
         let limit = max_streams.clone();
@@ -220,14 +227,15 @@ impl H2Upstream {
         tls: Option<&UpstreamTls>,
         req: http::Request<Incoming>,
         timeouts: Timeouts,
-    ) -> Result<http::Response<H2Body>, String> {
+    ) -> Result<http::Response<H2Body>, ForwardError> {
         let mut req = req.map(|b| ClientBody::new(b, &timeouts));
         let outcome = req.body().outcome();
         let mut retried = false;
         loop {
             if s.sender.ready().await.is_err() {
                 if retried {
-                    return Err(s.explain(format!("upstream {authority}: HTTP/2 connection closed")));
+                    let closed = format!("upstream {authority}: HTTP/2 connection closed");
+                    return Err(s.explain(ForwardError::upstream(UpstreamErrorKind::Reset, closed)));
                 }
                 retried = true;
                 s = self.reconnect(authority, tls, timeouts.connect).await?;
@@ -236,7 +244,10 @@ impl H2Upstream {
             let stream = StreamGuard::new(&s.streams);
             let Some(result) = within_head_timeout(s.sender.try_send_request(req), &outcome, timeouts.response).await
             else {
-                return Err(format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response));
+                return Err(ForwardError::upstream(
+                    UpstreamErrorKind::Timeout,
+                    format!("{UPSTREAM_TIMEOUT}: {authority}: no response within {:?}", timeouts.response),
+                ));
             };
             match result {
                 Ok(resp) => return Ok(resp.map(|body| H2Body { body, _stream: stream })),
@@ -257,11 +268,11 @@ impl H2Upstream {
         authority: &Authority,
         tls: Option<&UpstreamTls>,
         timeout: Duration,
-    ) -> Result<H2Sender, String> {
+    ) -> Result<H2Sender, ForwardError> {
         // The request is already in HTTP/2 form: no falling back to HTTP/1.1 now.
-        self.connection(Dial { authority, tls, auto: false, timeout })
-            .await?
-            .ok_or_else(|| format!("upstream {authority}: chose http/1.1 in ALPN"))
+        self.connection(Dial { authority, tls, auto: false, timeout }).await?.ok_or_else(|| {
+            ForwardError::upstream(UpstreamErrorKind::Protocol, format!("upstream {authority}: chose http/1.1 in ALPN"))
+        })
     }
 }
 
@@ -269,18 +280,21 @@ impl H2Sender {
     /// `why`, and what the upstream sent if that was not HTTP/2: an h2c
     /// upstream that speaks HTTP/1.1 answers our preface with an error
     /// page, which hyper reports as a frame error.
-    fn explain(&self, why: String) -> String {
-        let Some(first) = self.first_bytes.get() else { return why };
+    fn explain(&self, e: ForwardError) -> ForwardError {
+        let Some(first) = self.first_bytes.get() else { return e };
+        let protocol = |why: String| ForwardError::upstream(UpstreamErrorKind::Protocol, why);
         if first.starts_with(b"HTTP/") {
-            format!("{why} (the upstream answered in HTTP/1.x, not HTTP/2: h2c:// needs prior-knowledge HTTP/2)")
+            protocol(format!(
+                "{e} (the upstream answered in HTTP/1.x, not HTTP/2: h2c:// needs prior-knowledge HTTP/2)"
+            ))
         } else if first.len() >= 4 && first[3] != 4 {
             // RFC 9113 3.4: a server's first frame is SETTINGS (type 4).
-            format!(
-                "{why} (the upstream does not speak HTTP/2: its first bytes were {:?})",
+            protocol(format!(
+                "{e} (the upstream does not speak HTTP/2: its first bytes were {:?})",
                 String::from_utf8_lossy(first)
-            )
+            ))
         } else {
-            why
+            e
         }
     }
 }
@@ -391,7 +405,7 @@ mod tests {
 
     const TIMEOUTS: Timeouts = super::super::upstream::TEST_TIMEOUTS;
 
-    type Outcome = Result<String, String>;
+    type Outcome = Result<String, ForwardError>;
 
     /// The proxy's side: a local HTTP/1.1 listener whose requests (real
     /// hyper bodies, as the proxy gets them) go to `upstream` through `h2`;
@@ -444,7 +458,7 @@ mod tests {
         for _ in 0..frames {
             match body.frame().await {
                 Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| d)),
-                Some(Err(e)) => return Err(error_chain(&e)),
+                Some(Err(e)) => return Err(ForwardError::upstream(UpstreamErrorKind::Other, error_chain(&e))),
                 None => break,
             }
         }
@@ -599,7 +613,7 @@ mod tests {
         .await;
         let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority, 8).await;
         let err = get(addr, &mut rx).await.unwrap_err();
-        assert!(err.contains("stream error"), "{err}");
+        assert!(err.why.contains("stream error"), "{err}");
     }
 
     #[tokio::test]
@@ -644,12 +658,14 @@ mod tests {
         // 2 bytes of 10, then silence.
         let stalled = send_raw(addr, &mut rx, b"POST /x HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\nab").await;
         let err = stalled.unwrap_err();
-        assert!(err.starts_with(super::super::upstream::BODY_TIMEOUT), "{err}");
+        assert!(err.why.starts_with(super::super::upstream::BODY_TIMEOUT), "{err}");
+        assert_eq!(err.cause, crate::forward_error::Cause::BodyTimeout, "{err}");
 
         let (addr, mut rx) = front_with(Arc::new(H2Upstream::default()), silent.clone(), 8, short).await;
         let started = std::time::Instant::now();
         let err = get(addr, &mut rx).await.unwrap_err();
-        assert!(err.starts_with(&format!("{UPSTREAM_TIMEOUT}: {silent}: no response within 300ms")), "{err}");
+        assert!(err.why.starts_with(&format!("{UPSTREAM_TIMEOUT}: {silent}: no response within 300ms")), "{err}");
+        assert_eq!(err.cause, crate::forward_error::Cause::Upstream(UpstreamErrorKind::Timeout), "{err}");
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
@@ -689,7 +705,8 @@ mod tests {
         });
         let (addr, mut rx) = front(Arc::new(H2Upstream::default()), authority.clone(), 8).await;
         let err = get(addr, &mut rx).await.unwrap_err();
-        assert!(err.starts_with(&format!("upstream {authority}: ")), "{err}");
-        assert!(err.contains("the upstream answered in HTTP/1.x, not HTTP/2"), "{err}");
+        assert!(err.why.starts_with(&format!("upstream {authority}: ")), "{err}");
+        assert!(err.why.contains("the upstream answered in HTTP/1.x, not HTTP/2"), "{err}");
+        assert_eq!(err.cause, crate::forward_error::Cause::Upstream(UpstreamErrorKind::Protocol), "{err}");
     }
 }

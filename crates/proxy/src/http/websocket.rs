@@ -14,7 +14,9 @@
 //! else is refused.
 use super::upstream::{connect_io, Timeouts, UPSTREAM_TIMEOUT};
 use super::ProxyBody;
+use crate::forward_error::ForwardError;
 use crate::headers::strip_response_headers;
+use crate::telemetry::UpstreamErrorKind;
 use crate::upstream_tls::UpstreamTls;
 use bytes::Bytes;
 use http::uri::Authority;
@@ -82,29 +84,35 @@ pub async fn forward(
     tls: Option<&UpstreamTls>,
     timeouts: &Timeouts,
     over_h2: bool,
-) -> Result<(Response<ProxyBody>, Option<Upgraded>), String> {
+) -> Result<(Response<ProxyBody>, Option<Upgraded>), ForwardError> {
+    let other = |why: String| ForwardError::upstream(UpstreamErrorKind::Other, why);
     // RFC 8441 has no key: the handshake with the upstream is ours.
-    let key = if over_h2 { Some(new_key()?) } else { None };
+    let key = if over_h2 { Some(new_key().map_err(other)?) } else { None };
     if let Some(k) = &key {
         parts.method = http::Method::GET;
-        parts.headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(k).map_err(|e| e.to_string())?);
+        parts.headers.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(k).map_err(|e| other(e.to_string()))?);
         parts.headers.entry(header::SEC_WEBSOCKET_VERSION).or_insert(HeaderValue::from_static("13"));
     }
     let io = connect_io(authority, tls.map(|t| (&t.connector, t)), timeouts.connect).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
         .await
-        .map_err(|e| format!("upstream {authority}: {e}"))?;
+        .map_err(|e| ForwardError::upstream_error(&e, format!("upstream {authority}: {e}")))?;
     // Ends by handing the stream over to `hyper::upgrade::on`, or with the connection.
     tokio::spawn(conn.with_upgrades());
     parts.version = Version::HTTP_11;
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let wait = timeouts.response;
-    let no_answer = || format!("{UPSTREAM_TIMEOUT}: {authority}: no answer to the WebSocket upgrade within {wait:?}");
+    let no_answer = || {
+        ForwardError::upstream(
+            UpstreamErrorKind::Timeout,
+            format!("{UPSTREAM_TIMEOUT}: {authority}: no answer to the WebSocket upgrade within {wait:?}"),
+        )
+    };
     let mut resp = match tokio::time::timeout(wait, sender.send_request(Request::from_parts(parts, Empty::new()))).await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(format!("upstream {authority}: {e}")),
+        Ok(Err(e)) => return Err(ForwardError::upstream_error(&e, format!("upstream {authority}: {e}"))),
         Err(_) => return Err(no_answer()),
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -120,11 +128,19 @@ pub async fn forward(
     }
     let switched_to = resp.headers().get(header::UPGRADE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     if !switched_to.as_deref().is_some_and(|p| p.trim().eq_ignore_ascii_case("websocket")) {
-        return Err(format!("upstream {authority}: answered 101 switching to {switched_to:?}, not websocket"));
+        return Err(ForwardError::upstream(
+            UpstreamErrorKind::Protocol,
+            format!("upstream {authority}: answered 101 switching to {switched_to:?}, not websocket"),
+        ));
     }
     let upgraded = match tokio::time::timeout(wait, hyper::upgrade::on(&mut resp)).await {
         Ok(Ok(u)) => u,
-        Ok(Err(e)) => return Err(format!("upstream {authority}: WebSocket upgrade failed: {e}")),
+        Ok(Err(e)) => {
+            return Err(ForwardError::upstream_error(
+                &e,
+                format!("upstream {authority}: WebSocket upgrade failed: {e}"),
+            ))
+        }
         Err(_) => return Err(no_answer()),
     };
     let (mut parts, _) = resp.into_parts();
@@ -137,7 +153,10 @@ pub async fn forward(
         Some(k) => {
             let accept = parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
             if accept.as_ref().map(|a| a.as_bytes()) != Some(accept_for(k).as_bytes()) {
-                return Err(format!("upstream {authority}: wrong Sec-WebSocket-Accept {accept:?} for our key"));
+                return Err(ForwardError::upstream(
+                    UpstreamErrorKind::Protocol,
+                    format!("upstream {authority}: wrong Sec-WebSocket-Accept {accept:?} for our key"),
+                ));
             }
             // RFC 8441 5: the CONNECT succeeds with a 2xx.
             parts.status = StatusCode::OK;
