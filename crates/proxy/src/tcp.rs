@@ -7,7 +7,7 @@ use crate::authorize::Decision;
 use crate::config::Upstream;
 use crate::conn::{idle_check_period, ConnCtx, Shared, Tls};
 use crate::dial::{connect_tcp, handshake_tls};
-use crate::forward_error::ForwardError;
+use crate::forward_error::{Cause, ForwardError};
 use crate::telemetry::UpstreamErrorKind;
 use http::Method;
 use std::pin::Pin;
@@ -40,7 +40,7 @@ pub async fn serve(mut tls: Box<Tls>, ctx: Arc<ConnCtx>, shared: Arc<Shared>, st
         match connect(&tls, &ctx, address.as_str()).await {
             Ok(s) => Some(s),
             Err(e) => {
-                if let crate::forward_error::Cause::Upstream(kind) = e.cause {
+                if let Cause::Upstream(kind) = e.cause {
                     shared.requests.upstream_error(kind);
                 }
                 tracing::warn!(peer = %ctx.peer, "upstream error: {e}");

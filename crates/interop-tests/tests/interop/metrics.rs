@@ -2,7 +2,7 @@
 //! series known in advance are there from the start, and (proxy, before
 //! and after requests made with curl and openssl s_client) every refusal
 //! and every answer is counted.
-use ambos_interop_tests::{free_port, poll, require, run, s_client, Daemon, ProxyToml, TestCa};
+use ambos_interop_tests::{free_port, poll, require, run, s_client, start_http_upstream, Daemon, ProxyToml, TestCa};
 use std::process::Command;
 use std::time::Duration;
 
@@ -78,6 +78,46 @@ fn every_refusal_and_answer_is_counted_and_known_series_start_at_zero() {
         assert_eq!(value(&after, series), Some(want), "{series}:\n{after}");
     }
     assert!(after.contains("ambos_proxy_request_duration_seconds_bucket{le=\"0.005\"}"), "{after}");
+}
+
+/// Each way an upstream can fail is counted under its own kind, read from
+/// the error itself: an `https://` upstream that speaks plain HTTP (tls),
+/// an `h2c://` upstream that answers in HTTP/1.1 (protocol), and an
+/// upstream that closes the connection after reading the request (reset).
+/// Each is a 502 and nothing else is counted.
+#[test]
+fn upstream_failures_are_counted_by_their_kind() {
+    require("curl");
+    let ca = TestCa::with_localhost(&["alice"]);
+    let http1 = start_http_upstream();
+    let closer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closer_port = closer.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in closer.incoming().flatten() {
+            // Reads (part of) the request, then closes without an answer.
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 1024]);
+        }
+    });
+    for (kind, upstream) in [
+        ("tls", format!("url = \"https://127.0.0.1:{http1}\"\n\n[upstream.tls]\nca = \"certs/ca.crt\"\nserver_name = \"localhost\"")),
+        ("protocol", format!("url = \"h2c://127.0.0.1:{http1}\"")),
+        ("reset", format!("url = \"http://127.0.0.1:{closer_port}\"")),
+    ] {
+        let metrics_port = free_port();
+        let config = ProxyToml::upstream(&upstream).metrics(metrics_port).to_string();
+        let proxy = Daemon::proxy(ca.dir(), &config, &[]);
+        let reply = ca.curl(Some("alice"), &format!("https://localhost:{}/x", proxy.port), &[]);
+        assert_eq!(reply.status, "502", "{kind}: {}\n{}", reply.body, proxy.log());
+        let want = format!("ambos_proxy_upstream_errors_total{{kind=\"{kind}\"}}");
+        let m = poll(5, Duration::from_millis(100), || scrape(metrics_port), |m| value(m, &want) == Some(1.0));
+        assert_eq!(value(&m, &want), Some(1.0), "{kind}:\n{m}\n{}", proxy.log());
+        let counted: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("ambos_proxy_upstream_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(counted, 1.0, "{kind}: one error, under one kind:\n{m}");
+    }
 }
 
 #[test]
