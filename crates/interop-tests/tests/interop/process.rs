@@ -71,6 +71,43 @@ fn issue_due(ca: &TestCa, name: &str) {
     ca.issue("client", name, &["--not-before", &not_before, "--ttl", "60s"]);
 }
 
+/// On one core (`taskset -c 0`) the daemons run a single-threaded runtime:
+/// the proxy serves HTTP/1.1 and HTTP/2, reloads on SIGHUP and stops on
+/// SIGTERM with exit 0; `ambos serve` answers and enrolls.
+#[test]
+fn on_one_core_the_daemons_run_single_threaded_and_do_their_whole_job() {
+    ambos_interop_tests::require("taskset");
+    let ca = TestCa::with_localhost(&["alice"]);
+    let upstream = start_http_upstream();
+    let path = Daemon::proxy_config(ca.dir(), &ProxyToml::http(upstream).to_string());
+    let log = ca.dir().join("one-core-proxy.log");
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(ambos_bin()).args(["proxy", "--config"]).arg(&path);
+    let mut proxy = Daemon::spawn(cmd.current_dir(ca.dir()).env("AMBOS_LOG", "debug"), log.clone());
+    assert!(proxy.log().contains("one core: a single-threaded runtime"), "{}", proxy.log());
+    for version in ["--http1.1", "--http2"] {
+        let reply = ca.curl(Some("alice"), &format!("https://localhost:{}/one-core", proxy.port), &[version]);
+        assert_eq!(reply.status, "200", "{version}: {} {}", reply.body, reply.stderr);
+        assert!(reply.body.contains("/one-core"), "{version}: {}", reply.body);
+    }
+    survives_sighup(&mut proxy.child.0, &log);
+    let reply = ca.curl(Some("alice"), &format!("https://localhost:{}/after", proxy.port), &["--http2"]);
+    assert_eq!(reply.status, "200", "after the reload: {} {}", reply.body, reply.stderr);
+    stops_cleanly_on_sigterm(&mut proxy.child.0, &log);
+
+    let log = ca.dir().join("one-core-serve.log");
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(ambos_bin()).arg("--dir").arg(ca.data()).args(["serve", "--listen", "127.0.0.1:0"]);
+    let serve = Daemon::spawn(cmd.env("AMBOS_LOG", "debug"), log.clone());
+    assert!(serve.log().contains("one core: a single-threaded runtime"), "{}", serve.log());
+    let token = ca.ambos(&["token", "create", "one-core-dev"]).ok().stdout.trim().to_string();
+    let out = ca.dir().join("one-core-out");
+    let (url, root) = (format!("https://localhost:{}", serve.port), ca.path("ca.crt"));
+    let args = ["enroll", "--ca-url", &url, "--root", root.to_str().unwrap(), "--token", &token, "--out"];
+    run(ca.cmd().args(args).arg(&out)).ok();
+    assert!(out.join("one-core-dev.crt").exists(), "enrolled: {}", serve.log());
+}
+
 #[test]
 fn sighup_keeps_serve_running_and_renews_its_certificate_and_sigterm_exits_0() {
     let ca = TestCa::new(&[]);
