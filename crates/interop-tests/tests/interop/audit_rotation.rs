@@ -31,16 +31,26 @@ fn load(ca: &TestCa, port: u16, who: &str, n: usize, conns: usize) -> usize {
     out.stdout.trim().parse().unwrap()
 }
 
-/// Every file in `dir` whose name starts with `stem`, and its text.
+/// Every file in `dir` whose name starts with `stem`, and its text. A file
+/// renamed or removed by a rotation between the listing and its reading
+/// means the listing is stale: it is taken again.
 fn audit_files(dir: &Path, stem: &str) -> Vec<(String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(stem))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
-        .collect();
-    files.sort();
-    files
+    loop {
+        let read: Result<Vec<_>, _> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(stem))
+            .map(|e| std::fs::read_to_string(e.path()).map(|t| (e.file_name().to_string_lossy().into_owned(), t)))
+            .collect();
+        match read {
+            Ok(mut files) => {
+                files.sort();
+                return files;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
 }
 
 /// Checks the files hold exactly one whole JSON line per request /r/0..n:
