@@ -62,7 +62,10 @@ fn check_lines(dir: &Path, stem: &str, n: usize) -> Vec<(String, String)> {
         let files = audit_files(dir, stem);
         let requests = |t: &str| t.lines().filter(|l| l.contains("\"event\":\"request\"")).count();
         let total: usize = files.iter().map(|(_, t)| requests(t)).sum();
-        if total >= n || Instant::now() > deadline {
+        // Judged only on a listing the writer left alone while it was read:
+        // a rotation in between shifts every numbered file by one.
+        let settled = || audit_files(dir, stem) == files;
+        if (total >= n && settled()) || Instant::now() > deadline {
             let mut seen = BTreeSet::new();
             for (name, text) in &files {
                 assert!(text.is_empty() || text.ends_with('\n'), "{name} ends inside a line");
