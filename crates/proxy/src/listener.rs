@@ -142,7 +142,7 @@ pub async fn run(config: ProxyConfig, control: Control) -> Result<(), ProxyError
 /// Runs an admitted connection in a task of its own, which eviction can abort.
 fn start(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, http: Arc<HttpShared>, ticket: Ticket) {
     ticket.on_accept(&stream);
-    let _ = stream.set_nodelay(true);
+    crate::dial::tune(&stream);
     let slot = ticket.slot().clone();
     let task = tokio::spawn(async move { connection(stream, peer, shared, http, ticket).await });
     slot.set_task(task.abort_handle());

@@ -144,8 +144,9 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
             .timer(TokioTimer::new())
             // RFC 8441: WebSocket over HTTP/2 (extended CONNECT).
             .enable_connect_protocol()
-            .keep_alive_interval(Some(idle / 2))
-            .keep_alive_timeout(Duration::from_secs(20))
+            // No PINGs of ours: hyper would read the clock and take a lock
+            // on every frame for them; TCP keepalive (`dial::tune`) finds a
+            // client that is gone, as nginx's and Envoy's defaults do.
             .serve_connection(TokioIo::new(tls), svc),
     );
     let mut draining = *shutdown.borrow();
