@@ -1,6 +1,7 @@
 //! Fair under load: `ambos proxy` with small `[limits]` against clients
 //! that hold connections silent, send bodies that never finish, upstreams
-//! that never answer and HTTP/2 connections kept up with PINGs alone.
+//! that never answer, HTTP/2 connections kept up with PINGs alone, and
+//! peers whose host is gone (TCP keepalive).
 use ambos_interop_tests::{
     ambos_bin, free_port, poll, require, run, start_http_upstream, ChildGuard, Daemon, ProxyToml, TestCa,
 };
@@ -480,4 +481,55 @@ fn an_http2_settings_flood_does_not_grow_the_proxy_or_slow_others() {
     let a = h2_abuse("settings", 300_000);
     assert!(a.rss_growth_kb < 16 * 1024, "SETTINGS ACKs queued: +{} kB", a.rss_growth_kb);
     assert_eq!(a.upstream_requests, 0);
+}
+
+/// The kernel's view of TCP sockets in this network namespace: (local port,
+/// remote port, timer kind, seconds until it fires) of the established ones
+/// (`/proc/net/tcp`: timer kind 2 on an established socket is keepalive's,
+/// in USER_HZ ticks, 100 a second).
+fn established_sockets() -> Vec<(u16, u16, u8, f64)> {
+    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (kind, when) = f[5].split_once(':').unwrap();
+            (f[3] == "01").then(|| {
+                (port(f[1]), port(f[2]), kind.parse().unwrap(), u64::from_str_radix(when, 16).unwrap() as f64 / 100.0)
+            })
+        })
+        .collect()
+}
+
+/// A client or upstream whose host is gone is found by TCP keepalive (the
+/// proxy sends no HTTP/2 PINGs): on the connection a client opened, and on
+/// the pooled one to the upstream.
+#[test]
+fn client_and_upstream_connections_have_tcp_keepalive() {
+    let upstream = start_http_upstream();
+    let p = Proxy::start(upstream, "");
+    // A request leaves a pooled upstream connection; a client connection
+    // that has not even started its handshake is already set up.
+    assert_eq!(p.curl("/", &[]).0, "200", "{}", p.log());
+    let client = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    let ours = client.local_addr().unwrap().port();
+    let (accepted, pooled) = poll(
+        5,
+        Duration::from_millis(50),
+        || {
+            let s = established_sockets();
+            let find = |f: &dyn Fn(&(u16, u16, u8, f64)) -> bool| s.iter().find(|t| f(t)).copied();
+            (find(&|t| t.0 == p.port && t.1 == ours), find(&|t| t.1 == upstream))
+        },
+        // The kernel has the connection before the proxy accepts it.
+        |(a, u)| [a, u].iter().all(|t| t.is_some_and(|t| t.2 == 2)),
+    );
+    for (what, socket) in [("client connection", accepted), ("upstream connection", pooled)] {
+        let (_, _, kind, when) = socket.unwrap_or_else(|| panic!("no {what} in /proc/net/tcp"));
+        assert_eq!(kind, 2, "the proxy's side of the {what} has no keepalive timer");
+        assert!((40.0..=61.0).contains(&when), "{what}: first keepalive probe in {when} s, not after 60 s of silence");
+    }
+    drop(client);
 }
