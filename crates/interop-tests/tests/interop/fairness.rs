@@ -483,11 +483,14 @@ fn an_http2_settings_flood_does_not_grow_the_proxy_or_slow_others() {
     assert_eq!(a.upstream_requests, 0);
 }
 
+/// (local port, remote port, timer kind, seconds until it fires).
+type Socket = (u16, u16, u8, f64);
+
 /// The kernel's view of TCP sockets in this network namespace: (local port,
 /// remote port, timer kind, seconds until it fires) of the established ones
 /// (`/proc/net/tcp`: timer kind 2 on an established socket is keepalive's,
 /// in USER_HZ ticks, 100 a second).
-fn established_sockets() -> Vec<(u16, u16, u8, f64)> {
+fn established_sockets() -> Vec<Socket> {
     let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).unwrap();
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap()
@@ -520,7 +523,7 @@ fn client_and_upstream_connections_have_tcp_keepalive() {
         Duration::from_millis(50),
         || {
             let s = established_sockets();
-            let find = |f: &dyn Fn(&(u16, u16, u8, f64)) -> bool| s.iter().find(|t| f(t)).copied();
+            let find = |f: &dyn Fn(&Socket) -> bool| s.iter().find(|t| f(t)).copied();
             (find(&|t| t.0 == p.port && t.1 == ours), find(&|t| t.1 == upstream))
         },
         // The kernel has the connection before the proxy accepts it.
