@@ -379,15 +379,26 @@ impl UpstreamConn {
 
     /// Waits until the connection takes a request; false if it has closed.
     async fn ready(&mut self) -> bool {
-        poll_fn(|cx| {
-            // The connection first: nobody polled it while it sat in the
-            // pool, so this is where it reads the upstream's FIN, if any.
-            if self.poll_ended(cx) {
-                return Poll::Ready(false);
-            }
-            self.sender.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await
+        // An idle pooled connection is ready at once: asked without our
+        // waker, so that the request about to be queued does not wake this
+        // task for a second, useless poll (the send polls the connection
+        // with the real waker next).
+        if let Some(ready) = self.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+            return ready;
+        }
+        poll_fn(|cx| self.poll_ready(cx).map_or(Poll::Pending, Poll::Ready)).await
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Option<bool> {
+        // The connection first: nobody polled it while it sat in the
+        // pool, so this is where it reads the upstream's FIN, if any.
+        if self.poll_ended(cx) {
+            return Some(false);
+        }
+        match self.sender.poll_ready(cx) {
+            Poll::Ready(r) => Some(r.is_ok()),
+            Poll::Pending => None,
+        }
     }
 }
 
