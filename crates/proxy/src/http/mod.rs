@@ -749,7 +749,9 @@ async fn forward(
     crate::headers::regenerate_framing(&mut parts.headers, &body.size_hint(), body.is_end_stream());
     let mut timeouts = upstream::Timeouts::from_limits(limits);
     if websocket {
-        let (resp, upgraded) = websocket::forward(parts, authority, tls, &timeouts, client_stream.is_some()).await?;
+        // Boxed: an upgrade is rare, and its future would size every request's.
+        let (resp, upgraded) =
+            Box::pin(websocket::forward(parts, authority, tls, &timeouts, client_stream.is_some())).await?;
         match (upgraded, client_stream) {
             (Some(u), None) => activity.hand_over(u),
             // An HTTP/2 stream: piped in a task of its own, which ends with the connection.

@@ -466,7 +466,9 @@ impl UpstreamPool {
         loop {
             let (mut up, pooled) = match self.take(authority, tls.map(|t| t.fingerprint)) {
                 Some(c) => (c, true),
-                None => (Self::connect(authority, tls, timeouts.connect).await?, false),
+                // Boxed: a new connection is rare, and its future would
+                // otherwise size every request's.
+                None => (Box::pin(Self::connect(authority, tls, timeouts.connect)).await?, false),
             };
             if !up.ready().await {
                 if pooled {

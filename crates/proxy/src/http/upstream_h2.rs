@@ -143,7 +143,9 @@ impl H2Upstream {
                 return Err(why.clone());
             }
         }
-        let result = self.connect(dial).await;
+        // Boxed, like every rare await on the request path: a request's
+        // future is as large as the largest thing it may wait for.
+        let result = Box::pin(self.connect(dial)).await;
         if let Err(why) = &result {
             *failed = Some((std::time::Instant::now(), why.clone()));
         }
@@ -238,7 +240,7 @@ impl H2Upstream {
                     return Err(s.explain(ForwardError::upstream(UpstreamErrorKind::Reset, closed)));
                 }
                 retried = true;
-                s = self.reconnect(authority, tls, timeouts.connect).await?;
+                s = Box::pin(self.reconnect(authority, tls, timeouts.connect)).await?;
                 continue;
             }
             let stream = StreamGuard::new(&s.streams);
@@ -255,7 +257,7 @@ impl H2Upstream {
                     Some(unsent) if !retried => {
                         retried = true;
                         req = unsent;
-                        s = self.reconnect(authority, tls, timeouts.connect).await?;
+                        s = Box::pin(self.reconnect(authority, tls, timeouts.connect)).await?;
                     }
                     _ => return Err(s.explain(send_error(e.error(), &outcome, authority, &timeouts))),
                 },
