@@ -25,6 +25,7 @@ mod conn;
 mod crl_pull;
 mod dial;
 mod forward_error;
+mod gate;
 mod headers;
 mod http;
 pub mod jwks_pull;

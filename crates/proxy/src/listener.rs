@@ -16,8 +16,10 @@ use crate::{http, tcp, telemetry, ProxyError};
 use ambos_tls::daemon::Control;
 use ambos_tls::net::accept;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -183,9 +185,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, ht
     match watch {
         None => serve.await,
         Some((revoked, ctx)) => {
-            tokio::select! {
-                _ = serve => {}
-                _ = revoked.notified() => closed_revoked(&shared, &ctx, started),
+            let (mut serve, mut notified) = (std::pin::pin!(serve), std::pin::pin!(revoked.notified()));
+            // The revocation is polled only when it woke the task (see `gate`).
+            let gate = crate::gate::Gate::default();
+            let revoked = std::future::poll_fn(|cx| {
+                if gate.open(cx) && notified.as_mut().poll(&mut gate.context()).is_ready() {
+                    return Poll::Ready(true);
+                }
+                serve.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if revoked {
+                closed_revoked(&shared, &ctx, started);
             }
         }
     }

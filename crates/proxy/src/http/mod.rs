@@ -158,17 +158,19 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
     let period = idle_check_period(idle);
     let mut tick = std::pin::pin!(tokio::time::sleep(period));
     let mut quiet_since = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            biased;
-            _ = conn.as_mut() => return,
-            changed = shutdown.changed(), if !draining => {
+    let mut changed = std::pin::pin!(shutdown.changed());
+    // The stop and the idle check are polled only when they woke the task.
+    let gate = crate::gate::Gate::default();
+    std::future::poll_fn(|cx| {
+        if !draining && gate.open(cx) {
+            let mut side = gate.context();
+            if let Poll::Ready(changed) = changed.as_mut().poll(&mut side) {
                 draining = true;
                 if changed.is_ok() {
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            _ = tick.as_mut(), if !draining => {
+            while !draining && tick.as_mut().poll(&mut side).is_ready() {
                 let now = tokio::time::Instant::now();
                 if activity.check() != Since::Quiet {
                     quiet_since = now;
@@ -181,7 +183,9 @@ async fn serve_h2(tls: Box<Tls>, ctx: Arc<ConnCtx>, http: Arc<HttpShared>, mut s
                 tick.as_mut().reset(now + period);
             }
         }
-    }
+        conn.as_mut().poll(cx).map(|_| ())
+    })
+    .await
 }
 
 /// HTTP/1.1 with parking: the hyper connection (and its buffers) exists
