@@ -7,6 +7,7 @@
 //! status (`grpc_refusal`).
 mod idle;
 mod upstream;
+mod upstream_h1;
 mod upstream_h2;
 mod websocket;
 
@@ -39,13 +40,16 @@ use upstream::{UpstreamBody, UpstreamPool, UpstreamSlot, UpstreamSlots};
 use websocket::UpgradeRequest;
 
 /// An HTTP/1.1 upstream's body, an HTTP/2 upstream's, or the proxy's own.
-pub type ProxyBody = Either<UpstreamBody, Either<upstream_h2::H2Body, Full<Bytes>>>;
+pub type ProxyBody = Either<Either<UpstreamBody, upstream_h1::H1Body>, Either<upstream_h2::H2Body, Full<Bytes>>>;
 
 /// What HTTP mode shares across all connections.
 pub struct HttpShared {
     shared: Arc<Shared>,
-    /// Keep-alive HTTP/1.1 connections to the upstream.
+    /// Keep-alive HTTP/1.1 connections to the upstream (hyper's client:
+    /// requests with a body, TLS).
     pub upstream: Arc<UpstreamPool>,
+    /// The same for requests without a body to a plain-TCP upstream.
+    upstream_h1: Arc<upstream_h1::H1Pool>,
     /// The shared HTTP/2 connection to the upstream.
     upstream_h2: upstream_h2::H2Upstream,
     /// Idle HTTP/1 connections that hold no HTTP state (see `idle`).
@@ -58,6 +62,7 @@ impl HttpShared {
             shared,
             upstream: Arc::default(),
             upstream_h2: Default::default(),
+            upstream_h1: Arc::default(),
             parked: metrics::gauge!("ambos_proxy_parked_connections"),
         }
     }
@@ -775,9 +780,15 @@ async fn forward(
         timeouts.grpc_message_max = limits.max_grpc_message;
     }
     let resp = match h2 {
+        // Most requests: no body, to a plain-TCP upstream (see `upstream_h1`).
+        None if tls.is_none() && body.is_end_stream() && parts.method != http::Method::CONNECT => {
+            parts.version = Version::HTTP_11;
+            http.upstream_h1.send(authority, &parts, &timeouts).await?.map(|b| Either::Left(Either::Right(b)))
+        }
         None => {
             parts.version = Version::HTTP_11;
-            http.upstream.send(authority, tls, Request::from_parts(parts, body), timeouts).await?.map(Either::Left)
+            let resp = http.upstream.send(authority, tls, Request::from_parts(parts, body), timeouts).await?;
+            resp.map(|b| Either::Left(Either::Left(b)))
         }
         Some(sender) => {
             // HTTP/2 wants the URI absolute (:scheme, :authority) and no Host,
