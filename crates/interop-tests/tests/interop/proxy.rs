@@ -793,3 +793,47 @@ fn upstream_down_gives_502_and_sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "exit status {status}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after shutdown");
 }
+
+/// An upstream whose answers are ambiguous (both lengths, two lengths, a
+/// malformed chunk) gets its client 502, with the reason in the audit log
+/// and the `protocol` upstream error counted; one that answers twice to one
+/// request never has its second answer served to the next client.
+#[test]
+fn ambiguous_or_excess_upstream_answers_are_refused_and_never_reach_the_next_client() {
+    require("curl");
+    require("python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/proxy_ambiguous_upstream.py");
+    let mut child = Command::new("python3").arg(&script).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _upstream = ambos_interop_tests::ChildGuard(child);
+    let f = Fixture::http(line.trim().parse().unwrap());
+    for version in ["--http1.1", "--http2"] {
+        for (path, why) in [("/both", "both Transfer-Encoding and Content-Length"), ("/two-lengths", "conflicting")] {
+            let (_, status, body) = f.curl(Some("alice"), path, &[version]);
+            assert_eq!(status, "502", "{version} {path}: {body}");
+            assert!(!body.contains("evil"), "{version} {path}: {body}");
+            f.wait_audit(path, |l| {
+                l["path"] == path && l["status"] == 502 && l["reason"].as_str().unwrap().contains(why)
+            });
+        }
+        let (_, status, body) = f.curl(Some("alice"), "/chunked", &[version]);
+        assert_eq!((status.as_str(), body.as_str()), ("200", "chunked"), "{version}");
+        // The chunk's CR is missing: the answer is cut off, never "chu" as a whole body.
+        let (code, status, body) = f.curl(Some("alice"), "/bad-chunk", &[version]);
+        assert!(code != 0 || status != "200" || body.is_empty(), "{version}: {code} {status} {body}");
+        for _ in 0..3 {
+            let (_, status, body) = f.curl(Some("alice"), "/double", &[version]);
+            assert_eq!((status.as_str(), body.as_str()), ("200", "ok"), "{version}");
+            let (_, status, body) = f.curl(Some("alice"), "/next", &[version]);
+            assert_eq!((status.as_str(), body.as_str()), ("200", "fine"), "{version}: another request's answer leaked");
+        }
+    }
+    let metrics =
+        run(Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{}/metrics", f.metrics)])).ok().stdout;
+    let protocol = metrics
+        .lines()
+        .find(|l| l.starts_with("ambos_proxy_upstream_errors_total") && l.contains("kind=\"protocol\""))
+        .unwrap_or_else(|| panic!("no protocol upstream errors:\n{metrics}"));
+    assert!(protocol.ends_with(" 4"), "{protocol}");
+}
