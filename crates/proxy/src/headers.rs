@@ -361,9 +361,12 @@ pub fn regenerate_framing(h: &mut HeaderMap, body: &SizeHint, end_stream: bool) 
 
 /// Hop-by-hop headers an upstream response must not pass on.
 pub fn strip_response_headers(h: &mut HeaderMap) {
-    strip(h, |n| {
-        n == http::header::CONNECTION || n == http::header::UPGRADE || n == http::header::TRAILER || n == "keep-alive"
-    });
+    strip(h, hop_by_hop_in_response);
+}
+
+/// Whether an upstream response's header is hop-by-hop.
+pub fn hop_by_hop_in_response(n: &HeaderName) -> bool {
+    n == http::header::CONNECTION || n == http::header::UPGRADE || n == http::header::TRAILER || n == "keep-alive"
 }
 
 /// Removes every header whose name matches. One pass over the few names a

@@ -783,7 +783,12 @@ async fn forward(
         // Most requests: no body, to a plain-TCP upstream (see `upstream_h1`).
         None if tls.is_none() && body.is_end_stream() && parts.method != http::Method::CONNECT => {
             parts.version = Version::HTTP_11;
-            http.upstream_h1.send(authority, &parts, &timeouts).await?.map(|b| Either::Left(Either::Right(b)))
+            // Hop-by-hop headers were left out as the head was read.
+            return Ok(http
+                .upstream_h1
+                .send(authority, &parts, &timeouts)
+                .await?
+                .map(|b| Either::Left(Either::Right(b))));
         }
         None => {
             parts.version = Version::HTTP_11;

@@ -293,6 +293,11 @@ fn framing(
                 keep_alive |= t.trim_ascii().eq_ignore_ascii_case(b"keep-alive");
             }
         }
+        // Hop-by-hop: not passed on (`headers::strip_response_headers`'s
+        // list, applied here instead of after).
+        if crate::headers::hop_by_hop_in_response(&name) {
+            continue;
+        }
         headers.append(name, value);
     }
     let reusable = !close && (version == Version::HTTP_11 || keep_alive);
@@ -595,7 +600,7 @@ mod tests {
     #[tokio::test]
     async fn keep_alive_answers_reuse_one_connection_and_chunked_bodies_are_decoded_with_trailers() {
         let (up, accepted) = upstream(vec![
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok", false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\nok", false),
             (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=\"v\"\r\nabc\r\n2 ; e\r\nde\r\n0\r\nx-t: 1\r\n\r\n", false),
             (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false),
             (b"HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
@@ -604,6 +609,11 @@ mod tests {
         let pool = Arc::new(H1Pool::default());
         let a = get(&pool, &up).await.unwrap();
         assert_eq!((a.status, &a.body[..], a.headers["x-a"].as_bytes()), (StatusCode::OK, &b"ok"[..], &b"1"[..]));
+        assert!(
+            !a.headers.contains_key("connection") && !a.headers.contains_key("keep-alive"),
+            "hop-by-hop: {:?}",
+            a.headers
+        );
         let b = get(&pool, &up).await.unwrap();
         assert_eq!((b.status, &b.body[..]), (StatusCode::CREATED, &b"abcde"[..]));
         assert_eq!(b.trailers.unwrap()["x-t"], "1");
