@@ -33,10 +33,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-/// Idle connections kept at most; more are closed when returned.
-const MAX_IDLE: usize = 1024;
+/// Idle connections kept at most; more are closed when returned (both
+/// HTTP/1.1 pools).
+pub(super) const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How a [`UpstreamPool::send`] error starts when the client's request
 /// body was at fault (bad chunked encoding, shorter than its length):
 /// the client's 400, not an upstream error.

@@ -22,7 +22,7 @@
 //! new one and the request sent again if its method is idempotent; a new
 //! connection that fails is an error. No read to look for the upstream's
 //! FIN before reuse: it would cost a system call per request.
-use super::upstream::Timeouts;
+use super::upstream::{Timeouts, IDLE_TIMEOUT, MAX_IDLE};
 use crate::dial::{connect_tcp, UPSTREAM_TIMEOUT};
 use crate::forward_error::{kind_of_io, ForwardError};
 use crate::telemetry::UpstreamErrorKind;
@@ -34,14 +34,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Idle connections kept at most; more are closed when returned.
-const MAX_IDLE: usize = 1024;
-/// An idle connection older than this is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest response head (or trailer section) read.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a response head may have.
@@ -733,7 +729,7 @@ mod tests {
             assert!(e.contains(why), "{e}");
         }
         let (up, _) = upstream(vec![]).await;
-        let t = Timeouts { response: Duration::from_millis(200), ..TIMEOUTS };
+        let t = Timeouts { response: std::time::Duration::from_millis(200), ..TIMEOUTS };
         let e = ask(&Arc::new(H1Pool::default()), &up, Method::GET, &t).await.err().unwrap();
         assert!(e.starts_with(UPSTREAM_TIMEOUT), "{e}");
     }
